@@ -1,0 +1,5 @@
+"""The lake handler: DuckDB over a Parquet lake, answering the lakemagic protocol.
+
+This package is what ships to AWS Lambda. It imports nothing from the
+notebook side; the notebook side imports its protocol.
+"""

@@ -1,0 +1,86 @@
+"""Where the lake is, what its tables are called, and where results are kept.
+
+A lake is a local folder or an `s3://bucket[/prefix]`. Its catalog is its
+layout, so there is nothing to register:
+
+    <lake>/dashboard/<name>.parquet      materialized views (win over the others)
+    <lake>/dataset/<name>.parquet        single-file datasets
+    <lake>/<name>/key=value/.../*.parquet  Hive-partitioned datasets
+
+Query results are kept as Parquet under `<lake>/_lakemagic/results/`, so a
+page request served by another container still finds them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from .page_format import quote_identifier, quote_literal
+
+RESULTS_PREFIX = "_lakemagic/results"
+RESULT_MAX_AGE_SECONDS = 24 * 3600
+
+# A name the catalog may resolve: one path segment, no hidden or internal folders.
+_CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+_RESERVED_FOLDERS = {"dataset", "dashboard"}
+
+
+class Lake:
+    def __init__(self, root: str):
+        root = root.rstrip("/")
+        if not root:
+            raise ValueError("the lake location is empty")
+        self.is_s3 = root.startswith("s3://")
+        self.root = root if self.is_s3 else os.path.abspath(os.path.expanduser(root))
+
+    def path(self, *parts: str) -> str:
+        return "/".join((self.root, *parts))
+
+    def result_path(self, result_id: str) -> str:
+        return self.path(RESULTS_PREFIX, f"{result_id}.parquet")
+
+    def prepare_results_location(self) -> None:
+        """Make the local results folder and drop results older than a day.
+
+        On S3 a lifecycle rule on the results prefix does the expiry.
+        """
+        if self.is_s3:
+            return
+        folder = self.path(RESULTS_PREFIX)
+        os.makedirs(folder, exist_ok=True)
+        cutoff = time.time() - RESULT_MAX_AGE_SECONDS
+        for entry in os.scandir(folder):
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                os.remove(entry.path)
+
+    def register_tables(self, con, names: set[str]) -> list[str]:
+        """Create a temporary view for each of `names` that the lake holds; return those found.
+
+        Only names the query mentions are looked up, so a lake with many
+        datasets costs nothing for the datasets a query does not touch.
+        """
+        found = []
+        for name in sorted(names):
+            source = self._source_of(con, name) if _CATALOG_NAME.match(name) else None
+            if source is not None:
+                con.execute(f"CREATE TEMP VIEW {quote_identifier(name)} AS SELECT * FROM {source}")
+                found.append(name)
+        return found
+
+    def _source_of(self, con, name: str) -> str | None:
+        for folder in ("dashboard", "dataset"):
+            path = self.path(folder, f"{name}.parquet")
+            if _exists(con, path):
+                return f"read_parquet({quote_literal(path)})"
+        if name not in _RESERVED_FOLDERS:
+            pattern = self.path(name, "*=*", "**", "*.parquet")
+            if _exists(con, pattern):
+                return f"read_parquet({quote_literal(pattern)}, hive_partitioning = true)"
+        return None
+
+
+def _exists(con, pattern: str) -> bool:
+    """Whether a path or glob matches a file; DuckDB's glob serves folders and S3 alike."""
+    return con.execute("SELECT 1 FROM glob(?) LIMIT 1", [pattern]).fetchone() is not None

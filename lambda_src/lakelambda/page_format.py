@@ -1,0 +1,85 @@
+"""How result rows travel: typed, compressed, columnar pages (Parquet, base64).
+
+Parquet keeps almost every DuckDB type as it is. The few it cannot hold
+exactly (128-bit integers become DOUBLE, a TIME WITH TIME ZONE loses its
+offset, UNION and BIT have no Parquet form) are stored as VARCHAR and cast
+back on arrival, using the column types the answer declares. ENUMs, ARRAYs
+and the TIMESTAMP_S/MS units come back as VARCHAR, LIST and TIMESTAMP, and
+the same cast restores them. Decoding through DuckDB means a DataFrame
+built from pages equals `duckdb.sql(...).df()` of the same query.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import tempfile
+from typing import Iterable
+
+# Types whose Parquet form loses information; matched anywhere in a type
+# string, so a LIST or STRUCT holding one travels as VARCHAR too.
+_LOSSY_IN_PARQUET = re.compile(r"HUGEINT|TIME WITH TIME ZONE|UNION\(|\bBIT\b|BIGNUM|VARINT")
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def storage_projection(columns: list[dict]) -> str:
+    """The SELECT list that turns a result into its storable form."""
+    parts = []
+    for column in columns:
+        name = quote_identifier(column["name"])
+        if _LOSSY_IN_PARQUET.search(column["type"]):
+            parts.append(f"CAST({name} AS VARCHAR) AS {name}")
+        else:
+            parts.append(name)
+    return ", ".join(parts)
+
+
+def encode_file(path: str) -> str:
+    with open(path, "rb") as page_file:
+        return base64.b64encode(page_file.read()).decode("ascii")
+
+
+def decode_pages(pages: Iterable[str], columns: list[dict]):
+    """A pandas DataFrame of the rows of `pages` (base64 Parquet), in order, typed as `columns`."""
+    import duckdb  # notebook side only: the handler never decodes.
+
+    with tempfile.TemporaryDirectory(prefix="lakemagic-pages-") as folder:
+        paths = []
+        for number, data in enumerate(pages):
+            path = os.path.join(folder, f"{number:08d}.parquet")
+            with open(path, "wb") as page_file:
+                page_file.write(base64.b64decode(data))
+            paths.append(path)
+        con = duckdb.connect()
+        try:
+            if not paths:
+                return con.sql(_empty_select(columns)).df()
+            relation = con.read_parquet(paths)
+            stored = dict(zip(relation.columns, (str(t) for t in relation.types)))
+            return relation.select(_restoring_projection(columns, stored)).df()
+        finally:
+            con.close()
+
+
+def _restoring_projection(columns: list[dict], stored: dict[str, str]) -> str:
+    parts = []
+    for column in columns:
+        name = quote_identifier(column["name"])
+        if stored.get(column["name"]) == column["type"]:
+            parts.append(name)
+        else:
+            parts.append(f"CAST({name} AS {column['type']}) AS {name}")
+    return ", ".join(parts)
+
+
+def _empty_select(columns: list[dict]) -> str:
+    projection = ", ".join(f"CAST(NULL AS {c['type']}) AS {quote_identifier(c['name'])}" for c in columns)
+    return f"SELECT {projection} LIMIT 0"

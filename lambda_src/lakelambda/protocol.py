@@ -1,0 +1,205 @@
+"""The wire protocol between the notebook and the lake handler (version 1).
+
+Everything that crosses the wire is defined here: request parsing and
+validation, the shape of answers, and how parameter values travel. The
+notebook side imports this module too, so both ends agree by construction.
+PROTOCOL.md beside this package describes the same thing for humans.
+
+Only the standard library is imported: this module is on the handler's
+cold-start path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Union
+
+VERSION = 1
+
+# AWS Lambda's limit for a synchronous response, in bytes.
+MAX_RESPONSE_BYTES = 6_291_556
+# Room kept for everything in a response except the page data itself.
+ENVELOPE_ALLOWANCE_BYTES = 256 * 1024
+# The most rows one page request may ask for; bigger pages are cut to fit.
+MAX_PAGE_ROWS = 1_000_000
+MAX_SQL_CHARS = 1_000_000
+
+PAGE_FORMAT = "parquet+base64"
+
+# Result ids are random tokens from secrets.token_urlsafe: nothing else parses.
+RESULT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+PARAM_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ProtocolError(ValueError):
+    """A request that does not follow the protocol; answered, never raised to Lambda."""
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    sql: str
+    params: dict[str, Any]
+    page_size: int
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    result_id: str
+    offset: int
+    limit: int
+
+
+Request = Union[QueryRequest, PageRequest]
+
+
+def query_request(sql: str, params: dict[str, Any], page_size: int) -> dict:
+    """The event that asks the handler to run `sql` and return its first page."""
+    return {
+        "version": VERSION,
+        "op": "query",
+        "sql": sql,
+        "params": {name: encode_value(value) for name, value in params.items()},
+        "page_size": page_size,
+    }
+
+
+def page_request(result_id: str, offset: int, limit: int) -> dict:
+    """The event that asks for rows [offset, offset + limit) of a stored result."""
+    return {"version": VERSION, "op": "page", "result_id": result_id, "offset": offset, "limit": limit}
+
+
+def parse_request(event: Any) -> Request:
+    """Validate an incoming event at the edge; raise ProtocolError naming the problem."""
+    if not isinstance(event, dict):
+        raise ProtocolError(f"the event must be a JSON object, not {type(event).__name__}")
+    if event.get("version") != VERSION:
+        raise ProtocolError(f"unsupported protocol version {event.get('version')!r}; this handler speaks {VERSION}")
+    op = event.get("op")
+    if op == "query":
+        return _parse_query(event)
+    if op == "page":
+        return _parse_page(event)
+    raise ProtocolError(f"unknown op {op!r}; expected 'query' or 'page'")
+
+
+def _parse_query(event: dict) -> QueryRequest:
+    _reject_unknown_fields(event, {"version", "op", "sql", "params", "page_size"})
+    sql = event.get("sql")
+    if not isinstance(sql, str) or not sql.strip():
+        raise ProtocolError("'sql' must be a non-empty string")
+    if len(sql) > MAX_SQL_CHARS:
+        raise ProtocolError(f"'sql' is longer than {MAX_SQL_CHARS} characters")
+    params = event.get("params", {})
+    if not isinstance(params, dict):
+        raise ProtocolError("'params' must be an object mapping names to values")
+    for name in params:
+        if not PARAM_NAME_PATTERN.match(name):
+            raise ProtocolError(f"parameter name {name!r} is not a valid identifier")
+    decoded = {name: decode_value(value) for name, value in params.items()}
+    page_size = _bounded_int(event, "page_size", 0, MAX_PAGE_ROWS)
+    return QueryRequest(sql=sql, params=decoded, page_size=page_size)
+
+
+def _parse_page(event: dict) -> PageRequest:
+    _reject_unknown_fields(event, {"version", "op", "result_id", "offset", "limit"})
+    result_id = event.get("result_id")
+    if not isinstance(result_id, str) or not RESULT_ID_PATTERN.match(result_id):
+        raise ProtocolError("'result_id' is not a result id this handler issued")
+    offset = _bounded_int(event, "offset", 0, 2**62)
+    limit = _bounded_int(event, "limit", 1, MAX_PAGE_ROWS)
+    return PageRequest(result_id=result_id, offset=offset, limit=limit)
+
+
+def _reject_unknown_fields(event: dict, known: set[str]) -> None:
+    unknown = sorted(set(event) - known)
+    if unknown:
+        raise ProtocolError(f"unknown field(s) {', '.join(unknown)}")
+
+
+def _bounded_int(event: dict, field: str, low: int, high: int) -> int:
+    value = event.get(field)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError(f"'{field}' must be an integer")
+    if not low <= value <= high:
+        raise ProtocolError(f"'{field}' must be between {low} and {high}, got {value}")
+    return value
+
+
+# --- answers -----------------------------------------------------------------
+
+
+def success(result_id: str, columns: list[dict], total_rows: int, page: dict, stats: dict) -> dict:
+    """A successful answer: the result's schema, its size, one page and the engine's figures."""
+    return {
+        "version": VERSION,
+        "result_id": result_id,
+        "columns": columns,
+        "total_rows": total_rows,
+        "page": page,
+        "stats": stats,
+    }
+
+
+def failure(error_type: str, message: str, position: int | None = None, stats: dict | None = None) -> dict:
+    """A failed answer. SQL errors are answers like this one, not crashes."""
+    answer = {"version": VERSION, "error": {"type": error_type, "message": message, "position": position}}
+    if stats is not None:
+        answer["stats"] = stats
+    return answer
+
+
+# --- parameter values ----------------------------------------------------------
+# JSON carries None, bool, int, float, str and lists of them as they are. Other
+# values a notebook variable commonly holds travel tagged, {"$type": ..., "value": ...},
+# so that DuckDB binds a DATE as a DATE rather than as a string.
+
+_TAGGED_TYPES = {
+    "date": (dt.date.fromisoformat, dt.date.isoformat),
+    "datetime": (dt.datetime.fromisoformat, dt.datetime.isoformat),
+    "time": (dt.time.fromisoformat, dt.time.isoformat),
+    "decimal": (decimal.Decimal, str),
+    "uuid": (uuid.UUID, str),
+}
+
+
+def _tag_of(value: Any) -> str | None:
+    # datetime is a subclass of date, so it is tested first.
+    for tag, kind in (("datetime", dt.datetime), ("date", dt.date), ("time", dt.time),
+                      ("decimal", decimal.Decimal), ("uuid", uuid.UUID)):
+        if isinstance(value, kind):
+            return tag
+    return None
+
+
+def encode_value(value: Any) -> Any:
+    """A parameter value as JSON; TypeError names values that cannot be bound."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [encode_value(item) for item in value]
+    tag = _tag_of(value)
+    if tag is None:
+        raise TypeError(
+            f"a {type(value).__name__} cannot be bound as an SQL parameter; "
+            "use a number, string, boolean, None, date/time, Decimal, UUID or a list of them"
+        )
+    return {"$type": tag, "value": _TAGGED_TYPES[tag][1](value)}
+
+
+def decode_value(value: Any) -> Any:
+    """The inverse of encode_value, validating as it goes."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return [decode_value(item) for item in value]
+    if isinstance(value, dict) and set(value) == {"$type", "value"} and value["$type"] in _TAGGED_TYPES:
+        parse = _TAGGED_TYPES[value["$type"]][0]
+        try:
+            return parse(value["value"])
+        except (TypeError, ValueError, decimal.InvalidOperation) as exc:
+            raise ProtocolError(f"bad {value['$type']} parameter value {value['value']!r}") from exc
+    raise ProtocolError(f"unsupported parameter value {value!r}")

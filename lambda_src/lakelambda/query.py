@@ -1,0 +1,252 @@
+"""Running one query and serving pages of its stored result, with DuckDB.
+
+Plain functions over a DuckDB connection: testable without Lambda, and the
+only place in the project that runs a user's SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass
+
+import duckdb
+
+from . import page_format
+from .lake import Lake
+from .page_format import quote_identifier, quote_literal
+from .protocol import ENVELOPE_ALLOWANCE_BYTES, MAX_RESPONSE_BYTES, PAGE_FORMAT
+
+# Small row groups keep a page read small: a page touches one or two of them.
+RESULT_ROW_GROUP_SIZE = 16_384
+_COLUMNS_KEY = "lakemagic_columns"
+# Statements that DuckDB runs as queries but that COPY cannot take directly.
+_NEEDS_SUBQUERY = {"DESCRIBE", "SHOW", "SUMMARIZE"}
+
+
+class QueryError(Exception):
+    """An error to answer with: a type the notebook shows, and where in the SQL it is."""
+
+    def __init__(self, error_type: str, message: str, position: int | None = None):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.position = position
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    result_id: str
+    columns: list[dict]
+    total_rows: int
+    path: str
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """SQL text with the user's statement inside it, starting `line_offset` lines down."""
+
+    text: str
+    line_offset: int = 0
+
+    def wrapped(self, prefix: str, suffix: str = "") -> "_Placed":
+        # The user's SQL always starts on a line of its own, so DuckDB's
+        # "LINE n" maps back to the user's line n - line_offset.
+        return _Placed(f"{prefix}\n{self.text}\n{suffix}", self.line_offset + prefix.count("\n") + 1)
+
+
+def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, sql: str, params: dict) -> StoredResult:
+    """Run `sql` once, store its whole result as Parquet in the lake, and describe it."""
+    statement = _single_query(sql)
+    lake.register_tables(con, _referenced_tables(statement))
+    body = _Placed(statement)
+    if _first_keyword(statement) in _NEEDS_SUBQUERY:
+        body = body.wrapped("SELECT * FROM (", ")")
+    columns = _describe(con, body, params, sql)
+    names = [column["name"] for column in columns]
+    if len(set(names)) != len(names):
+        # DuckDB's own .df() renames repeated names the same way.
+        columns = [dict(column, name=name) for column, name in zip(columns, _distinct_names(names))]
+    projection = page_format.storage_projection(columns)
+    if projection != ", ".join(quote_identifier(n) for n in names) or len(set(names)) != len(names):
+        aliases = ", ".join(quote_identifier(c["name"]) for c in columns)
+        body = body.wrapped("SELECT " + projection + " FROM (", f") AS lakemagic_result({aliases})")
+    result_id = secrets.token_urlsafe(24)
+    path = lake.result_path(result_id)
+    copy = body.wrapped("COPY (", f") TO {quote_literal(path)} ({_parquet_options(columns)})")
+    total_rows = _execute(con, copy, params, sql).fetchone()[0]
+    return StoredResult(result_id, columns, total_rows, path)
+
+
+def open_result(con: duckdb.DuckDBPyConnection, lake: Lake, result_id: str) -> StoredResult:
+    """Find a stored result by id, from any container that can see the lake."""
+    path = lake.result_path(result_id)
+    try:
+        metadata = con.execute(
+            "SELECT value FROM parquet_kv_metadata(?) WHERE key = ?", [path, _COLUMNS_KEY]
+        ).fetchone()
+        total_rows = con.execute("SELECT num_rows FROM parquet_file_metadata(?)", [path]).fetchone()[0]
+    except duckdb.IOException as exc:
+        raise QueryError("ResultNotFound", f"result {result_id} does not exist or has expired; run the query again") from exc
+    return StoredResult(result_id, json.loads(metadata[0]), total_rows, path)
+
+
+def read_page(con: duckdb.DuckDBPyConnection, result: StoredResult, offset: int, limit: int) -> dict:
+    """Encode rows [offset, offset + limit) of a stored result as one page.
+
+    Rows are picked by their row number in the file, which DuckDB resolves
+    from row-group statistics: the cost does not grow with the offset. A page
+    that would not fit in a Lambda response is cut short; `row_count` says
+    how many rows it holds.
+    """
+    limit = max(0, min(limit, result.total_rows - offset))
+    budget = (MAX_RESPONSE_BYTES - ENVELOPE_ALLOWANCE_BYTES) * 3 // 4  # base64 grows data by 4/3
+    limit = min(limit, _rows_that_fit(result, budget))
+    with tempfile.TemporaryDirectory(prefix="lakemagic-page-") as folder:
+        page_path = os.path.join(folder, "page.parquet")
+        while True:
+            size = _write_rows(con, result, offset, limit, page_path)
+            if size <= budget or limit <= 1:
+                break
+            limit = max(1, math.floor(limit * budget / size * 0.9))
+        if size > budget:
+            raise QueryError("RowTooLarge", f"row {offset} alone is larger than the {MAX_RESPONSE_BYTES}-byte response limit")
+        data = page_format.encode_file(page_path)
+    return {"offset": offset, "row_count": limit, "format": PAGE_FORMAT, "data": data}
+
+
+def _rows_that_fit(result: StoredResult, budget: int) -> int:
+    """A first guess from the stored file's bytes per row, with room for worse compression."""
+    if result.total_rows == 0 or result.path.startswith("s3://"):
+        return result.total_rows or 1
+    bytes_per_row = os.path.getsize(result.path) / result.total_rows
+    return max(1, math.floor(budget / bytes_per_row * 0.6))
+
+
+def _write_rows(con, result: StoredResult, offset: int, limit: int, page_path: str) -> int:
+    stored = [f"c{i}" for i in range(len(result.columns))]
+    # Columns are read by position, so a user's column named row_number cannot clash.
+    select = ", ".join(f"{s} AS {quote_identifier(c['name'])}" for s, c in zip(stored, result.columns))
+    con.execute(
+        f"COPY (SELECT {select} FROM read_parquet(?, file_row_number = true) AS r({', '.join(stored)}, row_number) "
+        f"WHERE row_number >= {offset} AND row_number < {offset + limit}) "
+        f"TO {quote_literal(page_path)} (FORMAT parquet, COMPRESSION zstd)",
+        [result.path],
+    )
+    return os.path.getsize(page_path)
+
+
+def _parquet_options(columns: list[dict]) -> str:
+    metadata = quote_literal(json.dumps(columns))
+    return (
+        f"FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {RESULT_ROW_GROUP_SIZE}, "
+        f"KV_METADATA {{{_COLUMNS_KEY}: {metadata}}}"
+    )
+
+
+def _describe(con, body: _Placed, params: dict, sql: str) -> list[dict]:
+    rows = _execute(con, body.wrapped("DESCRIBE"), params, sql).fetchall()
+    return [{"name": row[0], "type": row[1]} for row in rows]
+
+
+def _execute(con, placed: _Placed, params: dict, sql: str):
+    try:
+        return con.execute(placed.text, params or None)
+    except duckdb.Error as exc:
+        raise _query_error(exc, placed.line_offset, sql) from None
+
+
+def _single_query(sql: str) -> str:
+    """The one query in `sql`, without its closing semicolon; anything else is refused."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise _query_error(exc, 0, sql) from None
+    if len(statements) != 1:
+        raise QueryError("UnsupportedStatement", f"send exactly one query at a time; this has {len(statements)} statements")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise QueryError("UnsupportedStatement", f"only queries can run here (SELECT, WITH, FROM, VALUES, DESCRIBE, SUMMARIZE); this is a {kind.name} statement")
+    return _without_closing_semicolon(sql)
+
+
+def _without_closing_semicolon(sql: str) -> str:
+    tokens = [(start, kind) for start, kind in duckdb.tokenize(sql) if kind != duckdb.token_type.comment]
+    if tokens and sql[tokens[-1][0]] == ";":
+        return sql[: tokens[-1][0]]
+    return sql
+
+
+def _first_keyword(statement: str) -> str:
+    match = re.match(r"\s*(\w+)", re.sub(r"--[^\n]*|/\*.*?\*/", " ", statement, flags=re.S))
+    return match.group(1).upper() if match else ""
+
+
+def _referenced_tables(statement: str) -> set[str]:
+    try:
+        return set(duckdb.get_table_names(_parameters_as_nulls(statement), qualified=False))
+    except duckdb.Error:
+        return set()  # the query itself will report the syntax error, with its position
+
+
+def _parameters_as_nulls(statement: str) -> str:
+    """The statement with each `$name` parameter replaced by NULL, for parse-only uses
+    (DuckDB's table-name extraction refuses parameters)."""
+    text = statement
+    for start, kind in reversed(duckdb.tokenize(statement)):
+        parameter = re.match(r"\$\w+", statement[start:]) if kind == duckdb.token_type.operator else None
+        if parameter:
+            text = text[:start] + "NULL" + text[start + parameter.end():]
+    return text
+
+
+def _distinct_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    result = []
+    for name in names:
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}_{seen[name]}"
+        else:
+            seen[name] = 0
+        result.append(name)
+    return result
+
+
+# --- errors --------------------------------------------------------------------
+
+_LINE_CONTEXT = re.compile(r"\n*LINE (\d+): (.*)\n( *)\^\s*$", re.S)
+
+
+def _query_error(exc: duckdb.Error, line_offset: int, sql: str) -> QueryError:
+    """DuckDB's error as an answer: its class, its message, and a character position in `sql`."""
+    message = str(exc)
+    position = None
+    context = _LINE_CONTEXT.search(message)
+    if context:
+        message = message[: context.start()]
+        line_number = int(context.group(1)) - line_offset
+        prefix = len(f"LINE {context.group(1)}: ")
+        position = _position(sql, line_number, context.group(2), len(context.group(3)) - prefix)
+    message = re.sub(r"^[A-Za-z ]+ Error: ", "", message.strip())
+    if position is None and message.endswith("at end of input"):
+        position = len(sql.rstrip())
+    return QueryError(type(exc).__name__, message, position)
+
+
+def _position(sql: str, line_number: int, shown: str, column: int) -> int | None:
+    """Turn DuckDB's "LINE n" and caret into an offset in `sql`; None if it points outside."""
+    lines = sql.split("\n")
+    if not 1 <= line_number <= len(lines):
+        return None
+    line = lines[line_number - 1]
+    if shown.startswith("..."):  # DuckDB shows a window of long lines
+        window = shown[3:]
+        window = window[:-3] if window.endswith("...") else window
+        column = line.find(window) + column - 3 if line.find(window) >= 0 else column
+    line_start = sum(len(previous) + 1 for previous in lines[: line_number - 1])
+    return line_start + max(0, min(column, len(line)))

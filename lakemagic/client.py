@@ -1,0 +1,101 @@
+"""Running queries on an engine and fetching their pages, as plain Python.
+
+The magic and the widget are thin layers over `run_query` and `QueryResult`;
+scripts and tests can use them directly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+
+from lakelambda import protocol
+from lakelambda.page_format import decode_pages
+
+from .engine import Engine
+from .errors import LakeQueryError
+
+
+@dataclass
+class Page:
+    offset: int
+    row_count: int
+    data: str
+    columns: list[dict]
+
+    def frame(self) -> pd.DataFrame:
+        return decode_pages([self.data], self.columns)
+
+
+@dataclass
+class CallStats:
+    """What one engine call cost: the handler's own figures plus the round trip."""
+
+    engine: dict
+    round_trip_ms: float
+
+
+@dataclass
+class QueryResult:
+    engine: Engine
+    sql: str
+    result_id: str
+    columns: list[dict]
+    total_rows: int
+    first_page: Page
+    stats: CallStats
+    last_call: CallStats = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.last_call = self.stats
+
+    def page(self, offset: int, limit: int) -> Page:
+        """Rows [offset, offset + limit), fetched from the engine (possibly fewer: see Page.row_count)."""
+        if offset == 0 and self.first_page.row_count == min(limit, self.total_rows):
+            return self.first_page
+        answer, self.last_call = _call(self.engine, protocol.page_request(self.result_id, offset, limit), self.sql)
+        return _page_of(answer)
+
+    def to_dataframe(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+        """The whole result, fetched page by page in the largest pages the wire allows."""
+        pages = [self.first_page.data] if self.first_page.row_count else []
+        fetched = self.first_page.row_count
+        while fetched < self.total_rows:
+            page = self.page(fetched, protocol.MAX_PAGE_ROWS)
+            pages.append(page.data)
+            fetched += page.row_count
+            if progress is not None:
+                progress(fetched, self.total_rows)
+        return decode_pages(pages, self.columns)
+
+
+def run_query(engine: Engine, sql: str, params: dict | None = None, page_size: int = 50) -> QueryResult:
+    """Run `sql` on `engine`; raise LakeQueryError if the engine answers with an error."""
+    answer, stats = _call(engine, protocol.query_request(sql, params or {}, page_size), sql)
+    return QueryResult(
+        engine=engine,
+        sql=sql,
+        result_id=answer["result_id"],
+        columns=answer["columns"],
+        total_rows=answer["total_rows"],
+        first_page=_page_of(answer),
+        stats=stats,
+    )
+
+
+def _call(engine: Engine, request: dict, sql: str) -> tuple[dict, CallStats]:
+    started = time.perf_counter()
+    answer = engine.call(request)
+    stats = CallStats(answer.get("stats", {}), round((time.perf_counter() - started) * 1000, 3))
+    if "error" in answer:
+        error = answer["error"]
+        raise LakeQueryError(error["type"], error["message"], sql, error.get("position"))
+    return answer, stats
+
+
+def _page_of(answer: dict) -> Page:
+    page = answer["page"]
+    return Page(page["offset"], page["row_count"], page["data"], answer["columns"])

@@ -1,0 +1,40 @@
+"""Engines: where the lake handler runs. The notebook side needs only `call`.
+
+An engine takes a protocol request (a dict) and returns the handler's
+answer (a dict). Everything else, paging and decoding included, is built
+on that one method, so a new engine is configuration, not code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Protocol
+
+DEFAULT_LAKE = os.path.join("~", ".lakemagic", "lake")
+
+
+class Engine(Protocol):
+    name: str
+
+    def call(self, request: dict) -> dict: ...
+
+
+class EmbeddedEngine:
+    """The lake handler in this process, over a local lake folder.
+
+    Requests and answers pass through JSON exactly as they would to and
+    from Lambda, so anything that would not survive the wire fails here too.
+    """
+
+    name = "local"
+
+    def __init__(self, lake: str = DEFAULT_LAKE):
+        from lakelambda.handler import LakeHandler
+
+        self.lake = os.path.abspath(os.path.expanduser(lake))
+        self._handler = LakeHandler(self.lake)
+
+    def call(self, request: dict) -> dict:
+        event = json.loads(json.dumps(request))
+        return json.loads(json.dumps(self._handler(event, None)))

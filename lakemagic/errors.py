@@ -1,0 +1,47 @@
+"""Errors the notebook shows as one short message instead of a traceback.
+
+IPython renders an exception that has `_render_traceback_` with the lines
+that method returns; the cell still fails, so a papermill run stops there.
+"""
+
+from __future__ import annotations
+
+
+class LakeMagicError(Exception):
+    def _render_traceback_(self) -> list[str]:
+        return str(self).splitlines()
+
+
+class EngineError(LakeMagicError):
+    """The engine could not deliver an answer (as opposed to an SQL error in the answer)."""
+
+
+class ParameterError(LakeMagicError):
+    """A `$name` in the SQL that no notebook variable can fill."""
+
+
+class LakeQueryError(LakeMagicError):
+    """An error answer: DuckDB's error class and message, pointing into the SQL."""
+
+    def __init__(self, error_type: str, message: str, sql: str | None = None, position: int | None = None):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.sql = sql
+        self.position = position
+
+    def __str__(self) -> str:
+        text = f"{self.error_type}: {self.message}"
+        pointer = self.pointer()
+        return f"{text}\n{pointer}" if pointer else text
+
+    def pointer(self) -> str:
+        """The SQL line the error is on, with a caret under its position."""
+        if self.sql is None or self.position is None:
+            return ""
+        start = self.sql.rfind("\n", 0, self.position) + 1
+        end = self.sql.find("\n", self.position)
+        line = self.sql[start : end if end >= 0 else len(self.sql)]
+        line_number = self.sql.count("\n", 0, self.position) + 1
+        label = f"LINE {line_number}: "
+        return f"{label}{line}\n{' ' * (len(label) + self.position - start)}^"

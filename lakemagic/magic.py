@@ -1,0 +1,144 @@
+"""The `%%lakesql` cell magic and `%lakesql` line magic: thin layers over `client.run_query`."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Enum, Int, Unicode, default, observe
+
+from . import client
+from .engine import DEFAULT_LAKE, EmbeddedEngine, Engine
+from .errors import LakeMagicError
+from .params import bind_parameters
+from .widget import ResultTable
+
+_ASSIGNMENT = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<\s*(.*)$", re.S)
+# Options that take a value, so the line can be split into options and SQL.
+_VALUE_OPTIONS = {"-p", "--page-size"}
+
+
+@magics_class
+class LakeMagic(Magics):
+    """Query the lake with SQL. Configure with %config LakeMagic.<name> = value."""
+
+    engine = Enum(["local"], help="Where queries run: 'local' is the embedded engine.").tag(config=True)
+    lake = Unicode(help="The lake: a local folder (for the 'local' engine).").tag(config=True)
+    page_size = Int(help="Rows per page in the result table.").tag(config=True)
+
+    @default("engine")
+    def _default_engine(self):
+        return os.environ.get("LAKEMAGIC_ENGINE", "local")
+
+    @default("lake")
+    def _default_lake(self):
+        return os.environ.get("LAKEMAGIC_LAKE", DEFAULT_LAKE)
+
+    @default("page_size")
+    def _default_page_size(self):
+        return int(os.environ.get("LAKEMAGIC_PAGE_SIZE", "50"))
+
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell=shell, **kwargs)
+        self._engine: Engine | None = None
+        if shell is not None:
+            shell.configurables.append(self)  # so that %config LakeMagic.x = y reaches it
+
+    @observe("engine", "lake")
+    def _forget_engine(self, change) -> None:
+        self._engine = None
+
+    def current_engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = EmbeddedEngine(self.lake)
+        return self._engine
+
+    @magic_arguments()
+    @argument("-p", "--page-size", type=int, help="Rows per page for this result (default: LakeMagic.page_size).")
+    @line_cell_magic
+    @no_var_expand  # $name is a bound parameter, not text for IPython to splice in
+    def lakesql(self, line: str, cell: str | None = None):
+        """Run SQL on the lake and show the result as a paged table.
+
+        Usage:
+
+          %%lakesql [options] [VAR <<]
+          SELECT ...
+
+          %lakesql [options] [VAR <<] SELECT ...
+
+        As a cell magic the result appears as a table that fetches pages on
+        demand. `VAR <<` assigns the whole result to VAR as a pandas DataFrame
+        instead. The line magic returns the whole result as a DataFrame, so
+        `x = %lakesql SELECT ...` works too. `$name` in the SQL is bound to
+        the notebook variable `name` as a query parameter.
+        """
+        option_text, rest = _split_options(line)
+        options = parse_argstring(self.lakesql, option_text)
+        target, sql = _split_assignment(rest)
+        if cell is not None:
+            if sql.strip():
+                raise LakeMagicError(f"UsageError: unexpected text before the SQL: {sql.strip()!r}; write `%%lakesql VAR <<`")
+            sql = cell
+        if not sql.strip():
+            raise LakeMagicError("UsageError: no SQL to run")
+        page_size = options.page_size or self.page_size
+        if page_size < 1:
+            raise LakeMagicError(f"UsageError: the page size must be at least 1, not {page_size}")
+        params = bind_parameters(sql, self.shell.user_ns)
+        result = client.run_query(self.current_engine(), sql, params, page_size)
+        if target is not None:
+            self.shell.user_ns[target] = _whole_frame(result)
+            return None
+        if cell is None:
+            return _whole_frame(result)
+        display(ResultTable(result, page_size))
+        return None
+
+
+def _split_options(line: str) -> tuple[str, str]:
+    """Split the magic's line into its leading options and the rest, left untouched.
+
+    The rest may be SQL, which an argument parser would mangle (quotes).
+    """
+    position = 0
+    expects_value = False
+    for token in re.finditer(r"\S+", line):
+        text = token.group()
+        if expects_value:
+            expects_value = False
+        elif text.startswith("-"):
+            expects_value = text in _VALUE_OPTIONS
+        else:
+            return line[: token.start()], line[token.start() :]
+        position = token.end()
+    return line[:position], line[position:]
+
+
+def _split_assignment(text: str) -> tuple[str | None, str]:
+    match = _ASSIGNMENT.match(text)
+    return (match.group(1), match.group(2)) if match else (None, text)
+
+
+def _whole_frame(result: client.QueryResult):
+    """The whole result as a DataFrame, with a progress bar when it takes more than one page."""
+    if result.first_page.row_count >= result.total_rows:
+        return result.to_dataframe()
+    import ipywidgets as widgets
+
+    bar = widgets.IntProgress(min=0, max=result.total_rows, description="fetching")
+    handle = display(bar, display_id=True)
+
+    def progress(fetched: int, total: int) -> None:
+        bar.value = fetched
+        bar.description = f"{fetched:,}/{total:,}"
+
+    try:
+        return result.to_dataframe(progress)
+    finally:
+        bar.close()
+        if handle is not None:
+            handle.update({"text/plain": ""}, raw=True)

@@ -1,0 +1,88 @@
+"""Static renderings of results and errors: HTML for notebooks, text for terminals.
+
+The widget uses the same HTML for its table, and these forms are what an
+executed notebook shows where no widget front end runs (papermill,
+nbconvert, GitHub).
+"""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+
+from .client import CallStats
+
+_STYLE = """<style>
+.lakemagic-table {border-collapse: collapse; font-size: 12px; font-family: var(--jp-code-font-family, monospace);}
+.lakemagic-table th, .lakemagic-table td {padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; white-space: pre;}
+.lakemagic-table th {vertical-align: bottom;}
+.lakemagic-table .lm-type {font-weight: normal; color: #888; font-size: 10px;}
+.lakemagic-table .lm-null {color: #aaa; font-style: italic;}
+.lakemagic-table .lm-rownum {color: #888;}
+.lakemagic-summary {font-size: 12px; color: #555; margin: 4px 0;}
+</style>"""
+
+
+def rows_label(offset: int, row_count: int, total_rows: int) -> str:
+    if row_count == 0:
+        return f"no rows of {total_rows:,}"
+    return f"rows {offset + 1:,}–{offset + row_count:,} of {total_rows:,}"
+
+
+def stats_label(stats: CallStats, total_rows: int) -> str:
+    engine = stats.engine
+    warmth = "cold start" if engine.get("cold") else "warm"
+    return (
+        f"{total_rows:,} rows · engine {engine.get('engine_ms', 0):,.0f} ms · "
+        f"round trip {stats.round_trip_ms:,.0f} ms · {warmth} · DuckDB {engine.get('duckdb_version', '?')}"
+    )
+
+
+def html_table(frame: pd.DataFrame, columns: list[dict], first_row_number: int = 1) -> str:
+    """An HTML table with each column's DuckDB type under its name, and NULLs marked."""
+    head = "".join(
+        f"<th>{html.escape(c['name'])}<br><span class='lm-type'>{html.escape(c['type'])}</span></th>"
+        for c in columns
+    )
+    body = []
+    for number, row in enumerate(frame.itertuples(index=False, name=None), start=first_row_number):
+        cells = "".join(_cell(value) for value in row)
+        body.append(f"<tr><td class='lm-rownum'>{number:,}</td>{cells}</tr>")
+    return f"{_STYLE}<table class='lakemagic-table'><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _cell(value) -> str:
+    if _is_null(value):
+        return "<td class='lm-null'>NULL</td>"
+    return f"<td>{html.escape(str(value))}</td>"
+
+
+def _is_null(value) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # lists, dicts and arrays are values, not NULL
+        return False
+
+
+def static_html(frame: pd.DataFrame, columns: list[dict], total_rows: int, stats: CallStats) -> str:
+    """The result as an executed notebook keeps it: the first page and a summary."""
+    summary = f"showing {rows_label(0, len(frame), total_rows)} · {stats_label(stats, total_rows)}"
+    return f"{html_table(frame, columns)}<div class='lakemagic-summary'>{html.escape(summary)}</div>"
+
+
+def static_text(frame: pd.DataFrame, columns: list[dict], total_rows: int, stats: CallStats) -> str:
+    schema = ", ".join(f"{c['name']} {c['type']}" for c in columns)
+    preview = frame.head(10).to_string(index=False) if len(frame.columns) else ""
+    return (
+        f"lakesql result: {total_rows:,} rows × {len(columns)} columns ({schema})\n"
+        f"{preview}\n"
+        f"showing {rows_label(0, min(len(frame), 10), total_rows)} · {stats_label(stats, total_rows)}"
+    )
+
+
+def error_html(error_text: str) -> str:
+    return (
+        "<pre style='color:#b00020; background:#fff5f5; padding:6px; margin:0; white-space:pre-wrap'>"
+        f"{html.escape(error_text)}</pre>"
+    )

@@ -1,0 +1,92 @@
+"""The result widget's buttons, page sizes, memory bound, inline errors and static form."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import duckdb
+import pytest
+
+from lakemagic import client, widget
+from lakemagic.engine import EmbeddedEngine
+
+SQL = "SELECT range AS n, 'row ' || range AS label FROM range(1234) ORDER BY n DESC"
+
+
+@pytest.fixture
+def table(tmp_path):
+    result = client.run_query(EmbeddedEngine(str(tmp_path)), SQL, page_size=50)
+    return widget.ResultTable(result, page_size=50)
+
+
+def shown_numbers(table) -> list[int]:
+    """The values of column n as the table's HTML shows them."""
+    return [int(v) for v in re.findall(r"<tr><td class='lm-rownum'>[\d,]+</td><td>(\d+)</td>", table.table.value)]
+
+
+def expected_numbers(offset: int, limit: int) -> list[int]:
+    return [row[0] for row in duckdb.sql(SQL).fetchall()[offset : offset + limit]]
+
+
+def test_first_page_and_disabled_buttons_at_the_start(table):
+    assert shown_numbers(table) == expected_numbers(0, 50)
+    assert "page 1 of 25 · rows 1–50 of 1,234" == table.position.value
+    assert table.first_button.disabled and table.previous_button.disabled
+    assert not table.next_button.disabled and not table.last_button.disabled
+
+
+def test_next_previous_last_first(table):
+    table.next_button.click()
+    assert shown_numbers(table) == expected_numbers(50, 50)
+    assert "rows 51–100 of 1,234" in table.position.value
+    table.last_button.click()
+    assert shown_numbers(table) == expected_numbers(1200, 50)
+    assert "page 25 of 25 · rows 1,201–1,234 of 1,234" == table.position.value
+    assert table.next_button.disabled and table.last_button.disabled
+    table.previous_button.click()
+    assert shown_numbers(table) == expected_numbers(1150, 50)
+    table.first_button.click()
+    assert shown_numbers(table) == expected_numbers(0, 50)
+
+
+def test_changing_the_page_size_repages_from_the_current_position(table):
+    table.next_button.click()
+    table.next_button.click()  # rows 101-150
+    table.size_choice.value = 250
+    assert shown_numbers(table) == expected_numbers(0, 250)
+    assert "page 1 of 5" in table.position.value
+    table.next_button.click()
+    assert shown_numbers(table) == expected_numbers(250, 250)
+
+
+def test_only_a_bounded_number_of_pages_stay_in_the_kernel(table):
+    for _ in range(20):
+        table.next_button.click()
+    assert len(table._pages) <= widget.CACHED_PAGES
+    assert shown_numbers(table) == expected_numbers(1000, 50)
+
+
+def test_a_fetch_error_shows_inline_and_keeps_the_table(table):
+    os.remove(table.result.engine.lake + f"/_lakemagic/results/{table.result.result_id}.parquet")
+    before = table.table.value
+    table.next_button.click()
+    assert "ResultNotFound" in table.error.value
+    assert table.table.value == before
+    assert "rows 1–50" in table.position.value
+
+
+def test_footer_shows_rows_engine_time_round_trip_and_warmth(table):
+    footer = table.footer.value
+    assert "1,234 rows" in footer and "engine" in footer and "round trip" in footer
+    assert "cold start" in footer  # the engine's first call
+    table.next_button.click()
+    assert "warm" in table.footer.value
+
+
+def test_static_form_for_front_ends_without_widgets(table):
+    bundle = table._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "showing rows 1–50 of 1,234" in bundle["text/html"]
+    assert "<td>1233</td>" in bundle["text/html"]
+    assert bundle["text/plain"].startswith("lakesql result: 1,234 rows × 2 columns (n BIGINT, label VARCHAR)")

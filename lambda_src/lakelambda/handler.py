@@ -22,6 +22,10 @@ class LakeHandler:
     def __init__(self, lake: str):
         self.lake = Lake(lake)
         self._cold = True
+        # One database per container; each invocation gets its own cursor, whose
+        # temporary views vanish with it, so nothing carries over between callers.
+        self._database = duckdb.connect()
+        self._database.execute("SET enable_progress_bar = false")
 
     def __call__(self, event, context=None) -> dict:
         started = time.perf_counter()
@@ -30,7 +34,7 @@ class LakeHandler:
             request = protocol.parse_request(event)
             if cold:
                 self.lake.prepare_results_location()
-            with duckdb.connect() as con:
+            with self._database.cursor() as con:
                 answer = self._answer(con, request)
         except protocol.ProtocolError as exc:
             answer = protocol.failure("ProtocolError", str(exc))

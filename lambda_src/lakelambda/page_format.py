@@ -12,6 +12,7 @@ built from pages equals `duckdb.sql(...).df()` of the same query.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 import tempfile
@@ -42,6 +43,13 @@ def storage_projection(columns: list[dict]) -> str:
     return ", ".join(parts)
 
 
+# Stored results favour speed (snappy writes and reads several times faster
+# than zstd); pages favour size on the wire (zstd: about a quarter of snappy's
+# bytes on taxi rows, see benchmarks/).
+STORAGE_COMPRESSION = "snappy"
+PAGE_COMPRESSION = "zstd"
+
+
 def encode_file(path: str) -> str:
     with open(path, "rb") as page_file:
         return base64.b64encode(page_file.read()).decode("ascii")
@@ -49,8 +57,6 @@ def encode_file(path: str) -> str:
 
 def decode_pages(pages: Iterable[str], columns: list[dict]):
     """A pandas DataFrame of the rows of `pages` (base64 Parquet), in order, typed as `columns`."""
-    import duckdb  # notebook side only: the handler never decodes.
-
     with tempfile.TemporaryDirectory(prefix="lakemagic-pages-") as folder:
         paths = []
         for number, data in enumerate(pages):
@@ -58,15 +64,20 @@ def decode_pages(pages: Iterable[str], columns: list[dict]):
             with open(path, "wb") as page_file:
                 page_file.write(base64.b64decode(data))
             paths.append(path)
-        con = duckdb.connect()
-        try:
+        with _decoder().cursor() as con:
             if not paths:
                 return con.sql(_empty_select(columns)).df()
             relation = con.read_parquet(paths)
             stored = dict(zip(relation.columns, (str(t) for t in relation.types)))
             return relation.select(_restoring_projection(columns, stored)).df()
-        finally:
-            con.close()
+
+
+@functools.lru_cache(maxsize=1)
+def _decoder():
+    """One in-memory database for decoding; opening one costs more than a small page."""
+    import duckdb  # notebook side only: the handler never decodes.
+
+    return duckdb.connect()
 
 
 def _restoring_projection(columns: list[dict], stored: dict[str, str]) -> str:

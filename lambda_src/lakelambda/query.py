@@ -105,6 +105,8 @@ def read_page(con: duckdb.DuckDBPyConnection, result: StoredResult, offset: int,
     """
     limit = max(0, min(limit, result.total_rows - offset))
     budget = (MAX_RESPONSE_BYTES - ENVELOPE_ALLOWANCE_BYTES) * 3 // 4  # base64 grows data by 4/3
+    if _is_whole_local_file(result, offset, limit, budget):
+        return {"offset": 0, "row_count": limit, "format": PAGE_FORMAT, "data": page_format.encode_file(result.path)}
     limit = min(limit, _rows_that_fit(result, budget))
     with tempfile.TemporaryDirectory(prefix="lakemagic-page-") as folder:
         page_path = os.path.join(folder, "page.parquet")
@@ -117,6 +119,16 @@ def read_page(con: duckdb.DuckDBPyConnection, result: StoredResult, offset: int,
             raise QueryError("RowTooLarge", f"row {offset} alone is larger than the {MAX_RESPONSE_BYTES}-byte response limit")
         data = page_format.encode_file(page_path)
     return {"offset": offset, "row_count": limit, "format": PAGE_FORMAT, "data": data}
+
+
+def _is_whole_local_file(result: StoredResult, offset: int, limit: int, budget: int) -> bool:
+    """A small result is its own page: the stored file goes out as it is."""
+    return (
+        offset == 0
+        and limit == result.total_rows
+        and not result.path.startswith("s3://")
+        and os.path.getsize(result.path) <= budget
+    )
 
 
 def _rows_that_fit(result: StoredResult, budget: int) -> int:
@@ -134,7 +146,7 @@ def _write_rows(con, result: StoredResult, offset: int, limit: int, page_path: s
     con.execute(
         f"COPY (SELECT {select} FROM read_parquet(?, file_row_number = true) AS r({', '.join(stored)}, row_number) "
         f"WHERE row_number >= {offset} AND row_number < {offset + limit}) "
-        f"TO {quote_literal(page_path)} (FORMAT parquet, COMPRESSION zstd)",
+        f"TO {quote_literal(page_path)} (FORMAT parquet, COMPRESSION {page_format.PAGE_COMPRESSION})",
         [result.path],
     )
     return os.path.getsize(page_path)
@@ -143,7 +155,7 @@ def _write_rows(con, result: StoredResult, offset: int, limit: int, page_path: s
 def _parquet_options(columns: list[dict]) -> str:
     metadata = quote_literal(json.dumps(columns))
     return (
-        f"FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {RESULT_ROW_GROUP_SIZE}, "
+        f"FORMAT parquet, COMPRESSION {page_format.STORAGE_COMPRESSION}, ROW_GROUP_SIZE {RESULT_ROW_GROUP_SIZE}, "
         f"KV_METADATA {{{_COLUMNS_KEY}: {metadata}}}"
     )
 

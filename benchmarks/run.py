@@ -1,0 +1,110 @@
+"""Side-by-side timings of lakemagic against raw DuckDB, printed as ratios.
+
+    python -m benchmarks.run [--month-rows N] [--repeat K]
+
+Each pair is measured interleaved in one run on the same generated data, so
+machine noise hits both sides alike; the ratio is of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from lakemagic import client
+from lakemagic.engine import EmbeddedEngine
+from lakemagic.taxi import TAXI_MONTH_ROWS, build_lake
+
+AGGREGATE = "SELECT pickup_location_id, count(*) AS trips, avg(total_amount) AS avg_total FROM {table} GROUP BY 1 ORDER BY 2 DESC"
+
+
+def timed(action) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def compare(label: str, ours, theirs, repeat: int, goal: float) -> dict:
+    ours(), theirs()  # warm both: file cache, imports
+    our_times, their_times = [], []
+    for _ in range(repeat):
+        our_times.append(timed(ours))
+        their_times.append(timed(theirs))
+    ratio = statistics.median(our_times) / statistics.median(their_times)
+    verdict = "ok" if ratio <= goal else "OVER GOAL"
+    print(f"{label:<58} {statistics.median(our_times) * 1000:9.1f} ms {statistics.median(their_times) * 1000:9.1f} ms "
+          f"{ratio:6.2f}x  (goal <= {goal}x) {verdict}", flush=True)
+    return {"label": label, "ratio": ratio, "goal": goal}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--month-rows", type=int, default=TAXI_MONTH_ROWS)
+    parser.add_argument("--repeat", type=int, default=7)
+    options = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="lakemagic-bench-") as folder:
+        lake = Path(folder)
+        print(f"generating the taxi month ({options.month_rows:,} rows) and test tables...", flush=True)
+        build_lake(str(lake), rows=options.month_rows)
+        month = lake / "dataset" / "taxi_2019_04.parquet"
+        small = lake / "dataset" / "taxi_small.parquet"
+        wide = lake / "dataset" / "wide.parquet"
+        duckdb.sql(f"COPY (FROM '{month}' LIMIT 200000) TO '{small}' (FORMAT parquet)")
+        duckdb.sql(f"COPY (SELECT range AS id, range * 2 AS twice, 'label ' || range AS label FROM range(10000000)) "
+                   f"TO '{wide}' (FORMAT parquet)")
+
+        shell = InteractiveShell.instance()
+        shell.run_line_magic("load_ext", "lakemagic")
+        shell.run_line_magic("config", f"LakeMagic.lake = {str(lake)!r}")
+        engine = EmbeddedEngine(str(lake))
+
+        def magic(sql):
+            def run():
+                with capture_output():
+                    outcome = shell.run_cell(f"%%lakesql\n{sql}")
+                outcome.raise_error()
+            return run
+
+        print(f"{'':<58} {'lakemagic':>12} {'DuckDB':>12}  ratio", flush=True)
+        results = [
+            compare("%%lakesql aggregate over the month vs DuckDB .df()",
+                    magic(AGGREGATE.format(table="taxi_2019_04")),
+                    lambda: duckdb.sql(AGGREGATE.format(table=f"'{month}'")).df(), options.repeat, 1.1),
+            compare("%%lakesql aggregate over 200k rows vs DuckDB .df()",
+                    magic(AGGREGATE.format(table="taxi_small")),
+                    lambda: duckdb.sql(AGGREGATE.format(table=f"'{small}'")).df(), options.repeat, 1.5),
+        ]
+
+        big = client.run_query(engine, "SELECT * FROM wide", page_size=50)
+        results.append(compare("page at 90% of a 10M-row result vs the first page",
+                               lambda: big.page(9_000_000, 50).frame(),
+                               lambda: big.page(50, 50).frame(), options.repeat, 1.5))
+
+        page = big.page(1_000_000, 1000)
+        records = json.dumps(page.frame().to_dict(orient="records"), default=str)
+        ratio = len(page.data) / len(records)
+        print(f"{'encoded bytes per row vs JSON records (1000-row page)':<58} {len(page.data) / 1000:9.1f} B  "
+              f"{len(records) / 1000:9.1f} B  {ratio:6.2f}x  (goal <= 0.2x) {'ok' if ratio <= 0.2 else 'OVER GOAL'}")
+        results.append({"label": "bytes per row", "ratio": ratio, "goal": 0.2})
+
+        two_million = "SELECT * FROM taxi_2019_04 LIMIT 2000000"
+        results.append(compare("df << of a 2M-row result vs DuckDB .df()",
+                               lambda: client.run_query(engine, two_million).to_dataframe(),
+                               lambda: duckdb.sql(two_million.replace("taxi_2019_04", f"'{month}'")).df(),
+                               max(3, options.repeat // 2), 2.0))
+    over = [r["label"] for r in results if r["ratio"] > r["goal"]]
+    print("all goals met" if not over else f"over goal: {', '.join(over)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,6 +6,9 @@ scripts and tests can use them directly.
 
 from __future__ import annotations
 
+import base64
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -13,7 +16,7 @@ from typing import Callable
 import pandas as pd
 
 from lakelambda import protocol
-from lakelambda.page_format import decode_pages
+from lakelambda.page_format import decode_files, decode_pages
 
 from .engine import Engine
 from .errors import LakeQueryError
@@ -45,6 +48,7 @@ class QueryResult:
     result_id: str
     columns: list[dict]
     total_rows: int
+    result_bytes: int
     first_page: Page
     stats: CallStats
     last_call: CallStats = field(init=False)
@@ -60,16 +64,23 @@ class QueryResult:
         return _page_of(answer)
 
     def to_dataframe(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-        """The whole result, fetched page by page in the largest pages the wire allows."""
-        pages = [self.first_page.data] if self.first_page.row_count else []
-        fetched = self.first_page.row_count
-        while fetched < self.total_rows:
-            page = self.page(fetched, protocol.MAX_PAGE_ROWS)
-            pages.append(page.data)
-            fetched += page.row_count
-            if progress is not None:
-                progress(fetched, self.total_rows)
-        return decode_pages(pages, self.columns)
+        """The whole result as a DataFrame.
+
+        A result larger than its first page is fetched as its stored Parquet
+        file, in parts as large as a response allows, and decoded once.
+        """
+        if self.first_page.row_count >= self.total_rows:
+            return self.first_page.frame()
+        with tempfile.TemporaryDirectory(prefix="lakemagic-result-") as folder:
+            path = os.path.join(folder, "result.parquet")
+            with open(path, "wb") as stored:
+                while stored.tell() < self.result_bytes:
+                    request = protocol.part_request(self.result_id, stored.tell())
+                    answer, self.last_call = _call(self.engine, request, self.sql)
+                    stored.write(base64.b64decode(answer["part"]["data"]))
+                    if progress is not None:
+                        progress(stored.tell(), self.result_bytes)
+            return decode_files([path], self.columns)
 
 
 def run_query(engine: Engine, sql: str, params: dict | None = None, page_size: int = 50) -> QueryResult:
@@ -81,6 +92,7 @@ def run_query(engine: Engine, sql: str, params: dict | None = None, page_size: i
         result_id=answer["result_id"],
         columns=answer["columns"],
         total_rows=answer["total_rows"],
+        result_bytes=answer["result_bytes"],
         first_page=_page_of(answer),
         stats=stats,
     )

@@ -124,17 +124,17 @@ def _split_assignment(text: str) -> tuple[str | None, str]:
 
 
 def _whole_frame(result: client.QueryResult):
-    """The whole result as a DataFrame, with a progress bar when it takes more than one page."""
+    """The whole result as a DataFrame, with a progress bar when it takes more than one call."""
     if result.first_page.row_count >= result.total_rows:
         return result.to_dataframe()
     import ipywidgets as widgets
 
-    bar = widgets.IntProgress(min=0, max=result.total_rows, description="fetching")
+    bar = widgets.IntProgress(min=0, max=result.result_bytes, description="fetching")
     handle = display(bar, display_id=True)
 
     def progress(fetched: int, total: int) -> None:
         bar.value = fetched
-        bar.description = f"{fetched:,}/{total:,}"
+        bar.description = f"{fetched / 1e6:,.1f}/{total / 1e6:,.1f} MB"
 
     try:
         return result.to_dataframe(progress)

@@ -46,21 +46,23 @@ class LakeHandler:
     def _answer(self, con, request: protocol.Request) -> dict:
         if isinstance(request, protocol.QueryRequest):
             result = query.run_query(con, self.lake, request.sql, request.params)
-            offset, limit = 0, request.page_size
+            content = {"page": query.read_page(con, result, 0, request.page_size)}
         else:
             result = query.open_result(con, self.lake, request.result_id)
-            offset, limit = request.offset, request.limit
-        page = query.read_page(con, result, offset, limit)
-        return protocol.success(result.result_id, result.columns, result.total_rows, page, {})
+            if isinstance(request, protocol.PageRequest):
+                content = {"page": query.read_page(con, result, request.offset, request.limit)}
+            else:
+                content = {"part": query.read_part(result, request.start, request.length)}
+        return protocol.success(result.result_id, result.columns, result.total_rows, result.size_bytes, content)
 
     @staticmethod
     def _stats(answer: dict, started: float, cold: bool) -> dict:
-        page = answer.get("page") or {}
+        content = answer.get("page") or answer.get("part") or {}
         return {
             "engine_ms": round((time.perf_counter() - started) * 1000, 3),
             "cold": cold,
             "rows": answer.get("total_rows", 0),
-            "page_bytes": len(page.get("data", "")),
+            "encoded_bytes": len(content.get("data", "")),
             "duckdb_version": duckdb.__version__,
         }
 

@@ -64,12 +64,17 @@ def decode_pages(pages: Iterable[str], columns: list[dict]):
             with open(path, "wb") as page_file:
                 page_file.write(base64.b64decode(data))
             paths.append(path)
-        with _decoder().cursor() as con:
-            if not paths:
-                return con.sql(_empty_select(columns)).df()
-            relation = con.read_parquet(paths)
-            stored = dict(zip(relation.columns, (str(t) for t in relation.types)))
-            return relation.select(_restoring_projection(columns, stored)).df()
+        return decode_files(paths, columns)
+
+
+def decode_files(paths: list[str], columns: list[dict]):
+    """A pandas DataFrame of the rows of Parquet files in the page format, in order."""
+    with _decoder().cursor() as con:
+        if not paths:
+            return con.sql(_empty_select(columns)).df()
+        relation = con.read_parquet(paths)
+        stored = dict(zip(relation.columns, (str(t) for t in relation.types)))
+        return relation.select(_restoring_projection(columns, stored)).df()
 
 
 @functools.lru_cache(maxsize=1)

@@ -26,6 +26,8 @@ MAX_RESPONSE_BYTES = 6_291_556
 ENVELOPE_ALLOWANCE_BYTES = 256 * 1024
 # The most rows one page request may ask for; bigger pages are cut to fit.
 MAX_PAGE_ROWS = 1_000_000
+# The most bytes of a stored result one part request returns (base64 grows them by 4/3).
+MAX_PART_BYTES = (MAX_RESPONSE_BYTES - ENVELOPE_ALLOWANCE_BYTES) * 3 // 4
 MAX_SQL_CHARS = 1_000_000
 
 PAGE_FORMAT = "parquet+base64"
@@ -53,7 +55,14 @@ class PageRequest:
     limit: int
 
 
-Request = Union[QueryRequest, PageRequest]
+@dataclass(frozen=True)
+class PartRequest:
+    result_id: str
+    start: int
+    length: int
+
+
+Request = Union[QueryRequest, PageRequest, PartRequest]
 
 
 def query_request(sql: str, params: dict[str, Any], page_size: int) -> dict:
@@ -72,6 +81,15 @@ def page_request(result_id: str, offset: int, limit: int) -> dict:
     return {"version": VERSION, "op": "page", "result_id": result_id, "offset": offset, "limit": limit}
 
 
+def part_request(result_id: str, start: int, length: int = MAX_PART_BYTES) -> dict:
+    """The event that asks for bytes [start, start + length) of a stored result's Parquet file.
+
+    Fetching a whole result this way moves the stored file as it is, with
+    no re-encoding on either side.
+    """
+    return {"version": VERSION, "op": "part", "result_id": result_id, "start": start, "length": length}
+
+
 def parse_request(event: Any) -> Request:
     """Validate an incoming event at the edge; raise ProtocolError naming the problem."""
     if not isinstance(event, dict):
@@ -83,7 +101,9 @@ def parse_request(event: Any) -> Request:
         return _parse_query(event)
     if op == "page":
         return _parse_page(event)
-    raise ProtocolError(f"unknown op {op!r}; expected 'query' or 'page'")
+    if op == "part":
+        return _parse_part(event)
+    raise ProtocolError(f"unknown op {op!r}; expected 'query', 'page' or 'part'")
 
 
 def _parse_query(event: dict) -> QueryRequest:
@@ -106,12 +126,23 @@ def _parse_query(event: dict) -> QueryRequest:
 
 def _parse_page(event: dict) -> PageRequest:
     _reject_unknown_fields(event, {"version", "op", "result_id", "offset", "limit"})
+    offset = _bounded_int(event, "offset", 0, 2**62)
+    limit = _bounded_int(event, "limit", 1, MAX_PAGE_ROWS)
+    return PageRequest(result_id=_result_id(event), offset=offset, limit=limit)
+
+
+def _parse_part(event: dict) -> PartRequest:
+    _reject_unknown_fields(event, {"version", "op", "result_id", "start", "length"})
+    start = _bounded_int(event, "start", 0, 2**62)
+    length = _bounded_int(event, "length", 1, MAX_PART_BYTES)
+    return PartRequest(result_id=_result_id(event), start=start, length=length)
+
+
+def _result_id(event: dict) -> str:
     result_id = event.get("result_id")
     if not isinstance(result_id, str) or not RESULT_ID_PATTERN.match(result_id):
         raise ProtocolError("'result_id' is not a result id this handler issued")
-    offset = _bounded_int(event, "offset", 0, 2**62)
-    limit = _bounded_int(event, "limit", 1, MAX_PAGE_ROWS)
-    return PageRequest(result_id=result_id, offset=offset, limit=limit)
+    return result_id
 
 
 def _reject_unknown_fields(event: dict, known: set[str]) -> None:
@@ -132,15 +163,15 @@ def _bounded_int(event: dict, field: str, low: int, high: int) -> int:
 # --- answers -----------------------------------------------------------------
 
 
-def success(result_id: str, columns: list[dict], total_rows: int, page: dict, stats: dict) -> dict:
-    """A successful answer: the result's schema, its size, one page and the engine's figures."""
+def success(result_id: str, columns: list[dict], total_rows: int, result_bytes: int, content: dict) -> dict:
+    """A successful answer: the result's schema and size, plus `content`: {"page": ...} or {"part": ...}."""
     return {
         "version": VERSION,
         "result_id": result_id,
         "columns": columns,
         "total_rows": total_rows,
-        "page": page,
-        "stats": stats,
+        "result_bytes": result_bytes,
+        **content,
     }
 
 

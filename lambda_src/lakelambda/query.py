@@ -6,6 +6,7 @@ only place in the project that runs a user's SQL.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -44,6 +45,7 @@ class StoredResult:
     columns: list[dict]
     total_rows: int
     path: str
+    size_bytes: int
 
 
 @dataclass(frozen=True)
@@ -78,21 +80,30 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, sql: str, params: dict
     result_id = secrets.token_urlsafe(24)
     path = lake.result_path(result_id)
     copy = body.wrapped("COPY (", f") TO {quote_literal(path)} ({_parquet_options(columns)})")
-    total_rows = _execute(con, copy, params, sql).fetchone()[0]
-    return StoredResult(result_id, columns, total_rows, path)
+    _execute(con, copy, params, sql)
+    return open_result(con, lake, result_id)
 
 
 def open_result(con: duckdb.DuckDBPyConnection, lake: Lake, result_id: str) -> StoredResult:
     """Find a stored result by id, from any container that can see the lake."""
     path = lake.result_path(result_id)
     try:
-        metadata = con.execute(
-            "SELECT value FROM parquet_kv_metadata(?) WHERE key = ?", [path, _COLUMNS_KEY]
+        columns, total_rows, size_bytes = con.execute(
+            "SELECT (SELECT value FROM parquet_kv_metadata($path) WHERE key = $key), num_rows, file_size_bytes "
+            "FROM parquet_file_metadata($path)",
+            {"path": path, "key": _COLUMNS_KEY},
         ).fetchone()
-        total_rows = con.execute("SELECT num_rows FROM parquet_file_metadata(?)", [path]).fetchone()[0]
     except duckdb.IOException as exc:
         raise QueryError("ResultNotFound", f"result {result_id} does not exist or has expired; run the query again") from exc
-    return StoredResult(result_id, json.loads(metadata[0]), total_rows, path)
+    return StoredResult(result_id, json.loads(columns), total_rows, path, size_bytes)
+
+
+def read_part(result: StoredResult, start: int, length: int) -> dict:
+    """Bytes [start, start + length) of the stored result file, as they are."""
+    with open(result.path, "rb") as stored:
+        stored.seek(start)
+        data = stored.read(length)
+    return {"start": start, "length": len(data), "data": base64.b64encode(data).decode("ascii")}
 
 
 def read_page(con: duckdb.DuckDBPyConnection, result: StoredResult, offset: int, limit: int) -> dict:
@@ -127,15 +138,15 @@ def _is_whole_local_file(result: StoredResult, offset: int, limit: int, budget: 
         offset == 0
         and limit == result.total_rows
         and not result.path.startswith("s3://")
-        and os.path.getsize(result.path) <= budget
+        and result.size_bytes <= budget
     )
 
 
 def _rows_that_fit(result: StoredResult, budget: int) -> int:
     """A first guess from the stored file's bytes per row, with room for worse compression."""
-    if result.total_rows == 0 or result.path.startswith("s3://"):
-        return result.total_rows or 1
-    bytes_per_row = os.path.getsize(result.path) / result.total_rows
+    if result.total_rows == 0:
+        return 1
+    bytes_per_row = result.size_bytes / result.total_rows
     return max(1, math.floor(budget / bytes_per_row * 0.6))
 
 

@@ -65,10 +65,10 @@ def _is_null(value) -> bool:
         return False
 
 
-def static_html(frame: pd.DataFrame, columns: list[dict], total_rows: int, stats: CallStats) -> str:
-    """The result as an executed notebook keeps it: the first page and a summary."""
-    summary = f"showing {rows_label(0, len(frame), total_rows)} · {stats_label(stats, total_rows)}"
-    return f"{html_table(frame, columns)}<div class='lakemagic-summary'>{html.escape(summary)}</div>"
+def static_html(first_page_table: str, row_count: int, total_rows: int, stats: CallStats) -> str:
+    """The result as an executed notebook keeps it: the first page's table and a summary."""
+    summary = f"showing {rows_label(0, row_count, total_rows)} · {stats_label(stats, total_rows)}"
+    return f"{first_page_table}<div class='lakemagic-summary'>{html.escape(summary)}</div>"
 
 
 def static_text(frame: pd.DataFrame, columns: list[dict], total_rows: int, stats: CallStats) -> str:

@@ -49,6 +49,7 @@ class ResultTable(widgets.VBox):
         )
         super().__init__([controls, self.table, self.error, self.footer])
         self._show(0)
+        self._first_table = self.table.value
 
     @staticmethod
     def _button(tooltip: str, icon: str, action) -> widgets.Button:
@@ -114,7 +115,7 @@ class ResultTable(widgets.VBox):
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = super()._repr_mimebundle_(**kwargs) or {}
-        args = (self._first_frame, self.result.columns, self.result.total_rows, self.result.stats)
-        bundle["text/html"] = render.static_html(*args)
-        bundle["text/plain"] = render.static_text(*args)
+        result = self.result
+        bundle["text/html"] = render.static_html(self._first_table, len(self._first_frame), result.total_rows, result.stats)
+        bundle["text/plain"] = render.static_text(self._first_frame, result.columns, result.total_rows, result.stats)
         return bundle

@@ -82,5 +82,11 @@ class Lake:
 
 
 def _exists(con, pattern: str) -> bool:
-    """Whether a path or glob matches a file; DuckDB's glob serves folders and S3 alike."""
+    """Whether a path or glob matches a file.
+
+    DuckDB's glob serves folders and S3 alike; a plain local path is checked
+    directly, which is a hundred times cheaper and on every query's path.
+    """
+    if not pattern.startswith("s3://") and "*" not in pattern:
+        return os.path.isfile(pattern)
     return con.execute("SELECT 1 FROM glob(?) LIMIT 1", [pattern]).fetchone() is not None

@@ -67,12 +67,21 @@ def main(argv=None) -> int:
         shell.run_line_magic("config", f"LakeMagic.lake = {str(lake)!r}")
         engine = EmbeddedEngine(str(lake))
 
-        def magic(sql):
+        shell.user_ns["duckdb"] = duckdb
+
+        def cell(source):
+            """A notebook cell run by the shell, output captured as a front end would get it."""
             def run():
                 with capture_output():
-                    outcome = shell.run_cell(f"%%lakesql\n{sql}")
+                    outcome = shell.run_cell(source)
                 outcome.raise_error()
             return run
+
+        def magic(sql):
+            return cell(f"%%lakesql\n{sql}")
+
+        def duckdb_cell(sql):
+            return cell(f"duckdb.sql({sql!r}).df()")
 
         print(f"{'':<58} {'lakemagic':>12} {'DuckDB':>12}  ratio", flush=True)
         results = [
@@ -82,6 +91,9 @@ def main(argv=None) -> int:
             compare("%%lakesql aggregate over 200k rows vs DuckDB .df()",
                     magic(AGGREGATE.format(table="taxi_small")),
                     lambda: duckdb.sql(AGGREGATE.format(table=f"'{small}'")).df(), options.repeat, 1.5),
+            compare("  the same, vs a DuckDB cell that shows its DataFrame",
+                    magic(AGGREGATE.format(table="taxi_small")),
+                    duckdb_cell(AGGREGATE.format(table=f"'{small}'")), options.repeat, 1.5),
         ]
 
         big = client.run_query(engine, "SELECT * FROM wide", page_size=50)
@@ -97,11 +109,11 @@ def main(argv=None) -> int:
         results.append({"label": "bytes per row", "ratio": ratio, "goal": 0.2})
 
         two_million = "SELECT * FROM taxi_2019_04 LIMIT 2000000"
-        results.append(compare("df << of a 2M-row result vs DuckDB .df()",
-                               lambda: client.run_query(engine, two_million).to_dataframe(),
+        results.append(compare("%%lakesql df << of a 2M-row result vs DuckDB .df()",
+                               cell(f"%%lakesql df <<\n{two_million}"),
                                lambda: duckdb.sql(two_million.replace("taxi_2019_04", f"'{month}'")).df(),
                                max(3, options.repeat // 2), 2.0))
-    over = [r["label"] for r in results if r["ratio"] > r["goal"]]
+    over = [r["label"].strip() for r in results if r["ratio"] > r["goal"]]
     print("all goals met" if not over else f"over goal: {', '.join(over)}")
     return 0
 

@@ -7,25 +7,32 @@ is an answer in the protocol's shape; only bugs escape as exceptions.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
+import threading
 import time
 
 import duckdb
 
 from . import protocol, query
+from .database import Settings, clear_pages, open_database
 from .lake import Lake
+
+# Time kept back from the function's remaining time to answer after an interrupt.
+ANSWER_RESERVE_MS = 1500
 
 
 class LakeHandler:
     """A handler bound to one lake. Lambda keeps one per warm container."""
 
-    def __init__(self, lake: str):
+    def __init__(self, lake: str, settings: Settings | None = None):
         self.lake = Lake(lake)
+        self.settings = settings or Settings.from_environment()
         self._cold = True
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.
-        self._database = duckdb.connect()
-        self._database.execute("SET enable_progress_bar = false")
+        self._database = open_database(self.lake, self.settings)
 
     def __call__(self, event, context=None) -> dict:
         started = time.perf_counter()
@@ -34,23 +41,35 @@ class LakeHandler:
             request = protocol.parse_request(event)
             if cold:
                 self.lake.prepare_results_location()
-            with self._database.cursor() as con:
-                answer = self._answer(con, request)
+            with self._database.cursor() as con, _time_budget(con, context) as budget:
+                try:
+                    answer = self._answer(con, request)
+                except (query.QueryError, duckdb.InterruptException) as exc:
+                    if budget.expired:
+                        raise query.QueryError(
+                            "QueryTimeout",
+                            f"the query exceeded its time budget of {budget.seconds:.1f} s "
+                            "(the function's timeout, less time to answer)",
+                        ) from exc
+                    raise
         except protocol.ProtocolError as exc:
             answer = protocol.failure("ProtocolError", str(exc))
         except query.QueryError as exc:
             answer = protocol.failure(exc.error_type, exc.message, exc.position)
+        finally:
+            clear_pages(self.settings)
         answer["stats"] = self._stats(answer, started, cold)
         return answer
 
     def _answer(self, con, request: protocol.Request) -> dict:
+        pages = self.settings.pages_folder
         if isinstance(request, protocol.QueryRequest):
             result = query.run_query(con, self.lake, request.sql, request.params)
-            content = {"page": query.read_page(con, result, 0, request.page_size)}
+            content = {"page": query.read_page(con, result, 0, request.page_size, pages)}
         else:
             result = query.open_result(con, self.lake, request.result_id)
             if isinstance(request, protocol.PageRequest):
-                content = {"page": query.read_page(con, result, request.offset, request.limit)}
+                content = {"page": query.read_page(con, result, request.offset, request.limit, pages)}
             else:
                 content = {"part": query.read_part(result, request.start, request.length)}
         return protocol.success(result.result_id, result.columns, result.total_rows, result.size_bytes, content)
@@ -64,7 +83,36 @@ class LakeHandler:
             "rows": answer.get("total_rows", 0),
             "encoded_bytes": len(content.get("data", "")),
             "duckdb_version": duckdb.__version__,
+            "architecture": platform.machine(),
         }
+
+
+class _Budget:
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.expired = False
+
+
+@contextlib.contextmanager
+def _time_budget(con, context):
+    """Interrupt DuckDB before Lambda would kill the function, so the caller gets an answer."""
+    remaining_ms = context.get_remaining_time_in_millis() if context is not None else None
+    budget = _Budget(None if remaining_ms is None else max(0.1, (remaining_ms - ANSWER_RESERVE_MS) / 1000))
+    if budget.seconds is None:
+        yield budget
+        return
+
+    def interrupt():
+        budget.expired = True
+        con.interrupt()
+
+    timer = threading.Timer(budget.seconds, interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield budget
+    finally:
+        timer.cancel()
 
 
 _lambda_handler: LakeHandler | None = None

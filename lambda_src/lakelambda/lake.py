@@ -61,32 +61,33 @@ class Lake:
         Only names the query mentions are looked up, so a lake with many
         datasets costs nothing for the datasets a query does not touch.
         """
+        wanted = sorted(name for name in names if _CATALOG_NAME.match(name))
+        if not wanted:
+            return []
+        single_files = {folder: self._parquet_stems(con, folder) for folder in ("dashboard", "dataset")}
         found = []
-        for name in sorted(names):
-            source = self._source_of(con, name) if _CATALOG_NAME.match(name) else None
+        for name in wanted:
+            source = self._source_of(con, name, single_files)
             if source is not None:
                 con.execute(f"CREATE TEMP VIEW {quote_identifier(name)} AS SELECT * FROM {source}")
                 found.append(name)
         return found
 
-    def _source_of(self, con, name: str) -> str | None:
+    def _source_of(self, con, name: str, single_files: dict[str, set[str]]) -> str | None:
         for folder in ("dashboard", "dataset"):
-            path = self.path(folder, f"{name}.parquet")
-            if _exists(con, path):
-                return f"read_parquet({quote_literal(path)})"
+            if name in single_files[folder]:
+                return f"read_parquet({quote_literal(self.path(folder, name + '.parquet'))})"
         if name not in _RESERVED_FOLDERS:
             pattern = self.path(name, "*=*", "**", "*.parquet")
-            if _exists(con, pattern):
+            if con.execute("SELECT 1 FROM glob(?) LIMIT 1", [pattern]).fetchone() is not None:
                 return f"read_parquet({quote_literal(pattern)}, hive_partitioning = true)"
         return None
 
-
-def _exists(con, pattern: str) -> bool:
-    """Whether a path or glob matches a file.
-
-    DuckDB's glob serves folders and S3 alike; a plain local path is checked
-    directly, which is a hundred times cheaper and on every query's path.
-    """
-    if not pattern.startswith("s3://") and "*" not in pattern:
-        return os.path.isfile(pattern)
-    return con.execute("SELECT 1 FROM glob(?) LIMIT 1", [pattern]).fetchone() is not None
+    def _parquet_stems(self, con, folder: str) -> set[str]:
+        """Names of the Parquet files directly in a lake folder: one listing per query."""
+        if self.is_s3:
+            files = [row[0] for row in con.execute("SELECT file FROM glob(?)", [self.path(folder, "*.parquet")]).fetchall()]
+        else:
+            directory = self.path(folder)
+            files = os.listdir(directory) if os.path.isdir(directory) else []
+        return {os.path.basename(file)[: -len(".parquet")] for file in files if file.endswith(".parquet")}

@@ -12,7 +12,6 @@ import math
 import os
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass
 
 import duckdb
@@ -20,7 +19,7 @@ import duckdb
 from . import page_format
 from .lake import Lake
 from .page_format import quote_identifier, quote_literal
-from .protocol import ENVELOPE_ALLOWANCE_BYTES, MAX_RESPONSE_BYTES, PAGE_FORMAT
+from .protocol import MAX_PART_BYTES, MAX_RESPONSE_BYTES, PAGE_FORMAT
 
 # Small row groups keep a page read small: a page touches one or two of them.
 RESULT_ROW_GROUP_SIZE = 16_384
@@ -100,13 +99,18 @@ def open_result(con: duckdb.DuckDBPyConnection, lake: Lake, result_id: str) -> S
 
 def read_part(result: StoredResult, start: int, length: int) -> dict:
     """Bytes [start, start + length) of the stored result file, as they are."""
-    with open(result.path, "rb") as stored:
-        stored.seek(start)
-        data = stored.read(length)
+    if start >= result.size_bytes:
+        data = b""
+    elif result.path.startswith("s3://"):
+        data = _read_s3_range(result.path, start, length)
+    else:
+        with open(result.path, "rb") as stored:
+            stored.seek(start)
+            data = stored.read(length)
     return {"start": start, "length": len(data), "data": base64.b64encode(data).decode("ascii")}
 
 
-def read_page(con: duckdb.DuckDBPyConnection, result: StoredResult, offset: int, limit: int) -> dict:
+def read_page(con: duckdb.DuckDBPyConnection, result: StoredResult, offset: int, limit: int, pages_folder: str) -> dict:
     """Encode rows [offset, offset + limit) of a stored result as one page.
 
     Rows are picked by their row number in the file, which DuckDB resolves
@@ -115,12 +119,12 @@ def read_page(con: duckdb.DuckDBPyConnection, result: StoredResult, offset: int,
     how many rows it holds.
     """
     limit = max(0, min(limit, result.total_rows - offset))
-    budget = (MAX_RESPONSE_BYTES - ENVELOPE_ALLOWANCE_BYTES) * 3 // 4  # base64 grows data by 4/3
+    budget = MAX_PART_BYTES  # the most raw bytes that fit in a response once base64-encoded
     if _is_whole_local_file(result, offset, limit, budget):
         return {"offset": 0, "row_count": limit, "format": PAGE_FORMAT, "data": page_format.encode_file(result.path)}
     limit = min(limit, _rows_that_fit(result, budget))
-    with tempfile.TemporaryDirectory(prefix="lakemagic-page-") as folder:
-        page_path = os.path.join(folder, "page.parquet")
+    page_path = os.path.join(pages_folder, f"{secrets.token_hex(8)}.parquet")
+    try:
         while True:
             size = _write_rows(con, result, offset, limit, page_path)
             if size <= budget or limit <= 1:
@@ -129,7 +133,19 @@ def read_page(con: duckdb.DuckDBPyConnection, result: StoredResult, offset: int,
         if size > budget:
             raise QueryError("RowTooLarge", f"row {offset} alone is larger than the {MAX_RESPONSE_BYTES}-byte response limit")
         data = page_format.encode_file(page_path)
+    finally:
+        if os.path.exists(page_path):
+            os.remove(page_path)
     return {"offset": offset, "row_count": limit, "format": PAGE_FORMAT, "data": data}
+
+
+def _read_s3_range(path: str, start: int, length: int) -> bytes:
+    """A ranged GET with boto3, which the Lambda runtime provides; DuckDB has no raw byte-range read."""
+    import boto3
+
+    bucket, _, key = path[len("s3://") :].partition("/")
+    answer = boto3.client("s3").get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
+    return answer["Body"].read()
 
 
 def _is_whole_local_file(result: StoredResult, offset: int, limit: int, budget: int) -> bool:
@@ -194,7 +210,21 @@ def _single_query(sql: str) -> str:
     kind = statements[0].type
     if kind != duckdb.StatementType.SELECT:
         raise QueryError("UnsupportedStatement", f"only queries can run here (SELECT, WITH, FROM, VALUES, DESCRIBE, SUMMARIZE); this is a {kind.name} statement")
+    _refuse_secret_functions(sql)
     return _without_closing_semicolon(sql)
+
+
+# Functions that describe the handler's credentials. DuckDB redacts the secret
+# parts, but a caller has no business reading even the rest.
+_SECRET_FUNCTIONS = {"duckdb_secrets", "which_secret"}
+
+
+def _refuse_secret_functions(sql: str) -> None:
+    for start, kind in duckdb.tokenize(sql):
+        if kind == duckdb.token_type.identifier:
+            name = re.match(r"\w+", sql[start:])
+            if name and name.group().lower() in _SECRET_FUNCTIONS:
+                raise QueryError("PermissionException", f"{name.group()}() is not available to queries", start)
 
 
 def _without_closing_semicolon(sql: str) -> str:

@@ -1,0 +1,105 @@
+"""The DuckDB database a handler queries with: sized, connected to the lake, then sandboxed.
+
+Whoever can invoke the function must reach the lake and nothing else. Setup
+does what needs privileges (load httpfs from the package, create the S3
+secret from the execution role's credentials), then closes the doors with
+DuckDB's own settings and locks them: no local files outside the scratch
+folder, no other buckets or URLs, no extension installs or loads, no
+setting changes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+import duckdb
+
+from .lake import Lake
+from .page_format import quote_literal
+
+# Lambda gives a function one vCPU per 1,769 MB of memory.
+MB_PER_VCPU = 1769
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the handler needs to know about where it runs; Lambda's environment by default."""
+
+    # A folder of its own (under /tmp on Lambda), so handlers in several
+    # processes on one machine never clear each other's pages.
+    scratch: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="lakemagic-"))
+    memory_mb: int | None = None
+    environment: dict = field(default_factory=lambda: dict(os.environ))
+
+    @classmethod
+    def from_environment(cls) -> "Settings":
+        memory = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        return cls(memory_mb=int(memory) if memory else None)
+
+    @property
+    def pages_folder(self) -> str:
+        return os.path.join(self.scratch, "pages")
+
+
+def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
+    """A sandboxed in-memory database over `lake`; one per container, a cursor per call."""
+    for folder in ("home", "spill", "pages"):
+        os.makedirs(os.path.join(settings.scratch, folder), exist_ok=True)
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    scratch = settings.scratch
+    con.execute(f"SET home_directory = {quote_literal(os.path.join(scratch, 'home'))}")
+    con.execute(f"SET temp_directory = {quote_literal(os.path.join(scratch, 'spill'))}")
+    con.execute("SET enable_progress_bar = false")
+    if settings.memory_mb:
+        con.execute(f"SET memory_limit = '{int(settings.memory_mb * 0.75)}MB'")
+        con.execute(f"SET threads = {max(1, min(6, round(settings.memory_mb / MB_PER_VCPU)))}")
+    if lake.is_s3:
+        _connect_to_s3(con, settings.environment)
+    allowed = [lake.root + "/", settings.pages_folder + "/"]
+    con.execute(f"SET allowed_directories = [{', '.join(quote_literal(path) for path in allowed)}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def clear_pages(settings: Settings) -> None:
+    """Page files live only while their answer is built; nothing is left for the next caller."""
+    shutil.rmtree(settings.pages_folder, ignore_errors=True)
+    os.makedirs(settings.pages_folder, exist_ok=True)
+
+
+def _connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:
+    """Load httpfs from the deployment package and give DuckDB the execution role's credentials."""
+    con.execute(f"LOAD {quote_literal(httpfs_path())}")
+    options = {
+        "KEY_ID": environment.get("AWS_ACCESS_KEY_ID"),
+        "SECRET": environment.get("AWS_SECRET_ACCESS_KEY"),
+        "SESSION_TOKEN": environment.get("AWS_SESSION_TOKEN"),
+        "REGION": environment.get("AWS_REGION") or environment.get("AWS_DEFAULT_REGION") or "us-east-1",
+    }
+    endpoint = environment.get("AWS_ENDPOINT_URL_S3") or environment.get("AWS_ENDPOINT_URL")
+    if endpoint:  # an S3-compatible server, such as the local one the tests run
+        scheme, _, host = endpoint.partition("://")
+        options.update(ENDPOINT=host.rstrip("/"), URL_STYLE="path")
+        con.execute(f"CREATE SECRET lake (TYPE s3, {_secret_options(options)}, USE_SSL {str(scheme == 'https').lower()})")
+    else:
+        con.execute(f"CREATE SECRET lake (TYPE s3, {_secret_options(options)})")
+
+
+def _secret_options(options: dict) -> str:
+    return ", ".join(f"{key} {quote_literal(value)}" for key, value in options.items() if value)
+
+
+def httpfs_path() -> str:
+    """The httpfs extension shipped in the `duckdb-extension-httpfs` wheel, matching this DuckDB."""
+    import duckdb_extension_httpfs
+
+    folder = os.path.dirname(duckdb_extension_httpfs.__file__)
+    path = os.path.join(folder, "extensions", f"v{duckdb.__version__}", "httpfs.duckdb_extension")
+    if not os.path.exists(path):
+        raise RuntimeError(f"no httpfs extension for DuckDB {duckdb.__version__} at {path}; "
+                           f"install duckdb-extension-httpfs=={duckdb.__version__}")
+    return path

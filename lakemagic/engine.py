@@ -12,6 +12,8 @@ import os
 from typing import Protocol
 
 DEFAULT_LAKE = os.path.join("~", ".lakemagic", "lake")
+# The function `lakemagic deploy` creates, and the Lambda engine's default.
+DEFAULT_FUNCTION_NAME = "lakemagic"
 
 
 class Engine(Protocol):

@@ -11,8 +11,9 @@ from IPython.display import display
 from traitlets import Enum, Int, Unicode, default, observe
 
 from . import client
-from .engine import DEFAULT_LAKE, EmbeddedEngine, Engine
+from .engine import DEFAULT_FUNCTION_NAME, DEFAULT_LAKE, EmbeddedEngine, Engine
 from .errors import LakeMagicError
+from .lambda_engine import LambdaEngine
 from .params import bind_parameters
 from .widget import ResultTable
 
@@ -25,9 +26,16 @@ _VALUE_OPTIONS = {"-p", "--page-size"}
 class LakeMagic(Magics):
     """Query the lake with SQL. Configure with %config LakeMagic.<name> = value."""
 
-    engine = Enum(["local"], help="Where queries run: 'local' is the embedded engine.").tag(config=True)
-    lake = Unicode(help="The lake: a local folder (for the 'local' engine).").tag(config=True)
+    engine = Enum(["local", "lambda"], help="Where queries run: 'local' (in this kernel) or 'lambda'.").tag(config=True)
+    lake = Unicode(help="The lake folder of the 'local' engine (the Lambda function has its own).").tag(config=True)
     page_size = Int(help="Rows per page in the result table.").tag(config=True)
+    function_name = Unicode(help="The Lambda function of the 'lambda' engine.").tag(config=True)
+    region = Unicode("", help="AWS region of the function (default: boto3's own resolution).").tag(config=True)
+    profile = Unicode("", help="AWS profile to invoke with (default: boto3's own resolution).").tag(config=True)
+
+    @default("function_name")
+    def _default_function_name(self):
+        return os.environ.get("LAKEMAGIC_FUNCTION", DEFAULT_FUNCTION_NAME)
 
     @default("engine")
     def _default_engine(self):
@@ -47,13 +55,16 @@ class LakeMagic(Magics):
         if shell is not None:
             shell.configurables.append(self)  # so that %config LakeMagic.x = y reaches it
 
-    @observe("engine", "lake")
+    @observe("engine", "lake", "function_name", "region", "profile")
     def _forget_engine(self, change) -> None:
         self._engine = None
 
     def current_engine(self) -> Engine:
         if self._engine is None:
-            self._engine = EmbeddedEngine(self.lake)
+            if self.engine == "lambda":
+                self._engine = LambdaEngine(self.function_name, self.region or None, self.profile or None)
+            else:
+                self._engine = EmbeddedEngine(self.lake)
         return self._engine
 
     @magic_arguments()

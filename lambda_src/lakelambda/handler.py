@@ -122,5 +122,8 @@ def handler(event, context):
     """AWS Lambda's entry point: the lake comes from the function's LAKEMAGIC_LAKE."""
     global _lambda_handler
     if _lambda_handler is None:
-        _lambda_handler = LakeHandler(os.environ["LAKEMAGIC_LAKE"])
+        lake = os.environ.get("LAKEMAGIC_LAKE")
+        if not lake:
+            raise RuntimeError("the function has no LAKEMAGIC_LAKE environment variable naming its lake (s3://bucket[/prefix])")
+        _lambda_handler = LakeHandler(lake)
     return _lambda_handler(event, context)

@@ -33,10 +33,21 @@ def rows_label(offset: int, row_count: int, total_rows: int) -> str:
 def stats_label(stats: CallStats, total_rows: int) -> str:
     engine = stats.engine
     warmth = "cold start" if engine.get("cold") else "warm"
-    return (
+    label = (
         f"{total_rows:,} rows · engine {engine.get('engine_ms', 0):,.0f} ms · "
         f"round trip {stats.round_trip_ms:,.0f} ms · {warmth} · DuckDB {engine.get('duckdb_version', '?')}"
     )
+    return label + _lambda_label(engine.get("lambda") or {})
+
+
+def _lambda_label(figures: dict) -> str:
+    """The Lambda's own figures: what the call was billed, and what that costs."""
+    if figures.get("billed_ms") is None:
+        return ""
+    label = f" · billed {figures['billed_ms']:,} ms at {figures.get('memory_mb') or '?':,} MB"
+    if figures.get("cost_usd") is not None:
+        label += f" · about ${figures['cost_usd']:.7f}"
+    return label
 
 
 def html_table(frame: pd.DataFrame, columns: list[dict], first_row_number: int = 1) -> str:

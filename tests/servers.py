@@ -1,0 +1,78 @@
+"""Real servers on 127.0.0.1 for the Lambda path: an S3 API (moto) and the local Lambda endpoint.
+
+Import the fixtures into a test module to use them; nothing here mocks
+boto3, DuckDB or S3.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from lakemagic.local_lambda import FunctionSpec, LocalLambda
+from lakemagic.taxi import build_lake
+
+BUCKET = "lake"
+OTHER_BUCKET = "not-the-lake"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+FUNCTION = "lakemagic"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def aws_environment(s3_endpoint):
+    """Fake credentials and the S3 endpoint for this process, as a user's shell would have them."""
+    saved = dict(os.environ)
+    os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL_S3=s3_endpoint)
+    yield dict(CREDENTIALS, AWS_ENDPOINT_URL_S3=s3_endpoint)
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def local_taxi_lake(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("local-lake")
+    build_lake(str(folder), rows=20_000)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def s3_lake(aws_environment, local_taxi_lake) -> str:
+    """The same taxi lake as `local_taxi_lake`, uploaded to the S3 server, plus a bucket that is off limits."""
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.create_bucket(Bucket=OTHER_BUCKET)
+    for path in local_taxi_lake.rglob("*.parquet"):
+        if "_lakemagic" not in path.parts:
+            s3.upload_file(str(path), BUCKET, path.relative_to(local_taxi_lake).as_posix())
+    s3.put_object(Bucket=OTHER_BUCKET, Key="secret.csv", Body=b"password\nhunter2\n")
+    return f"s3://{BUCKET}"
+
+
+def start_function(s3_lake: str, aws_environment: dict, **spec) -> LocalLambda:
+    env = dict(aws_environment, LAKEMAGIC_LAKE=s3_lake)
+    options = {"timeout_s": 60.0, "memory_mb": 2048, "max_workers": 2, **spec}
+    local = LocalLambda({FUNCTION: FunctionSpec("lakelambda.handler.handler", env=env, **options)})
+    local.start()
+    return local
+
+
+@pytest.fixture(scope="session")
+def lambda_endpoint(s3_lake, aws_environment):
+    """The lake handler behind the Lambda Invoke API, with AWS_ENDPOINT_URL_LAMBDA pointing at it."""
+    local = start_function(s3_lake, aws_environment)
+    os.environ["AWS_ENDPOINT_URL_LAMBDA"] = local.endpoint_url
+    yield local
+    local.stop()

@@ -1,0 +1,120 @@
+"""End to end with no mocks: magic → boto3 → Lambda Invoke API → handler → DuckDB/httpfs → S3 API."""
+
+from __future__ import annotations
+
+import boto3
+import pandas as pd
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from lakemagic import client
+from lakemagic.engine import EmbeddedEngine
+from lakemagic.errors import LakeQueryError
+from lakemagic.lambda_engine import LambdaEngine
+
+from servers import (  # noqa: F401  (pytest fixtures)
+    BUCKET, FUNCTION, OTHER_BUCKET, aws_environment, lambda_endpoint, local_taxi_lake, s3_endpoint, s3_lake,
+    start_function,
+)
+
+QUERIES = [
+    "SELECT pickup_location_id, count(*) AS trips FROM taxi_2019_04 GROUP BY 1 ORDER BY 2 DESC, 1",
+    "SELECT date, count(*) AS trips, sum(total_amount) AS revenue FROM partitioned GROUP BY 1 ORDER BY 1",
+    "SELECT * FROM taxi_2019_04 ORDER BY pickup_at, dropoff_at, total_amount, pickup_location_id",
+    "SELECT payment_type, avg(tip_amount) AS tip FROM read_parquet('s3://lake/dataset/taxi_2019_04.parquet') GROUP BY 1 ORDER BY 1",
+]
+
+
+@pytest.fixture
+def shell(lambda_endpoint):
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "lakemagic")
+    shell.run_line_magic("config", "LakeMagic.engine = 'lambda'")
+    shell.run_line_magic("config", f"LakeMagic.function_name = {FUNCTION!r}")
+    yield shell
+    shell.run_line_magic("config", "LakeMagic.engine = 'local'")
+
+
+@pytest.mark.parametrize("sql", QUERIES)
+def test_magic_on_lambda_returns_what_the_embedded_engine_returns(shell, local_taxi_lake, sql):
+    with capture_output():
+        outcome = shell.run_cell(f"%%lakesql df <<\n{sql}")
+    outcome.raise_error()
+    on_lambda = shell.user_ns["df"]
+    local_sql = sql.replace("s3://lake", str(local_taxi_lake))
+    embedded = client.run_query(EmbeddedEngine(str(local_taxi_lake)), local_sql).to_dataframe()
+    pd.testing.assert_frame_equal(on_lambda, embedded)
+    assert len(on_lambda) > 0
+
+
+def test_widget_pages_come_from_the_function(shell):
+    with capture_output() as captured:
+        shell.run_cell(f"%%lakesql --page-size 20\n{QUERIES[2]}")
+    html = captured.outputs[0].data["text/html"]
+    assert "showing rows 1–20 of 20,000" in html
+    assert "billed" in html  # the Lambda's own figures are in the footer
+
+
+def test_pages_are_found_after_the_warm_worker_is_gone(lambda_endpoint, local_taxi_lake):
+    result = client.run_query(LambdaEngine(FUNCTION), QUERIES[2], page_size=50)
+    lambda_endpoint.recycle()
+    page = result.page(15_000, 50)
+    assert result.last_call.engine["cold"] is True  # served by a fresh container
+    embedded = client.run_query(EmbeddedEngine(str(local_taxi_lake)), QUERIES[2], page_size=50)
+    pd.testing.assert_frame_equal(page.frame(), embedded.page(15_000, 50).frame())
+
+
+def test_results_are_stored_in_the_lake_results_prefix(lambda_endpoint, s3_lake):
+    result = client.run_query(LambdaEngine(FUNCTION), "SELECT 42 AS answer")
+    keys = [item["Key"] for item in boto3.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert f"_lakemagic/results/{result.result_id}.parquet" in keys
+
+
+HOSTILE = {
+    "another bucket": (f"SELECT * FROM read_csv('s3://{OTHER_BUCKET}/secret.csv')", "PermissionException"),
+    "local files": ("SELECT * FROM read_text('/proc/self/environ')", "PermissionException"),
+    "the deployment package": ("SELECT * FROM glob('/var/task/**')", "PermissionException"),
+    "other results in /tmp": ("SELECT * FROM glob('/tmp/**')", "PermissionException"),
+    "a URL": ("SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')", "PermissionException"),
+    "install an extension": ("INSTALL spatial", "UnsupportedStatement"),
+    "load an extension": ("LOAD httpfs", "UnsupportedStatement"),
+    "change a setting": ("SET enable_external_access = true", "UnsupportedStatement"),
+    "reset a setting": ("RESET allowed_directories", "UnsupportedStatement"),
+    "attach a database": ("ATTACH 's3://lake/x.db' AS x", "UnsupportedStatement"),
+    "leave a view behind": ("CREATE VIEW leftover AS SELECT 1", "UnsupportedStatement"),
+    "leave a macro behind": ("CREATE MACRO leftover() AS 1", "UnsupportedStatement"),
+    "leave a secret behind": ("CREATE SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')", "UnsupportedStatement"),
+    "write to the lake": ("COPY (SELECT 1) TO 's3://lake/dataset/evil.parquet'", "UnsupportedStatement"),
+    "two statements": ("SELECT 1; SET threads = 1", "UnsupportedStatement"),
+    "read the credentials": ("SELECT * FROM duckdb_secrets()", "PermissionException"),
+    "see which secret applies": ("SELECT which_secret('s3://lake/x', 's3')", "PermissionException"),
+    "unredacted secrets": ("SELECT * FROM duckdb_secrets(redact := false)", "PermissionException"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_queries_are_refused_with_a_clear_error(lambda_endpoint, name):
+    sql, error_type = HOSTILE[name]
+    with pytest.raises(LakeQueryError) as refused:
+        client.run_query(LambdaEngine(FUNCTION), sql)
+    assert refused.value.error_type == error_type, str(refused.value)
+    assert refused.value.message
+
+
+def test_no_object_survives_for_the_next_caller(lambda_endpoint):
+    engine = LambdaEngine(FUNCTION)
+    names = client.run_query(engine, "SELECT table_name FROM information_schema.tables").to_dataframe()
+    assert names.empty
+
+
+def test_the_time_budget_interrupts_a_slow_query(s3_lake, aws_environment, monkeypatch):
+    local = start_function(s3_lake, aws_environment, timeout_s=4.0)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", local.endpoint_url)
+        with pytest.raises(LakeQueryError) as slow:
+            client.run_query(LambdaEngine(FUNCTION), "SELECT count(*) FROM range(100000000000) AS t(a) WHERE a % 7 = 3")
+        assert slow.value.error_type == "QueryTimeout"
+        assert "time budget" in slow.value.message
+    finally:
+        local.stop()

@@ -30,6 +30,7 @@ class LakeHandler:
         self.lake = Lake(lake)
         self.settings = settings or Settings.from_environment()
         self._cold = True
+        self.lake.prepare_results_location()
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.
         self._database = open_database(self.lake, self.settings)
@@ -39,8 +40,6 @@ class LakeHandler:
         cold, self._cold = self._cold, False
         try:
             request = protocol.parse_request(event)
-            if cold:
-                self.lake.prepare_results_location()
             with self._database.cursor() as con, _time_budget(con, context) as budget:
                 try:
                     answer = self._answer(con, request)

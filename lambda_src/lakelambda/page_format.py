@@ -2,8 +2,9 @@
 
 Parquet keeps almost every DuckDB type as it is. The few it cannot hold
 exactly (128-bit integers become DOUBLE, a TIME WITH TIME ZONE loses its
-offset, UNION and BIT have no Parquet form) are stored as VARCHAR and cast
-back on arrival, using the column types the answer declares. ENUMs, ARRAYs
+offset, negative INTERVALs cannot be written, BIT has no Parquet form) are
+stored as VARCHAR and cast back on arrival, using the column types the
+answer declares. ENUMs, ARRAYs
 and the TIMESTAMP_S/MS units come back as VARCHAR, LIST and TIMESTAMP, and
 the same cast restores them. Decoding through DuckDB means a DataFrame
 built from pages equals `duckdb.sql(...).df()` of the same query.
@@ -18,9 +19,12 @@ import re
 import tempfile
 from typing import Iterable
 
-# Types whose Parquet form loses information; matched anywhere in a type
-# string, so a LIST or STRUCT holding one travels as VARCHAR too.
-_LOSSY_IN_PARQUET = re.compile(r"HUGEINT|TIME WITH TIME ZONE|UNION\(|\bBIT\b|BIGNUM|VARINT")
+# Leaf types whose Parquet form loses information (a negative INTERVAL cannot
+# be written at all). They travel as VARCHAR; a LIST or STRUCT holding one
+# keeps its shape with VARCHAR in that place, so only the leaf is reparsed.
+_LOSSY_LEAF = r"\bU?HUGEINT\b|\bTIME WITH TIME ZONE\b|\bBIT\b|\bBIGNUM\b|\bVARINT\b|\bINTERVAL\b"
+# Quoted parts of a type string (ENUM values, field names) are never types.
+_QUOTED_OR_LOSSY = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|" + _LOSSY_LEAF)
 
 
 def quote_identifier(name: str) -> str:
@@ -31,15 +35,18 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def storage_type(declared: str) -> str:
+    """The type a column is stored and sent as: `declared` with each lossy leaf type made VARCHAR."""
+    return _QUOTED_OR_LOSSY.sub(lambda m: m.group() if m.group()[0] in "'\"" else "VARCHAR", declared)
+
+
 def storage_projection(columns: list[dict]) -> str:
     """The SELECT list that turns a result into its storable form."""
     parts = []
     for column in columns:
         name = quote_identifier(column["name"])
-        if _LOSSY_IN_PARQUET.search(column["type"]):
-            parts.append(f"CAST({name} AS VARCHAR) AS {name}")
-        else:
-            parts.append(name)
+        stored = storage_type(column["type"])
+        parts.append(name if stored == column["type"] else f"CAST({name} AS {stored}) AS {name}")
     return ", ".join(parts)
 
 

@@ -33,8 +33,8 @@ MAX_SQL_CHARS = 1_000_000
 PAGE_FORMAT = "parquet+base64"
 
 # Result ids are random tokens from secrets.token_urlsafe: nothing else parses.
-RESULT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
-PARAM_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESULT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22,64}")
+PARAM_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ProtocolError(ValueError):
@@ -94,7 +94,7 @@ def parse_request(event: Any) -> Request:
     """Validate an incoming event at the edge; raise ProtocolError naming the problem."""
     if not isinstance(event, dict):
         raise ProtocolError(f"the event must be a JSON object, not {type(event).__name__}")
-    if event.get("version") != VERSION:
+    if type(event.get("version")) is not int or event["version"] != VERSION:
         raise ProtocolError(f"unsupported protocol version {event.get('version')!r}; this handler speaks {VERSION}")
     op = event.get("op")
     if op == "query":
@@ -117,7 +117,7 @@ def _parse_query(event: dict) -> QueryRequest:
     if not isinstance(params, dict):
         raise ProtocolError("'params' must be an object mapping names to values")
     for name in params:
-        if not PARAM_NAME_PATTERN.match(name):
+        if not PARAM_NAME_PATTERN.fullmatch(name):
             raise ProtocolError(f"parameter name {name!r} is not a valid identifier")
     decoded = {name: decode_value(value) for name, value in params.items()}
     page_size = _bounded_int(event, "page_size", 0, MAX_PAGE_ROWS)
@@ -140,7 +140,7 @@ def _parse_part(event: dict) -> PartRequest:
 
 def _result_id(event: dict) -> str:
     result_id = event.get("result_id")
-    if not isinstance(result_id, str) or not RESULT_ID_PATTERN.match(result_id):
+    if not isinstance(result_id, str) or not RESULT_ID_PATTERN.fullmatch(result_id):
         raise ProtocolError("'result_id' is not a result id this handler issued")
     return result_id
 
@@ -231,6 +231,6 @@ def decode_value(value: Any) -> Any:
         parse = _TAGGED_TYPES[value["$type"]][0]
         try:
             return parse(value["value"])
-        except (TypeError, ValueError, decimal.InvalidOperation) as exc:
+        except (TypeError, ValueError, AttributeError, decimal.InvalidOperation) as exc:
             raise ProtocolError(f"bad {value['$type']} parameter value {value['value']!r}") from exc
     raise ProtocolError(f"unsupported parameter value {value!r}")

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
 import duckdb
@@ -68,12 +69,15 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, sql: str, params: dict
     if _first_keyword(statement) in _NEEDS_SUBQUERY:
         body = body.wrapped("SELECT * FROM (", ")")
     columns = _describe(con, body, params, sql)
+    for column in columns:
+        if "UNION(" in column["type"]:
+            raise QueryError("UnsupportedType", f"column {column['name']!r} is a UNION, which cannot travel to the notebook; "
+                             "cast it to VARCHAR or pick a member with union_extract")
     names = [column["name"] for column in columns]
-    if len(set(names)) != len(names):
-        # DuckDB's own .df() renames repeated names the same way.
-        columns = [dict(column, name=name) for column, name in zip(columns, _distinct_names(names))]
+    distinct = _distinct_names(names)
+    columns = [dict(column, name=name) for column, name in zip(columns, distinct)]
     projection = page_format.storage_projection(columns)
-    if projection != ", ".join(quote_identifier(n) for n in names) or len(set(names)) != len(names):
+    if projection != ", ".join(quote_identifier(n) for n in names) or distinct != names:
         aliases = ", ".join(quote_identifier(c["name"]) for c in columns)
         body = body.wrapped("SELECT " + projection + " FROM (", f") AS lakemagic_result({aliases})")
     result_id = secrets.token_urlsafe(24)
@@ -220,7 +224,7 @@ _SECRET_FUNCTIONS = {"duckdb_secrets", "which_secret"}
 
 
 def _refuse_secret_functions(sql: str) -> None:
-    for start, kind in duckdb.tokenize(sql):
+    for start, kind in _tokens(sql):
         if kind == duckdb.token_type.identifier:
             name = re.match(r"\w+", sql[start:])
             if name and name.group().lower() in _SECRET_FUNCTIONS:
@@ -228,10 +232,17 @@ def _refuse_secret_functions(sql: str) -> None:
 
 
 def _without_closing_semicolon(sql: str) -> str:
-    tokens = [(start, kind) for start, kind in duckdb.tokenize(sql) if kind != duckdb.token_type.comment]
+    tokens = [(start, kind) for start, kind in _tokens(sql) if kind != duckdb.token_type.comment]
     if tokens and sql[tokens[-1][0]] == ";":
         return sql[: tokens[-1][0]]
     return sql
+
+
+def _tokens(sql: str) -> list[tuple[int, object]]:
+    """DuckDB's tokens with their positions in characters (DuckDB counts UTF-8 bytes)."""
+    character_at_byte = [index for index, char in enumerate(sql) for _ in range(len(char.encode()))]
+    character_at_byte.append(len(sql))
+    return [(character_at_byte[start], kind) for start, kind in duckdb.tokenize(sql)]
 
 
 def _first_keyword(statement: str) -> str:
@@ -250,7 +261,7 @@ def _parameters_as_nulls(statement: str) -> str:
     """The statement with each `$name` parameter replaced by NULL, for parse-only uses
     (DuckDB's table-name extraction refuses parameters)."""
     text = statement
-    for start, kind in reversed(duckdb.tokenize(statement)):
+    for start, kind in reversed(_tokens(statement)):
         parameter = re.match(r"\$\w+", statement[start:]) if kind == duckdb.token_type.operator else None
         if parameter:
             text = text[:start] + "NULL" + text[start + parameter.end():]
@@ -258,15 +269,16 @@ def _parameters_as_nulls(statement: str) -> str:
 
 
 def _distinct_names(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
+    """Rename repeated column names the way DuckDB's .df() does: name_1, name_2, ... (case-insensitively)."""
+    taken: set[str] = set()
     result = []
     for name in names:
-        if name in seen:
-            seen[name] += 1
-            name = f"{name}_{seen[name]}"
-        else:
-            seen[name] = 0
-        result.append(name)
+        candidate, suffix = name, 0
+        while candidate.lower() in taken:
+            suffix += 1
+            candidate = f"{name}_{suffix}"
+        taken.add(candidate.lower())
+        result.append(candidate)
     return result
 
 
@@ -291,15 +303,29 @@ def _query_error(exc: duckdb.Error, line_offset: int, sql: str) -> QueryError:
     return QueryError(type(exc).__name__, message, position)
 
 
+def _characters_in_width(text: str, width: int) -> int:
+    """How many characters of `text` fill `width` terminal columns (wide characters take two)."""
+    used = 0
+    for count, char in enumerate(text):
+        if used >= width:
+            return count
+        used += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return len(text) + (width - used)
+
+
 def _position(sql: str, line_number: int, shown: str, column: int) -> int | None:
     """Turn DuckDB's "LINE n" and caret into an offset in `sql`; None if it points outside."""
     lines = sql.split("\n")
     if not 1 <= line_number <= len(lines):
         return None
     line = lines[line_number - 1]
-    if shown.startswith("..."):  # DuckDB shows a window of long lines
+    column = _characters_in_width(shown, column)  # the caret counts display columns
+    if shown.startswith("..."):  # DuckDB shows a window of a long line
         window = shown[3:]
-        window = window[:-3] if window.endswith("...") else window
-        column = line.find(window) + column - 3 if line.find(window) >= 0 else column
+        if window.endswith("..."):  # cut at both ends: the first place the text fits
+            start = line.find(window[:-3])
+        else:  # cut only at the start: the window is the line's tail
+            start = len(line) - len(window) if line.endswith(window) else -1
+        column = start + column - 3 if start >= 0 else column
     line_start = sum(len(previous) + 1 for previous in lines[: line_number - 1])
     return line_start + max(0, min(column, len(line)))

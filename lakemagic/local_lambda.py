@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import importlib
 import io
 import json
@@ -30,6 +31,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
@@ -90,6 +92,7 @@ class _Result(NamedTuple):
     payload: bytes
     error_type: str | None
     output: str  # what the invocation printed, for the log tail
+    init_ms: float | None = None  # set on a cold start: the worker's start and handler import
 
 
 # --- Worker side: code that runs inside the worker process ---------------------------
@@ -309,6 +312,25 @@ def _worker_environment(name: str, spec: FunctionSpec, region: str) -> dict[str,
     return {**spec.env, **reserved}
 
 
+@contextlib.contextmanager
+def _without_parent_main():
+    """Start a worker without importing the caller's __main__ module into it.
+
+    multiprocessing's spawn re-imports the parent's main script in the child;
+    a Lambda container imports only the handler, and a cold start measured
+    here must not include (or profit from) whatever the caller imported.
+    """
+    main = sys.modules["__main__"]
+    if __name__ == "__main__":  # run as `python -m lakemagic.local_lambda`: the worker code lives here
+        yield
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 class _Worker:
     """The server's handle on one worker process."""
 
@@ -319,7 +341,9 @@ class _Worker:
         environment = {**environment, "AWS_LAMBDA_LOG_STREAM_NAME": _log_stream_name()}
         # daemon: a worker never outlives the server, even if stop() is never called
         self._process = _SPAWN.Process(target=_worker_main, args=(child_conn, handler, environment), daemon=True)
-        self._process.start()
+        self._started = time.monotonic()
+        with _without_parent_main():
+            self._process.start()
         child_conn.close()
 
     def is_alive(self) -> bool:
@@ -327,20 +351,21 @@ class _Worker:
 
     def invoke(self, event: Any, request_id: str, function_arn: str, timeout_s: float) -> _Result:
         """Run one invocation; a timeout kills the worker, as Lambda discards the environment."""
-        init_output = ""
+        init_output, init_ms = "", None
         if not self._ready:
             init = self._receive(request_id, max(INIT_TIMEOUT_S, timeout_s))
             if init.error_type is not None:
                 self.stop()
                 return init
             self._ready, init_output = True, init.output
+            init_ms = (time.monotonic() - self._started) * 1000
         deadline_ms = int((time.time() + timeout_s) * 1000)
         try:
             self._conn.send(_Request(event, request_id, function_arn, deadline_ms))
         except OSError:
             return self._exit_result(request_id)
         result = self._receive(request_id, timeout_s)
-        return result._replace(output=init_output + result.output)
+        return result._replace(output=init_output + result.output, init_ms=init_ms)
 
     def _receive(self, request_id: str, timeout_s: float) -> _Result:
         try:
@@ -462,7 +487,9 @@ def _log_tail(request_id: str, result: _Result, duration_ms: float, memory_mb: i
         f"START RequestId: {request_id} Version: {LATEST}\n{result.output}"
         f"END RequestId: {request_id}\n"
         f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
-        f"Billed Duration: {math.ceil(duration_ms)} ms\tMemory Size: {memory_mb} MB\n"
+        f"Billed Duration: {math.ceil(duration_ms)} ms\tMemory Size: {memory_mb} MB"
+        + (f"\tInit Duration: {result.init_ms:.2f} ms" if result.init_ms is not None else "")
+        + "\n"
     )
     return base64.b64encode(log.encode()[-LOG_TAIL_BYTES:]).decode()
 

@@ -52,7 +52,6 @@ def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
     scratch = settings.scratch
     con.execute(f"SET home_directory = {quote_literal(os.path.join(scratch, 'home'))}")
     con.execute(f"SET temp_directory = {quote_literal(os.path.join(scratch, 'spill'))}")
-    con.execute("SET GLOBAL enable_progress_bar = false")
     # Every engine computes in UTC (Lambda's zone), so a notebook gets the same
     # dates and hours wherever its query runs; the configuration lock below
     # means a caller cannot pick another zone per query.

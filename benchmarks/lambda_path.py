@@ -1,0 +1,121 @@
+"""The Lambda path against raw DuckDB + httpfs, on the same local S3 server, printed as ratios.
+
+    python -m benchmarks.lambda_path [--rows N] [--repeat K]
+
+Starts moto's S3 API and the local Lambda endpoint on 127.0.0.1, uploads a
+generated taxi month, then measures side by side in one run:
+  - a small aggregate through boto3 → Lambda API → handler → httpfs → S3,
+    against DuckDB with httpfs querying the same objects from this process;
+  - a cold start (fresh worker → first page) of the lake handler, against a
+    handler that imports pandas to build a DataFrame and JSON records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+import duckdb
+import pandas as pd
+from moto.server import ThreadedMotoServer
+
+from lakelambda.database import httpfs_path
+from lakemagic import client
+from lakemagic.lambda_engine import LambdaEngine
+from lakemagic.local_lambda import FunctionSpec, LocalLambda
+from lakemagic.taxi import build_lake
+
+from .run import compare, timed
+
+AGGREGATE = "SELECT payment_type, count(*) AS trips, avg(total_amount) AS avg_total FROM {table} GROUP BY 1 ORDER BY 1"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def raw_duckdb_over_s3(endpoint: str) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute(f"LOAD '{httpfs_path()}'")
+    host = endpoint.split("://", 1)[1]
+    con.execute(f"CREATE SECRET (TYPE s3, KEY_ID 'bench', SECRET 'bench', REGION 'us-east-1', "
+                f"ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)")
+    return con
+
+
+def cold_first_page(local: LocalLambda, sql: str) -> float:
+    """A fresh container of the lake handler, to the first page as a DataFrame."""
+    local.recycle()
+    engine = LambdaEngine("lakemagic")
+    return timed(lambda: client.run_query(engine, sql).first_page.frame())
+
+
+def cold_pandas_records(local: LocalLambda, sql: str) -> float:
+    """A fresh container of the pandas+JSON handler, to its records as a DataFrame."""
+    local.recycle()
+    lambda_client = boto3.client("lambda")
+
+    def run():
+        answer = lambda_client.invoke(FunctionName="pandas-json", Payload=json.dumps({"sql": sql}))
+        pd.DataFrame(json.loads(answer["Payload"].read())["rows"])
+
+    return timed(run)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    options = parser.parse_args(argv)
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL_S3=endpoint)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lakemagic-bench-") as folder:
+            print(f"uploading a generated taxi month ({options.rows:,} rows) to the local S3 server...", flush=True)
+            build_lake(folder, rows=options.rows)
+            s3 = boto3.client("s3")
+            s3.create_bucket(Bucket="lake")
+            s3.upload_file(str(Path(folder, "dataset", "taxi_2019_04.parquet")), "lake", "dataset/taxi_2019_04.parquet")
+
+        env = dict(CREDENTIALS, AWS_ENDPOINT_URL_S3=endpoint, LAKEMAGIC_LAKE="s3://lake")
+        functions = {
+            "lakemagic": FunctionSpec("lakelambda.handler.handler", env=env, max_workers=1),
+            "pandas-json": FunctionSpec("benchmarks.pandas_handler.handler", env=env, max_workers=1),
+        }
+        with LocalLambda(functions) as local:
+            os.environ["AWS_ENDPOINT_URL_LAMBDA"] = local.endpoint_url
+            engine = LambdaEngine("lakemagic")
+            raw = raw_duckdb_over_s3(endpoint)
+            sql = AGGREGATE.format(table="taxi_2019_04")
+            raw_sql = AGGREGATE.format(table="'s3://lake/dataset/taxi_2019_04.parquet'")
+            print(f"{'':<58} {'lakemagic':>12} {'baseline':>12}  ratio", flush=True)
+            results = [compare("Lambda path aggregate vs DuckDB+httpfs on the same S3",
+                               lambda: client.run_query(engine, sql).first_page.frame(),
+                               lambda: raw.sql(raw_sql).df(), options.repeat, 1.25)]
+
+            ours, theirs = [], []
+            for _ in range(max(3, options.repeat // 2)):
+                ours.append(cold_first_page(local, sql))
+                theirs.append(cold_pandas_records(local, sql))
+            ratio = statistics.median(ours) / statistics.median(theirs)
+            print(f"{'cold start to first page vs a pandas+JSON handler':<58} {statistics.median(ours) * 1000:9.1f} ms "
+                  f"{statistics.median(theirs) * 1000:9.1f} ms {ratio:6.2f}x  (goal <= 0.5x) {'ok' if ratio <= 0.5 else 'OVER GOAL'}")
+            results.append({"label": "cold start", "ratio": ratio, "goal": 0.5})
+    finally:
+        server.stop()
+    over = [r["label"] for r in results if r["ratio"] > r["goal"]]
+    print("all goals met" if not over else f"over goal: {', '.join(over)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

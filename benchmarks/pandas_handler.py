@@ -1,0 +1,20 @@
+"""The baseline handler for the cold-start benchmark: DuckDB to a pandas DataFrame to JSON records,
+as a Lambda SQL endpoint is commonly written."""
+
+import json
+import os
+
+import duckdb
+import pandas as pd
+
+_con = duckdb.connect()
+_con.execute(f"LOAD '{__import__('lakelambda.database', fromlist=['httpfs_path']).httpfs_path()}'")
+_host = os.environ["AWS_ENDPOINT_URL_S3"].split("://", 1)[1]
+_con.execute(f"CREATE SECRET (TYPE s3, KEY_ID '{os.environ['AWS_ACCESS_KEY_ID']}', SECRET '{os.environ['AWS_SECRET_ACCESS_KEY']}', "
+             f"REGION 'us-east-1', ENDPOINT '{_host}', URL_STYLE 'path', USE_SSL false)")
+
+
+def handler(event, context):
+    sql = event["sql"].replace("FROM taxi_2019_04", f"FROM '{os.environ['LAKEMAGIC_LAKE']}/dataset/taxi_2019_04.parquet'")
+    frame: pd.DataFrame = _con.sql(sql).df()
+    return {"rows": json.loads(frame.to_json(orient="records", date_format="iso"))}

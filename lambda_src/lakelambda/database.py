@@ -43,10 +43,14 @@ class Settings:
     def pages_folder(self) -> str:
         return os.path.join(self.scratch, "pages")
 
+    @property
+    def results_folder(self) -> str:
+        return os.path.join(self.scratch, "results")
+
 
 def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
     """A sandboxed in-memory database over `lake`; one per container, a cursor per call."""
-    for folder in ("home", "spill", "pages"):
+    for folder in ("home", "spill", "pages", "results"):
         os.makedirs(os.path.join(settings.scratch, folder), exist_ok=True)
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     scratch = settings.scratch
@@ -61,7 +65,7 @@ def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
         con.execute(f"SET threads = {max(1, min(6, round(settings.memory_mb / MB_PER_VCPU)))}")
     if lake.is_s3:
         _connect_to_s3(con, settings.environment)
-    allowed = [lake.root + "/", settings.pages_folder + "/"]
+    allowed = [lake.root + "/", settings.pages_folder + "/", settings.results_folder + "/"]
     con.execute(f"SET allowed_directories = [{', '.join(quote_literal(path) for path in allowed)}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

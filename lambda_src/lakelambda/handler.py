@@ -18,6 +18,7 @@ import duckdb
 from . import protocol, query
 from .database import Settings, clear_pages, open_database
 from .lake import Lake
+from .results import ResultStore
 
 # Time kept back from the function's remaining time to answer after an interrupt.
 ANSWER_RESERVE_MS = 1500
@@ -30,7 +31,8 @@ class LakeHandler:
         self.lake = Lake(lake)
         self.settings = settings or Settings.from_environment()
         self._cold = True
-        self.lake.prepare_results_location()
+        self.results = ResultStore(self.lake, self.settings.results_folder)
+        self.results.prepare()
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.
         self._database = open_database(self.lake, self.settings)
@@ -63,14 +65,14 @@ class LakeHandler:
     def _answer(self, con, request: protocol.Request) -> dict:
         pages = self.settings.pages_folder
         if isinstance(request, protocol.QueryRequest):
-            result = query.run_query(con, self.lake, request.sql, request.params)
+            result = query.run_query(con, self.lake, self.results, request.sql, request.params)
             content = {"page": query.read_page(con, result, 0, request.page_size, pages)}
         else:
-            result = query.open_result(con, self.lake, request.result_id)
+            result = query.open_result(con, self.results, request.result_id)
             if isinstance(request, protocol.PageRequest):
                 content = {"page": query.read_page(con, result, request.offset, request.limit, pages)}
             else:
-                content = {"part": query.read_part(result, request.start, request.length)}
+                content = {"part": query.read_part(self.results, result, request.start, request.length)}
         return protocol.success(result.result_id, result.columns, result.total_rows, result.size_bytes, content)
 
     @staticmethod

@@ -6,21 +6,14 @@ layout, so there is nothing to register:
     <lake>/dashboard/<name>.parquet      materialized views (win over the others)
     <lake>/dataset/<name>.parquet        single-file datasets
     <lake>/<name>/key=value/.../*.parquet  Hive-partitioned datasets
-
-Query results are kept as Parquet under `<lake>/_lakemagic/results/`, so a
-page request served by another container still finds them.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
 
 from .page_format import quote_identifier, quote_literal
-
-RESULTS_PREFIX = "_lakemagic/results"
-RESULT_MAX_AGE_SECONDS = 24 * 3600
 
 # A name the catalog may resolve: one path segment, no hidden or internal folders.
 _CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -37,23 +30,6 @@ class Lake:
 
     def path(self, *parts: str) -> str:
         return "/".join((self.root, *parts))
-
-    def result_path(self, result_id: str) -> str:
-        return self.path(RESULTS_PREFIX, f"{result_id}.parquet")
-
-    def prepare_results_location(self) -> None:
-        """Make the local results folder and drop results older than a day.
-
-        On S3 a lifecycle rule on the results prefix does the expiry.
-        """
-        if self.is_s3:
-            return
-        folder = self.path(RESULTS_PREFIX)
-        os.makedirs(folder, exist_ok=True)
-        cutoff = time.time() - RESULT_MAX_AGE_SECONDS
-        for entry in os.scandir(folder):
-            if entry.is_file() and entry.stat().st_mtime < cutoff:
-                os.remove(entry.path)
 
     def register_tables(self, con, names: set[str]) -> list[str]:
         """Create a temporary view for each of `names` that the lake holds; return those found.

@@ -19,6 +19,7 @@ import duckdb
 
 from . import page_format
 from .lake import Lake
+from .results import ResultStore
 from .page_format import quote_identifier, quote_literal
 from .protocol import MAX_PART_BYTES, MAX_RESPONSE_BYTES, PAGE_FORMAT
 
@@ -61,7 +62,7 @@ class _Placed:
         return _Placed(f"{prefix}\n{self.text}\n{suffix}", self.line_offset + prefix.count("\n") + 1)
 
 
-def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, sql: str, params: dict) -> StoredResult:
+def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, sql: str, params: dict) -> StoredResult:
     """Run `sql` once, store its whole result as Parquet in the lake, and describe it."""
     statement = _single_query(sql)
     lake.register_tables(con, _referenced_tables(statement))
@@ -81,15 +82,16 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, sql: str, params: dict
         aliases = ", ".join(quote_identifier(c["name"]) for c in columns)
         body = body.wrapped("SELECT " + projection + " FROM (", f") AS lakemagic_result({aliases})")
     result_id = secrets.token_urlsafe(24)
-    path = lake.result_path(result_id)
+    path = results.local_path(result_id)
     copy = body.wrapped("COPY (", f") TO {quote_literal(path)} ({_parquet_options(columns)})")
     _execute(con, copy, params, sql)
-    return open_result(con, lake, result_id)
+    results.publish(result_id)
+    return open_result(con, results, result_id)
 
 
-def open_result(con: duckdb.DuckDBPyConnection, lake: Lake, result_id: str) -> StoredResult:
+def open_result(con: duckdb.DuckDBPyConnection, results: ResultStore, result_id: str) -> StoredResult:
     """Find a stored result by id, from any container that can see the lake."""
-    path = lake.result_path(result_id)
+    path = results.locate(result_id)
     try:
         columns, total_rows, size_bytes = con.execute(
             "SELECT (SELECT value FROM parquet_kv_metadata($path) WHERE key = $key), num_rows, file_size_bytes "
@@ -101,16 +103,9 @@ def open_result(con: duckdb.DuckDBPyConnection, lake: Lake, result_id: str) -> S
     return StoredResult(result_id, json.loads(columns), total_rows, path, size_bytes)
 
 
-def read_part(result: StoredResult, start: int, length: int) -> dict:
+def read_part(results: ResultStore, result: StoredResult, start: int, length: int) -> dict:
     """Bytes [start, start + length) of the stored result file, as they are."""
-    if start >= result.size_bytes:
-        data = b""
-    elif result.path.startswith("s3://"):
-        data = _read_s3_range(result.path, start, length)
-    else:
-        with open(result.path, "rb") as stored:
-            stored.seek(start)
-            data = stored.read(length)
+    data = results.read_range(result.path, start, length) if start < result.size_bytes else b""
     return {"start": start, "length": len(data), "data": base64.b64encode(data).decode("ascii")}
 
 
@@ -141,15 +136,6 @@ def read_page(con: duckdb.DuckDBPyConnection, result: StoredResult, offset: int,
         if os.path.exists(page_path):
             os.remove(page_path)
     return {"offset": offset, "row_count": limit, "format": PAGE_FORMAT, "data": data}
-
-
-def _read_s3_range(path: str, start: int, length: int) -> bytes:
-    """A ranged GET with boto3, which the Lambda runtime provides; DuckDB has no raw byte-range read."""
-    import boto3
-
-    bucket, _, key = path[len("s3://") :].partition("/")
-    answer = boto3.client("s3").get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
-    return answer["Body"].read()
 
 
 def _is_whole_local_file(result: StoredResult, offset: int, limit: int, budget: int) -> bool:

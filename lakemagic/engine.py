@@ -18,6 +18,7 @@ DEFAULT_FUNCTION_NAME = "lakemagic"
 
 class Engine(Protocol):
     name: str
+    concurrency: int  # how many calls may run at once, e.g. to fetch a result's parts
 
     def call(self, request: dict) -> dict: ...
 
@@ -30,6 +31,7 @@ class EmbeddedEngine:
     """
 
     name = "local"
+    concurrency = 1  # one handler, one database: calls take turns
 
     def __init__(self, lake: str = DEFAULT_LAKE):
         from lakelambda.handler import LakeHandler

@@ -337,6 +337,7 @@ class _Worker:
     def __init__(self, handler: str, environment: dict[str, str], generation: int) -> None:
         self.generation = generation
         self._ready = False
+        self._stop_lock = threading.Lock()
         self._conn, child_conn = _SPAWN.Pipe()
         environment = {**environment, "AWS_LAMBDA_LOG_STREAM_NAME": _log_stream_name()}
         # daemon: a worker never outlives the server, even if stop() is never called
@@ -383,10 +384,14 @@ class _Worker:
         return _exited(request_id, exitcode)
 
     def stop(self) -> None:
-        if self._process.is_alive():
-            self._process.kill()
-        self._process.join()
-        self._conn.close()
+        # The server's shutdown and the thread serving a call may both stop a
+        # worker; closing its pipe twice could close a reused descriptor.
+        with self._stop_lock:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join()
+            if not self._conn.closed:
+                self._conn.close()
 
 
 class _Throttled(Exception):

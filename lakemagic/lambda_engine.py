@@ -1,0 +1,210 @@
+"""The lake handler in AWS Lambda: one synchronous Invoke per protocol request.
+
+boto3 finds credentials, region and endpoint the usual way (profile, the
+AWS_* variables, AWS_ENDPOINT_URL_LAMBDA for a local Lambda), so this module
+only adds what lakemagic needs: timeouts that never re-run a query, the cost
+of each call, and Lambda's failures as one sentence a notebook can show.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError as BotoConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ReadTimeoutError,
+)
+
+from .engine import DEFAULT_FUNCTION_NAME
+from .errors import EngineError
+
+# AWS Lambda on-demand prices in us-east-1, from https://aws.amazon.com/lambda/pricing/.
+# Billed Duration already includes any billed Init phase, so nothing is added for cold starts.
+PRICE_PER_GB_SECOND_USD = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
+PRICE_PER_REQUEST_USD = 0.20 / 1_000_000
+ARCHITECTURES = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+
+# How much longer than the function's own timeout the client waits for an answer.
+READ_TIMEOUT_MARGIN_S = 60
+CONNECT_TIMEOUT_S = 10
+
+CREDENTIAL_ERRORS = {"UnrecognizedClientException", "ExpiredTokenException", "InvalidSignatureException"}
+ACCESS_ERRORS = {"AccessDeniedException", "AccessDenied"}
+TIMED_OUT = re.compile(r"Task timed out after ([\d.]+) seconds")
+REQUEST_ID_PREFIX = re.compile(r"^RequestId: \S+ Error: ")
+
+
+class LambdaEngine:
+    """Runs each request in the Lambda function `function_name` and returns its answer.
+
+    `timeout_s` is the function's configured timeout; the client waits that
+    long plus a margin, so it is Lambda, not the client, that ends a slow query.
+    """
+
+    name = "lambda"
+    concurrency = 4  # parts of a result fetched at once: each call is its own container
+
+    def __init__(
+        self,
+        function_name: str = DEFAULT_FUNCTION_NAME,
+        region: str | None = None,
+        profile: str | None = None,
+        timeout_s: float = 900,
+        max_attempts: int = 3,
+    ):
+        self.function_name = function_name
+        self.region = region
+        self.profile = profile
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self._client = None
+        self._client_lock = threading.Lock()
+
+    def call(self, request: dict) -> dict:
+        """The handler's answer, with Lambda's own figures in stats["lambda"]; EngineError if there is none."""
+        try:
+            response = self._lambda().invoke(
+                FunctionName=self.function_name, Payload=json.dumps(request), LogType="Tail"
+            )
+            body = response["Payload"].read()
+        except ClientError as error:
+            raise EngineError(self._client_error_sentence(error)) from None
+        except BotoCoreError as error:
+            raise EngineError(self._botocore_error_sentence(error)) from None
+        report = _report(response.get("LogResult"))
+        answer = _json_or_none(body)
+        if "FunctionError" in response:
+            raise EngineError(self._function_error_sentence(answer if isinstance(answer, dict) else {}))
+        if not isinstance(answer, dict) or "version" not in answer:
+            raise EngineError(
+                f"the Lambda function {self.function_name} did not answer in lakemagic's protocol; "
+                "check that its handler is lakelambda.handler.handler"
+            )
+        stats = answer.setdefault("stats", {})
+        stats["lambda"] = {
+            **report,
+            "request_id": response["ResponseMetadata"].get("RequestId"),
+            "cost_usd": _cost_usd(report, stats.get("architecture")),
+        }
+        return answer
+
+    def _lambda(self):
+        """One client, made on first use: boto3 clients are thread-safe, sessions are not."""
+        with self._client_lock:
+            if self._client is None:
+                # read_timeout outlasts the function: botocore retries a read timeout, and a
+                # retried Invoke runs the query again. Connecting fails fast instead, and
+                # "standard" retries back off on throttling (TooManyRequestsException).
+                # TCP keepalive stops NAT gateways dropping a connection idle for minutes.
+                config = Config(
+                    read_timeout=self.timeout_s + READ_TIMEOUT_MARGIN_S,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+                    tcp_keepalive=True,
+                )
+                session = boto3.Session(profile_name=self.profile, region_name=self.region)
+                self._client = session.client("lambda", config=config)
+            return self._client
+
+    def _function_error_sentence(self, document: dict) -> str:
+        function = f"the Lambda function {self.function_name}"
+        error_type = document.get("errorType", "Unhandled")
+        message = REQUEST_ID_PREFIX.sub("", " ".join(str(document.get("errorMessage", "")).split()))
+        timed_out = TIMED_OUT.search(message)
+        if timed_out:
+            return (
+                f"{function} timed out after {float(timed_out[1]):g} s; make the query do less "
+                "or raise the function's timeout (Lambda allows up to 900 s)"
+            )
+        if error_type == "Function.ResponseSizeTooLarge":
+            return f"the answer of {function} was larger than Lambda's 6 MB response limit; ask for fewer rows per page"
+        if error_type == "Runtime.OutOfMemory":
+            return f"{function} ran out of memory; make the query do less or give the function more memory"
+        if error_type == "Runtime.ExitError":
+            return f"{function} crashed: {message}"
+        return f"{function} failed: {error_type}: {message}"
+
+    def _client_error_sentence(self, error: ClientError) -> str:
+        code = error.response.get("Error", {}).get("Code", "")
+        message = error.response.get("Error", {}).get("Message", "")
+        function = f"the Lambda function {self.function_name}"
+        if code == "TooManyRequestsException":
+            return f"{function} is throttled: too many queries run at once even after retrying; try again in a moment"
+        if code == "RequestEntityTooLargeException":
+            return "the request is larger than Lambda's 6 MB limit: the SQL or its parameters are too big"
+        if code == "ResourceNotFoundException":
+            return (
+                f"there is no Lambda function named {self.function_name!r} in region {self._client.meta.region_name}; "
+                "set the right one with %config LakeMagic.function_name = '...'"
+            )
+        if code in ACCESS_ERRORS:
+            return f"the AWS credentials in use may not invoke {function}: they need lambda:InvokeFunction on it"
+        if code in CREDENTIAL_ERRORS:
+            return (
+                f"AWS rejected the credentials in use ({code}); refresh them or pick a profile "
+                f"with lambda:InvokeFunction on {function}"
+            )
+        return f"invoking {function} failed: {code}: {message}"
+
+    def _botocore_error_sentence(self, error: BotoCoreError) -> str:
+        function = f"the Lambda function {self.function_name}"
+        if isinstance(error, NoCredentialsError):
+            return (
+                "no AWS credentials were found; set a profile with %config LakeMagic.profile = '...' "
+                f"or the AWS_* variables, for an identity with lambda:InvokeFunction on {function}"
+            )
+        if isinstance(error, NoRegionError):
+            return "no AWS region is set; set one with %config LakeMagic.region = '...' or AWS_DEFAULT_REGION"
+        if isinstance(error, ReadTimeoutError):
+            return (
+                f"{function} gave no answer within {self.timeout_s + READ_TIMEOUT_MARGIN_S:g} s; "
+                f"the connection may have dropped, or the function's timeout is longer than {self.timeout_s:g} s"
+            )
+        if isinstance(error, BotoConnectionError):
+            return (
+                f"could not reach the Lambda endpoint {self._client.meta.endpoint_url}; "
+                "check the network connection, the region and AWS_ENDPOINT_URL_LAMBDA"
+            )
+        return f"invoking {function} failed: {error}"
+
+
+def _json_or_none(body: bytes):
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _report(log_result: str | None) -> dict:
+    """The figures of the REPORT line Lambda ends an invocation's log tail with (None if absent)."""
+    log = base64.b64decode(log_result).decode(errors="replace") if log_result else ""
+    line = next((line for line in reversed(log.splitlines()) if line.startswith("REPORT ")), "")
+
+    def figure(label: str, kind: type):
+        found = re.search(rf"{label}: ([\d.]+)", line)
+        return kind(found[1]) if found else None
+
+    return {
+        "billed_ms": figure("Billed Duration", int),
+        "memory_mb": figure("Memory Size", int),
+        "max_memory_used_mb": figure("Max Memory Used", int),
+        "init_ms": figure("Init Duration", float),
+    }
+
+
+def _cost_usd(report: dict, architecture: str | None) -> float | None:
+    """An estimate at list price: GB-seconds billed, plus the request itself."""
+    if report["billed_ms"] is None or report["memory_mb"] is None:
+        return None
+    price = PRICE_PER_GB_SECOND_USD[ARCHITECTURES.get(architecture, "x86_64")]
+    gb_seconds = report["billed_ms"] / 1000 * report["memory_mb"] / 1024
+    return gb_seconds * price + PRICE_PER_REQUEST_USD

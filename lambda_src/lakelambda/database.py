@@ -50,11 +50,12 @@ class Settings:
 
 def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
     """A sandboxed in-memory database over `lake`; one per container, a cursor per call."""
-    for folder in ("home", "spill", "pages", "results"):
+    for folder in ("home", "extensions", "spill", "pages", "results"):
         os.makedirs(os.path.join(settings.scratch, folder), exist_ok=True)
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     scratch = settings.scratch
     con.execute(f"SET home_directory = {quote_literal(os.path.join(scratch, 'home'))}")
+    con.execute(f"SET extension_directory = {quote_literal(os.path.join(scratch, 'extensions'))}")
     con.execute(f"SET temp_directory = {quote_literal(os.path.join(scratch, 'spill'))}")
     # Every engine computes in UTC (Lambda's zone), so a notebook gets the same
     # dates and hours wherever its query runs; the configuration lock below

@@ -64,8 +64,13 @@ class LakeHandler:
 
     def _answer(self, con, request: protocol.Request) -> dict:
         pages = self.settings.pages_folder
+        if isinstance(request, protocol.MaterializeRequest):
+            path, rows, size = query.materialize(
+                con, self.lake, self.settings.results_folder, request.sql, request.path, request.views
+            )
+            return protocol.materialized(path, rows, size)
         if isinstance(request, protocol.QueryRequest):
-            result = query.run_query(con, self.lake, self.results, request.sql, request.params)
+            result = query.run_query(con, self.lake, self.results, request.sql, request.params, request.views)
             content = {"page": query.read_page(con, result, 0, request.page_size, pages)}
         else:
             result = query.open_result(con, self.results, request.result_id)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import shutil
 
 from .page_format import quote_identifier, quote_literal
 
@@ -30,6 +32,29 @@ class Lake:
 
     def path(self, *parts: str) -> str:
         return "/".join((self.root, *parts))
+
+    def put(self, local_path: str, relative_path: str) -> str:
+        """Place a finished local file in the lake, atomically: readers see the old file or the new one.
+
+        S3 makes a single PUT atomic; a folder gets a hidden temporary file
+        beside the target, renamed over it.
+        """
+        target = self.path(relative_path)
+        if self.is_s3:
+            bucket, key = split_s3_path(target)
+            with open(local_path, "rb") as body:
+                s3_client().put_object(Bucket=bucket, Key=key, Body=body)
+            return target
+        folder, name = os.path.split(target)
+        os.makedirs(folder, exist_ok=True)
+        temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            shutil.copyfile(local_path, temporary)
+            os.replace(temporary, target)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        return target
 
     def register_tables(self, con, names: set[str]) -> list[str]:
         """Create a temporary view for each of `names` that the lake holds; return those found.
@@ -67,3 +92,21 @@ class Lake:
             directory = self.path(folder)
             files = os.listdir(directory) if os.path.isdir(directory) else []
         return {os.path.basename(file)[: -len(".parquet")] for file in files if file.endswith(".parquet")}
+
+
+def split_s3_path(path: str) -> tuple[str, str]:
+    bucket, _, key = path[len("s3://") :].partition("/")
+    return bucket, key
+
+
+_s3_client = None
+
+
+def s3_client():
+    """boto3 (which the Lambda runtime provides) for the raw byte moves DuckDB has no statement for."""
+    global _s3_client
+    if _s3_client is None:
+        import boto3
+
+        _s3_client = boto3.client("s3")
+    return _s3_client

@@ -35,6 +35,8 @@ PAGE_FORMAT = "parquet+base64"
 # Result ids are random tokens from secrets.token_urlsafe: nothing else parses.
 RESULT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22,64}")
 PARAM_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Materialized views may only be written under the lake's dashboard/ prefix.
+DASHBOARD_PATH_PATTERN = re.compile(r"dashboard(/[A-Za-z0-9_][A-Za-z0-9_\-]*)+\.parquet")
 
 
 class ProtocolError(ValueError):
@@ -42,10 +44,26 @@ class ProtocolError(ValueError):
 
 
 @dataclass(frozen=True)
+class View:
+    """A named query the notebook keeps; it travels with every query that uses it."""
+
+    name: str
+    sql: str
+
+
+@dataclass(frozen=True)
 class QueryRequest:
     sql: str
     params: dict[str, Any]
     page_size: int
+    views: tuple[View, ...] = ()
+
+
+@dataclass(frozen=True)
+class MaterializeRequest:
+    sql: str
+    path: str  # under dashboard/, relative to the lake
+    views: tuple[View, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,18 +80,32 @@ class PartRequest:
     length: int
 
 
-Request = Union[QueryRequest, PageRequest, PartRequest]
+Request = Union[QueryRequest, PageRequest, PartRequest, MaterializeRequest]
 
 
-def query_request(sql: str, params: dict[str, Any], page_size: int) -> dict:
-    """The event that asks the handler to run `sql` and return its first page."""
-    return {
+def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple[View, ...] = ()) -> dict:
+    """The event that asks the handler to run `sql` and return its first page.
+
+    `views` are the notebook's views the query uses, in dependency order.
+    """
+    request = {
         "version": VERSION,
         "op": "query",
         "sql": sql,
         "params": {name: encode_value(value) for name, value in params.items()},
         "page_size": page_size,
     }
+    if views:
+        request["views"] = [{"name": view.name, "sql": view.sql} for view in views]
+    return request
+
+
+def materialize_request(sql: str, path: str, views: tuple[View, ...] = ()) -> dict:
+    """The event that asks the handler to write the result of `sql` to `path` in the lake, atomically."""
+    request = {"version": VERSION, "op": "materialize", "sql": sql, "path": path}
+    if views:
+        request["views"] = [{"name": view.name, "sql": view.sql} for view in views]
+    return request
 
 
 def page_request(result_id: str, offset: int, limit: int) -> dict:
@@ -103,16 +135,14 @@ def parse_request(event: Any) -> Request:
         return _parse_page(event)
     if op == "part":
         return _parse_part(event)
-    raise ProtocolError(f"unknown op {op!r}; expected 'query', 'page' or 'part'")
+    if op == "materialize":
+        return _parse_materialize(event)
+    raise ProtocolError(f"unknown op {op!r}; expected 'query', 'page', 'part' or 'materialize'")
 
 
 def _parse_query(event: dict) -> QueryRequest:
-    _reject_unknown_fields(event, {"version", "op", "sql", "params", "page_size"})
-    sql = event.get("sql")
-    if not isinstance(sql, str) or not sql.strip():
-        raise ProtocolError("'sql' must be a non-empty string")
-    if len(sql) > MAX_SQL_CHARS:
-        raise ProtocolError(f"'sql' is longer than {MAX_SQL_CHARS} characters")
+    _reject_unknown_fields(event, {"version", "op", "sql", "params", "page_size", "views"})
+    sql = _sql(event.get("sql"), "'sql'")
     params = event.get("params", {})
     if not isinstance(params, dict):
         raise ProtocolError("'params' must be an object mapping names to values")
@@ -121,7 +151,37 @@ def _parse_query(event: dict) -> QueryRequest:
             raise ProtocolError(f"parameter name {name!r} is not a valid identifier")
     decoded = {name: decode_value(value) for name, value in params.items()}
     page_size = _bounded_int(event, "page_size", 0, MAX_PAGE_ROWS)
-    return QueryRequest(sql=sql, params=decoded, page_size=page_size)
+    return QueryRequest(sql=sql, params=decoded, page_size=page_size, views=_views(event))
+
+
+def _parse_materialize(event: dict) -> MaterializeRequest:
+    _reject_unknown_fields(event, {"version", "op", "sql", "path", "views"})
+    path = event.get("path")
+    if not isinstance(path, str) or not DASHBOARD_PATH_PATTERN.fullmatch(path):
+        raise ProtocolError(f"'path' must name a .parquet file under dashboard/, like dashboard/my_view.parquet; got {path!r}")
+    return MaterializeRequest(sql=_sql(event.get("sql"), "'sql'"), path=path, views=_views(event))
+
+
+def _sql(sql: Any, what: str) -> str:
+    if not isinstance(sql, str) or not sql.strip():
+        raise ProtocolError(f"{what} must be a non-empty string")
+    if len(sql) > MAX_SQL_CHARS:
+        raise ProtocolError(f"{what} is longer than {MAX_SQL_CHARS} characters")
+    return sql
+
+
+def _views(event: dict) -> tuple[View, ...]:
+    views = event.get("views", [])
+    if not isinstance(views, list):
+        raise ProtocolError("'views' must be a list of {name, sql} objects")
+    parsed = []
+    for view in views:
+        if not isinstance(view, dict) or set(view) != {"name", "sql"}:
+            raise ProtocolError("each view must be an object with exactly 'name' and 'sql'")
+        if not isinstance(view["name"], str) or not PARAM_NAME_PATTERN.fullmatch(view["name"]):
+            raise ProtocolError(f"view name {view['name']!r} is not a valid identifier")
+        parsed.append(View(view["name"], _sql(view["sql"], f"the SQL of view {view['name']}")))
+    return tuple(parsed)
 
 
 def _parse_page(event: dict) -> PageRequest:
@@ -173,6 +233,11 @@ def success(result_id: str, columns: list[dict], total_rows: int, result_bytes: 
         "result_bytes": result_bytes,
         **content,
     }
+
+
+def materialized(path: str, rows: int, size_bytes: int) -> dict:
+    """A successful materialize: where the file is now, and what it holds."""
+    return {"version": VERSION, "materialized": {"path": path, "rows": rows, "bytes": size_bytes}}
 
 
 def failure(error_type: str, message: str, position: int | None = None, stats: dict | None = None) -> dict:

@@ -21,7 +21,7 @@ from . import page_format
 from .lake import Lake
 from .results import ResultStore
 from .page_format import quote_identifier, quote_literal
-from .protocol import MAX_PART_BYTES, MAX_RESPONSE_BYTES, PAGE_FORMAT
+from .protocol import MAX_PART_BYTES, MAX_RESPONSE_BYTES, PAGE_FORMAT, View
 
 # Small row groups keep a page read small: a page touches one or two of them.
 RESULT_ROW_GROUP_SIZE = 16_384
@@ -62,10 +62,11 @@ class _Placed:
         return _Placed(f"{prefix}\n{self.text}\n{suffix}", self.line_offset + prefix.count("\n") + 1)
 
 
-def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, sql: str, params: dict) -> StoredResult:
+def run_query(
+    con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, sql: str, params: dict, views: tuple[View, ...] = ()
+) -> StoredResult:
     """Run `sql` once, store its whole result as Parquet in the lake, and describe it."""
-    statement = _single_query(sql)
-    lake.register_tables(con, _referenced_tables(statement))
+    statement = _prepare(con, lake, sql, views)
     body = _Placed(statement)
     if _first_keyword(statement) in _NEEDS_SUBQUERY:
         body = body.wrapped("SELECT * FROM (", ")")
@@ -87,6 +88,40 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, 
     _execute(con, copy, params, sql)
     results.publish(result_id)
     return open_result(con, results, result_id)
+
+
+def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: str, path: str,
+                views: tuple[View, ...] = ()) -> tuple[str, int, int]:
+    """Write the result of `sql` to `path` in the lake; return where, how many rows and bytes.
+
+    The file is finished locally first and then put in place whole, so a
+    failed query leaves the previous file as it was.
+    """
+    statement = _prepare(con, lake, sql, views)
+    local = os.path.join(scratch, f"materialize-{secrets.token_hex(8)}.parquet")
+    try:
+        copy = _Placed(statement).wrapped("COPY (", f") TO {quote_literal(local)} (FORMAT parquet, COMPRESSION zstd)")
+        rows = _execute(con, copy, {}, sql).fetchone()[0]
+        size = os.path.getsize(local)
+        return lake.put(local, path), rows, size
+    finally:
+        if os.path.exists(local):
+            os.remove(local)
+
+
+def _prepare(con, lake: Lake, sql: str, views: tuple[View, ...]) -> str:
+    """Check the query, make the lake tables and the notebook's views it uses; return its statement."""
+    statement = _single_query(sql)
+    view_statements = [(view, _single_query(view.sql)) for view in views]
+    mentioned = _referenced_tables(statement).union(*(_referenced_tables(text) for _, text in view_statements))
+    lake.register_tables(con, mentioned - {view.name for view in views})  # a view shadows a lake table
+    for view, text in view_statements:
+        try:
+            con.execute(f"CREATE TEMP VIEW {quote_identifier(view.name)} AS\n{text}")
+        except duckdb.Error as exc:
+            error = _query_error(exc, 1, view.sql)
+            raise QueryError(error.error_type, f"in view {view.name}: {error.message}") from None
+    return statement
 
 
 def open_result(con: duckdb.DuckDBPyConnection, results: ResultStore, result_id: str) -> StoredResult:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from .lake import Lake
+from .lake import Lake, s3_client, split_s3_path
 
 RESULTS_PREFIX = "_lakemagic/results"
 RESULT_MAX_AGE_SECONDS = 24 * 3600
@@ -54,15 +54,13 @@ class ResultStore:
         """Make a result written locally visible to every container."""
         if not self.lake.is_s3:
             return
-        bucket, key = _bucket_and_key(self.lake_path(result_id))
-        with open(self.local_path(result_id), "rb") as stored:
-            _s3().put_object(Bucket=bucket, Key=key, Body=stored)  # one request (S3 takes up to 5 GB so)
+        self.lake.put(self.local_path(result_id), f"{RESULTS_PREFIX}/{result_id}.parquet")
         self._trim_local_copies()
 
     def read_range(self, path: str, start: int, length: int) -> bytes:
         if path.startswith("s3://"):
-            bucket, key = _bucket_and_key(path)
-            answer = _s3().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
+            bucket, key = split_s3_path(path)
+            answer = s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
             return answer["Body"].read()
         with open(path, "rb") as stored:
             stored.seek(start)
@@ -75,21 +73,3 @@ class ResultStore:
             kept += entry.stat().st_size
             if kept > LOCAL_COPIES_MAX_BYTES:
                 os.remove(entry.path)
-
-
-def _bucket_and_key(path: str) -> tuple[str, str]:
-    bucket, _, key = path[len("s3://") :].partition("/")
-    return bucket, key
-
-
-_s3_client = None
-
-
-def _s3():
-    """boto3 (which the Lambda runtime provides) for the raw byte moves DuckDB has no statement for."""
-    global _s3_client
-    if _s3_client is None:
-        import boto3
-
-        _s3_client = boto3.client("s3")
-    return _s3_client

@@ -88,9 +88,11 @@ class QueryResult:
         return base64.b64decode(answer["part"]["data"])
 
 
-def run_query(engine: Engine, sql: str, params: dict | None = None, page_size: int = 50) -> QueryResult:
-    """Run `sql` on `engine`; raise LakeQueryError if the engine answers with an error."""
-    answer, stats = _call(engine, protocol.query_request(sql, params or {}, page_size), sql)
+def run_query(
+    engine: Engine, sql: str, params: dict | None = None, page_size: int = 50, views: tuple[protocol.View, ...] = ()
+) -> QueryResult:
+    """Run `sql` on `engine` with the notebook views it uses; raise LakeQueryError on an error answer."""
+    answer, stats = _call(engine, protocol.query_request(sql, params or {}, page_size, views), sql)
     return QueryResult(
         engine=engine,
         sql=sql,
@@ -101,6 +103,12 @@ def run_query(engine: Engine, sql: str, params: dict | None = None, page_size: i
         first_page=_page_of(answer),
         stats=stats,
     )
+
+
+def materialize(engine: Engine, sql: str, path: str, views: tuple[protocol.View, ...] = ()) -> dict:
+    """Write the result of `sql` to `path` (under dashboard/) in the lake; return {path, rows, bytes}."""
+    answer, _ = _call(engine, protocol.materialize_request(sql, path, views), sql)
+    return answer["materialized"]
 
 
 def _call(engine: Engine, request: dict, sql: str) -> tuple[dict, CallStats]:

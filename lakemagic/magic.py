@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 
+import pandas as pd
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import display
+from IPython.display import HTML, display
 from traitlets import Enum, Int, Unicode, default, observe
 
 from . import client
@@ -15,11 +17,12 @@ from .engine import DEFAULT_FUNCTION_NAME, DEFAULT_LAKE, EmbeddedEngine, Engine
 from .errors import LakeMagicError
 from .lambda_engine import LambdaEngine
 from .params import bind_parameters
+from .views import ViewRegistry
 from .widget import ResultTable
 
 _ASSIGNMENT = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<\s*(.*)$", re.S)
 # Options that take a value, so the line can be split into options and SQL.
-_VALUE_OPTIONS = {"-p", "--page-size"}
+_VALUE_OPTIONS = {"-p", "--page-size", "--save", "--to", "--save-views", "--load-views"}
 
 
 @magics_class
@@ -52,6 +55,7 @@ class LakeMagic(Magics):
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
         self._engine: Engine | None = None
+        self.views = ViewRegistry()
         if shell is not None:
             shell.configurables.append(self)  # so that %config LakeMagic.x = y reaches it
 
@@ -69,6 +73,14 @@ class LakeMagic(Magics):
 
     @magic_arguments()
     @argument("-p", "--page-size", type=int, help="Rows per page for this result (default: LakeMagic.page_size).")
+    @argument("--save", metavar="NAME", help="Keep the query as view NAME; later queries and views use it by name.")
+    @argument("--materialize", action="store_true",
+              help="With --save NAME: write the view's result into the lake (dashboard/NAME.parquet); "
+                   "from then on NAME reads that file. Without SQL, materializes the saved view NAME.")
+    @argument("--to", metavar="PATH", help="Where --materialize writes, under dashboard/ (default: dashboard/NAME.parquet).")
+    @argument("--views", action="store_true", help="List the saved views, what each uses, and which are materialized.")
+    @argument("--save-views", metavar="FOLDER", help="Write every view to FOLDER/<name>.sql (one model per file).")
+    @argument("--load-views", metavar="FOLDER", help="Read views from FOLDER/*.sql.")
     @line_cell_magic
     @no_var_expand  # $name is a bound parameter, not text for IPython to splice in
     def lakesql(self, line: str, cell: str | None = None):
@@ -85,28 +97,61 @@ class LakeMagic(Magics):
         demand. `VAR <<` assigns the whole result to VAR as a pandas DataFrame
         instead. The line magic returns the whole result as a DataFrame, so
         `x = %lakesql SELECT ...` works too. `$name` in the SQL is bound to
-        the notebook variable `name` as a query parameter.
+        the notebook variable `name` as a query parameter. Saved views are
+        used by name, in any query or view.
         """
         option_text, rest = _split_options(line)
         options = parse_argstring(self.lakesql, option_text)
+        if options.views or options.save_views or options.load_views:
+            return self._manage_views(options)
         target, sql = _split_assignment(rest)
         if cell is not None:
             if sql.strip():
                 raise LakeMagicError(f"UsageError: unexpected text before the SQL: {sql.strip()!r}; write `%%lakesql VAR <<`")
             sql = cell
+        if options.materialize and not options.save:
+            raise LakeMagicError("UsageError: --materialize needs the view's name: --save NAME")
+        if options.materialize and not sql.strip():
+            return self._materialize(options.save, options.to)
         if not sql.strip():
             raise LakeMagicError("UsageError: no SQL to run")
         page_size = options.page_size or self.page_size
         if page_size < 1:
             raise LakeMagicError(f"UsageError: the page size must be at least 1, not {page_size}")
         params = bind_parameters(sql, self.shell.user_ns)
-        result = client.run_query(self.current_engine(), sql, params, page_size)
+        result = client.run_query(self.current_engine(), sql, params, page_size, self.views.resolve(sql))
+        if options.save:  # only a query that ran is kept
+            self.views.save(options.save, sql)
+            if options.materialize:
+                self._materialize(options.save, options.to)
         if target is not None:
             self.shell.user_ns[target] = _whole_frame(result)
             return None
         if cell is None:
             return _whole_frame(result)
         display(ResultTable(result, page_size))
+        return None
+
+    def _materialize(self, name: str, path: str | None):
+        if name not in self.views:
+            raise LakeMagicError(f"ViewError: there is no saved view named {name!r}; save one with %%lakesql --save {name}")
+        view = self.views[name]
+        written = client.materialize(
+            self.current_engine(), view.sql, path or f"dashboard/{view.name}.parquet", self.views.resolve(view.sql)
+        )
+        self.views.mark_materialized(view.name, written["path"])
+        display(HTML(f"<div class='lakemagic-summary'>materialized <b>{html.escape(view.name)}</b> → "
+                     f"{html.escape(written['path'])}: {written['rows']:,} rows, {written['bytes']:,} bytes</div>"))
+
+    def _manage_views(self, options):
+        if options.load_views:
+            loaded = self.views.load_folder(options.load_views)
+            print(f"loaded {len(loaded)} views from {options.load_views}: {', '.join(loaded)}")
+        if options.save_views:
+            written = self.views.save_folder(options.save_views)
+            print(f"wrote {len(written)} views to {options.save_views}")
+        if options.views:
+            return pd.DataFrame(self.views.listing(), columns=["view", "depends on", "materialized", "at"])
         return None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from .engine import DEFAULT_LAKE
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-DEMO_NOTEBOOKS = ("quickstart.ipynb",)
+DEMO_NOTEBOOKS = ("01_load.ipynb", "02_views.ipynb", "03_charts.ipynb")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lakemagic", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    load = commands.add_parser("load", help="put the NYC taxi month into a local lake folder")
+    load = commands.add_parser("load", help="put the NYC taxi month into a lake (a folder or s3://bucket[/prefix])")
     _lake_options(load)
     load.set_defaults(run=_load)
 
@@ -55,30 +55,33 @@ def _lake_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(options) -> int:
-    from .taxi import build_lake
+    from .taxi import load_lake
 
-    lake = os.path.expanduser(options.lake)
-    print(f"building the lake in {lake} ({options.rows:,} trips, {options.source}d)...", flush=True)
-    summary = build_lake(lake, rows=options.rows, source=options.source)
-    print(f"done: {summary}")
+    print(f"loading the taxi month into {options.lake} ({options.rows:,} trips, {options.source}d)...", flush=True)
+    summary = load_lake(options.lake, rows=options.rows, source=options.source)
+    print(f"done: {summary['rows']:,} trips in {summary['dataset']} and {summary['partitioned']}/")
     return 0
 
 
 def _demo(options) -> int:
+    """Run the demo notebooks in order on the embedded engine; the first one loads the lake."""
     import papermill
 
-    lake = os.path.expanduser(options.lake)
-    if not os.path.exists(os.path.join(lake, "dataset", "taxi_2019_04.parquet")):
-        _load(options)
     output = Path(options.output)
     output.mkdir(parents=True, exist_ok=True)
+    parameters = {"engine": "local", "lake": os.path.expanduser(options.lake), "rows": options.rows, "source": options.source}
     for name in DEMO_NOTEBOOKS:
         target = output / name
         print(f"running {name} on the embedded engine...", flush=True)
-        papermill.execute_notebook(
-            str(NOTEBOOKS / name), str(target), parameters={"engine": "local", "lake": lake},
-            cwd=str(NOTEBOOKS), progress_bar=False,
-        )
+        known = papermill.inspect_notebook(str(NOTEBOOKS / name))  # each notebook takes only its own parameters
+        try:
+            papermill.execute_notebook(
+                str(NOTEBOOKS / name), str(target), cwd=str(NOTEBOOKS), progress_bar=False,
+                parameters={key: value for key, value in parameters.items() if key in known},
+            )
+        except papermill.PapermillExecutionError as failure:
+            raise RuntimeError(f"{name} failed in cell {failure.exec_count}: {failure.ename}: {failure.evalue} "
+                               f"(executed copy: {target})") from None
         print(f"  executed copy: {target}")
     return 0
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import html
 import os
 import re
+import shlex
 
 import pandas as pd
-from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import HTML, display
 from traitlets import Enum, Int, Unicode, default, observe
 
-from . import client
+from . import charts, client
 from .engine import DEFAULT_FUNCTION_NAME, DEFAULT_LAKE, EmbeddedEngine, Engine
 from .errors import LakeMagicError
 from .lambda_engine import LambdaEngine
@@ -131,6 +132,38 @@ class LakeMagic(Magics):
             return _whole_frame(result)
         display(ResultTable(result, page_size))
         return None
+
+    @magic_arguments()
+    @argument("kind", choices=["hist", "bar", "line"], help="hist: a histogram of X; bar: the top values of X; line: X in order")
+    @argument("x", help="the column (or, for line, an expression such as date_trunc('day', pickup_at))")
+    @argument("--from", dest="source", required=True, metavar="SOURCE", help="a table, a view, or (SELECT ...)")
+    @argument("--y", help="the column to aggregate per X (default: count rows)")
+    @argument("--agg", default="count", help="count, sum, avg, min or max of --y (default: count)")
+    @argument("--bins", type=int, default=30, help="bins of a histogram (default: 30)")
+    @argument("--top", type=int, default=20, help="bars of a bar chart (default: 20)")
+    @argument("--where", help="an SQL condition on the rows")
+    @line_magic
+    @no_var_expand
+    def lakeplot(self, line: str):
+        """Chart a table or view; the aggregation runs in the engine and only it crosses the wire.
+
+        Examples:
+
+          %lakeplot hist trip_distance --from taxi_2019_04 --bins 40 --where "trip_distance < 30"
+          %lakeplot bar pickup_location_id --from my_view --y trips --agg sum
+          %lakeplot line date --from partitioned
+        """
+        # Shell-style quoting, so `--where "payment_type = '1'"` keeps its inner quotes only.
+        options = self.lakeplot.parser.parse_args(shlex.split(line))
+        run = self._run_to_frame
+        if options.kind == "hist":
+            return charts.histogram(run, options.source, options.x, options.bins, options.where)
+        if options.kind == "bar":
+            return charts.bar(run, options.source, options.x, options.y, options.agg, options.top, options.where)
+        return charts.line(run, options.source, options.x, options.y, options.agg, options.where)
+
+    def _run_to_frame(self, sql: str) -> pd.DataFrame:
+        return client.run_query(self.current_engine(), sql, {}, self.page_size, self.views.resolve(sql)).to_dataframe()
 
     def _materialize(self, name: str, path: str | None):
         if name not in self.views:

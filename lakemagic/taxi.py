@@ -212,6 +212,42 @@ def build_lake(
     return {"dataset": dataset_file, "partitioned": partitioned_dir, "rows": written}
 
 
+def load_lake(lake: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", seed: int = 0) -> LakeSummary:
+    """Put the taxi month into a lake: a local folder, or `s3://bucket[/prefix]`.
+
+    An S3 lake is built in a local folder first and uploaded with boto3
+    (credentials and endpoint as boto3 finds them). Each object is put
+    whole, and partition files of an earlier load that the new one does not
+    have are removed.
+    """
+    if not lake.startswith("s3://"):
+        return build_lake(os.path.expanduser(lake), rows, source, seed)
+    import boto3
+
+    bucket, _, prefix = lake[len("s3://"):].rstrip("/").partition("/")
+    prefix = f"{prefix}/" if prefix else ""
+    s3 = boto3.client("s3")
+    with tempfile.TemporaryDirectory(prefix="lakemagic-load-") as folder:
+        summary = build_lake(folder, rows, source, seed)
+        uploaded = set()
+        for root, _, files in os.walk(folder):
+            for name in files:
+                relative = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
+                if relative.startswith(("dataset/", "partitioned/")):
+                    s3.upload_file(os.path.join(root, name), bucket, prefix + relative)
+                    uploaded.add(prefix + relative)
+    stale = [
+        item["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "partitioned/")
+        for item in page.get("Contents", [])
+        if item["Key"] not in uploaded
+    ]
+    for start in range(0, len(stale), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in stale[start : start + 1000]]})
+    root = f"s3://{bucket}/{prefix}"
+    return {"dataset": root + "dataset/" + DATASET_FILE, "partitioned": root + "partitioned", "rows": summary["rows"]}
+
+
 def _check_rows(rows: int) -> None:
     if not isinstance(rows, int) or isinstance(rows, bool) or rows <= 0:
         raise ValueError(f"rows must be a positive int, got {rows!r}")

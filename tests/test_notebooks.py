@@ -1,61 +1,100 @@
-"""Notebooks under papermill: the demo runs and reads well, and a failing query fails the run."""
+"""The demo notebooks under papermill, on the embedded engine and on the Lambda path, checked by what they produce."""
 
 from __future__ import annotations
 
+import boto3
+import duckdb
 import nbformat
+import pandas as pd
 import papermill
 import pytest
 
-from lakemagic.cli import NOTEBOOKS
-from lakemagic.taxi import build_lake
+from lakemagic.cli import DEMO_NOTEBOOKS, NOTEBOOKS
+
+from servers import (  # noqa: F401  (pytest fixtures)
+    BUCKET, aws_environment, lambda_endpoint, local_taxi_lake, s3_endpoint, s3_lake,
+)
+
+ROWS = 20_000
+TOP_200 = """SELECT pickup_location_id, count(*) AS trips, round(sum(total_amount), 2) AS revenue
+FROM read_parquet('{dataset}') GROUP BY pickup_location_id ORDER BY trips DESC, pickup_location_id LIMIT 200"""
 
 
-@pytest.fixture(scope="module")
-def lake(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lake")
-    build_lake(str(folder), rows=20_000)
-    return folder
+def run_demo(engine: str, lake: str, folder) -> dict[str, nbformat.NotebookNode]:
+    executed = {}
+    for name in DEMO_NOTEBOOKS:
+        known = papermill.inspect_notebook(str(NOTEBOOKS / name))
+        parameters = {key: value for key, value in {"engine": engine, "lake": lake, "rows": ROWS}.items() if key in known}
+        executed[name] = papermill.execute_notebook(
+            str(NOTEBOOKS / name), str(folder / name), parameters=parameters, cwd=str(folder),
+            progress_bar=False, kernel_name="python3",
+        )
+    return executed
 
 
-def execute(source, target, lake):
-    return papermill.execute_notebook(
-        str(source), str(target), parameters={"engine": "local", "lake": str(lake)}, progress_bar=False, kernel_name="python3"
-    )
-
-
-def test_quickstart_runs_and_keeps_static_tables(lake, tmp_path):
-    executed = execute(NOTEBOOKS / "quickstart.ipynb", tmp_path / "out.ipynb", lake)
+def check_outputs(executed: dict[str, nbformat.NotebookNode]) -> None:
     tables = [
-        output["data"]
-        for cell in executed.cells
+        output["data"]["text/html"]
+        for cell in executed["01_load.ipynb"].cells
         for output in cell.get("outputs", [])
         if "application/vnd.jupyter.widget-view+json" in output.get("data", {})
     ]
-    assert len(tables) == 3
-    assert all("text/html" in data and "showing rows 1–" in data["text/html"] for data in tables)
-    assert "of 265" in tables[0]["text/html"]  # every pickup location, paged
+    assert len(tables) == 3 and all("showing rows 1–" in table for table in tables)
+    assert "of 265" in tables[0]  # every pickup location, paged
+    chart_cells = [cell for cell in executed["03_charts.ipynb"].cells
+                   if cell.cell_type == "code" and ("%lakeplot" in cell.source or "plot_frame(" in cell.source)]
+    assert len(chart_cells) == 4
+    for cell in chart_cells:
+        assert any("image/png" in output.get("data", {}) for output in cell.outputs), cell.source
 
 
-def test_a_failing_query_fails_the_run_with_the_short_error(lake, tmp_path):
+def check_dashboard(my_view: str, dataset: str) -> None:
+    artifact = duckdb.sql(f"FROM read_parquet('{my_view}')").df()
+    assert len(artifact) == 200
+    assert artifact.trips.is_monotonic_decreasing
+    pd.testing.assert_frame_equal(artifact, duckdb.sql(TOP_200.format(dataset=dataset)).df())
+
+
+def test_demo_on_the_embedded_engine(tmp_path):
+    lake = tmp_path / "lake"
+    executed = run_demo("local", str(lake), tmp_path)
+    check_outputs(executed)
+    check_dashboard(f"{lake}/dashboard/my_view.parquet", f"{lake}/dataset/taxi_2019_04.parquet")
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["my_view.sql", "trips_by_pickup_location.sql"]
+
+
+def test_demo_on_the_lambda_path(tmp_path, lambda_endpoint, s3_lake):
+    executed = run_demo("lambda", s3_lake, tmp_path)
+    check_outputs(executed)
+    s3 = boto3.client("s3")
+    for key in ("dashboard/my_view.parquet", "dataset/taxi_2019_04.parquet"):
+        s3.download_file(BUCKET, key, str(tmp_path / key.replace("/", "_")))
+    check_dashboard(str(tmp_path / "dashboard_my_view.parquet"), str(tmp_path / "dataset_taxi_2019_04.parquet"))
+    footer = "".join(str(output.get("data", {}).get("text/html", ""))
+                     for cell in executed["01_load.ipynb"].cells for output in cell.get("outputs", []))
+    assert "billed" in footer  # the tables came from the function
+
+
+def test_a_failing_query_fails_the_run_with_the_short_error(tmp_path, local_taxi_lake):
     notebook = nbformat.v4.new_notebook()
     parameters = nbformat.v4.new_code_cell('engine = "local"\nlake = ""')
     parameters.metadata["tags"] = ["parameters"]
     notebook.cells = [
         parameters,
-        nbformat.v4.new_code_cell("%load_ext lakemagic\n%config LakeMagic.lake = lake"),
+        nbformat.v4.new_code_cell("%load_ext lakemagic\n%config LakeMagic.engine = engine\n%config LakeMagic.lake = lake"),
         nbformat.v4.new_code_cell("%%lakesql\nSELECT no_such_column FROM taxi_2019_04"),
         nbformat.v4.new_code_cell("reached = True"),
     ]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, tmp_path / "failing.ipynb")
     with pytest.raises(papermill.PapermillExecutionError) as failure:
-        execute(tmp_path / "failing.ipynb", tmp_path / "failed.ipynb", lake)
+        papermill.execute_notebook(str(tmp_path / "failing.ipynb"), str(tmp_path / "failed.ipynb"),
+                                   parameters={"engine": "local", "lake": str(local_taxi_lake)}, progress_bar=False)
     assert failure.value.ename == "LakeQueryError"
-    assert "BinderException" in failure.value.evalue or "no_such_column" in failure.value.evalue
     cells = nbformat.read(tmp_path / "failed.ipynb", 4).cells
     failed_cell = next(cell for cell in cells if cell.source.startswith("%%lakesql"))
     error_output = failed_cell.outputs[-1]
     assert error_output["output_type"] == "error"
-    assert cells[-1].execution_count is None  # the run stopped at the failure
     assert error_output["traceback"][0].startswith("BinderException")
     assert not any("File " in line for line in error_output["traceback"])
+    assert cells[-1].execution_count is None  # the run stopped at the failure

@@ -10,14 +10,13 @@ the artifact rather than recomputing it from raw data.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 
 from lakelambda.page_format import quote_literal
 from lakelambda.protocol import PARAM_NAME_PATTERN, View
+from lakelambda.query import referenced_tables
 
 from .errors import LakeMagicError
 from .params import parameter_names
@@ -69,7 +68,7 @@ class ViewRegistry:
 
     def dependencies(self, name: str) -> list[str]:
         """The views (not lake tables) that view `name` reads directly."""
-        return sorted(self[other].name for other in _table_names(self[name].sql) if other in self and other.lower() != name.lower())
+        return sorted(self[other].name for other in referenced_tables(self[name].sql) if other in self and other.lower() != name.lower())
 
     def resolve(self, sql: str) -> tuple[View, ...]:
         """The views `sql` uses, directly or through other views, dependencies first.
@@ -91,13 +90,13 @@ class ViewRegistry:
                 done.add(key)
                 ordered.append(View(view.name, f"SELECT * FROM read_parquet({quote_literal(view.materialized_path)})"))
                 return
-            for used in _table_names(view.sql):
+            for used in referenced_tables(view.sql):
                 if used in self:
                     visit(self[used].name, path + (view.name,))
             done.add(key)
             ordered.append(View(view.name, view.sql))
 
-        for name in sorted(_table_names(sql)):
+        for name in sorted(referenced_tables(sql)):
             if name in self:
                 visit(self[name].name, ())
         return tuple(ordered)
@@ -134,13 +133,3 @@ class ViewRegistry:
         for path in files:
             self.save(path.stem, self[path.stem].sql)
         return [path.stem for path in files]
-
-
-def _table_names(sql: str) -> set[str]:
-    """The table names DuckDB's parser finds in `sql` (parse only; nothing runs)."""
-    try:
-        return set(duckdb.get_table_names(re.sub(r"\$\w+", "NULL", sql), qualified=False))
-    except duckdb.Error:
-        return set()  # the engine reports the syntax error, with its position
-
-

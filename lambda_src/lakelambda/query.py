@@ -113,7 +113,7 @@ def _prepare(con, lake: Lake, sql: str, views: tuple[View, ...]) -> str:
     """Check the query, make the lake tables and the notebook's views it uses; return its statement."""
     statement = _single_query(sql)
     view_statements = [(view, _single_query(view.sql)) for view in views]
-    mentioned = _referenced_tables(statement).union(*(_referenced_tables(text) for _, text in view_statements))
+    mentioned = referenced_tables(statement).union(*(referenced_tables(text) for _, text in view_statements))
     lake.register_tables(con, mentioned - {view.name for view in views})  # a view shadows a lake table
     for view, text in view_statements:
         try:
@@ -271,7 +271,8 @@ def _first_keyword(statement: str) -> str:
     return match.group(1).upper() if match else ""
 
 
-def _referenced_tables(statement: str) -> set[str]:
+def referenced_tables(statement: str) -> set[str]:
+    """The table names DuckDB's parser finds in `statement`; parse only, nothing runs."""
     try:
         return set(duckdb.get_table_names(_parameters_as_nulls(statement), qualified=False))
     except duckdb.Error:

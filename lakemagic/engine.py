@@ -11,6 +11,8 @@ import json
 import os
 from typing import Protocol
 
+from .errors import EngineError
+
 DEFAULT_LAKE = os.path.join("~", ".lakemagic", "lake")
 # The function `lakemagic deploy` creates, and the Lambda engine's default.
 DEFAULT_FUNCTION_NAME = "lakemagic"
@@ -37,6 +39,11 @@ class EmbeddedEngine:
         from lakelambda.handler import LakeHandler
 
         self.lake = os.path.abspath(os.path.expanduser(lake))
+        if not os.path.isdir(self.lake):
+            raise EngineError(
+                f"EngineError: the lake folder {self.lake} does not exist; build it with "
+                f"`lakemagic load --lake {self.lake}` or point at another with %config LakeMagic.lake = '...'"
+            )
         self._handler = LakeHandler(self.lake)
 
     def call(self, request: dict) -> dict:

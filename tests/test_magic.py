@@ -129,3 +129,11 @@ def test_text_before_the_cell_sql_is_a_usage_error(shell):
 
 def test_help_lists_the_options():
     assert "--page-size" in LakeMagic.lakesql.__doc__
+
+
+def test_a_missing_lake_folder_is_a_clear_error(shell, tmp_path):
+    shell.run_line_magic("config", f"LakeMagic.lake = {str(tmp_path / 'nowhere')!r}")
+    outcome, captured = run(shell, "%lakesql SELECT 1")
+    assert "the lake folder" in captured.stdout and "lakemagic load" in captured.stdout
+    assert "Traceback" not in captured.stdout
+    assert not (tmp_path / "nowhere").exists()  # nothing created by the failed attempt

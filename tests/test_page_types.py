@@ -27,6 +27,7 @@ from lakemagic.engine import EmbeddedEngine
 
 @pytest.fixture
 def engine(tmp_path):
+    (tmp_path / "lake").mkdir()
     return EmbeddedEngine(str(tmp_path / "lake"))
 
 
@@ -255,6 +256,7 @@ _NOTEBOOK_SCRIPT = textwrap.dedent(
     lake, handler_tz, sql = sys.argv[1], sys.argv[2], sys.argv[3]
     if handler_tz == "same":
         from lakemagic.engine import EmbeddedEngine
+        os.makedirs(lake, exist_ok=True)
         engine = EmbeddedEngine(lake)
     else:
         engine = SubprocessEngine(lake, handler_tz)

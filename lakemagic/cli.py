@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
         from .local_lambda import main as serve
 
         return serve(argv[1:])
+    if argv[:1] in (["deploy"], ["destroy"]):
+        from lakedeploy.cli import main as deploy
+
+        return deploy(argv)
     parser = _parser()
     options = parser.parse_args(argv)
     try:
@@ -42,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     commands.add_parser("serve", help="run a local endpoint that speaks the Lambda Invoke API (see `lakemagic serve --help`)")
+    commands.add_parser("deploy", help="create or update the Lambda function over an S3 lake (see `lakemagic deploy --help`)")
+    commands.add_parser("destroy", help="remove what `lakemagic deploy` created, except the bucket and its data")
     return parser
 
 

@@ -81,7 +81,18 @@ def clear_pages(settings: Settings) -> None:
 
 def _connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:
     """Load httpfs from the deployment package and give DuckDB the execution role's credentials."""
-    con.execute(f"LOAD {quote_literal(httpfs_path())}")
+    if environment.get("LAKEMAGIC_INSTALL_HTTPFS") == "1":
+        # `lakemagic deploy` found no duckdb-extension-httpfs wheel for this platform: fetch the signed
+        # extension from DuckDB's repository into the scratch extension_directory (under /tmp), once per
+        # cold start, while external access is still open (open_database locks it after this call).
+        try:
+            con.execute("INSTALL httpfs")
+        except duckdb.IOException as exc:
+            raise RuntimeError("LAKEMAGIC_INSTALL_HTTPFS=1 but httpfs could not be installed from DuckDB's "
+                               f"extension repository (the function needs outbound internet access): {exc}") from None
+        con.execute("LOAD httpfs")
+    else:
+        con.execute(f"LOAD {quote_literal(httpfs_path())}")
     options = {
         "KEY_ID": environment.get("AWS_ACCESS_KEY_ID"),
         "SECRET": environment.get("AWS_SECRET_ACCESS_KEY"),

@@ -1,0 +1,218 @@
+"""The deployment package: it answers a query from a read-only folder with nothing else installed, and fits Lambda.
+
+The local package is built for this machine's Python from the installed
+duckdb + duckdb-extension-httpfs (copied file by file from site-packages by
+`InstalledPackages`), so it runs here; the real one, for the default target
+(python3.12 on x86_64, and arm64), comes from PyPI through `pip download`.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.metadata
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import boto3
+import duckdb
+import pytest
+from moto.server import ThreadedMotoServer
+
+from lakedeploy.errors import DeployError
+from lakedeploy.package import (
+    DIRECT_UPLOAD_LIMIT, MB, UNZIPPED_LIMIT, InstalledPackages, PipDownload, Target, build_package, default_cache_dir,
+    duckdb_version,
+)
+
+# What Lambda's Python runtime provides beside the function's code: boto3 and what it imports.
+RUNTIME_DISTRIBUTIONS = ("boto3", "botocore", "jmespath", "s3transfer", "python-dateutil", "six", "urllib3")
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+BUCKET = "package-lake"
+QUERY = {"version": 1, "op": "query", "sql": "SELECT count(*) AS n FROM trips", "params": {}, "page_size": 10}
+
+
+@pytest.fixture(scope="session")
+def local_package(tmp_path_factory) -> str:
+    """Shared with test_deploy.py through the same cache folder: built once per session."""
+    cache = tmp_path_factory.getbasetemp() / "lakemagic-cache"
+    return build_package(Target.local(), InstalledPackages(), cache_dir=cache).path
+
+
+@pytest.fixture(scope="module")
+def s3_with_tiny_lake(tmp_path_factory):
+    """An S3 API server holding s3://package-lake/dataset/trips.parquet, seven rows.
+
+    moto keeps one state per process, shared by every server the tests start,
+    so the bucket has a name no other test uses.
+    """
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    trips = tmp_path_factory.mktemp("tiny-lake") / "trips.parquet"
+    duckdb.sql(f"COPY (SELECT range AS trip_id FROM range(7)) TO '{trips}' (FORMAT parquet)")
+    s3 = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
+    s3.create_bucket(Bucket=BUCKET)
+    s3.upload_file(str(trips), BUCKET, "dataset/trips.parquet")
+    yield endpoint, s3
+    server.stop()
+
+
+def _boto_credentials() -> dict:
+    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns, stat.S_IMODE(path.stat().st_mode))
+            for path in sorted(folder.rglob("*"))}
+
+
+def _lambda_runtime_folder(into: Path) -> Path:
+    """A folder holding only boto3 and its dependencies, as Lambda's runtime puts them on sys.path.
+
+    The runtime's own site-packages is not part of the deployment package, so
+    the package must not bundle boto3; this stands in for it. Entries are
+    links to this environment's installed copies.
+    """
+    into.mkdir()
+    for project in RUNTIME_DISTRIBUTIONS:
+        distribution = importlib.metadata.distribution(project)
+        for top in {Path(str(file)).parts[0] for file in distribution.files or () if not str(file).startswith("..")}:
+            source = Path(distribution.locate_file(top))
+            if source.exists() and not (into / top).exists() and not top.endswith(".dist-info"):
+                (into / top).symlink_to(source)
+    return into
+
+
+def test_local_package_answers_a_query_from_a_read_only_folder(local_package, s3_with_tiny_lake, tmp_path):
+    endpoint, s3 = s3_with_tiny_lake
+    task = tmp_path / "task"  # Lambda's /var/task: the package unzipped, read-only
+    with zipfile.ZipFile(local_package) as package:
+        package.extractall(task)
+    runtime = _lambda_runtime_folder(tmp_path / "runtime")
+    scratch, elsewhere = tmp_path / "tmp", tmp_path / "cwd"
+    scratch.mkdir()
+    elsewhere.mkdir()
+    subprocess.run(["chmod", "-R", "a-w", str(task)], check=True)
+    # Root ignores permission bits, so read-only-ness is also checked by comparing the folder before and after.
+    before = _snapshot(task)
+
+    code = "\n".join([
+        "import json, sys",
+        f"sys.path[:0] = [{str(task)!r}, {str(runtime)!r}]",
+        "import lakelambda.handler",
+        f"answer = lakelambda.handler.handler(json.loads({json.dumps(QUERY)!r}), None)",
+        "files = {name: getattr(module, '__file__', None) or '' for name, module in sorted(sys.modules.items())}",
+        "print(json.dumps({'answer': answer, 'files': files, 'path': sys.path}))",
+    ])
+    environment = {
+        "PATH": "/usr/bin:/bin", "TMPDIR": str(scratch), "LAKEMAGIC_LAKE": f"s3://{BUCKET}",
+        "AWS_ENDPOINT_URL_S3": endpoint, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048", **CREDENTIALS,
+    }  # no HOME, no PYTHONPATH; -I -S: no user or site packages either
+    # -B: on Lambda's read-only /var/task Python's bytecode cache fails silently; as root here it would succeed,
+    # so it is switched off rather than mistaken for the handler writing into its package.
+    done = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], cwd=elsewhere, env=environment,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+
+    answer = report["answer"]
+    assert "error" not in answer, answer
+    assert answer["columns"] == [{"name": "n", "type": "BIGINT"}]
+    assert answer["total_rows"] == 1
+    page = tmp_path / "page.parquet"
+    page.write_bytes(base64.b64decode(answer["page"]["data"]))
+    assert duckdb.sql(f"SELECT n FROM '{page}'").fetchall() == [(7,)]
+    assert answer["stats"]["duckdb_version"] == duckdb_version()
+
+    # Everything came from the package, boto3 from the runtime folder, the rest from the standard library.
+    files = report["files"]
+    assert files["duckdb"].startswith(str(task)) and files["lakelambda"].startswith(str(task))
+    assert files["duckdb_extension_httpfs"].startswith(str(task))
+    assert files["boto3"].startswith(str(runtime))
+    assert not [name for name, file in files.items() if "site-packages" in file]
+    # The result went to the lake, the scratch files to TMPDIR, nothing into the package.
+    stored = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET, Prefix="_lakemagic/results/")["Contents"]]
+    assert stored == [f"_lakemagic/results/{answer['result_id']}.parquet"]
+    assert [path.name.startswith("lakemagic-") for path in scratch.iterdir()] == [True]
+    assert _snapshot(task) == before
+    assert all(not mode & 0o222 for _, _, mode in before.values())
+    subprocess.run(["chmod", "-R", "u+w", str(task)], check=True)
+
+
+def test_package_holds_the_handler_and_wheels_and_nothing_lambda_has(local_package):
+    with zipfile.ZipFile(local_package) as package:
+        entries = package.infolist()
+    names = [entry.filename for entry in entries]
+    assert names == sorted(names)
+    assert {entry.date_time for entry in entries} == {(1980, 1, 1, 0, 0, 0)}
+    assert "lakelambda/handler.py" in names and "duckdb/__init__.py" in names
+    assert f"duckdb_extension_httpfs/extensions/v{duckdb_version()}/httpfs.duckdb_extension" in names
+    assert not [name for name in names if name.split("/")[0] in ("boto3", "botocore", "s3transfer")]
+    assert not [name for name in names if "__pycache__" in name or name.endswith((".pyc", ".pyi"))]
+
+
+def test_same_inputs_give_the_same_bytes(local_package, tmp_path):
+    again = build_package(Target.local(), InstalledPackages(), cache_dir=tmp_path / "another-cache")
+    assert Path(again.path).read_bytes() == Path(local_package).read_bytes()
+    assert again.sha256 == build_package(Target.local(), InstalledPackages(), cache_dir=tmp_path / "another-cache").sha256
+
+
+def _build_or_skip(target: Target, **options):
+    try:
+        return build_package(target, **options)
+    except DeployError as exc:
+        if "could not reach the package index" in str(exc):
+            pytest.skip(f"PyPI is unreachable from here: {exc}")
+        raise
+
+
+@pytest.mark.parametrize("architecture", ["x86_64", "arm64"])
+def test_real_package_for_lambda_fits_its_limits(architecture):
+    """The default runtime's package, from PyPI's manylinux wheels (cached in ~/.cache/lakemagic between runs)."""
+    target = Target("python3.12", architecture)
+    info = _build_or_skip(target)
+    assert (info.python_version, info.machine, info.duckdb_version) == ("3.12", target.machine, duckdb_version())
+    assert info.has_httpfs, "PyPI has the httpfs wheel for both architectures"
+    assert info.unzipped_bytes < UNZIPPED_LIMIT
+    assert info.zipped_bytes < DIRECT_UPLOAD_LIMIT or info.upload_method() == "s3"
+    report = info.size_report()
+    assert f"{info.zipped_bytes / MB:.1f} MB zipped" in report and f"{info.unzipped_bytes / MB:.1f} MB unzipped" in report
+    assert "50 MB" in report and "250 MB" in report
+    with zipfile.ZipFile(info.path) as package:
+        names = package.namelist()
+    assert f"_duckdb.cpython-312-{target.machine}-linux-gnu.so" in names
+    assert not [name for name in names if name.startswith(("boto3/", "botocore/"))]
+    print(f"\n{target.runtime} {architecture}: {report}")
+
+
+def test_missing_httpfs_wheel_is_installed_at_cold_start_instead(tmp_path, monkeypatch):
+    """pip finds no httpfs wheel (an index holding only DuckDB's): the package goes without, and says what happens."""
+    target = Target("python3.12", "x86_64")
+    wheels = default_cache_dir() / "wheels" / "cp312-x86_64"
+    try:
+        duckdb_wheel = PipDownload(target, wheels).wheel("duckdb", duckdb_version())
+    except DeployError as exc:
+        if "could not reach the package index" in str(exc):
+            pytest.skip(f"PyPI is unreachable from here: {exc}")
+        raise
+    only_duckdb = tmp_path / "index"
+    only_duckdb.mkdir()
+    shutil.copy(duckdb_wheel, only_duckdb)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # this machine's pip settings must not add another index
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    source = PipDownload(target, only_duckdb, ("--no-index", "--find-links", str(only_duckdb)))
+    info = build_package(target, source, cache_dir=tmp_path / "cache")
+    assert not info.has_httpfs
+    with zipfile.ZipFile(info.path) as package:
+        assert not [name for name in package.namelist() if name.startswith("duckdb_extension_httpfs")]
+    assert len(info.notes) == 1
+    assert info.notes[0].startswith(f"the package index has no duckdb-extension-httpfs=={duckdb_version()} wheel for "
+                                    "CPython 3.12 on manylinux x86_64: the function installs httpfs from DuckDB's "
+                                    "extension repository into /tmp at each cold start")

@@ -1,0 +1,318 @@
+"""What a person sees in a real front end: JupyterLab 4 and Jupyter Notebook 7 in headless Debian chromium.
+
+A notebook runs `%%lakesql` against a taxi lake; the test reads the table
+off the page, clicks the widget's buttons and page-size choice like a
+person would, and checks every page against the same query run directly in
+DuckDB. It also checks the short SQL error and what a papermill-executed
+copy shows when it is opened. Screenshots go to ci-artifacts/screenshots/.
+
+Skipped only when chromium is missing or cannot start (and not under CI=true,
+where that is a failure: `.ci/run` installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import duckdb
+import nbformat
+import papermill
+import pytest
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Locator, Page, expect, sync_playwright
+
+from browser_support import CHROMIUM, CHROMIUM_ARGS, JupyterServer, save_small_png
+from servers import local_taxi_lake  # noqa: F401  (pytest fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOTS = REPO / "ci-artifacts" / "screenshots"
+DOCS_SCREENSHOT = REPO / "docs" / "widget.png"  # rewritten only when missing or LAKEMAGIC_UPDATE_DOCS=1
+
+QUERY = "SELECT pickup_location_id, count(*) AS trips\nFROM taxi_2019_04\nGROUP BY 1 ORDER BY 2 DESC, 1"
+BAD_QUERY = "SELECT no_such_column\nFROM taxi_2019_04"
+# The short error: DuckDB's class and message, the SQL line, a caret under the bad name.
+ERROR_START = 'BinderException: Referenced column "no_such_column" not found in FROM clause!'
+ERROR_POINTER = "LINE 1: SELECT no_such_column\n" + " " * len("LINE 1: SELECT ") + "^"
+NOTEBOOK = "browse.ipynb"
+EXECUTED = "executed.ipynb"
+TIMEOUT_MS = 30_000
+expect.set_options(timeout=15_000)
+KERNEL_READY = """() =>
+    document.querySelector('.jp-Toolbar-kernelName')?.textContent === 'Python 3 (ipykernel)'
+    && document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status === 'idle'"""
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def expected(local_taxi_lake) -> list[tuple[int, int]]:
+    """The query's rows, run directly in DuckDB on the lake's file."""
+    dataset = local_taxi_lake / "dataset" / "taxi_2019_04.parquet"
+    rows = duckdb.sql(QUERY.replace("taxi_2019_04", f"read_parquet('{dataset}')")).fetchall()
+    assert len(rows) == 265
+    return rows
+
+
+@pytest.fixture(scope="module")
+def notebooks(tmp_path_factory, local_taxi_lake) -> Path:
+    """The notebook, and a copy of it executed by papermill, which stops at the SQL error as it should."""
+    folder = tmp_path_factory.mktemp("notebooks")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(f"%load_ext lakemagic\n%config LakeMagic.lake = {str(local_taxi_lake)!r}"),
+        nbformat.v4.new_code_cell(f"%%lakesql\n{QUERY}"),
+        nbformat.v4.new_code_cell(f"%%lakesql\n{BAD_QUERY}"),  # last: a failing cell stops papermill
+    ]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(notebook, folder / NOTEBOOK)
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        papermill.execute_notebook(str(folder / NOTEBOOK), str(folder / EXECUTED), kernel_name="python3",
+                                   progress_bar=False, cwd=str(folder))
+    assert failure.value.ename == "LakeQueryError"
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Debian's chromium, headless, with a fresh profile. Never `playwright install`."""
+    def unavailable(reason: str):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser tests: {reason}")
+        pytest.skip(f"browser tests skipped: {reason}")
+
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(f"no chromium at {CHROMIUM} (`apt-get install chromium`, as .ci/run does)")
+    playwright = sync_playwright().start()
+    try:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 2400}, device_scale_factor=1,
+        )
+    except PlaywrightError as exc:
+        playwright.stop()
+        unavailable(f"{CHROMIUM} did not start: {str(exc).splitlines()[0]}")
+    context.set_default_timeout(TIMEOUT_MS)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    yield context
+    context.close()
+    playwright.stop()
+
+
+def start_server(app: str, notebooks: Path, tmp_path_factory) -> JupyterServer:
+    home = tmp_path_factory.mktemp(f"{app}-home")
+    root = tmp_path_factory.mktemp(f"{app}-root")
+    for name in (NOTEBOOK, EXECUTED):
+        shutil.copy(notebooks / name, root / name)
+    server = JupyterServer(app, root, home)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def lab(browser, notebooks, tmp_path_factory):
+    server = start_server("jupyterlab", notebooks, tmp_path_factory)
+    yield server
+    assert server.stop() == [], f"processes left after JupyterLab stopped:\n{server.log()}"
+
+
+@pytest.fixture(scope="module")
+def notebook7(browser, notebooks, tmp_path_factory):
+    server = start_server("notebook", notebooks, tmp_path_factory)
+    yield server
+    assert server.stop() == [], f"processes left after Jupyter Notebook stopped:\n{server.log()}"
+
+
+@pytest.fixture(scope="module")
+def lab_run(browser, lab) -> Page:
+    """The notebook open in JupyterLab with all its cells run."""
+    page = browser.new_page()
+    open_and_run_all(page, lab.page_url(NOTEBOOK))
+    yield page
+    page.close()
+
+
+# --- helpers: what a person does and sees ----------------------------------------------------------
+
+
+def open_and_run_all(page: Page, url: str) -> None:
+    page.goto(url)
+    # Idle alone is not enough: it reads idle under "No Kernel" before the kernel is attached,
+    # and then Run All would open a "Select Kernel" dialog.
+    page.wait_for_function(KERNEL_READY, timeout=60_000)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+    expect(page.locator(".jp-CodeCell").last.locator(".jp-InputPrompt")).to_have_text("[3]:", timeout=60_000)
+
+
+def code_cell(page: Page, source_text: str) -> Locator:
+    return page.locator(".jp-CodeCell").filter(has_text=source_text)
+
+
+def result_widget(page: Page) -> Locator:
+    return code_cell(page, "GROUP BY 1").locator(".jp-OutputArea-output")
+
+
+def shown_rows(output: Locator) -> list[tuple[int, int, int]]:
+    """(row number, pickup_location_id, trips) of each row of the table on screen."""
+    cells = output.locator("table.lakemagic-table tbody tr").evaluate_all(
+        "rows => rows.map(row => Array.from(row.cells, cell => cell.textContent))"
+    )
+    return [tuple(int(text.replace(",", "")) for text in row) for row in cells]
+
+
+def shown_header(output: Locator) -> list[list[str]]:
+    """Each column's name and, under it, its DuckDB type."""
+    return output.locator("table.lakemagic-table thead th").evaluate_all(
+        "heads => heads.slice(1).map(th => [th.firstChild.textContent, th.querySelector('.lm-type').textContent])"
+    )
+
+
+def numbered(expected: list[tuple[int, int]], start: int, stop: int) -> list[tuple[int, int, int]]:
+    return [(number + 1, *expected[number]) for number in range(start, min(stop, len(expected)))]
+
+
+def expect_page(widget: Locator, position: str, expected, start: int, stop: int) -> None:
+    """The label reads `position` and the table shows rows start+1..stop of the direct DuckDB result."""
+    expect(widget.locator("div.widget-label")).to_have_text(position)  # the Label (the Dropdown's is a <label>)
+    expect(widget.locator("table.lakemagic-table tbody tr").first.locator("td").first).to_have_text(f"{start + 1:,}")
+    expect(widget.locator("table.lakemagic-table tbody tr")).to_have_count(min(stop, len(expected)) - start)
+    assert shown_rows(widget) == numbered(expected, start, stop)
+
+
+def back_to_the_start(widget: Locator, expected) -> None:
+    """Page 1 with 50 rows a page, however an earlier test left the widget."""
+    widget.locator("select").select_option("50")
+    if button(widget, "First").is_enabled():
+        button(widget, "First").click()
+    expect_page(widget, "page 1 of 6 · rows 1–50 of 265", expected, 0, 50)
+
+
+def button(widget: Locator, name: str) -> Locator:
+    return widget.get_by_role("button", name=re.compile(rf"\b{name}$"))  # after the icon's glyph
+
+
+def widget_screenshot(widget: Locator, name: str) -> Path:
+    """A screenshot of the widget, cropped to its content (the output area is as wide as the page)."""
+    box = widget.evaluate("""node => {
+        let right = 0;
+        for (const part of node.querySelectorAll('button, select, div.widget-label, table')) {
+            right = Math.max(right, part.getBoundingClientRect().right);
+        }
+        for (const part of node.querySelectorAll('.lakemagic-summary')) {  // a block: measure its text
+            const text = document.createRange();
+            text.selectNodeContents(part);
+            right = Math.max(right, text.getBoundingClientRect().right);
+        }
+        const outer = node.getBoundingClientRect();
+        return {x: outer.x, y: outer.y, width: Math.min(outer.width, right - outer.x + 16), height: outer.height};
+    }""")
+    path = SCREENSHOTS / name
+    widget.page.screenshot(path=path, clip=box)
+    return path
+
+
+# --- JupyterLab -----------------------------------------------------------------------------------
+
+
+def test_lab_shows_the_first_page_and_pages_through_the_result(lab_run, expected):
+    widget = result_widget(lab_run)
+    expect_page(widget, "page 1 of 6 · rows 1–50 of 265", expected, 0, 50)
+    assert shown_header(widget) == [["pickup_location_id", "INTEGER"], ["trips", "BIGINT"]]
+    expect(widget.locator(".lakemagic-summary")).to_contain_text("265 rows · engine")
+    expect(button(widget, "First")).to_be_disabled()
+    expect(button(widget, "Previous")).to_be_disabled()
+    widget_screenshot(widget, "lab-1-first-page.png")
+
+    button(widget, "Next").click()
+    expect_page(widget, "page 2 of 6 · rows 51–100 of 265", expected, 50, 100)
+    expect(button(widget, "Previous")).to_be_enabled()
+    widget_screenshot(widget, "lab-2-after-next.png")
+
+    button(widget, "Last").click()
+    expect_page(widget, "page 6 of 6 · rows 251–265 of 265", expected, 250, 265)
+    expect(button(widget, "Next")).to_be_disabled()
+    expect(button(widget, "Last")).to_be_disabled()
+
+    button(widget, "First").click()
+    expect_page(widget, "page 1 of 6 · rows 1–50 of 265", expected, 0, 50)
+
+
+def test_lab_changing_the_page_size_repages(lab_run, expected):
+    widget = result_widget(lab_run)
+    back_to_the_start(widget, expected)
+    button(widget, "Next").click()
+    expect_page(widget, "page 2 of 6 · rows 51–100 of 265", expected, 50, 100)
+    widget.locator("select").select_option("100")  # row 51 is on page 1 of 100-row pages
+    expect_page(widget, "page 1 of 3 · rows 1–100 of 265", expected, 0, 100)
+    button(widget, "Next").click()
+    expect_page(widget, "page 2 of 3 · rows 101–200 of 265", expected, 100, 200)
+    widget.locator("select").select_option("25")
+    expect_page(widget, "page 5 of 11 · rows 101–125 of 265", expected, 100, 125)
+
+    button(widget, "First").click()
+    widget.locator("select").select_option("10")
+    expect_page(widget, "page 1 of 27 · rows 1–10 of 265", expected, 0, 10)
+    shot = widget_screenshot(widget, "lab-3-ten-rows.png")
+    if not DOCS_SCREENSHOT.exists() or os.environ.get("LAKEMAGIC_UPDATE_DOCS") == "1":
+        save_small_png(shot, DOCS_SCREENSHOT)
+
+
+def test_lab_shows_the_short_sql_error_not_a_traceback(lab_run):
+    cell = code_cell(lab_run, "no_such_column")
+    error = cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    expect(error).to_have_count(1)
+    text = error.text_content()
+    assert text.startswith(ERROR_START)
+    assert ERROR_POINTER in text
+    assert "Traceback" not in text and "File " not in text
+    cell.screenshot(path=SCREENSHOTS / "lab-4-sql-error.png")
+
+
+def test_lab_shows_the_static_table_of_a_papermill_copy(browser, lab, notebooks, expected):
+    """A notebook executed elsewhere opens untrusted, so JupyterLab will not run its widget output
+    (the widget renderer is not a "safe" one) and shows the output's sanitized text/html instead:
+    the first page and its summary, without buttons. (Once the user trusts the notebook, JupyterLab
+    draws the widget from the widget state papermill saved in the notebook's metadata instead.)"""
+    saved = nbformat.read(notebooks / EXECUTED, as_version=4)
+    output = next(cell.outputs[0] for cell in saved.cells if cell.source.startswith(f"%%lakesql\n{QUERY}"))
+    assert "application/vnd.jupyter.widget-view+json" in output.data
+    assert "showing rows 1–50 of 265" in output.data["text/html"]
+    assert "application/vnd.jupyter.widget-state+json" in saved.metadata["widgets"]
+
+    page = browser.new_page()
+    try:
+        page.goto(lab.page_url(EXECUTED))
+        page.wait_for_function(KERNEL_READY, timeout=60_000)
+        static = result_widget(page)
+        expect(static).to_have_count(1)
+        expect(static).to_have_attribute("data-mime-type", "text/html")
+        expect(static.locator(".lakemagic-summary")).to_have_text(re.compile(r"^showing rows 1–50 of 265 · 265 rows · "))
+        assert shown_rows(static) == numbered(expected, 0, 50)
+        expect(static.locator("button, select, .jupyter-widgets")).to_have_count(0)
+        error = code_cell(page, "no_such_column").locator(".jp-OutputArea-output")
+        expect(error).to_contain_text(ERROR_START)
+        assert "Traceback" not in error.text_content()
+        widget_screenshot(static, "lab-5-papermill-copy.png")
+    finally:
+        page.close()
+
+
+# --- Jupyter Notebook 7: the same widget without any JupyterLab-only plugin -------------------
+
+
+def test_notebook7_shows_the_first_page_and_next(browser, notebook7, expected):
+    page = browser.new_page()
+    try:
+        open_and_run_all(page, notebook7.page_url(NOTEBOOK))
+        widget = result_widget(page)
+        expect_page(widget, "page 1 of 6 · rows 1–50 of 265", expected, 0, 50)
+        widget_screenshot(widget, "notebook7-1-first-page.png")
+        button(widget, "Next").click()
+        expect_page(widget, "page 2 of 6 · rows 51–100 of 265", expected, 50, 100)
+        widget_screenshot(widget, "notebook7-2-after-next.png")
+    finally:
+        page.close()

@@ -15,7 +15,7 @@ from .client import CallStats
 
 _STYLE = """<style>
 .lakemagic-table {border-collapse: collapse; font-size: 12px; font-family: var(--jp-code-font-family, monospace);}
-.lakemagic-table th, .lakemagic-table td {padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; white-space: pre;}
+.lakemagic-table th, .lakemagic-table td {padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; white-space: pre; line-height: 1.4;}
 .lakemagic-table th {vertical-align: bottom;}
 .lakemagic-table .lm-type {font-weight: normal; color: #888; font-size: 10px;}
 .lakemagic-table .lm-null {color: #aaa; font-style: italic;}

@@ -17,7 +17,7 @@ import duckdb
 
 from . import protocol, query
 from .database import Settings, clear_pages, open_database
-from .lake import Lake
+from .lake import Lake, warm_up_s3_client
 from .results import ResultStore
 
 # Time kept back from the function's remaining time to answer after an interrupt.
@@ -29,6 +29,8 @@ class LakeHandler:
 
     def __init__(self, lake: str, settings: Settings | None = None):
         self.lake = Lake(lake)
+        if self.lake.is_s3:
+            warm_up_s3_client()
         self.settings = settings or Settings.from_environment()
         self._cold = True
         self.results = ResultStore(self.lake, self.settings.results_folder)

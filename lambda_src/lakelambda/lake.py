@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 
 from .page_format import quote_identifier, quote_literal
 
@@ -80,14 +81,15 @@ class Lake:
                 return f"read_parquet({quote_literal(self.path(folder, name + '.parquet'))})"
         if name not in _RESERVED_FOLDERS:
             pattern = self.path(name, "*=*", "**", "*.parquet")
-            if con.execute("SELECT 1 FROM glob(?) LIMIT 1", [pattern]).fetchone() is not None:
+            if con.execute(f"SELECT 1 FROM glob({quote_literal(pattern)}) LIMIT 1").fetchone() is not None:
                 return f"read_parquet({quote_literal(pattern)}, hive_partitioning = true)"
         return None
 
     def _parquet_stems(self, con, folder: str) -> set[str]:
         """Names of the Parquet files directly in a lake folder: one listing per query."""
         if self.is_s3:
-            files = [row[0] for row in con.execute("SELECT file FROM glob(?)", [self.path(folder, "*.parquet")]).fetchall()]
+            pattern = quote_literal(self.path(folder, "*.parquet"))
+            files = [row[0] for row in con.execute(f"SELECT file FROM glob({pattern})").fetchall()]
         else:
             directory = self.path(folder)
             files = os.listdir(directory) if os.path.isdir(directory) else []
@@ -100,13 +102,21 @@ def split_s3_path(path: str) -> tuple[str, str]:
 
 
 _s3_client = None
+_s3_client_lock = threading.Lock()
 
 
 def s3_client():
     """boto3 (which the Lambda runtime provides) for the raw byte moves DuckDB has no statement for."""
     global _s3_client
-    if _s3_client is None:
-        import boto3
+    with _s3_client_lock:
+        if _s3_client is None:
+            import boto3
 
-        _s3_client = boto3.client("s3")
-    return _s3_client
+            _s3_client = boto3.client("s3")
+        return _s3_client
+
+
+def warm_up_s3_client() -> None:
+    """Import boto3 and make the client in the background: on a cold start that overlaps
+    DuckDB's own setup and first query instead of adding a few hundred ms after them."""
+    threading.Thread(target=s3_client, name="s3-client-warm-up", daemon=True).start()

@@ -18,7 +18,6 @@ import logging
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import boto3

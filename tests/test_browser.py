@@ -25,7 +25,6 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from browser_support import CHROMIUM, CHROMIUM_ARGS, JupyterServer, save_small_png
-from servers import local_taxi_lake  # noqa: F401  (pytest fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "ci-artifacts" / "screenshots"

@@ -13,10 +13,7 @@ from lakemagic.engine import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
 from lakemagic.lambda_engine import LambdaEngine
 
-from servers import (  # noqa: F401  (pytest fixtures)
-    BUCKET, FUNCTION, OTHER_BUCKET, aws_environment, lambda_endpoint, local_taxi_lake, s3_endpoint, s3_lake,
-    start_function,
-)
+from servers import BUCKET, FUNCTION, OTHER_BUCKET, start_function
 
 QUERIES = [
     "SELECT pickup_location_id, count(*) AS trips FROM taxi_2019_04 GROUP BY 1 ORDER BY 2 DESC, 1",

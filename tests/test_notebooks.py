@@ -11,9 +11,7 @@ import pytest
 
 from lakemagic.cli import DEMO_NOTEBOOKS, NOTEBOOKS
 
-from servers import (  # noqa: F401  (pytest fixtures)
-    BUCKET, aws_environment, lambda_endpoint, local_taxi_lake, s3_endpoint, s3_lake,
-)
+from servers import BUCKET
 
 ROWS = 20_000
 TOP_200 = """SELECT pickup_location_id, count(*) AS trips, round(sum(total_amount), 2) AS revenue

@@ -170,7 +170,7 @@ def test_values_survive_exactly(engine, tmp_path, name, type_sql, literals):
     assert repr(exact_rows(result, tmp_path)) == repr(duckdb.sql(sql).fetchall())
 
 
-MIXED_SQL = f"""
+MIXED_SQL = """
 SELECT
     i,
     i::HUGEINT * 1000000000000000000000 AS huge,
@@ -178,7 +178,7 @@ SELECT
     TIMESTAMPTZ '2024-01-01 00:00:00+00' + i * INTERVAL 1 MINUTE AS tstz,
     CASE WHEN i % 5 = 0 THEN NULL ELSE md5(i::VARCHAR) END AS text,
     [i, i + 1] AS pair,
-    {{'n': i::HUGEINT, 'tag': (CASE WHEN i % 2 = 0 THEN 'x' ELSE 'a' END)::ENUM('a', 'x')}} AS nested,
+    {'n': i::HUGEINT, 'tag': (CASE WHEN i % 2 = 0 THEN 'x' ELSE 'a' END)::ENUM('a', 'x')} AS nested,
     i::BIT AS bits,
     i % 3 = 0 AS flag
 FROM range(50000) AS t(i)

@@ -23,7 +23,8 @@ FUNCTION = "lakemagic"
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint():
+def moto_endpoint():
+    """moto's AWS APIs (S3, IAM, Lambda's control plane) on 127.0.0.1, one server for the session."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -32,11 +33,11 @@ def s3_endpoint():
 
 
 @pytest.fixture(scope="session")
-def aws_environment(s3_endpoint):
+def aws_environment(moto_endpoint):
     """Fake credentials and the S3 endpoint for this process, as a user's shell would have them."""
     saved = dict(os.environ)
-    os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL_S3=s3_endpoint)
-    yield dict(CREDENTIALS, AWS_ENDPOINT_URL_S3=s3_endpoint)
+    os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL_S3=moto_endpoint)
+    yield dict(CREDENTIALS, AWS_ENDPOINT_URL_S3=moto_endpoint)
     os.environ.clear()
     os.environ.update(saved)
 

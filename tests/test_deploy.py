@@ -21,7 +21,6 @@ import zipfile
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from lakedeploy.aws import OWNER_TAG, POLICY_NAME, Aws, _create_function, role_name
 from lakedeploy.errors import DeployError
@@ -34,17 +33,8 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 OTHER_RULE = {"ID": "keep-old-logs", "Filter": {"Prefix": "logs/"}, "Status": "Enabled", "Expiration": {"Days": 30}}
 
 
-@pytest.fixture(scope="module")
-def endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def aws(endpoint, monkeypatch, tmp_path):
+def aws(moto_endpoint, monkeypatch, tmp_path):
     """This process's environment as a deploying user's shell would have it, pointed at the server."""
     for name in list(os.environ):
         if name.startswith("AWS_"):  # other tests' servers (AWS_ENDPOINT_URL_S3, _LAMBDA) must not win
@@ -52,6 +42,7 @@ def aws(endpoint, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    endpoint = moto_endpoint
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     for name, value in CREDENTIALS.items():

@@ -13,6 +13,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import HTML, display
 from traitlets import Enum, Int, Unicode, default, observe
 
+from lakelambda.protocol import MAX_PAGE_ROWS
+
 from . import charts, client
 from .engine import DEFAULT_FUNCTION_NAME, DEFAULT_LAKE, EmbeddedEngine, Engine
 from .errors import LakeMagicError
@@ -163,7 +165,9 @@ class LakeMagic(Magics):
         return charts.line(run, options.source, options.x, options.y, options.agg, options.where)
 
     def _run_to_frame(self, sql: str) -> pd.DataFrame:
-        return client.run_query(self.current_engine(), sql, {}, self.page_size, self.views.resolve(sql)).to_dataframe()
+        """A chart's aggregate, in one call: the first page holds as many rows as a response does."""
+        views = self.views.resolve(sql)
+        return client.run_query(self.current_engine(), sql, {}, MAX_PAGE_ROWS, views).to_dataframe()
 
     def _materialize(self, name: str, path: str | None):
         if name not in self.views:

@@ -11,7 +11,6 @@ setting changes.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 
@@ -71,12 +70,6 @@ def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
-
-
-def clear_pages(settings: Settings) -> None:
-    """Page files live only while their answer is built; nothing is left for the next caller."""
-    shutil.rmtree(settings.pages_folder, ignore_errors=True)
-    os.makedirs(settings.pages_folder, exist_ok=True)
 
 
 def _connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:

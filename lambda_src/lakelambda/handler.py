@@ -16,7 +16,7 @@ import time
 import duckdb
 
 from . import protocol, query
-from .database import Settings, clear_pages, open_database
+from .database import Settings, open_database
 from .lake import Lake, warm_up_s3_client
 from .results import ResultStore
 
@@ -59,8 +59,6 @@ class LakeHandler:
             answer = protocol.failure("ProtocolError", str(exc))
         except query.QueryError as exc:
             answer = protocol.failure(exc.error_type, exc.message, exc.position)
-        finally:
-            clear_pages(self.settings)
         answer["stats"] = self._stats(answer, started, cold)
         return answer
 

@@ -78,9 +78,10 @@ def run_query(
     names = [column["name"] for column in columns]
     distinct = _distinct_names(names)
     columns = [dict(column, name=name) for column, name in zip(columns, distinct)]
-    projection = page_format.storage_projection(columns)
-    if projection != ", ".join(quote_identifier(n) for n in names) or distinct != names:
+    if distinct != names or any(page_format.storage_type(c["type"]) != c["type"] for c in columns):
+        # Rename by position and store lossy types as text; otherwise the query is copied as it is.
         aliases = ", ".join(quote_identifier(c["name"]) for c in columns)
+        projection = page_format.storage_projection(columns)
         body = body.wrapped("SELECT " + projection + " FROM (", f") AS lakemagic_result({aliases})")
     result_id = secrets.token_urlsafe(24)
     path = results.local_path(result_id)

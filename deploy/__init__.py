@@ -11,4 +11,7 @@ every AWS call is boto3's.
 
 from .errors import DeployError
 
-__all__ = ["DeployError"]
+# The function `lakemagic deploy` creates, and the Lambda engine's default.
+DEFAULT_FUNCTION_NAME = "lakemagic"
+
+__all__ = ["DEFAULT_FUNCTION_NAME", "DeployError"]

@@ -16,11 +16,15 @@ import secrets
 import shutil
 import threading
 
-from .page_format import quote_identifier, quote_literal
+from .protocol import DASHBOARD_FOLDER
+from .sql import quote_identifier, quote_literal
 
+DATASET_FOLDER = "dataset"
+# The lake's own bookkeeping (stored results, deploy packages); never a table.
+INTERNAL_FOLDER = "_lakemagic"
 # A name the catalog may resolve: one path segment, no hidden or internal folders.
 _CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
-_RESERVED_FOLDERS = {"dataset", "dashboard"}
+_RESERVED_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER}
 
 
 class Lake:
@@ -28,7 +32,7 @@ class Lake:
         root = root.rstrip("/")
         if not root:
             raise ValueError("the lake location is empty")
-        self.is_s3 = root.startswith("s3://")
+        self.is_s3 = root.startswith(S3_SCHEME)
         self.root = root if self.is_s3 else os.path.abspath(os.path.expanduser(root))
 
     def path(self, *parts: str) -> str:
@@ -66,7 +70,7 @@ class Lake:
         wanted = sorted(name for name in names if _CATALOG_NAME.match(name))
         if not wanted:
             return []
-        single_files = {folder: self._parquet_stems(con, folder) for folder in ("dashboard", "dataset")}
+        single_files = {folder: self._parquet_stems(con, folder) for folder in (DASHBOARD_FOLDER, DATASET_FOLDER)}
         found = []
         for name in wanted:
             source = self._source_of(con, name, single_files)
@@ -76,7 +80,7 @@ class Lake:
         return found
 
     def _source_of(self, con, name: str, single_files: dict[str, set[str]]) -> str | None:
-        for folder in ("dashboard", "dataset"):
+        for folder in (DASHBOARD_FOLDER, DATASET_FOLDER):
             if name in single_files[folder]:
                 return f"read_parquet({quote_literal(self.path(folder, name + '.parquet'))})"
         if name not in _RESERVED_FOLDERS:
@@ -96,9 +100,13 @@ class Lake:
         return {os.path.basename(file)[: -len(".parquet")] for file in files if file.endswith(".parquet")}
 
 
+S3_SCHEME = "s3://"
+
+
 def split_s3_path(path: str) -> tuple[str, str]:
-    bucket, _, key = path[len("s3://") :].partition("/")
-    return bucket, key
+    """`s3://bucket/key/...` as (bucket, key); the key has no leading or trailing slash."""
+    bucket, _, key = path[len(S3_SCHEME) :].partition("/")
+    return bucket, key.strip("/")
 
 
 _s3_client = None

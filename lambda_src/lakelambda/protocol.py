@@ -1,9 +1,14 @@
 """The wire protocol between the notebook and the lake handler (version 1).
 
-Everything that crosses the wire is defined here: request parsing and
-validation, the shape of answers, and how parameter values travel. The
-notebook side imports this module too, so both ends agree by construction.
-PROTOCOL.md beside this package describes the same thing for humans.
+Everything that crosses the wire is defined here, in both directions:
+requests (built by the notebook, validated at the handler's edge), answers
+(built by the handler, checked on arrival by the notebook), the error types
+an answer may carry, and how parameter values travel. Both ends import this
+module, so they agree by construction. PROTOCOL.md beside this package
+describes the same thing for humans.
+
+Adding an operation means one request type, one answer type, one handler
+function and one client method.
 
 Only the standard library is imported: this module is on the handler's
 cold-start path.
@@ -15,8 +20,8 @@ import datetime as dt
 import decimal
 import re
 import uuid
-from dataclasses import dataclass
-from typing import Any, Union
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Union
 
 VERSION = 1
 
@@ -24,7 +29,8 @@ VERSION = 1
 MAX_RESPONSE_BYTES = 6_291_556
 # Room kept for everything in a response except the page data itself.
 ENVELOPE_ALLOWANCE_BYTES = 256 * 1024
-# The most rows one page request may ask for; bigger pages are cut to fit.
+# The most rows one page request may ask for; a page that would not fit in a
+# response holds fewer rows, and says how many.
 MAX_PAGE_ROWS = 1_000_000
 # The most bytes of a stored result one part request returns (base64 grows them by 4/3).
 MAX_PART_BYTES = (MAX_RESPONSE_BYTES - ENVELOPE_ALLOWANCE_BYTES) * 3 // 4
@@ -32,15 +38,89 @@ MAX_SQL_CHARS = 1_000_000
 
 PAGE_FORMAT = "parquet+base64"
 
+# Lambda's names for the architectures it runs, by what platform.machine() says there.
+LAMBDA_ARCHITECTURES = {"x86_64": "x86_64", "aarch64": "arm64"}
+
 # Result ids are random tokens from secrets.token_urlsafe: nothing else parses.
 RESULT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22,64}")
 PARAM_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Materialized views may only be written under the lake's dashboard/ prefix.
-DASHBOARD_PATH_PATTERN = re.compile(r"dashboard(/[A-Za-z0-9_][A-Za-z0-9_\-]*)+\.parquet")
+# The lake folder materialized views are written to, and the only one requests may name.
+DASHBOARD_FOLDER = "dashboard"
+DASHBOARD_PATH_PATTERN = re.compile(DASHBOARD_FOLDER + r"(/[A-Za-z0-9_][A-Za-z0-9_\-]*)+\.parquet")
 
 
-class ProtocolError(ValueError):
-    """A request that does not follow the protocol; answered, never raised to Lambda."""
+# --- error types -----------------------------------------------------------------
+# Every failure the handler answers with is one of these; `type_name` is what
+# the answer's error.type says. DuckDB's own errors travel as SqlError with
+# DuckDB's exception class name (BinderException, CatalogException, ...).
+
+
+class LakeError(Exception):
+    """An error answered to the caller, never raised to Lambda."""
+
+    type_name: ClassVar[str] = "LakeError"
+
+    def __init__(self, message: str, position: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.position = position  # a character offset into the request's SQL, or None
+
+    @property
+    def error_type(self) -> str:
+        return self.type_name
+
+
+class ProtocolError(LakeError, ValueError):
+    """A request that does not follow the protocol."""
+
+    type_name = "ProtocolError"
+
+
+class UnsupportedStatement(LakeError):
+    """Anything but exactly one query."""
+
+    type_name = "UnsupportedStatement"
+
+
+class UnsupportedType(LakeError):
+    """A result column of a type that cannot travel (UNION)."""
+
+    type_name = "UnsupportedType"
+
+
+class PermissionDenied(LakeError):
+    """The query reaches for something outside the lake."""
+
+    type_name = "PermissionException"
+
+
+class ResultNotFound(LakeError):
+    type_name = "ResultNotFound"
+
+
+class RowTooLarge(LakeError):
+    type_name = "RowTooLarge"
+
+
+class QueryTimeout(LakeError):
+    type_name = "QueryTimeout"
+
+
+class SqlError(LakeError):
+    """DuckDB refused or failed the query; `error_type` is DuckDB's exception class."""
+
+    def __init__(self, duckdb_type: str, message: str, position: int | None = None):
+        super().__init__(message, position)
+        self.duckdb_type = duckdb_type
+
+    @property
+    def error_type(self) -> str:
+        return self.duckdb_type
+
+
+HANDLER_ERRORS = {cls.type_name: cls for cls in (
+    ProtocolError, UnsupportedStatement, UnsupportedType, PermissionDenied, ResultNotFound, RowTooLarge, QueryTimeout,
+)}
 
 
 @dataclass(frozen=True)
@@ -221,31 +301,139 @@ def _bounded_int(event: dict, field: str, low: int, high: int) -> int:
 
 
 # --- answers -----------------------------------------------------------------
+# The handler builds these and sends `to_wire()`; the notebook gets them back
+# with `parse_answer`, which checks the version, the shape and the page format.
 
 
-def success(result_id: str, columns: list[dict], total_rows: int, result_bytes: int, content: dict) -> dict:
-    """A successful answer: the result's schema and size, plus `content`: {"page": ...} or {"part": ...}."""
-    return {
-        "version": VERSION,
-        "result_id": result_id,
-        "columns": columns,
-        "total_rows": total_rows,
-        "result_bytes": result_bytes,
-        **content,
-    }
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # DuckDB's type name, exactly as DESCRIBE gives it
 
 
-def materialized(path: str, rows: int, size_bytes: int) -> dict:
-    """A successful materialize: where the file is now, and what it holds."""
-    return {"version": VERSION, "materialized": {"path": path, "rows": rows, "bytes": size_bytes}}
+@dataclass(frozen=True)
+class Stats:
+    """On every answer: what the call cost in the engine, and where it ran."""
+
+    engine_ms: float = 0.0
+    cold: bool = False
+    rows: int = 0  # the result's rows
+    encoded_bytes: int = 0  # of the page or part this answer carries
+    duckdb_version: str = ""
+    architecture: str = ""  # Lambda's name for it (x86_64, arm64): the price depends on it
 
 
-def failure(error_type: str, message: str, position: int | None = None, stats: dict | None = None) -> dict:
-    """A failed answer. SQL errors are answers like this one, not crashes."""
-    answer = {"version": VERSION, "error": {"type": error_type, "message": message, "position": position}}
-    if stats is not None:
-        answer["stats"] = stats
-    return answer
+@dataclass(frozen=True)
+class Page:
+    """Rows [offset, offset + row_count) of a result, as a base64 Parquet file."""
+
+    offset: int
+    row_count: int
+    data: str
+    format: str = PAGE_FORMAT
+
+
+@dataclass(frozen=True)
+class Part:
+    """Bytes [start, start + length) of a stored result's Parquet file, base64."""
+
+    start: int
+    length: int
+    data: str
+
+
+@dataclass(frozen=True)
+class ResultInfo:
+    """What every answer about a result says of it."""
+
+    result_id: str
+    columns: tuple[Column, ...]
+    total_rows: int
+    result_bytes: int  # the stored file's size: the parts to fetch are known from the first answer
+
+
+@dataclass(frozen=True)
+class PageAnswer:
+    """The answer to `query` and `page`."""
+
+    result: ResultInfo
+    page: Page
+    stats: Stats = field(default_factory=Stats)
+
+
+@dataclass(frozen=True)
+class PartAnswer:
+    result: ResultInfo
+    part: Part
+    stats: Stats = field(default_factory=Stats)
+
+
+@dataclass(frozen=True)
+class MaterializeAnswer:
+    path: str  # where the file is now, in the lake
+    rows: int
+    bytes: int
+    stats: Stats = field(default_factory=Stats)
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    type: str
+    message: str
+    position: int | None = None
+    stats: Stats = field(default_factory=Stats)
+
+    @classmethod
+    def of(cls, error: LakeError) -> "ErrorAnswer":
+        return cls(error.error_type, error.message, error.position)
+
+
+Answer = Union[PageAnswer, PartAnswer, MaterializeAnswer, ErrorAnswer]
+
+
+def to_wire(answer: Answer) -> dict:
+    """The JSON object an answer travels as."""
+    wire: dict[str, Any] = {"version": VERSION}
+    if isinstance(answer, (PageAnswer, PartAnswer)):
+        info = answer.result
+        wire.update(result_id=info.result_id, columns=[asdict(c) for c in info.columns],
+                    total_rows=info.total_rows, result_bytes=info.result_bytes)
+        if isinstance(answer, PageAnswer):
+            wire["page"] = asdict(answer.page)
+        else:
+            wire["part"] = asdict(answer.part)
+    elif isinstance(answer, MaterializeAnswer):
+        wire["materialized"] = {"path": answer.path, "rows": answer.rows, "bytes": answer.bytes}
+    else:
+        wire["error"] = {"type": answer.type, "message": answer.message, "position": answer.position}
+    wire["stats"] = asdict(answer.stats)
+    return wire
+
+
+def parse_answer(wire: Any) -> Answer:
+    """An answer from the wire, checked; ProtocolError says what does not fit."""
+    if not isinstance(wire, dict):
+        raise ProtocolError(f"the answer must be a JSON object, not {type(wire).__name__}")
+    if wire.get("version") != VERSION:
+        raise ProtocolError(f"the handler answered in protocol version {wire.get('version')!r}; this notebook speaks {VERSION}")
+    try:
+        stats = Stats(**wire.get("stats", {}))
+        if "error" in wire:
+            error = wire["error"]
+            return ErrorAnswer(str(error["type"]), str(error["message"]), error.get("position"), stats)
+        if "materialized" in wire:
+            done = wire["materialized"]
+            return MaterializeAnswer(done["path"], int(done["rows"]), int(done["bytes"]), stats)
+        info = ResultInfo(wire["result_id"], tuple(Column(c["name"], c["type"]) for c in wire["columns"]),
+                          int(wire["total_rows"]), int(wire["result_bytes"]))
+        if "part" in wire:
+            return PartAnswer(info, Part(**wire["part"]), stats)
+        page = Page(**wire["page"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"the answer does not have the protocol's shape: {exc!r}") from None
+    if page.format != PAGE_FORMAT:
+        raise ProtocolError(f"the page is in format {page.format!r}; this notebook reads {PAGE_FORMAT!r}")
+    return PageAnswer(info, page, stats)
 
 
 # --- parameter values ----------------------------------------------------------

@@ -1,0 +1,107 @@
+"""Parse-only SQL helpers that the handler and the notebook share.
+
+Everything here asks DuckDB's own tokenizer or parser; nothing runs a
+query, and no regular expression reads SQL text. Positions are in
+characters (DuckDB's tokenizer counts UTF-8 bytes; `tokens` converts).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import duckdb
+
+from .protocol import UnsupportedStatement, SqlError
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class Token(NamedTuple):
+    start: int  # in characters
+    kind: object  # duckdb.token_type
+
+    def word(self, sql: str) -> str:
+        """The token's leading run of word characters (or its first character): a keyword, a name, `$`."""
+        end = self.start
+        while end < len(sql) and (sql[end].isalnum() or sql[end] == "_"):
+            end += 1
+        return sql[self.start : max(end, self.start + 1)]
+
+
+def character_offsets(sql: str) -> list[int]:
+    """For each UTF-8 byte offset of `sql` (and one past the end), the character offset it falls in."""
+    offsets = [index for index, char in enumerate(sql) for _ in range(len(char.encode()))]
+    offsets.append(len(sql))
+    return offsets
+
+
+def tokens(sql: str) -> list[Token]:
+    """DuckDB's tokens of `sql`, with their positions in characters."""
+    at = character_offsets(sql)
+    return [Token(at[start], kind) for start, kind in duckdb.tokenize(sql)]
+
+
+class Statement(NamedTuple):
+    """The one query a request carries: its text without the closing semicolon, and its first keyword."""
+
+    text: str
+    keyword: str  # SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, ...
+
+
+QUERY_KEYWORDS = ("SELECT", "WITH", "FROM", "VALUES", "DESCRIBE", "SHOW", "SUMMARIZE", "TABLE", "(")
+
+
+def single_query(sql: str) -> Statement:
+    """The one query in `sql`; anything else (several statements, DDL, SET, COPY, ...) is refused."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise SqlError.from_duckdb(exc, sql) from None
+    if len(statements) != 1:
+        raise UnsupportedStatement(f"send exactly one query at a time; this has {len(statements)} statements")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise UnsupportedStatement(
+            "only queries can run here (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE); "
+            f"this is a {kind.name} statement"
+        )
+    code = tokens(sql)  # comments are not tokens
+    text = sql[: code[-1].start] if code and code[-1].word(sql) == ";" else sql
+    return Statement(text, code[0].word(sql).upper() if code else "")
+
+
+def parameter_names(sql: str) -> set[str]:
+    """The `$name` parameters DuckDB's parser finds (none inside strings or comments)."""
+    try:
+        return {name for statement in duckdb.extract_statements(sql) for name in statement.named_parameters}
+    except duckdb.Error:
+        return set()  # the engine reports the syntax error, with its position
+
+
+def referenced_tables(statement: str) -> set[str]:
+    """The unqualified table names DuckDB's parser finds in `statement`."""
+    try:
+        return set(duckdb.get_table_names(_parameters_as_nulls(statement), qualified=False))
+    except duckdb.Error:
+        return set()  # the query itself reports the syntax error, with its position
+
+
+def _parameters_as_nulls(statement: str) -> str:
+    """The statement with each `$name` parameter replaced by NULL: DuckDB's table-name
+    extraction refuses parameters. Linear in the statement's length."""
+    pieces, copied = [], 0
+    for token in tokens(statement):
+        if token.kind == duckdb.token_type.operator and statement[token.start] == "$":
+            name_end = token.start + 1  # `$name` and `$1`: the name is the word after the `$`
+            while name_end < len(statement) and (statement[name_end].isalnum() or statement[name_end] == "_"):
+                name_end += 1
+            pieces.append(statement[copied : token.start] + "NULL")
+            copied = name_end
+    pieces.append(statement[copied:])
+    return "".join(pieces)

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import pandas as pd
 
+from lakelambda.sql import quote_identifier
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -218,7 +220,7 @@ def _grouped_sql(
     else:
         value, label = f"{agg}({_column(y, 'y')})", f"{agg}({y})"
     sql = (
-        f"SELECT {key} AS {_quote(x)}, {value} AS {_quote(label)}\n"
+        f"SELECT {key} AS {quote_identifier(x)}, {value} AS {quote_identifier(label)}\n"
         f"FROM {_source(source)}{_where(where, extra)}\n"
         f"GROUP BY 1\nORDER BY {order}"
     )
@@ -237,14 +239,14 @@ def _source(source: str) -> str:
     if source.startswith("(") and source.endswith(")"):
         # Parenthesised once more, so `(SELECT ...) UNION (SELECT ...)` is one source too.
         return f"({source})"
-    return _quote(source)
+    return quote_identifier(source)
 
 
 def _column(text: str | None, what: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{what} must be a column name or SQL expression, got {text!r}")
     text = text.strip()
-    return _quote(text) if _BARE_NAME.fullmatch(text) else text
+    return quote_identifier(text) if _BARE_NAME.fullmatch(text) else text
 
 
 def _where(where: str | None, extra: str | None = None) -> str:
@@ -254,10 +256,6 @@ def _where(where: str | None, extra: str | None = None) -> str:
     if extra is not None:
         conditions.append(extra)
     return f"\nWHERE {' AND '.join(conditions)}" if conditions else ""
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _axes(title: str, xlabel: str, ylabel: str, empty: bool) -> tuple[Figure, Axes]:

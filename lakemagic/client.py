@@ -1,7 +1,8 @@
 """Running queries on an engine and fetching their pages, as plain Python.
 
 The magic and the widget are thin layers over `run_query` and `QueryResult`;
-scripts and tests can use them directly.
+scripts and tests can use them directly. Every answer is parsed and checked
+by the protocol module; an error answer becomes LakeQueryError.
 """
 
 from __future__ import annotations
@@ -17,39 +18,38 @@ from typing import Callable
 import pandas as pd
 
 from lakelambda import protocol
-from lakelambda.page_format import decode_files, decode_pages
+from lakelambda.protocol import Column
 
-from .engine import Engine
-from .errors import LakeQueryError
+from .decode import decode_files, decode_pages
+from .engines import Engine, LambdaFigures
+from .errors import EngineError, LakeQueryError
 
 
-@dataclass
+@dataclass(frozen=True)
 class Page:
     offset: int
     row_count: int
     data: str
-    columns: list[dict]
+    columns: tuple[Column, ...]
 
     def frame(self) -> pd.DataFrame:
         return decode_pages([self.data], self.columns)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CallStats:
-    """What one engine call cost: the handler's own figures plus the round trip."""
+    """What one engine call cost: the handler's own figures, the platform's, and the round trip."""
 
-    engine: dict
+    engine: protocol.Stats
     round_trip_ms: float
+    lambda_figures: LambdaFigures | None = None
 
 
 @dataclass
 class QueryResult:
     engine: Engine
     sql: str
-    result_id: str
-    columns: list[dict]
-    total_rows: int
-    result_bytes: int
+    info: protocol.ResultInfo
     first_page: Page
     stats: CallStats
     last_call: CallStats = field(init=False)
@@ -57,11 +57,29 @@ class QueryResult:
     def __post_init__(self) -> None:
         self.last_call = self.stats
 
+    @property
+    def result_id(self) -> str:
+        return self.info.result_id
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self.info.columns
+
+    @property
+    def total_rows(self) -> int:
+        return self.info.total_rows
+
+    @property
+    def is_whole(self) -> bool:
+        """The first page already holds every row: nothing more to fetch."""
+        return self.first_page.row_count >= self.total_rows
+
     def page(self, offset: int, limit: int) -> Page:
         """Rows [offset, offset + limit), fetched from the engine (possibly fewer: see Page.row_count)."""
         if offset == 0 and self.first_page.row_count == min(limit, self.total_rows):
             return self.first_page
-        answer, self.last_call = _call(self.engine, protocol.page_request(self.result_id, offset, limit), self.sql)
+        answer, self.last_call = _call(self.engine, protocol.page_request(self.info.result_id, offset, limit),
+                                       protocol.PageAnswer, self.sql)
         return _page_of(answer)
 
     def to_dataframe(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
@@ -71,56 +89,56 @@ class QueryResult:
         file, in parts as large as a response allows (several at once where
         the engine allows it), and decoded once.
         """
-        if self.first_page.row_count >= self.total_rows:
+        if self.is_whole:
             return self.first_page.frame()
-        starts = range(0, self.result_bytes, protocol.MAX_PART_BYTES)
+        size = self.info.result_bytes
         with tempfile.TemporaryDirectory(prefix="lakemagic-result-") as folder:
             path = os.path.join(folder, "result.parquet")
-            with open(path, "wb") as stored, ThreadPoolExecutor(getattr(self.engine, "concurrency", 1)) as pool:
-                for data in pool.map(self._part, starts):
+            with open(path, "wb") as stored, ThreadPoolExecutor(self.engine.concurrency) as pool:
+                for data in pool.map(self._part, range(0, size, protocol.MAX_PART_BYTES)):
                     stored.write(data)
                     if progress is not None:
-                        progress(stored.tell(), self.result_bytes)
+                        progress(stored.tell(), size)
             return decode_files([path], self.columns)
 
     def _part(self, start: int) -> bytes:
-        answer, self.last_call = _call(self.engine, protocol.part_request(self.result_id, start), self.sql)
-        return base64.b64decode(answer["part"]["data"])
+        answer, self.last_call = _call(self.engine, protocol.part_request(self.info.result_id, start),
+                                       protocol.PartAnswer, self.sql)
+        return base64.b64decode(answer.part.data)
 
 
 def run_query(
     engine: Engine, sql: str, params: dict | None = None, page_size: int = 50, views: tuple[protocol.View, ...] = ()
 ) -> QueryResult:
     """Run `sql` on `engine` with the notebook views it uses; raise LakeQueryError on an error answer."""
-    answer, stats = _call(engine, protocol.query_request(sql, params or {}, page_size, views), sql)
-    return QueryResult(
-        engine=engine,
-        sql=sql,
-        result_id=answer["result_id"],
-        columns=answer["columns"],
-        total_rows=answer["total_rows"],
-        result_bytes=answer["result_bytes"],
-        first_page=_page_of(answer),
-        stats=stats,
-    )
+    request = protocol.query_request(sql, params or {}, page_size, views)
+    answer, stats = _call(engine, request, protocol.PageAnswer, sql)
+    return QueryResult(engine=engine, sql=sql, info=answer.result, first_page=_page_of(answer), stats=stats)
 
 
-def materialize(engine: Engine, sql: str, path: str, views: tuple[protocol.View, ...] = ()) -> dict:
-    """Write the result of `sql` to `path` (under dashboard/) in the lake; return {path, rows, bytes}."""
-    answer, _ = _call(engine, protocol.materialize_request(sql, path, views), sql)
-    return answer["materialized"]
+def materialize(engine: Engine, sql: str, path: str, views: tuple[protocol.View, ...] = ()) -> protocol.MaterializeAnswer:
+    """Write the result of `sql` to `path` (under dashboard/) in the lake; say where, how many rows and bytes."""
+    answer, _ = _call(engine, protocol.materialize_request(sql, path, views), protocol.MaterializeAnswer, sql)
+    return answer
 
 
-def _call(engine: Engine, request: dict, sql: str) -> tuple[dict, CallStats]:
+def _call(engine: Engine, request: dict, expected: type, sql: str):
+    """One engine call: the answer, checked to be of the `expected` type, and what it cost."""
     started = time.perf_counter()
-    answer = engine.call(request)
-    stats = CallStats(answer.get("stats", {}), round((time.perf_counter() - started) * 1000, 3))
-    if "error" in answer:
-        error = answer["error"]
-        raise LakeQueryError(error["type"], error["message"], sql, error.get("position"))
-    return answer, stats
+    reply = engine.call(request)
+    round_trip_ms = round((time.perf_counter() - started) * 1000, 3)
+    try:
+        answer = protocol.parse_answer(reply.answer)
+    except protocol.ProtocolError as exc:
+        raise EngineError(f"the {engine.name} engine did not answer in lakemagic's protocol ({exc}); "
+                          "check that its handler is lakelambda.handler.handler") from None
+    if isinstance(answer, protocol.ErrorAnswer):
+        raise LakeQueryError(answer.type, answer.message, sql, answer.position)
+    if not isinstance(answer, expected):
+        raise EngineError(f"the {engine.name} engine answered a {expected.__name__} request with a {type(answer).__name__}")
+    return answer, CallStats(answer.stats, round_trip_ms, reply.lambda_figures)
 
 
-def _page_of(answer: dict) -> Page:
-    page = answer["page"]
-    return Page(page["offset"], page["row_count"], page["data"], answer["columns"])
+def _page_of(answer: protocol.PageAnswer) -> Page:
+    page = answer.page
+    return Page(page.offset, page.row_count, page.data, answer.result.columns)

@@ -2,14 +2,20 @@
 
 IPython renders an exception that has `_render_traceback_` with the lines
 that method returns; the cell still fails, so a papermill run stops there.
+Each class names itself once, as the first word of what is shown. Mistakes
+in a magic's own options are IPython's `UsageError`.
 """
 
 from __future__ import annotations
 
 
 class LakeMagicError(Exception):
+    def shown(self) -> str:
+        """What the notebook shows: the error's kind, then its message."""
+        return f"{type(self).__name__}: {self}"
+
     def _render_traceback_(self) -> list[str]:
-        return str(self).splitlines()
+        return self.shown().splitlines()
 
 
 class EngineError(LakeMagicError):
@@ -20,8 +26,12 @@ class ParameterError(LakeMagicError):
     """A `$name` in the SQL that no notebook variable can fill."""
 
 
+class ViewError(LakeMagicError):
+    """A view that cannot be saved or composed: bad name, cycle, parameters, unknown view."""
+
+
 class LakeQueryError(LakeMagicError):
-    """An error answer: DuckDB's error class and message, pointing into the SQL."""
+    """An error answer: its type (DuckDB's error class or the handler's own) and message, pointing into the SQL."""
 
     def __init__(self, error_type: str, message: str, sql: str | None = None, position: int | None = None):
         super().__init__(message)
@@ -34,6 +44,9 @@ class LakeQueryError(LakeMagicError):
         text = f"{self.error_type}: {self.message}"
         pointer = self.pointer()
         return f"{text}\n{pointer}" if pointer else text
+
+    def shown(self) -> str:
+        return str(self)  # the error type already leads
 
     def pointer(self) -> str:
         """The SQL line the error is on, with a caret under its position."""

@@ -8,24 +8,25 @@ import re
 import shlex
 
 import pandas as pd
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import HTML, display
 from traitlets import Enum, Int, Unicode, default, observe
 
-from lakelambda.protocol import MAX_PAGE_ROWS
+from lakedeploy import DEFAULT_FUNCTION_NAME
+from lakelambda.protocol import DASHBOARD_FOLDER, MAX_PAGE_ROWS
 
 from . import charts, client
-from .engine import DEFAULT_FUNCTION_NAME, DEFAULT_LAKE, EmbeddedEngine, Engine
-from .errors import LakeMagicError
-from .lambda_engine import LambdaEngine
+from .display.widget import ResultTable
+from .engines import DEFAULT_LAKE, Engine
+from .engines.aws_lambda import LambdaEngine
+from .engines.embedded import EmbeddedEngine
+from .errors import ViewError
 from .params import bind_parameters
 from .views import ViewRegistry
-from .widget import ResultTable
 
 _ASSIGNMENT = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<\s*(.*)$", re.S)
-# Options that take a value, so the line can be split into options and SQL.
-_VALUE_OPTIONS = {"-p", "--page-size", "--save", "--to", "--save-views", "--load-views"}
 
 
 @magics_class
@@ -59,8 +60,6 @@ class LakeMagic(Magics):
         super().__init__(shell=shell, **kwargs)
         self._engine: Engine | None = None
         self.views = ViewRegistry()
-        if shell is not None:
-            shell.configurables.append(self)  # so that %config LakeMagic.x = y reaches it
 
     @observe("engine", "lake", "function_name", "region", "profile")
     def _forget_engine(self, change) -> None:
@@ -103,24 +102,23 @@ class LakeMagic(Magics):
         the notebook variable `name` as a query parameter. Saved views are
         used by name, in any query or view.
         """
-        option_text, rest = _split_options(line)
-        options = parse_argstring(self.lakesql, option_text)
+        options, rest = _split_options(self.lakesql.parser, line)
         if options.views or options.save_views or options.load_views:
             return self._manage_views(options)
         target, sql = _split_assignment(rest)
         if cell is not None:
             if sql.strip():
-                raise LakeMagicError(f"UsageError: unexpected text before the SQL: {sql.strip()!r}; write `%%lakesql VAR <<`")
+                raise UsageError(f"unexpected text before the SQL: {sql.strip()!r}; write `%%lakesql VAR <<`")
             sql = cell
         if options.materialize and not options.save:
-            raise LakeMagicError("UsageError: --materialize needs the view's name: --save NAME")
+            raise UsageError("--materialize needs the view's name: --save NAME")
         if options.materialize and not sql.strip():
             return self._materialize(options.save, options.to)
         if not sql.strip():
-            raise LakeMagicError("UsageError: no SQL to run")
+            raise UsageError("no SQL to run")
         page_size = options.page_size or self.page_size
         if page_size < 1:
-            raise LakeMagicError(f"UsageError: the page size must be at least 1, not {page_size}")
+            raise UsageError(f"the page size must be at least 1, not {page_size}")
         params = bind_parameters(sql, self.shell.user_ns)
         result = client.run_query(self.current_engine(), sql, params, page_size, self.views.resolve(sql))
         if options.save:  # only a query that ran is kept
@@ -171,14 +169,14 @@ class LakeMagic(Magics):
 
     def _materialize(self, name: str, path: str | None):
         if name not in self.views:
-            raise LakeMagicError(f"ViewError: there is no saved view named {name!r}; save one with %%lakesql --save {name}")
+            raise ViewError(f"there is no saved view named {name!r}; save one with %%lakesql --save {name}")
         view = self.views[name]
         written = client.materialize(
-            self.current_engine(), view.sql, path or f"dashboard/{view.name}.parquet", self.views.resolve(view.sql)
+            self.current_engine(), view.sql, path or f"{DASHBOARD_FOLDER}/{view.name}.parquet", self.views.resolve(view.sql)
         )
-        self.views.mark_materialized(view.name, written["path"])
+        self.views.mark_materialized(view.name, written.path)
         display(HTML(f"<div class='lakemagic-summary'>materialized <b>{html.escape(view.name)}</b> → "
-                     f"{html.escape(written['path'])}: {written['rows']:,} rows, {written['bytes']:,} bytes</div>"))
+                     f"{html.escape(written.path)}: {written.rows:,} rows, {written.bytes:,} bytes</div>"))
 
     def _manage_views(self, options):
         if options.load_views:
@@ -192,23 +190,24 @@ class LakeMagic(Magics):
         return None
 
 
-def _split_options(line: str) -> tuple[str, str]:
-    """Split the magic's line into its leading options and the rest, left untouched.
+def _split_options(parser, line: str):
+    """The magic's leading options, parsed by its own parser, and the rest of the line untouched.
 
-    The rest may be SQL, which an argument parser would mangle (quotes).
+    The rest may be SQL, which an argument parser would mangle (quotes), so
+    the options end at the first word that starts no option and is not
+    claimed as an option's value: the shortest run of leading words that
+    the parser accepts as they are.
     """
-    position = 0
-    expects_value = False
-    for token in re.finditer(r"\S+", line):
-        text = token.group()
-        if expects_value:
-            expects_value = False
-        elif text.startswith("-"):
-            expects_value = text in _VALUE_OPTIONS
-        else:
-            return line[: token.start()], line[token.start() :]
-        position = token.end()
-    return line[:position], line[position:]
+    words = list(re.finditer(r"\S+", line))
+    for count in range(len(words) + 1):
+        if count < len(words) and words[count].group().startswith("-"):
+            continue
+        try:
+            options = parser.parse_args([word.group() for word in words[:count]])
+        except UsageError:
+            continue
+        return options, line[words[count].start():] if count < len(words) else ""
+    return parser.parse_args([word.group() for word in words]), ""  # raises the parser's own UsageError
 
 
 def _split_assignment(text: str) -> tuple[str | None, str]:
@@ -218,11 +217,11 @@ def _split_assignment(text: str) -> tuple[str | None, str]:
 
 def _whole_frame(result: client.QueryResult):
     """The whole result as a DataFrame, with a progress bar when it takes more than one call."""
-    if result.first_page.row_count >= result.total_rows:
+    if result.is_whole:
         return result.to_dataframe()
     import ipywidgets as widgets
 
-    bar = widgets.IntProgress(min=0, max=result.result_bytes, description="fetching")
+    bar = widgets.IntProgress(min=0, max=result.info.result_bytes, description="fetching")
     handle = display(bar, display_id=True)
 
     def progress(fetched: int, total: int) -> None:

@@ -22,6 +22,9 @@ import tempfile
 from itertools import accumulate
 from typing import TYPE_CHECKING, TypedDict
 
+from lakelambda.lake import DATASET_FOLDER, S3_SCHEME, split_s3_path
+from lakelambda.sql import quote_literal
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -158,7 +161,7 @@ def download(path: str, month: str = "2019-04") -> None:
                     "Use source='generate' (--source generate) to build the month offline."
                 ) from None
         with duckdb.connect() as con:
-            _copy_to_parquet(con, f"SELECT * FROM read_parquet({_quote(raw)})", path, _FROM_TLC)
+            _copy_to_parquet(con, f"SELECT * FROM read_parquet({quote_literal(raw)})", path, _FROM_TLC)
     finally:
         os.remove(raw)
 
@@ -180,7 +183,7 @@ def build_lake(
     if source not in ("generate", "download"):
         raise ValueError(f"source must be 'generate' or 'download', got {source!r}")
 
-    dataset_file = os.path.join(lake_dir, "dataset", DATASET_FILE)
+    dataset_file = os.path.join(lake_dir, DATASET_FOLDER, DATASET_FILE)
     partitioned_dir = os.path.join(lake_dir, "partitioned")
     os.makedirs(os.path.dirname(dataset_file), exist_ok=True)
     staging = tempfile.mkdtemp(prefix="_taxi_build_", dir=lake_dir)
@@ -194,12 +197,12 @@ def build_lake(
         with duckdb.connect() as con:
             con.execute(
                 f"COPY (SELECT *, CAST(pickup_at AS DATE) AS \"date\" "
-                f"FROM read_parquet({_quote(new_file)})) "
-                f"TO {_quote(new_partitioned)} "
+                f"FROM read_parquet({quote_literal(new_file)})) "
+                f"TO {quote_literal(new_partitioned)} "
                 f"(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (\"date\"))"
             )
             (written,) = con.execute(
-                f"SELECT count(*) FROM read_parquet({_quote(new_file)})"
+                f"SELECT count(*) FROM read_parquet({quote_literal(new_file)})"
             ).fetchone()
         # A directory cannot be renamed over a non-empty one: move the old copy
         # into staging (deleted below), then move the new one in.
@@ -212,28 +215,29 @@ def build_lake(
     return {"dataset": dataset_file, "partitioned": partitioned_dir, "rows": written}
 
 
-def load_lake(lake: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", seed: int = 0) -> LakeSummary:
+def load_lake(lake: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", seed: int = 0, s3=None) -> LakeSummary:
     """Put the taxi month into a lake: a local folder, or `s3://bucket[/prefix]`.
 
-    An S3 lake is built in a local folder first and uploaded with boto3
-    (credentials and endpoint as boto3 finds them). Each object is put
-    whole, and partition files of an earlier load that the new one does not
-    have are removed.
+    An S3 lake is built in a local folder first and uploaded with the boto3
+    client `s3` (by default one made as boto3 finds credentials and endpoint).
+    Each object is put whole, and partition files of an earlier load that the
+    new one does not have are removed.
     """
-    if not lake.startswith("s3://"):
+    if not lake.startswith(S3_SCHEME):
         return build_lake(os.path.expanduser(lake), rows, source, seed)
-    import boto3
+    if s3 is None:
+        import boto3
 
-    bucket, _, prefix = lake[len("s3://"):].rstrip("/").partition("/")
+        s3 = boto3.client("s3")
+    bucket, prefix = split_s3_path(lake)
     prefix = f"{prefix}/" if prefix else ""
-    s3 = boto3.client("s3")
     with tempfile.TemporaryDirectory(prefix="lakemagic-load-") as folder:
         summary = build_lake(folder, rows, source, seed)
         uploaded = set()
         for root, _, files in os.walk(folder):
             for name in files:
                 relative = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
-                if relative.startswith(("dataset/", "partitioned/")):
+                if relative.startswith((f"{DATASET_FOLDER}/", "partitioned/")):
                     s3.upload_file(os.path.join(root, name), bucket, prefix + relative)
                     uploaded.add(prefix + relative)
     stale = [
@@ -244,18 +248,13 @@ def load_lake(lake: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", 
     ]
     for start in range(0, len(stale), 1000):
         s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in stale[start : start + 1000]]})
-    root = f"s3://{bucket}/{prefix}"
-    return {"dataset": root + "dataset/" + DATASET_FILE, "partitioned": root + "partitioned", "rows": summary["rows"]}
+    root = f"{S3_SCHEME}{bucket}/{prefix}"
+    return {"dataset": f"{root}{DATASET_FOLDER}/{DATASET_FILE}", "partitioned": root + "partitioned", "rows": summary["rows"]}
 
 
 def _check_rows(rows: int) -> None:
     if not isinstance(rows, int) or isinstance(rows, bool) or rows <= 0:
         raise ValueError(f"rows must be a positive int, got {rows!r}")
-
-
-def _quote(text: str) -> str:
-    """A SQL string literal (paths go into COPY, which takes no parameters)."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _copy_to_parquet(
@@ -269,7 +268,7 @@ def _copy_to_parquet(
     columns = columns or {name: f'"{name}"' for name, _ in SCHEMA}
     select = ", ".join(f'CAST({columns[name]} AS {type_}) AS "{name}"' for name, type_ in SCHEMA)
     con.execute(
-        f"COPY (SELECT {select} FROM ({query})) TO {_quote(path)} (FORMAT parquet, COMPRESSION zstd)"
+        f"COPY (SELECT {select} FROM ({query})) TO {quote_literal(path)} (FORMAT parquet, COMPRESSION zstd)"
     )
 
 

@@ -13,17 +13,10 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from lakelambda.page_format import quote_literal
 from lakelambda.protocol import PARAM_NAME_PATTERN, View
-from lakelambda.query import referenced_tables
+from lakelambda.sql import parameter_names, quote_literal, referenced_tables
 
-from .errors import LakeMagicError
-from .params import parameter_names
-
-
-class ViewError(LakeMagicError):
-    """A view that cannot be saved or composed: bad name, cycle, parameters."""
+from .errors import ViewError
 
 
 @dataclass
@@ -47,9 +40,9 @@ class ViewRegistry:
     def save(self, name: str, sql: str) -> SavedView:
         """Keep `sql` as view `name` (replacing an older definition and its materialization)."""
         if not PARAM_NAME_PATTERN.fullmatch(name):
-            raise ViewError(f"ViewError: {name!r} is not a valid view name; use letters, digits and _")
+            raise ViewError(f"{name!r} is not a valid view name; use letters, digits and _")
         if parameter_names(sql):
-            raise ViewError(f"ViewError: view {name} uses $parameters, which a saved view cannot hold")
+            raise ViewError(f"view {name} uses $parameters, which a saved view cannot hold")
         previous = self._views.get(name.lower())
         self._views[name.lower()] = SavedView(name, sql.strip().rstrip(";").strip())
         try:
@@ -84,7 +77,7 @@ class ViewRegistry:
             if key in done:
                 return
             if key in (step.lower() for step in path):
-                raise ViewError(f"ViewError: views refer to each other in a cycle: {' -> '.join(path + (name,))}")
+                raise ViewError(f"views refer to each other in a cycle: {' -> '.join(path + (name,))}")
             view = self._views[key]
             if view.materialized_path:  # the name now reads the artifact, not its inputs
                 done.add(key)
@@ -127,7 +120,7 @@ class ViewRegistry:
         """Read every `<name>.sql` in `folder` as a view; their order does not matter."""
         files = sorted(Path(folder).glob("*.sql"))
         if not files:
-            raise ViewError(f"ViewError: no .sql files in {folder}")
+            raise ViewError(f"no .sql files in {folder}")
         for path in files:  # first all definitions, then the checks, so files may refer to later ones
             self._views[path.stem.lower()] = SavedView(path.stem, path.read_text().strip().rstrip(";").strip())
         for path in files:

@@ -13,7 +13,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from lakemagic.local_lambda import FunctionSpec, LocalLambda
+from lakemagic.locallambda import FunctionSpec, LocalLambda
 from lakemagic.taxi import build_lake
 
 BUCKET = "lake"

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from lakemagic import charts, client
-from lakemagic.engine import EmbeddedEngine
+from lakemagic.engines import Reply
+from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
 from lakemagic.taxi import build_lake
 
@@ -37,11 +38,11 @@ class CountingEngine:
         self.answer_bytes = 0
         self.calls = 0
 
-    def call(self, request: dict) -> dict:
-        answer = self.inner.call(request)
-        self.answer_bytes += len(json.dumps(answer))
+    def call(self, request: dict) -> Reply:
+        reply = self.inner.call(request)
+        self.answer_bytes += len(json.dumps(reply.answer))
         self.calls += 1
-        return answer
+        return reply
 
 
 def values_around_edges(lo: float, hi: float, bins: int) -> list[float]:

@@ -21,9 +21,10 @@ import pytest
 
 from lakelambda import protocol
 from lakelambda.handler import LakeHandler
-from lakelambda.page_format import decode_pages
 from lakemagic import client
-from lakemagic.engine import EmbeddedEngine
+from lakemagic.decode import decode_pages
+from lakemagic.engines import Reply
+from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
 
 
@@ -46,8 +47,9 @@ def page(handler: LakeHandler, result_id: str, offset: int, limit: int) -> dict:
 
 
 def frame(answer: dict) -> pd.DataFrame:
-    assert "error" not in answer, answer.get("error")
-    return decode_pages([answer["page"]["data"]], answer["columns"])
+    parsed = protocol.parse_answer(answer)
+    assert isinstance(parsed, protocol.PageAnswer), answer.get("error")
+    return decode_pages([parsed.page.data], parsed.result.columns)
 
 
 def expect_error(answer: dict, error_type: str) -> dict:
@@ -445,10 +447,10 @@ class _MeasuringEngine(EmbeddedEngine):
         super().__init__(lake)
         self.answer_sizes: list[int] = []
 
-    def call(self, request: dict) -> dict:
-        answer = super().call(request)
-        self.answer_sizes.append(len(json.dumps(answer).encode()))
-        return answer
+    def call(self, request: dict) -> Reply:
+        reply = super().call(request)
+        self.answer_sizes.append(len(json.dumps(reply.answer).encode()))
+        return reply
 
 
 def test_big_result_reaches_the_notebook_whole_in_answers_that_fit(lake):
@@ -470,7 +472,7 @@ def test_parameters_are_bound_with_their_types(engine):
     result = client.run_query(engine, sql, params)
     local = duckdb.connect()
     expected_types = [(row[0], row[1]) for row in local.execute(f"DESCRIBE {sql}", params).fetchall()]
-    assert [(c["name"], c["type"]) for c in result.columns] == expected_types
+    assert [(c.name, c.type) for c in result.columns] == expected_types
     assert dict(expected_types)["d"] == "DATE" and dict(expected_types)["m"].startswith("DECIMAL")
     pd.testing.assert_frame_equal(result.to_dataframe(), local.execute(sql, params).df())
 
@@ -655,4 +657,4 @@ def test_duplicate_column_names_like_duckdb_df(engine, sql):
     result = client.run_query(engine, sql)
     expected = duckdb.sql(sql).df()
     pd.testing.assert_frame_equal(result.to_dataframe(), expected)
-    assert [c["name"] for c in result.columns] == list(expected.columns)
+    assert [c.name for c in result.columns] == list(expected.columns)

@@ -7,6 +7,7 @@ produce, a tiny server answering like it); boto3 is never mocked.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import threading
@@ -18,12 +19,12 @@ import duckdb
 import pandas as pd
 import pytest
 
-from lakemagic import lambda_engine
+from lakemagic.engines import aws_lambda as lambda_engine
 from lakemagic.client import run_query
-from lakemagic.engine import EmbeddedEngine
+from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import EngineError, LakeQueryError
-from lakemagic.lambda_engine import LambdaEngine
-from lakemagic.local_lambda import SYNC_RESPONSE_LIMIT_BYTES, FunctionSpec, LocalLambda
+from lakemagic.engines.aws_lambda import LambdaEngine
+from lakemagic.locallambda import SYNC_RESPONSE_LIMIT_BYTES, FunctionSpec, LocalLambda
 
 FIXTURES = f"{__package__}.lambda_fixture_handlers" if __package__ else "lambda_fixture_handlers"
 SQL = "SELECT * FROM trips ORDER BY trip_id"
@@ -116,15 +117,15 @@ def test_query_in_lambda_equals_embedded_engine_and_duckdb(lake, endpoint):
 def test_each_answer_reports_lambda_figures_and_cold_starts(local, endpoint):
     local.recycle()
     engine = LambdaEngine()
-    first = run_query(engine, "SELECT count(*) AS trips FROM trips").stats.engine
-    second = run_query(engine, "SELECT count(*) AS trips FROM trips").stats.engine
+    first = run_query(engine, "SELECT count(*) AS trips FROM trips").stats
+    second = run_query(engine, "SELECT count(*) AS trips FROM trips").stats
 
-    figures = second["lambda"]
-    assert figures["billed_ms"] >= 1 and figures["memory_mb"] == 1024
-    assert 0 < figures["cost_usd"] < 1e-4
-    assert figures["request_id"] and figures["request_id"] != first["lambda"]["request_id"]
-    assert first["lambda"]["init_ms"] is not None or first["cold"]
-    assert figures["init_ms"] is None and not second["cold"]
+    figures = second.lambda_figures
+    assert figures.billed_ms >= 1 and figures.memory_mb == 1024
+    assert 0 < figures.cost_usd < 1e-4
+    assert figures.request_id and figures.request_id != first.lambda_figures.request_id
+    assert first.lambda_figures.init_ms is not None and first.engine.cold
+    assert figures.init_ms is None and not second.engine.cold
 
 
 def test_a_result_outlives_the_container_that_made_it(lake, local, endpoint):
@@ -133,7 +134,7 @@ def test_a_result_outlives_the_container_that_made_it(lake, local, endpoint):
 
     page = result.page(20, 10)
 
-    assert result.last_call.engine["cold"]
+    assert result.last_call.engine.cold
     pd.testing.assert_frame_equal(page.frame(), expected_frame(lake, SQL).iloc[20:30].reset_index(drop=True))
 
 
@@ -160,16 +161,35 @@ def test_figures_of_a_report_line_as_aws_lambda_writes_it():
     figures = lambda_engine._report(base64.b64encode(log.encode()).decode())
 
     assert figures == {"billed_ms": 1500, "memory_mb": 2048, "max_memory_used_mb": 60, "init_ms": 139.26}
-    assert lambda_engine._cost_usd(figures, "aarch64") == pytest.approx(3 * 0.0000133334 + 0.0000002)
+    assert lambda_engine._cost_usd(figures, "arm64") == pytest.approx(3 * 0.0000133334 + 0.0000002)
     assert lambda_engine._cost_usd(figures, None) == pytest.approx(3 * 0.0000166667 + 0.0000002)
     assert lambda_engine._cost_usd(lambda_engine._report(None), None) is None
 
 
-def test_client_waits_past_the_function_timeout_and_retries_in_standard_mode(endpoint):
-    config = LambdaEngine(timeout_s=300)._lambda().meta.config
-    assert config.read_timeout == 300 + lambda_engine.READ_TIMEOUT_MARGIN_S
-    assert config.connect_timeout < 60
-    assert config.retries["mode"] == "standard"
+def test_a_silent_endpoint_gets_one_request_and_the_stated_wait(monkeypatch):
+    """An invocation that may have started is never sent again, and the wait is the one the message states."""
+    received = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def accept_and_stay_silent():
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                received.append(connection.recv(65536))  # keep the connection open, answer nothing
+
+    threading.Thread(target=accept_and_stay_silent, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    engine = LambdaEngine("lakemagic", timeout_s=1, read_margin_s=1)
+    started = time.monotonic()
+    with pytest.raises(EngineError) as silent:
+        engine.call({"version": 1})
+    waited = time.monotonic() - started
+    listener.close()
+
+    assert "gave no answer within 2 s" in str(silent.value)
+    assert 1.5 < waited < 10
+    assert len(received) == 1 and received[0].startswith(b"POST ")
 
 
 # --- the function's failures -------------------------------------------------------------

@@ -5,13 +5,12 @@ from __future__ import annotations
 import boto3
 import pandas as pd
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from lakemagic import client
-from lakemagic.engine import EmbeddedEngine
+from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
-from lakemagic.lambda_engine import LambdaEngine
+from lakemagic.engines.aws_lambda import LambdaEngine
 
 from servers import BUCKET, FUNCTION, OTHER_BUCKET, start_function
 
@@ -24,13 +23,10 @@ QUERIES = [
 
 
 @pytest.fixture
-def shell(lambda_endpoint):
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "lakemagic")
-    shell.run_line_magic("config", "LakeMagic.engine = 'lambda'")
-    shell.run_line_magic("config", f"LakeMagic.function_name = {FUNCTION!r}")
-    yield shell
-    shell.run_line_magic("config", "LakeMagic.engine = 'local'")
+def shell(ipython, lambda_endpoint):
+    ipython.run_line_magic("config", "LakeMagic.engine = 'lambda'")
+    ipython.run_line_magic("config", f"LakeMagic.function_name = {FUNCTION!r}")
+    return ipython
 
 
 @pytest.mark.parametrize("sql", QUERIES)
@@ -57,7 +53,7 @@ def test_pages_are_found_after_the_warm_worker_is_gone(lambda_endpoint, local_ta
     result = client.run_query(LambdaEngine(FUNCTION), QUERIES[2], page_size=50)
     lambda_endpoint.recycle()
     page = result.page(15_000, 50)
-    assert result.last_call.engine["cold"] is True  # served by a fresh container
+    assert result.last_call.engine.cold is True  # served by a fresh container
     embedded = client.run_query(EmbeddedEngine(str(local_taxi_lake)), QUERIES[2], page_size=50)
     pd.testing.assert_frame_equal(page.frame(), embedded.page(15_000, 50).frame())
 

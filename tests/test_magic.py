@@ -5,31 +5,23 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from lakemagic.errors import LakeQueryError, ParameterError
 from lakemagic.magic import LakeMagic
-from lakemagic.taxi import build_lake
 
 TOP_LOCATIONS = "SELECT pickup_location_id, count(*) AS trips FROM taxi_2019_04 GROUP BY 1 ORDER BY 2 DESC, 1"
 
 
-@pytest.fixture(scope="module")
-def lake(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lake")
-    build_lake(str(folder), rows=20_000)
-    return folder
+@pytest.fixture
+def lake(local_taxi_lake):
+    return local_taxi_lake
 
 
 @pytest.fixture
-def shell(lake):
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "lakemagic")
-    shell.run_line_magic("config", f"LakeMagic.lake = {str(lake)!r}")
-    shell.run_line_magic("config", "LakeMagic.page_size = 50")
-    yield shell
-    shell.user_ns.pop("df", None)
+def shell(ipython, lake):
+    ipython.run_line_magic("config", f"LakeMagic.lake = {str(lake)!r}")
+    return ipython
 
 
 def direct(lake, sql: str) -> pd.DataFrame:
@@ -124,11 +116,17 @@ def test_environment_gives_the_defaults(monkeypatch, tmp_path):
 def test_text_before_the_cell_sql_is_a_usage_error(shell):
     outcome, captured = run(shell, "%%lakesql SELECT 1\nSELECT 2")
     assert outcome.error_in_exec is not None
-    assert "VAR <<" in captured.stdout
+    assert "UsageError" in captured.stderr and "VAR <<" in captured.stderr
 
 
-def test_help_lists_the_options():
-    assert "--page-size" in LakeMagic.lakesql.__doc__
+def test_options_are_split_from_the_sql_by_the_magics_own_parser(shell):
+    """Abbreviations argparse accepts work, and the SQL after the options reaches the engine untouched."""
+    frame = shell.run_line_magic("lakesql", "--page 5 SELECT '--save x' AS text, 42 AS answer")
+    assert frame.to_dict("records") == [{"text": "--save x", "answer": 42}]
+    outcome, captured = run(shell, "%%lakesql --page-s 3\nSELECT * FROM range(10)")
+    assert outcome.success and "showing rows 1–3 of 10" in captured.outputs[0].data["text/html"]
+    outcome, captured = run(shell, "%lakesql --page-size")
+    assert outcome.error_in_exec is not None and "UsageError" in captured.stderr
 
 
 def test_a_missing_lake_folder_is_a_clear_error(shell, tmp_path):

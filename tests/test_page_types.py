@@ -22,7 +22,7 @@ import pytest
 from lakelambda import protocol
 from lakemagic import client
 from lakemagic.errors import LakeQueryError
-from lakemagic.engine import EmbeddedEngine
+from lakemagic.engines.embedded import EmbeddedEngine
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_empty_result_equals_local_df(engine, name, type_sql, literals):
 @pytest.mark.parametrize("name, type_sql, literals", TYPE_CASES, ids=CASE_IDS)
 def test_declared_types_equal_describe(engine, name, type_sql, literals):
     sql = typed_query(type_sql, literals)
-    answer = engine.call(protocol.query_request(sql, {}, 10))
+    answer = engine.call(protocol.query_request(sql, {}, 10)).answer
     assert "error" not in answer, answer.get("error")
     described = duckdb.sql(f"DESCRIBE {sql}").fetchall()
     assert answer["columns"] == [{"name": row[0], "type": row[1]} for row in described]
@@ -147,7 +147,7 @@ def exact_rows(result: client.QueryResult, folder) -> list[tuple]:
         pages.append(page)
         fetched += page.row_count
     projection = ", ".join(
-        'CAST("{}" AS {})'.format(column["name"].replace('"', '""'), column["type"]) for column in result.columns
+        'CAST("{}" AS {})'.format(column.name.replace('"', '""'), column.type) for column in result.columns
     )
     con = duckdb.connect()
     try:
@@ -234,6 +234,7 @@ _NOTEBOOK_SCRIPT = textwrap.dedent(
     import json, os, subprocess, sys
     import duckdb, pandas as pd
     from lakemagic import client
+    from lakemagic.engines import Reply
 
     HANDLER = '''
     import json, sys
@@ -245,17 +246,18 @@ _NOTEBOOK_SCRIPT = textwrap.dedent(
     class SubprocessEngine:
         # The handler in its own process with its own TZ, as in a Lambda container.
         name = "subprocess"
+        concurrency = 1
         def __init__(self, lake, tz):
             self.lake, self.tz = lake, tz
         def call(self, request):
             env = dict(os.environ, TZ=self.tz)
             done = subprocess.run([sys.executable, "-c", HANDLER, self.lake], input=json.dumps(request),
                                   capture_output=True, text=True, env=env, check=True)
-            return json.loads(done.stdout)
+            return Reply(json.loads(done.stdout))
 
     lake, handler_tz, sql = sys.argv[1], sys.argv[2], sys.argv[3]
     if handler_tz == "same":
-        from lakemagic.engine import EmbeddedEngine
+        from lakemagic.engines.embedded import EmbeddedEngine
         os.makedirs(lake, exist_ok=True)
         engine = EmbeddedEngine(lake)
     else:

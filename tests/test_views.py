@@ -7,11 +7,10 @@ import os
 import duckdb
 import pandas as pd
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from lakemagic import client
-from lakemagic.engine import EmbeddedEngine
+from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
 from lakemagic.views import ViewError, ViewRegistry
 
@@ -89,8 +88,8 @@ def test_materialize_writes_the_artifact_and_the_name_then_reads_it(lake):
     views.save("top", "SELECT * FROM by_loc ORDER BY trips DESC, loc LIMIT 200")
     engine = EmbeddedEngine(str(lake))
     written = client.materialize(engine, views["top"].sql, "dashboard/my_view.parquet", views.resolve(views["top"].sql))
-    views.mark_materialized("top", written["path"])
-    assert written["rows"] == 200 and os.path.exists(lake / "dashboard" / "my_view.parquet")
+    views.mark_materialized("top", written.path)
+    assert written.rows == 200 and os.path.exists(lake / "dashboard" / "my_view.parquet")
     before = run(views, lake, "SELECT * FROM top")
     # Change the raw data: the dashboard keeps reading the artifact, not recomputing it.
     duckdb.sql(f"COPY (SELECT 1 AS loc, 1 AS id, 1.0 AS fare) TO '{lake}/dataset/trips.parquet'")
@@ -127,9 +126,8 @@ def test_a_folder_of_sql_files_round_trips(tmp_path, lake):
     pd.testing.assert_frame_equal(run(loaded, lake, "SELECT * FROM top"), run(views, lake, "SELECT * FROM top"))
 
 
-def test_the_magic_saves_materializes_and_lists_views(lake):
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "lakemagic")
+def test_the_magic_saves_materializes_and_lists_views(ipython, lake):
+    shell = ipython
     shell.run_line_magic("config", f"LakeMagic.lake = {str(lake)!r}")
     shell.run_line_magic("config", "LakeMagic.engine = 'local'")
     with capture_output():

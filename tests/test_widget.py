@@ -8,8 +8,9 @@ import re
 import duckdb
 import pytest
 
-from lakemagic import client, widget
-from lakemagic.engine import EmbeddedEngine
+from lakemagic import client
+from lakemagic.display import widget
+from lakemagic.engines.embedded import EmbeddedEngine
 
 SQL = "SELECT range AS n, 'row ' || range AS label FROM range(1234) ORDER BY n DESC"
 

@@ -1,13 +1,14 @@
 """The lake handler: what AWS Lambda calls, and what the embedded engine calls in-process.
 
-The edge parses and validates the event, then hands plain values to
-`query.run_query` / `query.read_page`. Every outcome, SQL errors included,
-is an answer in the protocol's shape; only bugs escape as exceptions.
+The edge parses and validates the event, runs it within the time budget,
+and answers every outcome in the protocol's shape (SQL errors included);
+only bugs escape as exceptions. Each operation is one method here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import threading
@@ -15,9 +16,11 @@ import time
 
 import duckdb
 
-from . import protocol, query
+from . import protocol, run
 from .database import Settings, open_database
 from .lake import Lake, warm_up_s3_client
+from .protocol import (ErrorAnswer, LakeError, MaterializeAnswer, MaterializeRequest, PageAnswer, PageRequest,
+                       PartAnswer, PartRequest, QueryRequest, QueryTimeout)
 from .results import ResultStore
 
 # Time kept back from the function's remaining time to answer after an interrupt.
@@ -33,11 +36,13 @@ class LakeHandler:
             warm_up_s3_client()
         self.settings = settings or Settings.from_environment()
         self._cold = True
-        self.results = ResultStore(self.lake, self.settings.results_folder)
+        self.results = ResultStore(self.lake, self.settings.results_folder, self.settings.pages_folder)
         self.results.prepare()
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.
         self._database = open_database(self.lake, self.settings)
+        self._operations = {QueryRequest: self.query, PageRequest: self.page, PartRequest: self.part,
+                            MaterializeRequest: self.materialize}
 
     def __call__(self, event, context=None) -> dict:
         started = time.perf_counter()
@@ -46,51 +51,48 @@ class LakeHandler:
             request = protocol.parse_request(event)
             with self._database.cursor() as con, _time_budget(con, context) as budget:
                 try:
-                    answer = self._answer(con, request)
-                except (query.QueryError, duckdb.InterruptException) as exc:
+                    answer = self._operations[type(request)](con, request)
+                except (LakeError, duckdb.InterruptException) as exc:
                     if budget.expired:
-                        raise query.QueryError(
-                            "QueryTimeout",
+                        raise QueryTimeout(
                             f"the query exceeded its time budget of {budget.seconds:.1f} s "
-                            "(the function's timeout, less time to answer)",
+                            "(the function's timeout, less time to answer)"
                         ) from exc
                     raise
-        except protocol.ProtocolError as exc:
-            answer = protocol.failure("ProtocolError", str(exc))
-        except query.QueryError as exc:
-            answer = protocol.failure(exc.error_type, exc.message, exc.position)
-        answer["stats"] = self._stats(answer, started, cold)
-        return answer
+        except LakeError as exc:
+            answer = ErrorAnswer.of(exc)
+        return protocol.to_wire(dataclasses.replace(answer, stats=_stats(answer, started, cold)))
 
-    def _answer(self, con, request: protocol.Request) -> dict:
-        pages = self.settings.pages_folder
-        if isinstance(request, protocol.MaterializeRequest):
-            path, rows, size = query.materialize(
-                con, self.lake, self.settings.results_folder, request.sql, request.path, request.views
-            )
-            return protocol.materialized(path, rows, size)
-        if isinstance(request, protocol.QueryRequest):
-            result = query.run_query(con, self.lake, self.results, request.sql, request.params, request.views)
-            content = {"page": query.read_page(con, result, 0, request.page_size, pages)}
-        else:
-            result = query.open_result(con, self.results, request.result_id)
-            if isinstance(request, protocol.PageRequest):
-                content = {"page": query.read_page(con, result, request.offset, request.limit, pages)}
-            else:
-                content = {"part": query.read_part(self.results, result, request.start, request.length)}
-        return protocol.success(result.result_id, result.columns, result.total_rows, result.size_bytes, content)
+    def query(self, con, request: QueryRequest) -> PageAnswer:
+        result = run.run_query(con, self.lake, self.results, request.sql, request.params, request.views)
+        return PageAnswer(result.info, self.results.page(con, result, 0, request.page_size))
 
-    @staticmethod
-    def _stats(answer: dict, started: float, cold: bool) -> dict:
-        content = answer.get("page") or answer.get("part") or {}
-        return {
-            "engine_ms": round((time.perf_counter() - started) * 1000, 3),
-            "cold": cold,
-            "rows": answer.get("total_rows", 0),
-            "encoded_bytes": len(content.get("data", "")),
-            "duckdb_version": duckdb.__version__,
-            "architecture": platform.machine(),
-        }
+    def page(self, con, request: PageRequest) -> PageAnswer:
+        result = self.results.open(con, request.result_id)
+        return PageAnswer(result.info, self.results.page(con, result, request.offset, request.limit))
+
+    def part(self, con, request: PartRequest) -> PartAnswer:
+        result = self.results.open(con, request.result_id)
+        return PartAnswer(result.info, self.results.part(result, request.start, request.length))
+
+    def materialize(self, con, request: MaterializeRequest) -> MaterializeAnswer:
+        path, rows, size = run.materialize(
+            con, self.lake, self.settings.results_folder, request.sql, request.path, request.views
+        )
+        return MaterializeAnswer(path, rows, size)
+
+
+def _stats(answer: protocol.Answer, started: float, cold: bool) -> protocol.Stats:
+    content = getattr(answer, "page", None) or getattr(answer, "part", None)
+    result = getattr(answer, "result", None)
+    return protocol.Stats(
+        engine_ms=round((time.perf_counter() - started) * 1000, 3),
+        cold=cold,
+        rows=result.total_rows if result else 0,
+        encoded_bytes=len(content.data) if content else 0,
+        duckdb_version=duckdb.__version__,
+        architecture=protocol.LAMBDA_ARCHITECTURES.get(platform.machine(), platform.machine()),
+    )
 
 
 class _Budget:

@@ -6,18 +6,17 @@ offset, negative INTERVALs cannot be written, BIT has no Parquet form) are
 stored as VARCHAR and cast back on arrival, using the column types the
 answer declares. ENUMs, ARRAYs
 and the TIMESTAMP_S/MS units come back as VARCHAR, LIST and TIMESTAMP, and
-the same cast restores them. Decoding through DuckDB means a DataFrame
-built from pages equals `duckdb.sql(...).df()` of the same query.
+the same cast restores them (lakemagic/decode.py), so a DataFrame built from
+pages equals `duckdb.sql(...).df()` of the same query.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
-import os
 import re
-import tempfile
-from typing import Iterable
+
+from .protocol import Column
+from .sql import quote_identifier
 
 # Leaf types whose Parquet form loses information (a negative INTERVAL cannot
 # be written at all). They travel as VARCHAR; a LIST or STRUCT holding one
@@ -27,26 +26,18 @@ _LOSSY_LEAF = r"\bU?HUGEINT\b|\bTIME WITH TIME ZONE\b|\bBIT\b|\bBIGNUM\b|\bVARIN
 _QUOTED_OR_LOSSY = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|" + _LOSSY_LEAF)
 
 
-def quote_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def storage_type(declared: str) -> str:
     """The type a column is stored and sent as: `declared` with each lossy leaf type made VARCHAR."""
     return _QUOTED_OR_LOSSY.sub(lambda m: m.group() if m.group()[0] in "'\"" else "VARCHAR", declared)
 
 
-def storage_projection(columns: list[dict]) -> str:
+def storage_projection(columns: list[Column]) -> str:
     """The SELECT list that turns a result into its storable form."""
     parts = []
     for column in columns:
-        name = quote_identifier(column["name"])
-        stored = storage_type(column["type"])
-        parts.append(name if stored == column["type"] else f"CAST({name} AS {stored}) AS {name}")
+        name = quote_identifier(column.name)
+        stored = storage_type(column.type)
+        parts.append(name if stored == column.type else f"CAST({name} AS {stored}) AS {name}")
     return ", ".join(parts)
 
 
@@ -60,49 +51,3 @@ PAGE_COMPRESSION = "zstd"
 def encode_file(path: str) -> str:
     with open(path, "rb") as page_file:
         return base64.b64encode(page_file.read()).decode("ascii")
-
-
-def decode_pages(pages: Iterable[str], columns: list[dict]):
-    """A pandas DataFrame of the rows of `pages` (base64 Parquet), in order, typed as `columns`."""
-    with tempfile.TemporaryDirectory(prefix="lakemagic-pages-") as folder:
-        paths = []
-        for number, data in enumerate(pages):
-            path = os.path.join(folder, f"{number:08d}.parquet")
-            with open(path, "wb") as page_file:
-                page_file.write(base64.b64decode(data))
-            paths.append(path)
-        return decode_files(paths, columns)
-
-
-def decode_files(paths: list[str], columns: list[dict]):
-    """A pandas DataFrame of the rows of Parquet files in the page format, in order."""
-    with _decoder().cursor() as con:
-        if not paths:
-            return con.sql(_empty_select(columns)).df()
-        relation = con.read_parquet(paths)
-        stored = dict(zip(relation.columns, (str(t) for t in relation.types)))
-        return relation.select(_restoring_projection(columns, stored)).df()
-
-
-@functools.lru_cache(maxsize=1)
-def _decoder():
-    """One in-memory database for decoding; opening one costs more than a small page."""
-    import duckdb  # notebook side only: the handler never decodes.
-
-    return duckdb.connect()
-
-
-def _restoring_projection(columns: list[dict], stored: dict[str, str]) -> str:
-    parts = []
-    for column in columns:
-        name = quote_identifier(column["name"])
-        if stored.get(column["name"]) == column["type"]:
-            parts.append(name)
-        else:
-            parts.append(f"CAST({name} AS {column['type']}) AS {name}")
-    return ", ".join(parts)
-
-
-def _empty_select(columns: list[dict]) -> str:
-    projection = ", ".join(f"CAST(NULL AS {c['type']}) AS {quote_identifier(c['name'])}" for c in columns)
-    return f"SELECT {projection} LIMIT 0"

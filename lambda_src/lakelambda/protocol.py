@@ -16,6 +16,7 @@ cold-start path.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import decimal
 import re
@@ -69,6 +70,13 @@ class LakeError(Exception):
     def error_type(self) -> str:
         return self.type_name
 
+    def within(self, view_name: str) -> "LakeError":
+        """The same error, said of a notebook view: its position would point into the view, not the query."""
+        error = copy.copy(self)
+        error.message, error.position = f"in view {view_name}: {self.message}", None
+        error.args = (error.message,)
+        return error
+
 
 class ProtocolError(LakeError, ValueError):
     """A request that does not follow the protocol."""
@@ -109,7 +117,7 @@ class QueryTimeout(LakeError):
 class SqlError(LakeError):
     """DuckDB refused or failed the query; `error_type` is DuckDB's exception class."""
 
-    def __init__(self, duckdb_type: str, message: str, position: int | None = None):
+    def __init__(self, message: str, position: int | None = None, duckdb_type: str = "Error"):
         super().__init__(message, position)
         self.duckdb_type = duckdb_type
 

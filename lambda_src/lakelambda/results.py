@@ -1,31 +1,50 @@
-"""Where query results are kept: the lake's results prefix, with a local copy in front.
+"""The result store: where a query's whole result is kept, and how pages and parts are cut from it.
 
 A result must outlive the container that made it, so it goes to
 `<lake>/_lakemagic/results/`, where any container finds it. On an S3 lake the
 file is first written to local scratch, answered from there, and uploaded
-once: writing Parquet to S3 through httpfs and reading it back costs several
-round trips per query that the local copy avoids. Later pages served by the
+once (PROTOCOL.md, "Stored results", says why); later pages served by the
 same warm container read the local copy too.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import math
 import os
+import secrets
 import time
+from typing import NamedTuple
 
-from .lake import Lake, s3_client, split_s3_path
+import duckdb
 
-RESULTS_PREFIX = "_lakemagic/results"
+from . import page_format
+from .lake import INTERNAL_FOLDER, Lake, s3_client, split_s3_path
+from .protocol import MAX_PART_BYTES, MAX_RESPONSE_BYTES, Column, Page, Part, ResultInfo, ResultNotFound, RowTooLarge
+from .sql import quote_identifier, quote_literal
+
+RESULTS_PREFIX = f"{INTERNAL_FOLDER}/results"
 RESULT_MAX_AGE_SECONDS = 24 * 3600
 # Lambda's /tmp is 512 MB by default; the local copies keep well inside it.
 LOCAL_COPIES_MAX_BYTES = 256 * 1024 * 1024
+# Small row groups keep a page read small: a page touches one or two of them.
+RESULT_ROW_GROUP_SIZE = 16_384
+# The key of the stored file's key-value metadata that holds the declared column types.
+COLUMNS_KEY = "lakemagic_columns"
+
+
+class StoredResult(NamedTuple):
+    info: ResultInfo
+    path: str  # the local copy if this container has one, else the lake's
 
 
 class ResultStore:
-    def __init__(self, lake: Lake, local_folder: str):
+    def __init__(self, lake: Lake, local_folder: str, pages_folder: str):
         self.lake = lake
         # On a local lake, results are written straight into the lake.
-        self.local_folder = lake.path(RESULTS_PREFIX) if not lake.is_s3 else local_folder
+        self.local_folder = local_folder if lake.is_s3 else lake.path(RESULTS_PREFIX)
+        self.pages_folder = pages_folder
 
     def prepare(self) -> None:
         """Make the local folder, and on a local lake drop results older than a day.
@@ -39,26 +58,79 @@ class ResultStore:
                 if entry.is_file() and entry.stat().st_mtime < cutoff:
                     os.remove(entry.path)
 
-    def local_path(self, result_id: str) -> str:
-        return os.path.join(self.local_folder, f"{result_id}.parquet")
+    def new_result(self) -> tuple[str, str]:
+        """A fresh result id and the local path to write it to (its folder made again if it was removed)."""
+        os.makedirs(self.local_folder, exist_ok=True)
+        result_id = secrets.token_urlsafe(24)
+        return result_id, self._local_path(result_id)
 
-    def lake_path(self, result_id: str) -> str:
-        return self.lake.path(RESULTS_PREFIX, f"{result_id}.parquet")
-
-    def locate(self, result_id: str) -> str:
-        """The local copy if this container has one, else the lake's."""
-        local = self.local_path(result_id)
-        return local if os.path.exists(local) else self.lake_path(result_id)
+    def copy_options(self, columns: list[Column]) -> str:
+        """COPY options for a stored result: Parquet with the declared column types in its metadata."""
+        metadata = quote_literal(json.dumps([{"name": c.name, "type": c.type} for c in columns]))
+        return (
+            f"FORMAT parquet, COMPRESSION {page_format.STORAGE_COMPRESSION}, ROW_GROUP_SIZE {RESULT_ROW_GROUP_SIZE}, "
+            f"KV_METADATA {{{COLUMNS_KEY}: {metadata}}}"
+        )
 
     def publish(self, result_id: str) -> None:
         """Make a result written locally visible to every container."""
         if not self.lake.is_s3:
             return
-        self.lake.put(self.local_path(result_id), f"{RESULTS_PREFIX}/{result_id}.parquet")
+        self.lake.put(self._local_path(result_id), f"{RESULTS_PREFIX}/{result_id}.parquet")
         self._trim_local_copies()
 
-    def read_range(self, path: str, start: int, length: int) -> bytes:
-        if path.startswith("s3://"):
+    def open(self, con: duckdb.DuckDBPyConnection, result_id: str) -> StoredResult:
+        """Find a stored result by id, from any container that can see the lake."""
+        local = self._local_path(result_id)
+        path = local if os.path.exists(local) else self.lake.path(RESULTS_PREFIX, f"{result_id}.parquet")
+        try:
+            columns, total_rows, size_bytes = con.execute(
+                f"SELECT (SELECT value FROM parquet_kv_metadata({quote_literal(path)}) WHERE key = '{COLUMNS_KEY}'), "
+                f"num_rows, file_size_bytes FROM parquet_file_metadata({quote_literal(path)})"
+            ).fetchone()
+        except duckdb.IOException:
+            raise ResultNotFound(f"result {result_id} does not exist or has expired; run the query again") from None
+        columns = tuple(Column(c["name"], c["type"]) for c in json.loads(columns))
+        return StoredResult(ResultInfo(result_id, columns, total_rows, size_bytes), path)
+
+    def part(self, result: StoredResult, start: int, length: int) -> Part:
+        """Bytes [start, start + length) of the stored result file, as they are."""
+        data = self._read_range(result.path, start, length) if start < result.info.result_bytes else b""
+        return Part(start, len(data), base64.b64encode(data).decode("ascii"))
+
+    def page(self, con: duckdb.DuckDBPyConnection, result: StoredResult, offset: int, limit: int) -> Page:
+        """Rows [offset, offset + limit) of a stored result as one page.
+
+        Rows are picked by their row number in the file, which DuckDB resolves
+        from row-group statistics: the cost does not grow with the offset. A
+        page that would not fit in a Lambda response holds fewer rows;
+        `row_count` says how many.
+        """
+        info = result.info
+        limit = max(0, min(limit, info.total_rows - offset))
+        budget = MAX_PART_BYTES  # the most raw bytes that fit in a response once base64-encoded
+        if offset == 0 and limit == info.total_rows and not self.lake.is_s3 and info.result_bytes <= budget:
+            return Page(0, limit, page_format.encode_file(result.path))  # a small result is its own page
+        limit = min(limit, _rows_that_fit(info, budget))
+        page_path = os.path.join(self.pages_folder, f"{secrets.token_hex(8)}.parquet")
+        try:
+            while True:
+                size = _write_rows(con, result, offset, limit, page_path)
+                if size <= budget or limit <= 1:
+                    break
+                limit = max(1, math.floor(limit * budget / size * 0.9))
+            if size > budget:
+                raise RowTooLarge(f"row {offset} alone is larger than the {MAX_RESPONSE_BYTES}-byte response limit")
+            return Page(offset, limit, page_format.encode_file(page_path))
+        finally:
+            if os.path.exists(page_path):
+                os.remove(page_path)
+
+    def _local_path(self, result_id: str) -> str:
+        return os.path.join(self.local_folder, f"{result_id}.parquet")
+
+    def _read_range(self, path: str, start: int, length: int) -> bytes:
+        if self.lake.is_s3 and path.startswith(self.lake.root):
             bucket, key = split_s3_path(path)
             answer = s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
             return answer["Body"].read()
@@ -73,3 +145,23 @@ class ResultStore:
             kept += entry.stat().st_size
             if kept > LOCAL_COPIES_MAX_BYTES:
                 os.remove(entry.path)
+
+
+def _rows_that_fit(info: ResultInfo, budget: int) -> int:
+    """A first guess from the stored file's bytes per row, with room for worse compression."""
+    if info.total_rows == 0:
+        return 1
+    bytes_per_row = info.result_bytes / info.total_rows
+    return max(1, math.floor(budget / bytes_per_row * 0.6))
+
+
+def _write_rows(con, result: StoredResult, offset: int, limit: int, page_path: str) -> int:
+    stored = [f"c{i}" for i in range(len(result.info.columns))]
+    # Columns are read by position, so a user's column named row_number cannot clash.
+    select = ", ".join(f"{s} AS {quote_identifier(c.name)}" for s, c in zip(stored, result.info.columns))
+    con.execute(
+        f"COPY (SELECT {select} FROM read_parquet({quote_literal(result.path)}, file_row_number = true) "
+        f"AS r({', '.join(stored)}, row_number) WHERE row_number >= {offset} AND row_number < {offset + limit}) "
+        f"TO {quote_literal(page_path)} (FORMAT parquet, COMPRESSION {page_format.PAGE_COMPRESSION})"
+    )
+    return os.path.getsize(page_path)

@@ -7,11 +7,13 @@ characters (DuckDB's tokenizer counts UTF-8 bytes; `tokens` converts).
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import NamedTuple
 
 import duckdb
 
-from .protocol import UnsupportedStatement, SqlError
+from .protocol import SqlError, UnsupportedStatement
 
 
 def quote_identifier(name: str) -> str:
@@ -60,9 +62,10 @@ QUERY_KEYWORDS = ("SELECT", "WITH", "FROM", "VALUES", "DESCRIBE", "SHOW", "SUMMA
 def single_query(sql: str) -> Statement:
     """The one query in `sql`; anything else (several statements, DDL, SET, COPY, ...) is refused."""
     try:
-        statements = duckdb.extract_statements(sql)
+        with parser() as con:
+            statements = con.extract_statements(sql)
     except duckdb.Error as exc:
-        raise SqlError.from_duckdb(exc, sql) from None
+        raise duckdb_error(exc, sql) from None
     if len(statements) != 1:
         raise UnsupportedStatement(f"send exactly one query at a time; this has {len(statements)} statements")
     kind = statements[0].type
@@ -74,6 +77,39 @@ def single_query(sql: str) -> Statement:
     code = tokens(sql)  # comments are not tokens
     text = sql[: code[-1].start] if code and code[-1].word(sql) == ";" else sql
     return Statement(text, code[0].word(sql).upper() if code else "")
+
+
+def duckdb_error(exc: duckdb.Error, sql: str, prefix: str = "") -> SqlError:
+    """DuckDB's error as an answer: its class, its message, and a character position in `sql`.
+
+    The connection reports errors as JSON (`errors_as_json`), with the
+    position in UTF-8 bytes of the text it ran: `prefix` and then `sql`.
+    A position outside `sql` (in text the handler wrapped around it) is None.
+    """
+    text = str(exc)
+    try:
+        details = json.loads(text[text.index("{"):])
+        message, byte_position = details["exception_message"], details.get("position")
+    except (ValueError, KeyError, TypeError):
+        return SqlError(text.partition(" Error: ")[2] or text, duckdb_type=type(exc).__name__)
+    position = None
+    if byte_position is not None:
+        offset = int(byte_position) - len(prefix.encode())
+        at = character_offsets(sql)
+        position = at[offset] if 0 <= offset < len(at) else None
+    return SqlError(message, position, type(exc).__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def _parser_database() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET GLOBAL errors_as_json = true")
+    return con
+
+
+def parser() -> duckdb.DuckDBPyConnection:
+    """A cursor of a private in-memory database, used only to parse (errors as JSON)."""
+    return _parser_database().cursor()
 
 
 def parameter_names(sql: str) -> set[str]:

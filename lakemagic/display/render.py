@@ -11,7 +11,10 @@ import html
 
 import pandas as pd
 
-from .client import CallStats
+from lakelambda.protocol import Column
+
+from ..client import CallStats
+from ..engines import LambdaFigures
 
 _STYLE = """<style>
 .lakemagic-table {border-collapse: collapse; font-size: 12px; font-family: var(--jp-code-font-family, monospace);}
@@ -32,28 +35,28 @@ def rows_label(offset: int, row_count: int, total_rows: int) -> str:
 
 def stats_label(stats: CallStats, total_rows: int) -> str:
     engine = stats.engine
-    warmth = "cold start" if engine.get("cold") else "warm"
+    warmth = "cold start" if engine.cold else "warm"
     label = (
-        f"{total_rows:,} rows · engine {engine.get('engine_ms', 0):,.0f} ms · "
-        f"round trip {stats.round_trip_ms:,.0f} ms · {warmth} · DuckDB {engine.get('duckdb_version', '?')}"
+        f"{total_rows:,} rows · engine {engine.engine_ms:,.0f} ms · "
+        f"round trip {stats.round_trip_ms:,.0f} ms · {warmth} · DuckDB {engine.duckdb_version or '?'}"
     )
-    return label + _lambda_label(engine.get("lambda") or {})
+    return label + _lambda_label(stats.lambda_figures)
 
 
-def _lambda_label(figures: dict) -> str:
+def _lambda_label(figures: LambdaFigures | None) -> str:
     """The Lambda's own figures: what the call was billed, and what that costs."""
-    if figures.get("billed_ms") is None:
+    if figures is None or figures.billed_ms is None:
         return ""
-    label = f" · billed {figures['billed_ms']:,} ms at {figures.get('memory_mb') or '?':,} MB"
-    if figures.get("cost_usd") is not None:
-        label += f" · about ${figures['cost_usd']:.7f}"
+    label = f" · billed {figures.billed_ms:,} ms at {figures.memory_mb or '?':,} MB"
+    if figures.cost_usd is not None:
+        label += f" · about ${figures.cost_usd:.7f}"
     return label
 
 
-def html_table(frame: pd.DataFrame, columns: list[dict], first_row_number: int = 1) -> str:
+def html_table(frame: pd.DataFrame, columns: tuple[Column, ...], first_row_number: int = 1) -> str:
     """An HTML table with each column's DuckDB type under its name, and NULLs marked."""
     head = "".join(
-        f"<th>{html.escape(c['name'])}<br><span class='lm-type'>{html.escape(c['type'])}</span></th>"
+        f"<th>{html.escape(c.name)}<br><span class='lm-type'>{html.escape(c.type)}</span></th>"
         for c in columns
     )
     body = []
@@ -82,8 +85,8 @@ def static_html(first_page_table: str, row_count: int, total_rows: int, stats: C
     return f"{first_page_table}<div class='lakemagic-summary'>{html.escape(summary)}</div>"
 
 
-def static_text(frame: pd.DataFrame, columns: list[dict], total_rows: int, stats: CallStats) -> str:
-    schema = ", ".join(f"{c['name']} {c['type']}" for c in columns)
+def static_text(frame: pd.DataFrame, columns: tuple[Column, ...], total_rows: int, stats: CallStats) -> str:
+    schema = ", ".join(f"{c.name} {c.type}" for c in columns)
     preview = frame.head(10).to_string(index=False) if len(frame.columns) else ""
     return (
         f"lakesql result: {total_rows:,} rows × {len(columns)} columns ({schema})\n"

@@ -14,9 +14,9 @@ from collections import OrderedDict
 import ipywidgets as widgets
 import pandas as pd
 
+from ..client import QueryResult
+from ..errors import EngineError, LakeQueryError
 from . import render
-from .client import QueryResult
-from .errors import EngineError, LakeQueryError
 
 PAGE_SIZES = (10, 25, 50, 100, 250, 500)
 CACHED_PAGES = 8
@@ -84,7 +84,7 @@ class ResultTable(widgets.VBox):
         try:
             row_count, frame = self._page(offset)
         except (LakeQueryError, EngineError) as exc:
-            self.error.value = render.error_html(f"Could not fetch rows from {offset + 1:,}: {exc}")
+            self.error.value = render.error_html(f"Could not fetch rows from {offset + 1:,}: {exc.shown()}")
             return
         self.error.value = ""
         self.offset = offset

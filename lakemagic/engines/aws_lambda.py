@@ -9,9 +9,12 @@ of each call, and Lambda's failures as one sentence a notebook can show.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import random
 import re
 import threading
+import time
 
 import boto3
 from botocore.config import Config
@@ -19,23 +22,30 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionError as BotoConnectionError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
     ReadTimeoutError,
 )
 
-from .engine import DEFAULT_FUNCTION_NAME
-from .errors import EngineError
+from lakedeploy import DEFAULT_FUNCTION_NAME
+from lakelambda.protocol import LAMBDA_ARCHITECTURES
+
+from ..errors import EngineError
+from .base import LambdaFigures, Reply
 
 # AWS Lambda on-demand prices in us-east-1, from https://aws.amazon.com/lambda/pricing/.
 # Billed Duration already includes any billed Init phase, so nothing is added for cold starts.
 PRICE_PER_GB_SECOND_USD = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
 PRICE_PER_REQUEST_USD = 0.20 / 1_000_000
-ARCHITECTURES = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 
 # How much longer than the function's own timeout the client waits for an answer.
 READ_TIMEOUT_MARGIN_S = 60
 CONNECT_TIMEOUT_S = 10
+# Retries only where the invocation cannot have run: Lambda throttled it, or it was never sent.
+NOT_RUN_ERRORS = (EndpointConnectionError, ConnectTimeoutError)
+RETRY_BASE_DELAY_S = 0.2
 
 CREDENTIAL_ERRORS = {"UnrecognizedClientException", "ExpiredTokenException", "InvalidSignatureException"}
 ACCESS_ERRORS = {"AccessDeniedException", "AccessDenied"}
@@ -47,7 +57,11 @@ class LambdaEngine:
     """Runs each request in the Lambda function `function_name` and returns its answer.
 
     `timeout_s` is the function's configured timeout; the client waits that
-    long plus a margin, so it is Lambda, not the client, that ends a slow query.
+    long plus `read_margin_s`, so it is Lambda, not the client, that ends a
+    slow query. A request that may have reached the function is never sent
+    again (an invocation cannot be cancelled, and a second one would run the
+    query twice); a throttled one, or one that never connected, is retried
+    up to `max_attempts` times in all, with jittered backoff.
     """
 
     name = "lambda"
@@ -60,55 +74,59 @@ class LambdaEngine:
         profile: str | None = None,
         timeout_s: float = 900,
         max_attempts: int = 3,
+        read_margin_s: float = READ_TIMEOUT_MARGIN_S,
     ):
         self.function_name = function_name
         self.region = region
         self.profile = profile
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
+        self.read_timeout_s = timeout_s + read_margin_s
         self._client = None
         self._client_lock = threading.Lock()
 
-    def call(self, request: dict) -> dict:
-        """The handler's answer, with Lambda's own figures in stats["lambda"]; EngineError if there is none."""
-        try:
-            response = self._lambda().invoke(
-                FunctionName=self.function_name, Payload=json.dumps(request), LogType="Tail"
-            )
-            body = response["Payload"].read()
-        except ClientError as error:
-            raise EngineError(self._client_error_sentence(error)) from None
-        except BotoCoreError as error:
-            raise EngineError(self._botocore_error_sentence(error)) from None
-        report = _report(response.get("LogResult"))
+    def call(self, request: dict) -> Reply:
+        """The handler's answer and Lambda's own figures for the call; EngineError if there is no answer."""
+        response, body = self._invoke(json.dumps(request))
         answer = _json_or_none(body)
         if "FunctionError" in response:
             raise EngineError(self._function_error_sentence(answer if isinstance(answer, dict) else {}))
-        if not isinstance(answer, dict) or "version" not in answer:
-            raise EngineError(
-                f"the Lambda function {self.function_name} did not answer in lakemagic's protocol; "
-                "check that its handler is lakelambda.handler.handler"
-            )
-        stats = answer.setdefault("stats", {})
-        stats["lambda"] = {
+        report = _report(response.get("LogResult"))
+        architecture = (answer.get("stats") or {}).get("architecture") if isinstance(answer, dict) else None
+        figures = LambdaFigures(
             **report,
-            "request_id": response["ResponseMetadata"].get("RequestId"),
-            "cost_usd": _cost_usd(report, stats.get("architecture")),
-        }
-        return answer
+            request_id=response["ResponseMetadata"].get("RequestId"),
+            cost_usd=_cost_usd(report, architecture),
+        )
+        return Reply(answer, figures)
+
+    def _invoke(self, payload: str) -> tuple[dict, bytes]:
+        for attempt in itertools.count(1):
+            try:
+                response = self._lambda().invoke(FunctionName=self.function_name, Payload=payload, LogType="Tail")
+                return response, response["Payload"].read()
+            except ClientError as error:
+                throttled = error.response.get("Error", {}).get("Code") == "TooManyRequestsException"
+                if not throttled or attempt == self.max_attempts:
+                    raise EngineError(self._client_error_sentence(error)) from None
+            except NOT_RUN_ERRORS as error:
+                if attempt == self.max_attempts:
+                    raise EngineError(self._botocore_error_sentence(error)) from None
+            except BotoCoreError as error:
+                raise EngineError(self._botocore_error_sentence(error)) from None
+            time.sleep(random.uniform(0, RETRY_BASE_DELAY_S * 2**attempt))
 
     def _lambda(self):
         """One client, made on first use: boto3 clients are thread-safe, sessions are not."""
         with self._client_lock:
             if self._client is None:
-                # read_timeout outlasts the function: botocore retries a read timeout, and a
-                # retried Invoke runs the query again. Connecting fails fast instead, and
-                # "standard" retries back off on throttling (TooManyRequestsException).
+                # botocore itself never retries: it would resend after a read timeout,
+                # running the query again (_invoke retries only what cannot have run).
                 # TCP keepalive stops NAT gateways dropping a connection idle for minutes.
                 config = Config(
-                    read_timeout=self.timeout_s + READ_TIMEOUT_MARGIN_S,
+                    read_timeout=self.read_timeout_s,
                     connect_timeout=CONNECT_TIMEOUT_S,
-                    retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+                    retries={"mode": "standard", "total_max_attempts": 1},
                     tcp_keepalive=True,
                 )
                 session = boto3.Session(profile_name=self.profile, region_name=self.region)
@@ -166,7 +184,7 @@ class LambdaEngine:
             return "no AWS region is set; set one with %config LakeMagic.region = '...' or AWS_DEFAULT_REGION"
         if isinstance(error, ReadTimeoutError):
             return (
-                f"{function} gave no answer within {self.timeout_s + READ_TIMEOUT_MARGIN_S:g} s; "
+                f"{function} gave no answer within {self.read_timeout_s:g} s; "
                 f"the connection may have dropped, or the function's timeout is longer than {self.timeout_s:g} s"
             )
         if isinstance(error, BotoConnectionError):
@@ -205,6 +223,7 @@ def _cost_usd(report: dict, architecture: str | None) -> float | None:
     """An estimate at list price: GB-seconds billed, plus the request itself."""
     if report["billed_ms"] is None or report["memory_mb"] is None:
         return None
-    price = PRICE_PER_GB_SECOND_USD[ARCHITECTURES.get(architecture, "x86_64")]
+    known = set(LAMBDA_ARCHITECTURES.values())
+    price = PRICE_PER_GB_SECOND_USD[architecture if architecture in known else "x86_64"]
     gb_seconds = report["billed_ms"] / 1000 * report["memory_mb"] / 1024
     return gb_seconds * price + PRICE_PER_REQUEST_USD

@@ -1,0 +1,33 @@
+"""The embedded engine: the lake handler in this process, over a local lake folder."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..errors import EngineError
+from .base import DEFAULT_LAKE, Reply
+
+
+class EmbeddedEngine:
+    """Requests and answers pass through JSON exactly as they would to and
+    from Lambda, so anything that would not survive the wire fails here too.
+    """
+
+    name = "local"
+    concurrency = 1  # one handler, one database: calls take turns
+
+    def __init__(self, lake: str = DEFAULT_LAKE):
+        from lakelambda.handler import LakeHandler
+
+        self.lake = os.path.abspath(os.path.expanduser(lake))
+        if not os.path.isdir(self.lake):
+            raise EngineError(
+                f"the lake folder {self.lake} does not exist; build it with "
+                f"`lakemagic load --lake {self.lake}` or point at another with %config LakeMagic.lake = '...'"
+            )
+        self._handler = LakeHandler(self.lake)
+
+    def call(self, request: dict) -> Reply:
+        event = json.loads(json.dumps(request))
+        return Reply(json.loads(json.dumps(self._handler(event, None))))

@@ -22,50 +22,46 @@ from pathlib import Path
 import boto3
 import duckdb
 import pytest
-from moto.server import ThreadedMotoServer
 
 from lakedeploy.errors import DeployError
-from lakedeploy.package import (
-    DIRECT_UPLOAD_LIMIT, MB, UNZIPPED_LIMIT, InstalledPackages, PipDownload, Target, build_package, default_cache_dir,
-    duckdb_version,
-)
+from lakedeploy.package import DIRECT_UPLOAD_LIMIT, MB, UNZIPPED_LIMIT, build_package, default_cache_dir, duckdb_version
+from lakedeploy.wheels import InstalledPackages, PipDownload, Target
 
-# What Lambda's Python runtime provides beside the function's code: boto3 and what it imports.
-RUNTIME_DISTRIBUTIONS = ("boto3", "botocore", "jmespath", "s3transfer", "python-dateutil", "six", "urllib3")
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-BUCKET = "package-lake"
-QUERY = {"version": 1, "op": "query", "sql": "SELECT count(*) AS n FROM trips", "params": {}, "page_size": 10}
+# --- shared with test_deploy.py -------------------------------------------------
+
+FAKE_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # boto3's names
 
 
 @pytest.fixture(scope="session")
 def local_package(tmp_path_factory) -> str:
-    """Shared with test_deploy.py through the same cache folder: built once per session."""
+    """The package for this machine's Python, from the installed wheels: built once per session, in one cache."""
     cache = tmp_path_factory.getbasetemp() / "lakemagic-cache"
     return build_package(Target.local(), InstalledPackages(), cache_dir=cache).path
 
 
-@pytest.fixture(scope="module")
-def s3_with_tiny_lake(tmp_path_factory):
-    """An S3 API server holding s3://package-lake/dataset/trips.parquet, seven rows.
+# --- this module's ---------------------------------------------------------------
 
-    moto keeps one state per process, shared by every server the tests start,
-    so the bucket has a name no other test uses.
+# What Lambda's Python runtime provides beside the function's code: boto3 and what it imports.
+RUNTIME_DISTRIBUTIONS = ("boto3", "botocore", "jmespath", "s3transfer", "python-dateutil", "six", "urllib3")
+REGION = "us-east-1"
+CREDENTIALS = {**{name.upper(): value for name, value in FAKE_KEYS.items()}, "AWS_DEFAULT_REGION": REGION}
+BUCKET = "package-lake"
+QUERY = {"version": 1, "op": "query", "sql": "SELECT count(*) AS n FROM trips", "params": {}, "page_size": 10}
+
+
+@pytest.fixture(scope="module")
+def s3_with_tiny_lake(moto_endpoint, tmp_path_factory):
+    """The S3 API server holding s3://package-lake/dataset/trips.parquet, seven rows.
+
+    The server's state is shared by every test of the session, so the bucket
+    has a name no other test uses.
     """
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
     trips = tmp_path_factory.mktemp("tiny-lake") / "trips.parquet"
     duckdb.sql(f"COPY (SELECT range AS trip_id FROM range(7)) TO '{trips}' (FORMAT parquet)")
-    s3 = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION, **FAKE_KEYS)
     s3.create_bucket(Bucket=BUCKET)
     s3.upload_file(str(trips), BUCKET, "dataset/trips.parquet")
-    yield endpoint, s3
-    server.stop()
-
-
-def _boto_credentials() -> dict:
-    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+    return moto_endpoint, s3
 
 
 def _snapshot(folder: Path) -> dict:

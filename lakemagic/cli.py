@@ -1,54 +1,72 @@
-"""The `lakemagic` command: build the demo lake, run the demo notebooks, serve a local Lambda."""
+"""The `lakemagic` command: build the demo lake, run the demo notebooks, serve a local Lambda, deploy to AWS."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .engine import DEFAULT_LAKE
+from .engines import DEFAULT_LAKE
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 DEMO_NOTEBOOKS = ("01_load.ipynb", "02_views.ipynb", "03_charts.ipynb")
+DEFAULT_EXECUTED = os.path.join("~", ".lakemagic", "executed")  # next to the default lake
+
+Run = Callable[[argparse.Namespace], int]
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["serve"]:
-        from .local_lambda import main as serve
-
-        return serve(argv[1:])
-    if argv[:1] in (["deploy"], ["destroy"]):
-        from lakedeploy.cli import main as deploy
-
-        return deploy(argv)
-    parser = _parser()
-    options = parser.parse_args(argv)
-    try:
-        return options.run(options)
-    except (ValueError, RuntimeError, OSError) as exc:
-        print(f"lakemagic {options.command}: {exc}", file=sys.stderr)
-        return 1
+    options = _parser().parse_args(argv)
+    return options.run(options)
 
 
 def _parser() -> argparse.ArgumentParser:
+    """One parser for every command; serve, deploy and destroy bring their own options.
+
+    Their modules are imported here, not at the top, so importing this module stays cheap.
+    """
+    from lakedeploy.cli import register as register_deploy
+
+    from .locallambda.server import add_arguments as add_serve_arguments
+    from .locallambda.server import run as run_serve
+
     parser = argparse.ArgumentParser(prog="lakemagic", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     load = commands.add_parser("load", help="put the NYC taxi month into a lake (a folder or s3://bucket[/prefix])")
     _lake_options(load)
-    load.set_defaults(run=_load)
+    load.set_defaults(run=_errors_in_one_line(_load))
 
     demo = commands.add_parser("demo", help="build the demo lake if needed and run the demo notebooks with papermill")
     _lake_options(demo)
-    demo.add_argument("--output", default=str(NOTEBOOKS / "executed"), help="where the executed notebooks go")
-    demo.set_defaults(run=_demo)
+    demo.add_argument("--output", default=DEFAULT_EXECUTED,
+                      help="where the executed notebooks (and the models they save) go (default: %(default)s)")
+    demo.set_defaults(run=_errors_in_one_line(_demo))
 
-    commands.add_parser("serve", help="run a local endpoint that speaks the Lambda Invoke API (see `lakemagic serve --help`)")
-    commands.add_parser("deploy", help="create or update the Lambda function over an S3 lake (see `lakemagic deploy --help`)")
-    commands.add_parser("destroy", help="remove what `lakemagic deploy` created, except the bucket and its data")
+    serve = commands.add_parser(
+        "serve", help="run a local endpoint that speaks the Lambda Invoke API (see `lakemagic serve --help`)",
+        description="Serve a Python Lambda handler locally behind the AWS Lambda Invoke API.")
+    add_serve_arguments(serve)
+    serve.set_defaults(run=run_serve)
+
+    register_deploy(commands)
     return parser
+
+
+def _errors_in_one_line(run: Run) -> Run:
+    """For load and demo, an expected failure (a bad lake, a failing notebook) is a sentence, not a traceback."""
+    def run_with_short_errors(options: argparse.Namespace) -> int:
+        try:
+            return run(options)
+        except (ValueError, RuntimeError, OSError) as exc:
+            print(f"lakemagic {options.command}: {exc}", file=sys.stderr)
+            return 1
+    return run_with_short_errors
 
 
 def _lake_options(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +78,7 @@ def _lake_options(parser: argparse.ArgumentParser) -> None:
                         help="generate data offline, or download the public NYC TLC file (default: %(default)s)")
 
 
-def _load(options) -> int:
+def _load(options: argparse.Namespace) -> int:
     from .taxi import load_lake
 
     print(f"loading the taxi month into {options.lake} ({options.rows:,} trips, {options.source}d)...", flush=True)
@@ -69,25 +87,39 @@ def _load(options) -> int:
     return 0
 
 
-def _demo(options) -> int:
-    """Run the demo notebooks in order on the embedded engine; the first one loads the lake."""
+def demo_notebooks() -> Traversable:
+    """The repository's notebooks/ folder, installed as the package data of `lakemagic.notebooks`."""
+    from importlib.resources import files
+
+    return files("lakemagic.notebooks")
+
+
+def _demo(options: argparse.Namespace) -> int:
+    """Run the demo notebooks in order on the embedded engine; the first one loads the lake.
+
+    They run in the output folder, not where they are installed (which may be
+    read-only): 02_views writes its models/ folder next to itself.
+    """
+    from importlib.resources import as_file
+
     import papermill
 
-    output = Path(options.output)
+    output = Path(options.output).expanduser()
     output.mkdir(parents=True, exist_ok=True)
     parameters = {"engine": "local", "lake": os.path.expanduser(options.lake), "rows": options.rows, "source": options.source}
     for name in DEMO_NOTEBOOKS:
         target = output / name
         print(f"running {name} on the embedded engine...", flush=True)
-        known = papermill.inspect_notebook(str(NOTEBOOKS / name))  # each notebook takes only its own parameters
-        try:
-            papermill.execute_notebook(
-                str(NOTEBOOKS / name), str(target), cwd=str(NOTEBOOKS), progress_bar=False,
-                parameters={key: value for key, value in parameters.items() if key in known},
-            )
-        except papermill.PapermillExecutionError as failure:
-            raise RuntimeError(f"{name} failed in cell {failure.exec_count}: {failure.ename}: {failure.evalue} "
-                               f"(executed copy: {target})") from None
+        with as_file(demo_notebooks() / name) as notebook:
+            known = papermill.inspect_notebook(str(notebook))  # each notebook takes only its own parameters
+            try:
+                papermill.execute_notebook(
+                    str(notebook), str(target), cwd=str(output), progress_bar=False,
+                    parameters={key: value for key, value in parameters.items() if key in known},
+                )
+            except papermill.PapermillExecutionError as failure:
+                raise RuntimeError(f"{name} failed in cell {failure.exec_count}: {failure.ename}: {failure.evalue} "
+                                   f"(executed copy: {target})") from None
         print(f"  executed copy: {target}")
     return 0
 

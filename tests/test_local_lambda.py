@@ -6,10 +6,12 @@ import multiprocessing
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -18,7 +20,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from lakemagic.local_lambda import (
+from lakemagic.locallambda import (
     SYNC_REQUEST_LIMIT_BYTES,
     SYNC_RESPONSE_LIMIT_BYTES,
     FunctionSpec,
@@ -264,6 +266,28 @@ def test_log_tail_has_what_the_handler_printed(client):
     assert f"REPORT RequestId: {request_id(response)}" in log
 
 
+@pytest.mark.parametrize("content_length", ["-1", "abc", "+5", ""])
+def test_malformed_content_length_is_refused_at_once(local_lambda, content_length):
+    """A 400 at once, not a server thread blocked reading; the body's end is unknown, so the connection closes."""
+    host, port = urllib.parse.urlsplit(local_lambda.endpoint_url).netloc.split(":")
+    request = (
+        "POST /2015-03-31/functions/echo/invocations HTTP/1.1\r\n"
+        f"Host: {host}\r\nContent-Length: {content_length}\r\n\r\n"
+    )
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(request.encode())
+        response = connection.makefile("rb").read()  # to the end: the server closes the connection
+    assert time.monotonic() - started < 2
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"x-amzn-ErrorType: InvalidRequestContentException" in head.split(b"\r\n")
+    assert json.loads(body) == {
+        "Type": "User",
+        "message": f"Content-Length must be a non-negative integer, got {content_length!r}",
+    }
+
+
 def test_dry_run_and_event_invocations(client, tmp_path):
     assert client.invoke(FunctionName="echo", InvocationType="DryRun")["StatusCode"] == 204
 
@@ -278,9 +302,9 @@ def test_dry_run_and_event_invocations(client, tmp_path):
 
 
 def test_serve_command(monkeypatch):
-    """`python -m lakemagic.local_lambda` serves until SIGTERM and takes its workers down with it."""
+    """`lakemagic serve` serves until SIGTERM and takes its workers down with it."""
     command = [
-        sys.executable, "-m", "lakemagic.local_lambda",
+        sys.executable, "-m", "lakemagic.cli", "serve",
         "--port", "0", "--function-name", "cli", "--handler", f"{FIXTURES}.behave", "--max-workers", "1",
     ]
     child_env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -9,10 +9,11 @@ import pandas as pd
 import papermill
 import pytest
 
-from lakemagic.cli import DEMO_NOTEBOOKS, NOTEBOOKS
+from lakemagic.cli import DEMO_NOTEBOOKS, demo_notebooks
 
 from servers import BUCKET
 
+NOTEBOOKS = demo_notebooks()
 ROWS = 20_000
 TOP_200 = """SELECT pickup_location_id, count(*) AS trips, round(sum(total_amount), 2) AS revenue
 FROM read_parquet('{dataset}') GROUP BY pickup_location_id ORDER BY trips DESC, pickup_location_id LIMIT 200"""

@@ -1,0 +1,241 @@
+"""Worker processes on the server side: one function's pool of warm execution environments.
+
+Workers start with the "spawn" method, so each is as fresh as a new Lambda
+container. A pool reuses its most recently used idle worker, throttles
+beyond `max_workers`, kills a worker whose invocation times out, and
+retires its workers on `recycle()` so the next invocation is a cold start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import signal
+import sys
+import threading
+import time
+import types
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .runtime import Request, Result, worker_main
+
+LATEST = "$LATEST"
+LOCAL_ACCOUNT_ID = "000000000000"
+INIT_TIMEOUT_S = 10.0  # Lambda's limit for the Init phase (importing the handler)
+EXIT_STATUS_WAIT_S = 1.0  # how long to wait for a dying worker's exit status
+
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A function's configuration, as you would set it on the Lambda function."""
+
+    handler: str  # "package.module.function" (Lambda's setting) or "package.module:function"
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 60.0
+    memory_mb: int = 2048  # reported to the handler; not enforced
+    max_workers: int = 4  # like reserved concurrency: more at once are throttled
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0 or self.max_workers < 1:
+            raise ValueError("timeout_s must be > 0 and max_workers >= 1")
+
+
+def function_arn(region: str, name: str) -> str:
+    return f"arn:aws:lambda:{region}:{LOCAL_ACCOUNT_ID}:function:{name}"
+
+
+def service_failure(error_type: str, message: str) -> Result:
+    """An error that Lambda (not the runtime) reports, e.g. a timeout or a crash."""
+    document = {"errorMessage": message, "errorType": error_type}
+    return Result(json.dumps(document).encode(), error_type, message + "\n")
+
+
+def _timed_out(request_id: str, timeout_s: float) -> Result:
+    message = f"RequestId: {request_id} Error: Task timed out after {timeout_s:.2f} seconds"
+    return service_failure("Sandbox.Timedout", message)
+
+
+def _exited(request_id: str, exitcode: int | None) -> Result:
+    """Worded like Lambda, which reports the exit the way Go's os/exec does."""
+    if not exitcode:
+        reason = "Runtime exited without providing a reason"
+    elif exitcode < 0:
+        signal_name = signal.strsignal(-exitcode) or str(-exitcode)
+        reason = f"Runtime exited with error: signal: {signal_name.lower()}"
+    else:
+        reason = f"Runtime exited with error: exit status {exitcode}"
+    return service_failure("Runtime.ExitError", f"RequestId: {request_id} Error: {reason}")
+
+
+def _log_stream_name() -> str:
+    """Each execution environment writes its own stream, named like Lambda's."""
+    return f"{datetime.now(timezone.utc):%Y/%m/%d}/[{LATEST}]{uuid.uuid4().hex}"
+
+
+def _worker_environment(name: str, spec: FunctionSpec, region: str) -> dict[str, str]:
+    """The function's variables plus Lambda's reserved ones, which cannot be overridden."""
+    reserved = {
+        "_HANDLER": spec.handler,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        "AWS_LAMBDA_FUNCTION_VERSION": LATEST,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+        "AWS_LAMBDA_FUNCTION_TIMEOUT": f"{spec.timeout_s:g}",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+    }
+    return {**spec.env, **reserved}
+
+
+@contextlib.contextmanager
+def _without_parent_main() -> Iterator[None]:
+    """Start a worker without importing the caller's __main__ module into it.
+
+    multiprocessing's spawn re-imports the parent's main script in the child;
+    a Lambda container imports only the handler, and a cold start measured
+    here must not include (or profit from) whatever the caller imported.
+    The worker needs nothing from __main__: its code is in `runtime`.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+class Worker:
+    """The server's handle on one worker process."""
+
+    def __init__(self, handler: str, environment: dict[str, str], generation: int) -> None:
+        self.generation = generation
+        self._ready = False
+        self._stop_lock = threading.Lock()
+        self._conn, child_conn = _SPAWN.Pipe()
+        environment = {**environment, "AWS_LAMBDA_LOG_STREAM_NAME": _log_stream_name()}
+        # daemon: a worker never outlives the server, even if stop() is never called
+        self._process = _SPAWN.Process(target=worker_main, args=(child_conn, handler, environment), daemon=True)
+        self._started = time.monotonic()
+        with _without_parent_main():
+            self._process.start()
+        child_conn.close()
+
+    def is_alive(self) -> bool:
+        return self._process.is_alive()
+
+    def invoke(self, event: Any, request_id: str, function_arn: str, timeout_s: float) -> Result:
+        """Run one invocation; a timeout kills the worker, as Lambda discards the environment."""
+        init_output, init_ms = "", None
+        if not self._ready:
+            init = self._receive(request_id, max(INIT_TIMEOUT_S, timeout_s))
+            if init.error_type is not None:
+                self.stop()
+                return init
+            self._ready, init_output = True, init.output
+            init_ms = (time.monotonic() - self._started) * 1000
+        deadline_ms = int((time.time() + timeout_s) * 1000)
+        try:
+            self._conn.send(Request(event, request_id, function_arn, deadline_ms))
+        except OSError:
+            return self._exit_result(request_id)
+        result = self._receive(request_id, timeout_s)
+        return result._replace(output=init_output + result.output, init_ms=init_ms)
+
+    def _receive(self, request_id: str, timeout_s: float) -> Result:
+        try:
+            if self._conn.poll(timeout_s):
+                return self._conn.recv()
+        except (EOFError, OSError):
+            return self._exit_result(request_id)
+        self.stop()
+        return _timed_out(request_id, timeout_s)
+
+    def _exit_result(self, request_id: str) -> Result:
+        self._process.join(EXIT_STATUS_WAIT_S)
+        exitcode = self._process.exitcode
+        self.stop()
+        return _exited(request_id, exitcode)
+
+    def stop(self) -> None:
+        # The server's shutdown and the thread serving a call may both stop a
+        # worker; closing its pipe twice could close a reused descriptor.
+        with self._stop_lock:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join()
+            if not self._conn.closed:
+                self._conn.close()
+
+
+class Throttled(Exception):
+    """All of a function's workers are busy and it may not start another."""
+
+
+class FunctionPool:
+    """One function's warm workers, capped at max_workers concurrent invocations."""
+
+    def __init__(self, name: str, spec: FunctionSpec, region: str) -> None:
+        self.name = name
+        self.spec = spec
+        self.arn = function_arn(region, name)
+        self._environment = _worker_environment(name, spec, region)
+        self._lock = threading.Lock()
+        self._workers: set[Worker] = set()
+        self._idle: list[Worker] = []
+        self._generation = 0  # bumped by recycle(); workers of older generations are retired
+        self._closed = False
+
+    def invoke(self, event: Any, request_id: str) -> Result:
+        worker = self._acquire()
+        try:
+            return worker.invoke(event, request_id, self.arn, self.spec.timeout_s)
+        finally:
+            self._release(worker)
+
+    def _acquire(self) -> Worker:
+        """The most recently used idle worker (like Lambda), else a new one."""
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.is_alive():
+                    return worker
+                self._workers.discard(worker)
+                worker.stop()
+            if self._closed or len(self._workers) >= self.spec.max_workers:
+                raise Throttled
+            worker = Worker(self.spec.handler, self._environment, self._generation)
+            self._workers.add(worker)
+            return worker
+
+    def _release(self, worker: Worker) -> None:
+        with self._lock:
+            if worker.is_alive() and worker.generation == self._generation and not self._closed:
+                self._idle.append(worker)
+                return
+            self._workers.discard(worker)
+        worker.stop()
+
+    def recycle(self) -> int:
+        """Stop idle workers now and busy ones when they finish; return how many stopped now."""
+        with self._lock:
+            self._generation += 1
+            retired, self._idle = self._idle, []
+            self._workers.difference_update(retired)
+        for worker in retired:
+            worker.stop()
+        return len(retired)
+
+    def close(self) -> None:
+        """Kill every worker, busy or not; their invocations fail with Runtime.ExitError."""
+        with self._lock:
+            self._closed = True
+            workers, self._workers, self._idle = list(self._workers), set(), []
+        for worker in workers:
+            worker.stop()

@@ -1,0 +1,346 @@
+"""`LocalLambda`: the Lambda Invoke API over HTTP, in front of each function's worker pool.
+
+The replies are what Lambda returns (payload limits, rest-json error
+documents, the Tail log with its REPORT line), so a plain boto3 client sees
+the same responses, errors included, as from AWS. `add_arguments` and `run`
+are `lakemagic serve`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import re
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .pool import LATEST, FunctionPool, FunctionSpec, Throttled, function_arn, service_failure
+from .runtime import Result
+
+# Lambda quotas, in the exact numbers Lambda's own error messages use.
+SYNC_REQUEST_LIMIT_BYTES = 6_291_456
+EVENT_REQUEST_LIMIT_BYTES = 1_048_576
+SYNC_RESPONSE_LIMIT_BYTES = 6_291_556
+LOG_TAIL_BYTES = 4096  # X-Amz-Log-Result carries the last 4 KB of the log
+
+DEFAULT_REGION = "us-east-1"
+RECYCLE_PATH = "/_local/recycle"
+INVOKE_PATH = re.compile(r"/2015-03-31/functions/(?P<function>[^/]+)/invocations")
+CONTENT_LENGTH = re.compile(r"[0-9]+")  # HTTP's 1*DIGIT: no sign, so never a read of a negative size
+
+EVENT_RETRY_INTERVAL_S = 0.1  # how often a throttled Event invocation retries
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """An HTTP response, plus how to describe it in the invocation log (None: don't log)."""
+
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    outcome: str | None = None
+
+
+def _aws_error(status: int, error_type: str, document: dict[str, str]) -> _Reply:
+    """A rest-json service error: botocore reads the code from x-amzn-ErrorType."""
+    headers = {"x-amzn-ErrorType": error_type, "Content-Type": "application/json"}
+    return _Reply(status, json.dumps(document).encode(), headers, f"{status} {error_type}")
+
+
+def _request_too_large() -> _Reply:
+    message = f"Request must be smaller than {SYNC_REQUEST_LIMIT_BYTES} bytes for the InvokeFunction operation"
+    return _aws_error(413, "RequestEntityTooLargeException", {"Type": "User", "message": message})
+
+
+def _bad_content_length(value: str) -> _Reply:
+    """Where such a body ends is unknown, so the connection closes after this reply."""
+    message = f"Content-Length must be a non-negative integer, got {value!r}"
+    reply = _aws_error(400, "InvalidRequestContentException", {"Type": "User", "message": message})
+    return replace(reply, headers={**reply.headers, "Connection": "close"})
+
+
+def _within_response_limit(result: Result) -> Result:
+    if result.error_type is None and len(result.payload) > SYNC_RESPONSE_LIMIT_BYTES:
+        message = (
+            f"Response payload size ({len(result.payload)} bytes) exceeded maximum allowed "
+            f"payload size ({SYNC_RESPONSE_LIMIT_BYTES} bytes)."
+        )
+        return service_failure("Function.ResponseSizeTooLarge", message)
+    return result
+
+
+def _function_name(identifier: str) -> str:
+    """Accept what Lambda accepts: a name, `name:qualifier`, or a full or partial ARN."""
+    identifier = urllib.parse.unquote(identifier)
+    if ":function:" in identifier:
+        identifier = identifier.split(":function:", 1)[1]
+    return identifier.split(":", 1)[0]
+
+
+def _outcome(result: Result) -> str:
+    return "ok" if result.error_type is None else f"Unhandled {result.error_type}"
+
+
+def _log_tail(request_id: str, result: Result, duration_ms: float, memory_mb: int) -> str:
+    """Base64 of the last 4 KB of the invocation's log, framed like Lambda's."""
+    log = (
+        f"START RequestId: {request_id} Version: {LATEST}\n{result.output}"
+        f"END RequestId: {request_id}\n"
+        f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+        f"Billed Duration: {math.ceil(duration_ms)} ms\tMemory Size: {memory_mb} MB"
+        + (f"\tInit Duration: {result.init_ms:.2f} ms" if result.init_ms is not None else "")
+        + "\n"
+    )
+    return base64.b64encode(log.encode()[-LOG_TAIL_BYTES:]).decode()
+
+
+def _log_invocation(function_name: str, request_id: str, started: float, outcome: str) -> None:
+    duration_ms = (time.monotonic() - started) * 1000
+    sys.stderr.write(
+        f"local-lambda function={function_name} request_id={request_id} "
+        f"duration_ms={duration_ms:.1f} outcome={outcome}\n"
+    )
+
+
+class LocalLambda:
+    """Serves the Lambda Invoke API for `functions` on http://host:port.
+
+    `port=0` picks a free port; `start()` returns the endpoint URL, also kept
+    in `endpoint_url`. Use as a context manager, or call `stop()`, which also
+    kills every worker process.
+    """
+
+    def __init__(
+        self,
+        functions: Mapping[str, FunctionSpec],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        region: str = DEFAULT_REGION,
+    ) -> None:
+        self.region = region
+        self.endpoint_url: str | None = None
+        self._address = (host, port)
+        self._pools = {name: FunctionPool(name, spec, region) for name, spec in functions.items()}
+        self._server: _LambdaHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def start(self) -> str:
+        self._server = _LambdaHTTPServer(self._address, self)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="local-lambda", daemon=True)
+        self._thread.start()
+        host, port = self._server.server_address[:2]
+        self.endpoint_url = f"http://{host}:{port}"
+        return self.endpoint_url
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+            self._server = None
+        for pool in self._pools.values():
+            pool.close()
+
+    def recycle(self) -> int:
+        """Retire all warm workers, so the next invocation of every function is a cold start."""
+        return sum(pool.recycle() for pool in self._pools.values())
+
+    def __enter__(self) -> LocalLambda:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def invoke(self, function_id: str, body: bytes, invocation_type: str, log_type: str, request_id: str) -> _Reply:
+        """Handle one Invoke API call whose body is within the synchronous limit."""
+        name = _function_name(function_id)
+        pool = self._pools.get(name)
+        if pool is None:
+            message = f"Function not found: {function_arn(self.region, name)}"
+            return _aws_error(404, "ResourceNotFoundException", {"Type": "User", "Message": message})
+        try:
+            event = json.loads(body) if body.strip() else {}
+        except ValueError as error:
+            message = f"Could not parse request body into json: {error}"
+            return _aws_error(400, "InvalidRequestContentException", {"Type": "User", "message": message})
+        if invocation_type == "DryRun":
+            return _Reply(204, outcome="204 DryRun")
+        if invocation_type == "Event":
+            return self._invoke_event(pool, event, len(body), request_id)
+        if invocation_type != "RequestResponse":
+            message = f"Unsupported InvocationType: {invocation_type}"
+            return _aws_error(400, "InvalidParameterValueException", {"Type": "User", "message": message})
+        return self._invoke_sync(pool, event, log_type, request_id)
+
+    def _invoke_sync(self, pool: FunctionPool, event: Any, log_type: str, request_id: str) -> _Reply:
+        started = time.monotonic()
+        try:
+            result = _within_response_limit(pool.invoke(event, request_id))
+        except Throttled:
+            document = {
+                "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+                "Type": "User",
+                "message": "Rate Exceeded.",
+            }
+            return _aws_error(429, "TooManyRequestsException", document)
+        headers = {"Content-Type": "application/json", "X-Amz-Executed-Version": LATEST}
+        if result.error_type is not None:
+            headers["X-Amz-Function-Error"] = "Unhandled"
+        if log_type == "Tail":
+            duration_ms = (time.monotonic() - started) * 1000
+            headers["X-Amz-Log-Result"] = _log_tail(request_id, result, duration_ms, pool.spec.memory_mb)
+        return _Reply(200, result.payload, headers, _outcome(result))
+
+    def _invoke_event(self, pool: FunctionPool, event: Any, size: int, request_id: str) -> _Reply:
+        if size > EVENT_REQUEST_LIMIT_BYTES:
+            message = f"{size} byte payload is too large for the Event invocation type (limit {EVENT_REQUEST_LIMIT_BYTES} bytes)"
+            return _aws_error(413, "RequestEntityTooLargeException", {"Type": "User", "message": message})
+        thread = threading.Thread(target=self._run_event, args=(pool, event, request_id), daemon=True)
+        thread.start()
+        return _Reply(202)
+
+    def _run_event(self, pool: FunctionPool, event: Any, request_id: str) -> None:
+        """Lambda queues Event invocations and retries throttled ones; so do we, until stopped."""
+        started = time.monotonic()
+        while True:
+            try:
+                result = pool.invoke(event, request_id)
+                break
+            except Throttled:
+                if self._stopping.wait(EVENT_RETRY_INTERVAL_S):
+                    return
+        _log_invocation(pool.name, request_id, started, f"Event {_outcome(result)}")
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    """Translates HTTP to LocalLambda calls; HTTP/1.1 keeps botocore's connections alive."""
+
+    protocol_version = "HTTP/1.1"
+    server: _LambdaHTTPServer
+
+    def do_POST(self) -> None:
+        request_id = str(uuid.uuid4())
+        try:
+            self._handle_post(request_id)
+        except Exception as error:  # a 500 tells botocore what happened; a dropped connection doesn't
+            self.log_error("local-lambda failed on %s: %r", self.path, error)
+            self._send(_aws_error(500, "ServiceException", {"Message": f"Local Lambda error: {error!r}"}), request_id)
+
+    def _handle_post(self, request_id: str) -> None:
+        started = time.monotonic()
+        path = urllib.parse.urlsplit(self.path).path
+        match = INVOKE_PATH.fullmatch(path)
+        content_length = self.headers.get("Content-Length", "0").strip()
+        body_size = int(content_length) if CONTENT_LENGTH.fullmatch(content_length) else None
+        if body_size is None:
+            reply = _bad_content_length(content_length)
+        elif body_size > SYNC_REQUEST_LIMIT_BYTES:
+            self._discard_body(body_size)  # read it all, or the client sees a reset connection
+            reply = _request_too_large()
+        elif path == RECYCLE_PATH:
+            self.rfile.read(body_size)
+            self.server.service.recycle()
+            reply = _Reply(204)
+        elif match is None:
+            self.rfile.read(body_size)
+            reply = _aws_error(404, "UnknownOperationException", {"message": f"Unknown operation: POST {path}"})
+        else:
+            reply = self.server.service.invoke(
+                match["function"],
+                self.rfile.read(body_size),
+                self.headers.get("X-Amz-Invocation-Type", "RequestResponse"),
+                self.headers.get("X-Amz-Log-Type", "None"),
+                request_id,
+            )
+        self._send(reply, request_id)
+        if match is not None and reply.outcome is not None:
+            _log_invocation(_function_name(match["function"]), request_id, started, reply.outcome)
+
+    def _discard_body(self, size: int) -> None:
+        while size > 0:
+            chunk = self.rfile.read(min(size, 1 << 16))
+            if not chunk:
+                return
+            size -= len(chunk)
+
+    def _send(self, reply: _Reply, request_id: str) -> None:
+        self.send_response(reply.status)
+        self.send_header("x-amzn-RequestId", request_id)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)  # "Connection: close" also ends this connection
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Silenced: LocalLambda logs one line per invocation instead."""
+
+
+class _LambdaHTTPServer(ThreadingHTTPServer):
+    # Don't wait for keep-alive connections (e.g. a boto3 client still alive) on close.
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], service: LocalLambda) -> None:
+        super().__init__(address, _RequestHandler)
+        self.service = service
+
+
+def _env_assignment(text: str) -> tuple[str, str]:
+    name, separator, value = text.partition("=")
+    if not separator or not name:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return name, value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `lakemagic serve`: one function, configured as on Lambda."""
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    parser.add_argument("--function-name", default="lakemagic")
+    parser.add_argument("--handler", default="lakelambda.handler.handler")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default: 60)")
+    parser.add_argument("--memory", type=int, default=2048, help="MB reported to the handler (default: 2048)")
+    parser.add_argument("--max-workers", type=int, default=4, help="concurrent invocations (default: 4)")
+    parser.add_argument(
+        "--env", type=_env_assignment, action="append", default=[], metavar="KEY=VALUE",
+        help="environment variable for the function (repeatable)",
+    )
+
+
+def run(options: argparse.Namespace) -> int:
+    """Serve one function until Ctrl-C (or SIGTERM)."""
+    spec = FunctionSpec(
+        handler=options.handler,
+        env=dict(options.env),
+        timeout_s=options.timeout,
+        memory_mb=options.memory,
+        max_workers=options.max_workers,
+    )
+    service = LocalLambda({options.function_name: spec}, host=options.host, port=options.port)
+    endpoint_url = service.start()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly, like Ctrl-C
+    print(
+        f"Local Lambda '{options.function_name}' ({options.handler}) at {endpoint_url}; "
+        f"set AWS_ENDPOINT_URL_LAMBDA={endpoint_url}",
+        flush=True,
+    )
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()
+    return 0

@@ -1,6 +1,6 @@
 """The Lambda path against raw DuckDB + httpfs, on the same local S3 server, printed as ratios.
 
-    python -m benchmarks.lambda_path [--rows N] [--repeat K]
+    python -m benchmarks.lambda_path [--rows N] [--repeat K] [--check]
 
 Starts moto's S3 API and the local Lambda endpoint on 127.0.0.1, uploads a
 generated taxi month, then measures side by side in one run:
@@ -27,11 +27,11 @@ from moto.server import ThreadedMotoServer
 
 from lakelambda.database import httpfs_path
 from lakemagic import client
-from lakemagic.lambda_engine import LambdaEngine
-from lakemagic.local_lambda import FunctionSpec, LocalLambda
+from lakemagic.engines.aws_lambda import LambdaEngine
+from lakemagic.locallambda import FunctionSpec, LocalLambda
 from lakemagic.taxi import build_lake
 
-from .run import compare, timed
+from .measure import Ratio, add_check_option, compare, show, timed, verdict
 
 AGGREGATE = "SELECT payment_type, count(*) AS trips, avg(total_amount) AS avg_total FROM {table} GROUP BY 1 ORDER BY 1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
+    add_check_option(parser)
     options = parser.parse_args(argv)
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request otherwise
@@ -105,15 +106,11 @@ def main(argv=None) -> int:
             for _ in range(max(3, options.repeat // 2)):
                 ours.append(cold_first_page(local, sql))
                 theirs.append(cold_pandas_records(local, sql))
-            ratio = statistics.median(ours) / statistics.median(theirs)
-            print(f"{'cold start to first page vs a pandas+JSON handler':<58} {statistics.median(ours) * 1000:9.1f} ms "
-                  f"{statistics.median(theirs) * 1000:9.1f} ms {ratio:6.2f}x  (goal <= 0.5x) {'ok' if ratio <= 0.5 else 'OVER GOAL'}")
-            results.append({"label": "cold start", "ratio": ratio, "goal": 0.5})
+            results.append(show(Ratio("cold start to first page vs a pandas+JSON handler",
+                                      statistics.median(ours), statistics.median(theirs), 0.5)))
     finally:
         server.stop()
-    over = [r["label"] for r in results if r["ratio"] > r["goal"]]
-    print("all goals met" if not over else f"over goal: {', '.join(over)}")
-    return 0
+    return verdict(results, options.check)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Side-by-side timings of lakemagic against raw DuckDB, printed as ratios.
 
-    python -m benchmarks.run [--month-rows N] [--repeat K]
+    python -m benchmarks.run [--month-rows N] [--repeat K] [--check]
 
 Each pair is measured interleaved in one run on the same generated data, so
 machine noise hits both sides alike; the ratio is of the medians.
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import duckdb
@@ -20,35 +18,19 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from lakemagic import client
-from lakemagic.engine import EmbeddedEngine
+from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.taxi import TAXI_MONTH_ROWS, build_lake
 
+from .measure import Ratio, add_check_option, compare, show, verdict
+
 AGGREGATE = "SELECT pickup_location_id, count(*) AS trips, avg(total_amount) AS avg_total FROM {table} GROUP BY 1 ORDER BY 2 DESC"
-
-
-def timed(action) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
-
-
-def compare(label: str, ours, theirs, repeat: int, goal: float) -> dict:
-    ours(), theirs()  # warm both: file cache, imports
-    our_times, their_times = [], []
-    for _ in range(repeat):
-        our_times.append(timed(ours))
-        their_times.append(timed(theirs))
-    ratio = statistics.median(our_times) / statistics.median(their_times)
-    verdict = "ok" if ratio <= goal else "OVER GOAL"
-    print(f"{label:<58} {statistics.median(our_times) * 1000:9.1f} ms {statistics.median(their_times) * 1000:9.1f} ms "
-          f"{ratio:6.2f}x  (goal <= {goal}x) {verdict}", flush=True)
-    return {"label": label, "ratio": ratio, "goal": goal}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--month-rows", type=int, default=TAXI_MONTH_ROWS)
     parser.add_argument("--repeat", type=int, default=7)
+    add_check_option(parser)
     options = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="lakemagic-bench-") as folder:
@@ -97,25 +79,21 @@ def main(argv=None) -> int:
         ]
 
         big = client.run_query(engine, "SELECT * FROM wide", page_size=50)
-        results.append(compare("page at 90% of a 10M-row result vs the first page",
+        results.append(compare("page at 90% of a 10M-row result vs its second page",
                                lambda: big.page(9_000_000, 50).frame(),
                                lambda: big.page(50, 50).frame(), options.repeat, 1.5))
 
         page = big.page(1_000_000, 1000)
         records = json.dumps(page.frame().to_dict(orient="records"), default=str)
-        ratio = len(page.data) / len(records)
-        print(f"{'encoded bytes per row vs JSON records (1000-row page)':<58} {len(page.data) / 1000:9.1f} B  "
-              f"{len(records) / 1000:9.1f} B  {ratio:6.2f}x  (goal <= 0.2x) {'ok' if ratio <= 0.2 else 'OVER GOAL'}")
-        results.append({"label": "bytes per row", "ratio": ratio, "goal": 0.2})
+        results.append(show(Ratio("encoded bytes per row vs JSON records (1000-row page)",
+                                  len(page.data) / 1000, len(records) / 1000, 0.2, unit="B")))
 
         two_million = "SELECT * FROM taxi_2019_04 LIMIT 2000000"
         results.append(compare("%%lakesql df << of a 2M-row result vs DuckDB .df()",
                                cell(f"%%lakesql df <<\n{two_million}"),
                                lambda: duckdb.sql(two_million.replace("taxi_2019_04", f"'{month}'")).df(),
                                max(3, options.repeat // 2), 2.0))
-    over = [r["label"].strip() for r in results if r["ratio"] > r["goal"]]
-    print("all goals met" if not over else f"over goal: {', '.join(over)}")
-    return 0
+    return verdict(results, options.check)
 
 
 if __name__ == "__main__":

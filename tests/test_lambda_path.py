@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from IPython.utils.capture import capture_output
 
+from lakelambda import protocol
 from lakemagic import client
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
@@ -96,9 +97,17 @@ def test_hostile_queries_are_refused_with_a_clear_error(lambda_endpoint, name):
 
 
 def test_no_object_survives_for_the_next_caller(lambda_endpoint):
+    """A view one caller sends, and the lake tables its query used, are gone for the next caller of the container."""
     engine = LambdaEngine(FUNCTION)
-    names = client.run_query(engine, "SELECT table_name FROM information_schema.tables").to_dataframe()
-    assert names.empty
+    mine = (protocol.View("only_mine", "SELECT 42 AS answer"),)
+    assert client.run_query(engine, "SELECT * FROM only_mine, taxi_2019_04 LIMIT 1", views=mine).total_rows == 1
+    for name in ("only_mine", "main.only_mine", "temp.only_mine"):
+        with pytest.raises(LakeQueryError) as gone:
+            client.run_query(engine, f"SELECT * FROM {name}")
+        assert gone.value.error_type in ("CatalogException", "PermissionException"), str(gone.value)
+    with pytest.raises(LakeQueryError) as gone:
+        client.run_query(engine, "SELECT * FROM temp.taxi_2019_04")
+    assert gone.value.error_type in ("CatalogException", "PermissionException")
 
 
 def test_the_time_budget_interrupts_a_slow_query(s3_lake, aws_environment, monkeypatch):

@@ -1,0 +1,59 @@
+"""Side-by-side measurement shared by the benchmarks: medians of interleaved runs, ratios against goals."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Ratio:
+    label: str
+    ours: float
+    theirs: float
+    goal: float
+    unit: str = "ms"
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.theirs
+
+    def line(self) -> str:
+        verdict = "ok" if self.ratio <= self.goal else "OVER GOAL"
+        scale = 1000 if self.unit == "ms" else 1
+        return (f"{self.label:<58} {self.ours * scale:9.1f} {self.unit:<2} {self.theirs * scale:9.1f} {self.unit:<2} "
+                f"{self.ratio:6.2f}x  (goal <= {self.goal}x) {verdict}")
+
+
+def timed(action) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def compare(label: str, ours, theirs, repeat: int, goal: float) -> Ratio:
+    """Time `ours` and `theirs` alternately, after one warm-up each (file cache, imports), and print the ratio."""
+    ours(), theirs()
+    our_times, their_times = [], []
+    for _ in range(repeat):
+        our_times.append(timed(ours))
+        their_times.append(timed(theirs))
+    return show(Ratio(label, statistics.median(our_times), statistics.median(their_times), goal))
+
+
+def show(result: Ratio) -> Ratio:
+    print(result.line(), flush=True)
+    return result
+
+
+def add_check_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--check", action="store_true", help="exit 1 when a ratio is over its goal (a plain run only prints)")
+
+
+def verdict(results: list[Ratio], check: bool) -> int:
+    """Print which goals were missed; the exit code is 1 for a missed goal only with --check."""
+    over = [result.label.strip() for result in results if result.ratio > result.goal]
+    print("all goals met" if not over else f"over goal: {', '.join(over)}")
+    return 1 if over and check else 0

@@ -30,7 +30,8 @@ def register(commands, aws: Aws | None = None) -> None:
         "deploy", help="create or update the Lambda function, its role and the results' lifecycle rule",
         description="Build the handler's package (DuckDB wheels from PyPI, no Docker), then create or update the "
                     "function, its IAM role and policy, and the lifecycle rule that expires results after a day. "
-                    "Running it again changes only what differs, and says what is up to date.")
+                    "Running it again changes only what differs, and says what is up to date. The function has "
+                    "Lambda's default internet egress unless --subnet-ids and --security-group-ids put it in a VPC.")
     deploy.add_argument("--lake", required=True, help="the lake: s3://BUCKET[/prefix]")
     _common(deploy)
     deploy.add_argument("--memory", type=int, default=DEFAULT_MEMORY_MB,
@@ -43,6 +44,13 @@ def register(commands, aws: Aws | None = None) -> None:
     deploy.add_argument("--create-bucket", action="store_true", help="create the lake's bucket if it does not exist")
     deploy.add_argument("--package", metavar="ZIP",
                         help="deploy this zip instead of building one (it must match --runtime and --architecture)")
+    deploy.add_argument("--subnet-ids", metavar="ID[,ID...]", type=_ids, default=(),
+                        help="put the function in a VPC, in these subnets (with --security-group-ids); without "
+                             "either option a redeploy leaves the function's VPC settings as they are")
+    deploy.add_argument("--security-group-ids", metavar="ID[,ID...]", type=_ids, default=(),
+                        help="the function's security groups in that VPC (with --subnet-ids)")
+    deploy.add_argument("--no-vpc", action="store_true",
+                        help="take the function out of its VPC, back to Lambda's default internet egress")
     deploy.set_defaults(run=lambda options: _run_deploy(options, aws))
 
     destroy = commands.add_parser(
@@ -68,6 +76,11 @@ def _common(command: argparse.ArgumentParser) -> None:
     command.add_argument("--profile", help="an AWS profile (default: boto3's, e.g. AWS_PROFILE)")
 
 
+def _ids(text: str) -> list[str]:
+    """ID[,ID...] as a list; plan.py checks each one."""
+    return [item.strip() for item in text.split(",")]
+
+
 def _run_deploy(options: argparse.Namespace, aws: Aws | None) -> int:
     from .deploy import deploy
     from .plan import DeployOptions
@@ -75,7 +88,8 @@ def _run_deploy(options: argparse.Namespace, aws: Aws | None) -> int:
     return _reported("deploy", lambda: deploy(DeployOptions(
         lake=options.lake, region=options.region, profile=options.profile, function_name=options.function_name,
         memory=options.memory, timeout=options.timeout, architecture=options.architecture, runtime=options.runtime,
-        create_bucket=options.create_bucket, package=options.package), aws=aws))
+        create_bucket=options.create_bucket, package=options.package, subnet_ids=options.subnet_ids,
+        security_group_ids=options.security_group_ids, no_vpc=options.no_vpc), aws=aws))
 
 
 def _run_destroy(options: argparse.Namespace, aws: Aws | None) -> int:

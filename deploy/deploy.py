@@ -1,12 +1,14 @@
 """`lakemagic deploy`: make four things what the options say, idempotently, and say which were touched.
 
     role            an IAM execution role Lambda may assume (path /lakemagic/, tagged lakemagic:deploy)
-    policy          the role's one inline policy: read the lake, write results and dashboard/, its own logs
-    function        the code (by SHA-256) and the configuration (handler, runtime, memory, timeout, env)
+    policy          the role's one inline policy: read the lake, write results and dashboard/, its own logs,
+                    and in a VPC the network interfaces Lambda makes for the function
+    function        the code (by SHA-256) and the configuration (handler, runtime, memory, timeout, env, VPC)
     lifecycle rule  on the lake's bucket: results under <lake>/_lakemagic/results/ expire after a day
 
 Each is created or updated only where it differs from what is asked, so
 running deploy again changes nothing and says so ("up to date: ...").
+Without VPC options the function stays in the VPC it is in, or in none.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .lifecycle import ensure_lifecycle_rule
 from .package import DIRECT_UPLOAD_LIMIT, MB, PackageInfo, build_package
 from .plan import (
     DEPLOY_PREFIX, HANDLER, OWNER_TAG, POLICY_NAME, ROLE_PATH, TRUST_POLICY, DeployOptions, LakeLocation, function_arn,
-    lake_policy, made_by_deploy, role_arn, role_name,
+    lake_policy, made_by_deploy, role_arn, role_name, vpc_config,
 )
 from .session import Aws
 from .wheels import Target, WheelSource
@@ -49,9 +51,14 @@ def deploy(options: DeployOptions, *, aws: Aws | None = None, out=print, cache_d
 
     outcome = {}
     arn, outcome["role"] = _ensure_role(aws, name)
-    outcome["policy"] = _ensure_policy(aws, name, lake_policy(lake, aws.partition, aws.region, account, name))
+    found = aws.call(aws.lam, "get_function", function_arn(aws.partition, aws.region, account, name),
+                     absent=("ResourceNotFoundException",), FunctionName=name)
+    vpc = options.requested_vpc()
+    if vpc is None:
+        vpc = vpc_config((found or {}).get("Configuration", {}).get("VpcConfig"))
+    outcome["policy"] = _ensure_policy(aws, name, lake_policy(lake, aws.partition, aws.region, account, name, vpc))
     outcome["function code"], outcome["configuration"] = _ensure_function(
-        aws, options, target, package, lake, arn, through_s3, role_wait_s, out)
+        aws, options, found, vpc, target, package, lake, arn, through_s3, role_wait_s, out)
     outcome["lifecycle rule"] = ensure_lifecycle_rule(aws, lake, out)
 
     by_state = {}
@@ -59,6 +66,10 @@ def deploy(options: DeployOptions, *, aws: Aws | None = None, out=print, cache_d
         by_state.setdefault(outcome[item], []).append(item)
     out("; ".join(f"{state}: {', '.join(items)}" for state, items in sorted(
         by_state.items(), key=lambda pair: STATES.index(pair[0]))))
+    out(network_line(vpc, lake, aws.region))
+    if vpc["SubnetIds"] and not package.has_httpfs:
+        out("note: without internet egress the function cannot install httpfs at cold start; deploy a package "
+            "with httpfs, or give the VPC a NAT route")
     out("\nPoint a notebook at it:")
     for line in notebook_config(name, options.region, options.profile):
         out(f"    {line}")
@@ -72,6 +83,17 @@ def notebook_config(function_name: str, region: str | None = None, profile: str 
     if profile:
         lines.append(f"%config LakeMagic.profile = {json.dumps(profile)}")
     return lines
+
+
+def network_line(vpc: dict, lake: LakeLocation, region: str) -> str:
+    """Where the function's traffic can go, and what the VPC needs for it to reach the lake and nothing else."""
+    if not vpc["SubnetIds"]:
+        return ("network: the function has Lambda's default internet egress; to take it away, deploy with "
+                "--subnet-ids and --security-group-ids of private subnets whose VPC has an S3 gateway endpoint")
+    return (f"network: the function is in a VPC (subnets {', '.join(vpc['SubnetIds'])}; security groups "
+            f"{', '.join(vpc['SecurityGroupIds'])}): give it an S3 gateway endpoint (com.amazonaws.{region}.s3) for "
+            f"the bucket {lake.bucket} on those subnets' route tables, and no NAT route, so the function reaches S3 "
+            "and nothing else")
 
 
 def _ensure_bucket(aws: Aws, lake: LakeLocation, create: bool, out) -> None:
@@ -158,20 +180,22 @@ def _code_arguments(aws: Aws, package: PackageInfo, lake: LakeLocation, through_
     return {"S3Bucket": lake.bucket, "S3Key": key}
 
 
-def _ensure_function(aws: Aws, options: DeployOptions, target: Target, package: PackageInfo, lake: LakeLocation,
-                     role: str, through_s3: bool, role_wait_s: float, out) -> tuple[str, str]:
-    """The function's code and configuration, each "created", "updated" or "up to date"."""
+def _ensure_function(aws: Aws, options: DeployOptions, found: dict | None, vpc: dict, target: Target,
+                     package: PackageInfo, lake: LakeLocation, role: str, through_s3: bool, role_wait_s: float,
+                     out) -> tuple[str, str]:
+    """The function's code and configuration, each "created", "updated" or "up to date"; `found` is get_function's."""
     name = options.function_name
     arn = function_arn(aws.partition, aws.region, aws.account, name)
-    found = aws.call(aws.lam, "get_function", arn, absent=("ResourceNotFoundException",), FunctionName=name)
     existing_env = ((found or {}).get("Configuration", {}).get("Environment") or {}).get("Variables") or {}
     environment = {key: value for key, value in existing_env.items() if not key.startswith("LAKEMAGIC_")}
     environment["LAKEMAGIC_LAKE"] = lake.url
     if not package.has_httpfs:
         environment["LAKEMAGIC_INSTALL_HTTPFS"] = "1"
     configuration = {"Role": role, "Handler": HANDLER, "Runtime": target.runtime, "MemorySize": options.memory,
-                     "Timeout": options.timeout, "Environment": {"Variables": environment}}
+                     "Timeout": options.timeout, "Environment": {"Variables": environment}, "VpcConfig": vpc}
     if found is None:
+        if not vpc["SubnetIds"]:
+            del configuration["VpcConfig"]  # a new function is in no VPC unless asked
         code = _code_arguments(aws, package, lake, through_s3, out)
         _create_function(aws, arn, name, configuration, target, code, lake, role_wait_s, out)
         aws.wait("function_active_v2", name)
@@ -190,7 +214,7 @@ def _ensure_function(aws: Aws, options: DeployOptions, target: Target, package: 
         code_state = "updated"
     present = {"Role": current.get("Role"), "Handler": current.get("Handler"), "Runtime": current.get("Runtime"),
                "MemorySize": current.get("MemorySize"), "Timeout": current.get("Timeout"),
-               "Environment": {"Variables": existing_env}}
+               "Environment": {"Variables": existing_env}, "VpcConfig": vpc_config(current.get("VpcConfig"))}
     if present == configuration:
         return code_state, "up to date"
     aws.call_assuming_role("update_function_configuration", arn, role, role_wait_s, out,

@@ -1,8 +1,8 @@
 """What a deployment should look like, worked out without asking AWS.
 
 The lake's location, the names and ARNs deploy gives things, the role's
-trust policy and its one inline policy, the results' lifecycle rule, and the
-options both commands take. Nothing here imports boto3, so all of it can be
+trust policy and its one inline policy, the function's VPC settings, the
+results' lifecycle rule, and the options both commands take. Nothing here imports boto3, so all of it can be
 read, and tested, without an AWS account.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lakelambda.lake import INTERNAL_FOLDER, S3_SCHEME, split_s3_path
@@ -32,6 +33,8 @@ TRUST_POLICY = {
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SUBNET_ID = re.compile(r"subnet-[0-9a-f]+")
+_SECURITY_GROUP_ID = re.compile(r"sg-[0-9a-f]+")
 
 
 @dataclass(frozen=True)
@@ -77,14 +80,30 @@ class DeployOptions:
     runtime: str = DEFAULT_RUNTIME
     create_bucket: bool = False
     package: str | None = None  # a zip built beforehand, instead of building one
+    subnet_ids: Sequence[str] = ()  # with security_group_ids: the function's VPC; neither: the VPC it has stays
+    security_group_ids: Sequence[str] = ()
+    no_vpc: bool = False  # take the function out of its VPC
 
     def check(self) -> None:
-        """Refuse what Lambda would refuse, before anything is built or asked of AWS."""
+        """Refuse what Lambda would refuse, or what contradicts itself, before anything is built or asked of AWS."""
         check_function_name(self.function_name)
         if not 128 <= self.memory <= 10240:
             raise DeployError(f"--memory must be between 128 and 10240 MB (Lambda's range); got {self.memory}")
         if not 1 <= self.timeout <= 900:
             raise DeployError(f"--timeout must be between 1 and 900 seconds (Lambda's range); got {self.timeout}")
+        if self.no_vpc and (self.subnet_ids or self.security_group_ids):
+            raise DeployError("--no-vpc takes the function out of its VPC, so it goes with neither --subnet-ids nor "
+                              "--security-group-ids")
+        if bool(self.subnet_ids) != bool(self.security_group_ids):
+            raise DeployError("--subnet-ids and --security-group-ids go together: a function in a VPC needs both")
+        _check_ids("--subnet-ids", self.subnet_ids, _SUBNET_ID, "subnet-0123abcd")
+        _check_ids("--security-group-ids", self.security_group_ids, _SECURITY_GROUP_ID, "sg-0123abcd")
+
+    def requested_vpc(self) -> dict | None:
+        """The VpcConfig asked for (empty lists with --no-vpc), or None: keep the function's."""
+        if self.no_vpc or self.subnet_ids:
+            return vpc_config({"SubnetIds": self.subnet_ids, "SecurityGroupIds": self.security_group_ids})
+        return None
 
 
 @dataclass
@@ -98,6 +117,19 @@ class DestroyOptions:
 def check_function_name(name: str | None) -> None:
     if not _FUNCTION_NAME.match(name or ""):
         raise DeployError(f"--function-name must be 1-64 letters, digits, hyphens or underscores; got {name!r}")
+
+
+def _check_ids(option: str, ids: Sequence[str], shape: re.Pattern, example: str) -> None:
+    bad = [item for item in ids if not shape.fullmatch(item)]
+    if bad:
+        raise DeployError(f"{option} must be IDs like {example}, separated by commas; {bad[0]!r} is not one")
+
+
+def vpc_config(config: dict | None) -> dict:
+    """A function's VpcConfig as deploy compares it: its subnet and security group IDs, sorted, without VpcId."""
+    config = config or {}
+    return {"SubnetIds": sorted(set(config.get("SubnetIds") or ())),
+            "SecurityGroupIds": sorted(set(config.get("SecurityGroupIds") or ()))}
 
 
 def role_name(function_name: str) -> str:
@@ -136,8 +168,14 @@ def lifecycle_rule(lake: LakeLocation) -> dict:
             "Status": "Enabled", "Expiration": {"Days": RESULT_EXPIRY_DAYS}}
 
 
-def lake_policy(lake: LakeLocation, partition: str, region: str, account: str, function_name: str) -> dict:
-    """What the function may do, and nothing more: no wildcard actions, no "*" resource."""
+def lake_policy(lake: LakeLocation, partition: str, region: str, account: str, function_name: str,
+                vpc: dict) -> dict:
+    """What the function may do, and nothing more: no wildcard actions, and no "*" resource outside a VPC.
+
+    In a VPC (`vpc`, a `vpc_config`, with subnets) Lambda manages the
+    function's network interfaces with this role: the EC2 actions it needs are
+    added, one of them on "*".
+    """
     listing = {"Sid": "ListTheLake", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [lake.arn(partition)]}
     if lake.prefix:  # a lake at the bucket's root is the whole bucket
         listing["Condition"] = {"StringLike": {"s3:prefix": [f"{lake.prefix}/", f"{lake.prefix}/*"]}}
@@ -152,5 +190,24 @@ def lake_policy(lake: LakeLocation, partition: str, region: str, account: str, f
             {"Sid": "WriteOwnLogs", "Effect": "Allow",
              "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
              "Resource": [log_group, f"{log_group}:*"]},
+            *(network_interface_statements(partition, region, account, vpc) if vpc["SubnetIds"] else ()),
         ],
     }
+
+
+def network_interface_statements(partition: str, region: str, account: str, vpc: dict) -> list[dict]:
+    """The EC2 actions Lambda needs to give the function network interfaces in `vpc`'s subnets."""
+    ec2 = f"arn:{partition}:ec2:{region}:{account}"
+    interfaces = f"{ec2}:network-interface/*"  # their IDs are Lambda's to choose
+    return [
+        {"Sid": "CreateNetworkInterfaces", "Effect": "Allow", "Action": ["ec2:CreateNetworkInterface"],
+         "Resource": [interfaces, *(f"{ec2}:subnet/{subnet}" for subnet in vpc["SubnetIds"]),
+                      *(f"{ec2}:security-group/{group}" for group in vpc["SecurityGroupIds"])]},
+        {"Sid": "ManageNetworkInterfaces", "Effect": "Allow",
+         "Action": ["ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"],
+         "Resource": [interfaces]},
+        # The policy's one "*": IAM has no resource-level permissions for DescribeNetworkInterfaces, so it is
+        # allowed on every resource or on none.
+        {"Sid": "DescribeNetworkInterfaces", "Effect": "Allow", "Action": ["ec2:DescribeNetworkInterfaces"],
+         "Resource": ["*"]},
+    ]

@@ -48,6 +48,8 @@ _ACTIONS = {
     "put_bucket_lifecycle_configuration": "s3:PutLifecycleConfiguration",
     "delete_bucket_lifecycle": "s3:PutLifecycleConfiguration", "delete_objects": "s3:DeleteObject",
 }
+# What Lambda says while a role, or its policy's latest change, has not reached it yet.
+_ROLE_NOT_READY = ("cannot be assumed", "does not have permissions to call CreateNetworkInterface")
 _NO_SUCH_BUCKET = ("404", "NoSuchBucket", "NotFound")
 _BUCKET_ELSEWHERE = ("301", "PermanentRedirect")
 
@@ -108,7 +110,11 @@ class Aws:
         return _bucket_region_header(answer) or self.region
 
     def call_assuming_role(self, operation: str, resource: str, role_arn: str, wait_s: float, out, **parameters):
-        """A Lambda call naming a role, retried with backoff while Lambda cannot assume it yet (IAM is eventually consistent)."""
+        """A Lambda call naming a role, retried with backoff while Lambda cannot use the role or its policy yet.
+
+        IAM is eventually consistent: a new role, or a policy's new EC2
+        actions for a function in a VPC, reach Lambda after a few seconds.
+        """
         deadline = time.monotonic() + wait_s
         delay, told = 1.0, False
         while True:
@@ -117,14 +123,16 @@ class Aws:
                     return getattr(self.lam, operation)(**parameters)
                 except ClientError as error:
                     details = error.response.get("Error", {})
+                    message = details.get("Message", "")
                     if not (details.get("Code") == "InvalidParameterValueException"
-                            and "cannot be assumed" in details.get("Message", "")):
+                            and any(words in message for words in _ROLE_NOT_READY)):
                         raise
             if time.monotonic() + delay > deadline:
-                raise DeployError(f"Lambda still cannot assume the role {role_arn} after {wait_s:.0f} s; "
-                                  "run deploy again in a minute (IAM changes take a while to spread)")
+                raise DeployError(f"Lambda still cannot use the role {role_arn} after {wait_s:.0f} s "
+                                  f"({message.rstrip('.')}); run deploy again in a minute (IAM changes take a "
+                                  "while to spread)")
             if not told:
-                out("waiting for the new role to reach Lambda (IAM takes a few seconds to propagate)...")
+                out("waiting for the role and its policy to reach Lambda (IAM takes a few seconds to propagate)...")
                 told = True
             time.sleep(delay)
             delay = min(delay * 2, 10.0)

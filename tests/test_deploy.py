@@ -1,9 +1,10 @@
 """`lakemagic deploy` / `destroy` against a real AWS API server (moto's, on 127.0.0.1): no mocks of boto3.
 
-One ThreadedMotoServer serves S3, IAM, STS, CloudWatch Logs and the Lambda
-control plane. The commands are handed boto3 clients aimed at it (`clients`),
-so no AWS_* variable of this process steers them; only the tests of what a
-user's shell provides (`user_shell`) go through boto3's own chain. Its Lambda
+One ThreadedMotoServer serves S3, IAM, STS, CloudWatch Logs, EC2 (for the
+VPC a function may go in) and the Lambda control plane. The commands are
+handed boto3 clients aimed at it (`clients`), so no AWS_* variable of this
+process steers them; only the tests of what a user's shell provides
+(`user_shell`) go through boto3's own chain. Its Lambda
 cannot invoke (that needs Docker), so nothing here invokes: the package's
 behaviour inside a function is tests/test_package.py's business. To stay
 fast, the package deployed here is built for this machine from the installed
@@ -92,6 +93,21 @@ def deploy_args(lake: str, package: str, *extra: str) -> list[str]:
             "--architecture", Target.local().architecture, *extra]
 
 
+def granted(iam, function_name: str = "lakemagic") -> dict:
+    """The role's inline policy as {action: resources}, checked: Allow only, named actions, no "*" resource but one."""
+    statements = iam.get_role_policy(RoleName=role_name(function_name), PolicyName=POLICY_NAME)["PolicyDocument"]["Statement"]
+    actions = {}
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        for action in statement["Action"]:
+            assert "*" not in action
+            for resource in statement["Resource"]:
+                # ec2:DescribeNetworkInterfaces (a function in a VPC) has no resource-level permissions: "*" or nothing.
+                assert resource != "*" or action == "ec2:DescribeNetworkInterfaces"
+                actions.setdefault(action, set()).add(resource)
+    return actions
+
+
 def code_sha256(path: str) -> str:
     with open(path, "rb") as stream:
         return base64.b64encode(hashlib.sha256(stream.read()).digest()).decode()
@@ -108,6 +124,8 @@ def test_deploy_redeploy_destroy(clients, local_package, capsys):
                                  '    %config LakeMagic.function_name = "lakemagic"\n'
                                  f'    %config LakeMagic.region = "{REGION}"')
     assert "MB zipped" in out and "MB unzipped" in out
+    assert ("network: the function has Lambda's default internet egress; to take it away, deploy with --subnet-ids "
+            "and --security-group-ids") in out
 
     # The role: Lambda may assume it, and it carries exactly one inline policy.
     role = iam.get_role(RoleName=role_name("lakemagic"))["Role"]
@@ -118,17 +136,8 @@ def test_deploy_redeploy_destroy(clients, local_package, capsys):
     assert iam.list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"] == []
 
     # The policy: named actions only, each on the lake's prefixes or the function's log group.
-    statements = iam.get_role_policy(RoleName=role["RoleName"], PolicyName=POLICY_NAME)["PolicyDocument"]["Statement"]
-    granted = {}
-    for statement in statements:
-        assert statement["Effect"] == "Allow"
-        for action in statement["Action"]:
-            assert "*" not in action
-            for resource in statement["Resource"]:
-                assert resource != "*"
-                granted.setdefault(action, set()).add(resource)
     log_group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/lakemagic"
-    assert granted == {
+    assert granted(iam) == {
         "s3:GetObject": {"arn:aws:s3:::deploy-lake/lake/*"},
         "s3:ListBucket": {"arn:aws:s3:::deploy-lake"},
         "s3:PutObject": {"arn:aws:s3:::deploy-lake/lake/_lakemagic/results/*", "arn:aws:s3:::deploy-lake/lake/dashboard/*"},
@@ -136,6 +145,7 @@ def test_deploy_redeploy_destroy(clients, local_package, capsys):
         "logs:CreateLogStream": {log_group, log_group + ":*"},
         "logs:PutLogEvents": {log_group, log_group + ":*"},
     }
+    statements = iam.get_role_policy(RoleName=role["RoleName"], PolicyName=POLICY_NAME)["PolicyDocument"]["Statement"]
     listing = next(statement for statement in statements if statement["Action"] == ["s3:ListBucket"])
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["lake/", "lake/*"]}}
 
@@ -258,6 +268,98 @@ def test_package_without_httpfs_installs_it_at_cold_start(clients, local_package
     assert variables == {"LAKEMAGIC_LAKE": lake}
 
 
+@pytest.fixture(scope="module")
+def network(moto_endpoint) -> dict:
+    """A VPC on the server with two subnets and a security group, as a user would make them before deploying."""
+    ec2 = boto3.Session(region_name=REGION, **FAKE_KEYS).client("ec2", endpoint_url=moto_endpoint)
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{third}.0/24")["Subnet"]["SubnetId"] for third in (1, 2)]
+    group = ec2.create_security_group(VpcId=vpc, GroupName="lakemagic-test", Description="no inbound")["GroupId"]
+    return {"subnets": subnets, "group": group}
+
+
+def network_interface_grants(subnets: list[str], group: str) -> dict:
+    """The EC2 part of the policy of a function in `subnets` with the security group `group`."""
+    ec2 = f"arn:aws:ec2:{REGION}:{ACCOUNT}"
+    interfaces = {f"{ec2}:network-interface/*"}
+    return {"ec2:CreateNetworkInterface": interfaces | {f"{ec2}:subnet/{subnet}" for subnet in subnets}
+            | {f"{ec2}:security-group/{group}"},
+            "ec2:DeleteNetworkInterface": interfaces, "ec2:AssignPrivateIpAddresses": interfaces,
+            "ec2:UnassignPrivateIpAddresses": interfaces, "ec2:DescribeNetworkInterfaces": {"*"}}
+
+
+def test_function_in_a_vpc(clients, network, local_package, capsys):
+    lam, iam = clients["lambda"], clients["iam"]
+    lake = make_lake(clients["s3"], "vpc-lake")
+    (first, second), group = network["subnets"], network["group"]
+
+    def deploy_in_vpc(*extra: str) -> str:
+        status, out, err = run(capsys, clients, *deploy_args(lake, local_package, "--function-name", "in-vpc", *extra))
+        assert (status, err) == (0, "")
+        return out
+
+    out = deploy_in_vpc("--subnet-ids", first, "--security-group-ids", group)
+    assert "created: role, policy, function code, configuration, lifecycle rule" in out
+    assert (f"network: the function is in a VPC (subnets {first}; security groups {group}): give it an S3 gateway "
+            f"endpoint (com.amazonaws.{REGION}.s3) for the bucket vpc-lake on those subnets' route tables, and no NAT "
+            "route, so the function reaches S3 and nothing else") in out
+    config = lam.get_function(FunctionName="in-vpc")["Configuration"]
+    assert (config["VpcConfig"]["SubnetIds"], config["VpcConfig"]["SecurityGroupIds"]) == ([first], [group])
+    actions = granted(iam, "in-vpc")
+    assert {action: actions.pop(action) for action in list(actions) if action.startswith("ec2:")} == (
+        network_interface_grants([first], group))
+    assert set(actions) == {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "logs:CreateLogGroup",
+                            "logs:CreateLogStream", "logs:PutLogEvents"}  # the rest as without a VPC
+
+    # The same IDs again, in any order, or no VPC options at all: nothing changes, and the function stays in its VPC.
+    for extra in (["--subnet-ids", first, "--security-group-ids", group], []):
+        out = deploy_in_vpc(*extra)
+        assert "up to date: role, policy, function code, configuration, lifecycle rule" in out
+        assert f"network: the function is in a VPC (subnets {first}; " in out
+    assert lam.get_function(FunctionName="in-vpc")["Configuration"]["LastModified"] == config["LastModified"]
+
+    # Another subnet: the configuration follows, and the policy's subnets with it.
+    out = deploy_in_vpc("--subnet-ids", f"{second},{first}", "--security-group-ids", group)
+    assert "updated: policy, configuration; up to date: role, function code, lifecycle rule" in out
+    vpc = lam.get_function(FunctionName="in-vpc")["Configuration"]["VpcConfig"]
+    assert (sorted(vpc["SubnetIds"]), vpc["SecurityGroupIds"]) == (sorted([first, second]), [group])
+    assert network_interface_grants([first, second], group).items() <= granted(iam, "in-vpc").items()
+    out = deploy_in_vpc("--subnet-ids", f"{first},{second}", "--security-group-ids", group)
+    assert "up to date: role, policy, function code, configuration, lifecycle rule" in out
+
+    # --no-vpc: out of the VPC, and the EC2 actions leave the policy.
+    out = deploy_in_vpc("--no-vpc")
+    assert "updated: policy, configuration; up to date: role, function code, lifecycle rule" in out
+    assert "network: the function has Lambda's default internet egress" in out
+    vpc = lam.get_function(FunctionName="in-vpc")["Configuration"].get("VpcConfig") or {}
+    assert (vpc.get("SubnetIds", []), vpc.get("SecurityGroupIds", [])) == ([], [])
+    assert not [action for action in granted(iam, "in-vpc") if action.startswith("ec2:")]
+    assert "up to date: role, policy, function code, configuration, lifecycle rule" in deploy_in_vpc("--no-vpc")
+    assert run(capsys, clients, "destroy", "--function-name", "in-vpc")[0] == 0
+
+
+BOTH = "--subnet-ids and --security-group-ids go together: a function in a VPC needs both"
+
+
+@pytest.mark.parametrize("extra, sentence", [
+    (["--subnet-ids", "subnet-0a1b"], BOTH),
+    (["--security-group-ids", "sg-0a1b"], BOTH),
+    (["--subnet-ids", "subnet-0A1B", "--security-group-ids", "sg-0a1b"],
+     "--subnet-ids must be IDs like subnet-0123abcd, separated by commas; 'subnet-0A1B' is not one"),
+    (["--subnet-ids", "subnet-0a1b,", "--security-group-ids", "sg-0a1b"],
+     "--subnet-ids must be IDs like subnet-0123abcd, separated by commas; '' is not one"),
+    (["--subnet-ids", "subnet-0a1b", "--security-group-ids", "sg-0a1b,vpc-0a1b"],
+     "--security-group-ids must be IDs like sg-0123abcd, separated by commas; 'vpc-0a1b' is not one"),
+    (["--no-vpc", "--subnet-ids", "subnet-0a1b", "--security-group-ids", "sg-0a1b"],
+     "--no-vpc takes the function out of its VPC, so it goes with neither --subnet-ids nor --security-group-ids"),
+])
+def test_bad_vpc_options(clients, capsys, extra, sentence):
+    status, _, err = run(capsys, clients, "deploy", "--lake", "s3://vpc-lake/lake", "--function-name", "bad-vpc", *extra)
+    assert status == 1
+    assert one_sentence(err) == sentence
+    assert role_name("bad-vpc") not in [role["RoleName"] for role in clients["iam"].list_roles()["Roles"]]
+
+
 def one_sentence(err: str, command: str = "deploy") -> str:
     assert "Traceback" not in err
     lines = err.strip().splitlines()
@@ -329,12 +431,17 @@ def test_package_for_another_runtime_is_refused(clients, local_package, capsys):
 
 
 def test_access_denied_names_the_missing_permission(clients, moto_endpoint, local_package, capsys):
-    """A deploying user without iam:PutRolePolicy: moto enforces IAM, and the error says what is missing."""
+    """A deploying user without iam:CreateRole: moto enforces IAM, and the error says what is missing.
+
+    The denial comes before deploy's first Lambda call (get_function, to learn
+    the function's VPC): with keys checked, moto's server answers
+    SignatureDoesNotMatch to every GetFunction.
+    """
     make_lake(clients["s3"], "denied-lake")
     iam = clients["iam"]
     iam.create_user(UserName="deployer")
     allowed = ["sts:GetCallerIdentity", "s3:ListBucket", "s3:HeadBucket",  # moto checks HeadBucket by that name
-               "iam:GetRole", "iam:CreateRole", "iam:TagRole", "iam:GetRolePolicy"]
+               "iam:GetRole"]
     iam.put_user_policy(UserName="deployer", PolicyName="almost", PolicyDocument=json.dumps(
         {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": allowed, "Resource": "*"}]}))
     key = iam.create_access_key(UserName="deployer")["AccessKey"]
@@ -347,7 +454,7 @@ def test_access_denied_names_the_missing_permission(clients, moto_endpoint, loca
         _stop_checking_keys(moto_endpoint)
     assert status == 1
     assert one_sentence(err) == (
-        f"access denied: arn:aws:iam::{ACCOUNT}:user/deployer may not iam:PutRolePolicy on "
+        f"access denied: arn:aws:iam::{ACCOUNT}:user/deployer may not iam:CreateRole on "
         f"arn:aws:iam::{ACCOUNT}:role/lakemagic/{role_name('denied')}; grant it that permission "
         "(README, \"Deploy to AWS\", lists what deploy needs)")
 
@@ -361,10 +468,11 @@ def test_create_function_waits_for_the_role_then_gives_up_in_one_sentence(client
     with zipfile.ZipFile(tmp_path / "tiny.zip", "w") as tiny:
         tiny.writestr("lakelambda/handler.py", "def handler(event, context):\n    return {}\n")
     code = {"ZipFile": (tmp_path / "tiny.zip").read_bytes()}
-    with pytest.raises(DeployError, match=r"Lambda still cannot assume the role .*not-there-yet after 2 s; run deploy again"):
+    with pytest.raises(DeployError, match=r"Lambda still cannot use the role .*not-there-yet after 2 s \(.*cannot be "
+                                          r"assumed by Lambda\); run deploy again"):
         _create_function(client, "arn", "never", {"Role": missing_role, "Handler": HANDLER, "Runtime": Target.local().runtime},
                          Target.local(), code, LakeLocation("deploy-lake", ""), 2.0, said.append)
-    assert said == ["waiting for the new role to reach Lambda (IAM takes a few seconds to propagate)..."]
+    assert said == ["waiting for the role and its policy to reach Lambda (IAM takes a few seconds to propagate)..."]
 
 
 def _refuse_unknown_keys(endpoint: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from lakelambda.protocol import encode_value
+from lakelambda.protocol import ProtocolError, decode_value, encode_value
 from lakelambda.sql import parameter_names
 
 from .errors import ParameterError
@@ -21,8 +21,8 @@ def bind_parameters(sql: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
         if name not in namespace:
             raise ParameterError(f"the SQL uses ${name} but there is no notebook variable named {name!r}")
         try:
-            encode_value(namespace[name])
-        except TypeError as exc:
+            decode_value(encode_value(namespace[name]))  # the handler's own check, before anything is sent
+        except (TypeError, ProtocolError) as exc:
             raise ParameterError(f"${name}: {exc}") from None
         values[name] = namespace[name]
     return values

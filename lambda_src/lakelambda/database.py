@@ -5,7 +5,9 @@ does what needs privileges (load httpfs from the package, create the S3
 secret from the execution role's credentials), then closes the doors with
 DuckDB's own settings and locks them: no local files outside the scratch
 folder, no other buckets or URLs, no extension installs or loads, no
-setting changes.
+setting changes. Those settings are the outer layer only (they compare
+paths before normalizing them, among other gaps): `sandbox.check_query`
+proves each query reads nothing but the lake before it runs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from .lake import Lake
-from .page_format import quote_literal
+from .sql import quote_literal
 
 # Lambda gives a function one vCPU per 1,769 MB of memory.
 MB_PER_VCPU = 1769
@@ -65,6 +67,14 @@ def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
         con.execute(f"SET threads = {max(1, min(6, round(settings.memory_mb / MB_PER_VCPU)))}")
     if lake.is_s3:
         _connect_to_s3(con, settings.environment)
+        _close_s3_side_doors(con)
+    # The handler reads DuckDB's errors as JSON, with the error's position.
+    con.execute("SET GLOBAL errors_as_json = true")
+    # No logging: a log holds other callers' queries. (The enable_logging() table function
+    # ignores the lock below; sandbox.check_query refuses it.)
+    con.execute("SET GLOBAL enable_logging = false")
+    # A table name is never one of the handler's Python variables.
+    con.execute("SET GLOBAL python_enable_replacements = false")
     allowed = [lake.root + "/", settings.pages_folder + "/", settings.results_folder + "/"]
     con.execute(f"SET allowed_directories = [{', '.join(quote_literal(path) for path in allowed)}]")
     con.execute("SET enable_external_access = false")
@@ -99,6 +109,22 @@ def _connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:
         con.execute(f"CREATE SECRET lake (TYPE s3, {_secret_options(options)}, USE_SSL {str(scheme == 'https').lower()})")
     else:
         con.execute(f"CREATE SECRET lake (TYPE s3, {_secret_options(options)})")
+
+
+def _close_s3_side_doors(con: duckdb.DuckDBPyConnection) -> None:
+    """Behind sandbox.check_query, what httpfs leaves open once the lake's secret exists.
+
+    Loading httpfs copies AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN from the
+    process environment into s3_* settings, which current_setting() and duckdb_settings() read
+    back; the secret holds the credentials now, so the settings are blanked (GLOBAL: every cursor
+    sees them). Plain http(s):// and hf:// URLs are switched off (the lake is reached through s3://
+    only), and a slow or silent host costs a bounded time.
+    """
+    for name in ("s3_access_key_id", "s3_secret_access_key", "s3_session_token"):
+        con.execute(f"SET GLOBAL {name} = ''")
+    con.execute("SET GLOBAL disabled_filesystems = 'HTTPFileSystem,HuggingFaceFileSystem'")
+    con.execute("SET GLOBAL http_timeout = 30")  # seconds, per connect, read and write
+    con.execute("SET GLOBAL http_retries = 2")
 
 
 def _secret_options(options: dict) -> str:

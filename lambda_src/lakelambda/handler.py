@@ -18,10 +18,11 @@ import duckdb
 
 from . import protocol, run
 from .database import Settings, open_database
-from .lake import Lake, warm_up_s3_client
+from .lake import Lake
 from .protocol import (ErrorAnswer, LakeError, MaterializeAnswer, MaterializeRequest, PageAnswer, PageRequest,
                        PartAnswer, PartRequest, QueryRequest, QueryTimeout)
 from .results import ResultStore
+from .sql import duckdb_error
 
 # Time kept back from the function's remaining time to answer after an interrupt.
 ANSWER_RESERVE_MS = 1500
@@ -30,12 +31,13 @@ ANSWER_RESERVE_MS = 1500
 class LakeHandler:
     """A handler bound to one lake. Lambda keeps one per warm container."""
 
-    def __init__(self, lake: str, settings: Settings | None = None):
-        self.lake = Lake(lake)
-        if self.lake.is_s3:
-            warm_up_s3_client()
+    def __init__(self, lake: str, settings: Settings | None = None, s3=None):
+        self.lake = Lake(lake, s3)
+        if self.lake.is_s3 and s3 is None:
+            self.lake.warm_up_s3()
         self.settings = settings or Settings.from_environment()
         self._cold = True
+        self.lake.prepare()
         self.results = ResultStore(self.lake, self.settings.results_folder, self.settings.pages_folder)
         self.results.prepare()
         # One database per container; each invocation gets its own cursor, whose
@@ -61,6 +63,8 @@ class LakeHandler:
                     raise
         except LakeError as exc:
             answer = ErrorAnswer.of(exc)
+        except duckdb.Error as exc:  # in a statement of the handler's own: the catalog, a stored result
+            answer = ErrorAnswer.of(duckdb_error(exc))
         return protocol.to_wire(dataclasses.replace(answer, stats=_stats(answer, started, cold)))
 
     def query(self, con, request: QueryRequest) -> PageAnswer:

@@ -10,84 +10,135 @@ layout, so there is nothing to register:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import shutil
 import threading
+import time
 
-from .protocol import DASHBOARD_FOLDER
+from .protocol import DASHBOARD_FOLDER, LakeUnavailable
 from .sql import quote_identifier, quote_literal
 
+S3_SCHEME = "s3://"
 DATASET_FOLDER = "dataset"
 # The lake's own bookkeeping (stored results, deploy packages); never a table.
 INTERNAL_FOLDER = "_lakemagic"
+# Where a local lake's files are finished before a rename puts them in place:
+# inside the lake (a rename stays on one file system) but outside every table.
+STAGING_FOLDER = f"{INTERNAL_FOLDER}/staging"
+# A staged file older than this was left by a process that died mid-write.
+STALE_STAGING_SECONDS = 3600
 # A name the catalog may resolve: one path segment, no hidden or internal folders.
 _CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 _RESERVED_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER}
 
 
 class Lake:
-    def __init__(self, root: str):
+    """A lake's location and catalog. `s3` is the boto3 S3 client for an S3 lake's raw byte
+    moves, which DuckDB has no statement for; by default one is made as boto3 finds its settings."""
+
+    def __init__(self, root: str, s3=None):
         root = root.rstrip("/")
         if not root:
             raise ValueError("the lake location is empty")
         self.is_s3 = root.startswith(S3_SCHEME)
         self.root = root if self.is_s3 else os.path.abspath(os.path.expanduser(root))
+        self._s3 = s3
+        self._s3_lock = threading.Lock()
+
+    @property
+    def s3(self):
+        with self._s3_lock:
+            if self._s3 is None:
+                import boto3  # the Lambda runtime provides it
+
+                self._s3 = boto3.client("s3")
+            return self._s3
+
+    def warm_up_s3(self) -> None:
+        """Import boto3 and make the client in the background: on a cold start that overlaps
+        DuckDB's own setup and first query instead of adding a few hundred ms after them."""
+        threading.Thread(target=lambda: self.s3, name="s3-client-warm-up", daemon=True).start()
 
     def path(self, *parts: str) -> str:
         return "/".join((self.root, *parts))
 
+    def prepare(self) -> None:
+        """On a local lake, remove what a process that died mid-write left in the staging folder."""
+        if self.is_s3:
+            return
+        staging = self.path(STAGING_FOLDER)
+        os.makedirs(staging, exist_ok=True)
+        cutoff = time.time() - STALE_STAGING_SECONDS
+        for entry in os.scandir(staging):
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                os.remove(entry.path)
+
     def put(self, local_path: str, relative_path: str) -> str:
         """Place a finished local file in the lake, atomically: readers see the old file or the new one.
 
-        S3 makes a single PUT atomic; a folder gets a hidden temporary file
-        beside the target, renamed over it.
+        S3 makes a single PUT atomic; a folder gets the file copied into the
+        staging folder first and renamed over the target, so no reader ever
+        sees a partial file, even after a crash.
         """
         target = self.path(relative_path)
         if self.is_s3:
             bucket, key = split_s3_path(target)
-            with open(local_path, "rb") as body:
-                s3_client().put_object(Bucket=bucket, Key=key, Body=body)
+            with open(local_path, "rb") as body, s3_errors(f"writing {target}"):
+                self.s3.put_object(Bucket=bucket, Key=key, Body=body)
             return target
-        folder, name = os.path.split(target)
-        os.makedirs(folder, exist_ok=True)
-        temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.makedirs(self.path(STAGING_FOLDER), exist_ok=True)
+        staged = self.path(STAGING_FOLDER, f"{secrets.token_hex(8)}.parquet")
         try:
-            shutil.copyfile(local_path, temporary)
-            os.replace(temporary, target)
+            shutil.copyfile(local_path, staged)
+            os.replace(staged, target)
         finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+            if os.path.exists(staged):
+                os.remove(staged)
         return target
 
-    def register_tables(self, con, names: set[str]) -> list[str]:
-        """Create a temporary view for each of `names` that the lake holds; return those found.
+    def register_tables(self, con, names: set[str]) -> None:
+        """Create a temporary view for each of `names` that the lake holds.
 
         Only names the query mentions are looked up, so a lake with many
         datasets costs nothing for the datasets a query does not touch.
         """
         wanted = sorted(name for name in names if _CATALOG_NAME.match(name))
         if not wanted:
-            return []
+            return
         single_files = {folder: self._parquet_stems(con, folder) for folder in (DASHBOARD_FOLDER, DATASET_FOLDER)}
-        found = []
         for name in wanted:
             source = self._source_of(con, name, single_files)
             if source is not None:
                 con.execute(f"CREATE TEMP VIEW {quote_identifier(name)} AS SELECT * FROM {source}")
-                found.append(name)
-        return found
+
+    def dataset_named(self, con, name: str) -> str | None:
+        """Where the lake keeps a dataset (a single file or a partitioned folder) called `name`, if it has one."""
+        if not _CATALOG_NAME.match(name):
+            return None
+        if name in self._parquet_stems(con, DATASET_FOLDER):
+            return self.path(DATASET_FOLDER, f"{name}.parquet")
+        return self.path(name) if self._is_partitioned(con, name) else None
 
     def _source_of(self, con, name: str, single_files: dict[str, set[str]]) -> str | None:
         for folder in (DASHBOARD_FOLDER, DATASET_FOLDER):
             if name in single_files[folder]:
                 return f"read_parquet({quote_literal(self.path(folder, name + '.parquet'))})"
-        if name not in _RESERVED_FOLDERS:
-            pattern = self.path(name, "*=*", "**", "*.parquet")
-            if con.execute(f"SELECT 1 FROM glob({quote_literal(pattern)}) LIMIT 1").fetchone() is not None:
-                return f"read_parquet({quote_literal(pattern)}, hive_partitioning = true)"
+        if self._is_partitioned(con, name):
+            return f"read_parquet({quote_literal(self._partition_pattern(name))}, hive_partitioning = true)"
         return None
+
+    def _partition_pattern(self, name: str) -> str:
+        return self.path(name, "*=*", "**", "*.parquet")
+
+    def _is_partitioned(self, con, name: str) -> bool:
+        if name in _RESERVED_FOLDERS:
+            return False
+        pattern = quote_literal(self._partition_pattern(name))
+        return con.execute(f"SELECT 1 FROM glob({pattern}) LIMIT 1").fetchone() is not None
 
     def _parquet_stems(self, con, folder: str) -> set[str]:
         """Names of the Parquet files directly in a lake folder: one listing per query."""
@@ -100,31 +151,21 @@ class Lake:
         return {os.path.basename(file)[: -len(".parquet")] for file in files if file.endswith(".parquet")}
 
 
-S3_SCHEME = "s3://"
-
-
 def split_s3_path(path: str) -> tuple[str, str]:
     """`s3://bucket/key/...` as (bucket, key); the key has no leading or trailing slash."""
     bucket, _, key = path[len(S3_SCHEME) :].partition("/")
     return bucket, key.strip("/")
 
 
-_s3_client = None
-_s3_client_lock = threading.Lock()
 
+@contextlib.contextmanager
+def s3_errors(action: str):
+    """boto3's failures as an answer that says what could not be done."""
+    try:
+        yield
+    except Exception as exc:
+        from botocore.exceptions import BotoCoreError, ClientError  # loaded with boto3, which made the call
 
-def s3_client():
-    """boto3 (which the Lambda runtime provides) for the raw byte moves DuckDB has no statement for."""
-    global _s3_client
-    with _s3_client_lock:
-        if _s3_client is None:
-            import boto3
-
-            _s3_client = boto3.client("s3")
-        return _s3_client
-
-
-def warm_up_s3_client() -> None:
-    """Import boto3 and make the client in the background: on a cold start that overlaps
-    DuckDB's own setup and first query instead of adding a few hundred ms after them."""
-    threading.Thread(target=s3_client, name="s3-client-warm-up", daemon=True).start()
+        if isinstance(exc, (BotoCoreError, ClientError)):
+            raise LakeUnavailable(f"{action} failed: {exc}") from None
+        raise

@@ -35,7 +35,13 @@ ENVELOPE_ALLOWANCE_BYTES = 256 * 1024
 MAX_PAGE_ROWS = 1_000_000
 # The most bytes of a stored result one part request returns (base64 grows them by 4/3).
 MAX_PART_BYTES = (MAX_RESPONSE_BYTES - ENVELOPE_ALLOWANCE_BYTES) * 3 // 4
-MAX_SQL_CHARS = 1_000_000
+# Bounds on what a caller may send, so that checking and planning a request
+# (which DuckDB cannot interrupt) always ends well inside the time budget.
+MAX_SQL_CHARS = 200_000
+MAX_PARAMS = 1_000
+MAX_VIEWS = 200
+MAX_PARAM_DEPTH = 8  # lists in lists
+MAX_DECIMAL_DIGITS = 38  # DuckDB's widest DECIMAL
 
 PAGE_FORMAT = "parquet+base64"
 
@@ -114,6 +120,18 @@ class QueryTimeout(LakeError):
     type_name = "QueryTimeout"
 
 
+class LakeUnavailable(LakeError):
+    """The lake's storage could not be read or written (S3 unreachable, access refused)."""
+
+    type_name = "LakeUnavailable"
+
+
+class NameTaken(LakeError):
+    """A materialized view may not take the name of a dataset: that would change what the name means for everyone."""
+
+    type_name = "NameTaken"
+
+
 class SqlError(LakeError):
     """DuckDB refused or failed the query; `error_type` is DuckDB's exception class."""
 
@@ -125,10 +143,6 @@ class SqlError(LakeError):
     def error_type(self) -> str:
         return self.duckdb_type
 
-
-HANDLER_ERRORS = {cls.type_name: cls for cls in (
-    ProtocolError, UnsupportedStatement, UnsupportedType, PermissionDenied, ResultNotFound, RowTooLarge, QueryTimeout,
-)}
 
 
 @dataclass(frozen=True)
@@ -234,6 +248,8 @@ def _parse_query(event: dict) -> QueryRequest:
     params = event.get("params", {})
     if not isinstance(params, dict):
         raise ProtocolError("'params' must be an object mapping names to values")
+    if len(params) > MAX_PARAMS:
+        raise ProtocolError(f"a query may carry at most {MAX_PARAMS} parameters, not {len(params)}")
     for name in params:
         if not PARAM_NAME_PATTERN.fullmatch(name):
             raise ProtocolError(f"parameter name {name!r} is not a valid identifier")
@@ -262,6 +278,8 @@ def _views(event: dict) -> tuple[View, ...]:
     views = event.get("views", [])
     if not isinstance(views, list):
         raise ProtocolError("'views' must be a list of {name, sql} objects")
+    if len(views) > MAX_VIEWS:
+        raise ProtocolError(f"a request may carry at most {MAX_VIEWS} views, not {len(views)}")
     parsed = []
     for view in views:
         if not isinstance(view, dict) or set(view) != {"name", "sql"}:
@@ -467,12 +485,14 @@ def _tag_of(value: Any) -> str | None:
     return None
 
 
-def encode_value(value: Any) -> Any:
+def encode_value(value: Any, depth: int = 0) -> Any:
     """A parameter value as JSON; TypeError names values that cannot be bound."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
-        return [encode_value(item) for item in value]
+        if depth >= MAX_PARAM_DEPTH:
+            raise TypeError(f"parameter lists may be nested at most {MAX_PARAM_DEPTH} deep")
+        return [encode_value(item, depth + 1) for item in value]
     tag = _tag_of(value)
     if tag is None:
         raise TypeError(
@@ -482,16 +502,31 @@ def encode_value(value: Any) -> Any:
     return {"$type": tag, "value": _TAGGED_TYPES[tag][1](value)}
 
 
-def decode_value(value: Any) -> Any:
-    """The inverse of encode_value, validating as it goes."""
+def decode_value(value: Any, depth: int = 0) -> Any:
+    """The inverse of encode_value, validating as it goes: only values DuckDB binds as what they are."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**127) <= value < 2**128:
+        raise ProtocolError(f"integer parameter {value} is outside DuckDB's 128-bit integers")
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, list):
-        return [decode_value(item) for item in value]
+        if depth >= MAX_PARAM_DEPTH:
+            raise ProtocolError(f"parameter lists may be nested at most {MAX_PARAM_DEPTH} deep")
+        return [decode_value(item, depth + 1) for item in value]
     if isinstance(value, dict) and set(value) == {"$type", "value"} and value["$type"] in _TAGGED_TYPES:
         parse = _TAGGED_TYPES[value["$type"]][0]
         try:
-            return parse(value["value"])
+            parsed = parse(value["value"])
         except (TypeError, ValueError, AttributeError, decimal.InvalidOperation) as exc:
             raise ProtocolError(f"bad {value['$type']} parameter value {value['value']!r}") from exc
+        if isinstance(parsed, decimal.Decimal) and not _fits_decimal(parsed):
+            raise ProtocolError(f"decimal parameter {value['value']!r} is not a finite number of at most "
+                                f"{MAX_DECIMAL_DIGITS} digits, which DuckDB's DECIMAL holds exactly")
+        return parsed
     raise ProtocolError(f"unsupported parameter value {value!r}")
+
+
+def _fits_decimal(number: decimal.Decimal) -> bool:
+    if not number.is_finite():
+        return False
+    digits, exponent = len(number.as_tuple().digits), number.as_tuple().exponent
+    return max(digits, -exponent, digits + max(exponent, 0)) <= MAX_DECIMAL_DIGITS

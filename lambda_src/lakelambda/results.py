@@ -20,7 +20,7 @@ from typing import NamedTuple
 import duckdb
 
 from . import page_format
-from .lake import INTERNAL_FOLDER, Lake, s3_client, split_s3_path
+from .lake import INTERNAL_FOLDER, Lake, s3_errors, split_s3_path
 from .protocol import MAX_PART_BYTES, MAX_RESPONSE_BYTES, Column, Page, Part, ResultInfo, ResultNotFound, RowTooLarge
 from .sql import quote_identifier, quote_literal
 
@@ -132,8 +132,9 @@ class ResultStore:
     def _read_range(self, path: str, start: int, length: int) -> bytes:
         if self.lake.is_s3 and path.startswith(self.lake.root):
             bucket, key = split_s3_path(path)
-            answer = s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
-            return answer["Body"].read()
+            with s3_errors(f"reading {path}"):
+                answer = self.lake.s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
+                return answer["Body"].read()
         with open(path, "rb") as stored:
             stored.seek(start)
             return stored.read(length)

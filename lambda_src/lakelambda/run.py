@@ -16,7 +16,7 @@ import duckdb
 
 from . import page_format, sandbox
 from .lake import Lake
-from .protocol import Column, LakeError, UnsupportedType, View
+from .protocol import DASHBOARD_FOLDER, Column, LakeError, NameTaken, UnsupportedType, View
 from .results import ResultStore, StoredResult
 from .sql import duckdb_error, quote_identifier, quote_literal, referenced_tables, single_query
 
@@ -69,6 +69,12 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
     failed query leaves the previous file as it was.
     """
     statement = _prepare(con, lake, sql, views)
+    folder, _, file_name = path.rpartition("/")
+    name = file_name[: -len(".parquet")]
+    taken = lake.dataset_named(con, name) if folder == DASHBOARD_FOLDER else None
+    if taken:
+        raise NameTaken(f"the lake already has a table named {name} ({taken}); a materialized view may not "
+                        "change what that name means for everyone: save the view under another name")
     local = os.path.join(scratch, f"materialize-{secrets.token_hex(8)}.parquet")
     try:
         copy = _Placed(statement.text).wrapped("COPY (", f") TO {quote_literal(local)} (FORMAT parquet, COMPRESSION zstd)")

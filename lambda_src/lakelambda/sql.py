@@ -79,12 +79,13 @@ def single_query(sql: str) -> Statement:
     return Statement(text, code[0].word(sql).upper() if code else "")
 
 
-def duckdb_error(exc: duckdb.Error, sql: str, prefix: str = "") -> SqlError:
+def duckdb_error(exc: duckdb.Error, sql: str | None = None, prefix: str = "") -> SqlError:
     """DuckDB's error as an answer: its class, its message, and a character position in `sql`.
 
     The connection reports errors as JSON (`errors_as_json`), with the
     position in UTF-8 bytes of the text it ran: `prefix` and then `sql`.
-    A position outside `sql` (in text the handler wrapped around it) is None.
+    A position outside `sql` (in text the handler wrapped around it, or in
+    a statement of the handler's own when `sql` is None) is None.
     """
     text = str(exc)
     try:
@@ -93,7 +94,7 @@ def duckdb_error(exc: duckdb.Error, sql: str, prefix: str = "") -> SqlError:
     except (ValueError, KeyError, TypeError):
         return SqlError(text.partition(" Error: ")[2] or text, duckdb_type=type(exc).__name__)
     position = None
-    if byte_position is not None:
+    if byte_position is not None and sql is not None:
         offset = int(byte_position) - len(prefix.encode())
         at = character_offsets(sql)
         position = at[offset] if 0 <= offset < len(at) else None

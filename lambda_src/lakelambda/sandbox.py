@@ -1,0 +1,302 @@
+"""Prove, before a query runs, that it reads the lake and nothing else.
+
+DuckDB's own settings (allowed_directories, enable_external_access, the
+configuration lock) are an outer layer, not a sandbox: allowed_directories
+compares strings before normalizing (`s3://lake/../other/x` passes), an S3
+URL's query string sets httpfs options per request (`?s3_endpoint=...`),
+table functions such as enable_logging() act despite the lock, and settings
+and secrets can be read back with SQL. So each query is parsed by DuckDB's
+own parser (json_serialize_sql) and its whole tree is walked:
+
+- table functions come from an allow-list; the lake readers' paths must be
+  string literals inside the lake, and their options come from an allow-list;
+- files named in FROM (replacement scans) obey the same path rules;
+- base tables are plain names: no schema or catalog, no built-in view;
+- scalar functions that read the engine's state or change it are refused;
+- any node the walk does not recognize is refused.
+
+Nothing here reads SQL text itself; positions come from DuckDB's parser.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import duckdb
+
+from .protocol import PermissionDenied
+from .sql import character_offsets
+
+# Table functions that read files: their one positional argument is the path
+# (a string or a list of strings), checked against the lake.
+READERS = frozenset({
+    "read_parquet", "parquet_scan", "parquet_metadata", "parquet_schema", "parquet_file_metadata",
+    "parquet_kv_metadata", "parquet_full_metadata",
+    "read_csv", "read_csv_auto", "sniff_csv",
+    "read_json", "read_json_auto", "read_ndjson", "read_ndjson_auto",
+    "read_json_objects", "read_json_objects_auto", "read_ndjson_objects",
+    "read_text", "read_blob", "glob",
+})
+# Table functions that compute rows from their arguments alone (which are walked like any expression).
+# pg_timezone_names and icu_calendar_names list fixed tables of the ICU library.
+COMPUTING = frozenset({
+    "range", "generate_series", "unnest", "repeat", "repeat_row", "json_each", "json_tree",
+    "pg_timezone_names", "icu_calendar_names",
+})
+# Everything else is refused: query/query_table (SQL from a string the walk cannot see), every duckdb_*,
+# pragma_* and which_secret (the engine's state, settings, secrets and logs), enable_/disable_logging,
+# *_profiling, checkpoint, truncate_duckdb_logs (side effects), arrow_scan/pandas_scan/python_map_function
+# (raw pointers, Python objects), json_execute_serialized_sql, read_duckdb (attaches a database),
+# summary, seq_scan, test_* and the histogram/duckdb_* table macros (they expand to query_table or
+# duckdb_logs/duckdb_settings), parquet_bloom_probe (three positional arguments; not needed).
+
+# Reader options a notebook needs, none of which names a file, a table or a host. Refused among
+# others: store_rejects/rejects_table/rejects_scan/rejects_limit (they create tables),
+# encryption_config (keys), buffer_size/explicit_cardinality/debug_* (engine internals).
+READER_OPTIONS = frozenset({
+    "hive_partitioning", "hive_types", "hive_types_autocast", "union_by_name", "filename",
+    "binary_as_string", "file_row_number", "can_have_nan", "schema",
+    "header", "delim", "sep", "quote", "escape", "new_line", "comment", "skip", "columns", "column_types",
+    "types", "dtypes", "names", "column_names", "auto_detect", "all_varchar", "sample_size", "dateformat",
+    "timestampformat", "date_format", "timestamp_format", "decimal_separator", "thousands", "nullstr",
+    "null_padding", "allow_quoted_nulls", "force_not_null", "normalize_names", "ignore_errors",
+    "strict_mode", "compression", "encoding", "max_line_size", "maximum_line_size", "parallel",
+    "auto_type_candidates", "files_to_sniff", "force_match",
+    "format", "records", "maximum_depth", "maximum_object_size", "convert_strings_to_integers",
+    "field_appearance_threshold", "map_inference_threshold", "maximum_sample_files",
+})
+
+# Scalar, aggregate and macro functions: all of duckdb_functions() of DuckDB 1.5.5 (with httpfs) was
+# read and classified (tests/test_sandbox.py keeps the reviewed inventory, so an upgrade that adds
+# functions fails until they are classified). Nearly all are pure computations on their arguments.
+# Refused: what reads settings, variables, secrets, the search path, logs or the running query
+# (current_setting, getvariable, current_schemas, in_search_path, current_query, *_id, txid_current);
+# what changes state or has side effects (nextval/currval, setseed, write_log, sleep_ms/pg_sleep);
+# what binds SQL from a string (json_serialize_plan, json_execute_serialized_sql); and macros whose
+# bodies query the catalog (get_block_size, format_type, pg_get_viewdef, pg_get_constraintdef).
+DENIED_FUNCTIONS = frozenset({
+    "current_setting", "getvariable", "which_secret", "current_schemas", "in_search_path",
+    "current_query", "current_query_id", "current_connection_id", "current_transaction_id", "txid_current",
+    "nextval", "currval", "setval", "lastval", "setseed", "write_log", "parse_duckdb_log_message",
+    "sleep_ms", "pg_sleep", "json_serialize_plan", "json_execute_serialized_sql",
+    "get_block_size", "format_type", "pg_get_viewdef", "pg_get_constraintdef", "getenv",
+    "query", "query_table", "enable_logging", "disable_logging", "truncate_duckdb_logs",
+    "enable_profiling", "disable_profiling", "checkpoint", "force_checkpoint",
+})
+DENIED_PREFIXES = ("duckdb_", "pragma_")
+
+# The parser's node vocabulary this walk understands; anything else is refused.
+EXPRESSION_CLASSES = frozenset({
+    "BETWEEN", "CASE", "CAST", "COLLATE", "COLUMN_REF", "COMPARISON", "CONJUNCTION", "CONSTANT", "DEFAULT",
+    "FUNCTION", "LAMBDA", "LAMBDA_REF", "OPERATOR", "PARAMETER", "POSITIONAL_REFERENCE", "STAR", "SUBQUERY",
+    "WINDOW",
+})
+TABLE_REFS = frozenset({"BASE_TABLE", "TABLE_FUNCTION", "SUBQUERY", "JOIN", "EXPRESSION_LIST", "EMPTY", "PIVOT",
+                        "SHOW_REF"})
+QUERY_NODES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"})
+
+GLOB_CHARACTERS = frozenset("*?[]{}")
+# A query string or fragment (httpfs options per request), escapes, userinfo, Windows separators.
+FORBIDDEN_PATH_CHARACTERS = frozenset("?#%@\\")
+NO_LOCATION = 2**64 - 1
+
+
+def check_query(sql: str, lake_root: str) -> None:
+    """Raise PermissionDenied unless `sql` (one query) can only read inside `lake_root`."""
+    tree = _parse(sql)
+    _Walk(sql, lake_root).visit(tree["statements"])
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> duckdb.DuckDBPyConnection:
+    """A private in-memory database that only parses; nothing it runs touches files or the network."""
+    return duckdb.connect(config={
+        "enable_external_access": False, "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False, "lock_configuration": True,
+    })
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_views() -> frozenset[str]:
+    """DuckDB's own views a plain name can reach (main's duckdb_*/sqlite_*, pg_catalog's pg_*), lowercase.
+
+    information_schema's views are left out: they are not on the search path, so an unqualified
+    name (a lake table called `tables` or `views`) never reaches them, and qualified names are refused.
+    """
+    with _parser().cursor() as con:
+        rows = con.execute("SELECT DISTINCT lower(view_name) FROM duckdb_views() "
+                           "WHERE internal AND schema_name <> 'information_schema'").fetchall()
+    return frozenset(name for (name,) in rows)
+
+
+def _parse(sql: str) -> dict:
+    with _parser().cursor() as con:
+        # Every property written, defaults and nulls too: the walk recognizes nodes by their keys.
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?, skip_empty := false, skip_null := false, "
+                                      "skip_default := false)", [sql]).fetchone()[0])
+    if tree.get("error"):
+        hint = "; a PIVOT needs an IN list of its values" if tree.get("error_type") == "not implemented" else ""
+        raise PermissionDenied(f"this query cannot be checked for what it reads, so it cannot run here "
+                               f"({tree.get('error_message')}){hint}")
+    if len(tree["statements"]) != 1:
+        raise PermissionDenied("send exactly one query")
+    return tree
+
+
+class _Walk:
+    """One walk over a parse tree; every dict and list is visited, whatever the key holding it."""
+
+    def __init__(self, sql: str, lake_root: str):
+        self.sql = sql
+        self.root = lake_root.rstrip("/")
+        self._offsets: list[int] | None = None
+
+    def visit(self, node) -> None:
+        if isinstance(node, list):
+            for item in node:
+                self.visit(item)
+            return
+        if not isinstance(node, dict):
+            return
+        if "class" in node:
+            self._expression(node)
+        elif _is_table_ref(node):
+            self._table_ref(node)
+        elif "modifiers" in node and "cte_map" in node and node.get("type") not in QUERY_NODES:
+            self._deny(f"a {node.get('type')} cannot be checked here", node)
+        for value in node.values():
+            self.visit(value)
+
+    def _expression(self, node: dict) -> None:
+        if node["class"] not in EXPRESSION_CLASSES:
+            self._deny(f"a {node['class']} expression cannot be checked here", node)
+        if "function_name" in node:
+            self._function(node)
+
+    def _function(self, node: dict) -> None:
+        """Refused by bare name, whatever the quoting, case, schema or catalog."""
+        name = node["function_name"]
+        if not name.isascii():
+            self._deny(f"{name}() is not a DuckDB function (function names are ASCII)", node)
+        lowered = name.lower()
+        if lowered in DENIED_FUNCTIONS or lowered.startswith(DENIED_PREFIXES):
+            self._deny(f"{name}() is not available to queries: it reads or changes the engine's state, "
+                       "not the lake", node)
+
+    def _table_ref(self, node: dict) -> None:
+        kind = node["type"]
+        if kind not in TABLE_REFS:
+            self._deny(f"a {kind} table reference cannot be checked here", node)
+        if kind == "BASE_TABLE":
+            self._base_table(node)
+        elif kind == "TABLE_FUNCTION":
+            self._table_function(node["function"])
+        elif kind == "SHOW_REF" and node.get("query") is None:
+            # SHOW TABLES / SHOW ALL TABLES / SHOW DATABASES / SHOW SCHEMAS / SHOW VARIABLES show the
+            # engine's catalog and state, never the lake; DESCRIBE and SUMMARIZE carry a query, walked.
+            self._deny("SHOW lists the engine's own catalog, not the lake; list lake files with "
+                       "glob('<lake>/<folder>/*') and describe a table with DESCRIBE <table>", node)
+
+    def _base_table(self, node: dict) -> None:
+        name = node["table_name"]
+        if node.get("schema_name") or node.get("catalog_name"):
+            qualified = ".".join(part for part in (node.get("catalog_name"), node.get("schema_name"), name) if part)
+            self._deny(f"{qualified}: only plain table names (lake tables, views, CTEs) can be used", node)
+        if name.lower() in builtin_views():
+            self._deny(f"{name} is one of DuckDB's own views, not a lake table", node)
+        if not all(char.isalnum() or char in "_- " for char in name):
+            self._path(name, node)  # a name DuckDB may read as a file (a replacement scan)
+
+    def _table_function(self, function: dict) -> None:
+        name = function.get("function_name", "")
+        lowered = name.lower()
+        if lowered in COMPUTING:
+            return
+        if lowered not in READERS:
+            self._deny(f"{name}() is not available to queries; the table functions here are the lake "
+                       "readers (read_parquet, read_csv, read_json, read_text, read_blob, parquet_metadata, "
+                       "glob, ...) and range, generate_series, unnest", function)
+        positional = []
+        for argument in function.get("children", []):
+            option = _option_name(argument)
+            if option is None:
+                positional.append(argument)
+            elif option.lower() not in READER_OPTIONS:
+                self._deny(f"{name}() option {option} is not allowed here", argument, function)
+        if len(positional) != 1:
+            self._deny(f"{name}() takes exactly one path (a string, or a list of strings)", function)
+        self._paths(function, positional[0])
+
+    def _paths(self, function: dict, argument: dict) -> None:
+        """A path argument is a string literal or a list of them: never a column, parameter or expression."""
+        items = [argument]
+        if argument.get("class") == "FUNCTION" and argument.get("function_name") == "list_value":
+            items = argument.get("children", [])
+        for item in items:
+            value = item.get("value") or {}
+            if (item.get("class") != "CONSTANT" or value.get("is_null")
+                    or (value.get("type") or {}).get("id") != "VARCHAR"):
+                self._deny(f"the path of {function['function_name']}() must be a string literal (or a list of "
+                           "them) inside the lake, not an expression, column or parameter", item, function)
+            self._path(value["value"], item)
+
+    def _path(self, path: str, node: dict) -> None:
+        """Inside the lake once normalized, and outside its `_lakemagic/` area, by construction."""
+        prefix = self.root + "/"
+        if not path.startswith(prefix):
+            self._deny(f"{path!r} is outside the lake: paths must start with {prefix!r}", node)
+        rest = path[len(prefix):]
+        if any(char in FORBIDDEN_PATH_CHARACTERS or not char.isprintable() for char in rest):
+            self._deny(f"{path!r}: lake paths cannot contain ?, #, %, @, backslashes or control characters", node)
+        segments = rest.split("/")
+        if any(segment in ("", ".", "..") for segment in segments):
+            self._deny(f"{path!r}: lake paths cannot have empty, '.' or '..' segments", node)
+        first = segments[0]
+        if any(char in GLOB_CHARACTERS for char in first):
+            self._deny(f"{path!r}: the first folder under the lake must be named, without wildcards", node)
+        if first[0] in "_.":
+            self._deny(f"{path!r}: folders starting with '_' or '.' belong to the lake's bookkeeping", node)
+
+    def _deny(self, message: str, node: dict, enclosing: dict | None = None) -> None:
+        """Refuse, pointing at where `node` starts in the SQL (else at `enclosing`), in characters."""
+        location = min(_locations(node), default=None)
+        if location is None and enclosing is not None:
+            location = min(_locations(enclosing), default=None)
+        position = None
+        if location is not None:
+            if self._offsets is None:
+                self._offsets = character_offsets(self.sql)
+            position = self._offsets[location] if location < len(self._offsets) else None
+        raise PermissionDenied(message, position)
+
+
+def _is_table_ref(node: dict) -> bool:
+    """Every table reference has `sample` and `alias` keys and no other node has both; its type is a second net."""
+    kind = node.get("type")
+    return ("sample" in node and "alias" in node) or (isinstance(kind, str) and kind in TABLE_REFS)
+
+
+def _locations(node):
+    """Every byte offset the parser recorded in `node`'s subtree: the smallest is where it starts."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _locations(item)
+    elif isinstance(node, dict):
+        location = node.get("query_location")
+        if isinstance(location, int) and location != NO_LOCATION:
+            yield location
+        for key, value in node.items():
+            if key != "query_location":
+                yield from _locations(value)
+
+
+def _option_name(argument: dict) -> str | None:
+    """A table function argument's option name, as DuckDB's binder finds it: `name = value`
+    (an unqualified column on the left of =) or `name => value` / `name := value` (an alias)."""
+    if argument.get("type") == "COMPARE_EQUAL":
+        left = argument.get("left") or {}
+        if left.get("class") == "COLUMN_REF" and len(left.get("column_names", [])) == 1:
+            return left["column_names"][0]
+        return None  # `a.b = x` is a positional argument, whatever its alias
+    return argument.get("alias") or None

@@ -13,6 +13,7 @@ proves each query reads nothing but the lake before it runs.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 
@@ -23,15 +24,40 @@ from .sql import quote_literal
 
 # Lambda gives a function one vCPU per 1,769 MB of memory.
 MB_PER_VCPU = 1769
+# Scratch folders are named lakemagic-<pid>-<random>, so one left by a dead process can be told apart.
+SCRATCH_PREFIX = "lakemagic-"
+
+
+def new_scratch_folder() -> str:
+    """A folder of this process's own in the temp directory, after clearing those of processes that died."""
+    remove_stale_scratch_folders()
+    return tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+
+
+def remove_stale_scratch_folders() -> None:
+    for entry in os.scandir(tempfile.gettempdir()):
+        owner = entry.name[len(SCRATCH_PREFIX):].partition("-")[0]
+        if entry.name.startswith(SCRATCH_PREFIX) and owner.isdigit() and entry.is_dir() and not _alive(int(owner)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @dataclass(frozen=True)
 class Settings:
     """What the handler needs to know about where it runs; Lambda's environment by default."""
 
-    # A folder of its own (under /tmp on Lambda), so handlers in several
-    # processes on one machine never clear each other's pages.
-    scratch: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="lakemagic-"))
+    # A folder of its own (under /tmp on Lambda), so handlers in several processes
+    # on one machine never clear each other's pages; the handler removes it when it goes.
+    scratch: str = field(default_factory=new_scratch_folder)
     memory_mb: int | None = None
     environment: dict = field(default_factory=lambda: dict(os.environ))
 

@@ -11,8 +11,10 @@ import contextlib
 import dataclasses
 import os
 import platform
+import shutil
 import threading
 import time
+import weakref
 
 import duckdb
 
@@ -43,6 +45,10 @@ class LakeHandler:
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.
         self._database = open_database(self.lake, self.settings)
+        # Whenever the handler goes (closed, collected, or the interpreter exits), so do its
+        # database and scratch folder; a process killed outright leaves the folder to the
+        # next handler's start (database.remove_stale_scratch_folders).
+        self.close = weakref.finalize(self, _close, self._database, self.settings.scratch)
         self._operations = {QueryRequest: self.query, PageRequest: self.page, PartRequest: self.part,
                             MaterializeRequest: self.materialize}
 
@@ -84,6 +90,11 @@ class LakeHandler:
             con, self.lake, self.settings.results_folder, request.sql, request.path, request.views
         )
         return MaterializeAnswer(path, rows, size)
+
+
+def _close(database, scratch: str) -> None:
+    database.close()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _stats(answer: protocol.Answer, started: float, cold: bool) -> protocol.Stats:

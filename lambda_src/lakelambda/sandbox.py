@@ -21,12 +21,9 @@ Nothing here reads SQL text itself; positions come from DuckDB's parser.
 from __future__ import annotations
 
 import functools
-import json
-
-import duckdb
 
 from .protocol import PermissionDenied
-from .sql import character_offsets
+from .sql import character_offsets, parse_tree, parser
 
 # Table functions that read files: their one positional argument is the path
 # (a string or a list of strings), checked against the lake.
@@ -104,17 +101,10 @@ NO_LOCATION = 2**64 - 1
 
 def check_query(sql: str, lake_root: str) -> None:
     """Raise PermissionDenied unless `sql` (one query) can only read inside `lake_root`."""
-    tree = _parse(sql)
-    _Walk(sql, lake_root).visit(tree["statements"])
-
-
-@functools.lru_cache(maxsize=1)
-def _parser() -> duckdb.DuckDBPyConnection:
-    """A private in-memory database that only parses; nothing it runs touches files or the network."""
-    return duckdb.connect(config={
-        "enable_external_access": False, "autoinstall_known_extensions": False,
-        "autoload_known_extensions": False, "lock_configuration": True,
-    })
+    try:
+        _Walk(sql, lake_root).visit(_parse(sql)["statements"])
+    except RecursionError:  # from the JSON decoder or the walk: a tree deeper than Python's stack
+        raise PermissionDenied("this query is nested too deeply to be checked for what it reads") from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -124,17 +114,14 @@ def builtin_views() -> frozenset[str]:
     information_schema's views are left out: they are not on the search path, so an unqualified
     name (a lake table called `tables` or `views`) never reaches them, and qualified names are refused.
     """
-    with _parser().cursor() as con:
+    with parser() as con:
         rows = con.execute("SELECT DISTINCT lower(view_name) FROM duckdb_views() "
                            "WHERE internal AND schema_name <> 'information_schema'").fetchall()
     return frozenset(name for (name,) in rows)
 
 
 def _parse(sql: str) -> dict:
-    with _parser().cursor() as con:
-        # Every property written, defaults and nulls too: the walk recognizes nodes by their keys.
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?, skip_empty := false, skip_null := false, "
-                                      "skip_default := false)", [sql]).fetchone()[0])
+    tree = parse_tree(sql)  # every property written: the walk recognizes nodes by their keys
     if tree.get("error"):
         hint = "; a PIVOT needs an IN list of its values" if tree.get("error_type") == "not implemented" else ""
         raise PermissionDenied(f"this query cannot be checked for what it reads, so it cannot run here "

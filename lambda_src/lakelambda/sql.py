@@ -103,14 +103,28 @@ def duckdb_error(exc: duckdb.Error, sql: str | None = None, prefix: str = "") ->
 
 @functools.lru_cache(maxsize=1)
 def _parser_database() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET GLOBAL errors_as_json = true")
-    return con
+    return duckdb.connect(config={
+        "errors_as_json": True, "enable_external_access": False, "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False, "lock_configuration": True,
+    })
 
 
 def parser() -> duckdb.DuckDBPyConnection:
-    """A cursor of a private in-memory database, used only to parse (errors as JSON)."""
+    """A cursor of a private in-memory database that only parses: nothing it runs touches files or
+    the network, and its errors are JSON with positions. A cursor per call: callers use threads."""
     return _parser_database().cursor()
+
+
+def parse_tree(sql: str) -> dict:
+    """DuckDB's parse tree of `sql` (json_serialize_sql), every property written, defaults and nulls too.
+
+    A statement DuckDB cannot serialize gives a tree with "error": true and its message.
+    RecursionError: a tree nested deeper than Python's JSON decoder goes.
+    """
+    with parser() as con:
+        text = con.execute("SELECT json_serialize_sql(?, skip_empty := false, skip_null := false, "
+                           "skip_default := false)", [sql]).fetchone()[0]
+    return json.loads(text)
 
 
 def parameter_names(sql: str) -> set[str]:
@@ -122,23 +136,24 @@ def parameter_names(sql: str) -> set[str]:
 
 
 def referenced_tables(statement: str) -> set[str]:
-    """The unqualified table names DuckDB's parser finds in `statement`."""
+    """The plain table names `statement` reads (not its CTEs): the lake tables and views it may mean.
+
+    Taken from the parse tree in one pass, so its cost grows with the statement's length only.
+    """
     try:
-        return set(duckdb.get_table_names(_parameters_as_nulls(statement), qualified=False))
-    except duckdb.Error:
-        return set()  # the query itself reports the syntax error, with its position
-
-
-def _parameters_as_nulls(statement: str) -> str:
-    """The statement with each `$name` parameter replaced by NULL: DuckDB's table-name
-    extraction refuses parameters. Linear in the statement's length."""
-    pieces, copied = [], 0
-    for token in tokens(statement):
-        if token.kind == duckdb.token_type.operator and statement[token.start] == "$":
-            name_end = token.start + 1  # `$name` and `$1`: the name is the word after the `$`
-            while name_end < len(statement) and (statement[name_end].isalnum() or statement[name_end] == "_"):
-                name_end += 1
-            pieces.append(statement[copied : token.start] + "NULL")
-            copied = name_end
-    pieces.append(statement[copied:])
-    return "".join(pieces)
+        tree = parse_tree(statement)
+    except (duckdb.Error, RecursionError):
+        return set()  # the query itself reports the error
+    names, ctes, pending = set(), set(), [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE" and not node.get("schema_name") and not node.get("catalog_name"):
+                names.add(node["table_name"])
+            cte_map = node.get("cte_map")
+            if isinstance(cte_map, dict):
+                ctes.update(entry["key"] for entry in cte_map.get("map", []))
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return names - ctes

@@ -1,8 +1,9 @@
 """Parse-only SQL helpers that the handler and the notebook share.
 
-Everything here asks DuckDB's own tokenizer or parser; nothing runs a
+Everything here asks DuckDB's own tokenizer or parser (on a private
+in-memory database that reaches no file and no network); nothing runs a
 query, and no regular expression reads SQL text. Positions are in
-characters (DuckDB's tokenizer counts UTF-8 bytes; `tokens` converts).
+characters (DuckDB counts UTF-8 bytes; `character_offsets` converts).
 """
 
 from __future__ import annotations

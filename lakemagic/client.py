@@ -18,6 +18,7 @@ from typing import Callable
 import pandas as pd
 
 from lakelambda import protocol
+from lakelambda.errors import ProtocolError
 from lakelambda.protocol import Column
 
 from .decode import decode_files, decode_pages
@@ -129,7 +130,7 @@ def _call(engine: Engine, request: dict, expected: type, sql: str):
     round_trip_ms = round((time.perf_counter() - started) * 1000, 3)
     try:
         answer = protocol.parse_answer(reply.answer)
-    except protocol.ProtocolError as exc:
+    except ProtocolError as exc:
         raise EngineError(f"the {engine.name} engine did not answer in lakemagic's protocol ({exc}); "
                           "check that its handler is lakelambda.handler.handler") from None
     if isinstance(answer, protocol.ErrorAnswer):

@@ -22,7 +22,7 @@ from lakelambda import protocol, sandbox
 from lakelambda.database import Settings, httpfs_path, open_database
 from lakelambda.handler import LakeHandler
 from lakelambda.lake import Lake
-from lakelambda.protocol import PermissionDenied
+from lakelambda.errors import PermissionDenied
 from lakelambda.sandbox import check_query
 from servers import BUCKET, OTHER_BUCKET
 

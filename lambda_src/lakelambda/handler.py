@@ -20,9 +20,10 @@ import duckdb
 
 from . import protocol, run
 from .database import Settings, open_database
+from .errors import LakeError, QueryTimeout
 from .lake import Lake
-from .protocol import (ErrorAnswer, LakeError, MaterializeAnswer, MaterializeRequest, PageAnswer, PageRequest,
-                       PartAnswer, PartRequest, QueryRequest, QueryTimeout)
+from .protocol import (ErrorAnswer, MaterializeAnswer, MaterializeRequest, PageAnswer, PageRequest, PartAnswer,
+                       PartRequest, QueryRequest)
 from .results import ResultStore
 from .sql import duckdb_error
 

@@ -18,7 +18,8 @@ import shutil
 import threading
 import time
 
-from .protocol import DASHBOARD_FOLDER, LakeUnavailable
+from .errors import LakeUnavailable
+from .protocol import DASHBOARD_FOLDER
 from .sql import quote_identifier, quote_literal
 
 S3_SCHEME = "s3://"

@@ -16,13 +16,14 @@ cold-start path.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import decimal
 import re
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, Union
+
+from .errors import LakeError, ProtocolError
 
 VERSION = 1
 
@@ -54,95 +55,6 @@ PARAM_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The lake folder materialized views are written to, and the only one requests may name.
 DASHBOARD_FOLDER = "dashboard"
 DASHBOARD_PATH_PATTERN = re.compile(DASHBOARD_FOLDER + r"(/[A-Za-z0-9_][A-Za-z0-9_\-]*)+\.parquet")
-
-
-# --- error types -----------------------------------------------------------------
-# Every failure the handler answers with is one of these; `type_name` is what
-# the answer's error.type says. DuckDB's own errors travel as SqlError with
-# DuckDB's exception class name (BinderException, CatalogException, ...).
-
-
-class LakeError(Exception):
-    """An error answered to the caller, never raised to Lambda."""
-
-    type_name: ClassVar[str] = "LakeError"
-
-    def __init__(self, message: str, position: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.position = position  # a character offset into the request's SQL, or None
-
-    @property
-    def error_type(self) -> str:
-        return self.type_name
-
-    def within(self, view_name: str) -> "LakeError":
-        """The same error, said of a notebook view: its position would point into the view, not the query."""
-        error = copy.copy(self)
-        error.message, error.position = f"in view {view_name}: {self.message}", None
-        error.args = (error.message,)
-        return error
-
-
-class ProtocolError(LakeError, ValueError):
-    """A request that does not follow the protocol."""
-
-    type_name = "ProtocolError"
-
-
-class UnsupportedStatement(LakeError):
-    """Anything but exactly one query."""
-
-    type_name = "UnsupportedStatement"
-
-
-class UnsupportedType(LakeError):
-    """A result column of a type that cannot travel (UNION)."""
-
-    type_name = "UnsupportedType"
-
-
-class PermissionDenied(LakeError):
-    """The query reaches for something outside the lake."""
-
-    type_name = "PermissionException"
-
-
-class ResultNotFound(LakeError):
-    type_name = "ResultNotFound"
-
-
-class RowTooLarge(LakeError):
-    type_name = "RowTooLarge"
-
-
-class QueryTimeout(LakeError):
-    type_name = "QueryTimeout"
-
-
-class LakeUnavailable(LakeError):
-    """The lake's storage could not be read or written (S3 unreachable, access refused)."""
-
-    type_name = "LakeUnavailable"
-
-
-class NameTaken(LakeError):
-    """A materialized view may not take the name of a dataset: that would change what the name means for everyone."""
-
-    type_name = "NameTaken"
-
-
-class SqlError(LakeError):
-    """DuckDB refused or failed the query; `error_type` is DuckDB's exception class."""
-
-    def __init__(self, message: str, position: int | None = None, duckdb_type: str = "Error"):
-        super().__init__(message, position)
-        self.duckdb_type = duckdb_type
-
-    @property
-    def error_type(self) -> str:
-        return self.duckdb_type
-
 
 
 @dataclass(frozen=True)

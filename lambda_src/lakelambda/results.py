@@ -21,7 +21,8 @@ import duckdb
 
 from . import page_format
 from .lake import INTERNAL_FOLDER, Lake, s3_errors, split_s3_path
-from .protocol import MAX_PART_BYTES, MAX_RESPONSE_BYTES, Column, Page, Part, ResultInfo, ResultNotFound, RowTooLarge
+from .errors import ResultNotFound, RowTooLarge
+from .protocol import MAX_PART_BYTES, MAX_RESPONSE_BYTES, Column, Page, Part, ResultInfo
 from .sql import quote_identifier, quote_literal
 
 RESULTS_PREFIX = f"{INTERNAL_FOLDER}/results"

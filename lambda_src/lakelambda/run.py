@@ -16,7 +16,8 @@ import duckdb
 
 from . import page_format, sandbox
 from .lake import Lake
-from .protocol import DASHBOARD_FOLDER, Column, LakeError, NameTaken, UnsupportedType, View
+from .errors import LakeError, NameTaken, UnsupportedType
+from .protocol import DASHBOARD_FOLDER, Column, View
 from .results import ResultStore, StoredResult
 from .sql import duckdb_error, quote_identifier, quote_literal, referenced_tables, single_query
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 
-from .protocol import PermissionDenied
+from .errors import PermissionDenied
 from .sql import character_offsets, parse_tree, parser
 
 # Table functions that read files: their one positional argument is the path

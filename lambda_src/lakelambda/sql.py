@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import duckdb
 
-from .protocol import SqlError, UnsupportedStatement
+from .errors import SqlError, UnsupportedStatement
 
 
 def quote_identifier(name: str) -> str:

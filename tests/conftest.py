@@ -1,10 +1,13 @@
-"""Fixtures every test module may use: the real local servers (servers.py) and a fresh IPython shell."""
+"""Fixtures every test module may use: the real local servers (servers.py), a fresh IPython shell, the package."""
 
 from __future__ import annotations
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
+
+from lakedeploy.package import build_package
+from lakedeploy.wheels import InstalledPackages, Target
 
 pytest_plugins = ["servers"]
 
@@ -20,3 +23,10 @@ def ipython():
     yield shell
     shell.history_manager.end_session()
     InteractiveShell.clear_instance()
+
+
+@pytest.fixture(scope="session")
+def local_package(tmp_path_factory) -> str:
+    """The deployment package for this machine's Python, from the installed wheels: built once per session."""
+    cache = tmp_path_factory.getbasetemp() / "lakemagic-cache"
+    return build_package(Target.local(), InstalledPackages(), cache_dir=cache).path

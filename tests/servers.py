@@ -1,7 +1,7 @@
 """Real servers on 127.0.0.1 for the Lambda path: an S3 API (moto) and the local Lambda endpoint.
 
-Import the fixtures into a test module to use them; nothing here mocks
-boto3, DuckDB or S3.
+tests/conftest.py loads these fixtures for every test module; nothing here
+mocks boto3, DuckDB or S3.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from lakemagic.taxi import build_lake
 BUCKET = "lake"
 OTHER_BUCKET = "not-the-lake"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+FAKE_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # the same, as boto3 names them
 FUNCTION = "lakemagic"
 
 

@@ -25,7 +25,7 @@ import zipfile
 
 import boto3
 import pytest
-from test_package import FAKE_KEYS, local_package  # noqa: F401 (local_package is a fixture)
+from servers import FAKE_KEYS
 
 from lakedeploy.cli import main, register
 from lakedeploy.deploy import _create_function, deploy

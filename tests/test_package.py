@@ -26,20 +26,7 @@ import pytest
 from lakedeploy.errors import DeployError
 from lakedeploy.package import DIRECT_UPLOAD_LIMIT, MB, UNZIPPED_LIMIT, build_package, default_cache_dir, duckdb_version
 from lakedeploy.wheels import InstalledPackages, PipDownload, Target
-
-# --- shared with test_deploy.py -------------------------------------------------
-
-FAKE_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # boto3's names
-
-
-@pytest.fixture(scope="session")
-def local_package(tmp_path_factory) -> str:
-    """The package for this machine's Python, from the installed wheels: built once per session, in one cache."""
-    cache = tmp_path_factory.getbasetemp() / "lakemagic-cache"
-    return build_package(Target.local(), InstalledPackages(), cache_dir=cache).path
-
-
-# --- this module's ---------------------------------------------------------------
+from servers import FAKE_KEYS
 
 # What Lambda's Python runtime provides beside the function's code: boto3 and what it imports.
 RUNTIME_DISTRIBUTIONS = ("boto3", "botocore", "jmespath", "s3transfer", "python-dateutil", "six", "urllib3")
@@ -105,7 +92,8 @@ def test_local_package_answers_a_query_from_a_read_only_folder(local_package, s3
         "import lakelambda.handler",
         f"answer = lakelambda.handler.handler(json.loads({json.dumps(QUERY)!r}), None)",
         "files = {name: getattr(module, '__file__', None) or '' for name, module in sorted(sys.modules.items())}",
-        "print(json.dumps({'answer': answer, 'files': files, 'path': sys.path}))",
+        "scratch = lakelambda.handler._lambda_handler.settings.scratch",
+        "print(json.dumps({'answer': answer, 'files': files, 'path': sys.path, 'scratch': scratch}))",
     ])
     environment = {
         "PATH": "/usr/bin:/bin", "TMPDIR": str(scratch), "LAKEMAGIC_LAKE": f"s3://{BUCKET}",
@@ -133,10 +121,11 @@ def test_local_package_answers_a_query_from_a_read_only_folder(local_package, s3
     assert files["duckdb_extension_httpfs"].startswith(str(task))
     assert files["boto3"].startswith(str(runtime))
     assert not [name for name, file in files.items() if "site-packages" in file]
-    # The result went to the lake, the scratch files to TMPDIR, nothing into the package.
+    # The result went to the lake, the scratch files to TMPDIR (gone with the process), nothing into the package.
     stored = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET, Prefix="_lakemagic/results/")["Contents"]]
     assert stored == [f"_lakemagic/results/{answer['result_id']}.parquet"]
-    assert [path.name.startswith("lakemagic-") for path in scratch.iterdir()] == [True]
+    assert Path(report["scratch"]).parent == scratch and Path(report["scratch"]).name.startswith("lakemagic-")
+    assert list(scratch.iterdir()) == []
     assert _snapshot(task) == before
     assert all(not mode & 0o222 for _, _, mode in before.values())
     subprocess.run(["chmod", "-R", "u+w", str(task)], check=True)

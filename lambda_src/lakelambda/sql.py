@@ -72,7 +72,7 @@ def single_query(sql: str) -> Statement:
     kind = statements[0].type
     if kind != duckdb.StatementType.SELECT:
         raise UnsupportedStatement(
-            "only queries can run here (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE); "
+            "only queries can run here (SELECT, WITH, FROM, VALUES, DESCRIBE, SUMMARIZE); "
             f"this is a {kind.name} statement"
         )
     code = tokens(sql)  # comments are not tokens

@@ -54,6 +54,7 @@ class QueryResult:
     first_page: Page
     stats: CallStats
     last_call: CallStats = field(init=False)
+    _whole: pd.DataFrame | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.last_call = self.stats
@@ -72,11 +73,25 @@ class QueryResult:
 
     @property
     def is_whole(self) -> bool:
-        """The first page already holds every row: nothing more to fetch."""
+        """The first page already holds every row (always so for an inline result): nothing more to fetch."""
         return self.first_page.row_count >= self.total_rows
 
+    def rows(self, offset: int, limit: int) -> tuple[int, pd.DataFrame]:
+        """Rows [offset, offset + limit) as a DataFrame, and how many there are (possibly fewer than asked).
+
+        A result whose first page holds it all is paged here in the kernel,
+        decoded once; otherwise each call fetches a page from the engine.
+        """
+        if self.is_whole:
+            if self._whole is None:
+                self._whole = self.first_page.frame()
+            frame = self._whole.iloc[offset : offset + limit].reset_index(drop=True)
+            return len(frame), frame
+        page = self.page(offset, limit)
+        return page.row_count, page.frame()
+
     def page(self, offset: int, limit: int) -> Page:
-        """Rows [offset, offset + limit), fetched from the engine (possibly fewer: see Page.row_count)."""
+        """Rows [offset, offset + limit) of a stored result, fetched from the engine (possibly fewer: see Page.row_count)."""
         if offset == 0 and self.first_page.row_count == min(limit, self.total_rows):
             return self.first_page
         answer, self.last_call = _call(self.engine, protocol.page_request(self.info.result_id, offset, limit),
@@ -91,7 +106,7 @@ class QueryResult:
         the engine allows it), and decoded once.
         """
         if self.is_whole:
-            return self.first_page.frame()
+            return self._whole.copy() if self._whole is not None else self.first_page.frame()
         size = self.info.result_bytes
         with tempfile.TemporaryDirectory(prefix="lakemagic-result-") as folder:
             path = os.path.join(folder, "result.parquet")

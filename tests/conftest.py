@@ -30,3 +30,9 @@ def local_package(tmp_path_factory) -> str:
     """The deployment package for this machine's Python, from the installed wheels: built once per session."""
     cache = tmp_path_factory.getbasetemp() / "lakemagic-cache"
     return build_package(Target.local(), InstalledPackages(), cache_dir=cache).path
+
+
+@pytest.fixture
+def stored_results(monkeypatch):
+    """Handlers made in this test store every result, however small, as big results are (none inline)."""
+    monkeypatch.setenv("LAKEMAGIC_INLINE_RESULT_BYTES", "0")

@@ -63,8 +63,8 @@ def s3_lake(aws_environment, local_taxi_lake) -> str:
     return f"s3://{BUCKET}"
 
 
-def start_function(s3_lake: str, aws_environment: dict, **spec) -> LocalLambda:
-    env = dict(aws_environment, LAKEMAGIC_LAKE=s3_lake)
+def start_function(s3_lake: str, aws_environment: dict, env: dict | None = None, **spec) -> LocalLambda:
+    env = dict(aws_environment, LAKEMAGIC_LAKE=s3_lake, **(env or {}))
     options = {"timeout_s": 60.0, "memory_mb": 2048, "max_workers": 2, **spec}
     local = LocalLambda({FUNCTION: FunctionSpec("lakelambda.handler.handler", env=env, **options)})
     local.start()

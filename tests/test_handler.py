@@ -362,7 +362,7 @@ def test_describe_summarize_show(trips_lake, sql):
 PAGED_SQL = "SELECT i, i * i AS square, md5(i::VARCHAR) AS h FROM range(1234) AS t(i) ORDER BY h"
 
 
-def test_pages_equal_slices_of_the_duckdb_result(handler):
+def test_pages_equal_slices_of_the_duckdb_result(stored_results, handler):
     expected = duckdb.sql(PAGED_SQL).df()
     first = query(handler, PAGED_SQL, page_size=50)
     assert first["total_rows"] == 1234
@@ -385,7 +385,7 @@ def test_pages_equal_slices_of_the_duckdb_result(handler):
         assert list(frame(beyond).columns) == list(expected.columns)
 
 
-def test_a_page_is_served_by_another_handler_over_the_same_lake(lake):
+def test_a_page_is_served_by_another_handler_over_the_same_lake(stored_results, lake):
     first = query(LakeHandler(lake), PAGED_SQL, page_size=10)
     other = page(LakeHandler(lake), first["result_id"], 10, 20)
     pd.testing.assert_frame_equal(frame(other), duckdb.sql(PAGED_SQL).df().iloc[10:30].reset_index(drop=True))
@@ -396,7 +396,7 @@ def test_unknown_result_id_is_result_not_found(handler):
     assert "run the query again" in error["message"]
 
 
-def test_client_page_and_to_dataframe(engine):
+def test_client_page_and_to_dataframe(stored_results, engine):
     result = client.run_query(engine, PAGED_SQL, page_size=50)
     expected = duckdb.sql(PAGED_SQL).df()
     got = result.page(100, 25)
@@ -618,7 +618,7 @@ def test_stats_cold_on_a_first_call_that_fails(lake):
 
 # --- result ids ---------------------------------------------------------------------------------
 
-def test_result_ids_are_unguessable_and_kept_in_the_lake(lake):
+def test_result_ids_are_unguessable_and_kept_in_the_lake(stored_results, lake):
     h = LakeHandler(lake)
     ids = [query(h, "SELECT 1 AS one")["result_id"] for _ in range(30)]
     ids.append(query(h, "SELECT 2 AS two")["result_id"])

@@ -52,7 +52,9 @@ def lake(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local(lake):
     functions = {
-        "lakemagic": FunctionSpec("lakelambda.handler.handler", env={"LAKEMAGIC_LAKE": lake}, memory_mb=1024),
+        # These tests page through stored results: none is small enough to travel inline.
+        "lakemagic": FunctionSpec("lakelambda.handler.handler", memory_mb=1024,
+                                  env={"LAKEMAGIC_LAKE": lake, "LAKEMAGIC_INLINE_RESULT_BYTES": "0"}),
         "lakemagic-behave": FunctionSpec(f"{FIXTURES}.behave", timeout_s=10),
         "lakemagic-single": FunctionSpec(f"{FIXTURES}.behave", max_workers=1),
         "lakemagic-big": FunctionSpec(f"{FIXTURES}.big_response"),

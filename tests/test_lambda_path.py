@@ -50,19 +50,40 @@ def test_widget_pages_come_from_the_function(shell):
     assert "billed" in html  # the Lambda's own figures are in the footer
 
 
-def test_pages_are_found_after_the_warm_worker_is_gone(lambda_endpoint, local_taxi_lake):
+@pytest.fixture(scope="module")
+def storing_function(s3_lake, aws_environment):
+    """The handler with every result stored, as big results are, however small."""
+    local = start_function(s3_lake, aws_environment, env={"LAKEMAGIC_INLINE_RESULT_BYTES": "0"})
+    yield local
+    local.stop()
+
+
+def test_pages_are_found_after_the_warm_worker_is_gone(storing_function, local_taxi_lake, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", storing_function.endpoint_url)
     result = client.run_query(LambdaEngine(FUNCTION), QUERIES[2], page_size=50)
-    lambda_endpoint.recycle()
+    storing_function.recycle()
     page = result.page(15_000, 50)
     assert result.last_call.engine.cold is True  # served by a fresh container
     embedded = client.run_query(EmbeddedEngine(str(local_taxi_lake)), QUERIES[2], page_size=50)
-    pd.testing.assert_frame_equal(page.frame(), embedded.page(15_000, 50).frame())
+    pd.testing.assert_frame_equal(page.frame(), embedded.rows(15_000, 50)[1])
 
 
-def test_results_are_stored_in_the_lake_results_prefix(lambda_endpoint, s3_lake):
+def results_in_the_lake() -> set[str]:
+    listing = boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="_lakemagic/results/")
+    return {item["Key"] for item in listing.get("Contents", [])}
+
+
+def test_a_small_result_comes_whole_and_is_never_stored(lambda_endpoint, s3_lake):
+    before = results_in_the_lake()
     result = client.run_query(LambdaEngine(FUNCTION), "SELECT 42 AS answer")
-    keys = [item["Key"] for item in boto3.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]]
-    assert f"_lakemagic/results/{result.result_id}.parquet" in keys
+    assert result.info.inline and result.to_dataframe()["answer"].tolist() == [42]
+    assert results_in_the_lake() == before
+
+
+def test_stored_results_are_in_the_lake_results_prefix(storing_function, s3_lake, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", storing_function.endpoint_url)
+    result = client.run_query(LambdaEngine(FUNCTION), "SELECT 42 AS answer")
+    assert f"_lakemagic/results/{result.result_id}.parquet" in results_in_the_lake()
 
 
 HOSTILE = {

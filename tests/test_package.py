@@ -121,9 +121,9 @@ def test_local_package_answers_a_query_from_a_read_only_folder(local_package, s3
     assert files["duckdb_extension_httpfs"].startswith(str(task))
     assert files["boto3"].startswith(str(runtime))
     assert not [name for name, file in files.items() if "site-packages" in file]
-    # The result went to the lake, the scratch files to TMPDIR (gone with the process), nothing into the package.
-    stored = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET, Prefix="_lakemagic/results/")["Contents"]]
-    assert stored == [f"_lakemagic/results/{answer['result_id']}.parquet"]
+    # The small result went nowhere, the scratch files to TMPDIR (gone with the process), nothing into the package.
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="_lakemagic/results/")
+    assert answer["result_id"] is None and "Contents" not in listing  # a one-row result travels inline
     assert Path(report["scratch"]).parent == scratch and Path(report["scratch"]).name.startswith("lakemagic-")
     assert list(scratch.iterdir()) == []
     assert _snapshot(task) == before

@@ -15,10 +15,31 @@ from lakemagic.engines.embedded import EmbeddedEngine
 SQL = "SELECT range AS n, 'row ' || range AS label FROM range(1234) ORDER BY n DESC"
 
 
-@pytest.fixture
-def table(tmp_path):
-    result = client.run_query(EmbeddedEngine(str(tmp_path)), SQL, page_size=50)
+class CountingEngine(EmbeddedEngine):
+    def __init__(self, lake: str):
+        super().__init__(lake)
+        self.calls = 0
+
+    def call(self, request: dict):
+        self.calls += 1
+        return super().call(request)
+
+
+@pytest.fixture(params=["inline", "stored"])
+def table(request, tmp_path, monkeypatch):
+    """The same table over a result small enough to come whole (paged in the kernel) and over a stored one."""
+    if request.param == "stored":
+        monkeypatch.setenv("LAKEMAGIC_INLINE_RESULT_BYTES", "0")
+    result = client.run_query(CountingEngine(str(tmp_path)), SQL, page_size=50)
+    assert result.info.inline == (request.param == "inline")
     return widget.ResultTable(result, page_size=50)
+
+
+@pytest.fixture
+def stored_table(table):
+    if table.result.info.inline:
+        pytest.skip("an inline result has no stored file and makes no further calls")
+    return table
 
 
 def shown_numbers(table) -> list[int]:
@@ -68,7 +89,8 @@ def test_only_a_bounded_number_of_pages_stay_in_the_kernel(table):
     assert shown_numbers(table) == expected_numbers(1000, 50)
 
 
-def test_a_fetch_error_shows_inline_and_keeps_the_table(table):
+def test_a_fetch_error_shows_inline_and_keeps_the_table(stored_table):
+    table = stored_table
     os.remove(table.result.engine.lake + f"/_lakemagic/results/{table.result.result_id}.parquet")
     before = table.table.value
     table.next_button.click()
@@ -77,12 +99,23 @@ def test_a_fetch_error_shows_inline_and_keeps_the_table(table):
     assert "rows 1–50" in table.position.value
 
 
-def test_footer_shows_rows_engine_time_round_trip_and_warmth(table):
+def test_footer_shows_rows_engine_time_round_trip_and_warmth(stored_table):
+    table = stored_table
     footer = table.footer.value
     assert "1,234 rows" in footer and "engine" in footer and "round trip" in footer
     assert "cold start" in footer  # the engine's first call
     table.next_button.click()
     assert "warm" in table.footer.value
+
+
+def test_an_inline_result_pages_without_calling_the_engine(table):
+    if not table.result.info.inline:
+        pytest.skip("a stored result fetches its pages")
+    for _ in range(5):
+        table.next_button.click()
+    table.last_button.click()
+    assert shown_numbers(table) == expected_numbers(1200, 50)
+    assert table.result.engine.calls == 1
 
 
 def test_static_form_for_front_ends_without_widgets(table):

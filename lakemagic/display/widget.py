@@ -28,8 +28,8 @@ class ResultTable(widgets.VBox):
         self.page_size = page_size
         self.offset = 0
         self._pages: OrderedDict[tuple[int, int], tuple[int, pd.DataFrame]] = OrderedDict()
-        self._first_frame = result.first_page.frame()
-        self._pages[(0, page_size)] = (result.first_page.row_count, self._first_frame)
+        first_rows, self._first_frame = result.rows(0, page_size)
+        self._pages[(0, page_size)] = (first_rows, self._first_frame)
 
         self.table = widgets.HTML()
         self.position = widgets.Label()
@@ -105,8 +105,7 @@ class ResultTable(widgets.VBox):
         if key in self._pages:
             self._pages.move_to_end(key)
             return self._pages[key]
-        page = self.result.page(offset, self.page_size)
-        self._pages[key] = (page.row_count, page.frame())
+        self._pages[key] = self.result.rows(offset, self.page_size)
         while len(self._pages) > CACHED_PAGES:
             self._pages.popitem(last=False)
         return self._pages[key]

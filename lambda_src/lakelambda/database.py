@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from .lake import Lake
+from .protocol import INLINE_RESULT_BYTES
 from .sql import quote_literal
 
 # Lambda gives a function one vCPU per 1,769 MB of memory.
@@ -60,11 +61,15 @@ class Settings:
     scratch: str = field(default_factory=new_scratch_folder)
     memory_mb: int | None = None
     environment: dict = field(default_factory=lambda: dict(os.environ))
+    # Results whose file is at most this big travel whole in the query's answer, never stored.
+    inline_result_bytes: int = INLINE_RESULT_BYTES
 
     @classmethod
     def from_environment(cls) -> "Settings":
         memory = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-        return cls(memory_mb=int(memory) if memory else None)
+        inline = os.environ.get("LAKEMAGIC_INLINE_RESULT_BYTES")
+        return cls(memory_mb=int(memory) if memory else None,
+                   inline_result_bytes=int(inline) if inline else INLINE_RESULT_BYTES)
 
     @property
     def pages_folder(self) -> str:

@@ -41,7 +41,8 @@ class LakeHandler:
         self.settings = settings or Settings.from_environment()
         self._cold = True
         self.lake.prepare()
-        self.results = ResultStore(self.lake, self.settings.results_folder, self.settings.pages_folder)
+        self.results = ResultStore(self.lake, self.settings.results_folder, self.settings.pages_folder,
+                                   self.settings.inline_result_bytes)
         self.results.prepare()
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.

@@ -36,6 +36,9 @@ ENVELOPE_ALLOWANCE_BYTES = 256 * 1024
 MAX_PAGE_ROWS = 1_000_000
 # The most bytes of a stored result one part request returns (base64 grows them by 4/3).
 MAX_PART_BYTES = (MAX_RESPONSE_BYTES - ENVELOPE_ALLOWANCE_BYTES) * 3 // 4
+# A result whose Parquet file is at most this big comes back whole in the query's
+# answer and is never stored: no upload, and no further call for its pages.
+INLINE_RESULT_BYTES = 1024 * 1024
 # Bounds on what a caller may send, so that checking and planning a request
 # (which DuckDB cannot interrupt) always ends well inside the time budget.
 MAX_SQL_CHARS = 200_000
@@ -284,10 +287,14 @@ class Part:
 class ResultInfo:
     """What every answer about a result says of it."""
 
-    result_id: str
+    result_id: str | None  # None: a small result, never stored, whole in this answer's page
     columns: tuple[Column, ...]
     total_rows: int
     result_bytes: int  # the stored file's size: the parts to fetch are known from the first answer
+
+    @property
+    def inline(self) -> bool:
+        return self.result_id is None
 
 
 @dataclass(frozen=True)

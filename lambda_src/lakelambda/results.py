@@ -22,7 +22,7 @@ import duckdb
 from . import page_format
 from .lake import INTERNAL_FOLDER, Lake, s3_errors, split_s3_path
 from .errors import ResultNotFound, RowTooLarge
-from .protocol import MAX_PART_BYTES, MAX_RESPONSE_BYTES, Column, Page, Part, ResultInfo
+from .protocol import INLINE_RESULT_BYTES, MAX_PART_BYTES, MAX_RESPONSE_BYTES, Column, Page, Part, ResultInfo
 from .sql import quote_identifier, quote_literal
 
 RESULTS_PREFIX = f"{INTERNAL_FOLDER}/results"
@@ -38,11 +38,13 @@ COLUMNS_KEY = "lakemagic_columns"
 class StoredResult(NamedTuple):
     info: ResultInfo
     path: str  # the local copy if this container has one, else the lake's
+    inline_data: bytes | None = None  # the whole file of a result too small to store
 
 
 class ResultStore:
-    def __init__(self, lake: Lake, local_folder: str, pages_folder: str):
+    def __init__(self, lake: Lake, local_folder: str, pages_folder: str, inline_bytes: int = INLINE_RESULT_BYTES):
         self.lake = lake
+        self.inline_bytes = inline_bytes
         # On a local lake, results are written straight into the lake.
         self.local_folder = local_folder if lake.is_s3 else lake.path(RESULTS_PREFIX)
         self.pages_folder = pages_folder
@@ -73,12 +75,22 @@ class ResultStore:
             f"KV_METADATA {{{COLUMNS_KEY}: {metadata}}}"
         )
 
-    def publish(self, result_id: str) -> None:
-        """Make a result written locally visible to every container."""
-        if not self.lake.is_s3:
-            return
-        self.lake.put(self._local_path(result_id), f"{RESULTS_PREFIX}/{result_id}.parquet")
-        self._trim_local_copies()
+    def keep(self, result_id: str, path: str, columns: tuple[Column, ...], rows: int) -> StoredResult:
+        """The result just written to `path`: stored for every container, or, if small, only in memory.
+
+        A small result is read back and its file removed at once: it travels
+        whole in the query's answer (PROTOCOL.md, "Answers").
+        """
+        size = os.path.getsize(path)
+        if size <= self.inline_bytes:
+            with open(path, "rb") as small:
+                data = small.read()
+            os.remove(path)
+            return StoredResult(ResultInfo(None, columns, rows, size), path, data)
+        if self.lake.is_s3:
+            self.lake.put(path, f"{RESULTS_PREFIX}/{result_id}.parquet")
+            self._trim_local_copies()
+        return StoredResult(ResultInfo(result_id, columns, rows, size), path)
 
     def open(self, con: duckdb.DuckDBPyConnection, result_id: str) -> StoredResult:
         """Find a stored result by id, from any container that can see the lake."""
@@ -108,10 +120,10 @@ class ResultStore:
         `row_count` says how many.
         """
         info = result.info
+        if result.inline_data is not None:
+            return Page(0, info.total_rows, base64.b64encode(result.inline_data).decode("ascii"))
         limit = max(0, min(limit, info.total_rows - offset))
         budget = MAX_PART_BYTES  # the most raw bytes that fit in a response once base64-encoded
-        if offset == 0 and limit == info.total_rows and not self.lake.is_s3 and info.result_bytes <= budget:
-            return Page(0, limit, page_format.encode_file(result.path))  # a small result is its own page
         limit = min(limit, _rows_that_fit(info, budget))
         page_path = os.path.join(self.pages_folder, f"{secrets.token_hex(8)}.parquet")
         try:

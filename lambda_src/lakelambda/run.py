@@ -37,7 +37,11 @@ class _Placed(NamedTuple):
 
 def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, sql: str, params: dict,
               views: tuple[View, ...] = ()) -> StoredResult:
-    """Run `sql` once, store its whole result as Parquet in the lake, and describe it."""
+    """Run `sql` once into a Parquet file; keep it as a stored result unless it is small enough to answer inline.
+
+    One execution: DESCRIBE only binds the query (its declared types go into
+    the file's metadata), and COPY runs it and counts its rows.
+    """
     statement = _prepare(con, lake, sql, views)
     body = _Placed(statement.text)
     if statement.keyword in _NEEDS_SUBQUERY:
@@ -57,9 +61,8 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, 
         body = body.wrapped("SELECT " + projection + " FROM (", f") AS lakemagic_result({aliases})")
     result_id, path = results.new_result()
     copy = body.wrapped("COPY (", f") TO {quote_literal(path)} ({results.copy_options(columns)})")
-    _execute(con, copy, params, sql)
-    results.publish(result_id)
-    return results.open(con, result_id)
+    rows = _execute(con, copy, params, sql).fetchone()[0]
+    return results.keep(result_id, path, tuple(columns), rows)
 
 
 def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: str, path: str,

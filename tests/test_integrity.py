@@ -56,6 +56,19 @@ def test_a_view_may_replace_a_view_and_nest_under_its_own_folder(lake):
     assert client.run_query(engine, "SELECT x FROM mine").to_dataframe()["x"].tolist() == [2]
 
 
+def test_a_dataset_rewritten_with_another_schema_is_read_as_it_is_now(lake):
+    """Catalog views outlive a call; one over a rewritten file is made again rather than failing."""
+    engine = EmbeddedEngine(lake)
+    assert client.run_query(engine, "SELECT count(*) AS n FROM trips").to_dataframe()["n"][0] == 10
+    duckdb.sql(f"COPY (SELECT 'renamed' AS label FROM range(4)) TO '{lake}/dataset/trips.parquet'")
+    frame = client.run_query(engine, "SELECT * FROM trips").to_dataframe()
+    assert list(frame.columns) == ["label"] and len(frame) == 4
+    os.remove(f"{lake}/dataset/trips.parquet")
+    with pytest.raises(LakeQueryError) as gone:
+        client.run_query(engine, "SELECT * FROM trips")
+    assert gone.value.error_type == "CatalogException"
+
+
 # --- files in the lake ----------------------------------------------------------------------------
 
 

@@ -31,6 +31,9 @@ INTERNAL_FOLDER = "_lakemagic"
 STAGING_FOLDER = f"{INTERNAL_FOLDER}/staging"
 # A staged file older than this was left by a process that died mid-write.
 STALE_STAGING_SECONDS = 3600
+# How long a warm container trusts what it listed of an S3 lake's catalog: a new
+# dataset written by anyone else becomes visible to it within this time.
+CATALOG_TTL_SECONDS = 30.0
 # A name the catalog may resolve: one path segment, no hidden or internal folders.
 _CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 _RESERVED_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER}
@@ -48,6 +51,12 @@ class Lake:
         self.root = root if self.is_s3 else os.path.abspath(os.path.expanduser(root))
         self._s3 = s3
         self._s3_lock = threading.Lock()
+        # What S3 listings found, by what was listed: (when, what); local folders are listed every time.
+        self._listings: dict[tuple, tuple[float, object]] = {}
+        self._listings_lock = threading.Lock()
+        # The catalog views register_tables made, by name: the source each reads.
+        self._views: dict[str, str] = {}
+        self._views_lock = threading.Lock()
 
     @property
     def s3(self):
@@ -89,6 +98,8 @@ class Lake:
             bucket, key = split_s3_path(target)
             with open(local_path, "rb") as body, s3_errors(f"writing {target}"):
                 self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+            if not relative_path.startswith(INTERNAL_FOLDER + "/"):
+                self._forget_listings()  # this container changed the catalog: it sees the change at once
             return target
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.makedirs(self.path(STAGING_FOLDER), exist_ok=True)
@@ -101,25 +112,42 @@ class Lake:
                 os.remove(staged)
         return target
 
-    def register_tables(self, con, names: set[str]) -> None:
-        """Create a temporary view for each of `names` that the lake holds.
+    def register_tables(self, con, names: set[str], refresh: bool = False) -> bool:
+        """Make sure the database has a view for each of `names` that the lake holds; say whether any was reused.
 
         Only names the query mentions are looked up, so a lake with many
-        datasets costs nothing for the datasets a query does not touch.
+        datasets costs nothing for the datasets a query does not touch. The
+        views live in the database's main schema for the container's life and
+        are made again only when their source changes (or `refresh`): making
+        one binds its files, which on S3 costs a request. A caller's own views
+        and CTEs are temporary and shadow them; callers cannot change them.
         """
         wanted = sorted(name for name in names if _CATALOG_NAME.match(name))
         if not wanted:
-            return
+            return False
         single_files = {folder: self._parquet_stems(con, folder) for folder in (DASHBOARD_FOLDER, DATASET_FOLDER)}
+        reused = False
         for name in wanted:
             source = self._source_of(con, name, single_files)
-            if source is not None:
-                con.execute(f"CREATE TEMP VIEW {quote_identifier(name)} AS SELECT * FROM {source}")
+            with self._views_lock:
+                if source is not None and self._views.get(name) == source and not refresh:
+                    reused = True
+                elif source is not None:
+                    con.execute(f"CREATE OR REPLACE VIEW main.{quote_identifier(name)} AS SELECT * FROM {source}")
+                    self._views[name] = source
+                else:  # not in the lake (any more)
+                    self._views.pop(name, None)
+                    con.execute(f"DROP VIEW IF EXISTS main.{quote_identifier(name)}")
+        return reused
 
     def dataset_named(self, con, name: str) -> str | None:
-        """Where the lake keeps a dataset (a single file or a partitioned folder) called `name`, if it has one."""
+        """Where the lake keeps a dataset (a single file or a partitioned folder) called `name`, if it has one.
+
+        Listed afresh: this decides whether a write may take the name.
+        """
         if not _CATALOG_NAME.match(name):
             return None
+        self._forget_listings()
         if name in self._parquet_stems(con, DATASET_FOLDER):
             return self.path(DATASET_FOLDER, f"{name}.parquet")
         return self.path(name) if self._is_partitioned(con, name) else None
@@ -139,17 +167,39 @@ class Lake:
         if name in _RESERVED_FOLDERS:
             return False
         pattern = quote_literal(self._partition_pattern(name))
-        return con.execute(f"SELECT 1 FROM glob({pattern}) LIMIT 1").fetchone() is not None
+        return self._listed(("partitioned", name), lambda: con.execute(
+            f"SELECT 1 FROM glob({pattern}) LIMIT 1").fetchone() is not None)
 
     def _parquet_stems(self, con, folder: str) -> set[str]:
-        """Names of the Parquet files directly in a lake folder: one listing per query."""
+        """Names of the Parquet files directly in a lake folder."""
         if self.is_s3:
             pattern = quote_literal(self.path(folder, "*.parquet"))
-            files = [row[0] for row in con.execute(f"SELECT file FROM glob({pattern})").fetchall()]
+            files = self._listed(("files", folder), lambda: [
+                row[0] for row in con.execute(f"SELECT file FROM glob({pattern})").fetchall()])
         else:
             directory = self.path(folder)
             files = os.listdir(directory) if os.path.isdir(directory) else []
         return {os.path.basename(file)[: -len(".parquet")] for file in files if file.endswith(".parquet")}
+
+    def _listed(self, what: tuple, list_now):
+        """An S3 listing, reused for CATALOG_TTL_SECONDS: a warm query pays no LIST requests for the catalog."""
+        if not self.is_s3:
+            return list_now()
+        now = time.monotonic()
+        with self._listings_lock:
+            cached = self._listings.get(what)
+        if cached is not None and now - cached[0] < CATALOG_TTL_SECONDS:
+            return cached[1]
+        found = list_now()
+        with self._listings_lock:
+            self._listings[what] = (now, found)
+        return found
+
+    def _forget_listings(self) -> None:
+        with self._listings_lock:
+            self._listings.clear()
+        with self._views_lock:
+            self._views.clear()  # made again on next use, over what the lake now holds
 
 
 def split_s3_path(path: str) -> tuple[str, str]:

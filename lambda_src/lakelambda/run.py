@@ -16,13 +16,14 @@ import duckdb
 
 from . import page_format, sandbox
 from .lake import Lake
-from .errors import LakeError, NameTaken, UnsupportedType
+from .errors import LakeError, NameTaken, SqlError, UnsupportedType
 from .protocol import DASHBOARD_FOLDER, Column, View
 from .results import ResultStore, StoredResult
-from .sql import duckdb_error, quote_identifier, quote_literal, referenced_tables, single_query
+from .sql import Statement, duckdb_error, quote_identifier, quote_literal, referenced_tables, single_query
 
-# Statements that DuckDB runs as queries but that COPY cannot take directly.
+# Statements that DuckDB runs as queries but that CREATE TABLE AS cannot take directly.
 _NEEDS_SUBQUERY = {"DESCRIBE", "SHOW", "SUMMARIZE"}
+_RESULT_TABLE = "lakemagic_result"
 
 
 class _Placed(NamedTuple):
@@ -39,30 +40,31 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, 
               views: tuple[View, ...] = ()) -> StoredResult:
     """Run `sql` once into a Parquet file; keep it as a stored result unless it is small enough to answer inline.
 
-    One execution: DESCRIBE only binds the query (its declared types go into
-    the file's metadata), and COPY runs it and counts its rows.
+    The query is bound and run once, into a temporary table of the call's
+    cursor: each bind of a lake file costs an S3 request, so describing the
+    query first and copying it after would cost two. The table's own
+    description gives the declared types (duplicate names already made
+    distinct, as DuckDB's .df() names them), and the file is written from it.
     """
-    statement = _prepare(con, lake, sql, views)
-    body = _Placed(statement.text)
-    if statement.keyword in _NEEDS_SUBQUERY:
+    prepared = _prepare(con, lake, sql, views)
+    body = _Placed(prepared.statement.text)
+    if prepared.statement.keyword in _NEEDS_SUBQUERY:
         body = body.wrapped("SELECT * FROM (", ")")
-    columns = _describe(con, body, params, sql)
-    for column in columns:
-        if "UNION(" in column.type:
-            raise UnsupportedType(f"column {column.name!r} is a UNION, which cannot travel to the notebook; "
-                                  "cast it to VARCHAR or pick a member with union_extract")
-    names = [column.name for column in columns]
-    distinct = _distinct_names(names)
-    columns = [Column(name, column.type) for column, name in zip(columns, distinct)]
-    if distinct != names or any(page_format.storage_type(c.type) != c.type for c in columns):
-        # Rename by position and store lossy types as text; otherwise the query is copied as it is.
-        aliases = ", ".join(quote_identifier(c.name) for c in columns)
-        projection = page_format.storage_projection(columns)
-        body = body.wrapped("SELECT " + projection + " FROM (", f") AS lakemagic_result({aliases})")
-    result_id, path = results.new_result()
-    copy = body.wrapped("COPY (", f") TO {quote_literal(path)} ({results.copy_options(columns)})")
-    rows = _execute(con, copy, params, sql).fetchone()[0]
-    return results.keep(result_id, path, tuple(columns), rows)
+    create = body.wrapped(f"CREATE TEMP TABLE {_RESULT_TABLE} AS")
+    _with_fresh_views(con, lake, prepared, lambda: _execute(con, create, params, sql))
+    try:
+        columns = tuple(Column(row[0], row[1]) for row in con.execute(f"DESCRIBE {_RESULT_TABLE}").fetchall())
+        for column in columns:
+            if "UNION(" in column.type:
+                raise UnsupportedType(f"column {column.name!r} is a UNION, which cannot travel to the notebook; "
+                                      "cast it to VARCHAR or pick a member with union_extract")
+        result_id, path = results.new_result()
+        projection = page_format.storage_projection(columns)  # lossy types stored as text
+        rows = con.execute(f"COPY (SELECT {projection} FROM {_RESULT_TABLE}) TO {quote_literal(path)} "
+                           f"({results.copy_options(columns)})").fetchone()[0]
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {_RESULT_TABLE}")
+    return results.keep(result_id, path, columns, rows)
 
 
 def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: str, path: str,
@@ -72,7 +74,7 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
     The file is finished locally first and then put in place whole, so a
     failed query leaves the previous file as it was.
     """
-    statement = _prepare(con, lake, sql, views)
+    prepared = _prepare(con, lake, sql, views)
     folder, _, file_name = path.rpartition("/")
     name = file_name[: -len(".parquet")]
     taken = lake.dataset_named(con, name) if folder == DASHBOARD_FOLDER else None
@@ -81,8 +83,9 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
                         "change what that name means for everyone: save the view under another name")
     local = os.path.join(scratch, f"materialize-{secrets.token_hex(8)}.parquet")
     try:
-        copy = _Placed(statement.text).wrapped("COPY (", f") TO {quote_literal(local)} (FORMAT parquet, COMPRESSION zstd)")
-        rows = _execute(con, copy, {}, sql).fetchone()[0]
+        copy = _Placed(prepared.statement.text).wrapped(
+            "COPY (", f") TO {quote_literal(local)} (FORMAT parquet, COMPRESSION zstd)")
+        rows = _with_fresh_views(con, lake, prepared, lambda: _execute(con, copy, {}, sql).fetchone()[0])
         size = os.path.getsize(local)
         return lake.put(local, path), rows, size
     finally:
@@ -90,8 +93,14 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
             os.remove(local)
 
 
-def _prepare(con, lake: Lake, sql: str, views: tuple[View, ...]):
-    """Check the query and its views, make the lake tables and views it uses; return its statement."""
+class _Prepared(NamedTuple):
+    statement: Statement
+    lake_tables: set[str]  # the names the query may mean as lake tables
+    reused_views: bool  # some catalog view was made by an earlier call
+
+
+def _prepare(con, lake: Lake, sql: str, views: tuple[View, ...]) -> _Prepared:
+    """Check the query and its views, make the lake tables and views it uses."""
     statement = single_query(sql)
     sandbox.check_query(statement.text, lake.root)
     view_statements = []
@@ -103,19 +112,27 @@ def _prepare(con, lake: Lake, sql: str, views: tuple[View, ...]):
             raise error.within(view.name) from None
         view_statements.append((view, text))
     mentioned = referenced_tables(statement.text).union(*(referenced_tables(text) for _, text in view_statements))
-    lake.register_tables(con, mentioned - {view.name for view in views})  # a view shadows a lake table
+    lake_tables = mentioned - {view.name for view in views}  # a view shadows a lake table
+    reused = lake.register_tables(con, lake_tables)
     for view, text in view_statements:
         prefix = f"CREATE TEMP VIEW {quote_identifier(view.name)} AS\n"
         try:
             con.execute(prefix + text)
         except duckdb.Error as exc:
             raise duckdb_error(exc, view.sql, prefix).within(view.name) from None
-    return statement
+    return _Prepared(statement, lake_tables, reused)
 
 
-def _describe(con, body: _Placed, params: dict, sql: str) -> list[Column]:
-    rows = _execute(con, body.wrapped("DESCRIBE"), params, sql).fetchall()
-    return [Column(row[0], row[1]) for row in rows]
+def _with_fresh_views(con, lake: Lake, prepared: "_Prepared", run):
+    """`run()`, once more over freshly made catalog views if it failed over reused ones:
+    a dataset rewritten with another schema since its view was made fails to bind."""
+    try:
+        return run()
+    except SqlError:
+        if not prepared.reused_views:
+            raise
+    lake.register_tables(con, prepared.lake_tables, refresh=True)
+    return run()
 
 
 def _execute(con, placed: _Placed, params: dict, sql: str):
@@ -125,17 +142,3 @@ def _execute(con, placed: _Placed, params: dict, sql: str):
         return con.execute(placed.text, params or None)
     except duckdb.Error as exc:
         raise duckdb_error(exc, sql, placed.prefix) from None
-
-
-def _distinct_names(names: list[str]) -> list[str]:
-    """Rename repeated column names the way DuckDB's .df() does: name_1, name_2, ... (case-insensitively)."""
-    taken: set[str] = set()
-    result = []
-    for name in names:
-        candidate, suffix = name, 0
-        while candidate.lower() in taken:
-            suffix += 1
-            candidate = f"{name}_{suffix}"
-        taken.add(candidate.lower())
-        result.append(candidate)
-    return result

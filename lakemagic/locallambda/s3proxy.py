@@ -1,0 +1,103 @@
+"""A counting proxy in front of a local S3 API server, optionally slowed to S3's own latency.
+
+What a query costs on S3 is mostly requests (each 10-30 ms on real S3, about
+1 ms on a local server), so the tests and benchmarks count them here, by
+method, and can add a fixed delay per request to see what the counts cost.
+It listens on 127.0.0.1 and forwards only to the one upstream it is given.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# Headers that describe one hop, not the request: never forwarded.
+_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+
+
+class S3Proxy:
+    """Forwards every request to `upstream` (http://127.0.0.1:PORT), counting them and waiting `delay_s` first."""
+
+    def __init__(self, upstream: str, delay_s: float = 0.0):
+        target = urllib.parse.urlsplit(upstream)
+        if target.hostname not in ("127.0.0.1", "localhost"):
+            raise ValueError(f"the proxy forwards to a server on this machine only, not {upstream}")
+        self.upstream = (target.hostname, target.port)
+        self.delay_s = delay_s
+        self.requests: Counter[str] = Counter()  # by method
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="s3-proxy", daemon=True)
+
+    @property
+    def endpoint_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "S3Proxy":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def count(self) -> int:
+        with self._lock:
+            return sum(self.requests.values())
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def _record(self, method: str) -> None:
+        with self._lock:
+            self.requests[method] += 1
+
+    def __enter__(self) -> "S3Proxy":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def _handler_for(proxy: S3Proxy):
+    class Forward(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _forward(self) -> None:
+            proxy._record(self.command)
+            if proxy.delay_s:
+                time.sleep(proxy.delay_s)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length > 0 else None
+            headers = {name: value for name, value in self.headers.items() if name.lower() not in _HOP_HEADERS}
+            upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)
+            try:
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                answer = upstream.getresponse()
+                data = answer.read()
+            finally:
+                upstream.close()
+            self.send_response(answer.status, answer.reason)
+            for name, value in answer.getheaders():
+                if name.lower() not in _HOP_HEADERS | {"content-length"}:
+                    self.send_header(name, value)
+            # A HEAD answer's length is the object's, which is what its asker wants to know.
+            self.send_header("Content-Length", answer.getheader("Content-Length", "0") if self.command == "HEAD"
+                             else str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        def log_message(self, *args) -> None:
+            """Silenced: the counts are the record."""
+
+    return Forward

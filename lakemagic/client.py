@@ -11,6 +11,7 @@ import base64
 import os
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
@@ -101,21 +102,33 @@ class QueryResult:
     def to_dataframe(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
         """The whole result as a DataFrame.
 
-        A result larger than its first page is fetched as its stored Parquet
-        file, in parts as large as a response allows (several at once where
-        the engine allows it), and decoded once.
+        A result larger than its first page is read as its stored Parquet
+        file and decoded once: straight from the local lake's folder, or with
+        one GET of a URL the function presigned with its own role (the
+        notebook signs nothing for S3), or, where that URL cannot be reached
+        from here, in parts as large as a response allows.
         """
         if self.is_whole:
             return self._whole.copy() if self._whole is not None else self.first_page.frame()
-        size = self.info.result_bytes
+        answer, self.last_call = _call(self.engine, protocol.download_request(self.info.result_id),
+                                       protocol.DownloadAnswer, self.sql)
+        if not answer.url.startswith(("https://", "http://")):
+            return decode_files([answer.url], self.columns)
         with tempfile.TemporaryDirectory(prefix="lakemagic-result-") as folder:
             path = os.path.join(folder, "result.parquet")
-            with open(path, "wb") as stored, ThreadPoolExecutor(self.engine.concurrency) as pool:
-                for data in pool.map(self._part, range(0, size, protocol.MAX_PART_BYTES)):
-                    stored.write(data)
-                    if progress is not None:
-                        progress(stored.tell(), size)
+            try:
+                _download(answer.url, path, self.info.result_bytes, progress)
+            except OSError:  # the URL is not reachable from this network: through the function instead
+                self._fetch_parts(path, progress)
             return decode_files([path], self.columns)
+
+    def _fetch_parts(self, path: str, progress: Callable[[int, int], None] | None) -> None:
+        size = self.info.result_bytes
+        with open(path, "wb") as stored, ThreadPoolExecutor(self.engine.concurrency) as pool:
+            for data in pool.map(self._part, range(0, size, protocol.MAX_PART_BYTES)):
+                stored.write(data)
+                if progress is not None:
+                    progress(stored.tell(), size)
 
     def _part(self, start: int) -> bytes:
         answer, self.last_call = _call(self.engine, protocol.part_request(self.info.result_id, start),
@@ -153,6 +166,19 @@ def _call(engine: Engine, request: dict, expected: type, sql: str):
     if not isinstance(answer, expected):
         raise EngineError(f"the {engine.name} engine answered a {expected.__name__} request with a {type(answer).__name__}")
     return answer, CallStats(answer.stats, round_trip_ms, reply.lambda_figures)
+
+
+DOWNLOAD_CHUNK_BYTES = 1 << 20
+DOWNLOAD_TIMEOUT_S = 60
+
+
+def _download(url: str, path: str, size: int, progress: Callable[[int, int], None] | None) -> None:
+    """A plain HTTP GET of a presigned URL into `path`."""
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as answer, open(path, "wb") as stored:
+        while chunk := answer.read(DOWNLOAD_CHUNK_BYTES):
+            stored.write(chunk)
+            if progress is not None:
+                progress(stored.tell(), size)
 
 
 def _page_of(answer: protocol.PageAnswer) -> Page:

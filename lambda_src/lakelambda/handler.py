@@ -22,9 +22,9 @@ from . import protocol, run
 from .database import Settings, open_database
 from .errors import LakeError, QueryTimeout
 from .lake import Lake
-from .protocol import (ErrorAnswer, MaterializeAnswer, MaterializeRequest, PageAnswer, PageRequest, PartAnswer,
-                       PartRequest, QueryRequest)
-from .results import ResultStore
+from .protocol import (DownloadAnswer, DownloadRequest, ErrorAnswer, MaterializeAnswer, MaterializeRequest,
+                       PageAnswer, PageRequest, PartAnswer, PartRequest, QueryRequest)
+from .results import DOWNLOAD_URL_SECONDS, ResultStore
 from .sql import duckdb_error
 
 # Time kept back from the function's remaining time to answer after an interrupt.
@@ -52,7 +52,7 @@ class LakeHandler:
         # next handler's start (database.remove_stale_scratch_folders).
         self.close = weakref.finalize(self, _close, self._database, self.settings.scratch)
         self._operations = {QueryRequest: self.query, PageRequest: self.page, PartRequest: self.part,
-                            MaterializeRequest: self.materialize}
+                            DownloadRequest: self.download, MaterializeRequest: self.materialize}
 
     def __call__(self, event, context=None) -> dict:
         started = time.perf_counter()
@@ -86,6 +86,10 @@ class LakeHandler:
     def part(self, con, request: PartRequest) -> PartAnswer:
         result = self.results.open(con, request.result_id)
         return PartAnswer(result.info, self.results.part(result, request.start, request.length))
+
+    def download(self, con, request: DownloadRequest) -> DownloadAnswer:
+        result = self.results.open(con, request.result_id)
+        return DownloadAnswer(result.info, self.results.download_url(result), DOWNLOAD_URL_SECONDS)
 
     def materialize(self, con, request: MaterializeRequest) -> MaterializeAnswer:
         path, rows, size = run.materialize(

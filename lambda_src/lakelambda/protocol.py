@@ -97,7 +97,12 @@ class PartRequest:
     length: int
 
 
-Request = Union[QueryRequest, PageRequest, PartRequest, MaterializeRequest]
+@dataclass(frozen=True)
+class DownloadRequest:
+    result_id: str
+
+
+Request = Union[QueryRequest, PageRequest, PartRequest, DownloadRequest, MaterializeRequest]
 
 
 def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple[View, ...] = ()) -> dict:
@@ -139,6 +144,11 @@ def part_request(result_id: str, start: int, length: int = MAX_PART_BYTES) -> di
     return {"version": VERSION, "op": "part", "result_id": result_id, "start": start, "length": length}
 
 
+def download_request(result_id: str) -> dict:
+    """The event that asks where the whole stored result can be fetched from, as one file."""
+    return {"version": VERSION, "op": "download", "result_id": result_id}
+
+
 def parse_request(event: Any) -> Request:
     """Validate an incoming event at the edge; raise ProtocolError naming the problem."""
     if not isinstance(event, dict):
@@ -152,9 +162,12 @@ def parse_request(event: Any) -> Request:
         return _parse_page(event)
     if op == "part":
         return _parse_part(event)
+    if op == "download":
+        _reject_unknown_fields(event, {"version", "op", "result_id"})
+        return DownloadRequest(result_id=_result_id(event))
     if op == "materialize":
         return _parse_materialize(event)
-    raise ProtocolError(f"unknown op {op!r}; expected 'query', 'page', 'part' or 'materialize'")
+    raise ProtocolError(f"unknown op {op!r}; expected 'query', 'page', 'part', 'download' or 'materialize'")
 
 
 def _parse_query(event: dict) -> QueryRequest:
@@ -314,6 +327,17 @@ class PartAnswer:
 
 
 @dataclass(frozen=True)
+class DownloadAnswer:
+    """Where the stored result's whole Parquet file can be read: an https URL that the function
+    signed with its own role, good for `expires_s` (an S3 lake), or a local file path (a local lake)."""
+
+    result: ResultInfo
+    url: str
+    expires_s: int
+    stats: Stats = field(default_factory=Stats)
+
+
+@dataclass(frozen=True)
 class MaterializeAnswer:
     path: str  # where the file is now, in the lake
     rows: int
@@ -333,20 +357,22 @@ class ErrorAnswer:
         return cls(error.error_type, error.message, error.position)
 
 
-Answer = Union[PageAnswer, PartAnswer, MaterializeAnswer, ErrorAnswer]
+Answer = Union[PageAnswer, PartAnswer, DownloadAnswer, MaterializeAnswer, ErrorAnswer]
 
 
 def to_wire(answer: Answer) -> dict:
     """The JSON object an answer travels as."""
     wire: dict[str, Any] = {"version": VERSION}
-    if isinstance(answer, (PageAnswer, PartAnswer)):
+    if isinstance(answer, (PageAnswer, PartAnswer, DownloadAnswer)):
         info = answer.result
         wire.update(result_id=info.result_id, columns=[asdict(c) for c in info.columns],
                     total_rows=info.total_rows, result_bytes=info.result_bytes)
         if isinstance(answer, PageAnswer):
             wire["page"] = asdict(answer.page)
-        else:
+        elif isinstance(answer, PartAnswer):
             wire["part"] = asdict(answer.part)
+        else:
+            wire["download"] = {"url": answer.url, "expires_s": answer.expires_s}
     elif isinstance(answer, MaterializeAnswer):
         wire["materialized"] = {"path": answer.path, "rows": answer.rows, "bytes": answer.bytes}
     else:
@@ -373,6 +399,8 @@ def parse_answer(wire: Any) -> Answer:
                           int(wire["total_rows"]), int(wire["result_bytes"]))
         if "part" in wire:
             return PartAnswer(info, Part(**wire["part"]), stats)
+        if "download" in wire:
+            return DownloadAnswer(info, str(wire["download"]["url"]), int(wire["download"]["expires_s"]), stats)
         page = Page(**wire["page"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"the answer does not have the protocol's shape: {exc!r}") from None

@@ -31,6 +31,8 @@ RESULT_MAX_AGE_SECONDS = 24 * 3600
 LOCAL_COPIES_MAX_BYTES = 256 * 1024 * 1024
 # Small row groups keep a page read small: a page touches one or two of them.
 RESULT_ROW_GROUP_SIZE = 16_384
+# How long a download URL of a stored result is good for.
+DOWNLOAD_URL_SECONDS = 900
 # The key of the stored file's key-value metadata that holds the declared column types.
 COLUMNS_KEY = "lakemagic_columns"
 
@@ -105,6 +107,20 @@ class ResultStore:
             raise ResultNotFound(f"result {result_id} does not exist or has expired; run the query again") from None
         columns = tuple(Column(c["name"], c["type"]) for c in json.loads(columns))
         return StoredResult(ResultInfo(result_id, columns, total_rows, size_bytes), path)
+
+    def download_url(self, result: StoredResult) -> str:
+        """Where the whole stored file can be read by whoever holds the result's id.
+
+        On S3, a GET URL presigned with the function's own role for
+        DOWNLOAD_URL_SECONDS, so the notebook needs no S3 permission of its own
+        and the transfer runs at S3's speed; on a local lake, the file itself.
+        """
+        if not self.lake.is_s3:
+            return result.path
+        bucket, key = split_s3_path(self.lake.path(RESULTS_PREFIX, f"{result.info.result_id}.parquet"))
+        with s3_errors(f"signing a download of result {result.info.result_id}"):
+            return self.lake.s3.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=DOWNLOAD_URL_SECONDS)
 
     def part(self, result: StoredResult, start: int, length: int) -> Part:
         """Bytes [start, start + length) of the stored result file, as they are."""

@@ -1,0 +1,79 @@
+"""Whole stored results reach the notebook as one file: a presigned GET on S3, the file itself on a local lake."""
+
+from __future__ import annotations
+
+import urllib.parse
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from lakelambda import protocol
+from lakemagic import client
+from lakemagic.engines.aws_lambda import LambdaEngine
+from lakemagic.engines.embedded import EmbeddedEngine
+from lakemagic.locallambda.s3proxy import S3Proxy
+
+from servers import FUNCTION, start_function
+
+SQL = "SELECT * FROM taxi_2019_04 ORDER BY pickup_at, dropoff_at, total_amount, pickup_location_id"
+STORE_ALL = {"LAKEMAGIC_INLINE_RESULT_BYTES": "0"}
+
+
+class Recording:
+    """An engine that keeps the ops it was asked for."""
+
+    def __init__(self, inner):
+        self.inner, self.ops = inner, []
+        self.name, self.concurrency = inner.name, inner.concurrency
+
+    def call(self, request: dict):
+        self.ops.append(request["op"])
+        return self.inner.call(request)
+
+
+@pytest.fixture(scope="module")
+def expected(local_taxi_lake) -> pd.DataFrame:
+    return client.run_query(EmbeddedEngine(str(local_taxi_lake)), SQL).to_dataframe()
+
+
+def test_the_embedded_engine_reads_the_stored_file_itself(local_taxi_lake, expected, stored_results):
+    engine = Recording(EmbeddedEngine(str(local_taxi_lake)))
+    result = client.run_query(engine, SQL, page_size=50)
+    pd.testing.assert_frame_equal(result.to_dataframe(), expected)
+    assert engine.ops == ["query", "download"]  # no parts through the JSON round trip
+
+
+def test_lambda_answers_a_url_the_notebook_gets_with_a_plain_get(s3_lake, aws_environment, expected, monkeypatch):
+    local = start_function(s3_lake, aws_environment, env=STORE_ALL)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", local.endpoint_url)
+        engine = Recording(LambdaEngine(FUNCTION))
+        result = client.run_query(engine, SQL, page_size=50)
+        answer = protocol.parse_answer(engine.call(protocol.download_request(result.result_id)).answer)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(answer.url).query)
+        assert "X-Amz-Signature" in query and int(query["X-Amz-Expires"][0]) == answer.expires_s
+        with urllib.request.urlopen(answer.url, timeout=30) as got:  # no credentials of the notebook's
+            assert len(got.read()) == result.info.result_bytes
+
+        engine.ops.clear()
+        pd.testing.assert_frame_equal(result.to_dataframe(), expected)
+        assert engine.ops == ["download"]
+    finally:
+        local.stop()
+
+
+def test_an_unreachable_url_falls_back_to_parts_through_the_function(s3_lake, aws_environment, moto_endpoint,
+                                                                     expected, monkeypatch):
+    proxy = S3Proxy(moto_endpoint).start()
+    local = start_function(s3_lake, aws_environment, env=dict(STORE_ALL, AWS_ENDPOINT_URL_S3=proxy.endpoint_url))
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", local.endpoint_url)
+        engine = Recording(LambdaEngine(FUNCTION))
+        result = client.run_query(engine, SQL, page_size=50)
+        proxy.stop()  # the URL the function signs now leads nowhere; its warm copy in /tmp still serves parts
+        engine.ops.clear()
+        pd.testing.assert_frame_equal(result.to_dataframe(), expected)
+        assert engine.ops[0] == "download" and set(engine.ops[1:]) == {"part"}
+    finally:
+        local.stop()

@@ -70,12 +70,12 @@ def main(argv=None) -> int:
             compare("%%lakesql aggregate over the month vs DuckDB .df()",
                     magic(AGGREGATE.format(table="taxi_2019_04")),
                     lambda: duckdb.sql(AGGREGATE.format(table=f"'{month}'")).df(), options.repeat, 1.1),
-            compare("%%lakesql aggregate over 200k rows vs DuckDB .df()",
-                    magic(AGGREGATE.format(table="taxi_small")),
+            compare("%%lakesql x << aggregate over 200k rows vs DuckDB .df()",
+                    cell(f"%%lakesql x <<\n{AGGREGATE.format(table='taxi_small')}"),
                     lambda: duckdb.sql(AGGREGATE.format(table=f"'{small}'")).df(), options.repeat, 1.5),
-            compare("  the same, vs a DuckDB cell that shows its DataFrame",
+            compare("%%lakesql table widget of it vs a DuckDB cell showing its DataFrame",
                     magic(AGGREGATE.format(table="taxi_small")),
-                    duckdb_cell(AGGREGATE.format(table=f"'{small}'")), options.repeat, 1.5),
+                    duckdb_cell(AGGREGATE.format(table=f"'{small}'")), options.repeat, 2.0),
         ]
 
         big = client.run_query(engine, "SELECT * FROM wide", page_size=50)

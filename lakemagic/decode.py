@@ -24,14 +24,29 @@ from lakelambda.sql import quote_identifier
 
 def decode_pages(pages: Iterable[str], columns: tuple[Column, ...]) -> pd.DataFrame:
     """A DataFrame of the rows of `pages` (base64 Parquet), in order."""
-    with tempfile.TemporaryDirectory(prefix="lakemagic-pages-") as folder:
-        paths = []
-        for number, data in enumerate(pages):
-            path = os.path.join(folder, f"{number:08d}.parquet")
-            with open(path, "wb") as page_file:
+    paths = []
+    try:
+        for data in pages:
+            handle, path = tempfile.mkstemp(suffix=".parquet", dir=_pages_folder())
+            with os.fdopen(handle, "wb") as page_file:
                 page_file.write(base64.b64decode(data))
             paths.append(path)
         return decode_files(paths, columns)
+    finally:
+        for path in paths:
+            os.remove(path)
+
+
+_pages: tempfile.TemporaryDirectory | None = None
+
+
+def _pages_folder() -> str:
+    """Where pages wait to be read: one folder for the kernel's life (removed when it exits, made
+    again if something removed it), as a folder per page costs more than decoding a small one."""
+    global _pages
+    if _pages is None or not os.path.isdir(_pages.name):
+        _pages = tempfile.TemporaryDirectory(prefix="lakemagic-pages-")
+    return _pages.name
 
 
 def decode_files(paths: list[str], columns: tuple[Column, ...]) -> pd.DataFrame:

@@ -116,11 +116,14 @@ def parser() -> duckdb.DuckDBPyConnection:
     return _parser_database().cursor()
 
 
+@functools.lru_cache(maxsize=32)
 def parse_tree(sql: str) -> dict:
     """DuckDB's parse tree of `sql` (json_serialize_sql), every property written, defaults and nulls too.
 
     A statement DuckDB cannot serialize gives a tree with "error": true and its message.
-    RecursionError: a tree nested deeper than Python's JSON decoder goes.
+    RecursionError: a tree nested deeper than Python's JSON decoder goes. The tree is
+    shared by every caller asking about the same text (the sandbox, the table lookup,
+    the notebook's views): read it, never change it.
     """
     with parser() as con:
         text = con.execute("SELECT json_serialize_sql(?, skip_empty := false, skip_null := false, "

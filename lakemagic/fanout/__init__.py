@@ -1,0 +1,40 @@
+"""Fan-out: one query over a Hive-partitioned lake table, split over many Lambda invocations.
+
+Each invocation (a task) reads a share of the table's partition files; the
+notebook merges the tasks' results into exactly the single-run result. This
+package is the pure part: the plan and the merge SQL, nothing that runs them.
+
+    types = autocast_key_types(all_files)          # the keys' types over the whole table (or its DESCRIBE)
+    files = prune(sql, "taxi", all_files, types)   # optional: drop the files the WHERE clause rules out
+    result = plan(sql, "taxi", files, max_tasks=8, key_types=types)
+    if isinstance(result, NotSplit):
+        ...                                        # run sql once; result.reason says why
+    else:
+        parts = [run(task.sql) for task in result.tasks]   # each task's SQL names its own files
+        # concatenate parts as a table named `partials`, then run result.merge_sql over it
+
+A task's SQL is the query with the table replaced by
+read_parquet([its files], hive_partitioning = true, hive_types = {...}) under
+the table's name or alias; it keeps the query's other tables, views and
+$parameters, which each task reads and binds whole, as the query would (a
+view that itself reads the split table must be expanded by the caller first).
+Types of the partition keys are fixed in every task, so every share reads
+them as the whole table does.
+
+Split: aggregates with or without GROUP BY (see aggregates.py for which, and
+how they merge), HAVING, DISTINCT, ORDER BY, LIMIT and OFFSET after the merge;
+filters and projections with or without ORDER BY ... LIMIT (rows.py); joins
+with other tables in which each output row comes from one row of the split
+table. Everything else is NotSplit with its reason (shape.py, aggregates.py).
+Rows tied under ORDER BY may come out in another order, or another of the
+tied rows kept by LIMIT, as two single runs may too.
+"""
+
+from .files import PartitionFile, autocast_key_types
+from .planner import NotSplit, Plan, Task, explain, plan
+from .prune import prune
+from .tree import PARTIALS
+
+__all__ = [
+    "PARTIALS", "NotSplit", "PartitionFile", "Plan", "Task", "autocast_key_types", "explain", "plan", "prune",
+]

@@ -1,0 +1,109 @@
+"""plan(): split one query over a Hive-partitioned table into tasks over shares of its files, and a merge."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from .files import PartitionFile, autocast_key_types, group_files, reader
+from .grouped import is_aggregate_query, split_grouped
+from .rows import split_rows
+from .shape import check
+from .tree import PARTIALS, Refusal, nodes, select_node, to_sql
+
+# The explanation names this many partitions of a task, then counts the rest.
+SHOWN_PARTITIONS = 5
+
+
+@dataclass(frozen=True)
+class Task:
+    """One invocation's share: the files it reads and the SQL it runs over them (the files are in it)."""
+
+    files: tuple[PartitionFile, ...]
+    sql: str
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(file.size_bytes for file in self.files)
+
+    def partitions(self) -> list[str]:
+        """The partitions the task reads, as key=value paths, in order."""
+        return sorted({file.partition_label() for file in self.files})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Run every task's SQL, concatenate their results in any order as a table named `partials`
+    (same columns, same types), and run `merge_sql` over it: the result is the query's."""
+
+    tasks: tuple[Task, ...]
+    merge_sql: str
+    explanation: str  # for %%lakesql --explain
+
+
+@dataclass(frozen=True)
+class NotSplit:
+    """The query runs as one invocation; `reason` says why in one sentence."""
+
+    reason: str
+
+
+def plan(sql: str, table: str, files: Sequence[PartitionFile], max_tasks: int,
+         key_types: Mapping[str, str] | None = None) -> Plan | NotSplit:
+    """Split `sql`, a query over the Hive-partitioned lake table `table`, into at most `max_tasks` tasks.
+
+    `files` are the table's files left after pruning (see prune()). `key_types` are
+    the partition keys' types as the whole table reads them (DESCRIBE of the
+    table); by default they are found from `files` as DuckDB would.
+    """
+    if max_tasks < 1:
+        raise ValueError(f"max_tasks must be at least 1, got {max_tasks}")
+    try:
+        if not files:
+            raise Refusal(f"no files of {table} are left to read")
+        types = dict(key_types) if key_types is not None else autocast_key_types(files)
+        query = check(select_node(sql), table)
+        split = split_grouped if is_aggregate_query(query) else split_rows
+        task_node, merge_node = split(query)
+        merge_sql = to_sql(merge_node)
+    except Refusal as refusal:
+        return NotSplit(str(refusal))
+    tasks = tuple(Task(tuple(group), to_sql(_reading(task_node, table, group, types)))
+                  for group in group_files(files, max_tasks))
+    return Plan(tasks, merge_sql, explain(tasks, merge_sql))
+
+
+def _reading(task_node: dict, table: str, files: Sequence[PartitionFile], types: Mapping[str, str]) -> dict:
+    """`task_node` with its one reference to `table` replaced by a reader of `files`, under the same name."""
+    node = copy.deepcopy(task_node)
+    ref = next(part for part in nodes(node)
+               if part.get("type") == "BASE_TABLE" and part["table_name"].lower() == table.lower())
+    files_reader = {**reader(files, types), "alias": ref["alias"] or ref["table_name"],
+                    "column_name_alias": ref["column_name_alias"]}
+    ref.clear()
+    ref.update(files_reader)
+    return node
+
+
+def explain(tasks: Sequence[Task], merge_sql: str) -> str:
+    """What a fan-out does: its tasks and their partitions, the task SQL and the merge SQL."""
+    files = sum(len(task.files) for task in tasks)
+    lines = [f"Fan-out over {len(tasks)} task{'s' * (len(tasks) != 1)}, reading {files} files "
+             f"({_size(sum(task.size_bytes for task in tasks))}):"]
+    for number, task in enumerate(tasks, 1):
+        partitions = task.partitions()
+        shown = ", ".join(partitions[:SHOWN_PARTITIONS])
+        more = f", ... ({len(partitions)} partitions)" if len(partitions) > SHOWN_PARTITIONS else ""
+        lines.append(f"  task {number}: {len(task.files)} files, {_size(task.size_bytes)}; {shown}{more}")
+    lines += ["Each task runs (task 1 shown; the others read their own files):", f"  {tasks[0].sql}",
+              f"The merge runs over the tasks' results, concatenated as the table {PARTIALS}:", f"  {merge_sql}"]
+    return "\n".join(lines)
+
+
+def _size(count: float) -> str:
+    units = ("bytes", "KB", "MB", "GB")
+    power = 0
+    while count >= 1000 and power < len(units) - 1:
+        count, power = count / 1000, power + 1
+    return f"{count:.0f} bytes" if power == 0 else f"{count:.1f} {units[power]}"

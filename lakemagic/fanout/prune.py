@@ -1,0 +1,94 @@
+"""Partition pruning: drop the files whose partition values fail the query's WHERE on the keys alone.
+
+The WHERE clause's top-level AND terms that read nothing but the split
+table's partition keys are evaluated by DuckDB (the parse-only connection,
+which reaches no file) over a VALUES table of each file's key values, typed
+as the table reads them. Pruning only ever narrows what the tasks read; the
+task SQL keeps the whole WHERE clause, so a file kept in doubt costs time,
+never correctness.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import duckdb
+
+from lakelambda.sql import parser, quote_identifier, quote_literal
+
+from .files import PartitionFile, autocast_key_types
+from .functions import is_aggregate, volatile_use
+from .shape import locate
+from .tree import PREFIX, Refusal, expression, nodes, select_node, to_sql
+
+
+def prune(sql: str, table: str, files: Sequence[PartitionFile],
+          key_types: Mapping[str, str] | None = None) -> list[PartitionFile]:
+    """The files of `table` whose partition values can pass the WHERE clause of `sql`.
+
+    All of `files` when nothing in the WHERE clause reads the keys alone, or
+    when the query cannot be split anyway.
+    """
+    if not files:
+        return []
+    try:
+        node = select_node(sql)
+        ref = locate(node, table)
+        types = dict(key_types) if key_types is not None else autocast_key_types(files)
+    except Refusal:
+        return list(files)
+    alias, keys = ref["alias"] or ref["table_name"], {key.lower() for key in types}
+    conditions = [term for term in _and_terms(node["where_clause"]) if _reads_keys_only(term, alias, keys)]
+    if not conditions:
+        return list(files)
+    try:
+        passing = _passing(files, types, alias, conditions)
+    except duckdb.Error:
+        return list(files)
+    return [file for index, file in enumerate(files) if index in passing]
+
+
+def _and_terms(node: dict | None) -> list[dict]:
+    if node is None:
+        return []
+    if node.get("class") == "CONJUNCTION" and node["type"] == "CONJUNCTION_AND":
+        return [term for child in node["children"] for term in _and_terms(child)]
+    return [node]
+
+
+def _reads_keys_only(term: dict, alias: str, keys: set[str]) -> bool:
+    for part in nodes(term):
+        if part.get("class") in ("SUBQUERY", "PARAMETER", "WINDOW", "LAMBDA"):
+            return False
+        if is_aggregate(part) or volatile_use(part):
+            return False
+        if part.get("class") == "COLUMN_REF":
+            *qualifier, name = [piece.lower() for piece in part["column_names"]]
+            if name not in keys or qualifier not in ([], [alias.lower()]):
+                return False
+    return True
+
+
+def _passing(files: Sequence[PartitionFile], types: Mapping[str, str], alias: str,
+             conditions: list[dict]) -> set[int]:
+    """The indexes of the files whose key values pass all of `conditions`."""
+    raw = [f"{PREFIX}v{number}" for number in range(len(types))]
+    typed = ", ".join(
+        f"CASE WHEN {value} = '' OR upper({value}) = 'NULL' THEN NULL ELSE CAST({value} AS {kind}) END "
+        f"AS {quote_identifier(key)}"
+        for value, (key, kind) in zip(raw, types.items())
+    )
+    rows = ", ".join(
+        "(" + ", ".join([str(index), *(quote_literal(file.partition[key]) for key in types)]) + ")"
+        for index, file in enumerate(files)
+    )
+    query = select_node(
+        f"SELECT {PREFIX}file FROM (SELECT {PREFIX}file, {typed} FROM (VALUES {rows}) "
+        f"AS {PREFIX}raw({PREFIX}file, {', '.join(raw)})) AS {quote_identifier(alias)}"
+    )
+    where = conditions[0]
+    for condition in conditions[1:]:
+        where = expression("a AND b", a=where, b=condition)
+    query["where_clause"] = where
+    with parser() as con:
+        return {index for (index,) in con.execute(to_sql(query)).fetchall()}

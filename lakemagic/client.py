@@ -113,6 +113,8 @@ class QueryResult:
         answer, self.last_call = _call(self.engine, protocol.download_request(self.info.result_id),
                                        protocol.DownloadAnswer, self.sql)
         if not answer.url.startswith(("https://", "http://")):
+            if not self.engine.shares_files:
+                raise EngineError(f"the {self.engine.name} engine answered a download that is not an http(s) URL")
             return decode_files([answer.url], self.columns)
         with tempfile.TemporaryDirectory(prefix="lakemagic-result-") as folder:
             path = os.path.join(folder, "result.parquet")

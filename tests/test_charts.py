@@ -32,6 +32,7 @@ class CountingEngine:
 
     name = "counting"
     concurrency = 1
+    shares_files = True
 
     def __init__(self, inner: EmbeddedEngine):
         self.inner = inner

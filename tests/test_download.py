@@ -12,6 +12,7 @@ from lakelambda import protocol
 from lakemagic import client
 from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.engines.embedded import EmbeddedEngine
+from lakemagic.errors import EngineError
 from lakemagic.locallambda.s3proxy import S3Proxy
 
 from servers import FUNCTION, start_function
@@ -25,7 +26,7 @@ class Recording:
 
     def __init__(self, inner):
         self.inner, self.ops = inner, []
-        self.name, self.concurrency = inner.name, inner.concurrency
+        self.name, self.concurrency, self.shares_files = inner.name, inner.concurrency, inner.shares_files
 
     def call(self, request: dict):
         self.ops.append(request["op"])
@@ -77,3 +78,26 @@ def test_an_unreachable_url_falls_back_to_parts_through_the_function(s3_lake, aw
         assert engine.ops[0] == "download" and set(engine.ops[1:]) == {"part"}
     finally:
         local.stop()
+
+
+class PathAnswering:
+    """A remote engine whose function answers a download with a path on this machine."""
+
+    name, concurrency, shares_files = "lambda", 1, False
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def call(self, request: dict):
+        reply = self.inner.call(request)
+        if request["op"] == "download":
+            reply.answer["download"]["url"] = "/etc/passwd"
+        return reply
+
+
+def test_a_remote_engine_cannot_make_the_notebook_read_its_own_files(local_taxi_lake, stored_results):
+    engine = PathAnswering(EmbeddedEngine(str(local_taxi_lake)))
+    result = client.run_query(engine, SQL, page_size=50)
+    with pytest.raises(EngineError) as refused:
+        result.to_dataframe()
+    assert "not an http(s) URL" in str(refused.value)

@@ -247,6 +247,7 @@ _NOTEBOOK_SCRIPT = textwrap.dedent(
         # The handler in its own process with its own TZ, as in a Lambda container.
         name = "subprocess"
         concurrency = 1
+        shares_files = True
         def __init__(self, lake, tz):
             self.lake, self.tz = lake, tz
         def call(self, request):

@@ -66,6 +66,7 @@ class LambdaEngine:
 
     name = "lambda"
     concurrency = 4  # parts of a result fetched at once: each call is its own container
+    shares_files = False  # a path in its answer names a file of the function's, never one of the notebook's
 
     def __init__(
         self,

@@ -34,7 +34,8 @@ class Reply:
 
 
 class Engine(Protocol):
-    name: str  # what the waiting message and footer call it
+    name: str  # what messages call it
     concurrency: int  # how many calls may run at once, e.g. to fetch a result's parts
+    shares_files: bool  # runs on this machine, so a stored result's local path may be read directly
 
     def call(self, request: dict) -> Reply: ...

@@ -16,6 +16,7 @@ class EmbeddedEngine:
 
     name = "local"
     concurrency = 1  # one handler, one database: calls take turns
+    shares_files = True
 
     def __init__(self, lake: str = DEFAULT_LAKE):
         from lakelambda.handler import LakeHandler

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from .lake import Lake
+from .lake import S3_ATTEMPTS, Lake, s3_request_timeout_s
 from .protocol import INLINE_RESULT_BYTES
 from .sql import quote_literal
 
@@ -63,13 +63,20 @@ class Settings:
     environment: dict = field(default_factory=lambda: dict(os.environ))
     # Results whose file is at most this big travel whole in the query's answer, never stored.
     inline_result_bytes: int = INLINE_RESULT_BYTES
+    # The function's timeout, where known: S3 requests are given up well inside it.
+    function_timeout_s: float | None = None
 
     @classmethod
-    def from_environment(cls) -> "Settings":
+    def from_environment(cls, function_timeout_s: float | None = None) -> "Settings":
+        """Lambda's environment; the timeout from the local endpoint's variable if not given
+        (AWS Lambda itself does not set AWS_LAMBDA_FUNCTION_TIMEOUT: its handler passes the first
+        invocation's remaining time instead)."""
         memory = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
         inline = os.environ.get("LAKEMAGIC_INLINE_RESULT_BYTES")
+        timeout = os.environ.get("AWS_LAMBDA_FUNCTION_TIMEOUT")
         return cls(memory_mb=int(memory) if memory else None,
-                   inline_result_bytes=int(inline) if inline else INLINE_RESULT_BYTES)
+                   inline_result_bytes=int(inline) if inline else INLINE_RESULT_BYTES,
+                   function_timeout_s=function_timeout_s or (float(timeout) if timeout else None))
 
     @property
     def pages_folder(self) -> str:
@@ -98,7 +105,7 @@ def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
         con.execute(f"SET threads = {max(1, min(6, round(settings.memory_mb / MB_PER_VCPU)))}")
     if lake.is_s3:
         _connect_to_s3(con, settings.environment)
-        _close_s3_side_doors(con)
+        _close_s3_side_doors(con, settings.function_timeout_s)
     # The handler reads DuckDB's errors as JSON, with the error's position.
     con.execute("SET GLOBAL errors_as_json = true")
     # No logging: a log holds other callers' queries. (The enable_logging() table function
@@ -142,20 +149,20 @@ def _connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:
         con.execute(f"CREATE SECRET lake (TYPE s3, {_secret_options(options)})")
 
 
-def _close_s3_side_doors(con: duckdb.DuckDBPyConnection) -> None:
+def _close_s3_side_doors(con: duckdb.DuckDBPyConnection, function_timeout_s: float | None) -> None:
     """Behind sandbox.check_query, what httpfs leaves open once the lake's secret exists.
 
     Loading httpfs copies AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN from the
     process environment into s3_* settings, which current_setting() and duckdb_settings() read
     back; the secret holds the credentials now, so the settings are blanked (GLOBAL: every cursor
     sees them). Plain http(s):// and hf:// URLs are switched off (the lake is reached through s3://
-    only), and a slow or silent host costs a bounded time.
+    only), and a slow or silent S3 costs a bounded time, inside the function's (lake.s3_request_timeout_s).
     """
     for name in ("s3_access_key_id", "s3_secret_access_key", "s3_session_token"):
         con.execute(f"SET GLOBAL {name} = ''")
     con.execute("SET GLOBAL disabled_filesystems = 'HTTPFileSystem,HuggingFaceFileSystem'")
-    con.execute("SET GLOBAL http_timeout = 30")  # seconds, per connect, read and write
-    con.execute("SET GLOBAL http_retries = 2")
+    con.execute(f"SET GLOBAL http_timeout = {s3_request_timeout_s(function_timeout_s)}")  # s, a whole request
+    con.execute(f"SET GLOBAL http_retries = {S3_ATTEMPTS - 1}")
 
 
 def _secret_options(options: dict) -> str:

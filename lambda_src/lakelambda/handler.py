@@ -21,7 +21,7 @@ import duckdb
 from . import protocol, run
 from .database import Settings, open_database
 from .errors import LakeError, QueryTimeout
-from .lake import Lake
+from .lake import Lake, s3_request_timeout_s
 from .protocol import (DownloadAnswer, DownloadRequest, ErrorAnswer, MaterializeAnswer, MaterializeRequest,
                        PageAnswer, PageRequest, PartAnswer, PartRequest, QueryRequest)
 from .results import DOWNLOAD_URL_SECONDS, ResultStore
@@ -35,10 +35,10 @@ class LakeHandler:
     """A handler bound to one lake. Lambda keeps one per warm container."""
 
     def __init__(self, lake: str, settings: Settings | None = None, s3=None):
-        self.lake = Lake(lake, s3)
+        self.settings = settings or Settings.from_environment()
+        self.lake = Lake(lake, s3, s3_request_timeout_s(self.settings.function_timeout_s))
         if self.lake.is_s3 and s3 is None:
             self.lake.warm_up_s3()
-        self.settings = settings or Settings.from_environment()
         self._cold = True
         self.lake.prepare()
         self.results = ResultStore(self.lake, self.settings.results_folder, self.settings.pages_folder,
@@ -154,5 +154,7 @@ def handler(event, context):
         lake = os.environ.get("LAKEMAGIC_LAKE")
         if not lake:
             raise RuntimeError("the function has no LAKEMAGIC_LAKE environment variable naming its lake (s3://bucket[/prefix])")
-        _lambda_handler = LakeHandler(lake)
+        # At the first invocation the remaining time is the function's whole timeout.
+        timeout_s = context.get_remaining_time_in_millis() / 1000 if context is not None else None
+        _lambda_handler = LakeHandler(lake, Settings.from_environment(function_timeout_s=timeout_s))
     return _lambda_handler(event, context)

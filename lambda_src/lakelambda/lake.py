@@ -34,6 +34,10 @@ STALE_STAGING_SECONDS = 3600
 # How long a warm container trusts what it listed of an S3 lake's catalog: a new
 # dataset written by anyone else becomes visible to it within this time.
 CATALOG_TTL_SECONDS = 30.0
+# One S3 request (DuckDB's or boto3's) is tried this many times at most.
+S3_ATTEMPTS = 3
+# The longest one S3 request may take: the default where the function's timeout is unknown.
+S3_REQUEST_TIMEOUT_MAX_S = 30
 # A name the catalog may resolve: one path segment, no hidden or internal folders.
 _CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 _RESERVED_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER}
@@ -41,9 +45,10 @@ _RESERVED_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER}
 
 class Lake:
     """A lake's location and catalog. `s3` is the boto3 S3 client for an S3 lake's raw byte
-    moves, which DuckDB has no statement for; by default one is made as boto3 finds its settings."""
+    moves, which DuckDB has no statement for; by default one is made as boto3 finds its settings,
+    each request given up after `request_timeout_s` (see s3_request_timeout_s)."""
 
-    def __init__(self, root: str, s3=None):
+    def __init__(self, root: str, s3=None, request_timeout_s: int = S3_REQUEST_TIMEOUT_MAX_S):
         root = root.rstrip("/")
         if not root:
             raise ValueError("the lake location is empty")
@@ -51,6 +56,7 @@ class Lake:
         self.root = root if self.is_s3 else os.path.abspath(os.path.expanduser(root))
         self._s3 = s3
         self._s3_lock = threading.Lock()
+        self._request_timeout_s = request_timeout_s
         # What S3 listings found, by what was listed: (when, what); local folders are listed every time.
         self._listings: dict[tuple, tuple[float, object]] = {}
         self._listings_lock = threading.Lock()
@@ -63,8 +69,13 @@ class Lake:
         with self._s3_lock:
             if self._s3 is None:
                 import boto3  # the Lambda runtime provides it
+                from botocore.config import Config
 
-                self._s3 = boto3.client("s3")
+                timeout = self._request_timeout_s
+                # s3v4: download URLs are presigned with Signature Version 4, which every region takes.
+                config = Config(connect_timeout=timeout, read_timeout=timeout, signature_version="s3v4",
+                                retries={"mode": "standard", "total_max_attempts": S3_ATTEMPTS})
+                self._s3 = boto3.client("s3", config=config)
             return self._s3
 
     def warm_up_s3(self) -> None:
@@ -200,6 +211,18 @@ class Lake:
             self._listings.clear()
         with self._views_lock:
             self._views.clear()  # made again on next use, over what the lake now holds
+
+
+def s3_request_timeout_s(function_timeout_s: float | None) -> int:
+    """Seconds one S3 request may take, so that a stalled S3 is given up within the function's time.
+
+    Neither DuckDB nor boto3 can be interrupted in a blocked request (the
+    handler's time budget does not stop one), so the attempts of one request
+    together take at most half the function's timeout, where it is known.
+    """
+    if not function_timeout_s:
+        return S3_REQUEST_TIMEOUT_MAX_S
+    return int(max(1, min(S3_REQUEST_TIMEOUT_MAX_S, function_timeout_s / 2 / S3_ATTEMPTS)))
 
 
 def split_s3_path(path: str) -> tuple[str, str]:

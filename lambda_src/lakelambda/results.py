@@ -90,7 +90,11 @@ class ResultStore:
             os.remove(path)
             return StoredResult(ResultInfo(None, columns, rows, size), path, data)
         if self.lake.is_s3:
-            self.lake.put(path, f"{RESULTS_PREFIX}/{result_id}.parquet")
+            try:
+                self.lake.put(path, f"{RESULTS_PREFIX}/{result_id}.parquet")
+            except BaseException:
+                os.remove(path)  # no answer names this result, so its copy would only fill /tmp
+                raise
             self._trim_local_copies()
         return StoredResult(ResultInfo(result_id, columns, rows, size), path)
 

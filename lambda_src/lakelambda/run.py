@@ -128,8 +128,9 @@ def _with_fresh_views(con, lake: Lake, prepared: "_Prepared", run):
     a dataset rewritten with another schema since its view was made fails to bind."""
     try:
         return run()
-    except SqlError:
-        if not prepared.reused_views:
+    except SqlError as error:
+        # A changed dataset fails to bind; storage that did not answer would only be waited for twice.
+        if not prepared.reused_views or error.error_type in ("IOException", "HTTPException"):
             raise
     lake.register_tables(con, prepared.lake_tables, refresh=True)
     return run()

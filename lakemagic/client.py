@@ -103,24 +103,26 @@ class QueryResult:
         """The whole result as a DataFrame.
 
         A result larger than its first page is read as its stored Parquet
-        file and decoded once: straight from the local lake's folder, or with
-        one GET of a URL the function presigned with its own role (the
-        notebook signs nothing for S3), or, where that URL cannot be reached
-        from here, in parts as large as a response allows.
+        file and decoded once: straight from the local lake's folder (an
+        engine on this machine), or with one GET of a URL the function
+        presigned with its own role (the notebook signs nothing for S3), or,
+        where there is no URL this notebook can reach, in parts as large as a
+        response allows. A path from a remote engine is never opened here.
         """
         if self.is_whole:
             return self._whole.copy() if self._whole is not None else self.first_page.frame()
         answer, self.last_call = _call(self.engine, protocol.download_request(self.info.result_id),
                                        protocol.DownloadAnswer, self.sql)
-        if not answer.url.startswith(("https://", "http://")):
-            if not self.engine.shares_files:
-                raise EngineError(f"the {self.engine.name} engine answered a download that is not an http(s) URL")
+        is_url = answer.url.startswith(("https://", "http://"))
+        if not is_url and self.engine.shares_files:
             return decode_files([answer.url], self.columns)
         with tempfile.TemporaryDirectory(prefix="lakemagic-result-") as folder:
             path = os.path.join(folder, "result.parquet")
             try:
+                if not is_url:  # a path on the function's machine (a local lake behind a Lambda endpoint)
+                    raise FileNotFoundError(answer.url)
                 _download(answer.url, path, self.info.result_bytes, progress)
-            except OSError:  # the URL is not reachable from this network: through the function instead
+            except OSError:  # not reachable from here: through the function instead
                 self._fetch_parts(path, progress)
             return decode_files([path], self.columns)
 

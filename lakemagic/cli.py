@@ -54,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve)
     serve.set_defaults(run=run_serve)
 
+    bench = commands.add_parser(
+        "bench", help="time and price queries on your deployed function, or on `lakemagic serve`",
+        description="Time a small aggregate and page fetches of a stored result on the Lambda function (or a local "
+                    "endpoint named by AWS_ENDPOINT_URL_LAMBDA), warm, and print p50/p95 round trips, the handler's "
+                    "own time, the billed duration, the memory and the cost per 1,000 queries.")
+    _bench_options(bench)
+    bench.set_defaults(run=_bench)
+
     register_deploy(commands)
     return parser
 
@@ -121,6 +129,43 @@ def _demo(options: argparse.Namespace) -> int:
                 raise RuntimeError(f"{name} failed in cell {failure.exec_count}: {failure.ename}: {failure.evalue} "
                                    f"(executed copy: {target})") from None
         print(f"  executed copy: {target}")
+    return 0
+
+
+def _bench_options(parser: argparse.ArgumentParser) -> None:
+    from lakedeploy import DEFAULT_FUNCTION_NAME
+
+    parser.add_argument("--function", default=os.environ.get("LAKEMAGIC_FUNCTION", DEFAULT_FUNCTION_NAME),
+                        help="the Lambda function (default: LAKEMAGIC_FUNCTION or %(default)s)")
+    parser.add_argument("--region", help="the AWS region (default: boto3's: AWS_DEFAULT_REGION or the profile's)")
+    parser.add_argument("--profile", help="an AWS profile (default: boto3's, e.g. AWS_PROFILE)")
+    parser.add_argument("--repeat", type=_positive, default=10, help="warm samples of each call (default: %(default)s)")
+    parser.add_argument("--sql", help="the query to time (default: an aggregate over taxi_2019_04)")
+    parser.add_argument("--cold", action="store_true",
+                        help="also time a cold start to the first answer. On AWS this CHANGES THE FUNCTION'S "
+                             "CONFIGURATION: it sets the environment variable LAKEMAGIC_BENCH_NONCE (the others "
+                             "stay; the next deploy removes it); against `lakemagic serve` it retires the warm workers")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def _bench(options: argparse.Namespace) -> int:
+    """Run the benchmark and print its table; a failure is its one sentence on stderr (an SQL error adds its line)."""
+    from .bench import DEFAULT_SQL, bench, print_report
+    from .engines.aws_lambda import LambdaEngine
+    from .errors import LakeMagicError
+
+    engine = LambdaEngine(options.function, options.region, options.profile)
+    try:
+        report = bench(engine, options.repeat, options.sql or DEFAULT_SQL, cold=options.cold)
+    except LakeMagicError as error:
+        print(f"lakemagic bench: {error}", file=sys.stderr)
+        return 1
+    print_report(report)
     return 0
 
 

@@ -17,6 +17,8 @@ import pytest
 from lakemagic import taxi
 
 ROWS = 20_000
+MONTH_ROWS = 200_000
+"""Rows of the generated month the tests of its structure look at."""
 
 EXPECTED_SCHEMA = [
     ("vendor_id", "VARCHAR"),
@@ -81,6 +83,32 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trips(lake: Path) -> str:
     return parquet(lake / "dataset" / "taxi_2019_04.parquet")
+
+
+@pytest.fixture(scope="module")
+def month_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("month") / "month.parquet"
+    taxi.generate(str(path), MONTH_ROWS, seed=0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def month(month_file: Path) -> str:
+    """A bigger generated month, for its averages and shapes."""
+    return parquet(month_file)
+
+
+def one(query: str) -> tuple:
+    return duckdb.sql(query).fetchone()
+
+
+def by_key(query: str) -> dict:
+    """The first column of each row mapped to the second (or to the rest)."""
+    return {row[0]: row[1] if len(row) == 2 else row[1:] for row in duckdb.sql(query).fetchall()}
+
+
+MINUTES = "(epoch(dropoff_at - pickup_at) / 60)"
+WEEKEND = "dayofweek(pickup_at) IN (0, 6)"
 
 
 def test_single_file_has_the_ursa_labs_schema(trips: str) -> None:
@@ -151,9 +179,12 @@ def test_distances_fares_and_totals_are_plausible(trips: str) -> None:
     assert 1 < median_distance < 3
     assert long_trips > 0
 
-    # metered fare: 2.50 flag drop + 2.50 a mile
+    # the meter: 2.50 flag drop + 2.50 a mile + 50 cents a minute of slow
+    # traffic (beyond 5 minutes a mile), in 50-cent steps
     (metered_off,) = duckdb.sql(
-        f"SELECT max(abs(fare_amount - (2.5 + 2.5 * trip_distance))) FROM {trips} WHERE rate_code_id = '1'"
+        f"""SELECT max(abs(fare_amount - (2.5 + 2.5 * trip_distance + 0.5 * greatest(
+                       epoch(dropoff_at - pickup_at) / 60 - 5 * trip_distance, 0))))
+            FROM {trips} WHERE rate_code_id = '1'"""
     ).fetchone()
     assert metered_off <= 0.25 + 1e-4
 
@@ -180,6 +211,210 @@ def test_passengers_one_to_six_mostly_one(trips: str) -> None:
     counts = dict(duckdb.sql(f"SELECT passenger_count, count(*) FROM {trips} GROUP BY ALL").fetchall())
     assert set(counts) == {1, 2, 3, 4, 5, 6}
     assert counts[1] > ROWS / 2
+
+
+def test_schema_is_the_declared_tlc_schema(month: str) -> None:
+    assert [(name, type_) for name, type_ in taxi.SCHEMA] == EXPECTED_SCHEMA
+    assert list(taxi._FROM_TLC) == [name for name, _ in EXPECTED_SCHEMA]
+    assert describe(month) == EXPECTED_SCHEMA
+
+
+def test_same_seed_gives_the_same_month(tmp_path: Path, month_file: Path, month: str) -> None:
+    again = tmp_path / "again.parquet"
+    taxi.generate(str(again), MONTH_ROWS, seed=0)
+    assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(month_file.read_bytes()).digest()
+    aggregate = (
+        "SELECT pickup_location_id, count(*), sum(total_amount), sum(trip_distance) FROM {} GROUP BY 1 ORDER BY 1"
+    )
+    assert duckdb.sql(aggregate.format(parquet(again))).fetchall() == duckdb.sql(aggregate.format(month)).fetchall()
+
+
+def test_values_are_valid(month: str) -> None:
+    low_distance, low_fare, low_amount, negative_time, passengers, zero_share, far = one(
+        f"""SELECT min(trip_distance), min(fare_amount),
+                   least(min(extra), min(mta_tax), min(tip_amount), min(tolls_amount),
+                         min(improvement_surcharge), min(congestion_surcharge), min(total_amount)),
+                   count(*) FILTER (dropoff_at <= pickup_at),
+                   list_sort(list_distinct(list(passenger_count))),
+                   avg(CASE WHEN trip_distance = 0 THEN 1 ELSE 0 END),
+                   max(trip_distance)
+            FROM {month}"""
+    )
+    assert low_distance == 0 and 0 < zero_share < 0.02  # a few odd zero-distance trips, as in the real data
+    assert low_fare >= 2.5 and low_amount >= 0 and negative_time == 0
+    assert passengers == [1, 2, 3, 4, 5, 6]
+    assert 20 < far <= 60
+    (moved,) = one(
+        f"SELECT count(*) FROM {month} WHERE trip_distance = 0 AND dropoff_location_id <> pickup_location_id"
+    )
+    assert moved == 0
+
+    (total_off,) = one(
+        f"""SELECT max(abs(total_amount - (fare_amount + extra + mta_tax + tip_amount + tolls_amount
+                                           + improvement_surcharge + congestion_surcharge))) FROM {month}"""
+    )
+    assert total_off < 0.01
+
+
+def test_fares_follow_distance_and_time(month: str) -> None:
+    metered = f"(SELECT *, {MINUTES} AS minutes FROM {month} WHERE rate_code_id = '1')"
+    per_mile = by_key(
+        f"""SELECT CASE WHEN trip_distance < 5 THEN 'short' WHEN trip_distance < 10 THEN 'medium' ELSE 'long' END,
+                   sum(fare_amount) / sum(trip_distance)
+            FROM {metered} WHERE trip_distance >= 2 AND trip_distance < 20 GROUP BY 1"""
+    )
+    assert all(2.5 < rate < 4.5 for rate in per_mile.values()), per_mile
+    assert max(per_mile.values()) < 1.5 * min(per_mile.values())
+
+    short, long = one(
+        f"""SELECT avg(fare_amount) FILTER (trip_distance < 2), avg(fare_amount) FILTER (trip_distance > 10)
+            FROM {metered}"""
+    )
+    assert long > 5 * short
+
+    # the same distance costs more when the trip takes longer
+    quick, slow = one(
+        f"""SELECT avg(fare_amount) FILTER (minutes < q[1]), avg(fare_amount) FILTER (minutes > q[2])
+            FROM {metered}, (SELECT quantile_cont({MINUTES}, [0.25, 0.75]) AS q
+                             FROM {month} WHERE rate_code_id = '1' AND trip_distance BETWEEN 1.5 AND 2.5)
+            WHERE trip_distance BETWEEN 1.5 AND 2.5"""
+    )
+    assert slow > quick + 2
+
+
+def test_trips_take_longer_when_longer_and_in_rush_hour(month: str) -> None:
+    short, medium = one(
+        f"""SELECT avg({MINUTES}) FILTER (trip_distance BETWEEN 1 AND 2),
+                   avg({MINUTES}) FILTER (trip_distance BETWEEN 5 AND 10) FROM {month}"""
+    )
+    assert medium > 2.5 * short
+
+    mph = by_key(
+        f"""SELECT CASE WHEN hour(pickup_at) IN (8, 17) THEN 'rush' WHEN hour(pickup_at) IN (3, 4) THEN 'night' END,
+                   avg(trip_distance / ({MINUTES} / 60))
+            FROM {month}
+            WHERE trip_distance BETWEEN 1 AND 3 AND NOT {WEEKEND} AND hour(pickup_at) IN (3, 4, 8, 17)
+            GROUP BY 1"""
+    )
+    assert mph["rush"] < 0.7 * mph["night"]
+    assert 5 < mph["rush"] < 15 and mph["night"] < 30
+
+
+def test_tips_depend_on_payment_type(month: str) -> None:
+    by_payment = by_key(
+        f"""SELECT payment_type, count(*) / sum(count(*)) OVER (), max(tip_amount),
+                   sum(tip_amount) / sum(fare_amount), avg(tip_amount / fare_amount),
+                   avg(CASE WHEN tip_amount = 0 THEN 1 ELSE 0 END),
+                   median(tip_amount / fare_amount) FILTER (tip_amount > 0)
+            FROM {month} GROUP BY 1"""
+    )
+    share = {payment: values[0] for payment, values in by_payment.items()}
+    assert 0.6 < share["1"] < 0.8 and 0.2 < share["2"] < 0.35 and share["3"] + share["4"] < 0.02
+
+    _, cash_max_tip, *_ = by_payment["2"]
+    assert cash_max_tip == 0
+    assert by_payment["3"][1] == by_payment["4"][1] == 0
+
+    _, _, card_rate, card_mean_rate, card_untipped, card_median_rate = by_payment["1"]
+    assert 0.10 < card_rate < 0.30 and 0.10 < card_mean_rate < 0.30
+    assert 0.02 < card_untipped < 0.2
+    assert 0.15 <= card_median_rate <= 0.25
+    # the most common card tip is the payment screen's 20%
+    (usual,) = one(
+        f"SELECT mode(round(tip_amount / fare_amount, 2)) FROM {month} WHERE payment_type = '1' AND tip_amount > 0"
+    )
+    assert usual == pytest.approx(0.20)
+
+
+def test_airport_trips_are_long_and_expensive(month: str) -> None:
+    overall_fare, overall_distance, overall_tolled = one(
+        f"SELECT avg(fare_amount), avg(trip_distance), avg(CASE WHEN tolls_amount > 0 THEN 1 ELSE 0 END) FROM {month}"
+    )
+    by_pickup = by_key(
+        f"""SELECT pickup_location_id, avg(fare_amount), avg(trip_distance),
+                   avg(CASE WHEN tolls_amount > 0 THEN 1 ELSE 0 END)
+            FROM {month} WHERE pickup_location_id IN ({taxi.JFK}, {taxi.LAGUARDIA}) GROUP BY 1"""
+    )
+    jfk_fare, jfk_distance, jfk_tolled = by_pickup[taxi.JFK]
+    assert jfk_fare > 3 * overall_fare and jfk_distance > 4 * overall_distance
+    assert jfk_tolled > 0.25 > overall_tolled
+    lga_fare, lga_distance, _ = by_pickup[taxi.LAGUARDIA]
+    assert lga_fare > 2 * overall_fare and lga_distance > 2 * overall_distance
+
+    # JFK's flat fare (rate code 2): $52 in 2019, only on trips to or from JFK; Newark is rate code 3
+    rates = by_key(
+        f"""SELECT rate_code_id, count(*) / sum(count(*)) OVER (), min(fare_amount), max(fare_amount),
+                   bool_and({taxi.JFK} IN (pickup_location_id, dropoff_location_id)),
+                   bool_and({taxi.NEWARK} IN (pickup_location_id, dropoff_location_id))
+            FROM {month} GROUP BY 1"""
+    )
+    assert rates["1"][0] > 0.9
+    assert 0.01 < rates["2"][0] < 0.05 and rates["2"][1:4] == (52, 52, True)
+    assert rates["3"][4] and rates["3"][1] > 40  # metered plus the $17.50 Newark surcharge
+    (jfk_flat,) = one(
+        f"SELECT avg(CASE WHEN rate_code_id = '2' THEN 1 ELSE 0 END) FROM {month} WHERE pickup_location_id = {taxi.JFK}"
+    )
+    assert jfk_flat > 0.6
+
+
+def test_pickups_follow_the_hour_of_day(month: str) -> None:
+    by_hour = by_key(f"SELECT hour(pickup_at), count(*) FROM {month} GROUP BY 1")
+    assert len(by_hour) == 24
+    assert min(by_hour, key=by_hour.get) in (3, 4, 5)
+    assert max(by_hour, key=by_hour.get) in range(15, 22)
+    assert max(by_hour.values()) > 4 * min(by_hour.values())
+
+
+def test_weekdays_and_weekends_have_different_days(month: str) -> None:
+    # share of each kind of day's pickups by hour
+    share = by_key(
+        f"""SELECT kind || '@' || hour, n / sum(n) OVER (PARTITION BY kind) FROM (
+                SELECT CASE WHEN {WEEKEND} THEN 'weekend' WHEN dayofweek(pickup_at) = 5 THEN 'friday'
+                            ELSE 'weekday' END AS kind,
+                       hour(pickup_at) AS hour, count(*) AS n
+                FROM {month} GROUP BY ALL)"""
+    )
+
+    def hours(kind: str, *hours: int) -> float:
+        return sum(share[f"{kind}@{hour}"] for hour in hours)
+
+    small_hours, morning, night = (0, 1, 2, 3), (7, 8, 9), (21, 22, 23)
+    assert hours("weekend", *small_hours) > 2.5 * hours("weekday", *small_hours)  # Friday and Saturday nights
+    assert hours("weekday", *morning) > 2 * hours("weekend", *morning)  # the morning rush
+    assert hours("friday", *night) > 1.1 * hours("weekday", *night)
+
+    per_day = by_key(
+        f"SELECT dayofweek(pickup_at), count(*) / count(DISTINCT CAST(pickup_at AS DATE)) FROM {month} GROUP BY 1"
+    )
+    assert per_day[0] < 0.9 * per_day[5]  # Sundays are quieter than Fridays
+
+    # weekend trips are a little longer
+    weekday_distance, weekend_distance = one(
+        f"SELECT avg(trip_distance) FILTER (NOT {WEEKEND}), avg(trip_distance) FILTER ({WEEKEND}) FROM {month}"
+    )
+    assert weekend_distance > 1.03 * weekday_distance
+
+
+def test_a_few_manhattan_zones_dominate(month: str) -> None:
+    counts = by_key(f"SELECT pickup_location_id, count(*) FROM {month} GROUP BY 1")
+    ranked = sorted(counts, key=counts.get, reverse=True)
+    top = set(ranked[:10])
+    assert sum(counts[zone] for zone in top) > 0.3 * MONTH_ROWS
+    assert len(top & {237, 161, 236, 162, 230, 186, 48, 170, 142, 234}) >= 8
+    assert len(counts) == 265
+    # heavy tail: the busiest zone has many times the median, the quiet half few trips
+    assert counts[ranked[0]] > 20 * counts[ranked[132]]
+    assert sum(counts[zone] for zone in ranked[132:]) < 0.1 * MONTH_ROWS
+
+
+def test_zones_differ_in_their_trips(month: str) -> None:
+    fares = by_key(
+        f"""SELECT pickup_location_id, avg(fare_amount) FROM {month}
+            WHERE pickup_location_id NOT IN ({taxi.JFK}, {taxi.LAGUARDIA}, {taxi.NEWARK})
+            GROUP BY 1 HAVING count(*) >= 500"""
+    )
+    assert len(fares) >= 30
+    assert max(fares.values()) > 1.2 * min(fares.values())
 
 
 def test_partitioned_copy_has_the_same_rows(lake: Path, trips: str) -> None:

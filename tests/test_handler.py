@@ -537,13 +537,23 @@ def test_dataset_file(catalog_lake):
     pd.testing.assert_frame_equal(client.run_query(EmbeddedEngine(catalog_lake), sql).to_dataframe(), expected)
 
 
-def test_dashboard_wins_over_dataset_of_the_same_name(catalog_lake):
+def test_a_dataset_wins_over_a_dashboard_file_of_the_same_name(catalog_lake):
+    """Nothing written under dashboard/ can change what a dataset's name means, even one added later."""
     got = client.run_query(EmbeddedEngine(catalog_lake), "SELECT * FROM trips ORDER BY i").to_dataframe()
     expected = duckdb.sql(
-        f"SELECT * FROM read_parquet({sql_literal(os.path.join(catalog_lake, 'dashboard', 'trips.parquet'))}) ORDER BY i"
+        f"SELECT * FROM read_parquet({sql_literal(os.path.join(catalog_lake, 'dataset', 'trips.parquet'))}) ORDER BY i"
     ).df()
     pd.testing.assert_frame_equal(got, expected)
-    assert set(got["src"]) == {"dashboard"}
+    assert set(got["src"]) == {"dataset"}
+
+
+def test_names_compare_without_case_as_duckdb_does(catalog_lake):
+    engine = EmbeddedEngine(catalog_lake)
+    assert client.run_query(engine, "SELECT count(*) AS n FROM TRIPS").to_dataframe()["n"][0] == 5
+    with pytest.raises(LakeQueryError) as refused:
+        client.materialize(engine, "SELECT 666 AS i", "dashboard/TRIPS.parquet")
+    assert refused.value.error_type == "NameTaken"
+    assert client.run_query(engine, "SELECT count(*) AS n FROM trips").to_dataframe()["n"][0] == 5
 
 
 def test_hive_partitioned_folder_with_partition_columns(catalog_lake):

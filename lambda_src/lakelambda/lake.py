@@ -132,57 +132,64 @@ class Lake:
         are made again only when their source changes (or `refresh`): making
         one binds its files, which on S3 costs a request. A caller's own views
         and CTEs are temporary and shadow them; callers cannot change them.
+        Names compare as DuckDB compares them, without regard to case.
         """
-        wanted = sorted(name for name in names if _CATALOG_NAME.match(name))
+        wanted = {name.lower(): name for name in sorted(names) if _CATALOG_NAME.match(name)}
         if not wanted:
             return False
-        single_files = {folder: self._parquet_stems(con, folder) for folder in (DASHBOARD_FOLDER, DATASET_FOLDER)}
+        single_files = {folder: self._parquet_stems(con, folder) for folder in (DATASET_FOLDER, DASHBOARD_FOLDER)}
         reused = False
-        for name in wanted:
-            source = self._source_of(con, name, single_files)
+        for name, spelled in sorted(wanted.items()):
+            source = self._source_of(con, name, spelled, single_files)
             with self._views_lock:
-                if source is not None and self._views.get(name) == source and not refresh:
+                if source is None:  # not in the lake (any more): the query reports the unknown name
+                    if self._views.pop(name, None) is not None:
+                        con.execute(f"DROP VIEW IF EXISTS main.{quote_identifier(name)}")
+                    continue
+                if self._views.get(name) == source and not refresh:
                     reused = True
-                elif source is not None:
+                else:
                     con.execute(f"CREATE OR REPLACE VIEW main.{quote_identifier(name)} AS SELECT * FROM {source}")
                     self._views[name] = source
-                else:  # not in the lake (any more)
-                    self._views.pop(name, None)
-                    con.execute(f"DROP VIEW IF EXISTS main.{quote_identifier(name)}")
         return reused
 
     def dataset_named(self, con, name: str) -> str | None:
-        """Where the lake keeps a dataset (a single file or a partitioned folder) called `name`, if it has one.
+        """Where the lake keeps a dataset (a single file or a partitioned folder) called `name`, in any case.
 
         Listed afresh: this decides whether a write may take the name.
         """
         if not _CATALOG_NAME.match(name):
             return None
         self._forget_listings()
-        if name in self._parquet_stems(con, DATASET_FOLDER):
-            return self.path(DATASET_FOLDER, f"{name}.parquet")
+        files = self._parquet_stems(con, DATASET_FOLDER)
+        if name.lower() in files:
+            return self.path(DATASET_FOLDER, f"{files[name.lower()]}.parquet")
         return self.path(name) if self._is_partitioned(con, name) else None
 
-    def _source_of(self, con, name: str, single_files: dict[str, set[str]]) -> str | None:
-        for folder in (DASHBOARD_FOLDER, DATASET_FOLDER):
-            if name in single_files[folder]:
-                return f"read_parquet({quote_literal(self.path(folder, name + '.parquet'))})"
-        if self._is_partitioned(con, name):
-            return f"read_parquet({quote_literal(self._partition_pattern(name))}, hive_partitioning = true)"
+    def _source_of(self, con, name: str, spelled: str, single_files: dict[str, dict[str, str]]) -> str | None:
+        """What table `name` (lower case; `spelled` as the query spells it) reads: a dataset before a
+        partitioned folder (named as spelled: S3 keys have a case) before a materialized view, so that
+        nothing written under dashboard/ can change what a dataset's name means."""
+        if name in single_files[DATASET_FOLDER]:
+            return f"read_parquet({quote_literal(self.path(DATASET_FOLDER, single_files[DATASET_FOLDER][name] + '.parquet'))})"
+        if self._is_partitioned(con, spelled):
+            return f"read_parquet({quote_literal(self._partition_pattern(spelled))}, hive_partitioning = true)"
+        if name in single_files[DASHBOARD_FOLDER]:
+            return f"read_parquet({quote_literal(self.path(DASHBOARD_FOLDER, single_files[DASHBOARD_FOLDER][name] + '.parquet'))})"
         return None
 
     def _partition_pattern(self, name: str) -> str:
         return self.path(name, "*=*", "**", "*.parquet")
 
     def _is_partitioned(self, con, name: str) -> bool:
-        if name in _RESERVED_FOLDERS:
+        if name.lower() in _RESERVED_FOLDERS:
             return False
         pattern = quote_literal(self._partition_pattern(name))
         return self._listed(("partitioned", name), lambda: con.execute(
             f"SELECT 1 FROM glob({pattern}) LIMIT 1").fetchone() is not None)
 
-    def _parquet_stems(self, con, folder: str) -> set[str]:
-        """Names of the Parquet files directly in a lake folder."""
+    def _parquet_stems(self, con, folder: str) -> dict[str, str]:
+        """The Parquet files directly in a lake folder, by lower-case name: {name: the file's own stem}."""
         if self.is_s3:
             pattern = quote_literal(self.path(folder, "*.parquet"))
             files = self._listed(("files", folder), lambda: [
@@ -190,7 +197,8 @@ class Lake:
         else:
             directory = self.path(folder)
             files = os.listdir(directory) if os.path.isdir(directory) else []
-        return {os.path.basename(file)[: -len(".parquet")] for file in files if file.endswith(".parquet")}
+        stems = sorted(os.path.basename(file)[: -len(".parquet")] for file in files if file.endswith(".parquet"))
+        return {stem.lower(): stem for stem in reversed(stems)}  # of names differing in case only, the first
 
     def _listed(self, what: tuple, list_now):
         """An S3 listing, reused for CATALOG_TTL_SECONDS: a warm query pays no LIST requests for the catalog."""

@@ -112,7 +112,8 @@ def _prepare(con, lake: Lake, sql: str, views: tuple[View, ...]) -> _Prepared:
             raise error.within(view.name) from None
         view_statements.append((view, text))
     mentioned = referenced_tables(statement.text).union(*(referenced_tables(text) for _, text in view_statements))
-    lake_tables = mentioned - {view.name for view in views}  # a view shadows a lake table
+    shadowed = {view.name.lower() for view in views}  # a view shadows a lake table, whatever the case
+    lake_tables = {name for name in mentioned if name.lower() not in shadowed}
     reused = lake.register_tables(con, lake_tables)
     for view, text in view_statements:
         prefix = f"CREATE TEMP VIEW {quote_identifier(view.name)} AS\n"

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import functools
 
+import duckdb
+
 from .errors import PermissionDenied
-from .sql import character_offsets, parse_tree, parser
+from .sql import character_offsets, parse_tree, parser, tokens
 
 # Table functions that read files: their one positional argument is the path
 # (a string or a list of strings), checked against the lake.
@@ -80,6 +82,8 @@ DENIED_FUNCTIONS = frozenset({
     "get_block_size", "format_type", "pg_get_viewdef", "pg_get_constraintdef", "getenv",
     "query", "query_table", "enable_logging", "disable_logging", "truncate_duckdb_logs",
     "enable_profiling", "disable_profiling", "checkpoint", "force_checkpoint",
+    # Decodes raw bytes with no bounds checks: malformed input crashes the process (seen: SIGSEGV, SIGFPE).
+    "variant_bytes_to_variant",
 })
 DENIED_PREFIXES = ("duckdb_", "pragma_")
 
@@ -101,6 +105,7 @@ NO_LOCATION = 2**64 - 1
 
 def check_query(sql: str, lake_root: str) -> None:
     """Raise PermissionDenied unless `sql` (one query) can only read inside `lake_root`."""
+    _refuse_unmaterialized_ctes(sql)
     try:
         _Walk(sql, lake_root).visit(_parse(sql)["statements"])
     except RecursionError:  # from the JSON decoder or the walk: a tree deeper than Python's stack
@@ -169,7 +174,7 @@ class _Walk:
         lowered = name.lower()
         if lowered in DENIED_FUNCTIONS or lowered.startswith(DENIED_PREFIXES):
             self._deny(f"{name}() is not available to queries: it reads or changes the engine's state, "
-                       "not the lake", node)
+                       "or is unsafe on untrusted input", node)
 
     def _table_ref(self, node: dict) -> None:
         kind = node["type"]
@@ -256,6 +261,18 @@ class _Walk:
                 self._offsets = character_offsets(self.sql)
             position = self._offsets[location] if location < len(self._offsets) else None
         raise PermissionDenied(message, position)
+
+
+def _refuse_unmaterialized_ctes(sql: str) -> None:
+    """`WITH c AS NOT MATERIALIZED (...)` inlines c wherever it is used, so a chain of such CTEs each
+    joining the last with itself doubles the binder's work per link, which DuckDB cannot interrupt
+    (1.4 KB of SQL ran for hours). The parse tree does not keep the marker, so DuckDB's tokens are read."""
+    found = tokens(sql)
+    for first, second in zip(found, found[1:]):
+        if (first.kind == second.kind == duckdb.token_type.keyword and first.word(sql).upper() == "NOT"
+                and second.word(sql).upper() == "MATERIALIZED"):
+            raise PermissionDenied("NOT MATERIALIZED common table expressions cannot run here; "
+                                   "leave the CTE as it is (DuckDB materializes it)", first.start)
 
 
 def _is_table_ref(node: dict) -> bool:

@@ -122,26 +122,40 @@ class _Budget:
         self.expired = False
 
 
+# How often an expired budget interrupts DuckDB again: an interrupt that lands while
+# the connection is between statements (checking, planning) is lost.
+REINTERRUPT_S = 0.1
+
+
 @contextlib.contextmanager
 def _time_budget(con, context):
-    """Interrupt DuckDB before Lambda would kill the function, so the caller gets an answer."""
+    """Interrupt DuckDB before Lambda would kill the function, so the caller gets an answer.
+
+    Once the budget runs out, DuckDB is interrupted again and again until the
+    call ends, so a statement that starts after the first interrupt stops too.
+    """
     remaining_ms = context.get_remaining_time_in_millis() if context is not None else None
     budget = _Budget(None if remaining_ms is None else max(0.1, (remaining_ms - ANSWER_RESERVE_MS) / 1000))
     if budget.seconds is None:
         yield budget
         return
+    done = threading.Event()
 
-    def interrupt():
+    def interrupt_when_expired():
+        if done.wait(budget.seconds):
+            return
         budget.expired = True
-        con.interrupt()
+        while not done.is_set():
+            con.interrupt()
+            done.wait(REINTERRUPT_S)
 
-    timer = threading.Timer(budget.seconds, interrupt)
-    timer.daemon = True
-    timer.start()
+    watcher = threading.Thread(target=interrupt_when_expired, name="time-budget", daemon=True)
+    watcher.start()
     try:
         yield budget
     finally:
-        timer.cancel()
+        done.set()
+        watcher.join()
 
 
 _lambda_handler: LakeHandler | None = None

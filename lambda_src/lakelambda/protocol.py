@@ -41,7 +41,7 @@ MAX_PART_BYTES = (MAX_RESPONSE_BYTES - ENVELOPE_ALLOWANCE_BYTES) * 3 // 4
 INLINE_RESULT_BYTES = 1024 * 1024
 # Bounds on what a caller may send, so that checking and planning a request
 # (which DuckDB cannot interrupt) always ends well inside the time budget.
-MAX_SQL_CHARS = 200_000
+MAX_SQL_CHARS = 100_000  # the query's and its views' together
 MAX_PARAMS = 1_000
 MAX_VIEWS = 200
 MAX_PARAM_DEPTH = 8  # lists in lists
@@ -183,7 +183,7 @@ def _parse_query(event: dict) -> QueryRequest:
             raise ProtocolError(f"parameter name {name!r} is not a valid identifier")
     decoded = {name: decode_value(value) for name, value in params.items()}
     page_size = _bounded_int(event, "page_size", 0, MAX_PAGE_ROWS)
-    return QueryRequest(sql=sql, params=decoded, page_size=page_size, views=_views(event))
+    return QueryRequest(sql=sql, params=decoded, page_size=page_size, views=_views(event, len(sql)))
 
 
 def _parse_materialize(event: dict) -> MaterializeRequest:
@@ -191,7 +191,8 @@ def _parse_materialize(event: dict) -> MaterializeRequest:
     path = event.get("path")
     if not isinstance(path, str) or not DASHBOARD_PATH_PATTERN.fullmatch(path):
         raise ProtocolError(f"'path' must name a .parquet file under dashboard/, like dashboard/my_view.parquet; got {path!r}")
-    return MaterializeRequest(sql=_sql(event.get("sql"), "'sql'"), path=path, views=_views(event))
+    sql = _sql(event.get("sql"), "'sql'")
+    return MaterializeRequest(sql=sql, path=path, views=_views(event, len(sql)))
 
 
 def _sql(sql: Any, what: str) -> str:
@@ -202,7 +203,8 @@ def _sql(sql: Any, what: str) -> str:
     return sql
 
 
-def _views(event: dict) -> tuple[View, ...]:
+def _views(event: dict, sql_chars: int) -> tuple[View, ...]:
+    """The request's views; their SQL and the query's together are at most MAX_SQL_CHARS."""
     views = event.get("views", [])
     if not isinstance(views, list):
         raise ProtocolError("'views' must be a list of {name, sql} objects")
@@ -215,6 +217,9 @@ def _views(event: dict) -> tuple[View, ...]:
         if not isinstance(view["name"], str) or not PARAM_NAME_PATTERN.fullmatch(view["name"]):
             raise ProtocolError(f"view name {view['name']!r} is not a valid identifier")
         parsed.append(View(view["name"], _sql(view["sql"], f"the SQL of view {view['name']}")))
+        sql_chars += len(view["sql"])
+        if sql_chars > MAX_SQL_CHARS:
+            raise ProtocolError(f"the query and its views together are longer than {MAX_SQL_CHARS} characters")
     return tuple(parsed)
 
 

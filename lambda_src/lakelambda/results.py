@@ -95,7 +95,7 @@ class ResultStore:
             except BaseException:
                 os.remove(path)  # no answer names this result, so its copy would only fill /tmp
                 raise
-            self._trim_local_copies()
+            self._trim_local_copies(keep=path)
         return StoredResult(ResultInfo(result_id, columns, rows, size), path)
 
     def open(self, con: duckdb.DuckDBPyConnection, result_id: str) -> StoredResult:
@@ -172,10 +172,13 @@ class ResultStore:
             stored.seek(start)
             return stored.read(length)
 
-    def _trim_local_copies(self) -> None:
+    def _trim_local_copies(self, keep: str) -> None:
+        """Drop the oldest local copies beyond LOCAL_COPIES_MAX_BYTES, never `keep` (the one about to be paged)."""
         copies = sorted(os.scandir(self.local_folder), key=lambda entry: entry.stat().st_mtime, reverse=True)
-        kept = 0
+        kept = os.path.getsize(keep)
         for entry in copies:
+            if entry.path == keep:
+                continue
             kept += entry.stat().st_size
             if kept > LOCAL_COPIES_MAX_BYTES:
                 os.remove(entry.path)

@@ -60,8 +60,13 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, 
                                       "cast it to VARCHAR or pick a member with union_extract")
         result_id, path = results.new_result()
         projection = page_format.storage_projection(columns)  # lossy types stored as text
-        rows = con.execute(f"COPY (SELECT {projection} FROM {_RESULT_TABLE}) TO {quote_literal(path)} "
-                           f"({results.copy_options(columns)})").fetchone()[0]
+        try:
+            rows = con.execute(f"COPY (SELECT {projection} FROM {_RESULT_TABLE}) TO {quote_literal(path)} "
+                               f"({results.copy_options(columns)})").fetchone()[0]
+        except BaseException:  # interrupted or failed: a partial file would only fill the disk
+            if os.path.exists(path):
+                os.remove(path)
+            raise
     finally:
         con.execute(f"DROP TABLE IF EXISTS {_RESULT_TABLE}")
     return results.keep(result_id, path, columns, rows)

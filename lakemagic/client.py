@@ -11,6 +11,7 @@ import base64
 import os
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -174,13 +175,30 @@ def _call(engine: Engine, request: dict, expected: type, sql: str):
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 DOWNLOAD_TIMEOUT_S = 60
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A presigned URL answers itself; a redirect would lead this notebook wherever an answer says."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def _download(url: str, path: str, size: int, progress: Callable[[int, int], None] | None) -> None:
-    """A plain HTTP GET of a presigned URL into `path`."""
-    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as answer, open(path, "wb") as stored:
+    """A plain HTTP GET of a presigned URL into `path`: https (plain http only to this machine, as a
+    local S3 server is), no redirects, and never more than the result's own size."""
+    target = urllib.parse.urlsplit(url)
+    if target.scheme != "https" and not (target.scheme == "http" and target.hostname in LOOPBACK_HOSTS):
+        raise EngineError(f"the engine's download URL is neither https nor on this machine: {target.scheme}://{target.hostname}")
+    with _OPENER.open(url, timeout=DOWNLOAD_TIMEOUT_S) as answer, open(path, "wb") as stored:
         while chunk := answer.read(DOWNLOAD_CHUNK_BYTES):
             stored.write(chunk)
+            if stored.tell() > size:
+                raise EngineError(f"the download is larger than the {size:,}-byte result it is said to be")
             if progress is not None:
                 progress(stored.tell(), size)
 

@@ -21,6 +21,8 @@ import pandas as pd
 from lakelambda.protocol import Column
 from lakelambda.sql import quote_identifier
 
+from .errors import EngineError
+
 
 def decode_pages(pages: Iterable[str], columns: tuple[Column, ...]) -> pd.DataFrame:
     """A DataFrame of the rows of `pages` (base64 Parquet), in order."""
@@ -61,18 +63,36 @@ def decode_files(paths: list[str], columns: tuple[Column, ...]) -> pd.DataFrame:
 
 @functools.lru_cache(maxsize=1)
 def _decoder() -> duckdb.DuckDBPyConnection:
-    """One in-memory database for decoding; opening one costs more than a small page."""
-    return duckdb.connect()
+    """One in-memory database for decoding; opening one costs more than a small page.
+    It installs and loads nothing, whatever a page holds."""
+    return duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
 
 
 def _restoring_projection(columns: tuple[Column, ...], stored: dict[str, str]) -> str:
     parts = []
     for column in columns:
         name = quote_identifier(column.name)
-        parts.append(name if stored.get(column.name) == column.type else f"CAST({name} AS {column.type}) AS {name}")
+        parts.append(name if stored.get(column.name) == column.type
+                     else f"CAST({name} AS {checked_type(column.type)}) AS {name}")
     return ", ".join(parts)
 
 
+@functools.lru_cache(maxsize=256)
+def checked_type(type_name: str) -> str:
+    """`type_name` as DuckDB's own type parser reads and prints it.
+
+    Types come from an answer and are spliced into SQL run here, so a type
+    like "VARCHAR) AS a, (SELECT ...) AS b, CAST(NULL AS VARCHAR" must never
+    reach the decoder: only what parses as one type gets through, and what is
+    spliced is DuckDB's printing of it, not the answer's text.
+    """
+    try:
+        return str(duckdb.type(type_name))
+    except duckdb.Error:
+        raise EngineError(f"the engine's answer declares a column type DuckDB does not read as one type: "
+                          f"{type_name!r}") from None
+
+
 def _empty_select(columns: tuple[Column, ...]) -> str:
-    projection = ", ".join(f"CAST(NULL AS {c.type}) AS {quote_identifier(c.name)}" for c in columns)
+    projection = ", ".join(f"CAST(NULL AS {checked_type(c.type)}) AS {quote_identifier(c.name)}" for c in columns)
     return f"SELECT {projection} LIMIT 0"

@@ -12,6 +12,7 @@ from lakelambda import protocol
 from lakemagic import client
 from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.engines.embedded import EmbeddedEngine
+from lakemagic.errors import EngineError
 from lakemagic.locallambda.s3proxy import S3Proxy
 
 from servers import FUNCTION, start_function
@@ -99,3 +100,37 @@ def test_a_remote_engine_cannot_make_the_notebook_read_its_own_files(local_taxi_
     engine = PathAnswering(EmbeddedEngine(str(local_taxi_lake)))
     result = client.run_query(engine, SQL, page_size=50)
     pd.testing.assert_frame_equal(result.to_dataframe(), expected)  # parts, not /etc/passwd
+
+
+class TypeInjecting(Recording):
+    """A remote engine whose answer declares a column 'type' that is SQL of its own."""
+
+    shares_files = False
+
+    def call(self, request: dict):
+        reply = self.inner.call(request)
+        for column in reply.answer.get("columns", []):
+            column["type"] = "VARCHAR) AS a, (SELECT content FROM read_text('/etc/hostname')) AS leaked, CAST(NULL AS VARCHAR"
+        return reply
+
+
+def test_an_answers_column_types_are_never_sql_run_in_the_notebook(local_taxi_lake):
+    engine = TypeInjecting(EmbeddedEngine(str(local_taxi_lake)))
+    result = client.run_query(engine, "SELECT 1 AS x")
+    with pytest.raises(EngineError) as refused:
+        result.to_dataframe()
+    assert "does not read as one type" in str(refused.value)
+
+
+class FtpAnswering(PathAnswering):
+    def call(self, request: dict):
+        reply = self.inner.call(request)
+        if request["op"] == "download":
+            reply.answer["download"]["url"] = "ftp://127.0.0.1/result.parquet"
+        return reply
+
+
+def test_a_download_that_is_not_http_is_fetched_through_the_function(local_taxi_lake, expected, stored_results):
+    engine = FtpAnswering(EmbeddedEngine(str(local_taxi_lake)))
+    result = client.run_query(engine, SQL, page_size=50)
+    pd.testing.assert_frame_equal(result.to_dataframe(), expected)  # in parts: no ftp client is ever opened

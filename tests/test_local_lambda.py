@@ -322,3 +322,18 @@ def test_serve_command(monkeypatch):
         server.stdout.close()
     with pytest.raises(ProcessLookupError):
         os.kill(payload["pid"], 0)
+
+
+def test_a_web_page_cannot_invoke_the_local_endpoint(local_lambda):
+    """A browser's cross-origin POST carries an Origin and no SigV4 signature; both are refused."""
+    import urllib.error
+    import urllib.request
+
+    for headers in ({"Content-Type": "text/plain"},
+                    {"Content-Type": "text/plain", "Origin": "http://127.0.0.1:1",
+                     "Authorization": "AWS4-HMAC-SHA256 Credential=x"}):
+        request = urllib.request.Request(f"{local_lambda.endpoint_url}/2015-03-31/functions/echo/invocations",
+                                         data=b"{}", headers=headers, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403

@@ -254,6 +254,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.rfile.read(body_size)
             self.server.service.recycle()
             reply = _Reply(204)
+        elif match is not None and not self._from_an_aws_client():
+            self.rfile.read(body_size)
+            reply = _aws_error(403, "AccessDeniedException", {"Type": "User", "message": (
+                "invocations must be signed as an AWS SDK signs them (SigV4) and come from no web page")})
         elif match is None:
             self.rfile.read(body_size)
             reply = _aws_error(404, "UnknownOperationException", {"message": f"Unknown operation: POST {path}"})
@@ -268,6 +272,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._send(reply, request_id)
         if match is not None and reply.outcome is not None:
             _log_invocation(_function_name(match["function"]), request_id, started, reply.outcome)
+
+    def _from_an_aws_client(self) -> bool:
+        """A browser cannot send a SigV4 Authorization header to another origin without a preflight
+        this server never answers, and marks its requests with Origin: so a web page open in the user's
+        browser cannot invoke functions on this machine's endpoint (no signature is checked: any key will do)."""
+        signed = self.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256 ")
+        return signed and "Origin" not in self.headers
 
     def _discard_body(self, size: int) -> None:
         while size > 0:

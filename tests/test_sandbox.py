@@ -576,10 +576,10 @@ def marker_database(marker_environment, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def handler(marker_environment, tmp_path_factory):
-    """The real handler over the S3 lake, its secret made from the marker credentials."""
+    """The real handler over the S3 lake, its secret made from the marker credentials; every result stored."""
     scratch = str(tmp_path_factory.mktemp("marker-handler"))
     with process_environment(marker_environment):
-        return LakeHandler(S3_ROOT, Settings(scratch=scratch, environment=marker_environment))
+        return LakeHandler(S3_ROOT, Settings(scratch=scratch, environment=marker_environment, inline_result_bytes=0))
 
 
 def test_httpfs_copied_the_environment_credentials_and_they_are_blanked(marker_environment, marker_database):
@@ -783,3 +783,36 @@ def test_a_refusal_answer_has_the_protocol_shape(handler):
     assert isinstance(parsed, protocol.ErrorAnswer)
     assert parsed.type == "PermissionException" and "current_setting" in parsed.message
     assert parsed.position == sql.index("current_setting")
+
+
+# --- the embedded engine: the same handler over a local lake folder ---------------------------------
+
+
+def test_the_embedded_engine_refuses_what_the_function_refuses(tmp_path):
+    from lakemagic import client
+    from lakemagic.engines.embedded import EmbeddedEngine
+    from lakemagic.errors import LakeQueryError
+
+    lake = tmp_path / "lake"
+    (lake / "dataset").mkdir(parents=True)
+    (tmp_path / "outside.csv").write_text("secret\nhunter2\n")
+    engine = EmbeddedEngine(str(lake))
+    stored = client.run_query(engine, "SELECT range AS i, md5(range::VARCHAR) AS h FROM range(200000)")
+    assert not stored.info.inline
+    hostile = [
+        f"SELECT * FROM read_csv('{tmp_path}/outside.csv')",
+        f"SELECT * FROM read_csv('{lake}/../outside.csv')",
+        "SELECT * FROM read_text('/etc/passwd')",
+        f"SELECT * FROM read_parquet('{lake}/_lakemagic/results/{stored.result_id}.parquet')",
+        f"SELECT * FROM glob('{lake}/*/results/*')",
+        "SELECT current_setting('home_directory')",
+        "SELECT * FROM duckdb_settings()",
+        "SELECT * FROM enable_logging()",
+        "SELECT * FROM query('SELECT 42')",
+    ]
+    for sql in hostile:
+        with pytest.raises(LakeQueryError) as refused:
+            client.run_query(engine, sql)
+        assert refused.value.error_type == "PermissionException", (sql, str(refused.value))
+        assert "hunter2" not in str(refused.value)
+    assert client.run_query(engine, "SELECT 1 AS still_serving").to_dataframe()["still_serving"][0] == 1

@@ -165,9 +165,14 @@ def worker_pids() -> set[int]:
     return found
 
 
+def scratch_folders(pid: int) -> list[Path]:
+    """A LocalLambda worker's scratch folders, in its own /tmp (lakemagic-worker-*) in the temp directory."""
+    return sorted(Path(tempfile.gettempdir()).glob(f"lakemagic-worker-*/{SCRATCH_PREFIX}{pid}-*"))
+
+
 def local_copies(pid: int) -> list[Path]:
-    """The stored results a LocalLambda worker keeps in its scratch folder in the temp directory."""
-    return sorted(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{pid}-*/results/*.parquet"))
+    """The stored results a LocalLambda worker keeps in its scratch folder."""
+    return sorted(copy for folder in scratch_folders(pid) for copy in folder.glob("results/*.parquet"))
 
 
 def empty_prefix(s3, bucket: str, prefix: str = "") -> int:
@@ -352,8 +357,8 @@ def test_a_worker_killed_mid_query_is_one_sentence_and_is_not_run_again(s3_lake,
         assert rows(after) == [(43,)]
         assert after.stats.engine.cold is True  # a fresh worker
         assert pid not in worker_pids()
-        # The new worker cleared the scratch folder the killed one left in the temp directory.
-        assert not list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{pid}-*"))
+        # The killed worker's /tmp went with it, as an execution environment's does.
+        assert not scratch_folders(pid)
 
 
 # --- 6. the stored results removed -------------------------------------------------------------------------

@@ -12,7 +12,9 @@ import contextlib
 import json
 import multiprocessing
 import signal
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import types
@@ -119,7 +121,10 @@ class Worker:
         self._ready = False
         self._stop_lock = threading.Lock()
         self._conn, child_conn = _SPAWN.Pipe()
-        environment = {**environment, "AWS_LAMBDA_LOG_STREAM_NAME": _log_stream_name()}
+        # A /tmp of its own that goes with it, as an execution environment's does, even when it is killed.
+        self._tmp = None if "TMPDIR" in environment else tempfile.mkdtemp(prefix="lakemagic-worker-")
+        environment = {**environment, "AWS_LAMBDA_LOG_STREAM_NAME": _log_stream_name(),
+                       **({"TMPDIR": self._tmp} if self._tmp else {})}
         # daemon: a worker never outlives the server, even if stop() is never called
         self._process = _SPAWN.Process(target=worker_main, args=(child_conn, handler, environment), daemon=True)
         self._started = time.monotonic()
@@ -172,6 +177,8 @@ class Worker:
             self._process.join()
             if not self._conn.closed:
                 self._conn.close()
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 class Throttled(Exception):

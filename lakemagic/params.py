@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from lakelambda.errors import ProtocolError
-from lakelambda.protocol import decode_value, encode_value
+from lakelambda.values import decode_value, encode_value
 from lakelambda.sql import parameter_names
 
 from .errors import ParameterError

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from lakemagic import taxi
+from lakemagic import taxi, taxi_model
 
 ROWS = 20_000
 MONTH_ROWS = 200_000
@@ -333,26 +333,26 @@ def test_airport_trips_are_long_and_expensive(month: str) -> None:
     by_pickup = by_key(
         f"""SELECT pickup_location_id, avg(fare_amount), avg(trip_distance),
                    avg(CASE WHEN tolls_amount > 0 THEN 1 ELSE 0 END)
-            FROM {month} WHERE pickup_location_id IN ({taxi.JFK}, {taxi.LAGUARDIA}) GROUP BY 1"""
+            FROM {month} WHERE pickup_location_id IN ({taxi_model.JFK}, {taxi_model.LAGUARDIA}) GROUP BY 1"""
     )
-    jfk_fare, jfk_distance, jfk_tolled = by_pickup[taxi.JFK]
+    jfk_fare, jfk_distance, jfk_tolled = by_pickup[taxi_model.JFK]
     assert jfk_fare > 3 * overall_fare and jfk_distance > 4 * overall_distance
     assert jfk_tolled > 0.25 > overall_tolled
-    lga_fare, lga_distance, _ = by_pickup[taxi.LAGUARDIA]
+    lga_fare, lga_distance, _ = by_pickup[taxi_model.LAGUARDIA]
     assert lga_fare > 2 * overall_fare and lga_distance > 2 * overall_distance
 
     # JFK's flat fare (rate code 2): $52 in 2019, only on trips to or from JFK; Newark is rate code 3
     rates = by_key(
         f"""SELECT rate_code_id, count(*) / sum(count(*)) OVER (), min(fare_amount), max(fare_amount),
-                   bool_and({taxi.JFK} IN (pickup_location_id, dropoff_location_id)),
-                   bool_and({taxi.NEWARK} IN (pickup_location_id, dropoff_location_id))
+                   bool_and({taxi_model.JFK} IN (pickup_location_id, dropoff_location_id)),
+                   bool_and({taxi_model.NEWARK} IN (pickup_location_id, dropoff_location_id))
             FROM {month} GROUP BY 1"""
     )
     assert rates["1"][0] > 0.9
     assert 0.01 < rates["2"][0] < 0.05 and rates["2"][1:4] == (52, 52, True)
     assert rates["3"][4] and rates["3"][1] > 40  # metered plus the $17.50 Newark surcharge
     (jfk_flat,) = one(
-        f"SELECT avg(CASE WHEN rate_code_id = '2' THEN 1 ELSE 0 END) FROM {month} WHERE pickup_location_id = {taxi.JFK}"
+        f"SELECT avg(CASE WHEN rate_code_id = '2' THEN 1 ELSE 0 END) FROM {month} WHERE pickup_location_id = {taxi_model.JFK}"
     )
     assert jfk_flat > 0.6
 
@@ -410,7 +410,7 @@ def test_a_few_manhattan_zones_dominate(month: str) -> None:
 def test_zones_differ_in_their_trips(month: str) -> None:
     fares = by_key(
         f"""SELECT pickup_location_id, avg(fare_amount) FROM {month}
-            WHERE pickup_location_id NOT IN ({taxi.JFK}, {taxi.LAGUARDIA}, {taxi.NEWARK})
+            WHERE pickup_location_id NOT IN ({taxi_model.JFK}, {taxi_model.LAGUARDIA}, {taxi_model.NEWARK})
             GROUP BY 1 HAVING count(*) >= 500"""
     )
     assert len(fares) >= 30

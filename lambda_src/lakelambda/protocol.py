@@ -1,11 +1,11 @@
 """The wire protocol between the notebook and the lake handler (version 1).
 
 Everything that crosses the wire is defined here, in both directions:
-requests (built by the notebook, validated at the handler's edge), answers
-(built by the handler, checked on arrival by the notebook), the error types
-an answer may carry, and how parameter values travel. Both ends import this
-module, so they agree by construction. PROTOCOL.md beside this package
-describes the same thing for humans.
+requests (built by the notebook, validated at the handler's edge) and
+answers (built by the handler, checked on arrival by the notebook); the
+error types an answer may carry are in errors.py, how parameter values
+travel in values.py. Both ends import these modules, so they agree by
+construction. PROTOCOL.md beside this package describes the same for humans.
 
 Adding an operation means one request type, one answer type, one handler
 function and one client method.
@@ -16,14 +16,12 @@ cold-start path.
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import re
-import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Union
 
 from .errors import LakeError, ProtocolError
+from .values import decode_value, encode_value
 
 VERSION = 1
 
@@ -44,8 +42,6 @@ INLINE_RESULT_BYTES = 1024 * 1024
 MAX_SQL_CHARS = 100_000  # the query's and its views' together
 MAX_PARAMS = 1_000
 MAX_VIEWS = 200
-MAX_PARAM_DEPTH = 8  # lists in lists
-MAX_DECIMAL_DIGITS = 38  # DuckDB's widest DECIMAL
 
 PAGE_FORMAT = "parquet+base64"
 
@@ -412,73 +408,3 @@ def parse_answer(wire: Any) -> Answer:
     if page.format != PAGE_FORMAT:
         raise ProtocolError(f"the page is in format {page.format!r}; this notebook reads {PAGE_FORMAT!r}")
     return PageAnswer(info, page, stats)
-
-
-# --- parameter values ----------------------------------------------------------
-# JSON carries None, bool, int, float, str and lists of them as they are. Other
-# values a notebook variable commonly holds travel tagged, {"$type": ..., "value": ...},
-# so that DuckDB binds a DATE as a DATE rather than as a string.
-
-_TAGGED_TYPES = {
-    "date": (dt.date.fromisoformat, dt.date.isoformat),
-    "datetime": (dt.datetime.fromisoformat, dt.datetime.isoformat),
-    "time": (dt.time.fromisoformat, dt.time.isoformat),
-    "decimal": (decimal.Decimal, str),
-    "uuid": (uuid.UUID, str),
-}
-
-
-def _tag_of(value: Any) -> str | None:
-    # datetime is a subclass of date, so it is tested first.
-    for tag, kind in (("datetime", dt.datetime), ("date", dt.date), ("time", dt.time),
-                      ("decimal", decimal.Decimal), ("uuid", uuid.UUID)):
-        if isinstance(value, kind):
-            return tag
-    return None
-
-
-def encode_value(value: Any, depth: int = 0) -> Any:
-    """A parameter value as JSON; TypeError names values that cannot be bound."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        if depth >= MAX_PARAM_DEPTH:
-            raise TypeError(f"parameter lists may be nested at most {MAX_PARAM_DEPTH} deep")
-        return [encode_value(item, depth + 1) for item in value]
-    tag = _tag_of(value)
-    if tag is None:
-        raise TypeError(
-            f"a {type(value).__name__} cannot be bound as an SQL parameter; "
-            "use a number, string, boolean, None, date/time, Decimal, UUID or a list of them"
-        )
-    return {"$type": tag, "value": _TAGGED_TYPES[tag][1](value)}
-
-
-def decode_value(value: Any, depth: int = 0) -> Any:
-    """The inverse of encode_value, validating as it goes: only values DuckDB binds as what they are."""
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**127) <= value < 2**128:
-        raise ProtocolError(f"integer parameter {value} is outside DuckDB's 128-bit integers")
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, list):
-        if depth >= MAX_PARAM_DEPTH:
-            raise ProtocolError(f"parameter lists may be nested at most {MAX_PARAM_DEPTH} deep")
-        return [decode_value(item, depth + 1) for item in value]
-    if isinstance(value, dict) and set(value) == {"$type", "value"} and value["$type"] in _TAGGED_TYPES:
-        parse = _TAGGED_TYPES[value["$type"]][0]
-        try:
-            parsed = parse(value["value"])
-        except (TypeError, ValueError, AttributeError, decimal.InvalidOperation) as exc:
-            raise ProtocolError(f"bad {value['$type']} parameter value {value['value']!r}") from exc
-        if isinstance(parsed, decimal.Decimal) and not _fits_decimal(parsed):
-            raise ProtocolError(f"decimal parameter {value['value']!r} is not a finite number of at most "
-                                f"{MAX_DECIMAL_DIGITS} digits, which DuckDB's DECIMAL holds exactly")
-        return parsed
-    raise ProtocolError(f"unsupported parameter value {value!r}")
-
-
-def _fits_decimal(number: decimal.Decimal) -> bool:
-    if not number.is_finite():
-        return False
-    digits, exponent = len(number.as_tuple().digits), number.as_tuple().exponent
-    return max(digits, -exponent, digits + max(exponent, 0)) <= MAX_DECIMAL_DIGITS

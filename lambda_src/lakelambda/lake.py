@@ -1,11 +1,12 @@
-"""Where the lake is, what its tables are called, and where results are kept.
+"""Where the lake is, what its tables are called, and how files are put into it.
 
 A lake is a local folder or an `s3://bucket[/prefix]`. Its catalog is its
-layout, so there is nothing to register:
+layout, so there is nothing to register; a name means the first of these
+that exists (names compare without case):
 
-    <lake>/dashboard/<name>.parquet      materialized views (win over the others)
     <lake>/dataset/<name>.parquet        single-file datasets
     <lake>/<name>/key=value/.../*.parquet  Hive-partitioned datasets
+    <lake>/dashboard/<name>.parquet      materialized views
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Plain functions over a DuckDB connection, testable without Lambda. A query
 is checked (one statement, then the sandbox's reading of its parse tree)
-before anything of it runs; the lake tables and notebook views it names
-become temporary views of the call's cursor.
+before anything of it runs; the notebook views it carries become temporary
+views of the call's cursor, over the lake tables' views the container keeps.
 """
 
 from __future__ import annotations

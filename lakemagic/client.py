@@ -156,7 +156,13 @@ def materialize(engine: Engine, sql: str, path: str, views: tuple[protocol.View,
     return answer
 
 
-def _call(engine: Engine, request: dict, expected: type, sql: str):
+def tables(engine: Engine) -> tuple[protocol.TableInfo, ...]:
+    """The lake's tables, with their files, bytes and rows."""
+    answer, _ = _call(engine, protocol.tables_request(), protocol.TablesAnswer, None)
+    return answer.tables
+
+
+def _call(engine: Engine, request: dict, expected: type, sql: str | None):
     """One engine call: the answer, checked to be of the `expected` type, and what it cost."""
     started = time.perf_counter()
     reply = engine.call(request)

@@ -17,7 +17,7 @@ from traitlets import Enum, Int, Unicode, default, observe
 from lakedeploy import DEFAULT_FUNCTION_NAME
 from lakelambda.protocol import DASHBOARD_FOLDER, MAX_PAGE_ROWS
 
-from . import charts, client
+from . import catalog, charts, client
 from .display.widget import ResultTable
 from .engines import DEFAULT_LAKE, Engine
 from .engines.aws_lambda import LambdaEngine
@@ -83,6 +83,9 @@ class LakeMagic(Magics):
     @argument("--views", action="store_true", help="List the saved views, what each uses, and which are materialized.")
     @argument("--save-views", metavar="FOLDER", help="Write every view to FOLDER/<name>.sql (one model per file).")
     @argument("--load-views", metavar="FOLDER", help="Read views from FOLDER/*.sql.")
+    @argument("--tables", action="store_true",
+              help="List the lake's tables (kind, partition keys, files, bytes, rows) and the saved views.")
+    @argument("--columns", metavar="NAME", help="The columns of table or saved view NAME, with their types.")
     @line_cell_magic
     @no_var_expand  # $name is a bound parameter, not text for IPython to splice in
     def lakesql(self, line: str, cell: str | None = None):
@@ -105,6 +108,10 @@ class LakeMagic(Magics):
         options, rest = _split_options(self.lakesql.parser, line)
         if options.views or options.save_views or options.load_views:
             return self._manage_views(options)
+        if options.tables:
+            return catalog.tables_frame(client.tables(self.current_engine()), self.views)
+        if options.columns:
+            return catalog.describe(self.current_engine(), options.columns, self.views)
         target, sql = _split_assignment(rest)
         if cell is not None:
             if sql.strip():

@@ -80,9 +80,11 @@ class NameTaken(LakeError):
 class SqlError(LakeError):
     """DuckDB refused or failed the query; `error_type` is DuckDB's exception class."""
 
-    def __init__(self, message: str, position: int | None = None, duckdb_type: str = "Error"):
+    def __init__(self, message: str, position: int | None = None, duckdb_type: str = "Error",
+                 missing_table: str | None = None):
         super().__init__(message, position)
         self.duckdb_type = duckdb_type
+        self.missing_table = missing_table  # the name, when DuckDB found no table by it
 
     @property
     def error_type(self) -> str:

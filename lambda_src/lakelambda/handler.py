@@ -23,7 +23,7 @@ from .database import Settings, open_database
 from .errors import LakeError, QueryTimeout
 from .lake import Lake, s3_request_timeout_s
 from .protocol import (DownloadAnswer, DownloadRequest, ErrorAnswer, MaterializeAnswer, MaterializeRequest,
-                       PageAnswer, PageRequest, PartAnswer, PartRequest, QueryRequest)
+                       PageAnswer, PageRequest, PartAnswer, PartRequest, QueryRequest, TablesAnswer, TablesRequest)
 from .results import DOWNLOAD_URL_SECONDS, ResultStore
 from .sql import duckdb_error
 
@@ -52,7 +52,8 @@ class LakeHandler:
         # next handler's start (database.remove_stale_scratch_folders).
         self.close = weakref.finalize(self, _close, self._database, self.settings.scratch)
         self._operations = {QueryRequest: self.query, PageRequest: self.page, PartRequest: self.part,
-                            DownloadRequest: self.download, MaterializeRequest: self.materialize}
+                            DownloadRequest: self.download, MaterializeRequest: self.materialize,
+                            TablesRequest: self.tables}
 
     def __call__(self, event, context=None) -> dict:
         started = time.perf_counter()
@@ -96,6 +97,9 @@ class LakeHandler:
             con, self.lake, self.settings.results_folder, request.sql, request.path, request.views
         )
         return MaterializeAnswer(path, rows, size)
+
+    def tables(self, con, request: TablesRequest) -> TablesAnswer:
+        return TablesAnswer(self.lake.tables(con))
 
 
 def _close(database, scratch: str) -> None:

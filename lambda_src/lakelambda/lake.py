@@ -18,9 +18,10 @@ import secrets
 import shutil
 import threading
 import time
+from typing import NamedTuple
 
 from .errors import LakeUnavailable
-from .protocol import DASHBOARD_FOLDER
+from .protocol import DASHBOARD_FOLDER, TableInfo
 from .sql import quote_identifier, quote_literal
 
 S3_SCHEME = "s3://"
@@ -154,6 +155,69 @@ class Lake:
                     self._views[name] = source
         return reused
 
+    def tables(self, con) -> tuple[TableInfo, ...]:
+        """Every table the lake holds, by name, as a query's name resolves (see _source_of).
+
+        Files and bytes come from the listing, rows from the files' Parquet
+        footers (parquet_file_metadata): nothing is scanned. On S3 the whole
+        catalog is reused for CATALOG_TTL_SECONDS, as listings are.
+        """
+        return self._listed(("tables",), lambda: self._described(con, self._layout(con)))
+
+    def table_names(self, con) -> list[str]:
+        """The names of the lake's tables, from its listing alone (no file is opened)."""
+        return [table.name for table in self._layout(con)]
+
+    def _layout(self, con) -> list["_Listed"]:
+        """Each table's name, kind and files, by lower-case name; a name means what _source_of resolves it to."""
+        found: dict[str, _Listed] = {}
+        for stem in self._parquet_stems(con, DATASET_FOLDER).values():
+            path = self.path(DATASET_FOLDER, f"{stem}.parquet")
+            found[stem.lower()] = _Listed(stem, "file", path, (), [path])
+        for folder in self._folders():
+            if folder.lower() in found or folder.lower() in _RESERVED_FOLDERS:
+                continue
+            pattern = quote_literal(self._partition_pattern(folder))
+            files = self._listed(("partition files", folder), lambda: sorted(
+                row[0] for row in con.execute(f"SELECT file FROM glob({pattern})").fetchall()))
+            if files:
+                folders = files[0][len(self.path(folder)) + 1:].split("/")[:-1]
+                keys = tuple(part.partition("=")[0] for part in folders if "=" in part)
+                found[folder.lower()] = _Listed(folder, "partitioned", self.path(folder), keys, files)
+        for stem in self._parquet_stems(con, DASHBOARD_FOLDER).values():
+            path = self.path(DASHBOARD_FOLDER, f"{stem}.parquet")
+            found.setdefault(stem.lower(), _Listed(stem, "materialized view", path, (), [path]))
+        return [found[name] for name in sorted(found)]
+
+    def _folders(self) -> list[str]:
+        """The folders directly in the lake whose names a table may have."""
+        if self.is_s3:
+            bucket, key = split_s3_path(self.root)
+            prefix = f"{key}/" if key else ""
+
+            def list_now():
+                with s3_errors(f"listing {self.root}"):
+                    pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+                    return [common["Prefix"][len(prefix):].rstrip("/")
+                            for page in pages for common in page.get("CommonPrefixes", [])]
+            names = self._listed(("folders",), list_now)
+        else:
+            names = [entry.name for entry in os.scandir(self.root) if entry.is_dir()]
+        return sorted(name for name in names if _CATALOG_NAME.match(name))
+
+    @staticmethod
+    def _described(con, layout: list["_Listed"]) -> tuple[TableInfo, ...]:
+        """The tables with their rows and bytes, read from every file's footer in one statement."""
+        files = [file for table in layout for file in table.files]
+        footers = {}
+        if files:
+            listed = ", ".join(quote_literal(file) for file in files)
+            footers = {name: (rows, size) for name, rows, size in con.execute(
+                f"SELECT file_name, num_rows, file_size_bytes FROM parquet_file_metadata([{listed}])").fetchall()}
+        return tuple(TableInfo(table.name, table.kind, table.location, table.keys, len(table.files),
+                               sum(footers[file][1] for file in table.files), sum(footers[file][0] for file in table.files))
+                     for table in layout)
+
     def dataset_named(self, con, name: str) -> str | None:
         """Where the lake keeps a dataset (a single file or a partitioned folder) called `name`, in any case.
 
@@ -220,6 +284,14 @@ class Lake:
             self._listings.clear()
         with self._views_lock:
             self._views.clear()  # made again on next use, over what the lake now holds
+
+
+class _Listed(NamedTuple):
+    name: str
+    kind: str
+    location: str
+    keys: tuple[str, ...]
+    files: list[str]
 
 
 def s3_request_timeout_s(function_timeout_s: float | None) -> int:

@@ -98,7 +98,12 @@ class DownloadRequest:
     result_id: str
 
 
-Request = Union[QueryRequest, PageRequest, PartRequest, DownloadRequest, MaterializeRequest]
+@dataclass(frozen=True)
+class TablesRequest:
+    """What tables the lake holds: its catalog, answered from the files' listing and Parquet footers."""
+
+
+Request = Union[QueryRequest, PageRequest, PartRequest, DownloadRequest, MaterializeRequest, TablesRequest]
 
 
 def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple[View, ...] = ()) -> dict:
@@ -145,6 +150,11 @@ def download_request(result_id: str) -> dict:
     return {"version": VERSION, "op": "download", "result_id": result_id}
 
 
+def tables_request() -> dict:
+    """The event that asks for the lake's catalog."""
+    return {"version": VERSION, "op": "tables"}
+
+
 def parse_request(event: Any) -> Request:
     """Validate an incoming event at the edge; raise ProtocolError naming the problem."""
     if not isinstance(event, dict):
@@ -163,7 +173,10 @@ def parse_request(event: Any) -> Request:
         return DownloadRequest(result_id=_result_id(event))
     if op == "materialize":
         return _parse_materialize(event)
-    raise ProtocolError(f"unknown op {op!r}; expected 'query', 'page', 'part', 'download' or 'materialize'")
+    if op == "tables":
+        _reject_unknown_fields(event, {"version", "op"})
+        return TablesRequest()
+    raise ProtocolError(f"unknown op {op!r}; expected 'query', 'page', 'part', 'download', 'materialize' or 'tables'")
 
 
 def _parse_query(event: dict) -> QueryRequest:
@@ -346,6 +359,29 @@ class MaterializeAnswer:
     stats: Stats = field(default_factory=Stats)
 
 
+# What a lake table is, by where its files are (README, "The lake's tables").
+TABLE_KINDS = ("file", "partitioned", "materialized view")
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """One table of the lake, as its name resolves; rows and bytes from the files' Parquet footers."""
+
+    name: str
+    kind: str  # one of TABLE_KINDS
+    location: str  # the file, or the partitioned table's folder
+    partition_keys: tuple[str, ...]  # the key=value folder names of a partitioned table, outermost first
+    files: int
+    bytes: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class TablesAnswer:
+    tables: tuple[TableInfo, ...]
+    stats: Stats = field(default_factory=Stats)
+
+
 @dataclass(frozen=True)
 class ErrorAnswer:
     type: str
@@ -358,7 +394,7 @@ class ErrorAnswer:
         return cls(error.error_type, error.message, error.position)
 
 
-Answer = Union[PageAnswer, PartAnswer, DownloadAnswer, MaterializeAnswer, ErrorAnswer]
+Answer = Union[PageAnswer, PartAnswer, DownloadAnswer, MaterializeAnswer, TablesAnswer, ErrorAnswer]
 
 
 def to_wire(answer: Answer) -> dict:
@@ -376,6 +412,8 @@ def to_wire(answer: Answer) -> dict:
             wire["download"] = {"url": answer.url, "expires_s": answer.expires_s}
     elif isinstance(answer, MaterializeAnswer):
         wire["materialized"] = {"path": answer.path, "rows": answer.rows, "bytes": answer.bytes}
+    elif isinstance(answer, TablesAnswer):
+        wire["tables"] = [asdict(table) for table in answer.tables]
     else:
         wire["error"] = {"type": answer.type, "message": answer.message, "position": answer.position}
     wire["stats"] = asdict(answer.stats)
@@ -396,6 +434,8 @@ def parse_answer(wire: Any) -> Answer:
         if "materialized" in wire:
             done = wire["materialized"]
             return MaterializeAnswer(done["path"], int(done["rows"]), int(done["bytes"]), stats)
+        if "tables" in wire:
+            return TablesAnswer(tuple(_table_info(table) for table in wire["tables"]), stats)
         info = ResultInfo(wire["result_id"], tuple(Column(c["name"], c["type"]) for c in wire["columns"]),
                           int(wire["total_rows"]), int(wire["result_bytes"]))
         if "part" in wire:
@@ -408,3 +448,12 @@ def parse_answer(wire: Any) -> Answer:
     if page.format != PAGE_FORMAT:
         raise ProtocolError(f"the page is in format {page.format!r}; this notebook reads {PAGE_FORMAT!r}")
     return PageAnswer(info, page, stats)
+
+
+def _table_info(table: dict) -> TableInfo:
+    info = TableInfo(str(table["name"]), str(table["kind"]), str(table["location"]),
+                     tuple(str(key) for key in table["partition_keys"]),
+                     int(table["files"]), int(table["bytes"]), int(table["rows"]))
+    if info.kind not in TABLE_KINDS:
+        raise ValueError(f"table kind {info.kind!r}")
+    return info

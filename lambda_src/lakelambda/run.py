@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import duckdb
 
-from . import page_format, sandbox
+from . import catalog, page_format, sandbox
 from .lake import Lake
 from .errors import LakeError, NameTaken, SqlError, UnsupportedType
 from .protocol import DASHBOARD_FOLDER, Column, View
@@ -51,7 +51,10 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, 
     if prepared.statement.keyword in _NEEDS_SUBQUERY:
         body = body.wrapped("SELECT * FROM (", ")")
     create = body.wrapped(f"CREATE TEMP TABLE {_RESULT_TABLE} AS")
-    _with_fresh_views(con, lake, prepared, lambda: _execute(con, create, params, sql))
+    try:
+        _with_fresh_views(con, lake, prepared, lambda: _execute(con, create, params, sql))
+    except SqlError as error:
+        raise _naming_the_lake(con, lake, views, error) from None
     try:
         columns = tuple(Column(row[0], row[1]) for row in con.execute(f"DESCRIBE {_RESULT_TABLE}").fetchall())
         for column in columns:
@@ -90,7 +93,10 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
     try:
         copy = _Placed(prepared.statement.text).wrapped(
             "COPY (", f") TO {quote_literal(local)} (FORMAT parquet, COMPRESSION zstd)")
-        rows = _with_fresh_views(con, lake, prepared, lambda: _execute(con, copy, {}, sql).fetchone()[0])
+        try:
+            rows = _with_fresh_views(con, lake, prepared, lambda: _execute(con, copy, {}, sql).fetchone()[0])
+        except SqlError as error:
+            raise _naming_the_lake(con, lake, views, error) from None
         size = os.path.getsize(local)
         return lake.put(local, path), rows, size
     finally:
@@ -105,9 +111,15 @@ class _Prepared(NamedTuple):
 
 
 def _prepare(con, lake: Lake, sql: str, views: tuple[View, ...]) -> _Prepared:
-    """Check the query and its views, make the lake tables and views it uses."""
+    """Check the query and its views, make the lake tables and views it uses.
+
+    SHOW TABLES is answered from the lake's catalog, by a query of the handler's own.
+    """
     statement = single_query(sql)
-    sandbox.check_query(statement.text, lake.root)
+    if catalog.lists_tables(statement):
+        statement = catalog.show_tables(lake.tables(con))
+    else:
+        sandbox.check_query(statement.text, lake.root)
     view_statements = []
     for view in views:
         try:
@@ -125,8 +137,15 @@ def _prepare(con, lake: Lake, sql: str, views: tuple[View, ...]) -> _Prepared:
         try:
             con.execute(prefix + text)
         except duckdb.Error as exc:
-            raise duckdb_error(exc, view.sql, prefix).within(view.name) from None
+            raise _naming_the_lake(con, lake, views, duckdb_error(exc, view.sql, prefix)).within(view.name) from None
     return _Prepared(statement, lake_tables, reused)
+
+
+def _naming_the_lake(con, lake: Lake, views: tuple[View, ...], error: SqlError) -> SqlError:
+    """An unknown table's error names the lake's closest tables and views (listed only for that error)."""
+    if error.missing_table is None:
+        return error
+    return catalog.naming_the_lake(error, lake.table_names(con) + [view.name for view in views])
 
 
 def _with_fresh_views(con, lake: Lake, prepared: "_Prepared", run):

@@ -186,9 +186,10 @@ class _Walk:
             self._table_function(node["function"])
         elif kind == "SHOW_REF" and node.get("query") is None:
             # SHOW TABLES / SHOW ALL TABLES / SHOW DATABASES / SHOW SCHEMAS / SHOW VARIABLES show the
-            # engine's catalog and state, never the lake; DESCRIBE and SUMMARIZE carry a query, walked.
-            self._deny("SHOW lists the engine's own catalog, not the lake; list lake files with "
-                       "glob('<lake>/<folder>/*') and describe a table with DESCRIBE <table>", node)
+            # engine's catalog and state, never the lake (a query that is only SHOW TABLES is answered
+            # from the lake's catalog before it gets here); DESCRIBE and SUMMARIZE carry a query, walked.
+            self._deny("SHOW lists the engine's own catalog, not the lake; SHOW TABLES on its own lists the "
+                       "lake's tables, and DESCRIBE <table> a table's columns", node)
 
     def _base_table(self, node: dict) -> None:
         name = node["table_name"]

@@ -99,7 +99,8 @@ def duckdb_error(exc: duckdb.Error, sql: str | None = None, prefix: str = "") ->
         offset = int(byte_position) - len(prefix.encode())
         at = character_offsets(sql)
         position = at[offset] if 0 <= offset < len(at) else None
-    return SqlError(message, position, type(exc).__name__)
+    missing = details.get("error_subtype") == "MISSING_ENTRY" and details.get("type") == "Table"
+    return SqlError(message, position, type(exc).__name__, details.get("name") if missing else None)
 
 
 @functools.lru_cache(maxsize=1)

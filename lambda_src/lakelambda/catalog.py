@@ -1,0 +1,66 @@
+"""The lake's catalog inside queries: `SHOW TABLES` lists it, and an unknown table name is met with its closest names.
+
+DuckDB alone would answer `SHOW TABLES` from its own catalog (the handler's
+views, which the sandbox keeps out of reach) and suggest its system tables
+(`pg_tables`) for a misspelt name; here both speak of the lake instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+
+from .errors import SqlError
+from .protocol import TableInfo
+from .sql import Statement, parse_tree, quote_literal
+
+# The statements that list the lake's tables, as DuckDB's parser reads them (any case, spacing, semicolon).
+SHOW_TABLES = ("SHOW TABLES", "SHOW ALL TABLES")
+# Columns of the SHOW TABLES answer, as the handler's own SQL types them.
+_COLUMNS = (("name", "VARCHAR"), ("kind", "VARCHAR"), ("partition_keys", "VARCHAR[]"), ("files", "BIGINT"),
+            ("bytes", "BIGINT"), ("rows", "BIGINT"), ("location", "VARCHAR"))
+SUGGESTIONS = 3
+
+
+@functools.lru_cache(maxsize=1)
+def _show_tables_trees() -> tuple:
+    return tuple(parse_tree(text)["statements"] for text in SHOW_TABLES)
+
+
+def lists_tables(statement: Statement) -> bool:
+    """Whether the query is exactly SHOW TABLES or SHOW ALL TABLES: its parse tree is theirs."""
+    if statement.keyword != "SHOW":
+        return False
+    try:
+        tree = parse_tree(statement.text)
+    except RecursionError:  # nested far deeper than SHOW TABLES is: the sandbox refuses it
+        return False
+    return not tree.get("error") and tree["statements"] in _show_tables_trees()
+
+
+def show_tables(tables: tuple[TableInfo, ...]) -> Statement:
+    """The query that answers SHOW TABLES: the catalog's rows as literals (made here, so nothing to check)."""
+    typed = "(" + ", ".join(f"NULL::{kind}" for _, kind in _COLUMNS) + ")"
+    rows = [typed] + [
+        "(" + ", ".join((quote_literal(table.name), quote_literal(table.kind),
+                         "[" + ", ".join(quote_literal(key) for key in table.partition_keys) + "]::VARCHAR[]",
+                         str(table.files), str(table.bytes), str(table.rows), quote_literal(table.location))) + ")"
+        for table in tables
+    ]
+    names = ", ".join(name for name, _ in _COLUMNS)
+    return Statement(f"SELECT * FROM (VALUES {', '.join(rows)}) AS lake_tables({names}) "
+                     "WHERE name IS NOT NULL ORDER BY name", "SELECT")
+
+
+def naming_the_lake(error: SqlError, names: list[str]) -> SqlError:
+    """A missing table's error (`error.missing_table` is set), naming the closest of `names` (the lake's
+    tables, the call's views) instead of DuckDB's candidates from its own catalog."""
+    missing = error.missing_table
+    by_lower = {name.lower(): name for name in sorted(names, reverse=True)}
+    close = [by_lower[name] for name in difflib.get_close_matches(missing.lower(), list(by_lower), SUGGESTIONS)]
+    message = f"no table {missing} in the lake"
+    if close:
+        message += f"; did you mean {' or '.join(close)}?"
+    else:
+        message += "; SHOW TABLES lists the lake's tables"
+    return SqlError(message, error.position, error.error_type)

@@ -8,6 +8,7 @@ by the protocol module; an error answer becomes LakeQueryError.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import tempfile
 import time
@@ -20,9 +21,10 @@ from typing import Callable
 import pandas as pd
 
 from lakelambda import protocol
-from lakelambda.errors import ProtocolError
+from lakelambda.errors import LakeError, ProtocolError
 from lakelambda.protocol import Column
 
+from . import kernel_explore
 from .decode import decode_files, decode_pages
 from .engines import Engine, LambdaFigures
 from .errors import EngineError, LakeQueryError
@@ -100,6 +102,29 @@ class QueryResult:
                                        protocol.PageAnswer, self.sql)
         return _page_of(answer)
 
+    def derive(self, sort: tuple[protocol.SortKey, ...] = (), where: str | None = None,
+               page_size: int = 50) -> "QueryResult":
+        """The whole result sorted by `sort` and cut to the rows where the SQL condition `where` holds, as a
+        new result: made by the engine from the stored result, or here when the kernel holds it whole."""
+        if self.is_whole:
+            started = time.perf_counter()
+            with _as_query_error(where or ""):
+                info, page, engine_stats = kernel_explore.derive(self.first_page.data, self.columns, sort, where)
+            stats = CallStats(engine_stats, round((time.perf_counter() - started) * 1000, 3))
+            return QueryResult(self.engine, self.sql, info, Page(0, page.row_count, page.data, self.columns), stats)
+        request = protocol.derive_request(self.info.result_id, sort, where, page_size)
+        answer, self.last_call = _call(self.engine, request, protocol.PageAnswer, where or self.sql)
+        return QueryResult(self.engine, self.sql, answer.result, _page_of(answer), self.last_call)
+
+    def profile(self, column: str) -> protocol.Profile:
+        """What `column` holds over the whole result (counts, range, mean, a histogram or top values)."""
+        if self.is_whole:
+            with _as_query_error(column):
+                return kernel_explore.profile(self.first_page.data, self.columns, column)
+        answer, self.last_call = _call(self.engine, protocol.profile_request(self.info.result_id, column),
+                                       protocol.ProfileAnswer, self.sql)
+        return answer.profile
+
     def to_dataframe(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
         """The whole result as a DataFrame.
 
@@ -160,6 +185,15 @@ def tables(engine: Engine) -> tuple[protocol.TableInfo, ...]:
     """The lake's tables, with their files, bytes and rows."""
     answer, _ = _call(engine, protocol.tables_request(), protocol.TablesAnswer, None)
     return answer.tables
+
+
+@contextlib.contextmanager
+def _as_query_error(text: str):
+    """What the kernel refuses or fails of its own explore statements, as an engine's error answer would be."""
+    try:
+        yield
+    except LakeError as error:
+        raise LakeQueryError(error.error_type, error.message, text, error.position) from None
 
 
 def _call(engine: Engine, request: dict, expected: type, sql: str | None):

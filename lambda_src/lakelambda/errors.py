@@ -61,6 +61,10 @@ class ResultNotFound(LakeError):
     """A page or part of a result that expired or never existed."""
 
 
+class ColumnNotFound(LakeError):
+    """A sort key, filter or profile names a column the result does not have."""
+
+
 class RowTooLarge(LakeError):
     """One row alone is larger than a response may be."""
 

@@ -18,12 +18,13 @@ import weakref
 
 import duckdb
 
-from . import protocol, run
+from . import explore, protocol, run
 from .database import Settings, open_database
 from .errors import LakeError, QueryTimeout
 from .lake import Lake, s3_request_timeout_s
-from .protocol import (DownloadAnswer, DownloadRequest, ErrorAnswer, MaterializeAnswer, MaterializeRequest,
-                       PageAnswer, PageRequest, PartAnswer, PartRequest, QueryRequest, TablesAnswer, TablesRequest)
+from .protocol import (DeriveRequest, DownloadAnswer, DownloadRequest, ErrorAnswer, MaterializeAnswer,
+                       MaterializeRequest, PageAnswer, PageRequest, PartAnswer, PartRequest, ProfileAnswer,
+                       ProfileRequest, QueryRequest, TablesAnswer, TablesRequest)
 from .results import DOWNLOAD_URL_SECONDS, ResultStore
 from .sql import duckdb_error
 
@@ -53,7 +54,7 @@ class LakeHandler:
         self.close = weakref.finalize(self, _close, self._database, self.settings.scratch)
         self._operations = {QueryRequest: self.query, PageRequest: self.page, PartRequest: self.part,
                             DownloadRequest: self.download, MaterializeRequest: self.materialize,
-                            TablesRequest: self.tables}
+                            TablesRequest: self.tables, DeriveRequest: self.derive, ProfileRequest: self.profile}
 
     def __call__(self, event, context=None) -> dict:
         started = time.perf_counter()
@@ -91,6 +92,18 @@ class LakeHandler:
     def download(self, con, request: DownloadRequest) -> DownloadAnswer:
         result = self.results.open(con, request.result_id)
         return DownloadAnswer(result.info, self.results.download_url(result), DOWNLOAD_URL_SECONDS)
+
+    def derive(self, con, request: DeriveRequest) -> PageAnswer:
+        result = self.results.open(con, request.result_id)
+        columns = result.info.columns
+        select = explore.derived_select(explore.source_sql(result.path, columns), columns, request.sort, request.filter)
+        derived = explore.store_derived(con, self.results, select, columns)
+        return PageAnswer(derived.info, self.results.page(con, derived, 0, request.page_size))
+
+    def profile(self, con, request: ProfileRequest) -> ProfileAnswer:
+        result = self.results.open(con, request.result_id)
+        column = explore.column_named(result.info.columns, request.column)
+        return ProfileAnswer(result.info, explore.profile(con, explore.source_sql(result.path, result.info.columns), column))
 
     def materialize(self, con, request: MaterializeRequest) -> MaterializeAnswer:
         path, rows, size = run.materialize(

@@ -42,6 +42,9 @@ INLINE_RESULT_BYTES = 1024 * 1024
 MAX_SQL_CHARS = 100_000  # the query's and its views' together
 MAX_PARAMS = 1_000
 MAX_VIEWS = 200
+# A derived result's filter (an SQL condition, checked by explore.py) and sort keys.
+MAX_FILTER_CHARS = 10_000
+MAX_SORT_KEYS = 8
 
 PAGE_FORMAT = "parquet+base64"
 
@@ -103,7 +106,30 @@ class TablesRequest:
     """What tables the lake holds: its catalog, answered from the files' listing and Parquet footers."""
 
 
-Request = Union[QueryRequest, PageRequest, PartRequest, DownloadRequest, MaterializeRequest, TablesRequest]
+@dataclass(frozen=True)
+class SortKey:
+    column: str
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class DeriveRequest:
+    """A stored result sorted and/or filtered, as a new result (its rows the filter's count)."""
+
+    result_id: str
+    sort: tuple[SortKey, ...]
+    filter: str | None  # an SQL condition on the result's columns
+    page_size: int
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    result_id: str
+    column: str
+
+
+Request = Union[QueryRequest, PageRequest, PartRequest, DownloadRequest, MaterializeRequest, TablesRequest,
+                DeriveRequest, ProfileRequest]
 
 
 def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple[View, ...] = ()) -> dict:
@@ -155,6 +181,17 @@ def tables_request() -> dict:
     return {"version": VERSION, "op": "tables"}
 
 
+def derive_request(result_id: str, sort: tuple[SortKey, ...], filter: str | None, page_size: int) -> dict:
+    """The event that asks for a stored result sorted by `sort` and cut to the rows where `filter` holds."""
+    return {"version": VERSION, "op": "derive", "result_id": result_id, "page_size": page_size, "filter": filter,
+            "sort": [{"column": key.column, "descending": key.descending} for key in sort]}
+
+
+def profile_request(result_id: str, column: str) -> dict:
+    """The event that asks what one column of a stored result holds."""
+    return {"version": VERSION, "op": "profile", "result_id": result_id, "column": column}
+
+
 def parse_request(event: Any) -> Request:
     """Validate an incoming event at the edge; raise ProtocolError naming the problem."""
     if not isinstance(event, dict):
@@ -176,7 +213,13 @@ def parse_request(event: Any) -> Request:
     if op == "tables":
         _reject_unknown_fields(event, {"version", "op"})
         return TablesRequest()
-    raise ProtocolError(f"unknown op {op!r}; expected 'query', 'page', 'part', 'download', 'materialize' or 'tables'")
+    if op == "derive":
+        return _parse_derive(event)
+    if op == "profile":
+        _reject_unknown_fields(event, {"version", "op", "result_id", "column"})
+        return ProfileRequest(_result_id(event), _column_name(event.get("column"), "'column'"))
+    raise ProtocolError(f"unknown op {op!r}; expected 'query', 'page', 'part', 'download', 'materialize', "
+                        "'tables', 'derive' or 'profile'")
 
 
 def _parse_query(event: dict) -> QueryRequest:
@@ -244,6 +287,28 @@ def _parse_part(event: dict) -> PartRequest:
     start = _bounded_int(event, "start", 0, 2**62)
     length = _bounded_int(event, "length", 1, MAX_PART_BYTES)
     return PartRequest(result_id=_result_id(event), start=start, length=length)
+
+
+def _parse_derive(event: dict) -> DeriveRequest:
+    _reject_unknown_fields(event, {"version", "op", "result_id", "sort", "filter", "page_size"})
+    where = event.get("filter")
+    if where is not None and (not isinstance(where, str) or len(where) > MAX_FILTER_CHARS):
+        raise ProtocolError(f"'filter' must be null or a string of at most {MAX_FILTER_CHARS} characters")
+    sort = event.get("sort")
+    if not isinstance(sort, list) or len(sort) > MAX_SORT_KEYS:
+        raise ProtocolError(f"'sort' must be a list of at most {MAX_SORT_KEYS} {{column, descending}} objects")
+    keys = []
+    for key in sort:
+        if not isinstance(key, dict) or set(key) != {"column", "descending"} or type(key["descending"]) is not bool:
+            raise ProtocolError("each sort key must be an object with exactly 'column' and 'descending' (a boolean)")
+        keys.append(SortKey(_column_name(key["column"], "a sort key's 'column'"), key["descending"]))
+    return DeriveRequest(_result_id(event), tuple(keys), where, _bounded_int(event, "page_size", 0, MAX_PAGE_ROWS))
+
+
+def _column_name(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_FILTER_CHARS:
+        raise ProtocolError(f"{what} must be a column name")
+    return name
 
 
 def _result_id(event: dict) -> str:
@@ -383,6 +448,35 @@ class TablesAnswer:
 
 
 @dataclass(frozen=True)
+class Bar:
+    label: str  # a histogram bin's range, or a value
+    count: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One column of a result, over all its rows. Values are DuckDB's text of them."""
+
+    column: str
+    type: str
+    rows: int
+    nulls: int
+    distinct: int  # approximate (approx_count_distinct)
+    min: str | None  # min, max and mean: for numbers and times only
+    max: str | None
+    mean: str | None
+    bars_kind: str  # "histogram" (equal-width bins) or "top" (the most frequent values)
+    bars: tuple[Bar, ...]
+
+
+@dataclass(frozen=True)
+class ProfileAnswer:
+    result: ResultInfo
+    profile: Profile
+    stats: Stats = field(default_factory=Stats)
+
+
+@dataclass(frozen=True)
 class ErrorAnswer:
     type: str
     message: str
@@ -394,13 +488,13 @@ class ErrorAnswer:
         return cls(error.error_type, error.message, error.position)
 
 
-Answer = Union[PageAnswer, PartAnswer, DownloadAnswer, MaterializeAnswer, TablesAnswer, ErrorAnswer]
+Answer = Union[PageAnswer, PartAnswer, DownloadAnswer, MaterializeAnswer, TablesAnswer, ProfileAnswer, ErrorAnswer]
 
 
 def to_wire(answer: Answer) -> dict:
     """The JSON object an answer travels as."""
     wire: dict[str, Any] = {"version": VERSION}
-    if isinstance(answer, (PageAnswer, PartAnswer, DownloadAnswer)):
+    if isinstance(answer, (PageAnswer, PartAnswer, DownloadAnswer, ProfileAnswer)):
         info = answer.result
         wire.update(result_id=info.result_id, columns=[asdict(c) for c in info.columns],
                     total_rows=info.total_rows, result_bytes=info.result_bytes)
@@ -408,6 +502,8 @@ def to_wire(answer: Answer) -> dict:
             wire["page"] = asdict(answer.page)
         elif isinstance(answer, PartAnswer):
             wire["part"] = asdict(answer.part)
+        elif isinstance(answer, ProfileAnswer):
+            wire["profile"] = asdict(answer.profile)
         else:
             wire["download"] = {"url": answer.url, "expires_s": answer.expires_s}
     elif isinstance(answer, MaterializeAnswer):
@@ -440,6 +536,10 @@ def parse_answer(wire: Any) -> Answer:
                           int(wire["total_rows"]), int(wire["result_bytes"]))
         if "part" in wire:
             return PartAnswer(info, Part(**wire["part"]), stats)
+        if "profile" in wire:
+            profile = dict(wire["profile"])
+            bars = tuple(Bar(str(bar["label"]), int(bar["count"])) for bar in profile.pop("bars"))
+            return ProfileAnswer(info, Profile(**profile, bars=bars), stats)
         if "download" in wire:
             return DownloadAnswer(info, str(wire["download"]["url"]), int(wire["download"]["expires_s"]), stats)
         page = Page(**wire["page"])

@@ -1,0 +1,281 @@
+"""Sort, filter and profile a result that already exists, without running the user's query again.
+
+The handler uses this over a stored result's file; the notebook uses it over
+a small result it holds whole, in its own in-memory DuckDB. Either way the
+result is read through `source_sql`, which restores the declared column types
+and numbers the rows, and the filter the user typed is the one piece of text
+from outside: it is checked on DuckDB's parse tree of the very statement that
+will run, before anything runs. A filter may hold the result's columns,
+constants, operators and an allow-list of pure scalar functions; nothing that
+reads a table, a file, a setting or the environment.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+from typing import Callable, Iterable, NamedTuple
+
+import duckdb
+
+from . import page_format
+from .errors import ColumnNotFound, PermissionDenied, SqlError
+from .protocol import MAX_FILTER_CHARS, Bar, Column, Profile, SortKey
+from .sql import character_offsets, duckdb_error, parse_tree, parser, quote_identifier, quote_literal
+
+# Scalar functions a filter may call: pure computations on their arguments. Operators appear in the
+# parse tree as functions too (LIKE is ~~, ILIKE ~~*, GLOB ~~~, SIMILAR TO regexp_full_match, || concat).
+FILTER_FUNCTIONS = frozenset({
+    "+", "-", "*", "/", "//", "%", "**", "^", "&", "|", "<<", ">>", "~", "@", "||",
+    "~~", "!~~", "~~*", "!~~*", "~~~", "!~~~", "regexp_full_match", "regexp_matches", "regexp_extract",
+    "abs", "ceil", "ceiling", "floor", "round", "trunc", "sign", "sqrt", "cbrt", "ln", "log", "log2", "log10",
+    "exp", "pow", "power", "mod", "greatest", "least", "isnan", "isinf", "isfinite",
+    "coalesce", "ifnull", "nullif", "lower", "upper", "lcase", "ucase", "length", "len", "strlen",
+    "char_length", "character_length", "trim", "ltrim", "rtrim", "substr", "substring", "left", "right",
+    "concat", "contains", "starts_with", "ends_with", "prefix", "suffix", "replace", "strpos", "instr",
+    "position", "lpad", "rpad", "reverse", "split_part", "string_split", "like_escape", "ilike_escape",
+    "date_trunc", "datetrunc", "date_part", "datepart", "date_diff", "datediff", "date_sub", "datesub",
+    "date_add", "age", "year", "month", "day", "hour", "minute", "second", "millisecond", "microsecond",
+    "dayofweek", "isodow", "dayofmonth", "dayofyear", "week", "weekofyear", "yearweek", "quarter", "epoch",
+    "epoch_ms", "epoch_us", "strftime", "strptime", "make_date", "make_time", "make_timestamp", "last_day",
+    "to_years", "to_months", "to_weeks", "to_days", "to_hours", "to_minutes", "to_seconds",
+    "to_milliseconds", "to_microseconds",
+    "list_contains", "list_has", "array_contains", "array_has", "list_extract", "list_element",
+    "array_extract", "array_length", "list_value", "struct_extract", "map_extract", "element_at",
+})
+# Expression nodes a filter may hold; subqueries, windows, stars, $parameters and lambdas may not.
+FILTER_EXPRESSIONS = frozenset({
+    "CONSTANT", "COLUMN_REF", "COMPARISON", "CONJUNCTION", "OPERATOR", "BETWEEN", "CASE", "CAST", "FUNCTION",
+    "COLLATE",
+})
+HISTOGRAM_BINS = 12
+TOP_VALUES = 10
+# The statement a filter is checked within: the one that runs, with the filter in its own lines.
+_FILTER_OPEN, _FILTER_CLOSE = "WHERE (\n", "\n)"
+
+NUMERIC_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                           "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE"})
+TEMPORAL_TYPES = frozenset({"DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS",
+                            "TIMESTAMP_NS"})
+
+
+def row_column(columns: Iterable[Column]) -> str:
+    """A name for the row number that none of the result's columns has."""
+    taken = {c.name.lower() for c in columns}
+    name = "lakemagic_row"
+    while name in taken:
+        name = "_" + name
+    return name
+
+
+def source_sql(path: str, columns: tuple[Column, ...], type_of: Callable[[str], str] = str) -> str:
+    """A subquery over a Parquet file in the page format: the declared types back, and the row number.
+
+    `type_of` vets a declared type before it is spliced (the notebook's types come from an answer).
+    """
+    stored = [f"c{i}" for i in range(len(columns))]
+    restored = ", ".join(f"CAST({s} AS {type_of(c.type)}) AS {quote_identifier(c.name)}"
+                         for s, c in zip(stored, columns))
+    return (f"(SELECT {restored}, row_number AS {quote_identifier(row_column(columns))} "
+            f"FROM read_parquet({quote_literal(path)}, file_row_number = true) AS r({', '.join(stored)}, row_number))")
+
+
+class Derived(NamedTuple):
+    """A statement of this module's making, with the user's filter (if any) right after `prefix`."""
+
+    text: str
+    where: str | None = None
+    prefix: str = ""
+
+    def run(self, con, before: str = "", after: str = ""):
+        """Run it inside `before` ... `after`; DuckDB's error points into the filter when it is there."""
+        try:
+            return con.execute(before + self.text + after)
+        except duckdb.Error as exc:
+            if self.where is None:
+                raise duckdb_error(exc) from None
+            raise duckdb_error(exc, self.where, before + self.prefix) from None
+
+
+def derived_select(source: str, columns: tuple[Column, ...], sort: tuple[SortKey, ...], where: str | None) -> Derived:
+    """The SELECT of the result sorted and filtered, in the page format, with ties kept in result order.
+
+    The filter is checked here, within this very statement (see check_filter).
+    """
+    for key in sort:
+        column_named(columns, key.column)
+    # Qualified, so a key is the restored column, not the select list's stored form of it.
+    order = [f"result.{quote_identifier(k.column)} {'DESC' if k.descending else 'ASC'} NULLS LAST" for k in sort]
+    order.append(f"result.{quote_identifier(row_column(columns))}")
+    head = f"SELECT {page_format.storage_projection(list(columns))} FROM {source} AS result "
+    tail = f" ORDER BY {', '.join(order)}"
+    if where is None:
+        return Derived(head + tail)
+    check_filter(where, columns, head, tail)
+    return Derived(head + _FILTER_OPEN + where + _FILTER_CLOSE + tail, where, head + _FILTER_OPEN)
+
+
+def store_derived(con, results, derived: Derived, columns: tuple[Column, ...]):
+    """Write the derived rows as a new result of `results` (a ResultStore): stored, or inline if small."""
+    result_id, path = results.new_result()
+    try:
+        rows = derived.run(con, "COPY (", f") TO {quote_literal(path)} ({results.copy_options(list(columns))})")
+        rows = rows.fetchone()[0]
+    except BaseException:  # a partial file would only fill the disk
+        if os.path.exists(path):
+            os.remove(path)
+        raise
+    return results.keep(result_id, path, columns, rows)
+
+
+def check_filter(where: str, columns: tuple[Column, ...], head: str, tail: str) -> None:
+    """Refuse a filter unless the statement it makes is `head WHERE (condition) tail` and the condition
+    holds only the result's columns, constants, operators and FILTER_FUNCTIONS.
+
+    The whole statement's tree, less its WHERE clause, must equal that of the same statement with
+    the condition TRUE: so no text of the filter reaches outside its parentheses.
+    """
+    if not where.strip():
+        raise SqlError("the filter is empty; write a condition such as trip_distance > 10", None, "ParserException")
+    if len(where) > MAX_FILTER_CHARS:
+        raise PermissionDenied(f"a filter is at most {MAX_FILTER_CHARS:,} characters")
+    prefix = head + _FILTER_OPEN
+    statement = prefix + where + _FILTER_CLOSE + tail
+    try:
+        with parser() as con:
+            count = len(con.extract_statements(statement))
+    except duckdb.Error as exc:
+        raise duckdb_error(exc, where, prefix) from None
+    if count != 1:
+        raise PermissionDenied("a filter is one condition, not several statements")
+    try:
+        tree = parse_tree(statement)
+    except RecursionError:
+        raise PermissionDenied("this filter is nested too deeply to be checked") from None
+    if tree.get("error") or len(tree["statements"]) != 1:
+        raise PermissionDenied(f"this filter cannot be checked, so it cannot run ({tree.get('error_message')})")
+    node = tree["statements"][0]["node"]
+    expected = parse_tree(prefix + "TRUE" + _FILTER_CLOSE + tail)["statements"][0]["node"]
+    if node.get("type") != "SELECT_NODE" or _without(node) != _without(expected):
+        raise PermissionDenied("a filter is one condition on the result's columns; this one reaches outside it")
+    _check_condition(node["where_clause"], {c.name.lower() for c in columns}, where, len(prefix.encode()))
+
+
+def _without(node: dict) -> object:
+    """The SELECT's tree with no WHERE clause and no query locations: its shape."""
+    shape = _strip_locations(node)
+    shape.pop("where_clause", None)
+    return shape
+
+
+def _strip_locations(node):
+    if isinstance(node, dict):
+        return {key: _strip_locations(value) for key, value in node.items() if key != "query_location"}
+    if isinstance(node, list):
+        return [_strip_locations(item) for item in node]
+    return node
+
+
+def _check_condition(condition, names: set[str], where: str, prefix_bytes: int) -> None:
+    """Walk every node of the condition; what is not known to be harmless is refused."""
+    pending = [condition]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        kind = node.get("class")
+        if kind is not None:
+            _check_expression(node, kind, names, where, prefix_bytes)
+        elif node.get("type") in ("SELECT_NODE", "SET_OPERATION_NODE", "BASE_TABLE", "TABLE_FUNCTION"):
+            _refuse("a filter cannot read tables", node, where, prefix_bytes)
+        pending.extend(node.values())
+
+
+def _check_expression(node: dict, kind: str, names: set[str], where: str, prefix_bytes: int) -> None:
+    if kind not in FILTER_EXPRESSIONS:
+        what = {"SUBQUERY": "a subquery", "WINDOW": "a window function", "STAR": "*",
+                "PARAMETER": "a $parameter", "LAMBDA": "a lambda"}.get(kind, f"a {kind} expression")
+        _refuse(f"a filter cannot hold {what}: only the result's columns, constants, operators and plain "
+                "functions", node, where, prefix_bytes)
+    if kind == "COLUMN_REF":
+        column = node["column_names"][0]
+        if column.lower() not in names:
+            _refuse(f"the result has no column {column!r}", node, where, prefix_bytes, ColumnNotFound)
+    elif kind == "FUNCTION":
+        name = node.get("function_name", "")
+        if (name.lower() not in FILTER_FUNCTIONS or node.get("schema") or node.get("catalog")
+                or node.get("distinct") or node.get("filter") or node.get("export_state")
+                or (node.get("order_bys") or {}).get("orders")):
+            _refuse(f"{name}() is not available in a filter", node, where, prefix_bytes)
+
+
+def _refuse(message: str, node: dict, where: str, prefix_bytes: int, error=PermissionDenied) -> None:
+    """Raise `error`, pointing into the filter where the parser saw `node` (bytes in, characters out)."""
+    location = node.get("query_location")
+    offset = location - prefix_bytes if isinstance(location, int) else -1
+    at = character_offsets(where)
+    raise error(message, at[offset] if 0 <= offset < len(at) else None)
+
+
+def column_named(columns: tuple[Column, ...], name: str) -> Column:
+    for column in columns:
+        if column.name == name:
+            return column
+    raise ColumnNotFound(f"the result has no column {name!r}")
+
+
+def profile(con, source: str, column: Column) -> Profile:
+    """What one column of the result holds: counts, range, mean, and a histogram or its top values."""
+    name = quote_identifier(column.name)
+    kind = _kind(column.type)
+    ranged = kind in ("numeric", "temporal")
+    aggregates = f"count(*), count({name}), approx_count_distinct({name})"
+    if ranged:
+        aggregates += f", CAST(min({name}) AS VARCHAR), CAST(max({name}) AS VARCHAR), CAST(avg({name}) AS VARCHAR)"
+    row = Derived(f"SELECT {aggregates} FROM {source} AS result").run(con).fetchone()
+    rows, non_null, distinct = row[:3]
+    low, high, mean = row[3:] if ranged else (None, None, None)
+    bars = _histogram(con, source, name, kind) if ranged else None
+    if bars is None:
+        bars_kind = "top"
+        bars = tuple(Bar(value, count) for value, count in Derived((
+            f"SELECT CAST({name} AS VARCHAR) AS value, count(*) AS n FROM {source} AS result "
+            f"WHERE {name} IS NOT NULL GROUP BY ALL ORDER BY n DESC, value LIMIT {TOP_VALUES}")).run(con).fetchall())
+    else:
+        bars_kind = "histogram"
+    return Profile(column.name, column.type, rows, rows - non_null, distinct, low, high, mean, bars_kind, bars)
+
+
+def _kind(type_name: str) -> str:
+    if type_name in NUMERIC_TYPES or type_name.startswith("DECIMAL"):
+        return "numeric"
+    return "temporal" if type_name in TEMPORAL_TYPES else "other"
+
+
+def _histogram(con, source: str, name: str, kind: str) -> tuple[Bar, ...] | None:
+    """Equal-width bins over the column's finite values; None when they are fewer than two distinct ones."""
+    value = f"CAST({name} AS DOUBLE)" if kind == "numeric" else f"CAST(epoch_us(CAST({name} AS TIMESTAMP)) AS DOUBLE)"
+    values = f"(SELECT {value} AS x FROM {source} AS result WHERE isfinite({value}))"
+    low, high = Derived(f"SELECT min(x), max(x) FROM {values}").run(con).fetchone()
+    if low is None or low == high:
+        return None
+    width = (high - low) / HISTOGRAM_BINS
+    counts = dict(Derived((
+        f"SELECT least(CAST(floor((x - {low!r}) / {width!r}) AS BIGINT), {HISTOGRAM_BINS - 1}) AS bin, count(*) "
+        f"FROM {values} GROUP BY bin")).run(con).fetchall())
+    label = _number_label if kind == "numeric" else _time_label
+    return tuple(Bar(f"{label(low + i * width)} – {label(low + (i + 1) * width)}", counts.get(i, 0))
+                 for i in range(HISTOGRAM_BINS))
+
+
+def _number_label(value: float) -> str:
+    return f"{value:,.6g}" if math.isfinite(value) else str(value)
+
+
+def _time_label(microseconds: float) -> str:
+    moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=round(microseconds))
+    return moment.isoformat(sep=" ", timespec="seconds")

@@ -1,6 +1,6 @@
 """lakemagic: query a Parquet data lake from Jupyter with `%%lakesql`.
 
-`%load_ext lakemagic` registers the magics. The SQL runs in the lake
+`%load_ext lakemagic` registers the magics and their tab completion. The SQL runs in the lake
 handler (`lakelambda`): in this process by default, or in AWS Lambda.
 """
 
@@ -8,6 +8,9 @@ __version__ = "0.1.0"
 
 
 def load_ipython_extension(shell) -> None:
+    from .completion import register
     from .magic import LakeMagic
 
-    shell.register_magics(LakeMagic(shell=shell))
+    magic = LakeMagic(shell=shell)
+    shell.register_magics(magic)
+    register(shell, magic)

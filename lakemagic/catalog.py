@@ -7,6 +7,8 @@ waiting on the Lambda, so it reads a cache that refreshes in the background.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import functools
 import threading
 import time
@@ -14,11 +16,14 @@ from typing import Callable
 
 import pandas as pd
 
+from lakelambda.catalog import SUGGESTIONS, naming_the_lake
+from lakelambda.errors import SqlError
 from lakelambda.protocol import TableInfo
-from lakelambda.sql import quote_identifier
+from lakelambda.sql import quote_identifier, referenced_tables
 
 from . import client
 from .engines import Engine
+from .errors import LakeMagicError, LakeQueryError
 from .views import ViewRegistry
 
 # How long completion trusts what it fetched: the function's own catalog of an S3 lake is up to 30 s old too.
@@ -43,8 +48,37 @@ def tables_frame(tables: tuple[TableInfo, ...], views: ViewRegistry) -> pd.DataF
 def describe(engine: Engine, name: str, views: ViewRegistry) -> pd.DataFrame:
     """A table's or saved view's columns and their DuckDB types, as `DESCRIBE name` gives them."""
     sql = _describe_sql(name)
-    result = client.run_query(engine, sql, {}, DESCRIBE_ROWS, views.resolve(sql))
+    with saved_views_named(engine, views):
+        result = client.run_query(engine, sql, {}, DESCRIBE_ROWS, views.resolve(sql))
     return result.to_dataframe()[["column_name", "column_type"]]
+
+
+@contextlib.contextmanager
+def saved_views_named(engine: Engine, views: ViewRegistry):
+    """An unknown table's error also names the closest saved views: the function knows only the views
+    a query carries, and a misspelt view's name is not among them."""
+    try:
+        yield
+    except LakeQueryError as error:
+        missing = _table_at(error.sql, error.position) if error.error_type == "CatalogException" else None
+        saved = [view["view"] for view in views.listing()]
+        if missing is None or missing in views or not difflib.get_close_matches(
+                missing.lower(), [name.lower() for name in saved], SUGGESTIONS):
+            raise
+        try:
+            lake = [table.name for table in client.tables(engine)]
+        except LakeMagicError:
+            raise error from None
+        named = naming_the_lake(SqlError(error.message, error.position, error.error_type, missing), lake + saved)
+        raise LakeQueryError(error.error_type, named.message, error.sql, error.position) from None
+
+
+def _table_at(sql: str | None, position: int | None) -> str | None:
+    """The table name (of those DuckDB's parser finds in `sql`) that the error points at; None if it is no table."""
+    if sql is None or position is None:
+        return None
+    return next((name for name in sorted(referenced_tables(sql))
+                 if sql.startswith(name, position) or sql.startswith(quote_identifier(name), position)), None)
 
 
 def _describe_sql(name: str) -> str:

@@ -127,7 +127,8 @@ class LakeMagic(Magics):
         if page_size < 1:
             raise UsageError(f"the page size must be at least 1, not {page_size}")
         params = bind_parameters(sql, self.shell.user_ns)
-        result = client.run_query(self.current_engine(), sql, params, page_size, self.views.resolve(sql))
+        with catalog.saved_views_named(self.current_engine(), self.views):
+            result = client.run_query(self.current_engine(), sql, params, page_size, self.views.resolve(sql))
         if options.save:  # only a query that ran is kept
             self.views.save(options.save, sql)
             if options.materialize:

@@ -251,3 +251,14 @@ def test_the_lambda_catalog_is_the_embedded_one(lambda_endpoint, local_taxi_lake
     strip = lambda tables: [(t.name, t.kind, t.partition_keys, t.files, t.bytes, t.rows) for t in tables]  # noqa: E731
     assert strip(on_lambda) == strip(embedded)
     assert on_lambda[0].location == "s3://lake/partitioned"
+
+
+def test_a_misspelt_saved_view_is_suggested_though_the_function_never_saw_it(shell):
+    run(shell, "%%lakesql --save trips_by_zone\nSELECT pickup_location_id, count(*) AS n FROM taxi_2019_04 GROUP BY 1")
+    outcome, _ = run(shell, "%%lakesql\nSELECT * FROM taxi_2019_04 JOIN trips_by_zon USING (pickup_location_id)")
+    assert outcome.error_in_exec.message == "no table trips_by_zon in the lake; did you mean trips_by_zone?"
+    assert outcome.error_in_exec.position == outcome.error_in_exec.sql.index("trips_by_zon")
+    outcome, _ = run(shell, '%lakesql --columns trips_by_zne')
+    assert outcome.error_in_exec.message == "no table trips_by_zne in the lake; did you mean trips_by_zone?"
+    outcome, _ = run(shell, "%%lakesql\nSELECT trips_by_zon(1)")  # a function, not a table: DuckDB's own words
+    assert outcome.error_in_exec.message.startswith("Scalar Function with name trips_by_zon does not exist")

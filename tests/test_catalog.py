@@ -13,12 +13,14 @@ import pytest
 from IPython.utils.capture import capture_output
 
 from lakelambda import protocol
+from lakelambda.database import Settings
 from lakelambda.errors import ProtocolError
 from lakelambda.handler import LakeHandler
 from lakemagic import client
 from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
+from lakemagic.locallambda.s3proxy import S3Proxy
 
 from servers import FUNCTION
 
@@ -168,6 +170,21 @@ def test_a_name_like_nothing_in_the_lake_points_to_show_tables(lake_handler):
     handler, _ = lake_handler
     answer = call(handler, protocol.query_request("SELECT * FROM qqqqqq", {}, 50))
     assert answer.message == "no table qqqqqq in the lake; SHOW TABLES lists the lake's tables"
+
+
+def test_a_warm_container_lists_an_s3_lake_once_per_catalog_lifetime(s3_small_lake, aws_environment, moto_endpoint):
+    with S3Proxy(moto_endpoint) as proxy:  # every request, DuckDB's and boto3's, goes through it
+        environment = dict(aws_environment, AWS_ENDPOINT_URL_S3=proxy.endpoint_url)
+        s3 = boto3.client("s3", endpoint_url=proxy.endpoint_url)
+        handler = LakeHandler(s3_small_lake, Settings(environment=environment), s3=s3)
+        first = call(handler, protocol.tables_request())
+        cold = dict(proxy.requests)
+        proxy.reset()
+        again = call(handler, protocol.tables_request())
+        assert again.tables == first.tables
+        assert proxy.count() == 0, dict(proxy.requests)
+        assert cold["GET"] >= 1 + len(first.tables)  # the folder listing, each table's listing or footers
+        handler.close()
 
 
 def test_a_new_table_is_in_the_catalog_of_the_container_that_wrote_it(small_lake, tmp_path):

@@ -125,32 +125,44 @@ class QueryResult:
                                        protocol.ProfileAnswer, self.sql)
         return answer.profile
 
-    def to_dataframe(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-        """The whole result as a DataFrame.
-
-        A result larger than its first page is read as its stored Parquet
-        file and decoded once: straight from the local lake's folder (an
-        engine on this machine), or with one GET of a URL the function
-        presigned with its own role (the notebook signs nothing for S3), or,
-        where there is no URL this notebook can reach, in parts as large as a
-        response allows. A path from a remote engine is never opened here.
-        """
-        if self.is_whole:
+    def to_dataframe(self, progress: Callable[[int, int], None] | None = None, kind: str = "pandas"):
+        """The whole result as a DataFrame (`kind` "pandas"), a pyarrow Table ("arrow") or a polars DataFrame ("polars")."""
+        if self.is_whole and kind == "pandas":
             return self._whole.copy() if self._whole is not None else self.first_page.frame()
-        answer, self.last_call = _call(self.engine, protocol.download_request(self.info.result_id),
-                                       protocol.DownloadAnswer, self.sql)
-        is_url = answer.url.startswith(("https://", "http://"))
-        if not is_url and self.engine.shares_files:
-            return decode_files([answer.url], self.columns)
+        with self.local_files(progress) as paths:
+            return decode_files(paths, self.columns, kind)
+
+    @contextlib.contextmanager
+    def local_files(self, progress: Callable[[int, int], None] | None = None):
+        """The whole result as Parquet files on this machine, in the page format, for the `with` block.
+
+        A result larger than its first page is its stored Parquet file:
+        straight from the local lake's folder (an engine on this machine), or
+        fetched with one GET of a URL the function presigned with its own role
+        (the notebook signs nothing for S3), or, where there is no URL this
+        notebook can reach, in parts as large as a response allows. A path
+        from a remote engine is never opened here.
+        """
         with tempfile.TemporaryDirectory(prefix="lakemagic-result-") as folder:
             path = os.path.join(folder, "result.parquet")
+            if self.is_whole:
+                with open(path, "wb") as whole:
+                    whole.write(base64.b64decode(self.first_page.data))
+                yield [path]
+                return
+            answer, self.last_call = _call(self.engine, protocol.download_request(self.info.result_id),
+                                           protocol.DownloadAnswer, self.sql)
+            is_url = answer.url.startswith(("https://", "http://"))
+            if not is_url and self.engine.shares_files:
+                yield [answer.url]
+                return
             try:
                 if not is_url:  # a path on the function's machine (a local lake behind a Lambda endpoint)
                     raise FileNotFoundError(answer.url)
                 _download(answer.url, path, self.info.result_bytes, progress)
             except OSError:  # not reachable from here: through the function instead
                 self._fetch_parts(path, progress)
-            return decode_files([path], self.columns)
+            yield [path]
 
     def _fetch_parts(self, path: str, progress: Callable[[int, int], None] | None) -> None:
         size = self.info.result_bytes

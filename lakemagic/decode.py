@@ -51,14 +51,36 @@ def _pages_folder() -> str:
     return _pages.name
 
 
-def decode_files(paths: list[str], columns: tuple[Column, ...]) -> pd.DataFrame:
-    """A DataFrame of the rows of Parquet files in the page format, in order."""
+# What a whole result can be given as, and the package each needs (DuckDB makes each natively).
+FRAME_KINDS = {"pandas": "pandas", "arrow": "pyarrow", "polars": "polars"}
+
+
+def decode_files(paths: list[str], columns: tuple[Column, ...], kind: str = "pandas"):
+    """The rows of Parquet files in the page format, in order: a pandas DataFrame, or (`kind`) a
+    pyarrow Table or a polars DataFrame."""
     with _decoder().cursor() as con:
-        if not paths:
-            return con.sql(_empty_select(columns)).df()
-        relation = con.read_parquet(paths)
-        stored = dict(zip(relation.columns, (str(t) for t in relation.types)))
-        return relation.select(_restoring_projection(columns, stored)).df()
+        relation = _restored(con, paths, columns)
+        if kind == "arrow":
+            return relation.to_arrow_table()
+        return relation.pl() if kind == "polars" else relation.df()
+
+
+def copy_files(paths: list[str], columns: tuple[Column, ...], target: str, file_format: str) -> None:
+    """The rows of Parquet files in the page format, written to `target` as Parquet or CSV, as DuckDB writes them."""
+    with _decoder().cursor() as con:
+        relation = _restored(con, paths, columns)
+        if file_format == "csv":
+            relation.to_csv(target, header=True)
+        else:
+            relation.to_parquet(target, compression="zstd")
+
+
+def _restored(con, paths: list[str], columns: tuple[Column, ...]):
+    if not paths:
+        return con.sql(_empty_select(columns))
+    relation = con.read_parquet(paths)
+    stored = dict(zip(relation.columns, (str(t) for t in relation.types)))
+    return relation.select(_restoring_projection(columns, stored))
 
 
 @functools.lru_cache(maxsize=1)

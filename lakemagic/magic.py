@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
@@ -17,7 +18,8 @@ from traitlets import Enum, Int, Unicode, default, observe
 from lakedeploy import DEFAULT_FUNCTION_NAME
 from lakelambda.protocol import DASHBOARD_FOLDER, MAX_PAGE_ROWS
 
-from . import catalog, charts, client
+from . import catalog, charts, client, export
+from .decode import FRAME_KINDS
 from .display.widget import ResultTable
 from .engines import DEFAULT_LAKE, Engine
 from .engines.aws_lambda import LambdaEngine
@@ -86,6 +88,10 @@ class LakeMagic(Magics):
     @argument("--tables", action="store_true",
               help="List the lake's tables (kind, partition keys, files, bytes, rows) and the saved views.")
     @argument("--columns", metavar="NAME", help="The columns of table or saved view NAME, with their types.")
+    @argument("--export", metavar="PATH", help="Write the whole result to a local .parquet or .csv file (atomically).")
+    @argument("--as", dest="kind", choices=sorted(FRAME_KINDS), default="pandas",
+              help="With VAR << (or the line magic): the whole result as a pandas DataFrame (the default), "
+                   "a pyarrow Table (arrow) or a polars DataFrame (polars).")
     @line_cell_magic
     @no_var_expand  # $name is a bound parameter, not text for IPython to splice in
     def lakesql(self, line: str, cell: str | None = None):
@@ -99,8 +105,10 @@ class LakeMagic(Magics):
           %lakesql [options] [VAR <<] SELECT ...
 
         As a cell magic the result appears as a table that fetches pages on
-        demand. `VAR <<` assigns the whole result to VAR as a pandas DataFrame
-        instead. The line magic returns the whole result as a DataFrame, so
+        demand; click a header to sort the whole result, filter it with an SQL
+        condition, profile a column, go to a row, export it. `VAR <<` assigns
+        the whole result to VAR as a pandas DataFrame instead (`--as arrow`,
+        `--as polars` for those). The line magic returns the whole result as a DataFrame, so
         `x = %lakesql SELECT ...` works too. `$name` in the SQL is bound to
         the notebook variable `name` as a query parameter. Saved views are
         used by name, in any query or view.
@@ -126,18 +134,21 @@ class LakeMagic(Magics):
         page_size = options.page_size or self.page_size
         if page_size < 1:
             raise UsageError(f"the page size must be at least 1, not {page_size}")
+        _check_output_options(options, target is not None or cell is None)
         params = bind_parameters(sql, self.shell.user_ns)
         with catalog.saved_views_named(self.current_engine(), self.views):
             result = client.run_query(self.current_engine(), sql, params, page_size, self.views.resolve(sql))
+        if options.export:
+            _export(result, options.export)
         if options.save:  # only a query that ran is kept
             self.views.save(options.save, sql)
             if options.materialize:
                 self._materialize(options.save, options.to)
         if target is not None:
-            self.shell.user_ns[target] = _whole_frame(result)
+            self.shell.user_ns[target] = _whole_frame(result, options.kind)
             return None
         if cell is None:
-            return _whole_frame(result)
+            return _whole_frame(result, options.kind)
         display(ResultTable(result, page_size))
         return None
 
@@ -223,13 +234,47 @@ def _split_assignment(text: str) -> tuple[str | None, str]:
     return (match.group(1), match.group(2)) if match else (None, text)
 
 
-def _whole_frame(result: client.QueryResult):
-    """The whole result as a DataFrame, with a progress bar when it takes more than one call."""
+def _check_output_options(options, whole: bool) -> None:
+    """Refuse what cannot be done before the query runs: a file this cannot write, a frame kind not installed."""
+    if options.export:
+        try:
+            export.file_format(options.export)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        folder = os.path.dirname(os.path.abspath(os.path.expanduser(options.export)))
+        if not os.path.isdir(folder):
+            raise UsageError(f"--export: there is no folder {folder}")
+    if options.kind != "pandas":
+        if not whole:
+            raise UsageError(f"--as {options.kind} gives the whole result to a variable: write `%%lakesql --as "
+                             f"{options.kind} VAR <<`")
+        try:
+            export.check_frame_kind(options.kind)
+        except ImportError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def _export(result: client.QueryResult, path: str) -> None:
+    with _progress(result, "exporting") as progress:
+        rows = export.write(result, path, progress)
+    display(HTML(f"<div class='lakemagic-summary'>exported {rows:,} rows to {html.escape(path)}</div>"))
+
+
+def _whole_frame(result: client.QueryResult, kind: str = "pandas"):
+    """The whole result as a DataFrame (or `kind`), with a progress bar when it takes more than one call."""
+    with _progress(result, "fetching") as progress:
+        return result.to_dataframe(progress, kind)
+
+
+@contextlib.contextmanager
+def _progress(result: client.QueryResult, what: str):
+    """A progress bar while a result larger than its first page is fetched; none for a result already here."""
     if result.is_whole:
-        return result.to_dataframe()
+        yield None
+        return
     import ipywidgets as widgets
 
-    bar = widgets.IntProgress(min=0, max=result.info.result_bytes, description="fetching")
+    bar = widgets.IntProgress(min=0, max=result.info.result_bytes, description=what)
     handle = display(bar, display_id=True)
 
     def progress(fetched: int, total: int) -> None:
@@ -237,7 +282,7 @@ def _whole_frame(result: client.QueryResult):
         bar.description = f"{fetched / 1e6:,.1f}/{total / 1e6:,.1f} MB"
 
     try:
-        return result.to_dataframe(progress)
+        yield progress
     finally:
         bar.close()
         if handle is not None:

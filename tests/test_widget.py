@@ -124,3 +124,74 @@ def test_static_form_for_front_ends_without_widgets(table):
     assert "showing rows 1–50 of 1,234" in bundle["text/html"]
     assert "<td>1233</td>" in bundle["text/html"]
     assert bundle["text/plain"].startswith("lakesql result: 1,234 rows × 2 columns (n BIGINT, label VARCHAR)")
+
+
+# --- sort, filter, profile, go to, export -------------------------------------------------------------
+
+
+def header(table, name: str):
+    return next(button for button in table.headers if button.description.split(" ")[0] == name)
+
+
+def shown_labels(table) -> list[str]:
+    return re.findall(r"<td>(row \d+)</td>", table.table.value)
+
+
+def test_a_header_click_sorts_the_whole_result_then_descending_then_off(table):
+    header(table, "label").click()
+    ordered = [row[0] for row in duckdb.sql(f"SELECT label FROM ({SQL}) ORDER BY label").fetchall()]
+    assert shown_labels(table) == ordered[:50]
+    assert header(table, "label").description == "label ▲" and "sorted by label ascending" in table.footer.value
+    table.last_button.click()
+    assert shown_labels(table) == ordered[1200:]
+    header(table, "label").click()
+    assert shown_labels(table) == ordered[::-1][:50]
+    header(table, "label").click()
+    assert shown_numbers(table) == expected_numbers(0, 50) and header(table, "label").description == "label"
+    assert "sorted" not in table.footer.value
+
+
+def test_a_filter_shows_its_rows_and_their_count_and_keeps_the_sort(table):
+    header(table, "n").click()
+    table.filter_text.value = "n % 100 = 7"
+    assert shown_numbers(table) == [n for n in range(1234) if n % 100 == 7]
+    assert "rows 1–13 of 13" in table.position.value
+    assert "filter n % 100 = 7 (13 of 1,234 rows)" in table.footer.value
+    assert "sorted by n ascending" in table.footer.value
+    bundle = table._repr_mimebundle_()
+    assert "filter n % 100 = 7 (13 of 1,234 rows)" in bundle["text/html"] and "<td>1207</td>" in bundle["text/html"]
+
+
+@pytest.mark.parametrize("where, error", [("n >", "ParserException"), ("getenv('HOME') = ''", "PermissionException"),
+                                          ("n IN (SELECT 1)", "PermissionException"), ("nope = 1", "ColumnNotFound")])
+def test_a_bad_filter_shows_the_error_inline_and_changes_nothing(table, where, error):
+    table.next_button.click()
+    before = (table.table.value, table.position.value, table.footer.value)
+    table.filter_text.value = where
+    assert error in table.error.value
+    assert (table.table.value, table.position.value, table.footer.value) == before
+
+
+def test_a_profile_shows_the_columns_figures_and_bars(table):
+    table.profile_choice.value = "n"
+    assert "min <b>0</b>" in table.profile.value and "max <b>1233</b>" in table.profile.value
+    assert table.profile.value.count("class='lm-bar'") == 12
+    table.profile_choice.value = "profile…"
+    assert table.profile.value == ""
+
+
+@pytest.mark.parametrize("text, first", [("1,000", 951), ("p 3", 101), ("99999", 1201)])
+def test_go_to_a_row_shows_its_page_or_a_page_by_number(table, text, first):
+    table.go_text.value = text
+    assert table.position.value.split("rows ")[1].startswith(f"{first:,}–")
+
+
+def test_the_export_button_writes_what_the_table_shows(table, tmp_path):
+    table.filter_text.value = "n < 10"
+    tmp_path = tmp_path / "exported"
+    tmp_path.mkdir()
+    table.export_path.value = str(tmp_path / "shown.csv")
+    next(child for child in table.children[1].children if getattr(child, "description", "") == "Export").click()
+    assert "exported 10 rows" in table.error.value
+    assert sorted(duckdb.sql(f"SELECT n FROM '{tmp_path / 'shown.csv'}'").fetchall()) == [(i,) for i in range(10)]
+    assert [p.name for p in tmp_path.iterdir()] == ["shown.csv"]

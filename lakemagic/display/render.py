@@ -8,10 +8,11 @@ nbconvert, GitHub).
 from __future__ import annotations
 
 import html
+import math
 
 import pandas as pd
 
-from lakelambda.protocol import Column
+from lakelambda.protocol import Column, Profile
 
 from ..client import CallStats
 from ..engines import LambdaFigures
@@ -24,7 +25,16 @@ _STYLE = """<style>
 .lakemagic-table .lm-null {color: #aaa; font-style: italic;}
 .lakemagic-table .lm-rownum {color: #888;}
 .lakemagic-summary {font-size: 12px; color: #555; margin: 4px 0;}
+.lakemagic-table.lm-fixed {table-layout: fixed;}
+.lakemagic-table.lm-fixed td, .lakemagic-table.lm-fixed th {overflow: hidden; text-overflow: ellipsis; box-sizing: border-box;}
+.lakemagic-profile {font-size: 12px; font-family: var(--jp-code-font-family, monospace); margin: 4px 0;}
+.lakemagic-profile .lm-bar {background: #4c8bf5; height: 10px; display: inline-block;}
+.lakemagic-profile td {padding: 1px 6px; white-space: pre;}
 </style>"""
+# Pixels per character of the table's 12 px monospace font, and each cell's padding and border.
+CHAR_PX = 7.5
+CELL_PX = 18
+MAX_COLUMN_CHARS = 40
 
 
 def rows_label(offset: int, row_count: int, total_rows: int) -> str:
@@ -53,17 +63,70 @@ def _lambda_label(figures: LambdaFigures | None) -> str:
     return label
 
 
-def html_table(frame: pd.DataFrame, columns: tuple[Column, ...], first_row_number: int = 1) -> str:
-    """An HTML table with each column's DuckDB type under its name, and NULLs marked."""
+def html_table(frame: pd.DataFrame, columns: tuple[Column, ...], first_row_number: int = 1,
+               widths: list[int] | None = None, names: bool = True) -> str:
+    """An HTML table with each column's DuckDB type under its name, and NULLs marked.
+
+    With `widths` (pixels, the row numbers' first) its columns are that wide, so a row of header
+    buttons laid out with the same widths sits right above them; `names=False` leaves the names to it.
+    """
     head = "".join(
-        f"<th>{html.escape(c.name)}<br><span class='lm-type'>{html.escape(c.type)}</span></th>"
+        (f"<th>{html.escape(c.name)}<br>" if names else "<th>") + f"<span class='lm-type'>{html.escape(c.type)}</span></th>"
         for c in columns
     )
     body = []
     for number, row in enumerate(frame.itertuples(index=False, name=None), start=first_row_number):
         cells = "".join(_cell(value) for value in row)
         body.append(f"<tr><td class='lm-rownum'>{number:,}</td>{cells}</tr>")
-    return f"{_STYLE}<table class='lakemagic-table'><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    layout = ""
+    if widths is not None:
+        cols = "".join(f"<col style='width:{width}px'>" for width in widths)
+        layout = f" lm-fixed' style='width:{sum(widths)}px'><colgroup>{cols}</colgroup"
+    return (f"{_STYLE}<table class='lakemagic-table{layout}'><thead><tr><th></th>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def column_widths(frame: pd.DataFrame, columns: tuple[Column, ...], last_row_number: int) -> list[int]:
+    """Pixel widths for the row numbers and each column: the widest of its name (with a sort arrow),
+    its type and the page's values, at most MAX_COLUMN_CHARS characters."""
+    chars = [len(f"{max(1, last_row_number):,}")]
+    for index, column in enumerate(columns):
+        longest = frame.iloc[:, index].map(lambda value: len(str(value))).max() if len(frame) else 0
+        chars.append(min(MAX_COLUMN_CHARS, max(len(column.name) + 2, len(column.type), int(longest or 0))))
+    return [math.ceil(count * CHAR_PX) + CELL_PX for count in chars]
+
+
+def view_label(sort, where: str | None, rows: int, all_rows: int) -> str:
+    """The active sort and filter, as the footer and the static form say them."""
+    parts = []
+    if sort:
+        parts.append("sorted by " + ", ".join(f"{key.column} {'descending' if key.descending else 'ascending'}"
+                                              for key in sort))
+    if where is not None:
+        parts.append(f"filter {where} ({rows:,} of {all_rows:,} rows)")
+    return html.escape(" · ".join(parts)) + " · " if parts else ""
+
+
+def profile_html(profile: Profile) -> str:
+    """A column's profile: its figures, and its histogram or top values as inline bars."""
+    figures = [("rows", f"{profile.rows:,}"), ("nulls", f"{profile.nulls:,}"), ("distinct", f"≈{profile.distinct:,}")]
+    figures += [(name, value) for name, value in (("min", profile.min), ("max", profile.max), ("mean", profile.mean))
+                if value is not None]
+    head = " · ".join(f"{name} <b>{html.escape(value)}</b>" for name, value in figures)
+    most = max((bar.count for bar in profile.bars), default=0) or 1
+    rows = "".join(
+        f"<tr><td>{html.escape(_short(bar.label))}</td><td style='text-align:right'>{bar.count:,}</td>"
+        f"<td><span class='lm-bar' style='width:{max(1, round(200 * bar.count / most)) if bar.count else 0}px'></span></td></tr>"
+        for bar in profile.bars
+    )
+    kind = "histogram" if profile.bars_kind == "histogram" else "top values"
+    return (f"{_STYLE}<div class='lakemagic-profile'><b>{html.escape(profile.column)}</b> "
+            f"<span class='lm-type'>{html.escape(profile.type)}</span> · {head}"
+            f"<div>{kind}</div><table>{rows}</table></div>")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _cell(value) -> str:
@@ -79,10 +142,11 @@ def _is_null(value) -> bool:
         return False
 
 
-def static_html(first_page_table: str, row_count: int, total_rows: int, stats: CallStats) -> str:
-    """The result as an executed notebook keeps it: the first page's table and a summary."""
+def static_html(first_page_table: str, row_count: int, total_rows: int, stats: CallStats, view: str = "") -> str:
+    """The result as an executed notebook keeps it: the first page's table and a summary (`view`: its sort
+    and filter, as view_label says them)."""
     summary = f"showing {rows_label(0, row_count, total_rows)} · {stats_label(stats, total_rows)}"
-    return f"{first_page_table}<div class='lakemagic-summary'>{html.escape(summary)}</div>"
+    return f"{first_page_table}<div class='lakemagic-summary'>{view}{html.escape(summary)}</div>"
 
 
 def static_text(frame: pd.DataFrame, columns: tuple[Column, ...], total_rows: int, stats: CallStats) -> str:
@@ -93,6 +157,10 @@ def static_text(frame: pd.DataFrame, columns: tuple[Column, ...], total_rows: in
         f"{preview}\n"
         f"showing {rows_label(0, min(len(frame), 10), total_rows)} · {stats_label(stats, total_rows)}"
     )
+
+
+def note_html(text: str) -> str:
+    return f"<div class='lakemagic-summary'>{html.escape(text)}</div>"
 
 
 def error_html(error_text: str) -> str:

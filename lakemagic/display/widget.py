@@ -1,32 +1,45 @@
 """The result table widget: standard ipywidgets, pages fetched from the engine on demand.
 
-Only a bounded number of decoded pages stay in the kernel, so paging
-through a result of any size does not grow memory. The widget also carries
-a static HTML and text form, which is what papermill, nbconvert and GitHub
-show where no widget front end runs.
+Each column's header is a Button: a click sorts the whole result by it
+(ascending, descending, off), and the filter box cuts it to the rows where an
+SQL condition holds; both are done by the engine over the stored result (or
+in the kernel's DuckDB for a result it holds whole) and give a new result
+that is paged like the first. A column's profile and an export of what is
+shown are one call each. Only a bounded number of decoded pages stay in the
+kernel, so paging through a result of any size does not grow memory. The
+widget also carries a static HTML and text form, which is what papermill,
+nbconvert and GitHub show where no widget front end runs.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 
 import ipywidgets as widgets
 import pandas as pd
 
+from lakelambda.protocol import SortKey
+
+from .. import export
 from ..client import QueryResult
-from ..errors import EngineError, LakeQueryError
+from ..errors import EngineError, LakeMagicError, LakeQueryError
 from . import render
 
 PAGE_SIZES = (10, 25, 50, 100, 250, 500)
 CACHED_PAGES = 8
+SORT_ARROWS = {False: "▲", True: "▼"}
+_GO_TO = re.compile(r"\s*(?:(p|page)\s*)?([\d,]+)\s*", re.I)
 
 
 class ResultTable(widgets.VBox):
     def __init__(self, result: QueryResult, page_size: int):
-        self.result = result
+        self.base = self.result = result
         self.page_size = page_size
         self.offset = 0
+        self.sort: tuple[SortKey, ...] = ()
+        self.where: str | None = None
         self._pages: OrderedDict[tuple[int, int], tuple[int, pd.DataFrame]] = OrderedDict()
         first_rows, self._first_frame = result.rows(0, page_size)
         self._pages[(0, page_size)] = (first_rows, self._first_frame)
@@ -47,14 +60,39 @@ class ResultTable(widgets.VBox):
         controls = widgets.HBox(
             [self.first_button, self.previous_button, self.next_button, self.last_button, self.size_choice, self.position]
         )
-        super().__init__([controls, self.table, self.error, self.footer])
+        self.headers = [self._header(column.name) for column in result.columns]
+        self.header_row = widgets.GridBox(
+            [widgets.HTML()] + self.headers, layout=widgets.Layout(grid_gap="0px", overflow="hidden"))
+        # Enter (or leaving the box) applies, as the button does.
+        self.filter_text = widgets.Text(placeholder="filter: an SQL condition, e.g. fare_amount > 10",
+                                        continuous_update=False, layout=widgets.Layout(width="360px"))
+        self.filter_text.observe(lambda _: self.apply_filter(), names="value")
+        self.go_text = widgets.Text(placeholder="row or p N", continuous_update=False,
+                                    layout=widgets.Layout(width="100px"))
+        self.go_text.observe(lambda _: self.go_to(), names="value")
+        self.profile_choice = widgets.Dropdown(options=["profile…"] + [c.name for c in result.columns],
+                                               layout=widgets.Layout(width="160px"))
+        self.profile_choice.observe(self._on_profile_choice, names="value")
+        self.export_path = widgets.Text(value="result.parquet", layout=widgets.Layout(width="160px"))
+        tools = widgets.HBox([
+            self.filter_text, self._button("Filter", "filter", self.apply_filter),
+            self.go_text, self._button("Go", "arrow-right", self.go_to),
+            self.profile_choice, self.export_path, self._button("Export", "download", self.export),
+        ])
+        self.profile = widgets.HTML()
+        super().__init__([controls, tools, self.header_row, self.table, self.error, self.profile, self.footer])
         self._show(0)
-        self._first_table = self.table.value
 
     @staticmethod
     def _button(tooltip: str, icon: str, action) -> widgets.Button:
         button = widgets.Button(tooltip=tooltip, icon=icon, description=tooltip, layout=widgets.Layout(width="auto"))
         button.on_click(lambda _: action())
+        return button
+
+    def _header(self, name: str) -> widgets.Button:
+        button = widgets.Button(description=name, tooltip=f"sort by {name}",
+                                layout=widgets.Layout(width="100%", margin="0", padding="0 4px"))
+        button.on_click(lambda _: self.sort_by(name))
         return button
 
     # --- navigation ---------------------------------------------------------
@@ -76,9 +114,84 @@ class ResultTable(widgets.VBox):
     def last(self) -> None:
         self._show((self.page_count - 1) * self.page_size)
 
+    def go_to(self, text: str | None = None) -> None:
+        """Row N (its page), or page N with `p N`: one page request wherever it is."""
+        match = _GO_TO.fullmatch(self.go_text.value if text is None else text)
+        if not match:
+            self.error.value = render.error_html("go to: a row number, or p and a page number (p 12)")
+            return
+        number = max(1, int(match.group(2).replace(",", "")))
+        row = (number - 1) * self.page_size if match.group(1) else number - 1
+        row = min(row, max(0, self.result.total_rows - 1))
+        self._show(row - row % self.page_size)
+
     def _on_size_change(self, change) -> None:
         self.page_size = change["new"]
         self._show(self.offset - self.offset % self.page_size)
+
+    # --- sort, filter, profile, export ---------------------------------------
+
+    def sort_by(self, name: str) -> None:
+        """A header click: ascending, then descending, then the result's own order."""
+        current = self.sort[0] if self.sort and self.sort[0].column == name else None
+        if current is None:
+            sort = (SortKey(name, False),)
+        elif not current.descending:
+            sort = (SortKey(name, True),)
+        else:
+            sort = ()
+        self._derive(sort, self.where)
+
+    def apply_filter(self, where: str | None = None) -> None:
+        text = (self.filter_text.value if where is None else where).strip()
+        self._derive(self.sort, text or None)
+
+    def _derive(self, sort: tuple[SortKey, ...], where: str | None) -> None:
+        """Show the whole result sorted and filtered; an error leaves everything as it was."""
+        if (sort, where) == (self.sort, self.where):
+            return
+        try:
+            view = self.base if not sort and where is None else self.base.derive(sort, where, self.page_size)
+        except (LakeQueryError, EngineError) as exc:
+            self.error.value = render.error_html(exc.shown())
+            return
+        self.result, self.sort, self.where = view, sort, where
+        self._pages.clear()
+        self.profile.value = ""
+        for header, column in zip(self.headers, self.base.columns):
+            key = next((k for k in sort if k.column == column.name), None)
+            header.description = column.name + (f" {SORT_ARROWS[key.descending]}" if key else "")
+        self._show(0)
+
+    def _on_profile_choice(self, change) -> None:
+        if change["new"] == "profile…":
+            self.profile.value = ""
+            return
+        try:
+            profile = self.result.profile(change["new"])
+        except (LakeQueryError, EngineError) as exc:
+            self.error.value = render.error_html(exc.shown())
+            return
+        self.error.value = ""
+        self.profile.value = render.profile_html(profile)
+
+    def export(self, path: str | None = None) -> None:
+        """What the table shows (the whole result, or its sort and filter) into a local file."""
+        target = self.export_path.value if path is None else path
+        bar = widgets.IntProgress(min=0, max=max(1, self.result.info.result_bytes), description="exporting")
+        self.error.value = ""
+        self.children = self.children + (bar,)
+        try:
+            rows = export.write(self.result, target, lambda done, total: setattr(bar, "value", done))
+        except (LakeMagicError, OSError, ValueError) as exc:
+            self.error.value = render.error_html(f"Could not export to {target}: {exc}")
+            return
+        finally:
+            self.children = tuple(child for child in self.children if child is not bar)
+            bar.close()
+        self.error.value = render.note_html(f"exported {rows:,} rows to {target}")
+
+    # --- showing a page -------------------------------------------------------
 
     def _show(self, offset: int) -> None:
         try:
@@ -88,13 +201,19 @@ class ResultTable(widgets.VBox):
             return
         self.error.value = ""
         self.offset = offset
-        self.table.value = render.html_table(frame, self.result.columns, first_row_number=offset + 1)
+        widths = render.column_widths(frame, self.result.columns, offset + row_count)
+        self.header_row.layout.grid_template_columns = " ".join(f"{width}px" for width in widths)
+        self.header_row.layout.width = f"{sum(widths)}px"
+        self.table.value = render.html_table(frame, self.result.columns, first_row_number=offset + 1,
+                                             widths=widths, names=False)
         page_number = offset // self.page_size + 1
         self.position.value = (
             f"page {page_number:,} of {self.page_count:,} · "
             f"{render.rows_label(offset, row_count, self.result.total_rows)}"
         )
-        self.footer.value = f"<div class='lakemagic-summary'>{render.stats_label(self.result.last_call, self.result.total_rows)}</div>"
+        view = render.view_label(self.sort, self.where, self.result.total_rows, self.base.total_rows)
+        self.footer.value = (f"<div class='lakemagic-summary'>{view}"
+                             f"{render.stats_label(self.result.last_call, self.result.total_rows)}</div>")
         at_start = offset == 0
         at_end = offset + row_count >= self.result.total_rows
         self.first_button.disabled = self.previous_button.disabled = at_start
@@ -113,8 +232,12 @@ class ResultTable(widgets.VBox):
     # --- static forms ---------------------------------------------------------
 
     def _repr_mimebundle_(self, **kwargs):
+        """The widget, and the first page of what it shows (with its sort and filter) for front ends without widgets."""
         bundle = super()._repr_mimebundle_(**kwargs) or {}
         result = self.result
-        bundle["text/html"] = render.static_html(self._first_table, len(self._first_frame), result.total_rows, result.stats)
-        bundle["text/plain"] = render.static_text(self._first_frame, result.columns, result.total_rows, result.stats)
+        first_rows, first_frame = self._page(0) if result is not self.base else (len(self._first_frame), self._first_frame)
+        table = render.html_table(first_frame, result.columns)
+        view = render.view_label(self.sort, self.where, result.total_rows, self.base.total_rows)
+        bundle["text/html"] = render.static_html(table, first_rows, result.total_rows, result.stats, view)
+        bundle["text/plain"] = render.static_text(first_frame, result.columns, result.total_rows, result.stats)
         return bundle

@@ -116,6 +116,8 @@ class LakeMagic(Magics):
         options, rest = _split_options(self.lakesql.parser, line)
         if options.views or options.save_views or options.load_views:
             return self._manage_views(options)
+        if (options.tables or options.columns) and (rest.strip() or (cell or "").strip()):
+            raise UsageError("--tables and --columns NAME take no SQL; run the query in a cell of its own")
         if options.tables:
             return catalog.tables_frame(client.tables(self.current_engine()), self.views)
         if options.columns:

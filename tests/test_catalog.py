@@ -279,3 +279,10 @@ def test_a_misspelt_saved_view_is_suggested_though_the_function_never_saw_it(she
     assert outcome.error_in_exec.message == "no table trips_by_zne in the lake; did you mean trips_by_zone?"
     outcome, _ = run(shell, "%%lakesql\nSELECT trips_by_zon(1)")  # a function, not a table: DuckDB's own words
     assert outcome.error_in_exec.message.startswith("Scalar Function with name trips_by_zon does not exist")
+
+
+def test_the_catalog_options_take_no_sql(ipython, local_taxi_lake):
+    ipython.run_line_magic("config", f"LakeMagic.lake = {str(local_taxi_lake)!r}")
+    for cell in ("%lakesql --tables SELECT 1", "%%lakesql --columns taxi_2019_04\nSELECT 1"):
+        outcome, captured = run(ipython, cell)
+        assert not outcome.success and "take no SQL" in captured.stderr + captured.stdout

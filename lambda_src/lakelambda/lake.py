@@ -21,7 +21,7 @@ import time
 from typing import NamedTuple
 
 from .errors import LakeUnavailable
-from .protocol import DASHBOARD_FOLDER, TableInfo
+from .protocol import DASHBOARD_FOLDER, TABLE_KINDS, TableInfo
 from .sql import quote_identifier, quote_literal
 
 S3_SCHEME = "s3://"
@@ -43,6 +43,7 @@ S3_REQUEST_TIMEOUT_MAX_S = 30
 # A name the catalog may resolve: one path segment, no hidden or internal folders.
 _CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 _RESERVED_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER}
+SINGLE_FILE, PARTITIONED, MATERIALIZED_VIEW = TABLE_KINDS
 
 
 class Lake:
@@ -173,7 +174,7 @@ class Lake:
         found: dict[str, _Listed] = {}
         for stem in self._parquet_stems(con, DATASET_FOLDER).values():
             path = self.path(DATASET_FOLDER, f"{stem}.parquet")
-            found[stem.lower()] = _Listed(stem, "file", path, (), [path])
+            found[stem.lower()] = _Listed(stem, SINGLE_FILE, path, (), [path])
         for folder in self._folders():
             if folder.lower() in found or folder.lower() in _RESERVED_FOLDERS:
                 continue
@@ -183,10 +184,10 @@ class Lake:
             if files:
                 folders = files[0][len(self.path(folder)) + 1:].split("/")[:-1]
                 keys = tuple(part.partition("=")[0] for part in folders if "=" in part)
-                found[folder.lower()] = _Listed(folder, "partitioned", self.path(folder), keys, files)
+                found[folder.lower()] = _Listed(folder, PARTITIONED, self.path(folder), keys, files)
         for stem in self._parquet_stems(con, DASHBOARD_FOLDER).values():
             path = self.path(DASHBOARD_FOLDER, f"{stem}.parquet")
-            found.setdefault(stem.lower(), _Listed(stem, "materialized view", path, (), [path]))
+            found.setdefault(stem.lower(), _Listed(stem, MATERIALIZED_VIEW, path, (), [path]))
         return [found[name] for name in sorted(found)]
 
     def _folders(self) -> list[str]:
@@ -287,6 +288,8 @@ class Lake:
 
 
 class _Listed(NamedTuple):
+    """A table as the listing found it, before its files' footers are read."""
+
     name: str
     kind: str
     location: str

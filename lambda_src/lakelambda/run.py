@@ -145,7 +145,11 @@ def _naming_the_lake(con, lake: Lake, views: tuple[View, ...], error: SqlError) 
     """An unknown table's error names the lake's closest tables and views (listed only for that error)."""
     if error.missing_table is None:
         return error
-    return catalog.naming_the_lake(error, lake.table_names(con) + [view.name for view in views])
+    try:
+        names = lake.table_names(con)
+    except (LakeError, duckdb.Error):  # the lake cannot be listed now: DuckDB's own words, then
+        return error
+    return catalog.naming_the_lake(error, names + [view.name for view in views])
 
 
 def _with_fresh_views(con, lake: Lake, prepared: "_Prepared", run):

@@ -84,7 +84,7 @@ def s3_small_lake(small_lake, aws_environment) -> str:
 
 
 @pytest.fixture(params=["local", "s3"])
-def lake_handler(request, small_lake, tmp_path):
+def lake_handler(request, small_lake):
     """The handler over the small lake: a local folder, or the same files on the S3 server."""
     root = str(small_lake) if request.param == "local" else request.getfixturevalue("s3_small_lake")
     handler = LakeHandler(root)

@@ -164,10 +164,33 @@ def shown_rows(output: Locator) -> list[tuple[int, int, int]]:
 
 
 def shown_header(output: Locator) -> list[list[str]]:
-    """Each column's name and, under it, its DuckDB type."""
-    return output.locator("table.lakemagic-table thead th").evaluate_all(
-        "heads => heads.slice(1).map(th => [th.firstChild.textContent, th.querySelector('.lm-type').textContent])"
-    )
+    """Each column's name (its header button) and, under it, its DuckDB type."""
+    names = output.locator(".widget-gridbox button").all_text_contents()
+    types = output.locator("table.lakemagic-table thead th .lm-type").all_text_contents()
+    return [[name.strip(), kind] for name, kind in zip(names, types)]
+
+
+def page_size_choice(widget: Locator) -> Locator:
+    return widget.locator(".widget-dropdown", has_text="rows/page").locator("select")
+
+
+def sort_by(widget: Locator, column: str, shown: str) -> None:
+    """Click a column's header and wait until it reads `shown` (its name and the sort's arrow)."""
+    header = widget.locator(".widget-gridbox button", has_text=column)
+    header.click()
+    expect(header).to_have_text(shown)
+
+
+def apply_filter(widget: Locator, condition: str) -> None:
+    widget.get_by_placeholder(re.compile("^filter")).fill(condition)
+    button(widget, "Filter").click()
+
+
+def in_duckdb(expected: list[tuple[int, int]], clause: str) -> list[tuple[int, int]]:
+    """DuckDB's ORDER BY / WHERE over the whole result, its ties in the result's order (column i)."""
+    values = ", ".join(f"({i}, {location}, {trips})" for i, (location, trips) in enumerate(expected))
+    return duckdb.sql(f"SELECT pickup_location_id, trips FROM (VALUES {values}) AS t(i, pickup_location_id, trips) "
+                      f"{clause}").fetchall()
 
 
 def numbered(expected: list[tuple[int, int]], start: int, stop: int) -> list[tuple[int, int, int]]:
@@ -184,7 +207,7 @@ def expect_page(widget: Locator, position: str, expected, start: int, stop: int)
 
 def back_to_the_start(widget: Locator, expected) -> None:
     """Page 1 with 50 rows a page, however an earlier test left the widget."""
-    widget.locator("select").select_option("50")
+    page_size_choice(widget).select_option("50")
     if button(widget, "First").is_enabled():
         button(widget, "First").click()
     expect_page(widget, "page 1 of 6 · rows 1–50 of 265", expected, 0, 50)
@@ -245,17 +268,53 @@ def test_lab_changing_the_page_size_repages(lab_run, expected):
     back_to_the_start(widget, expected)
     button(widget, "Next").click()
     expect_page(widget, "page 2 of 6 · rows 51–100 of 265", expected, 50, 100)
-    widget.locator("select").select_option("100")  # row 51 is on page 1 of 100-row pages
+    page_size_choice(widget).select_option("100")  # row 51 is on page 1 of 100-row pages
     expect_page(widget, "page 1 of 3 · rows 1–100 of 265", expected, 0, 100)
     button(widget, "Next").click()
     expect_page(widget, "page 2 of 3 · rows 101–200 of 265", expected, 100, 200)
-    widget.locator("select").select_option("25")
+    page_size_choice(widget).select_option("25")
     expect_page(widget, "page 5 of 11 · rows 101–125 of 265", expected, 100, 125)
 
     button(widget, "First").click()
-    widget.locator("select").select_option("10")
+    page_size_choice(widget).select_option("10")
     expect_page(widget, "page 1 of 27 · rows 1–10 of 265", expected, 0, 10)
-    shot = widget_screenshot(widget, "lab-3-ten-rows.png")
+    widget_screenshot(widget, "lab-3-ten-rows.png")
+
+
+def test_lab_sorts_by_a_header_filters_and_profiles_the_whole_result(lab_run, expected):
+    widget = result_widget(lab_run)
+    back_to_the_start(widget, expected)
+    sort_by(widget, "trips", "trips ▲")  # ascending: the result's last rows first
+    ascending = in_duckdb(expected, "ORDER BY trips, i")
+    expect_page(widget, "page 1 of 6 · rows 1–50 of 265", ascending, 0, 50)
+    button(widget, "Last").click()
+    expect_page(widget, "page 6 of 6 · rows 251–265 of 265", ascending, 250, 265)
+
+    sort_by(widget, "pickup_location_id", "pickup_location_id ▲")
+    sort_by(widget, "pickup_location_id", "pickup_location_id ▼")
+    condition = "trips BETWEEN 20 AND 80"
+    apply_filter(widget, condition)
+    shown = in_duckdb(expected, f"WHERE {condition} ORDER BY pickup_location_id DESC, i")
+    count = len(shown)
+    expect_page(widget, f"page 1 of 1 · rows 1–{count} of {count}", shown, 0, count)
+    expect(widget.locator(".lakemagic-summary").first).to_contain_text(
+        f"sorted by pickup_location_id descending · filter {condition} ({count} of 265 rows)")
+
+    apply_filter(widget, "trips > (SELECT 1)")  # refused inline; the table stays as it was
+    expect(widget.locator("pre")).to_contain_text("PermissionException: a filter cannot hold a subquery")
+    assert shown_rows(widget) == numbered(shown, 0, count)
+    apply_filter(widget, condition)
+
+    widget.locator(".widget-dropdown", has_text="profile").locator("select").select_option("trips")
+    profile = widget.locator(".lakemagic-profile")
+    low, high = duckdb.sql(f"SELECT min(trips), max(trips) FROM (VALUES {', '.join(map(str, shown))}) AS t(p, trips)").fetchone()
+    expect(profile).to_contain_text(f"rows {count} · nulls 0")
+    expect(profile).to_contain_text(f"min {low} · max {high}")
+    expect(profile.locator(".lm-bar")).to_have_count(12)
+
+    page_size_choice(widget).select_option("10")
+    expect_page(widget, f"page 1 of {-(-count // 10)} · rows 1–10 of {count}", shown, 0, 10)
+    shot = widget_screenshot(widget, "lab-4-sorted-filtered-profiled.png")
     if not DOCS_SCREENSHOT.exists() or os.environ.get("LAKEMAGIC_UPDATE_DOCS") == "1":
         save_small_png(shot, DOCS_SCREENSHOT)
 
@@ -268,7 +327,7 @@ def test_lab_shows_the_short_sql_error_not_a_traceback(lab_run):
     assert text.startswith(ERROR_START)
     assert ERROR_POINTER in text
     assert "Traceback" not in text and "File " not in text
-    cell.screenshot(path=SCREENSHOTS / "lab-4-sql-error.png")
+    cell.screenshot(path=SCREENSHOTS / "lab-6-sql-error.png")
 
 
 def test_lab_shows_the_static_table_of_a_papermill_copy(browser, lab, notebooks, expected):
@@ -313,5 +372,13 @@ def test_notebook7_shows_the_first_page_and_next(browser, notebook7, expected):
         button(widget, "Next").click()
         expect_page(widget, "page 2 of 6 · rows 51–100 of 265", expected, 50, 100)
         widget_screenshot(widget, "notebook7-2-after-next.png")
+        sort_by(widget, "trips", "trips ▲")
+        apply_filter(widget, "pickup_location_id < 100")
+        shown = in_duckdb(expected, "WHERE pickup_location_id < 100 ORDER BY trips, i")
+        expect_page(widget, f"page 1 of {-(-len(shown) // 50)} · rows 1–{min(50, len(shown))} of {len(shown)}",
+                    shown, 0, 50)
+        widget.locator(".widget-dropdown", has_text="profile").locator("select").select_option("pickup_location_id")
+        expect(widget.locator(".lakemagic-profile .lm-bar")).to_have_count(12)
+        widget_screenshot(widget, "notebook7-3-sorted-filtered-profiled.png")
     finally:
         page.close()

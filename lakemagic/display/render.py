@@ -29,7 +29,8 @@ _STYLE = """<style>
 .lakemagic-table.lm-fixed td, .lakemagic-table.lm-fixed th {overflow: hidden; text-overflow: ellipsis; box-sizing: border-box;}
 .lakemagic-profile {font-size: 12px; font-family: var(--jp-code-font-family, monospace); margin: 4px 0;}
 .lakemagic-profile .lm-bar {background: #4c8bf5; height: 10px; display: inline-block;}
-.lakemagic-profile td {padding: 1px 6px; white-space: pre;}
+.lakemagic-profile table {border-collapse: collapse;}
+.lakemagic-profile table td {padding: 0 6px; line-height: 1.3; white-space: pre; border: none;}
 </style>"""
 # Pixels per character of the table's 12 px monospace font, and each cell's padding and border.
 CHAR_PX = 7.5
@@ -110,8 +111,8 @@ def view_label(sort, where: str | None, rows: int, all_rows: int) -> str:
 def profile_html(profile: Profile) -> str:
     """A column's profile: its figures, and its histogram or top values as inline bars."""
     figures = [("rows", f"{profile.rows:,}"), ("nulls", f"{profile.nulls:,}"), ("distinct", f"≈{profile.distinct:,}")]
-    figures += [(name, value) for name, value in (("min", profile.min), ("max", profile.max), ("mean", profile.mean))
-                if value is not None]
+    figures += [(name, _rounded(value)) for name, value in (("min", profile.min), ("max", profile.max),
+                                                             ("mean", profile.mean)) if value is not None]
     head = " · ".join(f"{name} <b>{html.escape(value)}</b>" for name, value in figures)
     most = max((bar.count for bar in profile.bars), default=0) or 1
     rows = "".join(
@@ -123,6 +124,15 @@ def profile_html(profile: Profile) -> str:
     return (f"{_STYLE}<div class='lakemagic-profile'><b>{html.escape(profile.column)}</b> "
             f"<span class='lm-type'>{html.escape(profile.type)}</span> · {head}"
             f"<div>{kind}</div><table>{rows}</table></div>")
+
+
+def _rounded(text: str) -> str:
+    """A long decimal number (a mean) to 6 significant digits; any other text as it is."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return text if len(text) <= 10 else f"{number:,.6g}"
 
 
 def _short(text: str, limit: int = 60) -> str:

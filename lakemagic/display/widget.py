@@ -85,7 +85,8 @@ class ResultTable(widgets.VBox):
 
     @staticmethod
     def _button(tooltip: str, icon: str, action) -> widgets.Button:
-        button = widgets.Button(tooltip=tooltip, icon=icon, description=tooltip, layout=widgets.Layout(width="auto"))
+        button = widgets.Button(tooltip=tooltip, icon=icon, description=tooltip,
+                                layout=widgets.Layout(width="auto", flex="0 0 auto"))
         button.on_click(lambda _: action())
         return button
 
@@ -149,6 +150,7 @@ class ResultTable(widgets.VBox):
     def _derive(self, sort: tuple[SortKey, ...], where: str | None) -> None:
         """Show the whole result sorted and filtered; an error leaves everything as it was."""
         if (sort, where) == (self.sort, self.where):
+            self.error.value = ""
             return
         try:
             view = self.base if not sort and where is None else self.base.derive(sort, where, self.page_size)

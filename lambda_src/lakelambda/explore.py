@@ -273,7 +273,9 @@ def _histogram(con, source: str, name: str, kind: str) -> tuple[Bar, ...] | None
 
 
 def _number_label(value: float) -> str:
-    return f"{value:,.6g}" if math.isfinite(value) else str(value)
+    if not math.isfinite(value) or abs(value) < 1e4:
+        return f"{value:.4g}"
+    return f"{value:,.0f}" if abs(value) < 1e15 else f"{value:.4g}"
 
 
 def _time_label(microseconds: float) -> str:

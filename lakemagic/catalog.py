@@ -61,7 +61,7 @@ def saved_views_named(engine: Engine, views: ViewRegistry):
         yield
     except LakeQueryError as error:
         missing = _table_at(error.sql, error.position) if error.error_type == "CatalogException" else None
-        saved = [view["view"] for view in views.listing()]
+        saved = views.names()
         if missing is None or missing in views or not difflib.get_close_matches(
                 missing.lower(), [name.lower() for name in saved], SUGGESTIONS):
             raise

@@ -51,8 +51,7 @@ class LakeSqlCompleter:
         return {"completions": chosen, "matched_fragment": fragment, "suppress": True, "ordered": True}
 
     def _candidates(self, sql: str, before: str, qualifier: str | None) -> list[tuple[str, str]]:
-        views = self.magic.views
-        view_names = [view["view"] for view in views.listing()]
+        view_names = self.magic.views.names()
         try:
             engine = self.magic.current_engine()
         except LakeMagicError:  # no lake to ask (yet): the saved views are still known

@@ -94,6 +94,9 @@ class ViewRegistry:
                 visit(self[name].name, ())
         return tuple(ordered)
 
+    def names(self) -> list[str]:
+        return [view.name for view in self._views.values()]
+
     def listing(self) -> list[dict]:
         return [
             {

@@ -1,7 +1,8 @@
 """lakemagic: query a Parquet data lake from Jupyter with `%%lakesql`.
 
-`%load_ext lakemagic` registers the magics and their tab completion. The SQL runs in the lake
-handler (`lakelambda`): in this process by default, or in AWS Lambda.
+`%load_ext lakemagic` registers the magics and their tab completion. The
+SQL runs in the lake handler (`lakelambda`): in this process by default,
+or in AWS Lambda.
 """
 
 __version__ = "0.1.0"

@@ -181,7 +181,16 @@ def sort_by(widget: Locator, column: str, shown: str) -> None:
     expect(header).to_have_text(shown)
 
 
+def open_tools(widget: Locator) -> None:
+    """The filter, go-to, profile and export controls, which the table builds on first use."""
+    tools = button(widget, "Filter, profile, go to, export")
+    if tools.is_visible():
+        tools.click()
+    expect(widget.get_by_placeholder(re.compile("^filter"))).to_be_visible()
+
+
 def apply_filter(widget: Locator, condition: str) -> None:
+    open_tools(widget)
     widget.get_by_placeholder(re.compile("^filter")).fill(condition)
     button(widget, "Filter").click()
 

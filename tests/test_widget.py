@@ -152,6 +152,7 @@ def test_a_header_click_sorts_the_whole_result_then_descending_then_off(table):
 
 
 def test_a_filter_shows_its_rows_and_their_count_and_keeps_the_sort(table):
+    table.tools_button.click()
     header(table, "n").click()
     table.filter_text.value = "n % 100 = 7"
     assert shown_numbers(table) == [n for n in range(1234) if n % 100 == 7]
@@ -165,6 +166,7 @@ def test_a_filter_shows_its_rows_and_their_count_and_keeps_the_sort(table):
 @pytest.mark.parametrize("where, error", [("n >", "ParserException"), ("getenv('HOME') = ''", "PermissionException"),
                                           ("n IN (SELECT 1)", "PermissionException"), ("nope = 1", "ColumnNotFound")])
 def test_a_bad_filter_shows_the_error_inline_and_changes_nothing(table, where, error):
+    table.tools_button.click()
     table.next_button.click()
     before = (table.table.value, table.position.value, table.footer.value)
     table.filter_text.value = where
@@ -173,6 +175,7 @@ def test_a_bad_filter_shows_the_error_inline_and_changes_nothing(table, where, e
 
 
 def test_a_profile_shows_the_columns_figures_and_bars(table):
+    table.tools_button.click()
     table.profile_choice.value = "n"
     assert "min <b>0</b>" in table.profile.value and "max <b>1233</b>" in table.profile.value
     assert table.profile.value.count("class='lm-bar'") == 12
@@ -182,11 +185,13 @@ def test_a_profile_shows_the_columns_figures_and_bars(table):
 
 @pytest.mark.parametrize("text, first", [("1,000", 951), ("p 3", 101), ("99999", 1201)])
 def test_go_to_a_row_shows_its_page_or_a_page_by_number(table, text, first):
+    table.tools_button.click()
     table.go_text.value = text
     assert table.position.value.split("rows ")[1].startswith(f"{first:,}–")
 
 
 def test_the_export_button_writes_what_the_table_shows(table, tmp_path):
+    table.tools_button.click()
     table.filter_text.value = "n < 10"
     tmp_path = tmp_path / "exported"
     tmp_path.mkdir()
@@ -195,3 +200,12 @@ def test_the_export_button_writes_what_the_table_shows(table, tmp_path):
     assert "exported 10 rows" in table.error.value
     assert sorted(duckdb.sql(f"SELECT n FROM '{tmp_path / 'shown.csv'}'").fetchall()) == [(i,) for i in range(10)]
     assert [p.name for p in tmp_path.iterdir()] == ["shown.csv"]
+
+
+def test_the_filter_profile_go_to_and_export_controls_are_built_on_first_use(table):
+    assert table.tools is None and table.tools not in table.children
+    table.tools_button.click()
+    assert table.children[1] is table.tools and table.tools_button.layout.display == "none"
+    header(table, "n").click()
+    table.tools_button.click()  # built once: the filter box keeps what it has
+    assert table.tools is table.children[1] and table.filter_text.value == ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -25,8 +26,9 @@ _STYLE = """<style>
 .lakemagic-table .lm-null {color: #aaa; font-style: italic;}
 .lakemagic-table .lm-rownum {color: #888;}
 .lakemagic-summary {font-size: 12px; color: #555; margin: 4px 0;}
-.lakemagic-table.lm-fixed {table-layout: fixed;}
-.lakemagic-table.lm-fixed td, .lakemagic-table.lm-fixed th {overflow: hidden; text-overflow: ellipsis; box-sizing: border-box;}
+.lakemagic-table {table-layout: fixed;}
+.lakemagic-table td, .lakemagic-table th {overflow: hidden; text-overflow: ellipsis; box-sizing: border-box;}
+.lm-widget .lakemagic-table .lm-name {display: none;}
 .lakemagic-profile {font-size: 12px; font-family: var(--jp-code-font-family, monospace); margin: 4px 0;}
 .lakemagic-profile .lm-bar {background: #4c8bf5; height: 10px; display: inline-block;}
 .lakemagic-profile table {border-collapse: collapse;}
@@ -64,37 +66,46 @@ def _lambda_label(figures: LambdaFigures | None) -> str:
     return label
 
 
-def html_table(frame: pd.DataFrame, columns: tuple[Column, ...], first_row_number: int = 1,
-               widths: list[int] | None = None, names: bool = True) -> str:
-    """An HTML table with each column's DuckDB type under its name, and NULLs marked.
+class Table(NamedTuple):
+    html: str
+    widths: list[int]  # pixels: the row numbers' column, then each column's
 
-    With `widths` (pixels, the row numbers' first) its columns are that wide, so a row of header
-    buttons laid out with the same widths sits right above them; `names=False` leaves the names to it.
+
+def html_table(frame: pd.DataFrame, columns: tuple[Column, ...], first_row_number: int = 1) -> Table:
+    """An HTML table with each column's DuckDB type under its name, NULLs marked, and its columns' widths.
+
+    The columns are as wide as `widths` says (the widest of a column's name with a sort arrow, its type
+    and the page's values, at most MAX_COLUMN_CHARS characters), so a row of header buttons laid out
+    with the same widths sits right above them; inside the widget (the `lm-widget` class) the buttons
+    show the names, and the table only the types. Each value is turned into text once, for both.
     """
+    rows = [[None if _is_null(value) else str(value) for value in row]
+            for row in frame.itertuples(index=False, name=None)]
+    last_number = first_row_number + len(rows) - 1
+    chars = [len(f"{max(1, last_number):,}")]
+    for index, column in enumerate(columns):
+        longest = max((len(row[index]) for row in rows if row[index] is not None), default=0)
+        chars.append(min(MAX_COLUMN_CHARS, max(len(column.name) + 2, len(column.type), longest)))
+    widths = [math.ceil(count * CHAR_PX) + CELL_PX for count in chars]
     head = "".join(
-        (f"<th>{html.escape(c.name)}<br>" if names else "<th>") + f"<span class='lm-type'>{html.escape(c.type)}</span></th>"
+        f"<th><span class='lm-name'>{html.escape(c.name)}<br></span><span class='lm-type'>{html.escape(c.type)}</span></th>"
         for c in columns
     )
     body = []
-    for number, row in enumerate(frame.itertuples(index=False, name=None), start=first_row_number):
-        cells = "".join(_cell(value) for value in row)
+    for number, row in enumerate(rows, start=first_row_number):
+        cells = "".join("<td class='lm-null'>NULL</td>" if text is None else f"<td>{html.escape(text)}</td>"
+                        for text in row)
         body.append(f"<tr><td class='lm-rownum'>{number:,}</td>{cells}</tr>")
-    layout = ""
-    if widths is not None:
-        cols = "".join(f"<col style='width:{width}px'>" for width in widths)
-        layout = f" lm-fixed' style='width:{sum(widths)}px'><colgroup>{cols}</colgroup"
-    return (f"{_STYLE}<table class='lakemagic-table{layout}'><thead><tr><th></th>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>")
+    cols = "".join(f"<col style='width:{width}px'>" for width in widths)
+    return Table(f"{_STYLE}<table class='lakemagic-table' style='width:{sum(widths)}px'><colgroup>{cols}</colgroup>"
+                 f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>", widths)
 
 
-def column_widths(frame: pd.DataFrame, columns: tuple[Column, ...], last_row_number: int) -> list[int]:
-    """Pixel widths for the row numbers and each column: the widest of its name (with a sort arrow),
-    its type and the page's values, at most MAX_COLUMN_CHARS characters."""
-    chars = [len(f"{max(1, last_row_number):,}")]
-    for index, column in enumerate(columns):
-        longest = frame.iloc[:, index].map(lambda value: len(str(value))).max() if len(frame) else 0
-        chars.append(min(MAX_COLUMN_CHARS, max(len(column.name) + 2, len(column.type), int(longest or 0))))
-    return [math.ceil(count * CHAR_PX) + CELL_PX for count in chars]
+def _is_null(value) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # lists, dicts and arrays are values, not NULL
+        return False
 
 
 def view_label(sort, where: str | None, rows: int, all_rows: int) -> str:
@@ -137,19 +148,6 @@ def _rounded(text: str) -> str:
 
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _cell(value) -> str:
-    if _is_null(value):
-        return "<td class='lm-null'>NULL</td>"
-    return f"<td>{html.escape(str(value))}</td>"
-
-
-def _is_null(value) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):  # lists, dicts and arrays are values, not NULL
-        return False
 
 
 def static_html(first_page_table: str, row_count: int, total_rows: int, stats: CallStats, view: str = "") -> str:

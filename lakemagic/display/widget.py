@@ -18,6 +18,8 @@ import re
 from collections import OrderedDict
 
 import ipywidgets as widgets
+from ipywidgets.widgets.widget_description import DescriptionStyle
+from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
 import pandas as pd
 
 from lakelambda.protocol import SortKey
@@ -33,6 +35,36 @@ SORT_ARROWS = {False: "▲", True: "▼"}
 _GO_TO = re.compile(r"\s*(?:(p|page)\s*)?([\d,]+)\s*", re.I)
 
 
+class _Parts:
+    """The layouts and styles a table's controls share. Each is a widget model of its own, so one per
+    kind instead of one per control makes a table about half as costly to build and to display."""
+
+    def __init__(self):
+        self.fit = widgets.Layout(width="auto", flex="0 0 auto")
+        self.header_layout = widgets.Layout(width="100%", margin="0", padding="0 4px")
+        self.narrow = widgets.Layout(width="160px")
+        self.plain = widgets.Layout()
+        self.button_style = widgets.ButtonStyle()
+        self.html_style = HTMLStyle()
+        self.description = DescriptionStyle()
+        self.text = TextStyle()
+
+    def button(self, tooltip: str, icon: str, action) -> widgets.Button:
+        button = widgets.Button(tooltip=tooltip, icon=icon, description=tooltip, layout=self.fit,
+                                style=self.button_style)
+        button.on_click(lambda _: action())
+        return button
+
+    def header(self, name: str, sort_by) -> widgets.Button:
+        button = widgets.Button(description=name, tooltip=f"sort by {name}", layout=self.header_layout,
+                                style=self.button_style)
+        button.on_click(lambda _: sort_by(name))
+        return button
+
+    def html(self) -> widgets.HTML:
+        return widgets.HTML(layout=self.plain, style=self.html_style)
+
+
 class ResultTable(widgets.VBox):
     def __init__(self, result: QueryResult, page_size: int):
         self.base = self.result = result
@@ -40,61 +72,56 @@ class ResultTable(widgets.VBox):
         self.offset = 0
         self.sort: tuple[SortKey, ...] = ()
         self.where: str | None = None
+        self.tools: widgets.HBox | None = None  # built by show_tools
         self._pages: OrderedDict[tuple[int, int], tuple[int, pd.DataFrame]] = OrderedDict()
         first_rows, self._first_frame = result.rows(0, page_size)
         self._pages[(0, page_size)] = (first_rows, self._first_frame)
 
-        self.table = widgets.HTML()
-        self.position = widgets.Label()
-        self.error = widgets.HTML()
-        self.footer = widgets.HTML()
-        self.first_button = self._button("First", "angle-double-left", self.first)
-        self.previous_button = self._button("Previous", "angle-left", self.previous)
-        self.next_button = self._button("Next", "angle-right", self.next)
-        self.last_button = self._button("Last", "angle-double-right", self.last)
+        parts = _Parts()
+        self.table, self.error, self.footer, self.profile = (parts.html() for _ in range(4))
+        self.position = widgets.Label(layout=widgets.Layout(flex="0 0 auto"))
+        self.first_button = parts.button("First", "angle-double-left", self.first)
+        self.previous_button = parts.button("Previous", "angle-left", self.previous)
+        self.next_button = parts.button("Next", "angle-right", self.next)
+        self.last_button = parts.button("Last", "angle-double-right", self.last)
         sizes = sorted(set(PAGE_SIZES) | {page_size})
-        self.size_choice = widgets.Dropdown(
-            options=sizes, value=page_size, description="rows/page", layout=widgets.Layout(width="160px")
-        )
+        self.size_choice = widgets.Dropdown(options=sizes, value=page_size, description="rows/page",
+                                            layout=parts.narrow, style=parts.description)
         self.size_choice.observe(self._on_size_change, names="value")
-        controls = widgets.HBox(
-            [self.first_button, self.previous_button, self.next_button, self.last_button, self.size_choice, self.position]
-        )
-        self.headers = [self._header(column.name) for column in result.columns]
+        self.tools_button = parts.button("Filter, profile, go to, export", "sliders", self.show_tools)
+        controls = widgets.HBox([self.first_button, self.previous_button, self.next_button, self.last_button,
+                                 self.size_choice, self.position, self.tools_button])
+        self.headers = [parts.header(column.name, self.sort_by) for column in result.columns]
         self.header_row = widgets.GridBox(
-            [widgets.HTML()] + self.headers, layout=widgets.Layout(grid_gap="0px", overflow="hidden"))
-        # Enter (or leaving the box) applies, as the button does.
-        self.filter_text = widgets.Text(placeholder="filter: an SQL condition, e.g. fare_amount > 10",
-                                        continuous_update=False, layout=widgets.Layout(width="360px"))
-        self.filter_text.observe(lambda _: self.apply_filter(), names="value")
-        self.go_text = widgets.Text(placeholder="row or p N", continuous_update=False,
-                                    layout=widgets.Layout(width="100px"))
-        self.go_text.observe(lambda _: self.go_to(), names="value")
-        self.profile_choice = widgets.Dropdown(options=["profile…"] + [c.name for c in result.columns],
-                                               layout=widgets.Layout(width="160px"))
-        self.profile_choice.observe(self._on_profile_choice, names="value")
-        self.export_path = widgets.Text(value="result.parquet", layout=widgets.Layout(width="160px"))
-        tools = widgets.HBox([
-            self.filter_text, self._button("Filter", "filter", self.apply_filter),
-            self.go_text, self._button("Go", "arrow-right", self.go_to),
-            self.profile_choice, self.export_path, self._button("Export", "download", self.export),
-        ])
-        self.profile = widgets.HTML()
-        super().__init__([controls, tools, self.header_row, self.table, self.error, self.profile, self.footer])
+            [parts.html()] + self.headers, layout=widgets.Layout(grid_gap="0px", overflow="hidden"))
+        self._parts = parts
+        super().__init__([controls, self.header_row, self.table, self.error, self.profile, self.footer])
         self._show(0)
 
-    @staticmethod
-    def _button(tooltip: str, icon: str, action) -> widgets.Button:
-        button = widgets.Button(tooltip=tooltip, icon=icon, description=tooltip,
-                                layout=widgets.Layout(width="auto", flex="0 0 auto"))
-        button.on_click(lambda _: action())
-        return button
-
-    def _header(self, name: str) -> widgets.Button:
-        button = widgets.Button(description=name, tooltip=f"sort by {name}",
-                                layout=widgets.Layout(width="100%", margin="0", padding="0 4px"))
-        button.on_click(lambda _: self.sort_by(name))
-        return button
+    def show_tools(self) -> None:
+        """The filter box, go-to box, profile choice and export, built on first use: most tables are only read,
+        and these controls would double what a table costs to show."""
+        if self.tools is not None:
+            return
+        parts = self._parts
+        # Enter (or leaving the box) applies, as the button does.
+        self.filter_text = widgets.Text(value=self.where or "", placeholder="filter: an SQL condition, e.g. fare_amount > 10",
+                                        continuous_update=False, layout=widgets.Layout(width="360px"), style=parts.text)
+        self.filter_text.observe(lambda _: self.apply_filter(), names="value")
+        self.go_text = widgets.Text(placeholder="row or p N", continuous_update=False,
+                                    layout=widgets.Layout(width="100px"), style=parts.text)
+        self.go_text.observe(lambda _: self.go_to(), names="value")
+        self.profile_choice = widgets.Dropdown(options=["profile…"] + [c.name for c in self.base.columns],
+                                               layout=parts.narrow, style=parts.description)
+        self.profile_choice.observe(self._on_profile_choice, names="value")
+        self.export_path = widgets.Text(value="result.parquet", layout=parts.narrow, style=parts.text)
+        self.tools = widgets.HBox([
+            self.filter_text, parts.button("Filter", "filter", self.apply_filter),
+            self.go_text, parts.button("Go", "arrow-right", self.go_to),
+            self.profile_choice, self.export_path, parts.button("Export", "download", self.export),
+        ])
+        self.tools_button.layout = widgets.Layout(display="none")
+        self.children = self.children[:1] + (self.tools,) + self.children[1:]
 
     # --- navigation ---------------------------------------------------------
 
@@ -117,6 +144,7 @@ class ResultTable(widgets.VBox):
 
     def go_to(self, text: str | None = None) -> None:
         """Row N (its page), or page N with `p N`: one page request wherever it is."""
+        self.show_tools()
         match = _GO_TO.fullmatch(self.go_text.value if text is None else text)
         if not match:
             self.error.value = render.error_html("go to: a row number, or p and a page number (p 12)")
@@ -144,6 +172,7 @@ class ResultTable(widgets.VBox):
         self._derive(sort, self.where)
 
     def apply_filter(self, where: str | None = None) -> None:
+        self.show_tools()
         text = (self.filter_text.value if where is None else where).strip()
         self._derive(self.sort, text or None)
 
@@ -179,6 +208,7 @@ class ResultTable(widgets.VBox):
 
     def export(self, path: str | None = None) -> None:
         """What the table shows (the whole result, or its sort and filter) into a local file."""
+        self.show_tools()
         target = self.export_path.value if path is None else path
         bar = widgets.IntProgress(min=0, max=max(1, self.result.info.result_bytes), description="exporting")
         self.error.value = ""
@@ -203,11 +233,12 @@ class ResultTable(widgets.VBox):
             return
         self.error.value = ""
         self.offset = offset
-        widths = render.column_widths(frame, self.result.columns, offset + row_count)
-        self.header_row.layout.grid_template_columns = " ".join(f"{width}px" for width in widths)
-        self.header_row.layout.width = f"{sum(widths)}px"
-        self.table.value = render.html_table(frame, self.result.columns, first_row_number=offset + 1,
-                                             widths=widths, names=False)
+        table = render.html_table(frame, self.result.columns, first_row_number=offset + 1)
+        if offset == 0:  # the static form's table, kept for this view and page size
+            self._first_table = (self.result, self.page_size, table.html)
+        self.header_row.layout.grid_template_columns = " ".join(f"{width}px" for width in table.widths)
+        self.header_row.layout.width = f"{sum(table.widths)}px"
+        self.table.value = f"<div class='lm-widget'>{table.html}</div>"
         page_number = offset // self.page_size + 1
         self.position.value = (
             f"page {page_number:,} of {self.page_count:,} · "
@@ -235,10 +266,14 @@ class ResultTable(widgets.VBox):
 
     def _repr_mimebundle_(self, **kwargs):
         """The widget, and the first page of what it shows (with its sort and filter) for front ends without widgets."""
-        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        # The widget's own reference, without ipywidgets' text form: that repr()s every child, and is replaced here.
+        bundle = {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                               "model_id": self.model_id}}
         result = self.result
-        first_rows, first_frame = self._page(0) if result is not self.base else (len(self._first_frame), self._first_frame)
-        table = render.html_table(first_frame, result.columns)
+        first_rows, first_frame = self._page(0)
+        shown_for, size, table = self._first_table
+        if (shown_for, size) != (result, self.page_size):
+            table = render.html_table(first_frame, result.columns).html
         view = render.view_label(self.sort, self.where, result.total_rows, self.base.total_rows)
         bundle["text/html"] = render.static_html(table, first_rows, result.total_rows, result.stats, view)
         bundle["text/plain"] = render.static_text(first_frame, result.columns, result.total_rows, result.stats)

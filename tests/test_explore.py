@@ -221,3 +221,20 @@ def test_profile_requests_are_validated_at_the_edge():
     with pytest.raises(ProtocolError, match="unknown field"):
         protocol.parse_request(dict(protocol.profile_request("a" * 32, "x"), filter="1=1"))
     assert protocol.parse_request(protocol.profile_request("a" * 32, "x")) == protocol.ProfileRequest("a" * 32, "x")
+
+
+def test_one_call_sorts_and_filters_and_a_page_anywhere_in_it_is_one_more(local_taxi_lake, monkeypatch):
+    monkeypatch.setenv("LAKEMAGIC_INLINE_RESULT_BYTES", "0")
+
+    class Counting(EmbeddedEngine):
+        requests: list = []
+
+        def call(self, request):
+            Counting.requests.append(request["op"])
+            return super().call(request)
+
+    result = client.run_query(Counting(str(local_taxi_lake)), SQL, page_size=50)
+    derived = result.derive((SortKey("fare_amount", True),), "payment_type = '1'")
+    derived.rows(derived.total_rows - 10, 10)
+    derived.rows(50, 50)
+    assert Counting.requests == ["query", "derive", "page", "page"]

@@ -13,6 +13,7 @@ nbconvert and GitHub show where no widget front end runs.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import OrderedDict
@@ -36,8 +37,8 @@ _GO_TO = re.compile(r"\s*(?:(p|page)\s*)?([\d,]+)\s*", re.I)
 
 
 class _Parts:
-    """The layouts and styles a table's controls share. Each is a widget model of its own, so one per
-    kind instead of one per control makes a table about half as costly to build and to display."""
+    """The layouts and styles a table's controls share. Each is a widget model of its own (built, serialized
+    and sent to the front end), so one per kind instead of one per control keeps a table cheap to show."""
 
     def __init__(self):
         self.fit = widgets.Layout(width="auto", flex="0 0 auto")
@@ -47,7 +48,10 @@ class _Parts:
         self.button_style = widgets.ButtonStyle()
         self.html_style = HTMLStyle()
         self.description = DescriptionStyle()
-        self.text = TextStyle()
+
+    @functools.cached_property
+    def text(self) -> TextStyle:
+        return TextStyle()
 
     def button(self, tooltip: str, icon: str, action) -> widgets.Button:
         button = widgets.Button(tooltip=tooltip, icon=icon, description=tooltip, layout=self.fit,
@@ -66,6 +70,8 @@ class _Parts:
 
 
 class ResultTable(widgets.VBox):
+    """One result's paged table, with the controls that sort, filter, profile and export it."""
+
     def __init__(self, result: QueryResult, page_size: int):
         self.base = self.result = result
         self.page_size = page_size
@@ -78,8 +84,9 @@ class ResultTable(widgets.VBox):
         self._pages[(0, page_size)] = (first_rows, self._first_frame)
 
         parts = _Parts()
-        self.table, self.error, self.footer, self.profile = (parts.html() for _ in range(4))
-        self.position = widgets.Label(layout=widgets.Layout(flex="0 0 auto"))
+        self.table, self.footer = parts.html(), parts.html()
+        self._error: widgets.HTML | None = None  # made by the first message (see `error`)
+        self.position = widgets.Label(layout=parts.fit)
         self.first_button = parts.button("First", "angle-double-left", self.first)
         self.previous_button = parts.button("Previous", "angle-left", self.previous)
         self.next_button = parts.button("Next", "angle-right", self.next)
@@ -90,17 +97,17 @@ class ResultTable(widgets.VBox):
         self.size_choice.observe(self._on_size_change, names="value")
         self.tools_button = parts.button("Filter, profile, go to, export", "sliders", self.show_tools)
         controls = widgets.HBox([self.first_button, self.previous_button, self.next_button, self.last_button,
-                                 self.size_choice, self.position, self.tools_button])
+                                 self.size_choice, self.position, self.tools_button], layout=parts.plain)
         self.headers = [parts.header(column.name, self.sort_by) for column in result.columns]
         self.header_row = widgets.GridBox(
             [parts.html()] + self.headers, layout=widgets.Layout(grid_gap="0px", overflow="hidden"))
         self._parts = parts
-        super().__init__([controls, self.header_row, self.table, self.error, self.profile, self.footer])
+        super().__init__([controls, self.header_row, self.table, self.footer], layout=parts.plain)
         self._show(0)
 
     def show_tools(self) -> None:
         """The filter box, go-to box, profile choice and export, built on first use: most tables are only read,
-        and these controls would double what a table costs to show."""
+        and these controls would add half again to what a table costs to show."""
         if self.tools is not None:
             return
         parts = self._parts
@@ -119,9 +126,23 @@ class ResultTable(widgets.VBox):
             self.filter_text, parts.button("Filter", "filter", self.apply_filter),
             self.go_text, parts.button("Go", "arrow-right", self.go_to),
             self.profile_choice, self.export_path, parts.button("Export", "download", self.export),
-        ])
+        ], layout=parts.plain)
+        self.profile = parts.html()
         self.tools_button.layout = widgets.Layout(display="none")
-        self.children = self.children[:1] + (self.tools,) + self.children[1:]
+        self.children = self.children[:1] + (self.tools,) + self.children[1:-1] + (self.profile, self.children[-1])
+
+    @property
+    def error(self) -> widgets.HTML:
+        """The line under the table for errors and notes, added the first time there is one."""
+        if self._error is None:
+            self._error = self._parts.html()
+            at = self.children.index(self.table) + 1
+            self.children = self.children[:at] + (self._error,) + self.children[at:]
+        return self._error
+
+    def _tell(self, message: str) -> None:
+        if message or self._error is not None:
+            self.error.value = message
 
     # --- navigation ---------------------------------------------------------
 
@@ -147,7 +168,7 @@ class ResultTable(widgets.VBox):
         self.show_tools()
         match = _GO_TO.fullmatch(self.go_text.value if text is None else text)
         if not match:
-            self.error.value = render.error_html("go to: a row number, or p and a page number (p 12)")
+            self._tell(render.error_html("go to: a row number, or p and a page number (p 12)"))
             return
         number = max(1, int(match.group(2).replace(",", "")))
         row = (number - 1) * self.page_size if match.group(1) else number - 1
@@ -179,16 +200,17 @@ class ResultTable(widgets.VBox):
     def _derive(self, sort: tuple[SortKey, ...], where: str | None) -> None:
         """Show the whole result sorted and filtered; an error leaves everything as it was."""
         if (sort, where) == (self.sort, self.where):
-            self.error.value = ""
+            self._tell("")
             return
         try:
             view = self.base if not sort and where is None else self.base.derive(sort, where, self.page_size)
         except (LakeQueryError, EngineError) as exc:
-            self.error.value = render.error_html(exc.shown())
+            self._tell(render.error_html(exc.shown()))
             return
         self.result, self.sort, self.where = view, sort, where
         self._pages.clear()
-        self.profile.value = ""
+        if self.tools is not None:
+            self.profile.value = ""
         for header, column in zip(self.headers, self.base.columns):
             key = next((k for k in sort if k.column == column.name), None)
             header.description = column.name + (f" {SORT_ARROWS[key.descending]}" if key else "")
@@ -201,9 +223,9 @@ class ResultTable(widgets.VBox):
         try:
             profile = self.result.profile(change["new"])
         except (LakeQueryError, EngineError) as exc:
-            self.error.value = render.error_html(exc.shown())
+            self._tell(render.error_html(exc.shown()))
             return
-        self.error.value = ""
+        self._tell("")
         self.profile.value = render.profile_html(profile)
 
     def export(self, path: str | None = None) -> None:
@@ -211,17 +233,17 @@ class ResultTable(widgets.VBox):
         self.show_tools()
         target = self.export_path.value if path is None else path
         bar = widgets.IntProgress(min=0, max=max(1, self.result.info.result_bytes), description="exporting")
-        self.error.value = ""
+        self._tell("")
         self.children = self.children + (bar,)
         try:
             rows = export.write(self.result, target, lambda done, total: setattr(bar, "value", done))
         except (LakeMagicError, OSError, ValueError) as exc:
-            self.error.value = render.error_html(f"Could not export to {target}: {exc}")
+            self._tell(render.error_html(f"Could not export to {target}: {exc}"))
             return
         finally:
             self.children = tuple(child for child in self.children if child is not bar)
             bar.close()
-        self.error.value = render.note_html(f"exported {rows:,} rows to {target}")
+        self._tell(render.note_html(f"exported {rows:,} rows to {target}"))
 
     # --- showing a page -------------------------------------------------------
 
@@ -229,9 +251,9 @@ class ResultTable(widgets.VBox):
         try:
             row_count, frame = self._page(offset)
         except (LakeQueryError, EngineError) as exc:
-            self.error.value = render.error_html(f"Could not fetch rows from {offset + 1:,}: {exc.shown()}")
+            self._tell(render.error_html(f"Could not fetch rows from {offset + 1:,}: {exc.shown()}"))
             return
-        self.error.value = ""
+        self._tell("")
         self.offset = offset
         table = render.html_table(frame, self.result.columns, first_row_number=offset + 1)
         if offset == 0:  # the static form's table, kept for this view and page size

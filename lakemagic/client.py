@@ -57,6 +57,7 @@ class QueryResult:
     info: protocol.ResultInfo
     first_page: Page
     stats: CallStats
+    reused_from: float | None = None  # answered from an earlier run's stored result: when that ran (Unix time)
     last_call: CallStats = field(init=False)
     _whole: pd.DataFrame | None = field(init=False, default=None, repr=False)
 
@@ -179,12 +180,17 @@ class QueryResult:
 
 
 def run_query(
-    engine: Engine, sql: str, params: dict | None = None, page_size: int = 50, views: tuple[protocol.View, ...] = ()
+    engine: Engine, sql: str, params: dict | None = None, page_size: int = 50, views: tuple[protocol.View, ...] = (),
+    reuse: bool = True,
 ) -> QueryResult:
-    """Run `sql` on `engine` with the notebook views it uses; raise LakeQueryError on an error answer."""
-    request = protocol.query_request(sql, params or {}, page_size, views)
+    """Run `sql` on `engine` with the notebook views it uses; raise LakeQueryError on an error answer.
+
+    With `reuse`, the engine may answer from the stored result of the same query over unchanged inputs.
+    """
+    request = protocol.query_request(sql, params or {}, page_size, views, reuse)
     answer, stats = _call(engine, request, protocol.PageAnswer, sql)
-    return QueryResult(engine=engine, sql=sql, info=answer.result, first_page=_page_of(answer), stats=stats)
+    return QueryResult(engine=engine, sql=sql, info=answer.result, first_page=_page_of(answer), stats=stats,
+                       reused_from=answer.reused_from)
 
 
 def materialize(engine: Engine, sql: str, path: str, views: tuple[protocol.View, ...] = ()) -> protocol.MaterializeAnswer:

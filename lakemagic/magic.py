@@ -13,7 +13,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import HTML, display
-from traitlets import Enum, Int, Unicode, default, observe
+from traitlets import Bool, Enum, Int, Unicode, default, observe
 
 from lakedeploy import DEFAULT_FUNCTION_NAME
 from lakelambda.protocol import DASHBOARD_FOLDER, MAX_PAGE_ROWS
@@ -41,6 +41,7 @@ class LakeMagic(Magics):
     function_name = Unicode(help="The Lambda function of the 'lambda' engine.").tag(config=True)
     region = Unicode("", help="AWS region of the function (default: boto3's own resolution).").tag(config=True)
     profile = Unicode("", help="AWS profile to invoke with (default: boto3's own resolution).").tag(config=True)
+    reuse_results = Bool(help="Answer a repeated query over unchanged inputs from its stored result.").tag(config=True)
 
     @default("function_name")
     def _default_function_name(self):
@@ -53,6 +54,10 @@ class LakeMagic(Magics):
     @default("lake")
     def _default_lake(self):
         return os.environ.get("LAKEMAGIC_LAKE", DEFAULT_LAKE)
+
+    @default("reuse_results")
+    def _default_reuse_results(self):
+        return os.environ.get("LAKEMAGIC_REUSE_RESULTS", "1") not in ("0", "false", "no")
 
     @default("page_size")
     def _default_page_size(self):
@@ -77,6 +82,8 @@ class LakeMagic(Magics):
 
     @magic_arguments()
     @argument("-p", "--page-size", type=int, help="Rows per page for this result (default: LakeMagic.page_size).")
+    @argument("--no-reuse", action="store_true",
+              help="Run the query even if its result over the same inputs is stored (default: LakeMagic.reuse_results).")
     @argument("--save", metavar="NAME", help="Keep the query as view NAME; later queries and views use it by name.")
     @argument("--materialize", action="store_true",
               help="With --save NAME: write the view's result into the lake (dashboard/NAME.parquet); "
@@ -138,8 +145,9 @@ class LakeMagic(Magics):
             raise UsageError(f"the page size must be at least 1, not {page_size}")
         _check_output_options(options, target is not None or cell is None)
         params = bind_parameters(sql, self.shell.user_ns)
+        reuse = self.reuse_results and not options.no_reuse
         with catalog.saved_views_named(self.current_engine(), self.views):
-            result = client.run_query(self.current_engine(), sql, params, page_size, self.views.resolve(sql))
+            result = client.run_query(self.current_engine(), sql, params, page_size, self.views.resolve(sql), reuse)
         if options.export:
             _export(result, options.export)
         if options.save:  # only a query that ran is kept
@@ -186,7 +194,7 @@ class LakeMagic(Magics):
     def _run_to_frame(self, sql: str) -> pd.DataFrame:
         """A chart's aggregate, in one call: the first page holds as many rows as a response does."""
         views = self.views.resolve(sql)
-        return client.run_query(self.current_engine(), sql, {}, MAX_PAGE_ROWS, views).to_dataframe()
+        return client.run_query(self.current_engine(), sql, {}, MAX_PAGE_ROWS, views, self.reuse_results).to_dataframe()
 
     def _materialize(self, name: str, path: str | None):
         if name not in self.views:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import shutil
 import tempfile
 import time
 
@@ -110,9 +111,7 @@ def test_stale_staged_files_are_removed_when_a_handler_starts(lake):
 def test_a_removed_results_folder_is_made_again(lake):
     engine = EmbeddedEngine(lake)
     client.run_query(engine, "SELECT 1 AS x")
-    for name in os.listdir(os.path.join(lake, "_lakemagic", "results")):
-        os.remove(os.path.join(lake, "_lakemagic", "results", name))
-    os.rmdir(os.path.join(lake, "_lakemagic", "results"))
+    shutil.rmtree(os.path.join(lake, "_lakemagic", "results"))
     assert client.run_query(engine, "SELECT 2 AS x").to_dataframe()["x"].tolist() == [2]
 
 

@@ -29,6 +29,7 @@ class S3Proxy:
         self.upstream = (target.hostname, target.port)
         self.delay_s = delay_s
         self.requests: Counter[str] = Counter()  # by method
+        self.objects: Counter[tuple[str, str]] = Counter()  # by method and path (bucket/key, no query string)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -54,10 +55,12 @@ class S3Proxy:
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.objects.clear()
 
-    def _record(self, method: str) -> None:
+    def _record(self, method: str, path: str) -> None:
         with self._lock:
             self.requests[method] += 1
+            self.objects[method, urllib.parse.unquote(path.partition("?")[0])] += 1
 
     def __enter__(self) -> "S3Proxy":
         return self.start()
@@ -71,7 +74,7 @@ def _handler_for(proxy: S3Proxy):
         protocol_version = "HTTP/1.1"
 
         def _forward(self) -> None:
-            proxy._record(self.command)
+            proxy._record(self.command, self.path)
             if proxy.delay_s:
                 time.sleep(proxy.delay_s)
             length = int(self.headers.get("Content-Length") or 0)

@@ -26,6 +26,7 @@ from .protocol import (DeriveRequest, DownloadAnswer, DownloadRequest, ErrorAnsw
                        MaterializeRequest, PageAnswer, PageRequest, PartAnswer, PartRequest, ProfileAnswer,
                        ProfileRequest, QueryRequest, TablesAnswer, TablesRequest)
 from .results import DOWNLOAD_URL_SECONDS, ResultStore
+from .reuse import ResultReuse
 from .sql import duckdb_error
 
 # Time kept back from the function's remaining time to answer after an interrupt.
@@ -45,6 +46,8 @@ class LakeHandler:
         self.results = ResultStore(self.lake, self.settings.results_folder, self.settings.pages_folder,
                                    self.settings.inline_result_bytes)
         self.results.prepare()
+        self.reuse = ResultReuse(self.lake, self.results)
+        self.reuse.prepare()
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.
         self._database = open_database(self.lake, self.settings)
@@ -78,8 +81,10 @@ class LakeHandler:
         return protocol.to_wire(dataclasses.replace(answer, stats=_stats(answer, started, cold)))
 
     def query(self, con, request: QueryRequest) -> PageAnswer:
-        result = run.run_query(con, self.lake, self.results, request.sql, request.params, request.views)
-        return PageAnswer(result.info, self.results.page(con, result, 0, request.page_size))
+        result = run.run_query(con, self.lake, self.results, request.sql, request.params, request.views,
+                               self.reuse if request.reuse else None)
+        return PageAnswer(result.info, self.results.page(con, result, 0, request.page_size),
+                          reused_from=result.reused_from)
 
     def page(self, con, request: PageRequest) -> PageAnswer:
         result = self.results.open(con, request.result_id)

@@ -36,6 +36,8 @@ STALE_STAGING_SECONDS = 3600
 # How long a warm container trusts what it listed of an S3 lake's catalog: a new
 # dataset written by anyone else becomes visible to it within this time.
 CATALOG_TTL_SECONDS = 30.0
+# The most pages of 1,000 keys a bookkeeping folder's listing reads.
+LISTED_FILES_MAX_PAGES = 5
 # One S3 request (DuckDB's or boto3's) is tried this many times at most.
 S3_ATTEMPTS = 3
 # The longest one S3 request may take: the default where the function's timeout is unknown.
@@ -44,6 +46,8 @@ S3_REQUEST_TIMEOUT_MAX_S = 30
 _CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 _RESERVED_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER}
 SINGLE_FILE, PARTITIONED, MATERIALIZED_VIEW = TABLE_KINDS
+# The characters that make a path a pattern for DuckDB's glob.
+GLOB_CHARACTERS = frozenset("*?[]{}")
 
 
 class Lake:
@@ -126,33 +130,80 @@ class Lake:
                 os.remove(staged)
         return target
 
-    def register_tables(self, con, names: set[str], refresh: bool = False) -> bool:
-        """Make sure the database has a view for each of `names` that the lake holds; say whether any was reused.
+    def put_empty(self, relative_path: str) -> None:
+        """An empty file at `relative_path`: a marker whose name says all (the reuse index's entries)."""
+        target = self.path(relative_path)
+        if self.is_s3:
+            bucket, key = split_s3_path(target)
+            with s3_errors(f"writing {target}"):
+                self.s3.put_object(Bucket=bucket, Key=key, Body=b"")
+            return
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb"):
+            pass
+
+    def listed_files(self, folder: str) -> dict[str, float]:
+        """The files directly in a lake folder, by name, with their modification times (Unix time).
+
+        On S3 listed at most every CATALOG_TTL_SECONDS and at most
+        LISTED_FILES_MAX_PAGES pages of 1,000 keys: what is written by others
+        meanwhile, or beyond, is not seen (a bookkeeping folder only: a table's
+        files are never looked up this way).
+        """
+        if not self.is_s3:
+            directory = self.path(folder)
+            if not os.path.isdir(directory):
+                return {}
+            return {entry.name: entry.stat().st_mtime for entry in os.scandir(directory) if entry.is_file()}
+
+        def list_now() -> dict[str, float]:
+            bucket, prefix = split_s3_path(self.path(folder))
+            found = {}
+            with s3_errors(f"listing {self.path(folder)}"):
+                pages = self.s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix=prefix + "/", Delimiter="/", PaginationConfig={"MaxItems": 1000 * LISTED_FILES_MAX_PAGES})
+                for page in pages:
+                    for item in page.get("Contents", []):
+                        found[item["Key"][len(prefix) + 1:]] = item["LastModified"].timestamp()
+            return found
+
+        return self._listed(("files with times", folder), list_now)
+
+    def find_tables(self, con, names: set[str]) -> dict[str, str | None]:
+        """What each of `names` reads in the lake, by lower-case name: a file, a partitioned folder's
+        pattern, or None (not in the lake). From the catalog's listings alone (kept CATALOG_TTL_SECONDS
+        on S3): nothing is bound.
 
         Only names the query mentions are looked up, so a lake with many
-        datasets costs nothing for the datasets a query does not touch. The
-        views live in the database's main schema for the container's life and
-        are made again only when their source changes (or `refresh`): making
-        one binds its files, which on S3 costs a request. A caller's own views
-        and CTEs are temporary and shadow them; callers cannot change them.
+        datasets costs nothing for the datasets a query does not touch.
         Names compare as DuckDB compares them, without regard to case.
         """
         wanted = {name.lower(): name for name in sorted(names) if _CATALOG_NAME.match(name)}
         if not wanted:
-            return False
+            return {}
         single_files = {folder: self._parquet_stems(con, folder) for folder in (DATASET_FOLDER, DASHBOARD_FOLDER)}
+        return {name: self._source_of(con, name, spelled, single_files) for name, spelled in sorted(wanted.items())}
+
+    def register_tables(self, con, tables: dict[str, str | None], refresh: bool = False) -> bool:
+        """Make sure the database has a view for each of `tables` (find_tables' answer) that the lake
+        holds; say whether any was reused.
+
+        The views live in the database's main schema for the container's life
+        and are made again only when their source changes (or `refresh`):
+        making one binds its files, which on S3 costs a request. A caller's own
+        views and CTEs are temporary and shadow them; callers cannot change them.
+        """
         reused = False
-        for name, spelled in sorted(wanted.items()):
-            source = self._source_of(con, name, spelled, single_files)
-            with self._views_lock:
+        with self._views_lock:
+            for name, source in sorted(tables.items()):
                 if source is None:  # not in the lake (any more): the query reports the unknown name
                     if self._views.pop(name, None) is not None:
                         con.execute(f"DROP VIEW IF EXISTS main.{quote_identifier(name)}")
-                    continue
-                if self._views.get(name) == source and not refresh:
+                elif self._views.get(name) == source and not refresh:
                     reused = True
                 else:
-                    con.execute(f"CREATE OR REPLACE VIEW main.{quote_identifier(name)} AS SELECT * FROM {source}")
+                    reader = f"read_parquet({quote_literal(source)}{', hive_partitioning = true' if is_pattern(source) else ''})"
+                    con.execute(f"CREATE OR REPLACE VIEW main.{quote_identifier(name)} AS SELECT * FROM {reader}")
                     self._views[name] = source
         return reused
 
@@ -233,15 +284,16 @@ class Lake:
         return self.path(name) if self._is_partitioned(con, name) else None
 
     def _source_of(self, con, name: str, spelled: str, single_files: dict[str, dict[str, str]]) -> str | None:
-        """What table `name` (lower case; `spelled` as the query spells it) reads: a dataset before a
-        partitioned folder (named as spelled: S3 keys have a case) before a materialized view, so that
-        nothing written under dashboard/ can change what a dataset's name means."""
+        """What table `name` (lower case; `spelled` as the query spells it) reads, as a path or a
+        partitioned folder's pattern: a dataset before a partitioned folder (named as spelled: S3 keys
+        have a case) before a materialized view, so that nothing written under dashboard/ can change
+        what a dataset's name means."""
         if name in single_files[DATASET_FOLDER]:
-            return f"read_parquet({quote_literal(self.path(DATASET_FOLDER, single_files[DATASET_FOLDER][name] + '.parquet'))})"
+            return self.path(DATASET_FOLDER, single_files[DATASET_FOLDER][name] + ".parquet")
         if self._is_partitioned(con, spelled):
-            return f"read_parquet({quote_literal(self._partition_pattern(spelled))}, hive_partitioning = true)"
+            return self._partition_pattern(spelled)
         if name in single_files[DASHBOARD_FOLDER]:
-            return f"read_parquet({quote_literal(self.path(DASHBOARD_FOLDER, single_files[DASHBOARD_FOLDER][name] + '.parquet'))})"
+            return self.path(DASHBOARD_FOLDER, single_files[DASHBOARD_FOLDER][name] + ".parquet")
         return None
 
     def _partition_pattern(self, name: str) -> str:
@@ -295,6 +347,10 @@ class _Listed(NamedTuple):
     location: str
     keys: tuple[str, ...]
     files: list[str]
+
+
+def is_pattern(path: str) -> bool:
+    return any(char in GLOB_CHARACTERS for char in path)
 
 
 def s3_request_timeout_s(function_timeout_s: float | None) -> int:

@@ -73,6 +73,7 @@ class QueryRequest:
     params: dict[str, Any]
     page_size: int
     views: tuple[View, ...] = ()
+    reuse: bool = True  # may be answered from the stored result of the same query over the same inputs
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,12 @@ Request = Union[QueryRequest, PageRequest, PartRequest, DownloadRequest, Materia
                 DeriveRequest, ProfileRequest]
 
 
-def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple[View, ...] = ()) -> dict:
+def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple[View, ...] = (),
+                  reuse: bool = True) -> dict:
     """The event that asks the handler to run `sql` and return its first page.
 
     `views` are the notebook's views the query uses, in dependency order.
+    `reuse=False` makes the query run even if its result over the same inputs is stored.
     """
     request = {
         "version": VERSION,
@@ -143,6 +146,7 @@ def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple
         "sql": sql,
         "params": {name: encode_value(value) for name, value in params.items()},
         "page_size": page_size,
+        "reuse": reuse,
     }
     if views:
         request["views"] = [{"name": view.name, "sql": view.sql} for view in views]
@@ -223,7 +227,7 @@ def parse_request(event: Any) -> Request:
 
 
 def _parse_query(event: dict) -> QueryRequest:
-    _reject_unknown_fields(event, {"version", "op", "sql", "params", "page_size", "views"})
+    _reject_unknown_fields(event, {"version", "op", "sql", "params", "page_size", "views", "reuse"})
     sql = _sql(event.get("sql"), "'sql'")
     params = event.get("params", {})
     if not isinstance(params, dict):
@@ -235,7 +239,10 @@ def _parse_query(event: dict) -> QueryRequest:
             raise ProtocolError(f"parameter name {name!r} is not a valid identifier")
     decoded = {name: decode_value(value) for name, value in params.items()}
     page_size = _bounded_int(event, "page_size", 0, MAX_PAGE_ROWS)
-    return QueryRequest(sql=sql, params=decoded, page_size=page_size, views=_views(event, len(sql)))
+    reuse = event.get("reuse", True)
+    if not isinstance(reuse, bool):
+        raise ProtocolError("'reuse' must be true or false")
+    return QueryRequest(sql=sql, params=decoded, page_size=page_size, views=_views(event, len(sql)), reuse=reuse)
 
 
 def _parse_materialize(event: dict) -> MaterializeRequest:
@@ -396,6 +403,7 @@ class PageAnswer:
     result: ResultInfo
     page: Page
     stats: Stats = field(default_factory=Stats)
+    reused_from: float | None = None  # a query answered from an earlier run's result: when that ran (Unix time)
 
 
 @dataclass(frozen=True)
@@ -500,6 +508,8 @@ def to_wire(answer: Answer) -> dict:
                     total_rows=info.total_rows, result_bytes=info.result_bytes)
         if isinstance(answer, PageAnswer):
             wire["page"] = asdict(answer.page)
+            if answer.reused_from is not None:
+                wire["reused_from"] = answer.reused_from
         elif isinstance(answer, PartAnswer):
             wire["part"] = asdict(answer.part)
         elif isinstance(answer, ProfileAnswer):
@@ -543,11 +553,14 @@ def parse_answer(wire: Any) -> Answer:
         if "download" in wire:
             return DownloadAnswer(info, str(wire["download"]["url"]), int(wire["download"]["expires_s"]), stats)
         page = Page(**wire["page"])
+        reused_from = wire.get("reused_from")
+        if reused_from is not None:
+            reused_from = float(reused_from)
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"the answer does not have the protocol's shape: {exc!r}") from None
     if page.format != PAGE_FORMAT:
         raise ProtocolError(f"the page is in format {page.format!r}; this notebook reads {PAGE_FORMAT!r}")
-    return PageAnswer(info, page, stats)
+    return PageAnswer(info, page, stats, reused_from)
 
 
 def _table_info(table: dict) -> TableInfo:

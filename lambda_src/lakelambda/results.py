@@ -41,6 +41,7 @@ class StoredResult(NamedTuple):
     info: ResultInfo
     path: str  # the local copy if this container has one, else the lake's
     inline_data: bytes | None = None  # the whole file of a result too small to store
+    reused_from: float | None = None  # when the result was computed, if this answer reuses it (Unix time)
 
 
 class ResultStore:
@@ -101,7 +102,7 @@ class ResultStore:
     def open(self, con: duckdb.DuckDBPyConnection, result_id: str) -> StoredResult:
         """Find a stored result by id, from any container that can see the lake."""
         local = self._local_path(result_id)
-        path = local if os.path.exists(local) else self.lake.path(RESULTS_PREFIX, f"{result_id}.parquet")
+        path = local if os.path.exists(local) else self.lake_path(result_id)
         try:
             columns, total_rows, size_bytes = con.execute(
                 f"SELECT (SELECT value FROM parquet_kv_metadata({quote_literal(path)}) WHERE key = '{COLUMNS_KEY}'), "
@@ -121,7 +122,7 @@ class ResultStore:
         """
         if not self.lake.is_s3:
             return result.path
-        bucket, key = split_s3_path(self.lake.path(RESULTS_PREFIX, f"{result.info.result_id}.parquet"))
+        bucket, key = split_s3_path(self.lake_path(result.info.result_id))
         with s3_errors(f"signing a download of result {result.info.result_id}"):
             return self.lake.s3.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=DOWNLOAD_URL_SECONDS)
@@ -158,6 +159,10 @@ class ResultStore:
         finally:
             if os.path.exists(page_path):
                 os.remove(page_path)
+
+    def lake_path(self, result_id: str) -> str:
+        """Where the lake keeps a stored result, for every container."""
+        return self.lake.path(RESULTS_PREFIX, f"{result_id}.parquet")
 
     def _local_path(self, result_id: str) -> str:
         return os.path.join(self.local_folder, f"{result_id}.parquet")

@@ -16,6 +16,8 @@ import duckdb
 
 from . import catalog, page_format, sandbox
 from .lake import Lake
+from .reuse import ResultReuse
+from .reuse_key import reuse_key
 from .errors import LakeError, NameTaken, SqlError, UnsupportedType
 from .protocol import DASHBOARD_FOLDER, Column, View
 from .results import ResultStore, StoredResult
@@ -37,8 +39,11 @@ class _Placed(NamedTuple):
 
 
 def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, sql: str, params: dict,
-              views: tuple[View, ...] = ()) -> StoredResult:
+              views: tuple[View, ...] = (), reuse: ResultReuse | None = None) -> StoredResult:
     """Run `sql` once into a Parquet file; keep it as a stored result unless it is small enough to answer inline.
+
+    With `reuse`, a query already answered over the same inputs is answered
+    from its result instead, and a new result is kept for later reuse.
 
     The query is bound and run once, into a temporary table of the call's
     cursor: each bind of a lake file costs an S3 request, so describing the
@@ -46,15 +51,17 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, 
     description gives the declared types (duplicate names already made
     distinct, as DuckDB's .df() names them), and the file is written from it.
     """
-    prepared = _prepare(con, lake, sql, views)
+    prepared = _check(con, lake, sql, views)
+    key = reuse_key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
+    if key is not None:
+        found = reuse.find(con, key)
+        if found is not None:
+            return found
     body = _Placed(prepared.statement.text)
     if prepared.statement.keyword in _NEEDS_SUBQUERY:
         body = body.wrapped("SELECT * FROM (", ")")
     create = body.wrapped(f"CREATE TEMP TABLE {_RESULT_TABLE} AS")
-    try:
-        _with_fresh_views(con, lake, prepared, lambda: _execute(con, create, params, sql))
-    except SqlError as error:
-        raise _naming_the_lake(con, lake, views, error) from None
+    _with_fresh_views(con, lake, prepared, lambda: _execute(con, create, params, sql))
     try:
         columns = tuple(Column(row[0], row[1]) for row in con.execute(f"DESCRIBE {_RESULT_TABLE}").fetchall())
         for column in columns:
@@ -72,7 +79,10 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, 
             raise
     finally:
         con.execute(f"DROP TABLE IF EXISTS {_RESULT_TABLE}")
-    return results.keep(result_id, path, columns, rows)
+    result = results.keep(result_id, path, columns, rows)
+    if key is not None:
+        reuse.remember(key, result)
+    return result
 
 
 def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: str, path: str,
@@ -82,7 +92,7 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
     The file is finished locally first and then put in place whole, so a
     failed query leaves the previous file as it was.
     """
-    prepared = _prepare(con, lake, sql, views)
+    prepared = _check(con, lake, sql, views)
     folder, _, file_name = path.rpartition("/")
     name = file_name[: -len(".parquet")]
     taken = lake.dataset_named(con, name) if folder == DASHBOARD_FOLDER else None
@@ -93,10 +103,7 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
     try:
         copy = _Placed(prepared.statement.text).wrapped(
             "COPY (", f") TO {quote_literal(local)} (FORMAT parquet, COMPRESSION zstd)")
-        try:
-            rows = _with_fresh_views(con, lake, prepared, lambda: _execute(con, copy, {}, sql).fetchone()[0])
-        except SqlError as error:
-            raise _naming_the_lake(con, lake, views, error) from None
+        rows = _with_fresh_views(con, lake, prepared, lambda: _execute(con, copy, {}, sql).fetchone()[0])
         size = os.path.getsize(local)
         return lake.put(local, path), rows, size
     finally:
@@ -106,12 +113,17 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
 
 class _Prepared(NamedTuple):
     statement: Statement
-    lake_tables: set[str]  # the names the query may mean as lake tables
-    reused_views: bool  # some catalog view was made by an earlier call
+    views: tuple[tuple[View, str], ...]  # each view the request carries, with its checked statement's text
+    tables: dict[str, str | None]  # the names the query may mean as lake tables, and what each reads
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """The checked statement's text, then its views'."""
+        return (self.statement.text, *(text for _, text in self.views))
 
 
-def _prepare(con, lake: Lake, sql: str, views: tuple[View, ...]) -> _Prepared:
-    """Check the query and its views, make the lake tables and views it uses.
+def _check(con, lake: Lake, sql: str, views: tuple[View, ...]) -> _Prepared:
+    """Check the query and its views, and find the lake tables they use (nothing is bound yet).
 
     SHOW TABLES is answered from the lake's catalog, by a query of the handler's own.
     """
@@ -130,18 +142,43 @@ def _prepare(con, lake: Lake, sql: str, views: tuple[View, ...]) -> _Prepared:
         view_statements.append((view, text))
     mentioned = referenced_tables(statement.text).union(*(referenced_tables(text) for _, text in view_statements))
     shadowed = {view.name.lower() for view in views}  # a view shadows a lake table, whatever the case
-    lake_tables = {name for name in mentioned if name.lower() not in shadowed}
-    reused = lake.register_tables(con, lake_tables)
-    for view, text in view_statements:
+    tables = lake.find_tables(con, {name for name in mentioned if name.lower() not in shadowed})
+    return _Prepared(statement, tuple(view_statements), tables)
+
+
+def _with_fresh_views(con, lake: Lake, prepared: _Prepared, run):
+    """Make the lake tables' and the request's views, then `run()`; once more over freshly made
+    catalog views if it failed over reused ones: a dataset rewritten with another schema since its
+    view was made fails to bind."""
+    reused = _make_views(con, lake, prepared)
+    try:
+        try:
+            return run()
+        except SqlError as error:
+            # A changed dataset fails to bind; storage that did not answer would only be waited for twice.
+            if not reused or error.error_type in ("IOException", "HTTPException"):
+                raise
+        _make_views(con, lake, prepared, refresh=True)
+        return run()
+    except SqlError as error:
+        raise _naming_the_lake(con, lake, prepared, error) from None
+
+
+def _make_views(con, lake: Lake, prepared: _Prepared, refresh: bool = False) -> bool:
+    """The lake tables' views (kept by the container), then the request's (the cursor's own); say
+    whether a lake table's view was reused."""
+    reused = lake.register_tables(con, prepared.tables, refresh)
+    for view, text in () if refresh else prepared.views:  # a view binds when used: it sees refreshed tables
         prefix = f"CREATE TEMP VIEW {quote_identifier(view.name)} AS\n"
         try:
             con.execute(prefix + text)
         except duckdb.Error as exc:
-            raise _naming_the_lake(con, lake, views, duckdb_error(exc, view.sql, prefix)).within(view.name) from None
-    return _Prepared(statement, lake_tables, reused)
+            error = _naming_the_lake(con, lake, prepared, duckdb_error(exc, view.sql, prefix))
+            raise error.within(view.name) from None
+    return reused
 
 
-def _naming_the_lake(con, lake: Lake, views: tuple[View, ...], error: SqlError) -> SqlError:
+def _naming_the_lake(con, lake: Lake, prepared: _Prepared, error: SqlError) -> SqlError:
     """An unknown table's error names the lake's closest tables and views (listed only for that error)."""
     if error.missing_table is None:
         return error
@@ -149,20 +186,7 @@ def _naming_the_lake(con, lake: Lake, views: tuple[View, ...], error: SqlError) 
         names = lake.table_names(con)
     except (LakeError, duckdb.Error):  # the lake cannot be listed now: DuckDB's own words, then
         return error
-    return catalog.naming_the_lake(error, names + [view.name for view in views])
-
-
-def _with_fresh_views(con, lake: Lake, prepared: "_Prepared", run):
-    """`run()`, once more over freshly made catalog views if it failed over reused ones:
-    a dataset rewritten with another schema since its view was made fails to bind."""
-    try:
-        return run()
-    except SqlError as error:
-        # A changed dataset fails to bind; storage that did not answer would only be waited for twice.
-        if not prepared.reused_views or error.error_type in ("IOException", "HTTPException"):
-            raise
-    lake.register_tables(con, prepared.lake_tables, refresh=True)
-    return run()
+    return catalog.naming_the_lake(error, names + [view.name for view, _ in prepared.views])
 
 
 def _execute(con, placed: _Placed, params: dict, sql: str):

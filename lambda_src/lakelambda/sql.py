@@ -162,3 +162,78 @@ def referenced_tables(statement: str) -> set[str]:
         elif isinstance(node, list):
             pending.extend(node)
     return names - ctes
+
+
+# Spelled without parentheses, these parse as column names; they are the clock all the same.
+_CLOCK_NAMES = frozenset({"current_date", "current_time", "current_timestamp", "localtime", "localtimestamp"})
+# Functions DuckDB lists as CONSISTENT that read the clock all the same (age(x) counts from today),
+# and macros that expand to the clock.
+_CLOCK_FUNCTIONS = frozenset({"age", "current_localtimestamp", "ago", "pg_conf_load_time", "pg_postmaster_start_time"})
+
+
+@functools.lru_cache(maxsize=1)
+def _volatile_functions() -> frozenset[str]:
+    """Every function whose value is not fixed by its arguments, as DuckDB itself classifies them
+    (random, uuid, now, today, setseed, ...), so a newer DuckDB's additions are known too."""
+    with parser() as con:
+        rows = con.execute("SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
+                           "WHERE stability IS NOT NULL AND stability <> 'CONSISTENT'").fetchall()
+    return frozenset(name for (name,) in rows) | _CLOCK_FUNCTIONS
+
+
+def nondeterministic_parts(statement: str) -> set[str]:
+    """What makes `statement` give a different answer each time it runs over the same data: the
+    volatile functions it calls, the clock it reads, its samples. Empty: a stored answer stays true.
+
+    A statement that does not parse counts as non-deterministic (it will fail anyway).
+    """
+    try:
+        tree = parse_tree(statement)
+    except (duckdb.Error, RecursionError):
+        return {"unparsed"}
+    if tree.get("error"):
+        return {"unparsed"}
+    volatile, found, pending = _volatile_functions(), set(), [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            name = node.get("function_name")
+            if node.get("class") == "FUNCTION" and isinstance(name, str) and name.lower() in volatile:
+                found.add(name.lower())
+            columns = node.get("column_names")
+            if node.get("class") == "COLUMN_REF" and isinstance(columns, list) and len(columns) == 1 \
+                    and str(columns[0]).lower() in _CLOCK_NAMES:
+                found.add(str(columns[0]).lower())
+            if node.get("sample") is not None and "sample" in node:
+                found.add("SAMPLE")
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
+
+
+def literal_paths(statement: str) -> set[str]:
+    """The files `statement` names itself: string constants given to table functions (read_parquet('...'),
+    also inside a list) and quoted file names in FROM. With the lake tables it uses, these are all
+    it reads: the sandbox admits no other way to reach a file."""
+    try:
+        tree = parse_tree(statement)
+    except (duckdb.Error, RecursionError):
+        return set()
+    paths, pending = set(), [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "TABLE_FUNCTION" and isinstance(node.get("function"), dict):
+                for argument in node["function"].get("children", []):
+                    items = argument.get("children", []) if argument.get("function_name") == "list_value" else [argument]
+                    for item in items:
+                        value = item.get("value") if isinstance(item, dict) and item.get("class") == "CONSTANT" else None
+                        if isinstance(value, dict) and isinstance(value.get("value"), str):
+                            paths.add(value["value"])
+            elif node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
+                paths.add(node["table_name"])  # a plain name too: only those inside the lake count
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return paths

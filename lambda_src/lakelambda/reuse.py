@@ -1,0 +1,104 @@
+"""Answering a repeated query from the result it already has, as warehouses do (BigQuery's cached
+results, Snowflake's result cache, Athena's query result reuse).
+
+A result is found by its reuse key (reuse_key.py), which changes whenever an
+input file does. Two places hold results by key: this container's memory
+(small inline results too, bounded), and, for stored results, an index in the
+lake's results area that every container lists: an empty object named
+`<key>.<result id>` under `_lakemagic/results/reuse/`, which expires with the
+results (the lifecycle rule) and is never readable by queries (the sandbox
+keeps them out of `_lakemagic/`). A result is handed out only while it has at
+least half its stored life ahead, and only after it is opened again, so an
+expired or deleted result is never named in an answer.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from typing import NamedTuple
+
+from .errors import ResultNotFound
+from .lake import Lake
+from .protocol import RESULT_ID_PATTERN
+from .results import RESULT_MAX_AGE_SECONDS, RESULTS_PREFIX, ResultStore, StoredResult
+from .reuse_key import versions
+
+REUSE_PREFIX = f"{RESULTS_PREFIX}/reuse"
+# A result is reused only while it has this long still to live, for paging and downloads.
+REUSE_MAX_AGE_SECONDS = RESULT_MAX_AGE_SECONDS // 2
+# What one container keeps in memory: the most recent results, their inline data bounded in bytes.
+MEMORY_ENTRIES = 256
+MEMORY_INLINE_BYTES = 64 * 1024 * 1024
+
+
+class _Kept(NamedTuple):
+    computed_at: float  # Unix time
+    inline: StoredResult | None = None  # a small result, whole
+    result_id: str | None = None  # a stored result, opened again when it is reused
+
+
+class ResultReuse:
+    def __init__(self, lake: Lake, results: ResultStore):
+        self.lake = lake
+        self.results = results
+        self._memory: OrderedDict[str, _Kept] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """On a local lake, drop index entries older than the results they name (S3's lifecycle rule does it there)."""
+        if self.lake.is_s3:
+            return
+        folder = self.lake.path(REUSE_PREFIX)
+        os.makedirs(folder, exist_ok=True)
+        cutoff = time.time() - RESULT_MAX_AGE_SECONDS
+        for entry in os.scandir(folder):
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                os.remove(entry.path)
+
+    def find(self, con, key: str) -> StoredResult | None:
+        """The result kept under `key`, if it is still young enough and still there, with `reused_from` set."""
+        with self._lock:
+            kept = self._memory.get(key)
+            if kept is not None:
+                self._memory.move_to_end(key)
+        if kept is None:
+            kept = self._from_index(key)
+        if kept is None or time.time() - kept.computed_at > REUSE_MAX_AGE_SECONDS:
+            return None
+        if kept.inline is not None:
+            return kept.inline._replace(reused_from=kept.computed_at)
+        try:
+            if self.lake.is_s3 and not versions(self.lake, {self.results.lake_path(kept.result_id)}).popitem()[1]:
+                raise ResultNotFound(kept.result_id)  # this container's copy would serve pages, but no other's
+            result = self.results.open(con, kept.result_id)
+        except ResultNotFound:  # deleted early, or expired: the query runs again
+            with self._lock:
+                self._memory.pop(key, None)
+            return None
+        return result._replace(reused_from=kept.computed_at)
+
+    def remember(self, key: str, result: StoredResult) -> None:
+        """Keep `result` under `key` here and, if it is stored, in the lake's index for every container."""
+        if result.info.inline:
+            kept = _Kept(time.time(), inline=result)
+        else:
+            self.lake.put_empty(f"{REUSE_PREFIX}/{key}.{result.info.result_id}")
+            kept = _Kept(time.time(), result_id=result.info.result_id)
+        with self._lock:
+            self._memory[key] = kept
+            inline_bytes = sum(len(k.inline.inline_data) for k in self._memory.values() if k.inline)
+            while len(self._memory) > MEMORY_ENTRIES or inline_bytes > MEMORY_INLINE_BYTES:
+                _, dropped = self._memory.popitem(last=False)
+                inline_bytes -= len(dropped.inline.inline_data) if dropped.inline else 0
+
+    def _from_index(self, key: str) -> _Kept | None:
+        """The newest index entry for `key`, as the lake's listing of the index shows it."""
+        found = None
+        for name, modified in self.lake.listed_files(REUSE_PREFIX).items():
+            entry_key, _, result_id = name.partition(".")
+            if entry_key == key and RESULT_ID_PATTERN.fullmatch(result_id) and (found is None or modified > found.computed_at):
+                found = _Kept(modified, result_id=result_id)
+        return found

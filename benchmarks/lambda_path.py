@@ -9,6 +9,8 @@ Starts moto's S3 API (behind a counting proxy, optionally slowed by
     against DuckDB with httpfs querying the same objects from this process:
     the round trip, the handler's own time (its engine_ms, without the
     endpoint's HTTP hop), and the S3 requests each makes for a warm query;
+  - a reused answer (the same aggregate again, over unchanged inputs) against
+    a fresh run of it: the round trip and the S3 requests of each;
   - a cold start (fresh worker → first page) of the lake handler, against a
     handler that imports pandas to build a DataFrame and JSON records.
 """
@@ -54,7 +56,7 @@ def cold_first_page(local: LocalLambda, sql: str) -> float:
     """A fresh container of the lake handler, to the first page as a DataFrame."""
     local.recycle()
     engine = LambdaEngine("lakemagic")
-    return timed(lambda: client.run_query(engine, sql).first_page.frame())
+    return timed(lambda: client.run_query(engine, sql, reuse=False).first_page.frame())
 
 
 def cold_pandas_records(local: LocalLambda, sql: str) -> float:
@@ -107,8 +109,9 @@ def main(argv=None) -> int:
             print(f"{'':<58} {'lakemagic':>12} {'baseline':>12}  ratio", flush=True)
             handler_ms = []
 
-            def ours():
-                result = client.run_query(engine, sql)
+            def ours(reuse=False):
+                result = client.run_query(engine, sql, reuse=reuse)
+                assert (result.reused_from is not None) == reuse
                 handler_ms.append(result.stats.engine.engine_ms / 1000)
                 result.to_dataframe()
 
@@ -125,6 +128,19 @@ def main(argv=None) -> int:
             duckdb_requests = proxy.count()
             results.append(show(Ratio("  S3 requests of a warm query vs DuckDB+httpfs",
                                       handler_requests, duckdb_requests, 1.0, unit="")))
+
+            proxy.reset()
+            first = timed(lambda: client.run_query(engine, sql, reuse=True).to_dataframe())  # its result, kept
+            print(f"  (its first run with reuse on: {first * 1000:.1f} ms, {proxy.count()} S3 requests)")
+            results.append(compare("the aggregate answered from its result vs run again",
+                                   lambda: ours(reuse=True), ours, options.repeat, 0.5))
+            proxy.reset()
+            ours(reuse=True)
+            reused_requests = proxy.count()
+            proxy.reset()
+            ours(reuse=False)
+            results.append(show(Ratio("  S3 requests of the reused answer vs run again",
+                                      reused_requests, proxy.count(), 1.0, unit="")))
 
             ours, theirs = [], []
             for _ in range(max(3, options.repeat // 2)):

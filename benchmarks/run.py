@@ -47,6 +47,7 @@ def main(argv=None) -> int:
         shell = InteractiveShell.instance()
         shell.run_line_magic("load_ext", "lakemagic")
         shell.run_line_magic("config", f"LakeMagic.lake = {str(lake)!r}")
+        shell.run_line_magic("config", "LakeMagic.reuse_results = False")  # each sample runs its query
         engine = EmbeddedEngine(str(lake))
 
         shell.user_ns["duckdb"] = duckdb
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
                     duckdb_cell(AGGREGATE.format(table=f"'{small}'")), options.repeat, 2.0),
         ]
 
-        big = client.run_query(engine, "SELECT * FROM wide", page_size=50)
+        big = client.run_query(engine, "SELECT * FROM wide", page_size=50, reuse=False)
         results.append(compare("page at 90% of a 10M-row result vs its second page",
                                lambda: big.page(9_000_000, 50).frame(),
                                lambda: big.page(50, 50).frame(), options.repeat, 1.5))

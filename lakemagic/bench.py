@@ -124,7 +124,7 @@ def bench(engine: LambdaEngine, repeat: int, sql: str = DEFAULT_SQL, cold: bool 
         raise ValueError(f"repeat must be at least 1, not {repeat}")
 
     def query() -> CallStats:
-        result = run_query(engine, sql)
+        result = run_query(engine, sql, reuse=False)  # what running it costs, not what a reused answer does
         result.first_page.frame()
         return result.stats
 
@@ -151,7 +151,7 @@ def _sample(call: Callable[[], CallStats], s3_proxy: S3Proxy | None) -> Sample:
 def _page_fetches(engine: LambdaEngine, count: int, s3_proxy: S3Proxy | None) -> tuple[Series | None, str | None]:
     """`count` pages of STORED_SQL's result at offsets spread over it; or None and why there are none."""
     try:
-        stored = run_query(engine, STORED_SQL, page_size=PAGE_ROWS)
+        stored = run_query(engine, STORED_SQL, page_size=PAGE_ROWS, reuse=False)
     except LakeQueryError as error:
         return None, f"no page row: {STORED_SQL} failed ({error.error_type}: {error.message})"
     if stored.info.inline:

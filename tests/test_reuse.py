@@ -18,7 +18,7 @@ from IPython.utils.capture import capture_output
 
 from lakelambda import protocol
 from lakelambda.errors import ProtocolError
-from lakelambda.sql import nondeterministic_parts
+from lakelambda.sql import VOLATILE_FUNCTIONS, nondeterministic_parts
 from lakemagic import client
 from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.engines.embedded import EmbeddedEngine
@@ -260,3 +260,10 @@ def test_the_reuse_field_must_be_a_boolean():
 ])
 def test_non_deterministic_parts_come_from_the_parse_tree(sql, found):
     assert nondeterministic_parts(sql) == found
+
+
+def test_every_function_duckdb_calls_volatile_is_known():
+    classified = {name for (name,) in duckdb.sql(
+        "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
+        "WHERE stability IS NOT NULL AND stability <> 'CONSISTENT'").fetchall()}
+    assert classified <= VOLATILE_FUNCTIONS, sorted(classified - VOLATILE_FUNCTIONS)

@@ -65,20 +65,52 @@ def requests_of(proxy: S3Proxy, run) -> int:
     return proxy.count()
 
 
+# What a reuse check costs before a query runs: the versions of its input files, read afresh
+# (one HEAD for a single file, one LIST for a partitioned table's folder).
+VERSION_CHECKS = {"single file aggregate": 1, "partition-pruned Hive table": 1, "SELECT * LIMIT 10": 1}
+
+
+def query_on(handler, sql: str, reuse: bool) -> dict:
+    answer = handler(protocol.query_request(sql, {}, 50, reuse=reuse))
+    assert "error" not in answer, answer["error"]
+    assert answer["result_id"] is None  # small: inline, never uploaded
+    return answer
+
+
 @pytest.mark.parametrize("name", QUERIES)
 def test_a_warm_query_makes_no_more_s3_requests_than_duckdb(proxy, handler, raw, name):
     ours, theirs = QUERIES[name]
-
-    def query():
-        answer = handler(protocol.query_request(ours, {}, 50))
-        assert "error" not in answer, answer["error"]
-        assert answer["result_id"] is None  # small: inline, never uploaded
-
-    query()  # warm: the catalog is listed once per container, then reused
+    fresh = f"{ours}\n-- not reused"  # never run with reuse: nothing to reuse
+    query_on(handler, fresh, reuse=False)  # warm: the catalog is listed once per container, then reused
     raw.sql(theirs).fetchall()
-    handler_requests = requests_of(proxy, query)
+    handler_requests = requests_of(proxy, lambda: query_on(handler, fresh, reuse=False))
     duckdb_requests = requests_of(proxy, lambda: raw.sql(theirs).fetchall())
     assert handler_requests <= duckdb_requests, (name, handler_requests, duckdb_requests, dict(proxy.requests))
+
+
+@pytest.mark.parametrize("name", QUERIES)
+def test_a_reused_answer_makes_no_more_s3_requests_than_duckdb(proxy, handler, raw, name):
+    ours, theirs = QUERIES[name]
+    query_on(handler, ours, reuse=True)
+    raw.sql(theirs).fetchall()
+    proxy.reset()
+    assert query_on(handler, ours, reuse=True)["reused_from"] is not None
+    handler_requests = proxy.count()
+    duckdb_requests = requests_of(proxy, lambda: raw.sql(theirs).fetchall())
+    assert handler_requests <= duckdb_requests, (name, handler_requests, duckdb_requests, dict(proxy.requests))
+
+
+@pytest.mark.parametrize("name", QUERIES)
+def test_a_first_run_with_reuse_costs_only_its_version_checks_more(proxy, handler, raw, name):
+    """The price of reuse on a query never seen: its inputs' versions, read before it runs, so
+    that the result it leaves is keyed by what it read. The reuse index is listed with the
+    catalog (once per CATALOG_TTL_SECONDS), and an inline result writes nothing."""
+    ours, theirs = QUERIES[name]
+    query_on(handler, f"{ours}\n-- warm-up", reuse=True)
+    raw.sql(theirs).fetchall()
+    handler_requests = requests_of(proxy, lambda: query_on(handler, f"{ours}\n-- first run", reuse=True))
+    duckdb_requests = requests_of(proxy, lambda: raw.sql(theirs).fetchall())
+    assert handler_requests <= duckdb_requests + VERSION_CHECKS[name], (name, handler_requests, duckdb_requests)
 
 
 def test_the_first_query_of_a_container_lists_the_catalog_once(proxy, aws_environment):

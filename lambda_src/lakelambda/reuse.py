@@ -78,6 +78,8 @@ class ResultReuse:
             with self._lock:
                 self._memory.pop(key, None)
             return None
+        if result.info.result_bytes <= self.results.inline_bytes:
+            return None  # stored by a handler with a lower inline limit: this one answers it whole
         return result._replace(reused_from=kept.computed_at)
 
     def remember(self, key: str, result: StoredResult) -> None:

@@ -166,19 +166,16 @@ def referenced_tables(statement: str) -> set[str]:
 
 # Spelled without parentheses, these parse as column names; they are the clock all the same.
 _CLOCK_NAMES = frozenset({"current_date", "current_time", "current_timestamp", "localtime", "localtimestamp"})
-# Functions DuckDB lists as CONSISTENT that read the clock all the same (age(x) counts from today),
-# and macros that expand to the clock.
-_CLOCK_FUNCTIONS = frozenset({"age", "current_localtimestamp", "ago", "pg_conf_load_time", "pg_postmaster_start_time"})
-
-
-@functools.lru_cache(maxsize=1)
-def _volatile_functions() -> frozenset[str]:
-    """Every function whose value is not fixed by its arguments, as DuckDB itself classifies them
-    (random, uuid, now, today, setseed, ...), so a newer DuckDB's additions are known too."""
-    with parser() as con:
-        rows = con.execute("SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
-                           "WHERE stability IS NOT NULL AND stability <> 'CONSISTENT'").fetchall()
-    return frozenset(name for (name,) in rows) | _CLOCK_FUNCTIONS
+# Functions whose value is not fixed by their arguments: every one DuckDB 1.5.5 classifies as VOLATILE
+# or CONSISTENT_WITHIN_QUERY (tests/test_reuse.py checks the installed DuckDB adds none), and those it
+# calls CONSISTENT that read the clock all the same (age(x) counts from today; macros over now()).
+VOLATILE_FUNCTIONS = frozenset({
+    "random", "setseed", "uuid", "uuidv4", "uuidv7", "gen_random_uuid", "nextval", "currval", "error",
+    "stats", "sleep_ms", "write_log", "current_query", "current_query_id", "current_connection_id",
+    "current_transaction_id", "txid_current", "current_database", "current_schema", "current_schemas",
+    "in_search_path", "now", "today", "get_current_time", "get_current_timestamp", "transaction_timestamp",
+    "current_date", "age", "current_localtimestamp", "ago", "pg_conf_load_time", "pg_postmaster_start_time",
+})
 
 
 def nondeterministic_parts(statement: str) -> set[str]:
@@ -193,18 +190,18 @@ def nondeterministic_parts(statement: str) -> set[str]:
         return {"unparsed"}
     if tree.get("error"):
         return {"unparsed"}
-    volatile, found, pending = _volatile_functions(), set(), [tree]
+    found, pending = set(), [tree]
     while pending:
         node = pending.pop()
         if isinstance(node, dict):
             name = node.get("function_name")
-            if node.get("class") == "FUNCTION" and isinstance(name, str) and name.lower() in volatile:
+            if node.get("class") == "FUNCTION" and isinstance(name, str) and name.lower() in VOLATILE_FUNCTIONS:
                 found.add(name.lower())
             columns = node.get("column_names")
             if node.get("class") == "COLUMN_REF" and isinstance(columns, list) and len(columns) == 1 \
                     and str(columns[0]).lower() in _CLOCK_NAMES:
                 found.add(str(columns[0]).lower())
-            if node.get("sample") is not None and "sample" in node:
+            if node.get("sample") is not None:
                 found.add("SAMPLE")
             pending.extend(node.values())
         elif isinstance(node, list):

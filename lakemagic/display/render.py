@@ -159,7 +159,11 @@ def static_html(first_page_table: str, row_count: int, total_rows: int, stats: C
 
 def static_text(frame: pd.DataFrame, columns: tuple[Column, ...], total_rows: int, stats: CallStats) -> str:
     schema = ", ".join(f"{c.name} {c.type}" for c in columns)
-    preview = frame.head(10).to_string(index=False) if len(frame.columns) else ""
+    # Its own fixed-width text: pandas' to_string costs more than the rest of the table's display.
+    lines = [[c.name for c in columns]] + [["NULL" if _is_null(value) else str(value) for value in row]
+                                           for row in frame.head(10).itertuples(index=False, name=None)]
+    widths = [max(len(line[index]) for line in lines) for index in range(len(columns))]
+    preview = "\n".join(" ".join(text.rjust(width) for text, width in zip(line, widths)) for line in lines)
     return (
         f"lakesql result: {total_rows:,} rows × {len(columns)} columns ({schema})\n"
         f"{preview}\n"

@@ -18,13 +18,14 @@ import weakref
 
 import duckdb
 
-from . import explore, protocol, run
+from . import explore, protocol, run, tasks
 from .database import Settings, open_database
 from .errors import LakeError, QueryTimeout
 from .lake import Lake, s3_request_timeout_s
 from .protocol import (DeriveRequest, DownloadAnswer, DownloadRequest, ErrorAnswer, MaterializeAnswer,
-                       MaterializeRequest, PageAnswer, PageRequest, PartAnswer, PartRequest, ProfileAnswer,
-                       ProfileRequest, QueryRequest, TablesAnswer, TablesRequest)
+                       MaterializeRequest, PageAnswer, PageRequest, PartAnswer, PartitionsAnswer, PartitionsRequest,
+                       PartRequest, ProfileAnswer, ProfileRequest, QueryRequest, TablesAnswer, TablesRequest,
+                       TaskRequest)
 from .results import DOWNLOAD_URL_SECONDS, ResultStore
 from .reuse import ResultReuse
 from .sql import duckdb_error
@@ -57,7 +58,8 @@ class LakeHandler:
         self.close = weakref.finalize(self, _close, self._database, self.settings.scratch)
         self._operations = {QueryRequest: self.query, PageRequest: self.page, PartRequest: self.part,
                             DownloadRequest: self.download, MaterializeRequest: self.materialize,
-                            TablesRequest: self.tables, DeriveRequest: self.derive, ProfileRequest: self.profile}
+                            TablesRequest: self.tables, DeriveRequest: self.derive, ProfileRequest: self.profile,
+                            PartitionsRequest: self.partitions, TaskRequest: self.task}
 
     def __call__(self, event, context=None) -> dict:
         started = time.perf_counter()
@@ -118,6 +120,14 @@ class LakeHandler:
 
     def tables(self, con, request: TablesRequest) -> TablesAnswer:
         return TablesAnswer(self.lake.tables(con))
+
+
+    def partitions(self, con, request: PartitionsRequest) -> PartitionsAnswer:
+        return tasks.partitions(con, self.lake, request.tables)
+
+    def task(self, con, request: TaskRequest) -> PageAnswer:
+        result = tasks.run_task(con, self.lake, self.results, request)
+        return PageAnswer(result.info, self.results.page(con, result, 0, request.page_size))
 
 
 def _close(database, scratch: str) -> None:

@@ -45,6 +45,11 @@ MAX_VIEWS = 200
 # A derived result's filter (an SQL condition, checked by explore.py) and sort keys.
 MAX_FILTER_CHARS = 10_000
 MAX_SORT_KEYS = 8
+# A fan-out asks for the files of at most this many tables at once, and one task reads at most this many files.
+MAX_LISTED_TABLES = 16
+MAX_TASK_FILES = 10_000
+MAX_FILE_PATH_CHARS = 1024
+MAX_PARTITION_KEYS = 32
 
 PAGE_FORMAT = "parquet+base64"
 
@@ -54,6 +59,9 @@ LAMBDA_ARCHITECTURES = {"x86_64": "x86_64", "aarch64": "arm64"}
 # Result ids are random tokens from secrets.token_urlsafe: nothing else parses.
 RESULT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22,64}")
 PARAM_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A lake table's name as the catalog resolves it (one path segment), and a partition key's type name.
+TABLE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
+KEY_TYPE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_ ]{0,63}")
 # The lake folder materialized views are written to, and the only one requests may name.
 DASHBOARD_FOLDER = "dashboard"
 DASHBOARD_PATH_PATTERN = re.compile(DASHBOARD_FOLDER + r"(/[A-Za-z0-9_][A-Za-z0-9_\-]*)+\.parquet")
@@ -108,6 +116,32 @@ class TablesRequest:
 
 
 @dataclass(frozen=True)
+class PartitionsRequest:
+    """Which of `tables` are Hive-partitioned lake tables, and their files: what a fan-out plans over."""
+
+    tables: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """One fan-out task: `sql` over a share of the Hive-partitioned table `table`.
+
+    The request names the files (paths relative to the lake), never SQL with
+    paths in it: the handler checks each is one of the table's own files and
+    reads them itself under the table's name, with the keys typed as
+    `key_types` says (as the whole table reads them).
+    """
+
+    sql: str
+    params: dict[str, Any]
+    page_size: int
+    table: str
+    files: tuple[str, ...]
+    key_types: tuple[tuple[str, str], ...]
+    views: tuple[View, ...] = ()
+
+
+@dataclass(frozen=True)
 class SortKey:
     column: str
     descending: bool = False
@@ -130,7 +164,7 @@ class ProfileRequest:
 
 
 Request = Union[QueryRequest, PageRequest, PartRequest, DownloadRequest, MaterializeRequest, TablesRequest,
-                DeriveRequest, ProfileRequest]
+                DeriveRequest, ProfileRequest, PartitionsRequest, TaskRequest]
 
 
 def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple[View, ...] = (),
@@ -196,6 +230,22 @@ def profile_request(result_id: str, column: str) -> dict:
     return {"version": VERSION, "op": "profile", "result_id": result_id, "column": column}
 
 
+def partitions_request(tables: list[str]) -> dict:
+    """The event that asks which of `tables` are Hive-partitioned, with their files and key types."""
+    return {"version": VERSION, "op": "partitions", "tables": list(tables)}
+
+
+def task_request(sql: str, params: dict[str, Any], page_size: int, table: str, files: list[str],
+                 key_types: dict[str, str], views: tuple[View, ...] = ()) -> dict:
+    """The event that runs one fan-out task: `sql`, reading `table` as just `files`."""
+    request = {"version": VERSION, "op": "task", "sql": sql,
+               "params": {name: encode_value(value) for name, value in params.items()},
+               "page_size": page_size, "table": table, "files": list(files), "key_types": dict(key_types)}
+    if views:
+        request["views"] = [{"name": view.name, "sql": view.sql} for view in views]
+    return request
+
+
 def parse_request(event: Any) -> Request:
     """Validate an incoming event at the edge; raise ProtocolError naming the problem."""
     if not isinstance(event, dict):
@@ -222,13 +272,26 @@ def parse_request(event: Any) -> Request:
     if op == "profile":
         _reject_unknown_fields(event, {"version", "op", "result_id", "column"})
         return ProfileRequest(_result_id(event), _column_name(event.get("column"), "'column'"))
+    if op == "partitions":
+        return _parse_partitions(event)
+    if op == "task":
+        return _parse_task(event)
     raise ProtocolError(f"unknown op {op!r}; expected 'query', 'page', 'part', 'download', 'materialize', "
-                        "'tables', 'derive' or 'profile'")
+                        "'tables', 'derive', 'profile', 'partitions' or 'task'")
 
 
 def _parse_query(event: dict) -> QueryRequest:
     _reject_unknown_fields(event, {"version", "op", "sql", "params", "page_size", "views", "reuse"})
     sql = _sql(event.get("sql"), "'sql'")
+    decoded = _params(event)
+    page_size = _bounded_int(event, "page_size", 0, MAX_PAGE_ROWS)
+    reuse = event.get("reuse", True)
+    if not isinstance(reuse, bool):
+        raise ProtocolError("'reuse' must be true or false")
+    return QueryRequest(sql=sql, params=decoded, page_size=page_size, views=_views(event, len(sql)), reuse=reuse)
+
+
+def _params(event: dict) -> dict[str, Any]:
     params = event.get("params", {})
     if not isinstance(params, dict):
         raise ProtocolError("'params' must be an object mapping names to values")
@@ -237,12 +300,47 @@ def _parse_query(event: dict) -> QueryRequest:
     for name in params:
         if not PARAM_NAME_PATTERN.fullmatch(name):
             raise ProtocolError(f"parameter name {name!r} is not a valid identifier")
-    decoded = {name: decode_value(value) for name, value in params.items()}
-    page_size = _bounded_int(event, "page_size", 0, MAX_PAGE_ROWS)
-    reuse = event.get("reuse", True)
-    if not isinstance(reuse, bool):
-        raise ProtocolError("'reuse' must be true or false")
-    return QueryRequest(sql=sql, params=decoded, page_size=page_size, views=_views(event, len(sql)), reuse=reuse)
+    return {name: decode_value(value) for name, value in params.items()}
+
+
+def _parse_partitions(event: dict) -> PartitionsRequest:
+    _reject_unknown_fields(event, {"version", "op", "tables"})
+    tables = event.get("tables")
+    if not isinstance(tables, list) or not 1 <= len(tables) <= MAX_LISTED_TABLES:
+        raise ProtocolError(f"'tables' must be a list of 1 to {MAX_LISTED_TABLES} table names")
+    return PartitionsRequest(tuple(_table_name(name) for name in tables))
+
+
+def _parse_task(event: dict) -> TaskRequest:
+    _reject_unknown_fields(event, {"version", "op", "sql", "params", "page_size", "table", "files", "key_types",
+                                   "views"})
+    sql = _sql(event.get("sql"), "'sql'")
+    table = _table_name(event.get("table"))
+    files = event.get("files")
+    if not isinstance(files, list) or not 1 <= len(files) <= MAX_TASK_FILES:
+        raise ProtocolError(f"'files' must be a list of 1 to {MAX_TASK_FILES} paths")
+    for path in files:
+        if not isinstance(path, str) or not 0 < len(path) <= MAX_FILE_PATH_CHARS:
+            raise ProtocolError(f"each of 'files' must be a path of at most {MAX_FILE_PATH_CHARS} characters")
+    if len(set(files)) != len(files):
+        raise ProtocolError("'files' names a file twice")
+    key_types = event.get("key_types")
+    if not isinstance(key_types, dict) or len(key_types) > MAX_PARTITION_KEYS:
+        raise ProtocolError(f"'key_types' must be an object of at most {MAX_PARTITION_KEYS} partition keys and types")
+    for key, kind in key_types.items():
+        if not isinstance(kind, str) or not KEY_TYPE_PATTERN.fullmatch(kind) or not 0 < len(key) <= 128:
+            raise ProtocolError(f"'key_types' gives partition key {key!r} the type {kind!r}, which is not a type name")
+    views = _views(event, len(sql))
+    if any(view.name.lower() == table.lower() for view in views):
+        raise ProtocolError(f"a task's views may not be named {table}, the table it splits")
+    return TaskRequest(sql=sql, params=_params(event), page_size=_bounded_int(event, "page_size", 0, MAX_PAGE_ROWS),
+                       table=table, files=tuple(files), key_types=tuple(key_types.items()), views=views)
+
+
+def _table_name(name: Any) -> str:
+    if not isinstance(name, str) or not TABLE_NAME_PATTERN.fullmatch(name):
+        raise ProtocolError(f"{name!r} is not a lake table's name")
+    return name
 
 
 def _parse_materialize(event: dict) -> MaterializeRequest:
@@ -485,6 +583,31 @@ class ProfileAnswer:
 
 
 @dataclass(frozen=True)
+class PartitionFile:
+    """One file of a Hive-partitioned table: its path relative to the lake, its size, and its
+    partition values as the path spells them (URL-decoded), key by key."""
+
+    path: str
+    bytes: int
+    partition: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class PartitionedTable:
+    name: str
+    key_types: tuple[Column, ...]  # the partition keys, typed as a query of the whole table reads them
+    files: tuple[PartitionFile, ...]
+
+
+@dataclass(frozen=True)
+class PartitionsAnswer:
+    """The asked-for tables that are Hive-partitioned in the lake; the others are left out."""
+
+    tables: tuple[PartitionedTable, ...]
+    stats: Stats = field(default_factory=Stats)
+
+
+@dataclass(frozen=True)
 class ErrorAnswer:
     type: str
     message: str
@@ -496,7 +619,8 @@ class ErrorAnswer:
         return cls(error.error_type, error.message, error.position)
 
 
-Answer = Union[PageAnswer, PartAnswer, DownloadAnswer, MaterializeAnswer, TablesAnswer, ProfileAnswer, ErrorAnswer]
+Answer = Union[PageAnswer, PartAnswer, DownloadAnswer, MaterializeAnswer, TablesAnswer, ProfileAnswer,
+              PartitionsAnswer, ErrorAnswer]
 
 
 def to_wire(answer: Answer) -> dict:
@@ -520,6 +644,11 @@ def to_wire(answer: Answer) -> dict:
         wire["materialized"] = {"path": answer.path, "rows": answer.rows, "bytes": answer.bytes}
     elif isinstance(answer, TablesAnswer):
         wire["tables"] = [asdict(table) for table in answer.tables]
+    elif isinstance(answer, PartitionsAnswer):
+        wire["partitioned_tables"] = [
+            {"name": table.name, "key_types": [asdict(c) for c in table.key_types],
+             "files": [{"path": f.path, "bytes": f.bytes, "partition": dict(f.partition)} for f in table.files]}
+            for table in answer.tables]
     else:
         wire["error"] = {"type": answer.type, "message": answer.message, "position": answer.position}
     wire["stats"] = asdict(answer.stats)
@@ -542,6 +671,8 @@ def parse_answer(wire: Any) -> Answer:
             return MaterializeAnswer(done["path"], int(done["rows"]), int(done["bytes"]), stats)
         if "tables" in wire:
             return TablesAnswer(tuple(_table_info(table) for table in wire["tables"]), stats)
+        if "partitioned_tables" in wire:
+            return PartitionsAnswer(tuple(_partitioned_table(table) for table in wire["partitioned_tables"]), stats)
         info = ResultInfo(wire["result_id"], tuple(Column(c["name"], c["type"]) for c in wire["columns"]),
                           int(wire["total_rows"]), int(wire["result_bytes"]))
         if "part" in wire:
@@ -570,3 +701,11 @@ def _table_info(table: dict) -> TableInfo:
     if info.kind not in TABLE_KINDS:
         raise ValueError(f"table kind {info.kind!r}")
     return info
+
+
+def _partitioned_table(wire: dict) -> PartitionedTable:
+    files = tuple(PartitionFile(str(f["path"]), int(f["bytes"]),
+                                tuple((str(key), str(value)) for key, value in f["partition"].items()))
+                  for f in wire["files"])
+    return PartitionedTable(str(wire["name"]), tuple(Column(str(c["name"]), str(c["type"])) for c in wire["key_types"]),
+                            files)

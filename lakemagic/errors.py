@@ -58,3 +58,7 @@ class LakeQueryError(LakeMagicError):
         line_number = self.sql.count("\n", 0, self.position) + 1
         label = f"LINE {line_number}: "
         return f"{label}{line}\n{' ' * (len(label) + self.position - start)}^"
+
+
+class QueryInterrupted(LakeMagicError):
+    """The kernel was interrupted (■, Ctrl-C) while it waited for the engine; the cell fails, the kernel goes on."""

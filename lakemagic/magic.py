@@ -18,7 +18,7 @@ from traitlets import Bool, Enum, Int, Unicode, default, observe
 from lakedeploy import DEFAULT_FUNCTION_NAME
 from lakelambda.protocol import DASHBOARD_FOLDER, MAX_PAGE_ROWS
 
-from . import catalog, charts, client, export
+from . import catalog, charts, client, export, waiting
 from .decode import FRAME_KINDS
 from .display.widget import ResultTable
 from .engines import DEFAULT_LAKE, Engine
@@ -146,20 +146,23 @@ class LakeMagic(Magics):
         _check_output_options(options, target is not None or cell is None)
         params = bind_parameters(sql, self.shell.user_ns)
         reuse = self.reuse_results and not options.no_reuse
-        with catalog.saved_views_named(self.current_engine(), self.views):
-            result = client.run_query(self.current_engine(), sql, params, page_size, self.views.resolve(sql), reuse)
-        if options.export:
-            _export(result, options.export)
-        if options.save:  # only a query that ran is kept
-            self.views.save(options.save, sql)
-            if options.materialize:
-                self._materialize(options.save, options.to)
-        if target is not None:
-            self.shell.user_ns[target] = _whole_frame(result, options.kind)
-            return None
-        if cell is None:
-            return _whole_frame(result, options.kind)
-        display(ResultTable(result, page_size))
+        engine = self.current_engine()
+        with waiting.Wait(engine) as wait:
+            with catalog.saved_views_named(engine, self.views):
+                views = self.views.resolve(sql)
+                result = wait.run(lambda: client.run_query(engine, sql, params, page_size, views, reuse))
+            if options.export:
+                _export(result, options.export)
+            if options.save:  # only a query that ran is kept
+                self.views.save(options.save, sql)
+                if options.materialize:
+                    self._materialize(options.save, options.to)
+            if target is not None:
+                self.shell.user_ns[target] = _whole_frame(result, options.kind)
+                return None
+            if cell is None:
+                return _whole_frame(result, options.kind)
+            wait.show(ResultTable(result, page_size))  # in place of the waiting line
         return None
 
     @magic_arguments()

@@ -85,10 +85,12 @@ class LambdaEngine:
         self.read_timeout_s = timeout_s + read_margin_s
         self._client = None
         self._client_lock = threading.Lock()
+        self._last_answer_at: float | None = None
 
     def call(self, request: dict) -> Reply:
         """The handler's answer and Lambda's own figures for the call; EngineError if there is no answer."""
         response, body = self._invoke(json.dumps(request))
+        self._last_answer_at = time.monotonic()
         answer = _json_or_none(body)
         if "FunctionError" in response:
             raise EngineError(self._function_error_sentence(answer if isinstance(answer, dict) else {}))
@@ -100,6 +102,10 @@ class LambdaEngine:
             cost_usd=_cost_usd(report, architecture),
         )
         return Reply(answer, figures)
+
+    def seconds_since_answer(self) -> float | None:
+        """How long ago the function last answered this engine (None: never), to guess whether a call starts a container."""
+        return None if self._last_answer_at is None else time.monotonic() - self._last_answer_at
 
     def _invoke(self, payload: str) -> tuple[dict, bytes]:
         for attempt in itertools.count(1):

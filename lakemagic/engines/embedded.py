@@ -32,3 +32,7 @@ class EmbeddedEngine:
     def call(self, request: dict) -> Reply:
         event = json.loads(json.dumps(request))
         return Reply(json.loads(json.dumps(self._handler(event, None))))
+
+    def interrupt(self) -> None:
+        """Interrupt DuckDB in the calls now running (from another thread than theirs)."""
+        self._handler.interrupt()

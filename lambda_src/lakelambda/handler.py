@@ -52,6 +52,7 @@ class LakeHandler:
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.
         self._database = open_database(self.lake, self.settings)
+        self._running: set = set()  # the cursors of calls in progress, for interrupt()
         # Whenever the handler goes (closed, collected, or the interpreter exits), so do its
         # database and scratch folder; a process killed outright leaves the folder to the
         # next handler's start (database.remove_stale_scratch_folders).
@@ -67,6 +68,7 @@ class LakeHandler:
         try:
             request = protocol.parse_request(event)
             with self._database.cursor() as con, _time_budget(con, context) as budget:
+                self._running.add(con)
                 try:
                     answer = self._operations[type(request)](con, request)
                 except (LakeError, duckdb.InterruptException) as exc:
@@ -76,11 +78,22 @@ class LakeHandler:
                             "(the function's timeout, less time to answer)"
                         ) from exc
                     raise
+                finally:
+                    self._running.discard(con)
         except LakeError as exc:
             answer = ErrorAnswer.of(exc)
         except duckdb.Error as exc:  # in a statement of the handler's own: the catalog, a stored result
             answer = ErrorAnswer.of(duckdb_error(exc))
         return protocol.to_wire(dataclasses.replace(answer, stats=_stats(answer, started, cold)))
+
+    def interrupt(self) -> None:
+        """Interrupt the statements of every call in progress: each ends with an error answer.
+
+        An interrupt that lands between two statements of a call is lost, so a
+        caller that wants a call stopped repeats this until the call returns.
+        """
+        for con in list(self._running):
+            con.interrupt()
 
     def query(self, con, request: QueryRequest) -> PageAnswer:
         result = run.run_query(con, self.lake, self.results, request.sql, request.params, request.views,

@@ -1,0 +1,169 @@
+"""Waiting for a query in a real IPython shell: the live line, and a real SIGINT stopping the wait.
+
+The Lambda path runs on the real local servers (moto S3 + `lakemagic serve`).
+Outputs are folded as a notebook saves them (an update replaces the output
+with its display id), so a test sees what papermill would keep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from IPython.utils.capture import capture_output
+
+from lakemagic import waiting
+from lakemagic.errors import QueryInterrupted
+
+from servers import start_function
+
+# Seconds of work on any machine here, and no lake file read: the cross join of two ranges.
+ENDLESS = "SELECT count(*) AS n FROM range(3000000000) a, range(100) b WHERE (a.range * b.range) % 7 = 3"
+INTERRUPT_AFTER_S = 2.5
+
+
+def fold(outputs) -> list:
+    """The outputs a notebook keeps: each update replaces the output it names."""
+    kept, by_id = [], {}
+    for output in outputs:
+        display_id = (output.transient or {}).get("display_id")
+        if output.update and display_id in by_id:
+            kept[by_id[display_id]] = output
+        elif not output.update:
+            if display_id:
+                by_id[display_id] = len(kept)
+            kept.append(output)
+    return [output for output in kept if any(output.data.values())]
+
+
+def shown_lines(outputs) -> list[str]:
+    return [output.data["text/plain"] for output in outputs if "running on" in output.data.get("text/plain", "")]
+
+
+def interrupted_cell(shell, cell: str, after_s: float = INTERRUPT_AFTER_S):
+    """Run `cell`, with a real SIGINT to this process `after_s` in, as the kernel's ■ sends it."""
+    timer = threading.Timer(after_s, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    try:
+        with capture_output() as captured:
+            outcome = shell.run_cell(cell)
+    finally:
+        timer.cancel()
+    return outcome, captured, time.monotonic() - started
+
+
+@pytest.fixture
+def local_shell(ipython, local_taxi_lake):
+    ipython.run_line_magic("config", f"LakeMagic.lake = {str(local_taxi_lake)!r}")
+    return ipython
+
+
+@pytest.fixture(scope="module")
+def short_budget_function(s3_lake, aws_environment):
+    """The handler behind `lakemagic serve` with a 6 s timeout, so an abandoned query ends soon on its own."""
+    local = start_function(s3_lake, aws_environment, timeout_s=6.0)
+    yield local
+    local.stop()
+
+
+@pytest.fixture
+def lambda_shell(ipython, short_budget_function, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", short_budget_function.endpoint_url)
+    ipython.run_line_magic("config", 'LakeMagic.engine = "lambda"')
+    return ipython
+
+
+def test_a_quick_query_shows_no_waiting_line(local_shell):
+    with capture_output() as captured:
+        assert local_shell.run_cell("%%lakesql\nSELECT 42 AS answer").success
+    assert shown_lines(captured.outputs) == []
+    (table,) = fold(captured.outputs)
+    assert "application/vnd.jupyter.widget-view+json" in table.data
+
+
+def test_the_line_counts_seconds_and_the_result_takes_its_place(local_shell):
+    def slow_answer():
+        time.sleep(2.3)
+        return waiting.current()
+
+    with capture_output() as captured:
+        wait = waiting.Wait(local_shell.magics_manager.registry["LakeMagic"].current_engine())
+        status = wait.run(slow_answer)
+        wait.show(_Result())
+    lines = shown_lines(captured.outputs)
+    assert lines[:2] == ["running on local · 1 s", "running on local · 2 s"]
+    assert status is not waiting.current()  # the call had a status of its own
+    (kept,) = fold(captured.outputs)  # the line's output now holds the result, and nothing of the wait
+    assert kept.data["text/plain"] == "the result"
+
+
+class _Result:
+    def _repr_mimebundle_(self, **kwargs):
+        return {"text/plain": "the result"}
+
+
+def test_tasks_done_of_total_show_in_the_line(local_shell):
+    def fan_out():
+        status = waiting.current()
+        for done in range(4):
+            status.tasks(done, 3)
+            time.sleep(0.6)
+
+    with capture_output() as captured, waiting.Wait(local_shell.magics_manager.registry["LakeMagic"].current_engine()) as wait:
+        wait.run(fan_out)
+    lines = shown_lines(captured.outputs)
+    assert any("· 1 of 3 tasks done ·" in line for line in lines), lines
+    assert "3 of 3 tasks done" in lines[-1] or "2 of 3 tasks done" in lines[-1]
+    assert fold(captured.outputs) == []  # emptied when the cell ends without showing anything there
+
+
+def test_interrupt_stops_duckdb_at_once_and_the_kernel_goes_on(local_shell):
+    outcome, captured, took = interrupted_cell(local_shell, f"%%lakesql\n{ENDLESS}")
+    assert isinstance(outcome.error_in_exec, QueryInterrupted)
+    assert took < INTERRUPT_AFTER_S + 1.5
+    assert captured.stdout.strip() == "QueryInterrupted: interrupted after 2 s; the local engine stopped the query"
+    assert fold(captured.outputs) == []  # nothing live is left in the saved cell
+    assert "running on local · 1 s" in shown_lines(captured.outputs)
+    engine = local_shell.magics_manager.registry["LakeMagic"].current_engine()
+    assert not engine._handler._running  # DuckDB stopped: no call of the handler still runs
+
+    with capture_output():
+        assert local_shell.run_cell("x = %lakesql SELECT count(*) AS n FROM taxi_2019_04").success
+    assert local_shell.user_ns["x"].n[0] == 20_000
+
+
+def test_sql_errors_still_fail_the_cell_after_a_wait(local_shell):
+    cell = f"%%lakesql\nSELECT count(*) FROM range(40000000) a, range(20) b WHERE (a.range * b.range) % 7 = 3 AND nope"
+    with capture_output() as captured:
+        outcome = local_shell.run_cell(cell)
+    assert not outcome.success
+    assert "nope" in captured.stdout
+    assert fold(captured.outputs) == []
+
+
+def test_on_lambda_the_wait_stops_at_once_and_the_late_answer_is_dropped(lambda_shell, short_budget_function):
+    outcome, captured, took = interrupted_cell(lambda_shell, f"%%lakesql\n{ENDLESS}")
+    assert isinstance(outcome.error_in_exec, QueryInterrupted)
+    assert took < INTERRUPT_AFTER_S + 1
+    assert captured.stdout.strip().startswith("QueryInterrupted: stopped waiting after 2 s; the lambda engine")
+    lines = shown_lines(captured.outputs)
+    assert lines[0] == "running on lambda · likely starting a container · 1 s"  # no answer yet in this kernel
+    assert fold(captured.outputs) == []
+
+    # The next query is answered while the abandoned one still runs in the function.
+    with capture_output() as captured:
+        assert lambda_shell.run_cell("%%lakesql\nSELECT 42 AS answer").success
+    (table,) = fold(captured.outputs)
+    assert "<td>42</td>" in table.data["text/html"]
+
+    # After the function's time budget ended the abandoned query, nothing of it shows and queries go on.
+    time.sleep(6)
+    with capture_output() as captured:
+        assert lambda_shell.run_cell("y = %lakesql SELECT count(*) AS n FROM taxi_2019_04").success
+    assert captured.outputs == [] and captured.stdout == ""
+    assert "Traceback" not in captured.stderr  # only `lakemagic serve`'s own log lines, from this process
+    assert lambda_shell.user_ns["y"].n[0] == 20_000

@@ -108,27 +108,40 @@ def _demo(options: argparse.Namespace) -> int:
     They run in the output folder, not where they are installed (which may be
     read-only): 02_views writes its models/ folder next to itself.
     """
+    import tempfile
     from importlib.resources import as_file
 
     import papermill
+    from traitlets.config import Config
 
     output = Path(options.output).expanduser()
     output.mkdir(parents=True, exist_ok=True)
     parameters = {"engine": "local", "lake": os.path.expanduser(options.lake), "rows": options.rows, "source": options.source}
+    # The kernels listen on Unix sockets in a private folder, not on TCP ports of 127.0.0.1: only this
+    # user can reach them, and ipykernel has no cause for its warning that TCP traffic is unencrypted.
+    with tempfile.TemporaryDirectory(prefix="lakemagic-kernels-") as sockets:
+        config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel")}})
+        for name in DEMO_NOTEBOOKS:
+            target = output / name
+            print(f"running {name} on the embedded engine...", flush=True)
+            with as_file(demo_notebooks() / name) as notebook:
+                known = papermill.inspect_notebook(str(notebook))  # each notebook takes only its own parameters
+                try:
+                    papermill.execute_notebook(
+                        str(notebook), str(target), cwd=str(output), progress_bar=False, config=config,
+                        parameters={key: value for key, value in parameters.items() if key in known},
+                    )
+                except papermill.PapermillExecutionError as failure:
+                    raise RuntimeError(f"{name} failed in cell {failure.exec_count}: {failure.ename}: "
+                                       f"{failure.evalue} (executed copy: {target})") from None
+    print(f"\nran {len(DEMO_NOTEBOOKS)} notebooks on the embedded engine over the lake in {parameters['lake']}:")
     for name in DEMO_NOTEBOOKS:
-        target = output / name
-        print(f"running {name} on the embedded engine...", flush=True)
-        with as_file(demo_notebooks() / name) as notebook:
-            known = papermill.inspect_notebook(str(notebook))  # each notebook takes only its own parameters
-            try:
-                papermill.execute_notebook(
-                    str(notebook), str(target), cwd=str(output), progress_bar=False,
-                    parameters={key: value for key, value in parameters.items() if key in known},
-                )
-            except papermill.PapermillExecutionError as failure:
-                raise RuntimeError(f"{name} failed in cell {failure.exec_count}: {failure.ename}: {failure.evalue} "
-                                   f"(executed copy: {target})") from None
-        print(f"  executed copy: {target}")
+        print(f"  {output / name}")
+    lab = Path(sys.executable).parent / "jupyter-lab"
+    if lab.exists():
+        print(f"open them in JupyterLab (widgets live again once a cell is re-run):\n  {lab} {output}")
+    else:
+        print(f"open them in JupyterLab: pip install jupyterlab, then\n  jupyter lab {output}")
     return 0
 
 

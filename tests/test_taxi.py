@@ -282,6 +282,13 @@ def test_fares_follow_distance_and_time(month: str) -> None:
     assert slow > quick + 2
 
 
+def test_fare_correlates_with_distance_and_jfk_pickups_cost_more(month: str) -> None:
+    correlation, overall = one(f"SELECT corr(fare_amount, trip_distance), avg(fare_amount) FROM {month}")
+    assert correlation > 0.8
+    (jfk,) = one(f"SELECT avg(fare_amount) FROM {month} WHERE pickup_location_id = {taxi_model.JFK}")
+    assert jfk > 2.5 * overall
+
+
 def test_trips_take_longer_when_longer_and_in_rush_hour(month: str) -> None:
     short, medium = one(
         f"""SELECT avg({MINUTES}) FILTER (trip_distance BETWEEN 1 AND 2),

@@ -14,7 +14,7 @@ from .engines import DEFAULT_LAKE
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-DEMO_NOTEBOOKS = ("01_load.ipynb", "02_views.ipynb", "03_charts.ipynb")
+DEMO_NOTEBOOKS = ("01_load.ipynb", "02_views.ipynb", "03_charts.ipynb", "04_explore.ipynb")
 DEFAULT_EXECUTED = os.path.join("~", ".lakemagic", "executed")  # next to the default lake
 
 Run = Callable[[argparse.Namespace], int]
@@ -116,7 +116,8 @@ def _demo(options: argparse.Namespace) -> int:
 
     output = Path(options.output).expanduser()
     output.mkdir(parents=True, exist_ok=True)
-    parameters = {"engine": "local", "lake": os.path.expanduser(options.lake), "rows": options.rows, "source": options.source}
+    lake = options.lake if options.lake.startswith("s3://") else os.path.abspath(os.path.expanduser(options.lake))
+    parameters = {"engine": "local", "lake": lake, "rows": options.rows, "source": options.source}  # cwd is output
     # The kernels listen on Unix sockets in a private folder, not on TCP ports of 127.0.0.1: only this
     # user can reach them, and ipykernel has no cause for its warning that TCP traffic is unencrypted.
     with tempfile.TemporaryDirectory(prefix="lakemagic-kernels-") as sockets:

@@ -45,6 +45,12 @@ def check_outputs(executed: dict[str, nbformat.NotebookNode]) -> None:
     assert len(chart_cells) == 4
     for cell in chart_cells:
         assert any("image/png" in output.get("data", {}) for output in cell.outputs), cell.source
+    explored = executed["04_explore.ipynb"].cells
+    catalog = next(cell for cell in explored if cell.source == "%lakesql --tables").outputs[0]["data"]["text/plain"]
+    assert "my_view" in catalog and "materialized view" in catalog and "date" in catalog
+    printed = "".join(output.get("text", "") for cell in explored for output in cell.get("outputs", []))
+    assert "top 5 from my_view in" in printed and "top 10 from my_view in" in printed  # the slider's change re-queried
+    assert "2019-04-12 by hour in" in printed
 
 
 def check_dashboard(my_view: str, dataset: str) -> None:

@@ -48,6 +48,20 @@ class CallStats:
     engine: protocol.Stats
     round_trip_ms: float
     lambda_figures: LambdaFigures | None = None
+    fanout: FanoutReceipt | None = None  # a fanned-out query's: its tasks together
+
+
+@dataclass(frozen=True)
+class FanoutReceipt:
+    """What a query cost over all its invocations, or why it ran on one (`not_split`)."""
+
+    tasks: int = 0
+    partitions: int = 0
+    slowest_task_ms: float = 0.0
+    billed_gb_s: float | None = None  # the tasks' and the listing's billed GB-seconds, where Lambda reports them
+    cost_usd: float | None = None
+    retries: int = 0
+    not_split: str | None = None
 
 
 @dataclass
@@ -187,10 +201,19 @@ def run_query(
 
     With `reuse`, the engine may answer from the stored result of the same query over unchanged inputs.
     """
-    request = protocol.query_request(sql, params or {}, page_size, views, reuse)
+    return run_request(engine, protocol.query_request(sql, params or {}, page_size, views, reuse), sql)
+
+
+def run_request(engine: Engine, request: dict, sql: str) -> QueryResult:
+    """A request answered with a result's first page (`query`, a fan-out's `task`) as a QueryResult."""
     answer, stats = _call(engine, request, protocol.PageAnswer, sql)
     return QueryResult(engine=engine, sql=sql, info=answer.result, first_page=_page_of(answer), stats=stats,
                        reused_from=answer.reused_from)
+
+
+def call(engine: Engine, request: dict, expected: type, sql: str):
+    """Any request: its answer, checked to be of the `expected` type, and what the call cost."""
+    return _call(engine, request, expected, sql)
 
 
 def materialize(engine: Engine, sql: str, path: str, views: tuple[protocol.View, ...] = ()) -> protocol.MaterializeAnswer:

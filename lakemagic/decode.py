@@ -59,7 +59,7 @@ def decode_files(paths: list[str], columns: tuple[Column, ...], kind: str = "pan
     """The rows of Parquet files in the page format, in order: a pandas DataFrame, or (`kind`) a
     pyarrow Table or a polars DataFrame."""
     with _decoder().cursor() as con:
-        relation = _restored(con, paths, columns)
+        relation = restored(con, paths, columns)
         if kind == "arrow":
             return relation.to_arrow_table()
         return relation.pl() if kind == "polars" else relation.df()
@@ -68,14 +68,15 @@ def decode_files(paths: list[str], columns: tuple[Column, ...], kind: str = "pan
 def copy_files(paths: list[str], columns: tuple[Column, ...], target: str, file_format: str) -> None:
     """The rows of Parquet files in the page format, written to `target` as Parquet or CSV, as DuckDB writes them."""
     with _decoder().cursor() as con:
-        relation = _restored(con, paths, columns)
+        relation = restored(con, paths, columns)
         if file_format == "csv":
             relation.to_csv(target, header=True)
         else:
             relation.to_parquet(target, compression="zstd")
 
 
-def _restored(con, paths: list[str], columns: tuple[Column, ...]):
+def restored(con, paths: list[str], columns: tuple[Column, ...]) -> duckdb.DuckDBPyRelation:
+    """The rows of Parquet files in the page format as a relation on `con`, typed as `columns` declare."""
     if not paths:
         return con.sql(_empty_select(columns))
     relation = con.read_parquet(paths)

@@ -22,6 +22,10 @@ class EngineError(LakeMagicError):
     """The engine could not deliver an answer (as opposed to an SQL error in the answer)."""
 
 
+class RetryableEngineError(EngineError):
+    """A call the engine failed in a way that running it again may cure: throttled, crashed, timed out."""
+
+
 class ParameterError(LakeMagicError):
     """A `$name` in the SQL that no notebook variable can fill."""
 

@@ -25,6 +25,8 @@ from .engines import DEFAULT_LAKE, Engine
 from .engines.aws_lambda import LambdaEngine
 from .engines.embedded import EmbeddedEngine
 from .errors import ViewError
+from .fanout import runner as fanout_runner
+from .fanout.runner import DEFAULT_MAX_FANOUT
 from .params import bind_parameters
 from .views import ViewRegistry
 
@@ -42,6 +44,8 @@ class LakeMagic(Magics):
     region = Unicode("", help="AWS region of the function (default: boto3's own resolution).").tag(config=True)
     profile = Unicode("", help="AWS profile to invoke with (default: boto3's own resolution).").tag(config=True)
     reuse_results = Bool(help="Answer a repeated query over unchanged inputs from its stored result.").tag(config=True)
+    max_fanout = Int(help="On the 'lambda' engine, the most invocations one query over a Hive-partitioned "
+                          "table fans out to (1: never).").tag(config=True)
 
     @default("function_name")
     def _default_function_name(self):
@@ -58,6 +62,10 @@ class LakeMagic(Magics):
     @default("reuse_results")
     def _default_reuse_results(self):
         return os.environ.get("LAKEMAGIC_REUSE_RESULTS", "1") not in ("0", "false", "no")
+
+    @default("max_fanout")
+    def _default_max_fanout(self):
+        return int(os.environ.get("LAKEMAGIC_MAX_FANOUT", str(DEFAULT_MAX_FANOUT)))
 
     @default("page_size")
     def _default_page_size(self):
@@ -84,6 +92,10 @@ class LakeMagic(Magics):
     @argument("-p", "--page-size", type=int, help="Rows per page for this result (default: LakeMagic.page_size).")
     @argument("--no-reuse", action="store_true",
               help="Run the query even if its result over the same inputs is stored (default: LakeMagic.reuse_results).")
+    @argument("--fanout", type=int, metavar="N",
+              help="On the lambda engine, fan the query out to at most N invocations (1: one; default: LakeMagic.max_fanout).")
+    @argument("--explain", action="store_true",
+              help="Print the fan-out plan (tasks, their partitions, task and merge SQL) or why there is none; run nothing.")
     @argument("--save", metavar="NAME", help="Keep the query as view NAME; later queries and views use it by name.")
     @argument("--materialize", action="store_true",
               help="With --save NAME: write the view's result into the lake (dashboard/NAME.parquet); "
@@ -144,13 +156,18 @@ class LakeMagic(Magics):
         if page_size < 1:
             raise UsageError(f"the page size must be at least 1, not {page_size}")
         _check_output_options(options, target is not None or cell is None)
+        fanout = self.max_fanout if options.fanout is None else options.fanout
+        if fanout < 1:
+            raise UsageError(f"--fanout must be at least 1 (1 runs the query on one invocation), not {fanout}")
+        if options.explain:
+            return self._explain(sql, fanout)
         params = bind_parameters(sql, self.shell.user_ns)
         reuse = self.reuse_results and not options.no_reuse
         engine = self.current_engine()
         with waiting.Wait(engine) as wait:
             with catalog.saved_views_named(engine, self.views):
                 views = self.views.resolve(sql)
-                result = wait.run(lambda: client.run_query(engine, sql, params, page_size, views, reuse))
+                result = wait.run(lambda: self._run_query(engine, sql, params, page_size, views, reuse, fanout))
             if options.export:
                 _export(result, options.export)
             if options.save:  # only a query that ran is kept
@@ -164,6 +181,21 @@ class LakeMagic(Magics):
                 return _whole_frame(result, options.kind)
             wait.show(ResultTable(result, page_size))  # in place of the waiting line
         return None
+
+    def _run_query(self, engine: Engine, sql: str, params: dict, page_size: int, views: tuple, reuse: bool,
+                   fanout: int) -> client.QueryResult:
+        """The query on one invocation, or fanned out on the Lambda engine (the local one is one process);
+        a fan-out's tasks done of total go to the waiting line."""
+        if self.engine != "lambda" or fanout == 1:
+            return client.run_query(engine, sql, params, page_size, views, reuse)
+        return fanout_runner.run(engine, sql, params, page_size, views, fanout, waiting.current().tasks, reuse)
+
+    def _explain(self, sql: str, fanout: int) -> None:
+        with catalog.saved_views_named(self.current_engine(), self.views):
+            text = fanout_runner.explain(self.current_engine(), sql, self.views.resolve(sql), fanout)
+        if self.engine != "lambda":
+            text += "\n(The local engine runs every query in this kernel as one; this is the plan on the lambda engine.)"
+        print(text)
 
     @magic_arguments()
     @argument("kind", choices=["hist", "bar", "line"], help="hist: a histogram of X; bar: the top values of X; line: X in order")

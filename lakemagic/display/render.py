@@ -15,7 +15,7 @@ import pandas as pd
 
 from lakelambda.protocol import Column, Profile
 
-from ..client import CallStats
+from ..client import CallStats, FanoutReceipt
 from ..engines import LambdaFigures
 
 _STYLE = """<style>
@@ -53,7 +53,24 @@ def stats_label(stats: CallStats, total_rows: int) -> str:
         f"{total_rows:,} rows · engine {engine.engine_ms:,.0f} ms · "
         f"round trip {stats.round_trip_ms:,.0f} ms · {warmth} · DuckDB {engine.duckdb_version or '?'}"
     )
-    return label + _lambda_label(stats.lambda_figures)
+    return label + _lambda_label(stats.lambda_figures) + _fanout_label(stats.fanout)
+
+
+def _fanout_label(receipt: FanoutReceipt | None) -> str:
+    """A fanned-out query's receipt over all its invocations, or why it ran on one."""
+    if receipt is None:
+        return ""
+    if receipt.not_split is not None:
+        return f" · one invocation: {receipt.not_split}"
+    label = (f" · fanned out: {receipt.tasks} tasks over {receipt.partitions} partitions, "
+             f"slowest task {receipt.slowest_task_ms:,.0f} ms")
+    if receipt.retries:
+        label += f", {receipt.retries} retried"
+    if receipt.billed_gb_s is not None:
+        label += f" · billed {receipt.billed_gb_s:,.3f} GB-s in all"
+    if receipt.cost_usd is not None:
+        label += f" · about ${receipt.cost_usd:.7f}"
+    return label
 
 
 def _lambda_label(figures: LambdaFigures | None) -> str:

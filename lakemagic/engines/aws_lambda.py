@@ -32,7 +32,7 @@ from botocore.exceptions import (
 from lakedeploy import DEFAULT_FUNCTION_NAME
 from lakelambda.protocol import LAMBDA_ARCHITECTURES
 
-from ..errors import EngineError
+from ..errors import EngineError, RetryableEngineError
 from .base import LambdaFigures, Reply
 
 # AWS Lambda on-demand prices in us-east-1, from https://aws.amazon.com/lambda/pricing/.
@@ -46,6 +46,11 @@ CONNECT_TIMEOUT_S = 10
 # Retries only where the invocation cannot have run: Lambda throttled it, or it was never sent.
 NOT_RUN_ERRORS = (EndpointConnectionError, ConnectTimeoutError)
 RETRY_BASE_DELAY_S = 0.2
+
+# Function errors that a second invocation would only repeat; any other (a crash, a timeout) may pass.
+NOT_CURED_BY_RETRY = {"Function.ResponseSizeTooLarge", "Runtime.OutOfMemory"}
+# Invocations that may run at once over the one client (a fan-out's tasks): its connection pool.
+MAX_CONCURRENT_CALLS = 64
 
 CREDENTIAL_ERRORS = {"UnrecognizedClientException", "ExpiredTokenException", "InvalidSignatureException"}
 ACCESS_ERRORS = {"AccessDeniedException", "AccessDenied"}
@@ -93,7 +98,9 @@ class LambdaEngine:
         self._last_answer_at = time.monotonic()
         answer = _json_or_none(body)
         if "FunctionError" in response:
-            raise EngineError(self._function_error_sentence(answer if isinstance(answer, dict) else {}))
+            document = answer if isinstance(answer, dict) else {}
+            error = EngineError if document.get("errorType") in NOT_CURED_BY_RETRY else RetryableEngineError
+            raise error(self._function_error_sentence(document))
         report = _report(response.get("LogResult"))
         architecture = (answer.get("stats") or {}).get("architecture") if isinstance(answer, dict) else None
         figures = LambdaFigures(
@@ -114,8 +121,10 @@ class LambdaEngine:
                 return response, response["Payload"].read()
             except ClientError as error:
                 throttled = error.response.get("Error", {}).get("Code") == "TooManyRequestsException"
-                if not throttled or attempt == self.max_attempts:
+                if not throttled:
                     raise EngineError(self._client_error_sentence(error)) from None
+                if attempt == self.max_attempts:
+                    raise RetryableEngineError(self._client_error_sentence(error)) from None
             except NOT_RUN_ERRORS as error:
                 if attempt == self.max_attempts:
                     raise EngineError(self._botocore_error_sentence(error)) from None
@@ -135,6 +144,7 @@ class LambdaEngine:
                     connect_timeout=CONNECT_TIMEOUT_S,
                     retries={"mode": "standard", "total_max_attempts": 1},
                     tcp_keepalive=True,
+                    max_pool_connections=MAX_CONCURRENT_CALLS,
                 )
                 session = boto3.Session(profile_name=self.profile, region_name=self.region)
                 self._client = session.client("lambda", config=config)

@@ -40,6 +40,9 @@ class Plan:
     tasks: tuple[Task, ...]
     merge_sql: str
     explanation: str  # for %%lakesql --explain
+    # What every task runs with the split table read by its name: the handler's task
+    # operation reads the task's own files under that name (lakelambda/tasks.py).
+    task_sql: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def plan(sql: str, table: str, files: Sequence[PartitionFile], max_tasks: int,
         return NotSplit(str(refusal))
     tasks = tuple(Task(tuple(group), to_sql(_reading(task_node, table, group, types)))
                   for group in group_files(files, max_tasks))
-    return Plan(tasks, merge_sql, explain(tasks, merge_sql))
+    return Plan(tasks, merge_sql, explain(tasks, merge_sql), to_sql(task_node))
 
 
 def _reading(task_node: dict, table: str, files: Sequence[PartitionFile], types: Mapping[str, str]) -> dict:

@@ -1,0 +1,216 @@
+"""Running a query fanned out over many invocations: list, prune, plan, run the tasks at once, merge.
+
+One extra invocation lists the partitioned tables a splittable query reads
+(the `partitions` operation); each task is one `task` invocation over its
+share of the files, at most `max_fanout` of them, run at once on bounded
+threads over the engine (boto3's Lambda client is thread-safe). A task that
+fails in a way another try may cure (throttled, crashed, timed out) is run
+again, a bounded number of times; any other failure fails the query, and no
+result is shown without every task's part. The merge runs in the notebook's
+DuckDB (merge.py), and the result is an ordinary inline QueryResult.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable
+
+import duckdb
+
+from lakelambda import protocol
+from lakelambda.protocol import MAX_LISTED_TABLES, MAX_PAGE_ROWS, View
+from lakelambda.sql import duckdb_error, parameter_names, referenced_tables
+
+from .. import client
+from ..client import CallStats, FanoutReceipt, QueryResult
+from ..engines import Engine
+from ..errors import EngineError, LakeQueryError, RetryableEngineError
+from .files import PartitionFile
+from .merge import merge
+from .planner import NotSplit, Plan, plan
+from .prune import prune
+
+# LakeMagic.max_fanout's default: the most invocations one query fans out to.
+DEFAULT_MAX_FANOUT = 32
+# Threads that wait on invocations at once; the rest of the tasks queue behind them.
+MAX_THREADS = 64
+# Tries of one task in all, for failures another try may cure.
+TASK_ATTEMPTS = 3
+RETRY_BASE_DELAY_S = 0.25
+# Error answers another try may cure: the task ran out of time, or storage did not answer.
+RETRYABLE_ANSWERS = {"QueryTimeout", "LakeUnavailable"}
+# What the pure shape check plans over before any file is listed.
+_PROBE_FILES = [PartitionFile("probe/k=1/probe.parquet", 1, {"k": "1"}), PartitionFile("probe/k=2/probe.parquet", 1, {"k": "2"})]
+
+
+@dataclass
+class Decision:
+    """What a fan-out does with a query: its plan, or why it runs on one invocation."""
+
+    plan: Plan | None = None
+    reason: str | None = None
+    table: str | None = None
+    key_types: dict[str, str] = field(default_factory=dict)
+    partitioned: bool = False  # the query reads a Hive-partitioned table (so not splitting it is news)
+    calls: list[CallStats] = field(default_factory=list)  # the listing's
+
+
+def decide(engine: Engine, sql: str, views: tuple[View, ...], max_fanout: int) -> Decision:
+    """Plan `sql` over the partitioned lake table it reads, or say why it is not split."""
+    if max_fanout <= 1:
+        return Decision(reason="fan-out is off (at most 1 task)")
+    view_names = {view.name.lower() for view in views}
+    candidates = sorted(name for name in referenced_tables(sql) if name.lower() not in view_names)
+    if not candidates:
+        return Decision(reason="the query reads no lake table directly")
+    shapes = {name: plan(sql, name, _PROBE_FILES, 2, key_types={"k": "BIGINT"}) for name in candidates}
+    splittable = [name for name, shape in shapes.items() if not isinstance(shape, NotSplit)]
+    if not splittable:
+        return Decision(reason=shapes[candidates[0]].reason)
+    answer, stats = client.call(engine, protocol.partitions_request(splittable[:MAX_LISTED_TABLES]),
+                                protocol.PartitionsAnswer, sql)
+    decision = Decision(calls=[stats])
+    if not answer.tables:
+        decision.reason = f"{' or '.join(splittable)} is not a Hive-partitioned table"
+        return decision
+    table = max(answer.tables, key=lambda listed: sum(file.bytes for file in listed.files))
+    decision.table, decision.partitioned = table.name, True
+    decision.key_types = {column.name: column.type for column in table.key_types}
+    for view in views:
+        if table.name.lower() in {name.lower() for name in referenced_tables(view.sql)}:
+            decision.reason = f"the view {view.name} reads {table.name}, so each task would see only its share there too"
+            return decision
+    files = [PartitionFile(file.path, file.bytes, dict(file.partition)) for file in table.files]
+    kept = prune(sql, table.name, files, decision.key_types)
+    planned = plan(sql, table.name, kept, max_fanout, key_types=decision.key_types)
+    if isinstance(planned, NotSplit):
+        decision.reason = planned.reason
+    elif len(planned.tasks) == 1:
+        decision.reason = (f"the {len(kept)} file{'s' * (len(kept) != 1)} of {table.name} it reads "
+                           f"(of {len(files)}, after pruning) make one task")
+    else:
+        decision.plan = planned
+    return decision
+
+
+def explain(engine: Engine, sql: str, views: tuple[View, ...], max_fanout: int) -> str:
+    """What %%lakesql --explain prints: the plan, or why the query runs on one invocation."""
+    decision = decide(engine, sql, views, max_fanout)
+    if decision.plan is None:
+        return f"Runs on one invocation: {decision.reason}."
+    return decision.plan.explanation
+
+
+def run(engine: Engine, sql: str, params: dict, page_size: int, views: tuple[View, ...], max_fanout: int,
+        progress: Callable[[int, int], None] | None = None, reuse: bool = True) -> QueryResult:
+    """The result of `sql`, fanned out where its shape and its table allow, else run on one invocation
+    (which may reuse a stored result, with `reuse`; a fan-out's tasks always run)."""
+    started = time.perf_counter()
+    decision = decide(engine, sql, views, max_fanout)
+    if decision.plan is None:
+        result = client.run_query(engine, sql, params, page_size, views, reuse)
+        if decision.partitioned:  # the reason is news to someone who may have expected a fan-out
+            result.stats = result.last_call = _with_receipt(result.stats, FanoutReceipt(not_split=decision.reason))
+        return result
+    planned = decision.plan
+    task_params = {name: value for name, value in params.items() if name in parameter_names(planned.task_sql)}
+    requests = [protocol.task_request(planned.task_sql, task_params, MAX_PAGE_ROWS, decision.table,
+                                      [file.path for file in task.files], decision.key_types, views)
+                for task in planned.tasks]
+    outcomes = _run_all(engine, requests, sql, progress)
+    columns = outcomes[0].result.columns
+    if any(outcome.result.columns != columns for outcome in outcomes):
+        raise EngineError("the fan-out's tasks answered with different columns; run the query with --fanout 1")
+    pages = [data for outcome in outcomes for data in _all_pages(outcome.result)]
+    try:
+        info, data = merge(pages, columns, planned.merge_sql, params)
+    except duckdb.Error as exc:
+        error = duckdb_error(exc)
+        raise LakeQueryError(error.error_type, f"in the fan-out's merge: {error.message}") from None
+    calls = decision.calls + [outcome.result.stats for outcome in outcomes]
+    receipt = _receipt(planned, outcomes, calls)
+    first = outcomes[0].result.stats.engine
+    stats = CallStats(protocol.Stats(engine_ms=max(o.result.stats.engine.engine_ms for o in outcomes),
+                                     cold=any(o.result.stats.engine.cold for o in outcomes), rows=info.total_rows,
+                                     encoded_bytes=len(data), duckdb_version=first.duckdb_version,
+                                     architecture=first.architecture),
+                      round(1000 * (time.perf_counter() - started), 3), None, receipt)
+    return QueryResult(engine=engine, sql=sql, info=info, first_page=client.Page(0, info.total_rows, data, info.columns),
+                       stats=stats)
+
+
+@dataclass
+class _Outcome:
+    result: QueryResult
+    retries: int  # tries that failed before this one
+    wall_ms: float
+
+
+def _run_all(engine: Engine, requests: list[dict], sql: str,
+             progress: Callable[[int, int], None] | None) -> list[_Outcome]:
+    """Every task's outcome, in task order; the first failure that no retry cures fails them all."""
+    if progress is not None:
+        progress(0, len(requests))
+    pool = ThreadPoolExecutor(min(len(requests), MAX_THREADS), thread_name_prefix="lakemagic-task")
+    try:
+        pending = {pool.submit(_run_task, engine, request, sql) for request in requests}
+        futures = list(pending)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()  # raises the task's failure: no result is shown without every task
+            if progress is not None:
+                progress(len(requests) - len(pending), len(requests))
+        return [future.result() for future in sorted(futures, key=futures.index)]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_task(engine: Engine, request: dict, sql: str) -> _Outcome:
+    started, attempt = time.perf_counter(), 1
+    while True:
+        try:
+            result = client.run_request(engine, request, sql)
+            return _Outcome(result, attempt - 1, 1000 * (time.perf_counter() - started))
+        except RetryableEngineError:
+            if attempt == TASK_ATTEMPTS:
+                raise
+        except LakeQueryError as error:
+            if error.error_type not in RETRYABLE_ANSWERS or attempt == TASK_ATTEMPTS:
+                # The task's SQL is not the cell's: a position in it would point at the wrong text.
+                raise LakeQueryError(error.error_type, error.message) from None
+        time.sleep(random.uniform(0, RETRY_BASE_DELAY_S * 2**attempt))
+        attempt += 1
+
+
+def _all_pages(result: QueryResult) -> list[str]:
+    """Every page of a task's result: its first page, and the rest of a result too big to come inline."""
+    pages, offset = [result.first_page.data], result.first_page.row_count
+    while offset < result.total_rows:
+        page = result.page(offset, MAX_PAGE_ROWS)
+        if page.row_count == 0:
+            raise EngineError("a fan-out task's stored result ended before its row count")
+        pages.append(page.data)
+        offset += page.row_count
+    return pages
+
+
+def _receipt(planned: Plan, outcomes: list[_Outcome], calls: list[CallStats]) -> FanoutReceipt:
+    figures = [call.lambda_figures for call in calls if call.lambda_figures is not None]
+    billed = [f for f in figures if f.billed_ms is not None and f.memory_mb is not None]
+    costs = [f.cost_usd for f in figures if f.cost_usd is not None]
+    return FanoutReceipt(
+        tasks=len(planned.tasks),
+        partitions=sum(len(task.partitions()) for task in planned.tasks),
+        slowest_task_ms=max(outcome.wall_ms for outcome in outcomes),
+        billed_gb_s=sum(f.billed_ms / 1000 * f.memory_mb / 1024 for f in billed) if billed else None,
+        cost_usd=sum(costs) if costs else None,
+        retries=sum(outcome.retries for outcome in outcomes),
+    )
+
+
+def _with_receipt(stats: CallStats, receipt: FanoutReceipt) -> CallStats:
+    return CallStats(stats.engine, stats.round_trip_ms, stats.lambda_figures, receipt)

@@ -65,7 +65,12 @@ def decide(engine: Engine, sql: str, views: tuple[View, ...], max_fanout: int) -
     view_names = {view.name.lower() for view in views}
     candidates = sorted(name for name in referenced_tables(sql) if name.lower() not in view_names)
     if not candidates:
-        return Decision(reason="the query reads no lake table directly")
+        through_views = sorted({name for view in views for name in referenced_tables(view.sql)
+                                if name.lower() not in view_names})
+        if through_views:
+            return Decision(reason=f"the query reads {', '.join(through_views)} only through its views, "
+                                   "which are not split")
+        return Decision(reason="the query reads no lake table")
     shapes = {name: plan(sql, name, _PROBE_FILES, 2, key_types={"k": "BIGINT"}) for name in candidates}
     splittable = [name for name, shape in shapes.items() if not isinstance(shape, NotSplit)]
     if not splittable:
@@ -101,7 +106,13 @@ def explain(engine: Engine, sql: str, views: tuple[View, ...], max_fanout: int) 
     decision = decide(engine, sql, views, max_fanout)
     if decision.plan is None:
         return f"Runs on one invocation: {decision.reason}."
-    return decision.plan.explanation
+    planned = decision.plan
+    lines = planned.explanation.splitlines()
+    # The planner shows task 1's SQL with its files inlined; a task request names its files
+    # instead, and the handler reads them under the table's name (lakelambda/tasks.py).
+    return "\n".join([*lines[: 1 + len(planned.tasks)],
+                      f"Each task runs, reading only its own files as the table {decision.table}:",
+                      f"  {planned.task_sql}", *lines[-2:]])
 
 
 def run(engine: Engine, sql: str, params: dict, page_size: int, views: tuple[View, ...], max_fanout: int,

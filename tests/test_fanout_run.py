@@ -242,3 +242,29 @@ def test_a_task_that_keeps_timing_out_fails_the_query_after_bounded_retries(fano
         assert 1 + runner.TASK_ATTEMPTS <= len(calls) <= 1 + 2 * runner.TASK_ATTEMPTS, calls
     finally:
         local.stop()
+
+
+def test_the_magic_fans_out_explains_and_shows_the_receipt(function, ipython, capsys):
+    from IPython.core.error import UsageError
+    from IPython.utils.capture import capture_output
+
+    ipython.run_line_magic("config", "LakeMagic.engine = 'lambda'")
+    ipython.run_line_magic("config", f"LakeMagic.function_name = {FUNCTION!r}")
+    ipython.run_line_magic("config", "LakeMagic.max_fanout = 3")
+    sql = "SELECT vendor_id, count(*) AS trips, avg(fare_amount) AS fare FROM partitioned GROUP BY 1 ORDER BY 1"
+    invocations(capsys)
+    with capture_output() as captured:
+        ipython.run_cell(f"%%lakesql --explain\n{sql}").raise_error()
+    assert captured.stdout.startswith("Fan-out over 3 tasks, reading 30 files"), captured.stdout
+    with capture_output() as captured:
+        ipython.run_cell(f"%%lakesql\n{sql}").raise_error()
+    shown = "".join(output.data.get("text/plain", "") + output.data.get("text/html", "") for output in captured.outputs)
+    assert "fanned out: 3 tasks over 30 partitions, slowest task" in shown and "GB-s in all" in shown, shown
+    invocations(capsys)
+    ipython.run_cell(f"%%lakesql --fanout 1 one <<\n{sql}").raise_error()
+    assert len(invocations(capsys)) == 1
+    ipython.run_cell(f"%%lakesql --fanout 4 many <<\n{sql}").raise_error()
+    assert len(invocations(capsys)) == 1 + 4
+    pd.testing.assert_frame_equal(ipython.user_ns["one"], ipython.user_ns["many"], check_exact=False, rtol=1e-9)
+    with pytest.raises(UsageError, match="--fanout must be at least 1"):
+        ipython.run_cell_magic("lakesql", "--fanout 0", sql)

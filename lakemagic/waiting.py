@@ -7,8 +7,10 @@ only once a call has taken a moment and then replaced in place by the result
 (or emptied), so a notebook run headless (papermill, nbconvert) keeps the
 final table and nothing of the wait.
 
-Code that knows more of a call's progress, such as a fan-out's tasks done of
-total, reports it through `current().tasks(done, total)`.
+The line also shows what is known of the call's progress: the embedded
+engine's DuckDB progress (an engine's `progress()`), and what code that
+knows more, such as a fan-out's tasks done of total, reports through
+`current().tasks(done, total)`.
 """
 
 from __future__ import annotations
@@ -127,6 +129,10 @@ class Wait:
             parts.append("likely starting a container")
         if status.total:
             parts.append(f"{status.done} of {status.total} tasks done")
+        progress = getattr(self.engine, "progress", None)
+        percent = progress() if progress is not None else None
+        if percent is not None:
+            parts.append(f"{percent:.0f}% done")
         parts.append(f"{elapsed:.0f} s")
         return " · ".join(parts)
 

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 
+import duckdb
 import pytest
 from IPython.utils.capture import capture_output
 
@@ -134,6 +135,30 @@ def test_interrupt_stops_duckdb_at_once_and_the_kernel_goes_on(local_shell):
     with capture_output():
         assert local_shell.run_cell("x = %lakesql SELECT count(*) AS n FROM taxi_2019_04").success
     assert local_shell.user_ns["x"].n[0] == 20_000
+
+
+@pytest.fixture(scope="module")
+def row_group_lake(tmp_path_factory):
+    """A lake of one table in 98 row groups, which DuckDB's scan reports its progress through."""
+    lake = tmp_path_factory.mktemp("row-groups")
+    (lake / "dataset").mkdir()
+    duckdb.sql(f"COPY (SELECT range AS i, CAST(range AS VARCHAR) AS s FROM range(200000)) "
+               f"TO '{lake / 'dataset' / 'numbers.parquet'}' (ROW_GROUP_SIZE 2048)")
+    return lake
+
+
+def test_the_embedded_engine_shows_duckdbs_own_progress_then_the_result(ipython, row_group_lake):
+    ipython.run_line_magic("config", f"LakeMagic.lake = {str(row_group_lake)!r}")
+    with capture_output() as captured:  # seconds of hashing, row group after row group
+        assert ipython.run_cell("%%lakesql\nSELECT count(*) AS n FROM numbers WHERE md5(repeat(s, 1200)) < '1'").success
+    percents = [float(line.split("% done")[0].rsplit("· ", 1)[1]) for line in shown_lines(captured.outputs)
+                if "% done" in line]
+    assert percents and all(0 < percent < 100 for percent in percents), shown_lines(captured.outputs)
+    assert percents == sorted(percents)
+    (table,) = fold(captured.outputs)  # the result took the line's place
+    expected = duckdb.sql(f"SELECT count(*) FROM '{row_group_lake}/dataset/numbers.parquet' "
+                          "WHERE md5(repeat(s, 1200)) < '1'").fetchone()[0]
+    assert f"<td>{expected}</td>" in table.data["text/html"]
 
 
 def test_sql_errors_still_fail_the_cell_after_a_wait(local_shell):

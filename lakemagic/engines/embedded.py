@@ -27,7 +27,7 @@ class EmbeddedEngine:
                 f"the lake folder {self.lake} does not exist; build it with "
                 f"`lakemagic load --lake {self.lake}` or point at another with %config LakeMagic.lake = '...'"
             )
-        self._handler = LakeHandler(self.lake)
+        self._handler = LakeHandler(self.lake, track_progress=True)
 
     def call(self, request: dict) -> Reply:
         event = json.loads(json.dumps(request))
@@ -36,3 +36,7 @@ class EmbeddedEngine:
     def interrupt(self) -> None:
         """Interrupt DuckDB in the calls now running (from another thread than theirs)."""
         self._handler.interrupt()
+
+    def progress(self) -> float | None:
+        """DuckDB's own progress of the running statement, in percent, where it reports one."""
+        return self._handler.progress()

@@ -37,7 +37,7 @@ ANSWER_RESERVE_MS = 1500
 class LakeHandler:
     """A handler bound to one lake. Lambda keeps one per warm container."""
 
-    def __init__(self, lake: str, settings: Settings | None = None, s3=None):
+    def __init__(self, lake: str, settings: Settings | None = None, s3=None, track_progress: bool = False):
         self.settings = settings or Settings.from_environment()
         self.lake = Lake(lake, s3, s3_request_timeout_s(self.settings.function_timeout_s))
         if self.lake.is_s3 and s3 is None:
@@ -52,7 +52,8 @@ class LakeHandler:
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.
         self._database = open_database(self.lake, self.settings)
-        self._running: set = set()  # the cursors of calls in progress, for interrupt()
+        self._running: set = set()  # the cursors of calls in progress, for interrupt() and progress()
+        self._track_progress = track_progress
         # Whenever the handler goes (closed, collected, or the interpreter exits), so do its
         # database and scratch folder; a process killed outright leaves the folder to the
         # next handler's start (database.remove_stale_scratch_folders).
@@ -68,6 +69,10 @@ class LakeHandler:
         try:
             request = protocol.parse_request(event)
             with self._database.cursor() as con, _time_budget(con, context) as budget:
+                if self._track_progress:
+                    # The PRAGMAs, unlike SET, pass the configuration lock; nothing is printed.
+                    con.execute("PRAGMA enable_progress_bar")
+                    con.execute("PRAGMA disable_print_progress_bar")
                 self._running.add(con)
                 try:
                     answer = self._operations[type(request)](con, request)
@@ -94,6 +99,18 @@ class LakeHandler:
         """
         for con in list(self._running):
             con.interrupt()
+
+    def progress(self) -> float | None:
+        """DuckDB's progress (0-100) of the statement running now, when one call runs and DuckDB reports one.
+
+        Only with `track_progress`: DuckDB keeps it for a statement that has run its
+        progress_bar_time (2 s) and reports it for scans, not for every operator.
+        """
+        running = list(self._running)
+        if len(running) != 1:
+            return None
+        percent = running[0].query_progress()
+        return percent if percent > 0 else None
 
     def query(self, con, request: QueryRequest) -> PageAnswer:
         result = run.run_query(con, self.lake, self.results, request.sql, request.params, request.views,

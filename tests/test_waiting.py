@@ -13,6 +13,8 @@ import threading
 import time
 
 import duckdb
+import nbformat
+import papermill
 import pytest
 from IPython.utils.capture import capture_output
 
@@ -161,13 +163,40 @@ def test_the_embedded_engine_shows_duckdbs_own_progress_then_the_result(ipython,
     assert f"<td>{expected}</td>" in table.data["text/html"]
 
 
-def test_sql_errors_still_fail_the_cell_after_a_wait(local_shell):
-    cell = f"%%lakesql\nSELECT count(*) FROM range(40000000) a, range(20) b WHERE (a.range * b.range) % 7 = 3 AND nope"
+# About 2-6 s here, then a conversion error once the count is known.
+SLOW_COUNT = "SELECT count(*) AS n FROM range(40000000) a, range(10) b WHERE (a.range * b.range) % 7 = 3"
+FAILS_LATE = ("SELECT CAST('x' || count(*) AS INTEGER) AS n FROM range(40000000) a, range(10) b "
+              "WHERE (a.range * b.range) % 7 = 3")
+
+
+def test_an_error_after_a_wait_still_fails_the_cell_and_leaves_only_itself(local_shell):
     with capture_output() as captured:
-        outcome = local_shell.run_cell(cell)
+        outcome = local_shell.run_cell(f"%%lakesql\n{FAILS_LATE}")
     assert not outcome.success
-    assert "nope" in captured.stdout
+    assert "running on local · 1 s" in shown_lines(captured.outputs)  # it did wait
+    assert captured.stdout.startswith("ConversionException")
     assert fold(captured.outputs) == []
+
+
+def test_papermill_keeps_the_table_and_nothing_of_the_wait(tmp_path, local_taxi_lake):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(f"%load_ext lakemagic\n%config LakeMagic.lake = {str(local_taxi_lake)!r}"),
+        nbformat.v4.new_code_cell(f"%%lakesql\n{SLOW_COUNT}"),
+        nbformat.v4.new_code_cell(f"%%lakesql\n{FAILS_LATE}"),
+    ]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "slow.ipynb")
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        papermill.execute_notebook(str(tmp_path / "slow.ipynb"), str(tmp_path / "ran.ipynb"), progress_bar=False,
+                                   kernel_name="python3", cwd=str(tmp_path))
+    assert failure.value.ename == "LakeQueryError"
+    slow, failed = [cell for cell in nbformat.read(tmp_path / "ran.ipynb", 4).cells if "%%lakesql" in cell.source]
+    (table,) = slow.outputs
+    assert "application/vnd.jupyter.widget-view+json" in table["data"]
+    assert f"<td>{duckdb.sql(SLOW_COUNT).fetchone()[0]}</td>" in table["data"]["text/html"]
+    assert all("running on" not in str(output) for output in slow.outputs + failed.outputs)
+    assert failed.outputs[-1]["output_type"] == "error"
 
 
 def test_on_lambda_the_wait_stops_at_once_and_the_late_answer_is_dropped(lambda_shell, short_budget_function):

@@ -228,8 +228,10 @@ class LakeMagic(Magics):
 
     def _run_to_frame(self, sql: str) -> pd.DataFrame:
         """A chart's aggregate, in one call: the first page holds as many rows as a response does."""
-        views = self.views.resolve(sql)
-        return client.run_query(self.current_engine(), sql, {}, MAX_PAGE_ROWS, views, self.reuse_results).to_dataframe()
+        views, engine = self.views.resolve(sql), self.current_engine()
+        with waiting.Wait(engine) as wait:
+            result = wait.run(lambda: client.run_query(engine, sql, {}, MAX_PAGE_ROWS, views, self.reuse_results))
+        return result.to_dataframe()
 
     def _materialize(self, name: str, path: str | None):
         if name not in self.views:

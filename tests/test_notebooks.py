@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import boto3
 import duckdb
 import nbformat
@@ -103,3 +106,17 @@ def test_a_failing_query_fails_the_run_with_the_short_error(tmp_path, local_taxi
     assert error_output["traceback"][0].startswith("BinderException")
     assert not any("File " in line for line in error_output["traceback"])
     assert cells[-1].execution_count is None  # the run stopped at the failure
+
+
+def test_lakemagic_demo_says_what_it_ran_and_prints_no_kernel_warnings(tmp_path):
+    output = tmp_path / "executed"
+    ran = subprocess.run([sys.executable, "-m", "lakemagic.cli", "demo", "--lake", str(tmp_path / "lake"),
+                          "--rows", str(ROWS), "--output", str(output)],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stderr == ""  # no "Kernel is running over TCP without encryption", nor any other warning
+    for name in DEMO_NOTEBOOKS:
+        assert f"  {output / name}\n" in ran.stdout
+        assert (output / name).exists()
+    assert f"jupyter-lab {output}" in ran.stdout  # how to open them
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["executed", "lake"]  # nothing else left behind

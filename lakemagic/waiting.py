@@ -68,6 +68,7 @@ class Wait:
     def __init__(self, engine) -> None:
         self.engine = engine
         self._handle = None
+        self._text_shown = ""
 
     def __enter__(self) -> "Wait":
         return self
@@ -142,10 +143,9 @@ class Wait:
                                "<small>(■ or Ctrl-C stops)</small></div>"}
         if self._handle is None:
             self._handle = display(bundle, raw=True, display_id=True)
-            self._text_shown = text
         elif text != self._text_shown:
             self._handle.update(bundle, raw=True)
-            self._text_shown = text
+        self._text_shown = text
 
     def _stop(self, finished: threading.Event, elapsed: float) -> QueryInterrupted:
         """Stop an engine that can stop (it interrupts DuckDB); leave a call to one that cannot, unread."""
@@ -155,7 +155,10 @@ class Wait:
             while not finished.is_set() and time.monotonic() < deadline:
                 interrupt()  # again and again: one landing between two statements is lost
                 finished.wait(0.05)
-            return QueryInterrupted(f"interrupted after {elapsed:.0f} s; the {self.engine.name} engine stopped the query")
+            if finished.is_set():
+                return QueryInterrupted(f"interrupted after {elapsed:.0f} s; the {self.engine.name} engine stopped the query")
+            return QueryInterrupted(f"stopped waiting after {elapsed:.0f} s; the {self.engine.name} engine did not stop "
+                                    f"the query within {STOP_WITHIN_S:g} s, so it runs on and its answer is dropped")
         return QueryInterrupted(
             f"stopped waiting after {elapsed:.0f} s; the {self.engine.name} engine cannot cancel a call, so it runs "
             "on until its time budget ends and its answer is dropped"

@@ -24,6 +24,9 @@ DEFAULT_RUNTIME = "python3.12"
 DEFAULT_ARCHITECTURE = "x86_64"
 DEFAULT_MEMORY_MB = 2048
 DEFAULT_TIMEOUT_S = 300
+# The function's /tmp: half for DuckDB's spill (a result is held in memory and spill while it is
+# written), a quarter for local copies of results, the rest for pages. Big results go straight to S3.
+EPHEMERAL_STORAGE_MB = 4096
 
 __all__ = ["DEFAULT_ARCHITECTURE", "DEFAULT_FUNCTION_NAME", "DEFAULT_MEMORY_MB", "DEFAULT_RUNTIME",
-           "DEFAULT_TIMEOUT_S", "DeployError"]
+           "DEFAULT_TIMEOUT_S", "EPHEMERAL_STORAGE_MB", "DeployError"]

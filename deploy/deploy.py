@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from urllib.parse import unquote
 
+from . import EPHEMERAL_STORAGE_MB
 from .errors import DeployError
 from .lifecycle import ensure_lifecycle_rule
 from .package import DIRECT_UPLOAD_LIMIT, MB, PackageInfo, build_package
@@ -45,7 +46,8 @@ def deploy(options: DeployOptions, *, aws: Aws | None = None, out=print, cache_d
     account = aws.whoami()
     name = options.function_name
     out(f"deploying {name} to {aws.region} over {lake.url} ({target.runtime}, {target.architecture}, "
-        f"{options.memory} MB, {options.timeout} s)")
+        f"{options.memory} MB, {options.timeout} s, {EPHEMERAL_STORAGE_MB} MB of /tmp for DuckDB's spill and "
+        "local result copies; big results go straight to S3)")
     _ensure_bucket(aws, lake, options.create_bucket, out)
     package, through_s3 = _package(options, target, source, cache_dir, direct_upload_limit, out)
 
@@ -192,7 +194,8 @@ def _ensure_function(aws: Aws, options: DeployOptions, found: dict | None, vpc: 
     if not package.has_httpfs:
         environment["LAKEMAGIC_INSTALL_HTTPFS"] = "1"
     configuration = {"Role": role, "Handler": HANDLER, "Runtime": target.runtime, "MemorySize": options.memory,
-                     "Timeout": options.timeout, "Environment": {"Variables": environment}, "VpcConfig": vpc}
+                     "Timeout": options.timeout, "EphemeralStorage": {"Size": EPHEMERAL_STORAGE_MB},
+                     "Environment": {"Variables": environment}, "VpcConfig": vpc}
     if found is None:
         if not vpc["SubnetIds"]:
             del configuration["VpcConfig"]  # a new function is in no VPC unless asked
@@ -214,6 +217,7 @@ def _ensure_function(aws: Aws, options: DeployOptions, found: dict | None, vpc: 
         code_state = "updated"
     present = {"Role": current.get("Role"), "Handler": current.get("Handler"), "Runtime": current.get("Runtime"),
                "MemorySize": current.get("MemorySize"), "Timeout": current.get("Timeout"),
+               "EphemeralStorage": {"Size": (current.get("EphemeralStorage") or {}).get("Size", 512)},
                "Environment": {"Variables": existing_env}, "VpcConfig": vpc_config(current.get("VpcConfig"))}
     if present == configuration:
         return code_state, "up to date"

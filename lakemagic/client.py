@@ -8,6 +8,7 @@ by the protocol module; an error answer becomes LakeQueryError.
 from __future__ import annotations
 
 import base64
+import datetime
 import contextlib
 import os
 import tempfile
@@ -77,6 +78,15 @@ class QueryResult:
 
     def __post_init__(self) -> None:
         self.last_call = self.stats
+
+    @property
+    def reuse_note(self) -> str:
+        """For a footer: "reused result of 2026-12-02 14:03:05 UTC" when the engine answered from an
+        earlier run's result, else ""."""
+        if self.reused_from is None:
+            return ""
+        at = datetime.datetime.fromtimestamp(self.reused_from, datetime.timezone.utc)
+        return f"reused result of {at:%Y-%m-%d %H:%M:%S} UTC"
 
     @property
     def result_id(self) -> str:

@@ -155,6 +155,7 @@ def test_deploy_redeploy_destroy(clients, local_package, capsys):
     assert config["Handler"] == "lakelambda.handler.handler"
     assert config["Runtime"] == Target.local().runtime
     assert (config["MemorySize"], config["Timeout"]) == (2048, 300)
+    assert config["EphemeralStorage"] == {"Size": 4096}  # DuckDB's spill and local result copies
     assert config["Architectures"] == [Target.local().architecture]
     assert config["Environment"]["Variables"] == {"LAKEMAGIC_LAKE": lake}
     assert config["Role"] == role["Arn"]
@@ -235,6 +236,7 @@ def test_package_over_the_direct_upload_limit_goes_through_the_lake_bucket(clien
     key = f"lake/_lakemagic/deploy/{sha}.zip"
     assert any(f"package uploaded to s3://big-package-lake/{key}" in line for line in lines)
     assert any("over the 1 MB Lambda takes in a direct upload, so it goes through S3" in line for line in lines)
+    assert any("4096 MB of /tmp" in line for line in lines)  # deploy says what ephemeral storage it gives
     assert s3.head_object(Bucket="big-package-lake", Key=key)["ContentLength"] == os.path.getsize(local_package)
     assert lam.get_function(FunctionName="via-s3")["Configuration"]["CodeSha256"] == code_sha256(local_package)
 

@@ -156,6 +156,7 @@ def test_a_repeated_query_is_answered_from_its_result(lake, sql):
         lake.proxy.reset()
     again = run(lake, sql)
     assert first.reused_from is None and again.reused_from is not None
+    assert first.reuse_note == "" and again.reuse_note.startswith("reused result of 20")
     pd.testing.assert_frame_equal(again.to_dataframe(), first.to_dataframe())
     if lake.name == "lambda":
         assert lake.data_reads() == 0, dict(lake.proxy.objects)  # the data was not read again

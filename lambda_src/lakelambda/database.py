@@ -25,6 +25,8 @@ from .sql import quote_literal
 
 # Lambda gives a function one vCPU per 1,769 MB of memory.
 MB_PER_VCPU = 1769
+# The most one result may hold in the engine, unless LAKEMAGIC_MAX_RESULT_BYTES says otherwise.
+DEFAULT_MAX_RESULT_BYTES = 8 * 1024**3
 # Scratch folders are named lakemagic-<pid>-<random>, so one left by a dead process can be told apart.
 SCRATCH_PREFIX = "lakemagic-"
 
@@ -65,6 +67,12 @@ class Settings:
     inline_result_bytes: int = INLINE_RESULT_BYTES
     # The function's timeout, where known: S3 requests are given up well inside it.
     function_timeout_s: float | None = None
+    # The scratch folder's space (Lambda's ephemeral storage, which lakemagic deploy sets): half of
+    # it for DuckDB's spill, the rest for local copies of results and pages. None: the disk's size.
+    scratch_bytes: int | None = None
+    # The most one result may hold in the engine (its rows in DuckDB's memory and spill, which is
+    # more than its compressed Parquet file); a larger one is refused before any file is written.
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
 
     @classmethod
     def from_environment(cls, function_timeout_s: float | None = None) -> "Settings":
@@ -74,9 +82,18 @@ class Settings:
         memory = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
         inline = os.environ.get("LAKEMAGIC_INLINE_RESULT_BYTES")
         timeout = os.environ.get("AWS_LAMBDA_FUNCTION_TIMEOUT")
+        scratch = os.environ.get("LAKEMAGIC_SCRATCH_BYTES")
+        cap = os.environ.get("LAKEMAGIC_MAX_RESULT_BYTES")
         return cls(memory_mb=int(memory) if memory else None,
                    inline_result_bytes=int(inline) if inline else INLINE_RESULT_BYTES,
-                   function_timeout_s=function_timeout_s or (float(timeout) if timeout else None))
+                   function_timeout_s=function_timeout_s or (float(timeout) if timeout else None),
+                   scratch_bytes=int(scratch) if scratch else None,
+                   max_result_bytes=int(cap) if cap else DEFAULT_MAX_RESULT_BYTES)
+
+    @property
+    def scratch_space(self) -> int:
+        """The scratch folder's space in bytes: as set, or the size of the disk it is on."""
+        return self.scratch_bytes or shutil.disk_usage(self.scratch).total
 
     @property
     def pages_folder(self) -> str:
@@ -96,6 +113,8 @@ def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
     con.execute(f"SET home_directory = {quote_literal(os.path.join(scratch, 'home'))}")
     con.execute(f"SET extension_directory = {quote_literal(os.path.join(scratch, 'extensions'))}")
     con.execute(f"SET temp_directory = {quote_literal(os.path.join(scratch, 'spill'))}")
+    # What DuckDB spills never fills the scratch space: a query needing more fails with an out-of-memory error.
+    con.execute(f"SET max_temp_directory_size = '{max(1, settings.scratch_space // 2 // 2**20)}MiB'")
     # Every engine computes in UTC (Lambda's zone), so a notebook gets the same
     # dates and hours wherever its query runs; the configuration lock below
     # means a caller cannot pick another zone per query.

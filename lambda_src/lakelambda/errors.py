@@ -65,6 +65,10 @@ class ColumnNotFound(LakeError):
     """A sort key, filter or profile names a column the result does not have."""
 
 
+class ResultTooLarge(LakeError):
+    """A result larger than the function's cap for one result (LAKEMAGIC_MAX_RESULT_BYTES)."""
+
+
 class RowTooLarge(LakeError):
     """One row alone is larger than a response may be."""
 

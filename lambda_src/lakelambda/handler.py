@@ -45,7 +45,8 @@ class LakeHandler:
         self._cold = True
         self.lake.prepare()
         self.results = ResultStore(self.lake, self.settings.results_folder, self.settings.pages_folder,
-                                   self.settings.inline_result_bytes)
+                                   self.settings.inline_result_bytes, self.settings.scratch_space,
+                                   self.settings.max_result_bytes)
         self.results.prepare()
         self.reuse = ResultReuse(self.lake, self.results)
         self.reuse.prepare()

@@ -117,7 +117,7 @@ class Lake:
             with open(local_path, "rb") as body, s3_errors(f"writing {target}"):
                 self.s3.put_object(Bucket=bucket, Key=key, Body=body)
             if not relative_path.startswith(INTERNAL_FOLDER + "/"):
-                self._forget_listings()  # this container changed the catalog: it sees the change at once
+                self.forget_listings()  # this container changed the catalog: it sees the change at once
             return target
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.makedirs(self.path(STAGING_FOLDER), exist_ok=True)
@@ -277,7 +277,7 @@ class Lake:
         """
         if not _CATALOG_NAME.match(name):
             return None
-        self._forget_listings()
+        self.forget_listings()
         files = self._parquet_stems(con, DATASET_FOLDER)
         if name.lower() in files:
             return self.path(DATASET_FOLDER, f"{files[name.lower()]}.parquet")
@@ -366,7 +366,7 @@ class Lake:
             self._listings[what] = (now, found)
         return found
 
-    def _forget_listings(self) -> None:
+    def forget_listings(self) -> None:
         with self._listings_lock:
             self._listings.clear()
         with self._views_lock:

@@ -27,8 +27,8 @@ from .sql import quote_identifier, quote_literal
 
 RESULTS_PREFIX = f"{INTERNAL_FOLDER}/results"
 RESULT_MAX_AGE_SECONDS = 24 * 3600
-# Lambda's /tmp is 512 MB by default; the local copies keep well inside it.
-LOCAL_COPIES_MAX_BYTES = 256 * 1024 * 1024
+# The scratch space assumed where none is given: Lambda's default /tmp.
+DEFAULT_SCRATCH_BYTES = 512 * 1024 * 1024
 # Small row groups keep a page read small: a page touches one or two of them.
 RESULT_ROW_GROUP_SIZE = 16_384
 # How long a download URL of a stored result is good for.
@@ -45,9 +45,13 @@ class StoredResult(NamedTuple):
 
 
 class ResultStore:
-    def __init__(self, lake: Lake, local_folder: str, pages_folder: str, inline_bytes: int = INLINE_RESULT_BYTES):
+    def __init__(self, lake: Lake, local_folder: str, pages_folder: str, inline_bytes: int = INLINE_RESULT_BYTES,
+                 scratch_bytes: int = DEFAULT_SCRATCH_BYTES, max_result_bytes: int | None = None):
         self.lake = lake
         self.inline_bytes = inline_bytes
+        # A quarter of the scratch space for local copies (DuckDB's spill has half, pages the rest).
+        self.local_copies_bytes = scratch_bytes // 4
+        self.max_result_bytes = max_result_bytes
         # On a local lake, results are written straight into the lake.
         self.local_folder = local_folder if lake.is_s3 else lake.path(RESULTS_PREFIX)
         self.pages_folder = pages_folder
@@ -64,10 +68,14 @@ class ResultStore:
                 if entry.is_file() and entry.stat().st_mtime < cutoff:
                     os.remove(entry.path)
 
-    def new_result(self) -> tuple[str, str]:
-        """A fresh result id and the local path to write it to (its folder made again if it was removed)."""
-        os.makedirs(self.local_folder, exist_ok=True)
+    def new_result(self, held_bytes: int = 0) -> tuple[str, str]:
+        """A fresh result id and the path to write it to: locally (its folder made again if it was
+        removed), or, for a result the engine holds in more than half the local copies' space, straight
+        into an S3 lake, which DuckDB uploads in parts as it writes: a big result never passes /tmp."""
         result_id = secrets.token_urlsafe(24)
+        if self.lake.is_s3 and held_bytes > self.local_copies_bytes // 2:
+            return result_id, self.lake_path(result_id)
+        os.makedirs(self.local_folder, exist_ok=True)
         return result_id, self._local_path(result_id)
 
     def copy_options(self, columns: list[Column]) -> str:
@@ -78,12 +86,16 @@ class ResultStore:
             f"KV_METADATA {{{COLUMNS_KEY}: {metadata}}}"
         )
 
-    def keep(self, result_id: str, path: str, columns: tuple[Column, ...], rows: int) -> StoredResult:
-        """The result just written to `path`: stored for every container, or, if small, only in memory.
+    def keep(self, result_id: str, path: str, columns: tuple[Column, ...], rows: int,
+             size: int | None = None) -> StoredResult:
+        """The result just written to `path` (`size` bytes): stored for every container, or, if small, only in memory.
 
         A small result is read back and its file removed at once: it travels
-        whole in the query's answer (PROTOCOL.md, "Answers").
+        whole in the query's answer (PROTOCOL.md, "Answers"). One written
+        straight into the lake is there already.
         """
+        if path == self.lake_path(result_id) and self.lake.is_s3:
+            return StoredResult(ResultInfo(result_id, columns, rows, size), path)
         size = os.path.getsize(path)
         if size <= self.inline_bytes:
             with open(path, "rb") as small:
@@ -178,14 +190,14 @@ class ResultStore:
             return stored.read(length)
 
     def _trim_local_copies(self, keep: str) -> None:
-        """Drop the oldest local copies beyond LOCAL_COPIES_MAX_BYTES, never `keep` (the one about to be paged)."""
+        """Drop the oldest local copies beyond local_copies_bytes, never `keep` (the one about to be paged)."""
         copies = sorted(os.scandir(self.local_folder), key=lambda entry: entry.stat().st_mtime, reverse=True)
         kept = os.path.getsize(keep)
         for entry in copies:
             if entry.path == keep:
                 continue
             kept += entry.stat().st_size
-            if kept > LOCAL_COPIES_MAX_BYTES:
+            if kept > self.local_copies_bytes:
                 os.remove(entry.path)
 
 

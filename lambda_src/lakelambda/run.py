@@ -18,7 +18,7 @@ from . import catalog, page_format, sandbox
 from .lake import Lake
 from .reuse import ResultReuse
 from .reuse_key import reuse_key
-from .errors import LakeError, NameTaken, SqlError, UnsupportedType
+from .errors import LakeError, NameTaken, ResultTooLarge, SqlError, UnsupportedType
 from .protocol import DASHBOARD_FOLDER, Column, View
 from .results import ResultStore, StoredResult
 from .sql import Statement, duckdb_error, quote_identifier, quote_literal, referenced_tables, single_query
@@ -68,18 +68,24 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, 
             if "UNION(" in column.type:
                 raise UnsupportedType(f"column {column.name!r} is a UNION, which cannot travel to the notebook; "
                                       "cast it to VARCHAR or pick a member with union_extract")
-        result_id, path = results.new_result()
+        held = _held_bytes(con)
+        if results.max_result_bytes is not None and held > results.max_result_bytes:
+            raise ResultTooLarge(
+                f"the result holds {held / 2**20:,.0f} MiB in the engine, more than the {results.max_result_bytes / 2**20:,.0f} MiB "
+                "one result may (LAKEMAGIC_MAX_RESULT_BYTES); narrow it with LIMIT or an aggregate, or write it "
+                "into the lake with --save NAME --materialize")
+        result_id, path = results.new_result(held)
         projection = page_format.storage_projection(columns)  # lossy types stored as text
         try:
-            rows = con.execute(f"COPY (SELECT {projection} FROM {_RESULT_TABLE}) TO {quote_literal(path)} "
-                               f"({results.copy_options(columns)})").fetchone()[0]
+            _, rows, size = con.execute(f"COPY (SELECT {projection} FROM {_RESULT_TABLE}) TO {quote_literal(path)} "
+                                        f"({results.copy_options(columns)}, RETURN_STATS true)").fetchone()[:3]
         except BaseException:  # interrupted or failed: a partial file would only fill the disk
             if os.path.exists(path):
                 os.remove(path)
             raise
     finally:
         con.execute(f"DROP TABLE IF EXISTS {_RESULT_TABLE}")
-    result = results.keep(result_id, path, columns, rows)
+    result = results.keep(result_id, path, columns, rows, size)
     if key is not None:
         reuse.remember(key, result)
     return result
@@ -89,8 +95,10 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
                 views: tuple[View, ...] = ()) -> tuple[str, int, int]:
     """Write the result of `sql` to `path` in the lake; return where, how many rows and bytes.
 
-    The file is finished locally first and then put in place whole, so a
-    failed query leaves the previous file as it was.
+    The file appears whole or not at all, so a failed query leaves the previous file as it was: on
+    S3 DuckDB writes it in place as one multipart upload (no part is visible before the last, and
+    nothing passes the function's /tmp, so a view has no size limit); in a folder it is finished in
+    the scratch folder and renamed into place.
     """
     prepared = _check(con, lake, sql, views)
     folder, _, file_name = path.rpartition("/")
@@ -99,16 +107,18 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
     if taken:
         raise NameTaken(f"the lake already has a table named {name} ({taken}); a materialized view may not "
                         "change what that name means for everyone: save the view under another name")
-    local = os.path.join(scratch, f"materialize-{secrets.token_hex(8)}.parquet")
+    written = lake.path(path) if lake.is_s3 else os.path.join(scratch, f"materialize-{secrets.token_hex(8)}.parquet")
     try:
         copy = _Placed(prepared.statement.text).wrapped(
-            "COPY (", f") TO {quote_literal(local)} (FORMAT parquet, COMPRESSION zstd)")
-        rows = _with_fresh_views(con, lake, prepared, lambda: _execute(con, copy, {}, sql).fetchone()[0])
-        size = os.path.getsize(local)
-        return lake.put(local, path), rows, size
+            "COPY (", f") TO {quote_literal(written)} (FORMAT parquet, COMPRESSION zstd, RETURN_STATS true)")
+        _, rows, size = _with_fresh_views(con, lake, prepared, lambda: _execute(con, copy, {}, sql).fetchone()[:3])
+        if lake.is_s3:
+            lake.forget_listings()  # this container changed the catalog: it sees the change at once
+            return written, rows, size
+        return lake.put(written, path), rows, size
     finally:
-        if os.path.exists(local):
-            os.remove(local)
+        if not lake.is_s3 and os.path.exists(written):
+            os.remove(written)
 
 
 class _Prepared(NamedTuple):
@@ -187,6 +197,13 @@ def _naming_the_lake(con, lake: Lake, prepared: _Prepared, error: SqlError) -> S
     except (LakeError, duckdb.Error):  # the lake cannot be listed now: DuckDB's own words, then
         return error
     return catalog.naming_the_lake(error, names + [view.name for view, _ in prepared.views])
+
+
+def _held_bytes(con) -> int:
+    """What the result table takes in DuckDB, in memory and spilled: more than its Parquet file
+    (which compresses), known before that file is written."""
+    return con.execute("SELECT coalesce(sum(memory_usage_bytes + temporary_storage_bytes), 0) FROM duckdb_memory() "
+                       "WHERE tag = 'IN_MEMORY_TABLE'").fetchone()[0]
 
 
 def _execute(con, placed: _Placed, params: dict, sql: str):

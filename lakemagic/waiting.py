@@ -134,7 +134,7 @@ class Wait:
         percent = progress() if progress is not None else None
         if percent is not None:
             parts.append(f"{percent:.0f}% done")
-        parts.append(f"{elapsed:.0f} s")
+        parts.append(f"{int(elapsed)} s")
         return " · ".join(parts)
 
     def _line(self, text: str) -> None:
@@ -156,10 +156,10 @@ class Wait:
                 interrupt()  # again and again: one landing between two statements is lost
                 finished.wait(0.05)
             if finished.is_set():
-                return QueryInterrupted(f"interrupted after {elapsed:.0f} s; the {self.engine.name} engine stopped the query")
-            return QueryInterrupted(f"stopped waiting after {elapsed:.0f} s; the {self.engine.name} engine did not stop "
+                return QueryInterrupted(f"interrupted after {int(elapsed)} s; the {self.engine.name} engine stopped the query")
+            return QueryInterrupted(f"stopped waiting after {int(elapsed)} s; the {self.engine.name} engine did not stop "
                                     f"the query within {STOP_WITHIN_S:g} s, so it runs on and its answer is dropped")
         return QueryInterrupted(
-            f"stopped waiting after {elapsed:.0f} s; the {self.engine.name} engine cannot cancel a call, so it runs "
+            f"stopped waiting after {int(elapsed)} s; the {self.engine.name} engine cannot cancel a call, so it runs "
             "on until its time budget ends and its answer is dropped"
         )

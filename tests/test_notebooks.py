@@ -54,6 +54,9 @@ def check_outputs(executed: dict[str, nbformat.NotebookNode]) -> None:
     printed = "".join(output.get("text", "") for cell in explored for output in cell.get("outputs", []))
     assert "top 5 from my_view in" in printed and "top 10 from my_view in" in printed  # the slider's change re-queried
     assert "2019-04-12 by hour in" in printed
+    structure = [cell for cell in explored if cell.cell_type == "code" and cell.source.startswith("%lakeplot")]
+    assert len(structure) == 3 and all(any("image/png" in output.get("data", {}) for output in cell.outputs)
+                                       for cell in structure)
 
 
 def check_dashboard(my_view: str, dataset: str) -> None:

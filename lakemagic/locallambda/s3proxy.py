@@ -72,6 +72,7 @@ class S3Proxy:
 def _handler_for(proxy: S3Proxy):
     class Forward(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # else a body written after its headers waits for a delayed ACK (40 ms)
 
         def _forward(self) -> None:
             proxy._record(self.command, self.path)

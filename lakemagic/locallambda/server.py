@@ -229,6 +229,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     """Translates HTTP to LocalLambda calls; HTTP/1.1 keeps botocore's connections alive."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm the body waits for the client's
+    # delayed ACK of the headers (40 ms on Linux), which real Lambda's endpoint does not add.
+    disable_nagle_algorithm = True
     server: _LambdaHTTPServer
 
     def do_POST(self) -> None:

@@ -13,7 +13,7 @@ class Ratio:
     label: str
     ours: float
     theirs: float
-    goal: float
+    goal: float | None  # None: a figure to read, not to meet (e.g. one that depends on this machine's cores)
     unit: str = "ms"
 
     @property
@@ -21,10 +21,16 @@ class Ratio:
         return self.ours / self.theirs
 
     def line(self) -> str:
-        verdict = "ok" if self.ratio <= self.goal else "OVER GOAL"
         scale = 1000 if self.unit == "ms" else 1
-        return (f"{self.label:<58} {self.ours * scale:9.1f} {self.unit:<2} {self.theirs * scale:9.1f} {self.unit:<2} "
-                f"{self.ratio:6.2f}x  (goal <= {self.goal}x) {verdict}")
+        figures = (f"{self.label:<58} {self.ours * scale:9.1f} {self.unit:<2} {self.theirs * scale:9.1f} {self.unit:<2} "
+                   f"{self.ratio:6.2f}x")
+        if self.goal is None:
+            return figures
+        return f"{figures}  (goal <= {self.goal}x) {'ok' if self.met else 'OVER GOAL'}"
+
+    @property
+    def met(self) -> bool:
+        return self.goal is None or self.ratio <= self.goal
 
 
 def timed(action) -> float:
@@ -33,7 +39,7 @@ def timed(action) -> float:
     return time.perf_counter() - started
 
 
-def compare(label: str, ours, theirs, repeat: int, goal: float) -> Ratio:
+def compare(label: str, ours, theirs, repeat: int, goal: float | None) -> Ratio:
     """Time `ours` and `theirs` alternately, after one warm-up each (file cache, imports), and print the ratio."""
     ours(), theirs()
     our_times, their_times = [], []
@@ -54,6 +60,6 @@ def add_check_option(parser: argparse.ArgumentParser) -> None:
 
 def verdict(results: list[Ratio], check: bool) -> int:
     """Print which goals were missed; the exit code is 1 for a missed goal only with --check."""
-    over = [result.label.strip() for result in results if result.ratio > result.goal]
+    over = [result.label.strip() for result in results if not result.met]
     print("all goals met" if not over else f"over goal: {', '.join(over)}")
     return 1 if over and check else 0

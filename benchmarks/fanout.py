@@ -1,0 +1,165 @@
+"""Fan-out against one invocation on the date-partitioned taxi month, measured here and simulated.
+
+    python -m benchmarks.fanout [--rows N] [--repeat K] [--workers 1,2,4,10] [--s3-delay-ms D] [--check]
+
+moto's S3 API (behind a counting proxy) and the local Lambda endpoint run on
+127.0.0.1. For each N the endpoint gets N workers and the query at most N
+tasks (N = 1 is fan-out off). Two figures per query and N:
+  - measured: the fanned-out query (listing, N tasks at once, merge in the
+    kernel) against the same query on one invocation, interleaved. This
+    machine has 2 cores, so N workers here share them: this is not what N
+    Lambdas give;
+  - simulated N concurrent Lambdas: the listing call and each task run
+    alone, one after another, then the merge, each timed here; the wall
+    time N Lambdas would take is listing + slowest task + merge (every
+    invocation's overhead is in its round trip), and the speedup is the one
+    invocation's time over it. Goal: >= 0.6 N at the largest N.
+It also prints the S3 requests each task makes (warm), against the one
+invocation's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from lakelambda import protocol
+from lakelambda.protocol import MAX_PAGE_ROWS
+from lakemagic import client
+from lakemagic.engines.aws_lambda import LambdaEngine
+from lakemagic.fanout import runner
+from lakemagic.fanout.merge import merge
+from lakemagic.locallambda import FunctionSpec, LocalLambda
+from lakemagic.locallambda.s3proxy import S3Proxy
+from lakemagic.taxi import TAXI_MONTH_ROWS, build_lake
+
+from .measure import Ratio, add_check_option, compare, show, timed, verdict
+
+TEN_DAYS = "date BETWEEN DATE '2019-04-01' AND DATE '2019-04-10'"
+QUERIES = {
+    "counts per pickup location, 10 days":
+        f"SELECT pickup_location_id, count(*) AS trips FROM partitioned WHERE {TEN_DAYS} GROUP BY 1 ORDER BY 1",
+    "avg fare with a filter, 10 days":
+        f"SELECT payment_type, count(*) AS trips, avg(total_amount) AS avg_total FROM partitioned "
+        f"WHERE {TEN_DAYS} AND trip_distance > 2 GROUP BY 1 ORDER BY 1",
+}
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+FUNCTION = "lakemagic"
+# One worker that has read every file: the one-invocation baseline, and each task alone, with the data
+# cached alike (a task sent to the N-worker function may land on a worker that has not read its files).
+ALONE = "lakemagic-alone"
+
+
+def one_invocation(engine: LambdaEngine, sql: str):
+    return lambda: client.run_query(engine, sql, reuse=False).to_dataframe()
+
+
+def fanned_out(engine: LambdaEngine, sql: str, fanout: int):
+    return lambda: runner.run(engine, sql, {}, 50, (), fanout, reuse=False).to_dataframe()
+
+
+def simulated(alone: LambdaEngine, proxy: S3Proxy, sql: str, fanout: int, repeat: int) -> dict:
+    """The fan-out's parts timed alone: listing and planning, each task, the merge (medians, seconds),
+    and the S3 requests of each task."""
+    listing = [timed(lambda: runner.decide(alone, sql, (), fanout)) for _ in range(repeat)]
+    planned = runner.decide(alone, sql, (), fanout)
+    assert planned.plan is not None, planned.reason
+    requests = [protocol.task_request(planned.plan.task_sql, {}, MAX_PAGE_ROWS, planned.table,
+                                      [file.path for file in task.files], planned.key_types)
+                for task in planned.plan.tasks]
+    task_s, s3_requests, results = [], [], []
+    for request in requests:
+        client.run_request(alone, request, sql)
+        proxy.reset()
+        result = client.run_request(alone, request, sql)
+        s3_requests.append(proxy.count())
+        assert result.first_page.row_count == result.total_rows, "a task's result did not come in one page"
+        results.append(result)
+        task_s.append(statistics.median(
+            [timed(lambda: client.run_request(alone, request, sql)) for _ in range(repeat)]))
+    pages = [result.first_page.data for result in results]
+    merge_s = statistics.median([timed(lambda: merge(pages, results[0].columns, planned.plan.merge_sql, {}))
+                                 for _ in range(repeat)])
+    return {"listing": statistics.median(listing), "tasks": task_s, "merge": merge_s, "s3": s3_requests,
+            "files": [len(task.files) for task in planned.plan.tasks]}
+
+
+def upload_partitioned_month(rows: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="lakemagic-bench-") as folder:
+        print(f"uploading a generated taxi month ({rows:,} rows), partitioned by date, to the local S3 server...",
+              flush=True)
+        build_lake(folder, rows=rows)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="lake")
+        for path in Path(folder, "partitioned").rglob("*.parquet"):
+            s3.upload_file(str(path), "lake", path.relative_to(folder).as_posix())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=TAXI_MONTH_ROWS)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--workers", default="1,2,4,10", help="the N to measure, comma-separated")
+    parser.add_argument("--s3-delay-ms", type=float, default=0.0,
+                        help="wait this long before each S3 request (real S3 answers in about 10-30 ms)")
+    add_check_option(parser)
+    options = parser.parse_args(argv)
+    counts = sorted({int(n) for n in options.workers.split(",")})
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    proxy = S3Proxy(f"http://{host}:{port}", delay_s=options.s3_delay_ms / 1000).start()
+    saved = dict(os.environ)
+    os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL_S3=proxy.endpoint_url)
+    results = []
+    try:
+        upload_partitioned_month(options.rows)
+        env = dict(CREDENTIALS, AWS_ENDPOINT_URL_S3=proxy.endpoint_url, LAKEMAGIC_LAKE="s3://lake")
+        for workers in counts:
+            functions = {name: FunctionSpec("lakelambda.handler.handler", env=env, max_workers=count, timeout_s=300.0)
+                         for name, count in ((FUNCTION, workers), (ALONE, 1))}
+            # The endpoint logs a line per invocation to stderr; the figures are what to read here.
+            with LocalLambda(functions) as local, contextlib.redirect_stderr(io.StringIO()):
+                os.environ["AWS_ENDPOINT_URL_LAMBDA"] = local.endpoint_url
+                engine, alone = LambdaEngine(FUNCTION), LambdaEngine(ALONE)
+                print(f"\nN = {workers}: `lakemagic serve --max-workers {workers}`, at most {workers} tasks", flush=True)
+                print(f"{'':<58} {'fan-out':>12} {'one call':>12}  ratio", flush=True)
+                for label, sql in QUERIES.items():
+                    fanned_out(engine, sql, workers)()  # every worker started before anything is timed
+                    results.append(compare(f"measured: {label}", fanned_out(engine, sql, workers),
+                                           one_invocation(alone, sql), options.repeat, None))
+                    single = results[-1].theirs
+                    if workers == 1:
+                        continue
+                    parts = simulated(alone, proxy, sql, workers, options.repeat)
+                    wall = parts["listing"] + max(parts["tasks"]) + parts["merge"]
+                    goal = round(1 / (0.6 * workers), 3) if workers == max(counts) else None
+                    results.append(show(Ratio(f"  simulated {workers} Lambdas (speedup {single / wall:.2f}x, "
+                                              f"{single / wall / workers:.2f}N)", wall, single, goal)))
+                    print(f"    listing {parts['listing'] * 1000:.1f} ms + slowest of {len(parts['tasks'])} tasks "
+                          f"{max(parts['tasks']) * 1000:.1f} ms (files per task {parts['files']}) "
+                          f"+ merge {parts['merge'] * 1000:.1f} ms", flush=True)
+                    proxy.reset()
+                    one_invocation(alone, sql)()
+                    print(f"    S3 requests per task {parts['s3']} (one invocation: {proxy.count()})", flush=True)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        proxy.stop()
+        server.stop()
+    return verdict(results, options.check)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -253,6 +253,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         elif body_size > SYNC_REQUEST_LIMIT_BYTES:
             self._discard_body(body_size)  # read it all, or the client sees a reset connection
             reply = _request_too_large()
+        elif path == RECYCLE_PATH and "Origin" in self.headers:
+            self.rfile.read(body_size)
+            reply = _aws_error(403, "AccessDeniedException", {"Type": "User", "message": (
+                "the workers are retired only on a request that comes from no web page")})
         elif path == RECYCLE_PATH:
             self.rfile.read(body_size)
             self.server.service.recycle()

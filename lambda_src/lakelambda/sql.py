@@ -168,13 +168,13 @@ def referenced_tables(statement: str) -> set[str]:
 _CLOCK_NAMES = frozenset({"current_date", "current_time", "current_timestamp", "localtime", "localtimestamp"})
 # Functions whose value is not fixed by their arguments: every one DuckDB 1.5.5 classifies as VOLATILE
 # or CONSISTENT_WITHIN_QUERY (tests/test_reuse.py checks the installed DuckDB adds none), and those it
-# calls CONSISTENT that read the clock all the same (age(x) counts from today; macros over now()).
+# calls CONSISTENT that read the clock all the same (age(x) counts from today; ICU's current_local*).
 VOLATILE_FUNCTIONS = frozenset({
     "random", "setseed", "uuid", "uuidv4", "uuidv7", "gen_random_uuid", "nextval", "currval", "error",
     "stats", "sleep_ms", "write_log", "current_query", "current_query_id", "current_connection_id",
     "current_transaction_id", "txid_current", "current_database", "current_schema", "current_schemas",
     "in_search_path", "now", "today", "get_current_time", "get_current_timestamp", "transaction_timestamp",
-    "current_date", "age", "current_localtimestamp", "ago", "pg_conf_load_time", "pg_postmaster_start_time",
+    "current_date", "age", "current_localtime", "current_localtimestamp", "ago", "pg_conf_load_time", "pg_postmaster_start_time",
 })
 
 

@@ -1,0 +1,81 @@
+"""A hostile caller against the newer operations (derive, result reuse, the local endpoint).
+
+Each test sends what an attacker could send, to the real handler over a lake
+folder or to `lakemagic serve` on 127.0.0.1, and checks what a user would:
+the attacker gets a clear refusal in the protocol's shape (never a crash of
+the handler), and learns nothing it could not compute.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from lakelambda import protocol
+from lakelambda.handler import LakeHandler
+from lakemagic.locallambda import FunctionSpec, LocalLambda
+
+FIXTURES = f"{__package__}.lambda_fixture_handlers" if __package__ else "lambda_fixture_handlers"
+TABLE = "taxi_2019_04"
+
+
+@pytest.fixture
+def handler(local_taxi_lake, tmp_path, stored_results):
+    """The embedded handler over a copy of the taxi lake, every result stored."""
+    folder = tmp_path / "lake"
+    shutil.copytree(local_taxi_lake, folder, ignore=shutil.ignore_patterns("_lakemagic"))
+    handler = LakeHandler(str(folder))
+    yield handler
+    handler.close()
+
+
+def stored_result(handler) -> str:
+    answer = handler(protocol.query_request(f"SELECT * FROM {TABLE} LIMIT 100", {}, 10))
+    assert answer["result_id"], answer
+    return answer["result_id"]
+
+
+def test_a_long_filter_is_checked_without_running_out_of_stack(handler):
+    """A condition nested a few hundred deep is still one condition: it runs (it crashed the handler)."""
+    where = " + ".join(["fare_amount"] * 300) + " > 0"
+    result_id = stored_result(handler)
+    answer = handler(protocol.derive_request(result_id, (), where, 10))
+    assert "error" not in answer, answer
+    plain = handler(protocol.derive_request(result_id, (), "fare_amount > 0", 10))
+    assert 0 < answer["total_rows"] == plain["total_rows"]
+
+
+def test_a_deeply_nested_escape_from_the_filter_is_refused(handler):
+    """Text that closes the filter's parentheses and nests deeply outside them is refused, not a crash."""
+    where = "TRUE) GROUP BY ALL HAVING (" + " + ".join(["count(*)"] * 300) + " > 0"
+    answer = handler(protocol.derive_request(stored_result(handler), (), where, 10))
+    assert answer["error"]["type"] == "PermissionException", answer["error"]
+    assert "reaches outside" in answer["error"]["message"]
+
+
+def test_the_local_clock_is_never_reused(handler):
+    """ICU's current_localtime() is CONSISTENT to DuckDB, yet reads the clock: a reused answer would be stale."""
+    sql = f"SELECT current_localtime() AS at, count(*) AS n FROM {TABLE}"
+    first = handler(protocol.query_request(sql, {}, 10))
+    time.sleep(0.01)
+    second = handler(protocol.query_request(sql, {}, 10))
+    assert "error" not in first and "reused_from" not in second
+    assert second["result_id"] != first["result_id"]
+
+
+def test_a_web_page_cannot_recycle_the_local_endpoint():
+    """A page in the user's browser can POST cross-origin without a preflight; it must not retire the workers."""
+    with LocalLambda({"behave": FunctionSpec(f"{FIXTURES}.behave")}) as local:
+        assert local.invoke("behave", b"{}", "RequestResponse", "None", "warm-up").status == 200
+        request = urllib.request.Request(f"{local.endpoint_url}/_local/recycle", data=b"", method="POST",
+                                         headers={"Origin": "http://evil.example", "Content-Type": "text/plain"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403
+        assert "web page" in json.loads(refused.value.read())["message"]
+        assert local.recycle() == 1  # the warm worker was still there

@@ -9,6 +9,7 @@ the handler), and learns nothing it could not compute.
 from __future__ import annotations
 
 import json
+import socket
 import shutil
 import time
 import urllib.error
@@ -79,3 +80,22 @@ def test_a_web_page_cannot_recycle_the_local_endpoint():
         assert refused.value.code == 403
         assert "web page" in json.loads(refused.value.read())["message"]
         assert local.recycle() == 1  # the warm worker was still there
+
+
+@pytest.mark.parametrize("framing", [b"Transfer-Encoding: chunked\r\n", b"Content-Length: 0\r\nContent-Length: 2\r\n"])
+def test_a_body_the_endpoint_cannot_frame_is_refused_and_not_run_as_a_request(framing):
+    """A body hiding a signed invocation, sent with framing other than one Content-Length, runs nothing:
+    read by Content-Length alone it would be taken for the connection's next request (request smuggling)."""
+    smuggled = (b"POST /2015-03-31/functions/behave/invocations HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: AWS4-HMAC-SHA256 Credential=x\r\nContent-Length: 2\r\n\r\n{}")
+    with LocalLambda({"behave": FunctionSpec(f"{FIXTURES}.behave")}) as local:
+        port = int(local.endpoint_url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(b"POST /2015-03-31/functions/behave/invocations HTTP/1.1\r\nHost: x\r\n"
+                               b"Origin: http://evil.example\r\n" + framing + b"\r\n" + smuggled)
+            replies = b""
+            while chunk := connection.recv(65536):
+                replies += chunk
+        assert replies.startswith(b"HTTP/1.1 400 ") and replies.count(b"HTTP/1.1 ") == 1, replies
+        assert b"exactly one Content-Length" in replies
+        assert local.recycle() == 0  # no worker was started: nothing ran

@@ -62,9 +62,8 @@ def _request_too_large() -> _Reply:
     return _aws_error(413, "RequestEntityTooLargeException", {"Type": "User", "message": message})
 
 
-def _bad_content_length(value: str) -> _Reply:
+def _bad_content_length(message: str) -> _Reply:
     """Where such a body ends is unknown, so the connection closes after this reply."""
-    message = f"Content-Length must be a non-negative integer, got {value!r}"
     reply = _aws_error(400, "InvalidRequestContentException", {"Type": "User", "message": message})
     return replace(reply, headers={**reply.headers, "Connection": "close"})
 
@@ -246,10 +245,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
         started = time.monotonic()
         path = urllib.parse.urlsplit(self.path).path
         match = INVOKE_PATH.fullmatch(path)
-        content_length = self.headers.get("Content-Length", "0").strip()
+        lengths = self.headers.get_all("Content-Length", ["0"])
+        content_length = lengths[0].strip()
         body_size = int(content_length) if CONTENT_LENGTH.fullmatch(content_length) else None
-        if body_size is None:
-            reply = _bad_content_length(content_length)
+        if "Transfer-Encoding" in self.headers or len(lengths) != 1:
+            # Read by Content-Length, such a body's rest would be taken for the next request on the connection.
+            reply = _bad_content_length("the body must be framed by exactly one Content-Length, "
+                                        "without Transfer-Encoding")
+        elif body_size is None:
+            reply = _bad_content_length(f"Content-Length must be a non-negative integer, got {content_length!r}")
         elif body_size > SYNC_REQUEST_LIMIT_BYTES:
             self._discard_body(body_size)  # read it all, or the client sees a reset connection
             reply = _request_too_large()

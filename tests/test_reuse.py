@@ -268,3 +268,18 @@ def test_every_function_duckdb_calls_volatile_is_known():
         "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
         "WHERE stability IS NOT NULL AND stability <> 'CONSISTENT'").fetchall()}
     assert classified <= VOLATILE_FUNCTIONS, sorted(classified - VOLATILE_FUNCTIONS)
+
+
+def test_the_table_says_when_it_shows_a_reused_result(ipython, local_taxi_lake, tmp_path):
+    folder = tmp_path / "lake"
+    shutil.copytree(local_taxi_lake, folder, ignore=shutil.ignore_patterns("_lakemagic"))
+    ipython.run_line_magic("config", f"LakeMagic.lake = {str(folder)!r}")
+    shown = []
+    for _ in range(2):
+        with capture_output() as captured:
+            ipython.run_cell(f"%%lakesql\n{BY_PAYMENT}").raise_error()
+        shown.append(captured.outputs[-1].data)
+    first, again = shown
+    for form in ("text/html", "text/plain"):
+        assert "reused result of" not in first[form]
+        assert "reused result of 20" in again[form] and " UTC" in again[form]

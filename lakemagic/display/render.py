@@ -46,11 +46,12 @@ def rows_label(offset: int, row_count: int, total_rows: int) -> str:
     return f"rows {offset + 1:,}–{offset + row_count:,} of {total_rows:,}"
 
 
-def stats_label(stats: CallStats, total_rows: int) -> str:
+def stats_label(stats: CallStats, total_rows: int, reuse_note: str = "") -> str:
+    """The footer's figures; `reuse_note` says when the engine answered from an earlier run's result."""
     engine = stats.engine
     warmth = "cold start" if engine.cold else "warm"
     label = (
-        f"{total_rows:,} rows · engine {engine.engine_ms:,.0f} ms · "
+        f"{total_rows:,} rows · {reuse_note + ' · ' if reuse_note else ''}engine {engine.engine_ms:,.0f} ms · "
         f"round trip {stats.round_trip_ms:,.0f} ms · {warmth} · DuckDB {engine.duckdb_version or '?'}"
     )
     return label + _lambda_label(stats.lambda_figures) + _fanout_label(stats.fanout)
@@ -167,14 +168,16 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def static_html(first_page_table: str, row_count: int, total_rows: int, stats: CallStats, view: str = "") -> str:
+def static_html(first_page_table: str, row_count: int, total_rows: int, stats: CallStats, view: str = "",
+                reuse_note: str = "") -> str:
     """The result as an executed notebook keeps it: the first page's table and a summary (`view`: its sort
     and filter, as view_label says them)."""
-    summary = f"showing {rows_label(0, row_count, total_rows)} · {stats_label(stats, total_rows)}"
+    summary = f"showing {rows_label(0, row_count, total_rows)} · {stats_label(stats, total_rows, reuse_note)}"
     return f"{first_page_table}<div class='lakemagic-summary'>{view}{html.escape(summary)}</div>"
 
 
-def static_text(frame: pd.DataFrame, columns: tuple[Column, ...], total_rows: int, stats: CallStats) -> str:
+def static_text(frame: pd.DataFrame, columns: tuple[Column, ...], total_rows: int, stats: CallStats,
+                reuse_note: str = "") -> str:
     schema = ", ".join(f"{c.name} {c.type}" for c in columns)
     # Its own fixed-width text: pandas' to_string costs more than the rest of the table's display.
     lines = [[c.name for c in columns]] + [["NULL" if _is_null(value) else str(value) for value in row]
@@ -184,7 +187,7 @@ def static_text(frame: pd.DataFrame, columns: tuple[Column, ...], total_rows: in
     return (
         f"lakesql result: {total_rows:,} rows × {len(columns)} columns ({schema})\n"
         f"{preview}\n"
-        f"showing {rows_label(0, min(len(frame), 10), total_rows)} · {stats_label(stats, total_rows)}"
+        f"showing {rows_label(0, min(len(frame), 10), total_rows)} · {stats_label(stats, total_rows, reuse_note)}"
     )
 
 

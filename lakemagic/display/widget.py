@@ -268,7 +268,7 @@ class ResultTable(widgets.VBox):
         )
         view = render.view_label(self.sort, self.where, self.result.total_rows, self.base.total_rows)
         self.footer.value = (f"<div class='lakemagic-summary'>{view}"
-                             f"{render.stats_label(self.result.last_call, self.result.total_rows)}</div>")
+                             f"{render.stats_label(self.result.last_call, self.result.total_rows, self.base.reuse_note)}</div>")
         at_start = offset == 0
         at_end = offset + row_count >= self.result.total_rows
         self.first_button.disabled = self.previous_button.disabled = at_start
@@ -297,6 +297,8 @@ class ResultTable(widgets.VBox):
         if (shown_for, size) != (result, self.page_size):
             table = render.html_table(first_frame, result.columns).html
         view = render.view_label(self.sort, self.where, result.total_rows, self.base.total_rows)
-        bundle["text/html"] = render.static_html(table, first_rows, result.total_rows, result.stats, view)
-        bundle["text/plain"] = render.static_text(first_frame, result.columns, result.total_rows, result.stats)
+        bundle["text/html"] = render.static_html(table, first_rows, result.total_rows, result.stats, view,
+                                                 self.base.reuse_note)
+        bundle["text/plain"] = render.static_text(first_frame, result.columns, result.total_rows, result.stats,
+                                                  self.base.reuse_note)
         return bundle

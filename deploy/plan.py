@@ -165,7 +165,9 @@ def lifecycle_rule_id(lake: LakeLocation) -> str:
 
 def lifecycle_rule(lake: LakeLocation) -> dict:
     return {"ID": lifecycle_rule_id(lake), "Filter": {"Prefix": lake.key(RESULTS_PREFIX + "/")},
-            "Status": "Enabled", "Expiration": {"Days": RESULT_EXPIRY_DAYS}}
+            "Status": "Enabled", "Expiration": {"Days": RESULT_EXPIRY_DAYS},
+            # Big results are multipart uploads straight from DuckDB; one cut off by a timeout would be billed on.
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": RESULT_EXPIRY_DAYS}}
 
 
 def lake_policy(lake: LakeLocation, partition: str, region: str, account: str, function_name: str,

@@ -168,7 +168,8 @@ def test_deploy_redeploy_destroy(clients, local_package, capsys):
     assert OTHER_RULE in rules
     ours = [rule for rule in rules if rule["ID"] != OTHER_RULE["ID"]]
     assert ours == [{"ID": "lakemagic-results:lake", "Filter": {"Prefix": "lake/_lakemagic/results/"},
-                     "Status": "Enabled", "Expiration": {"Days": 1}}]
+                     "Status": "Enabled", "Expiration": {"Days": 1},
+                     "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]
 
     # Again: nothing changes, and it says so.
     status, out, err = run(capsys, clients, *deploy_args(lake, local_package, "--region", REGION))
@@ -217,7 +218,7 @@ def test_lake_at_bucket_root_and_created_bucket(clients, local_package, capsys):
             "arn:aws:s3:::fresh-lake/dashboard/*"} <= resources
     assert s3.get_bucket_lifecycle_configuration(Bucket="fresh-lake")["Rules"] == [
         {"ID": "lakemagic-results", "Filter": {"Prefix": "_lakemagic/results/"}, "Status": "Enabled",
-         "Expiration": {"Days": 1}}]
+         "Expiration": {"Days": 1}, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]
     assert run(capsys, clients, "destroy", "--function-name", "root-lake")[0] == 0
     with pytest.raises(s3.exceptions.ClientError, match="NoSuchLifecycleConfiguration"):
         s3.get_bucket_lifecycle_configuration(Bucket="fresh-lake")

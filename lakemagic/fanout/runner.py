@@ -127,20 +127,8 @@ def run(engine: Engine, sql: str, params: dict, page_size: int, views: tuple[Vie
             result.stats = result.last_call = _with_receipt(result.stats, FanoutReceipt(not_split=decision.reason))
         return result
     planned = decision.plan
-    task_params = {name: value for name, value in params.items() if name in parameter_names(planned.task_sql)}
-    requests = [protocol.task_request(planned.task_sql, task_params, MAX_PAGE_ROWS, decision.table,
-                                      [file.path for file in task.files], decision.key_types, views)
-                for task in planned.tasks]
-    outcomes = _run_all(engine, requests, sql, progress)
-    columns = outcomes[0].result.columns
-    if any(outcome.result.columns != columns for outcome in outcomes):
-        raise EngineError("the fan-out's tasks answered with different columns; run the query with --fanout 1")
-    pages = [data for outcome in outcomes for data in _all_pages(outcome.result)]
-    try:
-        info, data = merge(pages, columns, planned.merge_sql, params)
-    except duckdb.Error as exc:
-        error = duckdb_error(exc)
-        raise LakeQueryError(error.error_type, f"in the fan-out's merge: {error.message}") from None
+    outcomes = _run_all(engine, task_requests(decision, params, views), sql, progress)
+    info, data = merge_results(planned, [outcome.result for outcome in outcomes], params)
     calls = decision.calls + [outcome.result.stats for outcome in outcomes]
     receipt = _receipt(planned, outcomes, calls)
     first = outcomes[0].result.stats.engine
@@ -151,6 +139,28 @@ def run(engine: Engine, sql: str, params: dict, page_size: int, views: tuple[Vie
                       round(1000 * (time.perf_counter() - started), 3), None, receipt)
     return QueryResult(engine=engine, sql=sql, info=info, first_page=client.Page(0, info.total_rows, data, info.columns),
                        stats=stats)
+
+
+def task_requests(decision: Decision, params: dict, views: tuple[View, ...]) -> list[dict]:
+    """The `task` request of each task of a decision's plan."""
+    planned = decision.plan
+    task_params = {name: value for name, value in params.items() if name in parameter_names(planned.task_sql)}
+    return [protocol.task_request(planned.task_sql, task_params, MAX_PAGE_ROWS, decision.table,
+                                  [file.path for file in task.files], decision.key_types, views)
+            for task in planned.tasks]
+
+
+def merge_results(planned: Plan, results: list[QueryResult], params: dict) -> tuple[protocol.ResultInfo, str]:
+    """The tasks' results merged: the whole result's description and its rows as one page."""
+    columns = results[0].columns
+    if any(result.columns != columns for result in results):
+        raise EngineError("the fan-out's tasks answered with different columns; run the query with --fanout 1")
+    pages = [data for result in results for data in _all_pages(result)]
+    try:
+        return merge(pages, columns, planned.merge_sql, params)
+    except duckdb.Error as exc:
+        error = duckdb_error(exc)
+        raise LakeQueryError(error.error_type, f"in the fan-out's merge: {error.message}") from None
 
 
 @dataclass

@@ -10,6 +10,7 @@ and the task's SQL then pass the sandbox like any query's.
 
 from __future__ import annotations
 
+import threading
 import urllib.parse
 
 from . import run
@@ -20,6 +21,13 @@ from .results import ResultStore, StoredResult
 from .sql import quote_identifier, quote_literal
 
 
+# The keys' types of each table listing this container described: binding the table to
+# describe it costs S3 requests, and an unchanged listing has unchanged types.
+_described: dict[tuple[str, tuple], tuple[Column, ...]] = {}
+_described_lock = threading.Lock()
+MAX_DESCRIBED = 64
+
+
 def partitions(con, lake: Lake, tables: tuple[str, ...]) -> PartitionsAnswer:
     """Of `tables`, those that are Hive-partitioned in the lake, with their files and their keys' types."""
     found = []
@@ -28,7 +36,16 @@ def partitions(con, lake: Lake, tables: tuple[str, ...]) -> PartitionsAnswer:
         if not listed:
             continue
         files = tuple(PartitionFile(path, size, partition_values(path)) for path, size in listed)
-        found.append(PartitionedTable(name, _key_types(con, lake, name, files), files))
+        key = (lake.path(name), tuple(listed))
+        with _described_lock:
+            types = _described.get(key)
+        if types is None:
+            types = _key_types(con, lake, name, files)
+            with _described_lock:
+                if len(_described) >= MAX_DESCRIBED:
+                    _described.clear()
+                _described[key] = types
+        found.append(PartitionedTable(name, types, files))
     return PartitionsAnswer(tuple(found))
 
 

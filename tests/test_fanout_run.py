@@ -140,6 +140,18 @@ def test_the_original_designs_query_over_ten_days_prunes_to_their_files(function
     # More tasks than the function's FANOUT workers: the extra ones were throttled and tried again.
 
 
+def test_a_parameter_on_the_partition_key_prunes_too(function, capsys):
+    import datetime
+
+    _, engine = function
+    sql = "SELECT count(*) AS trips, sum(fare_amount) AS fares FROM partitioned WHERE date = $day"
+    params = {"day": datetime.date(2019, 4, 3)}
+    invocations(capsys)
+    result = runner.run(engine, sql, params, 50, (), FANOUT, reuse=False)
+    assert len(invocations(capsys)) == 2  # the listing, then one invocation: one file is one task's worth
+    assert "make one task" in result.stats.fanout.not_split
+
+
 def test_a_saved_view_over_a_small_table_travels_with_every_task(function, capsys):
     from lakelambda.protocol import View
 

@@ -21,6 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
     ConnectionError as BotoConnectionError,
     ConnectTimeoutError,
     EndpointConnectionError,
@@ -128,6 +129,8 @@ class LambdaEngine:
             except NOT_RUN_ERRORS as error:
                 if attempt == self.max_attempts:
                     raise EngineError(self._botocore_error_sentence(error)) from None
+            except (ConnectionClosedError, ReadTimeoutError) as error:  # may have run: never resent here
+                raise RetryableEngineError(self._botocore_error_sentence(error)) from None
             except BotoCoreError as error:
                 raise EngineError(self._botocore_error_sentence(error)) from None
             time.sleep(random.uniform(0, RETRY_BASE_DELAY_S * 2**attempt))

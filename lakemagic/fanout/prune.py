@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import duckdb
 
-from lakelambda.sql import parser, quote_identifier, quote_literal
+from lakelambda.sql import parameter_names, parser, quote_identifier, quote_literal
 
 from .files import PartitionFile, autocast_key_types
 from .functions import is_aggregate, volatile_use
@@ -23,8 +23,9 @@ from .tree import PREFIX, Refusal, expression, nodes, select_node, to_sql
 
 
 def prune(sql: str, table: str, files: Sequence[PartitionFile],
-          key_types: Mapping[str, str] | None = None) -> list[PartitionFile]:
-    """The files of `table` whose partition values can pass the WHERE clause of `sql`.
+          key_types: Mapping[str, str] | None = None, params: Mapping | None = None) -> list[PartitionFile]:
+    """The files of `table` whose partition values can pass the WHERE clause of `sql`
+    (with its $parameters bound to `params`, where given).
 
     All of `files` when nothing in the WHERE clause reads the keys alone, or
     when the query cannot be split anyway.
@@ -38,11 +39,12 @@ def prune(sql: str, table: str, files: Sequence[PartitionFile],
     except Refusal:
         return list(files)
     alias, keys = ref["alias"] or ref["table_name"], {key.lower() for key in types}
-    conditions = [term for term in _and_terms(node["where_clause"]) if _reads_keys_only(term, alias, keys)]
+    bound = set(params or {})
+    conditions = [term for term in _and_terms(node["where_clause"]) if _reads_keys_only(term, alias, keys, bound)]
     if not conditions:
         return list(files)
     try:
-        passing = _passing(files, types, alias, conditions)
+        passing = _passing(files, types, alias, conditions, params or {})
     except duckdb.Error:
         return list(files)
     return [file for index, file in enumerate(files) if index in passing]
@@ -56,8 +58,10 @@ def _and_terms(node: dict | None) -> list[dict]:
     return [node]
 
 
-def _reads_keys_only(term: dict, alias: str, keys: set[str]) -> bool:
+def _reads_keys_only(term: dict, alias: str, keys: set[str], bound: set[str]) -> bool:
     for part in nodes(term):
+        if part.get("class") == "PARAMETER" and part.get("identifier") in bound:
+            continue
         if part.get("class") in ("SUBQUERY", "PARAMETER", "WINDOW", "LAMBDA"):
             return False
         if is_aggregate(part) or volatile_use(part):
@@ -70,7 +74,7 @@ def _reads_keys_only(term: dict, alias: str, keys: set[str]) -> bool:
 
 
 def _passing(files: Sequence[PartitionFile], types: Mapping[str, str], alias: str,
-             conditions: list[dict]) -> set[int]:
+             conditions: list[dict], params: Mapping) -> set[int]:
     """The indexes of the files whose key values pass all of `conditions`."""
     raw = [f"{PREFIX}v{number}" for number in range(len(types))]
     typed = ", ".join(
@@ -90,5 +94,7 @@ def _passing(files: Sequence[PartitionFile], types: Mapping[str, str], alias: st
     for condition in conditions[1:]:
         where = expression("a AND b", a=where, b=condition)
     query["where_clause"] = where
+    text = to_sql(query)
+    used = {name: value for name, value in params.items() if name in parameter_names(text)}
     with parser() as con:
-        return {index for (index,) in con.execute(to_sql(query)).fetchall()}
+        return {index for (index,) in con.execute(text, used or None).fetchall()}

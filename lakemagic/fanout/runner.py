@@ -38,7 +38,8 @@ DEFAULT_MAX_FANOUT = 32
 # Threads that wait on invocations at once; the rest of the tasks queue behind them.
 MAX_THREADS = 64
 # Tries of one task in all, for failures another try may cure.
-TASK_ATTEMPTS = 3
+TASK_ATTEMPTS = 6
+RETRY_MAX_DELAY_S = 2.0
 RETRY_BASE_DELAY_S = 0.25
 # Error answers another try may cure: the task ran out of time, or storage did not answer.
 RETRYABLE_ANSWERS = {"QueryTimeout", "LakeUnavailable"}
@@ -58,7 +59,8 @@ class Decision:
     calls: list[CallStats] = field(default_factory=list)  # the listing's
 
 
-def decide(engine: Engine, sql: str, views: tuple[View, ...], max_fanout: int) -> Decision:
+def decide(engine: Engine, sql: str, views: tuple[View, ...], max_fanout: int,
+           params: dict | None = None) -> Decision:
     """Plan `sql` over the partitioned lake table it reads, or say why it is not split."""
     if max_fanout <= 1:
         return Decision(reason="fan-out is off (at most 1 task)")
@@ -89,7 +91,7 @@ def decide(engine: Engine, sql: str, views: tuple[View, ...], max_fanout: int) -
             decision.reason = f"the view {view.name} reads {table.name}, so each task would see only its share there too"
             return decision
     files = [PartitionFile(file.path, file.bytes, dict(file.partition)) for file in table.files]
-    kept = prune(sql, table.name, files, decision.key_types)
+    kept = prune(sql, table.name, files, decision.key_types, params)
     planned = plan(sql, table.name, kept, max_fanout, key_types=decision.key_types)
     if isinstance(planned, NotSplit):
         decision.reason = planned.reason
@@ -120,7 +122,7 @@ def run(engine: Engine, sql: str, params: dict, page_size: int, views: tuple[Vie
     """The result of `sql`, fanned out where its shape and its table allow, else run on one invocation
     (which may reuse a stored result, with `reuse`; a fan-out's tasks always run)."""
     started = time.perf_counter()
-    decision = decide(engine, sql, views, max_fanout)
+    decision = decide(engine, sql, views, max_fanout, params)
     if decision.plan is None:
         result = client.run_query(engine, sql, params, page_size, views, reuse)
         if decision.partitioned:  # the reason is news to someone who may have expected a fan-out
@@ -203,7 +205,7 @@ def _run_task(engine: Engine, request: dict, sql: str) -> _Outcome:
             if error.error_type not in RETRYABLE_ANSWERS or attempt == TASK_ATTEMPTS:
                 # The task's SQL is not the cell's: a position in it would point at the wrong text.
                 raise LakeQueryError(error.error_type, error.message) from None
-        time.sleep(random.uniform(0, RETRY_BASE_DELAY_S * 2**attempt))
+        time.sleep(random.uniform(0, min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2**attempt)))
         attempt += 1
 
 

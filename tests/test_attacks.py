@@ -9,6 +9,7 @@ the handler), and learns nothing it could not compute.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import shutil
 import time
@@ -99,3 +100,24 @@ def test_a_body_the_endpoint_cannot_frame_is_refused_and_not_run_as_a_request(fr
         assert replies.startswith(b"HTTP/1.1 400 ") and replies.count(b"HTTP/1.1 ") == 1, replies
         assert b"exactly one Content-Length" in replies
         assert local.recycle() == 0  # no worker was started: nothing ran
+
+
+def test_a_file_rewritten_in_place_with_its_old_size_and_time_is_read_again(handler):
+    """`cp -p`, or a tool that restores the modification time, leaves size, mtime and inode as they
+    were; the change time cannot be set back, so the next query reads the new content."""
+    path = os.path.join(handler.lake.root, "files", "prices.csv")
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as file:
+        file.write("price\n1\n")
+    sql = f"SELECT sum(price) AS total FROM read_csv('{path}')"
+    first = handler(protocol.query_request(sql, {}, 10))
+    before = os.stat(path)
+    time.sleep(0.01)  # a change time the clock can tell apart
+    with open(path, "r+") as file:  # in place: the same inode
+        file.write("price\n2\n")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (os.stat(path).st_size, os.stat(path).st_mtime_ns, os.stat(path).st_ino) == (
+        before.st_size, before.st_mtime_ns, before.st_ino)
+    second = handler(protocol.query_request(sql, {}, 10))
+    assert "error" not in first and "reused_from" not in second, second
+    assert second["result_id"] != first["result_id"]

@@ -3,7 +3,7 @@
 Two requests share a key only if they ask the same query (its text, its
 parameters, the views it carries) of the same lake, with the same DuckDB and
 result format, over input files at the same versions (ETag and size on S3;
-size, modification time and inode in a folder), read afresh for every key.
+size, modification and change times and inode in a folder), read afresh for every key.
 A query whose answer changes by itself (random(), now(), a sample) has no key.
 """
 
@@ -49,7 +49,8 @@ def reuse_key(lake: Lake, texts: tuple[str, ...], params: dict, views: tuple[Vie
 
 def versions(lake: Lake, paths: set[str]) -> dict[str, tuple]:
     """What identifies the current version of each file (or of each file a pattern matches):
-    S3's ETag and size, or a local file's size, modification time and inode. A pattern is
+    S3's ETag and size, or a local file's size, modification and change times (no tool sets the
+    change time back, as `cp -p` does the modification time) and inode. A pattern is
     answered for everything under the folder before its first wildcard (more than it matches:
     a change there costs a reuse, never a stale answer). Asked afresh each time: one HEAD
     per file, one LIST per 1,000 keys of a pattern's folder; () for a file that is not there."""
@@ -63,7 +64,7 @@ def _file_version(lake: Lake, path: str) -> tuple:
             found = os.stat(path)
         except FileNotFoundError:
             return ()
-        return (found.st_size, found.st_mtime_ns, found.st_ino)
+        return (found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_ino)
     bucket, key = split_s3_path(path)
     s3 = lake.s3
     from botocore.exceptions import ClientError  # loaded with boto3, which made the client

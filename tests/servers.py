@@ -78,3 +78,23 @@ def lambda_endpoint(s3_lake, aws_environment):
     os.environ["AWS_ENDPOINT_URL_LAMBDA"] = local.endpoint_url
     yield local
     local.stop()
+
+
+@pytest.fixture(scope="module")
+def storing_function(s3_lake, aws_environment):
+    """The function with every result stored, so an operation on a result runs on its stored file."""
+    local = start_function(s3_lake, aws_environment, env={"LAKEMAGIC_INLINE_RESULT_BYTES": "0"})
+    yield local
+    local.stop()
+
+
+@pytest.fixture(params=["local", "lambda"])
+def shell_on_both_engines(request, ipython, local_taxi_lake):
+    """The IPython shell on the embedded engine over the taxi lake, then on the Lambda path over the same lake."""
+    if request.param == "lambda":
+        request.getfixturevalue("lambda_endpoint")
+        ipython.run_line_magic("config", "LakeMagic.engine = 'lambda'")
+        ipython.run_line_magic("config", f"LakeMagic.function_name = {FUNCTION!r}")
+    else:
+        ipython.run_line_magic("config", f"LakeMagic.lake = {str(local_taxi_lake)!r}")
+    return ipython

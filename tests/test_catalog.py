@@ -201,15 +201,9 @@ def test_a_new_table_is_in_the_catalog_of_the_container_that_wrote_it(small_lake
 # --- the magic, on both engines ---------------------------------------------------
 
 
-@pytest.fixture(params=["local", "lambda"])
-def shell(request, ipython, local_taxi_lake):
-    if request.param == "lambda":
-        request.getfixturevalue("lambda_endpoint")
-        ipython.run_line_magic("config", "LakeMagic.engine = 'lambda'")
-        ipython.run_line_magic("config", f"LakeMagic.function_name = {FUNCTION!r}")
-    else:
-        ipython.run_line_magic("config", f"LakeMagic.lake = {str(local_taxi_lake)!r}")
-    return ipython
+@pytest.fixture
+def shell(shell_on_both_engines):
+    return shell_on_both_engines
 
 
 def run(shell, cell: str):

@@ -14,7 +14,6 @@ from lakemagic import completion
 from lakemagic.catalog import CatalogCache
 from lakemagic.engines.embedded import EmbeddedEngine
 
-from servers import FUNCTION
 
 TAXI_COLUMNS = ["vendor_id", "pickup_at", "dropoff_at", "passenger_count", "trip_distance", "pickup_location_id",
                 "dropoff_location_id", "payment_type", "fare_amount", "tip_amount", "total_amount"]
@@ -42,15 +41,9 @@ def lake_columns(lake, pattern: str) -> list[str]:
                                                        "hive_partitioning = true)").fetchall()]
 
 
-@pytest.fixture(params=["local", "lambda"])
-def shell(request, ipython, local_taxi_lake):
-    if request.param == "lambda":
-        request.getfixturevalue("lambda_endpoint")
-        ipython.run_line_magic("config", "LakeMagic.engine = 'lambda'")
-        ipython.run_line_magic("config", f"LakeMagic.function_name = {FUNCTION!r}")
-    else:
-        ipython.run_line_magic("config", f"LakeMagic.lake = {str(local_taxi_lake)!r}")
-    return ipython
+@pytest.fixture
+def shell(shell_on_both_engines):
+    return shell_on_both_engines
 
 
 def test_a_cell_completes_lake_tables_and_saved_views(shell):

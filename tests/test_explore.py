@@ -19,17 +19,9 @@ from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
 
-from servers import CREDENTIALS, FUNCTION, OTHER_BUCKET, start_function
+from servers import CREDENTIALS, FUNCTION, OTHER_BUCKET
 
 SQL = "SELECT * FROM taxi_2019_04 LIMIT 6000"
-
-
-@pytest.fixture(scope="module")
-def storing_function(s3_lake, aws_environment):
-    """The function with every result stored, so each operation runs on the stored file."""
-    local = start_function(s3_lake, aws_environment, env={"LAKEMAGIC_INLINE_RESULT_BYTES": "0"})
-    yield local
-    local.stop()
 
 
 @pytest.fixture(params=["lambda", "embedded", "kernel"])

@@ -15,16 +15,9 @@ from lakemagic import client, export
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
 
-from servers import FUNCTION, start_function
+from servers import FUNCTION
 
 SQL = "SELECT * FROM taxi_2019_04 ORDER BY pickup_at, dropoff_at, total_amount, pickup_location_id"
-
-
-@pytest.fixture(scope="module")
-def storing_function(s3_lake, aws_environment):
-    local = start_function(s3_lake, aws_environment, env={"LAKEMAGIC_INLINE_RESULT_BYTES": "0"})
-    yield local
-    local.stop()
 
 
 @pytest.fixture(params=["embedded", "lambda"])

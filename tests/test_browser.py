@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import duckdb
@@ -211,7 +212,12 @@ def expect_page(widget: Locator, position: str, expected, start: int, stop: int)
     expect(widget.locator("div.widget-label")).to_have_text(position)  # the Label (the Dropdown's is a <label>)
     expect(widget.locator("table.lakemagic-table tbody tr").first.locator("td").first).to_have_text(f"{start + 1:,}")
     expect(widget.locator("table.lakemagic-table tbody tr")).to_have_count(min(stop, len(expected)) - start)
-    assert shown_rows(widget) == numbered(expected, start, stop)
+    # The label and the row numbers may read the same before a sort or filter as after it: wait for the rows.
+    want = numbered(expected, start, stop)
+    deadline = time.monotonic() + 15
+    while shown_rows(widget) != want and time.monotonic() < deadline:
+        widget.page.wait_for_timeout(100)
+    assert shown_rows(widget) == want
 
 
 def back_to_the_start(widget: Locator, expected) -> None:

@@ -322,6 +322,18 @@ def test_a_broken_parquet_file_is_named_on_the_lambda_path(lambda_endpoint, s3_l
 # --- 4. a worker killed mid-query ----------------------------------------------------------------------
 
 
+def invocation_lines(capsys, wait_s: float = 5.0) -> list[str]:
+    """The endpoint's log lines of invocations so far: it logs a call just after answering it, so the
+    caller can hold the answer before the line is written."""
+    deadline = time.monotonic() + wait_s
+    lines = []
+    while True:
+        lines += [line for line in capsys.readouterr().err.splitlines() if line.startswith("local-lambda ")]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
 def test_a_worker_killed_mid_query_is_one_sentence_and_is_not_run_again(s3_lake, aws_environment, monkeypatch, capsys):
     before = worker_pids()
     with function(s3_lake, aws_environment, monkeypatch, max_workers=1):
@@ -350,7 +362,7 @@ def test_a_worker_killed_mid_query_is_one_sentence_and_is_not_run_again(s3_lake,
         assert isinstance(error, EngineError), repr(error)
         message = one_line(error)
         assert "crashed" in message and "killed" in message, message
-        invocations = [line for line in capsys.readouterr().err.splitlines() if line.startswith("local-lambda ")]
+        invocations = invocation_lines(capsys)
         assert len(invocations) == 1 and "Runtime.ExitError" in invocations[0], invocations  # sent once
 
         after = run_query(engine, "SELECT 43 AS answer")

@@ -44,12 +44,6 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, 
 
     With `reuse`, a query already answered over the same inputs is answered
     from its result instead, and a new result is kept for later reuse.
-
-    The query is bound and run once, into a temporary table of the call's
-    cursor: each bind of a lake file costs an S3 request, so describing the
-    query first and copying it after would cost two. The table's own
-    description gives the declared types (duplicate names already made
-    distinct, as DuckDB's .df() names them), and the file is written from it.
     """
     prepared = _check(con, lake, sql, views)
     key = reuse_key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
@@ -60,35 +54,95 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, 
     body = _Placed(prepared.statement.text)
     if prepared.statement.keyword in _NEEDS_SUBQUERY:
         body = body.wrapped("SELECT * FROM (", ")")
-    create = body.wrapped(f"CREATE TEMP TABLE {_RESULT_TABLE} AS")
-    _with_fresh_views(con, lake, prepared, lambda: _execute(con, create, params, sql))
-    try:
-        columns = tuple(Column(row[0], row[1]) for row in con.execute(f"DESCRIBE {_RESULT_TABLE}").fetchall())
-        for column in columns:
-            if "UNION(" in column.type:
-                raise UnsupportedType(f"column {column.name!r} is a UNION, which cannot travel to the notebook; "
-                                      "cast it to VARCHAR or pick a member with union_extract")
-        held = _held_bytes(con)
-        if results.max_result_bytes is not None and held > results.max_result_bytes:
-            raise ResultTooLarge(
-                f"the result holds {held / 2**20:,.0f} MiB in the engine, more than the {results.max_result_bytes / 2**20:,.0f} MiB "
-                "one result may (LAKEMAGIC_MAX_RESULT_BYTES); narrow it with LIMIT or an aggregate, or write it "
-                "into the lake with --save NAME --materialize")
-        result_id, path = results.new_result(held)
-        projection = page_format.storage_projection(columns)  # lossy types stored as text
-        try:
-            _, rows, size = con.execute(f"COPY (SELECT {projection} FROM {_RESULT_TABLE}) TO {quote_literal(path)} "
-                                        f"({results.copy_options(columns)}, RETURN_STATS true)").fetchone()[:3]
-        except BaseException:  # interrupted or failed: a partial file would only fill the disk
-            if os.path.exists(path):
-                os.remove(path)
-            raise
-    finally:
-        con.execute(f"DROP TABLE IF EXISTS {_RESULT_TABLE}")
+    write = _write_held if lake.is_s3 else _write_streamed
+    result_id, path, columns, rows, size = write(con, lake, results, prepared, body, params, sql)
     result = results.keep(result_id, path, columns, rows, size)
     if key is not None:
         reuse.remember(key, result)
     return result
+
+
+def _write_held(con, lake: Lake, results: ResultStore, prepared: "_Prepared", body: _Placed, params: dict, sql: str):
+    """On S3: bind the query once, into a temporary table of the call's cursor, then write the file from it.
+
+    Each bind of a lake file costs an S3 request, so describing the query
+    and then copying it would cost two. The table's own description gives
+    the declared types (duplicate names already made distinct, as DuckDB's
+    .df() names them), and its size in the engine says, before any file is
+    written, whether the result is over the cap or must go straight into
+    the lake rather than through the function's /tmp.
+    """
+    create = body.wrapped(f"CREATE TEMP TABLE {_RESULT_TABLE} AS")
+    try:
+        _with_fresh_views(con, lake, prepared, lambda: _execute(con, create, params, sql))
+    except SqlError as error:
+        if error.error_type == "OutOfMemoryException":
+            raise _too_large("holding it needs more than the function's memory and spill space") from None
+        raise
+    try:
+        columns = _columns(con, _RESULT_TABLE)
+        held = _held_bytes(con)
+        if results.max_result_bytes is not None and held > results.max_result_bytes:
+            raise _too_large(f"it holds {held / 2**20:,.0f} MiB in the engine, more than the "
+                             f"{results.max_result_bytes / 2**20:,.0f} MiB one result may (LAKEMAGIC_MAX_RESULT_BYTES)")
+        result_id, path = results.new_result(held)
+        copy = _Placed(f"COPY (SELECT {page_format.storage_projection(columns)} FROM {_RESULT_TABLE})")
+        rows, size = _copy(con, copy, path, results, columns, {}, None)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {_RESULT_TABLE}")
+    return result_id, path, columns, rows, size
+
+
+def _write_streamed(con, lake: Lake, results: ResultStore, prepared: "_Prepared", body: _Placed, params: dict,
+                    sql: str):
+    """On a local lake: describe the query, then copy it into the file as it runs.
+
+    A bind of a local file costs no request, and holding the result in a
+    table first would copy every row once more: a big result streams from
+    the query into its file, which is in the lake's own folder already.
+    """
+    result_id, path = results.new_result()
+    described = body.wrapped("DESCRIBE SELECT * FROM (", ")")  # names made distinct as a table would make them
+
+    def run():
+        columns = tuple(Column(row[0], row[1]) for row in _execute(con, described, params, sql).fetchall())
+        _refuse_unions(columns)
+        copy = body.wrapped(f"COPY (SELECT {page_format.storage_projection(columns)} FROM (", "))")
+        return columns, *_copy(con, copy, path, results, columns, params, sql)
+
+    columns, rows, size = _with_fresh_views(con, lake, prepared, run)
+    return result_id, path, columns, rows, size
+
+
+def _copy(con, copy: _Placed, path: str, results: ResultStore, columns: tuple[Column, ...], params: dict,
+          sql: str | None) -> tuple[int, int]:
+    """Run a COPY of a result into `path`; its rows and bytes. A file cut short is removed: it would only fill the disk."""
+    statement = copy.wrapped("", f"TO {quote_literal(path)} ({results.copy_options(columns)}, RETURN_STATS true)")
+    try:
+        _, rows, size = _execute(con, statement, params, sql).fetchone()[:3]
+    except BaseException:
+        if os.path.exists(path):
+            os.remove(path)
+        raise
+    return rows, size
+
+
+def _columns(con, table: str) -> tuple[Column, ...]:
+    columns = tuple(Column(row[0], row[1]) for row in con.execute(f"DESCRIBE {table}").fetchall())
+    _refuse_unions(columns)
+    return columns
+
+
+def _refuse_unions(columns: tuple[Column, ...]) -> None:
+    for column in columns:
+        if "UNION(" in column.type:
+            raise UnsupportedType(f"column {column.name!r} is a UNION, which cannot travel to the notebook; "
+                                  "cast it to VARCHAR or pick a member with union_extract")
+
+
+def _too_large(why: str) -> ResultTooLarge:
+    return ResultTooLarge(f"the result is too large to keep: {why}; narrow it with LIMIT or an aggregate, or "
+                          "write it into the lake with --save NAME --materialize, which streams it")
 
 
 def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: str, path: str,

@@ -44,6 +44,11 @@ def register(commands, aws: Aws | None = None) -> None:
     deploy.add_argument("--create-bucket", action="store_true", help="create the lake's bucket if it does not exist")
     deploy.add_argument("--package", metavar="ZIP",
                         help="deploy this zip instead of building one (it must match --runtime and --architecture)")
+    deploy.add_argument("--max-result-bytes", type=int, metavar="BYTES",
+                        help="the most one query's result may hold in the engine (its rows in DuckDB's memory and "
+                             "spill); a bigger result is refused with an error suggesting LIMIT or --save NAME "
+                             "--materialize. Sets LAKEMAGIC_MAX_RESULT_BYTES on the function; without it the function "
+                             "keeps the value it has, else the engine's default of 8 GiB")
     deploy.add_argument("--subnet-ids", metavar="ID[,ID...]", type=_ids, default=(),
                         help="put the function in a VPC, in these subnets (with --security-group-ids); without "
                              "either option a redeploy leaves the function's VPC settings as they are")
@@ -89,7 +94,8 @@ def _run_deploy(options: argparse.Namespace, aws: Aws | None) -> int:
         lake=options.lake, region=options.region, profile=options.profile, function_name=options.function_name,
         memory=options.memory, timeout=options.timeout, architecture=options.architecture, runtime=options.runtime,
         create_bucket=options.create_bucket, package=options.package, subnet_ids=options.subnet_ids,
-        security_group_ids=options.security_group_ids, no_vpc=options.no_vpc), aws=aws))
+        security_group_ids=options.security_group_ids, no_vpc=options.no_vpc,
+        max_result_bytes=options.max_result_bytes), aws=aws))
 
 
 def _run_destroy(options: argparse.Namespace, aws: Aws | None) -> int:

@@ -189,10 +189,7 @@ def _ensure_function(aws: Aws, options: DeployOptions, found: dict | None, vpc: 
     name = options.function_name
     arn = function_arn(aws.partition, aws.region, aws.account, name)
     existing_env = ((found or {}).get("Configuration", {}).get("Environment") or {}).get("Variables") or {}
-    environment = {key: value for key, value in existing_env.items() if not key.startswith("LAKEMAGIC_")}
-    environment["LAKEMAGIC_LAKE"] = lake.url
-    if not package.has_httpfs:
-        environment["LAKEMAGIC_INSTALL_HTTPFS"] = "1"
+    environment = options.environment(existing_env, lake, package.has_httpfs)
     configuration = {"Role": role, "Handler": HANDLER, "Runtime": target.runtime, "MemorySize": options.memory,
                      "Timeout": options.timeout, "EphemeralStorage": {"Size": EPHEMERAL_STORAGE_MB},
                      "Environment": {"Variables": environment}, "VpcConfig": vpc}

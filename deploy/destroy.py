@@ -11,8 +11,8 @@ from __future__ import annotations
 from .errors import DeployError
 from .lifecycle import remove_lifecycle_rule
 from .plan import (
-    DEPLOY_PREFIX, OWNER_TAG, POLICY_NAME, DestroyOptions, LakeLocation, check_function_name, function_arn,
-    log_group_name, made_by_deploy, role_arn, role_name,
+    DEPLOY_PREFIX, LAKE_VARIABLE, OWNER_TAG, POLICY_NAME, DestroyOptions, LakeLocation, check_function_name,
+    function_arn, log_group_name, made_by_deploy, role_arn, role_name,
 )
 from .session import ACCESS_DENIED, Aws
 
@@ -61,8 +61,8 @@ def _remove_function(aws: Aws, name: str, lake: LakeLocation | None) -> tuple[st
         raise DeployError(f"the function {name} was not created by lakemagic deploy (it has no {OWNER_TAG} tag), "
                           "so destroy leaves it alone")
     variables = (found["Configuration"].get("Environment") or {}).get("Variables") or {}
-    if lake is None and variables.get("LAKEMAGIC_LAKE"):
-        lake = LakeLocation.parse(variables["LAKEMAGIC_LAKE"])
+    if lake is None and variables.get(LAKE_VARIABLE):
+        lake = LakeLocation.parse(variables[LAKE_VARIABLE])
     aws.call(aws.lam, "delete_function", arn, absent=("ResourceNotFoundException",), FunctionName=name)
     return "removed", lake
 

@@ -1,9 +1,10 @@
 """What a deployment should look like, worked out without asking AWS.
 
 The lake's location, the names and ARNs deploy gives things, the role's
-trust policy and its one inline policy, the function's VPC settings, the
-results' lifecycle rule, and the options both commands take. Nothing here imports boto3, so all of it can be
-read, and tested, without an AWS account.
+trust policy and its one inline policy, the function's VPC settings and
+environment, the results' lifecycle rule, and the options both commands
+take. Nothing here imports boto3, so all of it can be read, and tested,
+without an AWS account.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ _PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SUBNET_ID = re.compile(r"subnet-[0-9a-f]+")
 _SECURITY_GROUP_ID = re.compile(r"sg-[0-9a-f]+")
+# The function's variables deploy sets; every other one on the function (an operator's tuning, such as
+# LAKEMAGIC_INLINE_RESULT_BYTES) is kept as it is by a redeploy.
+LAKE_VARIABLE = "LAKEMAGIC_LAKE"
+INSTALL_HTTPFS_VARIABLE = "LAKEMAGIC_INSTALL_HTTPFS"  # only for a package without httpfs
+MAX_RESULT_BYTES_VARIABLE = "LAKEMAGIC_MAX_RESULT_BYTES"  # only with --max-result-bytes; else the function's stays
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class DeployOptions:
     subnet_ids: Sequence[str] = ()  # with security_group_ids: the function's VPC; neither: the VPC it has stays
     security_group_ids: Sequence[str] = ()
     no_vpc: bool = False  # take the function out of its VPC
+    max_result_bytes: int | None = None  # None: the function keeps the cap it has
 
     def check(self) -> None:
         """Refuse what Lambda would refuse, or what contradicts itself, before anything is built or asked of AWS."""
@@ -96,6 +103,8 @@ class DeployOptions:
                               "--security-group-ids")
         if bool(self.subnet_ids) != bool(self.security_group_ids):
             raise DeployError("--subnet-ids and --security-group-ids go together: a function in a VPC needs both")
+        if self.max_result_bytes is not None and self.max_result_bytes < 1:
+            raise DeployError(f"--max-result-bytes must be a positive number of bytes; got {self.max_result_bytes}")
         _check_ids("--subnet-ids", self.subnet_ids, _SUBNET_ID, "subnet-0123abcd")
         _check_ids("--security-group-ids", self.security_group_ids, _SECURITY_GROUP_ID, "sg-0123abcd")
 
@@ -104,6 +113,20 @@ class DeployOptions:
         if self.no_vpc or self.subnet_ids:
             return vpc_config({"SubnetIds": self.subnet_ids, "SecurityGroupIds": self.security_group_ids})
         return None
+
+    def environment(self, existing: dict, lake: LakeLocation, has_httpfs: bool) -> dict:
+        """The function's variables: deploy's own from these options, any other already on the function kept.
+
+        `existing` is the function's now ({} for a new one); a redeploy must not
+        drop what an operator set there.
+        """
+        environment = {name: value for name, value in existing.items() if name != INSTALL_HTTPFS_VARIABLE}
+        environment[LAKE_VARIABLE] = lake.url
+        if not has_httpfs:
+            environment[INSTALL_HTTPFS_VARIABLE] = "1"
+        if self.max_result_bytes is not None:
+            environment[MAX_RESULT_BYTES_VARIABLE] = str(self.max_result_bytes)
+        return environment
 
 
 @dataclass

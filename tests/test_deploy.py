@@ -271,6 +271,37 @@ def test_package_without_httpfs_installs_it_at_cold_start(clients, local_package
     assert variables == {"LAKEMAGIC_LAKE": lake}
 
 
+def test_redeploy_keeps_the_operators_variables_and_sets_max_result_bytes(clients, local_package, capsys):
+    """Variables deploy does not set survive a redeploy; --max-result-bytes reaches the function and then stays."""
+    lam = clients["lambda"]
+    lake = make_lake(clients["s3"], "tuned-lake")
+    assert run(capsys, clients, *deploy_args(lake, local_package, "--function-name", "tuned"))[0] == 0
+    lam.update_function_configuration(FunctionName="tuned", Environment={"Variables": {
+        "LAKEMAGIC_LAKE": lake, "LAKEMAGIC_INLINE_RESULT_BYTES": "262144", "TZ": "UTC"}})
+    lam.get_waiter("function_updated_v2").wait(FunctionName="tuned")
+
+    status, out, err = run(capsys, clients, *deploy_args(lake, local_package, "--function-name", "tuned",
+                                                         "--max-result-bytes", "1073741824"))
+    assert (status, err) == (0, "")
+    assert "updated: configuration; up to date: role, policy, function code, lifecycle rule" in out
+    variables = lam.get_function(FunctionName="tuned")["Configuration"]["Environment"]["Variables"]
+    assert variables == {"LAKEMAGIC_LAKE": lake, "LAKEMAGIC_INLINE_RESULT_BYTES": "262144", "TZ": "UTC",
+                         "LAKEMAGIC_MAX_RESULT_BYTES": "1073741824"}
+
+    # Without the option the cap stays as it is, like everything else: nothing to do.
+    status, out, err = run(capsys, clients, *deploy_args(lake, local_package, "--function-name", "tuned"))
+    assert (status, err) == (0, "")
+    assert "up to date: role, policy, function code, configuration, lifecycle rule" in out
+    assert lam.get_function(FunctionName="tuned")["Configuration"]["Environment"]["Variables"] == variables
+
+
+def test_max_result_bytes_must_be_positive(clients, capsys):
+    status, _, err = run(capsys, clients, "deploy", "--lake", "s3://tuned-lake/lake", "--function-name", "no-cap",
+                         "--max-result-bytes", "0")
+    assert status == 1
+    assert one_sentence(err) == "--max-result-bytes must be a positive number of bytes; got 0"
+
+
 @pytest.fixture(scope="module")
 def network(moto_endpoint) -> dict:
     """A VPC on the server with two subnets and a security group, as a user would make them before deploying."""

@@ -81,6 +81,8 @@ def restored(con, paths: list[str], columns: tuple[Column, ...]) -> duckdb.DuckD
         return con.sql(_empty_select(columns))
     relation = con.read_parquet(paths)
     stored = dict(zip(relation.columns, (str(t) for t in relation.types)))
+    if list(stored.items()) == [(column.name, column.type) for column in columns]:
+        return relation  # every column arrived as declared: a projection would only bind the file again
     return relation.select(_restoring_projection(columns, stored))
 
 

@@ -72,8 +72,7 @@ class LakeHandler:
             with self._database.cursor() as con, _time_budget(con, context) as budget:
                 if self._track_progress:
                     # The PRAGMAs, unlike SET, pass the configuration lock; nothing is printed.
-                    con.execute("PRAGMA enable_progress_bar")
-                    con.execute("PRAGMA disable_print_progress_bar")
+                    con.execute("PRAGMA enable_progress_bar; PRAGMA disable_print_progress_bar")
                 self._running.add(con)
                 try:
                     answer = self._operations[type(request)](con, request)

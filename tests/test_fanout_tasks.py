@@ -14,6 +14,7 @@ import pytest
 from lakelambda import protocol
 from lakelambda.database import Settings
 from lakelambda.handler import LakeHandler
+from lakemagic.locallambda.s3proxy import S3Proxy
 from servers import OTHER_BUCKET
 
 FANOUT_BUCKET = "fanout-lake"
@@ -111,6 +112,22 @@ def test_tasks_over_shares_add_up_to_the_whole_table(lake):
     "http://127.0.0.1:9/x.parquet",
     "PARTITIONED/date=2019-04-01/data_0.parquet",
     "partitioned/date=2019-04-01/data_0.parquet\x00",
+    # Refused by name alone: no file is listed to check them against.
+    "partitioned/date=2019-04-0[1-9]/data_0.parquet",
+    "partitioned/date={2019-04-01,2019-04-02}/data_0.parquet",
+    "partitioned/date=2019-04-01/data_?.parquet",
+    "partitioned/date=2019-04-01/%2e%2e/%2e%2e/dataset/taxi_2019_04.parquet",
+    "partitioned/date=2019-04-01\\..\\..\\dataset/taxi_2019_04.parquet",
+    "partitioned/date=2019-04-01/user@host.parquet",
+    "partitioned/data_0.parquet",
+    "partitioned/not-a-key/data_0.parquet",
+    "partitioned/=2019-04-01/data_0.parquet",
+    "partitioned/date=2019-04-01/.hidden.parquet",
+    "partitioned/date=2019-04-01/_SUCCESS.parquet",
+    "partitioned/date=2019-04-01/data_0.csv",
+    "partitioned",
+    "_lakemagic/results/x.parquet",
+    "partitioned/date=2019-04-01/../../_lakemagic/results/x.parquet",
 ])
 def test_a_file_that_is_not_one_of_the_tables_own_is_refused(lake, path):
     handler, table = lake
@@ -135,10 +152,49 @@ def test_a_planted_key_in_the_tables_folder_is_refused_by_the_sandbox(lake, aws_
         fresh.close()
 
 
-def test_another_partitioned_table_cannot_be_named(lake):
+def test_a_task_in_a_fresh_container_reads_its_file_and_lists_nothing(lake, moto_endpoint, aws_environment, tmp_path):
+    """Its files are checked by name: no LIST of the lake or the table (three in a fresh container
+    when they were checked against the table's listing), only the reads of the file itself."""
+    handler, table = lake
+    if not handler.lake.is_s3:
+        pytest.skip("S3 requests are counted on the S3 lake")
+    with S3Proxy(moto_endpoint) as proxy:
+        fresh = LakeHandler(f"s3://{FANOUT_BUCKET}", Settings(scratch=str(tmp_path), environment=dict(
+            aws_environment, AWS_ENDPOINT_URL_S3=proxy.endpoint_url)))
+        try:
+            assert "error" not in fresh(protocol.query_request("SELECT 1", {}, 1))
+            proxy.reset()
+            answer = answered(fresh, task(table, real_files(table)[:1]))
+            assert isinstance(answer, protocol.PageAnswer), answer
+            requests = dict(proxy.objects)
+        finally:
+            fresh.close()
+    assert {path for _, path in requests} == {f"/{FANOUT_BUCKET}/{real_files(table)[0]}"}, requests
+    assert requests[("HEAD", f"/{FANOUT_BUCKET}/{real_files(table)[0]}")] <= 2, requests  # the reader view's bind, the query's
+
+
+def test_another_table_cannot_be_named_over_this_tables_files(lake):
     handler, table = lake
     error = error_of(handler, task(table, real_files(table)[:1], table="taxi_2019_04"))
+    assert error.type == "PermissionException" and "not one of the files of taxi_2019_04" in error.message
+
+
+@pytest.mark.parametrize("folder", ["dataset", "Dashboard"])
+def test_the_single_file_tables_folders_are_no_partitioned_table(lake, folder):
+    handler, table = lake
+    error = error_of(handler, task(table, [f"{folder}/date=2019-04-01/taxi_2019_04.parquet"], table=folder))
     assert error.type == "PermissionException" and "not a Hive-partitioned table" in error.message
+
+
+@pytest.mark.parametrize("table_name, path", [
+    (TABLE, "partitioned/date=2019-04-01/no_such_file.parquet"),
+    ("taxi_2019_04", "taxi_2019_04/date=2019-04-01/data_0.parquet"),  # a dataset's name has no such folder
+])
+def test_a_file_that_does_not_exist_fails_the_task_naming_it(lake, table_name, path):
+    handler, table = lake
+    error = error_of(handler, task(table, [*real_files(table)[:1], path] if table_name == TABLE else [path],
+                                   table=table_name))
+    assert error.type in ("HTTPException", "IOException") and path in error.message, error
 
 
 def test_the_tasks_sql_is_sandboxed_like_any_query(lake):

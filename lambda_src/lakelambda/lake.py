@@ -283,20 +283,16 @@ class Lake:
             return self.path(DATASET_FOLDER, f"{files[name.lower()]}.parquet")
         return self.path(name) if self._is_partitioned(con, name) else None
 
-    def partition_files(self, con, name: str, fresh: bool = False) -> list[tuple[str, int]] | None:
+    def partition_files(self, con, name: str) -> list[tuple[str, int]] | None:
         """The Parquet files of the Hive-partitioned table `name` as (path relative to the lake, bytes),
         sorted; None where the name means a single-file dataset, or no partitioned folder.
 
-        Kept CATALOG_TTL_SECONDS on S3 like the catalog's listings (every task of a
-        fan-out checks its files against it); `fresh` lists again.
+        Kept CATALOG_TTL_SECONDS on S3 like the catalog's listings.
         """
         if not _CATALOG_NAME.match(name) or name.lower() in self._parquet_stems(con, DATASET_FOLDER):
             return None
         if not self._is_partitioned(con, name):
             return None
-        if fresh:
-            with self._listings_lock:
-                self._listings.pop(("partition sizes", name), None)
         return self._listed(("partition sizes", name), lambda: sorted(self._files_under(name)))
 
     def _files_under(self, name: str):
@@ -308,13 +304,13 @@ class Lake:
                 for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
                     for entry in page.get("Contents", []):
                         relative = entry["Key"][len(root) + 1:] if root else entry["Key"]
-                        if _is_partition_file(relative):
+                        if is_partition_file(relative):
                             yield relative, entry["Size"]
             return
         for folder, _, files in os.walk(self.path(name)):
             for file in files:
                 relative = os.path.relpath(os.path.join(folder, file), self.root).replace(os.sep, "/")
-                if _is_partition_file(relative):
+                if is_partition_file(relative):
                     yield relative, os.path.getsize(os.path.join(folder, file))
 
     def _source_of(self, con, name: str, spelled: str, single_files: dict[str, dict[str, str]]) -> str | None:
@@ -387,7 +383,7 @@ def is_pattern(path: str) -> bool:
     return any(char in GLOB_CHARACTERS for char in path)
 
 
-def _is_partition_file(relative: str) -> bool:
+def is_partition_file(relative: str) -> bool:
     """`<table>/key=value/.../<file>.parquet`: every folder below the table a key=value, no hidden file."""
     *folders, file = relative.split("/")
     return (len(folders) >= 2 and file.endswith(".parquet") and not file.startswith((".", "_"))

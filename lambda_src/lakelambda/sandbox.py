@@ -235,21 +235,9 @@ class _Walk:
             self._path(value["value"], item)
 
     def _path(self, path: str, node: dict) -> None:
-        """Inside the lake once normalized, and outside its `_lakemagic/` area, by construction."""
-        prefix = self.root + "/"
-        if not path.startswith(prefix):
-            self._deny(f"{path!r} is outside the lake: paths must start with {prefix!r}", node)
-        rest = path[len(prefix):]
-        if any(char in FORBIDDEN_PATH_CHARACTERS or not char.isprintable() for char in rest):
-            self._deny(f"{path!r}: lake paths cannot contain ?, #, %, @, backslashes or control characters", node)
-        segments = rest.split("/")
-        if any(segment in ("", ".", "..") for segment in segments):
-            self._deny(f"{path!r}: lake paths cannot have empty, '.' or '..' segments", node)
-        first = segments[0]
-        if any(char in GLOB_CHARACTERS for char in first):
-            self._deny(f"{path!r}: the first folder under the lake must be named, without wildcards", node)
-        if first[0] in "_.":
-            self._deny(f"{path!r}: folders starting with '_' or '.' belong to the lake's bookkeeping", node)
+        problem = lake_path_problem(path, self.root)
+        if problem is not None:
+            self._deny(problem, node)
 
     def _deny(self, message: str, node: dict, enclosing: dict | None = None) -> None:
         """Refuse, pointing at where `node` starts in the SQL (else at `enclosing`), in characters."""
@@ -262,6 +250,26 @@ class _Walk:
                 self._offsets = character_offsets(self.sql)
             position = self._offsets[location] if location < len(self._offsets) else None
         raise PermissionDenied(message, position)
+
+
+def lake_path_problem(path: str, lake_root: str) -> str | None:
+    """Why `path` may not be read, or None where it is inside the lake once normalized and outside
+    its `_lakemagic/` area, by construction."""
+    prefix = lake_root.rstrip("/") + "/"
+    if not path.startswith(prefix):
+        return f"{path!r} is outside the lake: paths must start with {prefix!r}"
+    rest = path[len(prefix):]
+    if any(char in FORBIDDEN_PATH_CHARACTERS or not char.isprintable() for char in rest):
+        return f"{path!r}: lake paths cannot contain ?, #, %, @, backslashes or control characters"
+    segments = rest.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        return f"{path!r}: lake paths cannot have empty, '.' or '..' segments"
+    first = segments[0]
+    if any(char in GLOB_CHARACTERS for char in first):
+        return f"{path!r}: the first folder under the lake must be named, without wildcards"
+    if first[0] in "_.":
+        return f"{path!r}: folders starting with '_' or '.' belong to the lake's bookkeeping"
+    return None
 
 
 def _refuse_unmaterialized_ctes(sql: str) -> None:

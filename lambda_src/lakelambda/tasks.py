@@ -1,11 +1,16 @@
 """The handler's side of a fan-out: a partitioned table's files, and one task over a share of them.
 
 A task request names its table and its files; it never carries SQL with
-paths in it. Every file must be one the table's own listing holds (no other
-path can match: not another table's, bucket's or host's, no `..`, no query
-string), and the handler writes the reader of those files itself, as a
-temporary view under the table's name that the task's SQL reads. That view
-and the task's SQL then pass the sandbox like any query's.
+paths in it. Every file must be named as one of the table's own files:
+a path the sandbox lets any query read (inside the lake once normalized,
+outside `_lakemagic/`, no query string, escape or userinfo, so no other
+bucket or host), under the table's own folder, `<table>/key=value/.../
+<name>.parquet` with no wildcard, as the table's listing keeps files. That
+is checked on the names alone, so a task in a fresh container lists
+nothing: a named file that does not exist fails the task's read, naming it.
+The handler writes the reader of those files itself, as a temporary view
+under the table's name that the task's SQL reads. That view and the task's
+SQL then pass the sandbox like any query's.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ from __future__ import annotations
 import threading
 import urllib.parse
 
-from . import run
+from . import run, sandbox
 from .errors import PermissionDenied, ProtocolError
-from .lake import Lake
-from .protocol import Column, PartitionedTable, PartitionFile, PartitionsAnswer, TaskRequest, View
+from .lake import DATASET_FOLDER, Lake, is_partition_file, is_pattern
+from .protocol import DASHBOARD_FOLDER, Column, PartitionedTable, PartitionFile, PartitionsAnswer, TaskRequest, View
 from .results import ResultStore, StoredResult
 from .sql import quote_identifier, quote_literal
 
@@ -26,6 +31,8 @@ from .sql import quote_identifier, quote_literal
 _described: dict[tuple[str, tuple], tuple[Column, ...]] = {}
 _described_lock = threading.Lock()
 MAX_DESCRIBED = 64
+# Lake folders that hold single-file tables, never a partitioned one.
+NOT_TABLE_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER}
 
 
 def partitions(con, lake: Lake, tables: tuple[str, ...]) -> PartitionsAnswer:
@@ -51,14 +58,13 @@ def partitions(con, lake: Lake, tables: tuple[str, ...]) -> PartitionsAnswer:
 
 def run_task(con, lake: Lake, results: ResultStore, request: TaskRequest) -> StoredResult:
     """The task's SQL over its files alone, read as the table `request.table`."""
-    listed = lake.partition_files(con, request.table)
-    if listed is None:
+    if request.table.lower() in NOT_TABLE_FOLDERS:
         raise PermissionDenied(f"{request.table} is not a Hive-partitioned table of the lake")
-    unknown = set(request.files) - {path for path, _ in listed}
-    if unknown:  # a file new since this container listed the table: list it once more
-        unknown -= {path for path, _ in lake.partition_files(con, request.table, fresh=True) or ()}
-    if unknown:
-        raise PermissionDenied(f"the task names {min(unknown)!r}, which is not one of the files of {request.table}")
+    for path in request.files:
+        problem = _not_a_file_of(lake, request.table, path)
+        if problem is not None:
+            raise PermissionDenied(f"the task names {path!r}, which is not one of the files of "
+                                   f"{request.table}: {problem}")
     keys = {key for path in request.files for key, _ in partition_values(path)}
     if {key for key, _ in request.key_types} != keys:
         raise ProtocolError(f"'key_types' must type exactly the partition keys of the task's files: "
@@ -72,6 +78,20 @@ def partition_values(path: str) -> tuple[tuple[str, str], ...]:
     folders = path.split("/")[1:-1]
     return tuple((urllib.parse.unquote(key), urllib.parse.unquote(value))
                  for key, _, value in (folder.partition("=") for folder in folders))
+
+
+def _not_a_file_of(lake: Lake, table: str, path: str) -> str | None:
+    """Why `path` (relative to the lake) cannot name a partition file of `table`, or None."""
+    problem = sandbox.lake_path_problem(lake.path(path), lake.root)
+    if problem is not None:
+        return problem
+    if path.split("/", 1)[0] != table:
+        return f"its files are in the folder {table}/"
+    if is_pattern(path):
+        return "files are named whole, without wildcards"
+    if not is_partition_file(path):
+        return f"its files are {table}/key=value/.../<name>.parquet"
+    return None
 
 
 def _reader_sql(lake: Lake, request: TaskRequest) -> str:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+import functools
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
 
 from .files import PartitionFile, autocast_key_types, group_files, reader
 from .grouped import is_aggregate_query, split_grouped
@@ -21,7 +22,13 @@ class Task:
     """One invocation's share: the files it reads and the SQL it runs over them (the files are in it)."""
 
     files: tuple[PartitionFile, ...]
-    sql: str
+    _reading: Callable[[], dict] = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def sql(self) -> str:
+        """Printed when first asked for: a fan-out sends the plan's task_sql and the files instead,
+        and printing each task's tree costs about as much as the rest of planning."""
+        return to_sql(self._reading())
 
     @property
     def size_bytes(self) -> int:
@@ -39,10 +46,14 @@ class Plan:
 
     tasks: tuple[Task, ...]
     merge_sql: str
-    explanation: str  # for %%lakesql --explain
     # What every task runs with the split table read by its name: the handler's task
     # operation reads the task's own files under that name (lakelambda/tasks.py).
     task_sql: str = ""
+
+    @functools.cached_property
+    def explanation(self) -> str:
+        """For %%lakesql --explain."""
+        return explain(self.tasks, self.merge_sql)
 
 
 @dataclass(frozen=True)
@@ -72,9 +83,9 @@ def plan(sql: str, table: str, files: Sequence[PartitionFile], max_tasks: int,
         merge_sql = to_sql(merge_node)
     except Refusal as refusal:
         return NotSplit(str(refusal))
-    tasks = tuple(Task(tuple(group), to_sql(_reading(task_node, table, group, types)))
+    tasks = tuple(Task(tuple(group), functools.partial(_reading, task_node, table, tuple(group), types))
                   for group in group_files(files, max_tasks))
-    return Plan(tasks, merge_sql, explain(tasks, merge_sql), to_sql(task_node))
+    return Plan(tasks, merge_sql, to_sql(task_node))
 
 
 def _reading(task_node: dict, table: str, files: Sequence[PartitionFile], types: Mapping[str, str]) -> dict:

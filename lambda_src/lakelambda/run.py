@@ -15,7 +15,7 @@ from typing import NamedTuple
 import duckdb
 
 from . import catalog, page_format, sandbox
-from .lake import Lake
+from .lake import S3_SCHEME, Lake
 from .reuse import ResultReuse
 from .reuse_key import reuse_key
 from .errors import LakeError, NameTaken, ResultTooLarge, SqlError, UnsupportedType
@@ -72,24 +72,23 @@ def _write_held(con, lake: Lake, results: ResultStore, prepared: "_Prepared", bo
     written, whether the result is over the cap or must go straight into
     the lake rather than through the function's /tmp.
     """
-    create = body.wrapped(f"CREATE TEMP TABLE {_RESULT_TABLE} AS")
+    create = body.wrapped(f"CREATE TEMP TABLE {_RESULT_TABLE} AS")  # dropped with the call's cursor at the latest
     try:
         _with_fresh_views(con, lake, prepared, lambda: _execute(con, create, params, sql))
     except SqlError as error:
         if error.error_type == "OutOfMemoryException":
             raise _too_large("holding it needs more than the function's memory and spill space") from None
         raise
-    try:
-        columns = _columns(con, _RESULT_TABLE)
-        held = _held_bytes(con)
-        if results.max_result_bytes is not None and held > results.max_result_bytes:
-            raise _too_large(f"it holds {held / 2**20:,.0f} MiB in the engine, more than the "
-                             f"{results.max_result_bytes / 2**20:,.0f} MiB one result may (LAKEMAGIC_MAX_RESULT_BYTES)")
-        result_id, path = results.new_result(held)
-        copy = _Placed(f"COPY (SELECT {page_format.storage_projection(columns)} FROM {_RESULT_TABLE})")
-        rows, size = _copy(con, copy, path, results, columns, {}, None)
-    finally:
-        con.execute(f"DROP TABLE IF EXISTS {_RESULT_TABLE}")
+    columns = _columns(con, _RESULT_TABLE)
+    held = _held_bytes(con)
+    if results.max_result_bytes is not None and held > results.max_result_bytes:
+        raise _too_large(f"it holds {held / 2**20:,.0f} MiB in the engine, more than the "
+                         f"{results.max_result_bytes / 2**20:,.0f} MiB one result may (LAKEMAGIC_MAX_RESULT_BYTES)")
+    result_id, path = results.new_result(held)
+    copy = _Placed(f"COPY (SELECT {page_format.storage_projection(columns)} FROM {_RESULT_TABLE})")
+    rows, size = _copy(con, copy, path, results, columns, {}, None)
+    if size > results.inline_bytes:  # its memory is better free for the upload and the first page
+        con.execute(f"DROP TABLE {_RESULT_TABLE}")
     return result_id, path, columns, rows, size
 
 
@@ -116,15 +115,20 @@ def _write_streamed(con, lake: Lake, results: ResultStore, prepared: "_Prepared"
 
 def _copy(con, copy: _Placed, path: str, results: ResultStore, columns: tuple[Column, ...], params: dict,
           sql: str | None) -> tuple[int, int]:
-    """Run a COPY of a result into `path`; its rows and bytes. A file cut short is removed: it would only fill the disk."""
-    statement = copy.wrapped("", f"TO {quote_literal(path)} ({results.copy_options(columns)}, RETURN_STATS true)")
+    """Run a COPY of a result into `path`; its rows and bytes. A file cut short is removed: it would only fill the disk.
+
+    Only a file written straight into S3 asks DuckDB for its size (RETURN_STATS, a fifth of a small COPY's time).
+    """
+    remote = path.startswith(S3_SCHEME)
+    options = results.copy_options(columns) + (", RETURN_STATS true" if remote else "")
+    statement = copy.wrapped("", f"TO {quote_literal(path)} ({options})")
     try:
-        _, rows, size = _execute(con, statement, params, sql).fetchone()[:3]
+        counted = _execute(con, statement, params, sql).fetchone()
     except BaseException:
         if os.path.exists(path):
             os.remove(path)
         raise
-    return rows, size
+    return (counted[1], counted[2]) if remote else (counted[0], os.path.getsize(path))
 
 
 def _columns(con, table: str) -> tuple[Column, ...]:

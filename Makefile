@@ -13,6 +13,7 @@ test: $(VENV)/.installed
 
 benchmark: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.lambda_path
 	$(BIN)/python -m benchmarks.fanout
 
 $(VENV)/.installed: setup.cfg pyproject.toml

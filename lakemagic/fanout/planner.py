@@ -77,15 +77,29 @@ def plan(sql: str, table: str, files: Sequence[PartitionFile], max_tasks: int,
         if not files:
             raise Refusal(f"no files of {table} are left to read")
         types = dict(key_types) if key_types is not None else autocast_key_types(files)
+        shape = _split(sql, table)
+    except Refusal as refusal:
+        return NotSplit(str(refusal))
+    if isinstance(shape, NotSplit):
+        return shape
+    task_node, merge_sql, task_sql = shape
+    tasks = tuple(Task(tuple(group), functools.partial(_reading, task_node, table, tuple(group), types))
+                  for group in group_files(files, max_tasks))
+    return Plan(tasks, merge_sql, task_sql)
+
+
+@functools.lru_cache(maxsize=64)
+def _split(sql: str, table: str) -> tuple[dict, str, str] | NotSplit:
+    """The task's tree (shared: never changed), the merge SQL and the task SQL, whatever the files;
+    or why `sql` is not split. Kept, as a fan-out plans each query twice: for its shape alone
+    before listing the table, then over the table's files."""
+    try:
         query = check(select_node(sql), table)
         split = split_grouped if is_aggregate_query(query) else split_rows
         task_node, merge_node = split(query)
-        merge_sql = to_sql(merge_node)
+        return task_node, to_sql(merge_node), to_sql(task_node)
     except Refusal as refusal:
         return NotSplit(str(refusal))
-    tasks = tuple(Task(tuple(group), functools.partial(_reading, task_node, table, tuple(group), types))
-                  for group in group_files(files, max_tasks))
-    return Plan(tasks, merge_sql, to_sql(task_node))
 
 
 def _reading(task_node: dict, table: str, files: Sequence[PartitionFile], types: Mapping[str, str]) -> dict:

@@ -8,22 +8,24 @@ bucket or host), under the table's own folder, `<table>/key=value/.../
 <name>.parquet` with no wildcard, as the table's listing keeps files. That
 is checked on the names alone, so a task in a fresh container lists
 nothing: a named file that does not exist fails the task's read, naming it.
-The handler writes the reader of those files itself, as a temporary view
-under the table's name that the task's SQL reads. That view and the task's
-SQL then pass the sandbox like any query's.
+The handler writes the reader of those files itself, as a CTE under the
+table's name that the task's SQL reads, and the whole then passes the
+sandbox like any query.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import threading
 import urllib.parse
 
 from . import run, sandbox
 from .errors import PermissionDenied, ProtocolError
 from .lake import DATASET_FOLDER, Lake, is_partition_file, is_pattern
-from .protocol import DASHBOARD_FOLDER, Column, PartitionedTable, PartitionFile, PartitionsAnswer, TaskRequest, View
+from .protocol import DASHBOARD_FOLDER, Column, PartitionedTable, PartitionFile, PartitionsAnswer, TaskRequest
 from .results import ResultStore, StoredResult
-from .sql import quote_identifier, quote_literal
+from .sql import parse_tree, parser, quote_identifier, quote_literal
 
 
 # The keys' types of each table listing this container described: binding the table to
@@ -69,8 +71,7 @@ def run_task(con, lake: Lake, results: ResultStore, request: TaskRequest) -> Sto
     if {key for key, _ in request.key_types} != keys:
         raise ProtocolError(f"'key_types' must type exactly the partition keys of the task's files: "
                             f"{', '.join(sorted(keys))}")
-    reader = View(request.table, _reader_sql(lake, request))
-    return run.run_query(con, lake, results, request.sql, request.params, (reader, *request.views))
+    return run.run_query(con, lake, results, _with_reader(lake, request), request.params, request.views)
 
 
 def partition_values(path: str) -> tuple[tuple[str, str], ...]:
@@ -92,6 +93,25 @@ def _not_a_file_of(lake: Lake, table: str, path: str) -> str | None:
     if not is_partition_file(path):
         return f"its files are {table}/key=value/.../<name>.parquet"
     return None
+
+
+def _with_reader(lake: Lake, request: TaskRequest) -> str:
+    """The task's SQL with the reader of its files first among its CTEs, under the table's name.
+
+    A CTE read once is inlined (the task's filters and columns reach the
+    reader) and binds the files with the query; a view would bind them when
+    made too, a HEAD request more per file. SQL that is not one statement
+    DuckDB parses is left as it is: run_query refuses it before it runs.
+    """
+    tree = parse_tree(request.sql)
+    if tree.get("error") or len(tree["statements"]) != 1:
+        return request.sql
+    statement = copy.deepcopy(tree["statements"][0])  # parse trees are shared: never changed
+    reader = parse_tree(f"WITH {quote_identifier(request.table)} AS ({_reader_sql(lake, request)}) SELECT 1")
+    statement["node"]["cte_map"]["map"].insert(0, reader["statements"][0]["node"]["cte_map"]["map"][0])
+    with parser() as con:
+        return con.execute("SELECT json_deserialize_sql(?)",
+                           [json.dumps({"error": False, "statements": [statement]})]).fetchone()[0]
 
 
 def _reader_sql(lake: Lake, request: TaskRequest) -> str:

@@ -214,9 +214,25 @@ def run_query(
     return run_request(engine, protocol.query_request(sql, params or {}, page_size, views, reuse), sql)
 
 
+def run_query_unless_partitioned(engine: Engine, sql: str, params: dict, page_size: int,
+                                 views: tuple[protocol.View, ...], reuse: bool,
+                                 tables: tuple[str, ...]) -> QueryResult | tuple[protocol.PartitionsAnswer, CallStats]:
+    """`run_query`, unless one of `tables` is Hive-partitioned in the lake: then their listing, and nothing
+    has run. One call either way, so a query a fan-out cannot split pays no call of its own for the listing."""
+    request = protocol.query_request(sql, params, page_size, views, reuse, fanout_tables=tables)
+    answer, stats = _call(engine, request, (protocol.PageAnswer, protocol.PartitionsAnswer), sql)
+    if isinstance(answer, protocol.PartitionsAnswer):
+        return answer, stats
+    return _query_result(engine, sql, answer, stats)
+
+
 def run_request(engine: Engine, request: dict, sql: str) -> QueryResult:
     """A request answered with a result's first page (`query`, a fan-out's `task`) as a QueryResult."""
     answer, stats = _call(engine, request, protocol.PageAnswer, sql)
+    return _query_result(engine, sql, answer, stats)
+
+
+def _query_result(engine: Engine, sql: str, answer: protocol.PageAnswer, stats: CallStats) -> QueryResult:
     return QueryResult(engine=engine, sql=sql, info=answer.result, first_page=_page_of(answer), stats=stats,
                        reused_from=answer.reused_from)
 
@@ -247,8 +263,8 @@ def _as_query_error(text: str):
         raise LakeQueryError(error.error_type, error.message, text, error.position) from None
 
 
-def _call(engine: Engine, request: dict, expected: type, sql: str | None):
-    """One engine call: the answer, checked to be of the `expected` type, and what it cost."""
+def _call(engine: Engine, request: dict, expected: type | tuple[type, ...], sql: str | None):
+    """One engine call: the answer, checked to be of the `expected` type (or one of them), and what it cost."""
     started = time.perf_counter()
     reply = engine.call(request)
     round_trip_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -260,7 +276,8 @@ def _call(engine: Engine, request: dict, expected: type, sql: str | None):
     if isinstance(answer, protocol.ErrorAnswer):
         raise LakeQueryError(answer.type, answer.message, sql, answer.position)
     if not isinstance(answer, expected):
-        raise EngineError(f"the {engine.name} engine answered a {expected.__name__} request with a {type(answer).__name__}")
+        raise EngineError(f"the {engine.name} engine answered a {request.get('op')!r} request with a "
+                          f"{type(answer).__name__}")
     return answer, CallStats(answer.stats, round_trip_ms, reply.lambda_figures)
 
 

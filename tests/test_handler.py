@@ -670,3 +670,26 @@ def test_duplicate_column_names_like_duckdb_df(engine, sql):
     expected = duckdb.sql(sql).df()
     pd.testing.assert_frame_equal(result.to_dataframe(), expected)
     assert [c.name for c in result.columns] == list(expected.columns)
+
+
+def test_a_query_naming_a_partitioned_table_for_fan_out_is_answered_with_its_listing(local_taxi_lake):
+    """`fanout_tables` in a query: a partitioned table's listing comes back in the same call and nothing runs;
+    a single-file table's query just runs, so it costs one invocation, not a listing call and then the query."""
+    handler = LakeHandler(str(local_taxi_lake))
+    sql = "SELECT count(*) AS n FROM {}"
+    listed = protocol.parse_answer(wire(handler, protocol.query_request(
+        sql.format("partitioned"), {}, 50, fanout_tables=("partitioned",))))
+    assert isinstance(listed, protocol.PartitionsAnswer)  # the listing instead of a result: nothing ran
+    (table,) = listed.tables
+    alone = protocol.parse_answer(wire(handler, protocol.partitions_request(["partitioned"])))
+    assert table == alone.tables[0] and len(table.files) > 1
+
+    ran = wire(handler, protocol.query_request(sql.format("taxi_2019_04"), {}, 50, fanout_tables=("taxi_2019_04",)))
+    assert frame(ran)["n"].tolist() == [20_000]
+    unfiltered = wire(handler, protocol.query_request(sql.format("partitioned"), {}, 50))
+    assert frame(unfiltered)["n"].tolist() == [20_000]  # without the field, a partitioned table's query runs
+
+
+@pytest.mark.parametrize("tables", ["partitioned", [1], ["a b"], ["t"] * 17, [None]])
+def test_fanout_tables_must_be_a_short_list_of_table_names(handler, tables):
+    expect_error(wire(handler, dict(protocol.query_request("SELECT 1", {}, 1), fanout_tables=tables)), "ProtocolError")

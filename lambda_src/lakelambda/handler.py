@@ -112,7 +112,11 @@ class LakeHandler:
         percent = running[0].query_progress()
         return percent if percent > 0 else None
 
-    def query(self, con, request: QueryRequest) -> PageAnswer:
+    def query(self, con, request: QueryRequest) -> PageAnswer | PartitionsAnswer:
+        if request.fanout_tables:
+            listing = tasks.partitions(con, self.lake, request.fanout_tables)
+            if listing.tables:  # the notebook plans the fan-out over them, or asks again without
+                return listing
         result = run.run_query(con, self.lake, self.results, request.sql, request.params, request.views,
                                self.reuse if request.reuse else None)
         return PageAnswer(result.info, self.results.page(con, result, 0, request.page_size),

@@ -82,6 +82,9 @@ class QueryRequest:
     page_size: int
     views: tuple[View, ...] = ()
     reuse: bool = True  # may be answered from the stored result of the same query over the same inputs
+    # Tables a fan-out could split the query over: where one is Hive-partitioned, the answer is their
+    # listing (a PartitionsAnswer) and nothing runs; otherwise the query runs, in the same call.
+    fanout_tables: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -168,11 +171,12 @@ Request = Union[QueryRequest, PageRequest, PartRequest, DownloadRequest, Materia
 
 
 def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple[View, ...] = (),
-                  reuse: bool = True) -> dict:
+                  reuse: bool = True, fanout_tables: tuple[str, ...] = ()) -> dict:
     """The event that asks the handler to run `sql` and return its first page.
 
     `views` are the notebook's views the query uses, in dependency order.
     `reuse=False` makes the query run even if its result over the same inputs is stored.
+    `fanout_tables`: answer instead with the listing of those of them that are Hive-partitioned, if any.
     """
     request = {
         "version": VERSION,
@@ -184,6 +188,8 @@ def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple
     }
     if views:
         request["views"] = [{"name": view.name, "sql": view.sql} for view in views]
+    if fanout_tables:
+        request["fanout_tables"] = list(fanout_tables)
     return request
 
 
@@ -281,14 +287,15 @@ def parse_request(event: Any) -> Request:
 
 
 def _parse_query(event: dict) -> QueryRequest:
-    _reject_unknown_fields(event, {"version", "op", "sql", "params", "page_size", "views", "reuse"})
+    _reject_unknown_fields(event, {"version", "op", "sql", "params", "page_size", "views", "reuse", "fanout_tables"})
     sql = _sql(event.get("sql"), "'sql'")
     decoded = _params(event)
     page_size = _bounded_int(event, "page_size", 0, MAX_PAGE_ROWS)
     reuse = event.get("reuse", True)
     if not isinstance(reuse, bool):
         raise ProtocolError("'reuse' must be true or false")
-    return QueryRequest(sql=sql, params=decoded, page_size=page_size, views=_views(event, len(sql)), reuse=reuse)
+    return QueryRequest(sql=sql, params=decoded, page_size=page_size, views=_views(event, len(sql)), reuse=reuse,
+                        fanout_tables=_table_names(event.get("fanout_tables", []), "'fanout_tables'", 0))
 
 
 def _params(event: dict) -> dict[str, Any]:
@@ -305,10 +312,13 @@ def _params(event: dict) -> dict[str, Any]:
 
 def _parse_partitions(event: dict) -> PartitionsRequest:
     _reject_unknown_fields(event, {"version", "op", "tables"})
-    tables = event.get("tables")
-    if not isinstance(tables, list) or not 1 <= len(tables) <= MAX_LISTED_TABLES:
-        raise ProtocolError(f"'tables' must be a list of 1 to {MAX_LISTED_TABLES} table names")
-    return PartitionsRequest(tuple(_table_name(name) for name in tables))
+    return PartitionsRequest(_table_names(event.get("tables"), "'tables'", 1))
+
+
+def _table_names(tables, what: str, at_least: int) -> tuple[str, ...]:
+    if not isinstance(tables, list) or not at_least <= len(tables) <= MAX_LISTED_TABLES:
+        raise ProtocolError(f"{what} must be a list of {at_least} to {MAX_LISTED_TABLES} table names")
+    return tuple(_table_name(name) for name in tables)
 
 
 def _parse_task(event: dict) -> TaskRequest:

@@ -154,7 +154,7 @@ TAXI_QUERIES = [
     ("SELECT DISTINCT payment_type FROM partitioned ORDER BY 1 DESC LIMIT 2", True),
     ("SELECT DISTINCT count(*) > 100 AS busy FROM partitioned GROUP BY date ORDER BY busy", True),
     ("SELECT vendor_id, pickup_at, fare_amount FROM partitioned "
-     "WHERE tip_amount > 10 AND date BETWEEN DATE '2019-04-03' AND DATE '2019-04-09'", False),
+     "WHERE tip_amount > 10 AND date BETWEEN DATE '2019-04-03' AND DATE '2019-04-09' LIMIT 1000000", False),
     ("SELECT fare_amount, pickup_at FROM partitioned ORDER BY fare_amount DESC, pickup_at LIMIT 7", True),
     ("SELECT total_amount FROM partitioned ORDER BY tip_amount + total_amount DESC, total_amount LIMIT 5 OFFSET 4",
      True),
@@ -193,13 +193,14 @@ TPCH_QUERIES = [
      "FROM lineitem GROUP BY l_shipmode ORDER BY 1", True),
     ("SELECT l_returnflag, sum(DISTINCT l_quantity), avg(DISTINCT l_quantity), count(DISTINCT l_quantity), "
      "max(DISTINCT l_discount) FROM lineitem GROUP BY 1 ORDER BY 1", True),
-    ("SELECT * FROM lineitem WHERE l_quantity > 49 ORDER BY l_orderkey, l_linenumber", True),
+    ("SELECT * FROM lineitem WHERE l_quantity > 49 ORDER BY l_orderkey, l_linenumber LIMIT 100000", True),
     ("SELECT * FROM lineitem ORDER BY l_extendedprice * l_discount DESC, l_orderkey, l_linenumber LIMIT 3", True),
     ("SELECT s.s_name, l.* FROM lineitem AS l JOIN supplier AS s ON l.l_suppkey = s.s_suppkey "
-     "WHERE l.ship_month = '1995-06' AND s.s_acctbal < 0", False),
+     "WHERE l.ship_month = '1995-06' AND s.s_acctbal < 0 LIMIT 1000000", False),
     ("SELECT l_orderkey, l_linenumber, l_extendedprice FROM lineitem "
      "ORDER BY l_extendedprice DESC, l_orderkey, l_linenumber LIMIT 5 OFFSET 2", True),
-    ("SELECT l_orderkey, l_comment FROM lineitem ORDER BY l_shipdate DESC, 1, l_linenumber OFFSET 60000", True),
+    ("SELECT l_orderkey, l_comment FROM lineitem ORDER BY l_shipdate DESC, 1, l_linenumber LIMIT 500 OFFSET 60000",
+     True),
 ]
 
 
@@ -232,6 +233,8 @@ def test_limit_without_order_by_keeps_that_many_rows_of_the_result(tpch, max_tas
 
 
 NOT_SPLIT = [
+    ("SELECT * FROM partitioned WHERE tip_amount > 10", "rows without a LIMIT are not split"),
+    ("SELECT vendor_id, fare_amount FROM partitioned ORDER BY fare_amount OFFSET 5", "rows without a LIMIT"),
     ("SELECT vendor_id, sum(fare_amount) OVER (PARTITION BY vendor_id) FROM partitioned", "window functions"),
     ("SELECT * FROM partitioned QUALIFY row_number() OVER (ORDER BY fare_amount) < 3", "window functions"),
     ("SELECT median(fare_amount) FROM partitioned", "median is not mergeable"),

@@ -12,7 +12,8 @@ column; any other term is computed by the task as an extra column, which the
 merge sorts by and leaves out. LIMIT without ORDER BY: each task returns at
 most k rows and the merge keeps k of them (any k rows are a right answer,
 as in a single run). SELECT DISTINCT is applied by the tasks and again by
-the merge.
+the merge. Rows with neither LIMIT nor DISTINCT are not split: the result
+would be as big as what the filter keeps, merged in the notebook at once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from .tree import PARTIALS, PREFIX, Refusal, aliased, bare_name, column, constan
 
 def split_rows(query: Query) -> tuple[dict, dict]:
     """The task's SELECT node and the merge's SELECT node of a query without aggregates."""
+    if query.limit is None and not query.distinct:
+        # As many rows as its filter keeps: split, every one would pass through the notebook at once.
+        raise Refusal("rows without a LIMIT are not split: on one invocation the result is stored and paged "
+                      "as it is read")
     node = query.node
     outputs = {output_name(item).lower() for item in node["select_list"] if item["class"] != "STAR"}
     extras, merge_orders = [], []

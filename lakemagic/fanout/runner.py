@@ -61,27 +61,40 @@ class Decision:
 
 def decide(engine: Engine, sql: str, views: tuple[View, ...], max_fanout: int,
            params: dict | None = None) -> Decision:
-    """Plan `sql` over the partitioned lake table it reads, or say why it is not split."""
+    """Plan `sql` over the partitioned lake table it reads, or say why it is not split; runs nothing but a listing."""
+    tables, reason = splittable_tables(sql, views, max_fanout)
+    if not tables:
+        return Decision(reason=reason)
+    answer, stats = client.call(engine, protocol.partitions_request(list(tables)), protocol.PartitionsAnswer, sql)
+    return _plan_over(answer, stats, tables, sql, views, max_fanout, params)
+
+
+def splittable_tables(sql: str, views: tuple[View, ...], max_fanout: int) -> tuple[tuple[str, ...], str | None]:
+    """The lake tables whose files the query's shape could be split over (at most MAX_LISTED_TABLES), or
+    none and why; from the parse tree alone, before anything is listed."""
     if max_fanout <= 1:
-        return Decision(reason="fan-out is off (at most 1 task)")
+        return (), "fan-out is off (at most 1 task)"
     view_names = {view.name.lower() for view in views}
     candidates = sorted(name for name in referenced_tables(sql) if name.lower() not in view_names)
     if not candidates:
         through_views = sorted({name for view in views for name in referenced_tables(view.sql)
                                 if name.lower() not in view_names})
         if through_views:
-            return Decision(reason=f"the query reads {', '.join(through_views)} only through its views, "
-                                   "which are not split")
-        return Decision(reason="the query reads no lake table")
+            return (), f"the query reads {', '.join(through_views)} only through its views, which are not split"
+        return (), "the query reads no lake table"
     shapes = {name: plan(sql, name, _PROBE_FILES, 2, key_types={"k": "BIGINT"}) for name in candidates}
-    splittable = [name for name, shape in shapes.items() if not isinstance(shape, NotSplit)]
+    splittable = tuple(name for name, shape in shapes.items() if not isinstance(shape, NotSplit))
     if not splittable:
-        return Decision(reason=shapes[candidates[0]].reason)
-    answer, stats = client.call(engine, protocol.partitions_request(splittable[:MAX_LISTED_TABLES]),
-                                protocol.PartitionsAnswer, sql)
-    decision = Decision(calls=[stats])
+        return (), shapes[candidates[0]].reason
+    return splittable[:MAX_LISTED_TABLES], None
+
+
+def _plan_over(answer: protocol.PartitionsAnswer, listing: CallStats, tables: tuple[str, ...], sql: str,
+               views: tuple[View, ...], max_fanout: int, params: dict | None) -> Decision:
+    """The plan of `sql` over the partitioned tables the listing found, or why it is not split."""
+    decision = Decision(calls=[listing])
     if not answer.tables:
-        decision.reason = f"{' or '.join(splittable)} is not a Hive-partitioned table"
+        decision.reason = f"{' or '.join(tables)} is not a Hive-partitioned table"
         return decision
     table = max(answer.tables, key=lambda listed: sum(file.bytes for file in listed.files))
     decision.table, decision.partitioned = table.name, True
@@ -122,11 +135,18 @@ def run(engine: Engine, sql: str, params: dict, page_size: int, views: tuple[Vie
     """The result of `sql`, fanned out where its shape and its table allow, else run on one invocation
     (which may reuse a stored result, with `reuse`; a fan-out's tasks always run)."""
     started = time.perf_counter()
-    decision = decide(engine, sql, views, max_fanout, params)
+    tables, _ = splittable_tables(sql, views, max_fanout)
+    if not tables:
+        return client.run_query(engine, sql, params, page_size, views, reuse)
+    # One call: the query runs there unless a table it could be split over is partitioned, whose listing comes back.
+    first = client.run_query_unless_partitioned(engine, sql, params, page_size, views, reuse, tables)
+    if isinstance(first, QueryResult):
+        return first
+    decision = _plan_over(*first, tables, sql, views, max_fanout, params)
     if decision.plan is None:
         result = client.run_query(engine, sql, params, page_size, views, reuse)
-        if decision.partitioned:  # the reason is news to someone who may have expected a fan-out
-            result.stats = result.last_call = _with_receipt(result.stats, FanoutReceipt(not_split=decision.reason))
+        # The reason is news to someone who may have expected a fan-out.
+        result.stats = result.last_call = _with_receipt(result.stats, FanoutReceipt(not_split=decision.reason))
         return result
     planned = decision.plan
     outcomes = _run_all(engine, task_requests(decision, params, views), sql, progress)

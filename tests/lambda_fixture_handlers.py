@@ -1,5 +1,7 @@
-"""Lambda handlers for tests/test_local_lambda.py, each showing one runtime behaviour."""
+"""Lambda handlers for tests/test_local_lambda.py, each showing one runtime behaviour, and for
+tests/test_fanout_failures.py, the lake's handler misbehaving on purpose."""
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -64,3 +66,25 @@ def describe(event, context):
         "env": {name: os.environ.get(name) for name in event.get("env", [])},
         "setting_at_import": SETTING_AT_IMPORT,
     }
+
+
+# Where crash_once_per_task keeps a marker of each task it has crashed on: a folder the test owns.
+CRASH_MARKERS_ENV = "LAKEMAGIC_TEST_CRASH_MARKERS"
+
+
+def crash_once_per_task(event, context):
+    """The lake's handler, except that the first time it is given a fan-out task (known by its files)
+    the worker process exits instead, as a crashed container would. The marker of a crashed task is a
+    file in $LAKEMAGIC_TEST_CRASH_MARKERS, created exclusively, so it holds across fresh workers and
+    only one invocation of a task ever crashes; the next one is answered as usual."""
+    if isinstance(event, dict) and event.get("op") == "task":
+        task = hashlib.sha256("\n".join(sorted(map(str, event.get("files", [])))).encode()).hexdigest()[:16]
+        try:
+            (Path(os.environ[CRASH_MARKERS_ENV]) / task).touch(exist_ok=False)
+        except FileExistsError:
+            pass
+        else:
+            os._exit(3)
+    from lakelambda.handler import handler  # imported here: the other handlers do not need the lake's
+
+    return handler(event, context)

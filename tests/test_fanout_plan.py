@@ -168,6 +168,10 @@ TAXI_QUERIES = [
      "p.pickup_location_id AND z.borough = 'Brooklyn') AND NOT p.pickup_location_id IN (SELECT 7)", True),
     ("SELECT z.borough, p.fare_amount FROM partitioned AS p JOIN zones AS z ON p.dropoff_location_id = z.location_id "
      "WHERE z.borough = 'Queens' ORDER BY p.fare_amount, z.borough LIMIT 20", True),
+    # count(x) counts only non-NULL values (tip_amount has none, NULLIF makes some: all of a group's, where
+    # no tip is recorded, so its merged count must be 0, not NULL), and min per group.
+    ("SELECT payment_type, count(tip_amount), count(NULLIF(tip_amount, 0)) AS tipped, min(fare_amount), "
+     "min(pickup_at) FROM partitioned GROUP BY 1 ORDER BY 1", True),
 ]
 
 TPCH_QUERIES = [

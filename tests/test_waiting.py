@@ -152,14 +152,14 @@ def row_group_lake(tmp_path_factory):
 def test_the_embedded_engine_shows_duckdbs_own_progress_then_the_result(ipython, row_group_lake):
     ipython.run_line_magic("config", f"LakeMagic.lake = {str(row_group_lake)!r}")
     with capture_output() as captured:  # seconds of hashing, row group after row group
-        assert ipython.run_cell("%%lakesql\nSELECT count(*) AS n FROM numbers WHERE md5(repeat(s, 1200)) < '1'").success
+        assert ipython.run_cell("%%lakesql\nSELECT count(*) AS n FROM numbers WHERE md5(repeat(s, 4000)) < '1'").success
     percents = [float(line.split("% done")[0].rsplit("· ", 1)[1]) for line in shown_lines(captured.outputs)
                 if "% done" in line]
     assert percents and all(0 < percent < 100 for percent in percents), shown_lines(captured.outputs)
     assert percents == sorted(percents)
     (table,) = fold(captured.outputs)  # the result took the line's place
     expected = duckdb.sql(f"SELECT count(*) FROM '{row_group_lake}/dataset/numbers.parquet' "
-                          "WHERE md5(repeat(s, 1200)) < '1'").fetchone()[0]
+                          "WHERE md5(repeat(s, 4000)) < '1'").fetchone()[0]
     assert f"<td>{expected}</td>" in table.data["text/html"]
 
 

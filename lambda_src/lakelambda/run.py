@@ -79,7 +79,7 @@ def _write_held(con, lake: Lake, results: ResultStore, prepared: "_Prepared", bo
         if error.error_type == "OutOfMemoryException":
             raise _too_large("holding it needs more than the function's memory and spill space") from None
         raise
-    columns = _columns(con, _RESULT_TABLE)
+    columns = _described(con.execute(f"DESCRIBE {_RESULT_TABLE}").fetchall())
     held = _held_bytes(con)
     if results.max_result_bytes is not None and held > results.max_result_bytes:
         raise _too_large(f"it holds {held / 2**20:,.0f} MiB in the engine, more than the "
@@ -104,8 +104,7 @@ def _write_streamed(con, lake: Lake, results: ResultStore, prepared: "_Prepared"
     described = body.wrapped("DESCRIBE SELECT * FROM (", ")")  # names made distinct as a table would make them
 
     def run():
-        columns = tuple(Column(row[0], row[1]) for row in _execute(con, described, params, sql).fetchall())
-        _refuse_unions(columns)
+        columns = _described(_execute(con, described, params, sql).fetchall())
         copy = body.wrapped(f"COPY (SELECT {page_format.storage_projection(columns)} FROM (", "))")
         return columns, *_copy(con, copy, path, results, columns, params, sql)
 
@@ -131,17 +130,14 @@ def _copy(con, copy: _Placed, path: str, results: ResultStore, columns: tuple[Co
     return (counted[1], counted[2]) if remote else (counted[0], os.path.getsize(path))
 
 
-def _columns(con, table: str) -> tuple[Column, ...]:
-    columns = tuple(Column(row[0], row[1]) for row in con.execute(f"DESCRIBE {table}").fetchall())
-    _refuse_unions(columns)
-    return columns
-
-
-def _refuse_unions(columns: tuple[Column, ...]) -> None:
+def _described(rows: list[tuple]) -> tuple[Column, ...]:
+    """A result's columns from DESCRIBE's rows; a UNION among them is refused, as it cannot travel."""
+    columns = tuple(Column(row[0], row[1]) for row in rows)
     for column in columns:
         if "UNION(" in column.type:
             raise UnsupportedType(f"column {column.name!r} is a UNION, which cannot travel to the notebook; "
                                   "cast it to VARCHAR or pick a member with union_extract")
+    return columns
 
 
 def _too_large(why: str) -> ResultTooLarge:

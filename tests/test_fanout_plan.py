@@ -16,9 +16,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from lakelambda import protocol
 from lakelambda.sandbox import check_query
 from lakelambda.sql import quote_identifier, quote_literal
 from lakemagic.fanout import PARTIALS, NotSplit, PartitionFile, Plan, autocast_key_types, plan, prune
+from lakemagic.engines import Reply
+from lakemagic.fanout import runner
 from lakemagic.taxi import build_lake
 
 TASK_COUNTS = (1, 2, 4, 10)
@@ -395,3 +398,26 @@ def test_large_offsets_in_values_do_not_lose_the_variance(tmp_path):
                    f"TO {quote_literal(str(tmp_path / 'far'))} (FORMAT parquet, PARTITION_BY (k))")
     lake = Lake(tmp_path, "far", partition_files(tmp_path / "far"), {})
     assert_same_result(lake, "SELECT var_samp(x), stddev_pop(x) FROM far", 5, ordered=True)
+
+
+class _OneListing:
+    """An engine whose every answer is one listing: what the kernel plans over it is the kernel's own work."""
+
+    name, concurrency, shares_files = "listing", 1, False
+
+    def __init__(self, table: protocol.PartitionedTable):
+        self.answer = protocol.to_wire(protocol.PartitionsAnswer((table,)))
+
+    def call(self, request: dict) -> Reply:
+        return Reply(self.answer)
+
+
+def test_files_too_many_for_the_task_requests_run_on_one_invocation_and_say_why():
+    """A plan whose tasks could not name their files in a request (the handler would refuse them) is not split."""
+    names = [f"events/day={day}/{'part-' * 30}{day}.parquet" for day in range(2000)]  # ~350 KB of names
+    table = protocol.PartitionedTable("events", (protocol.Column("day", "BIGINT"),), tuple(
+        protocol.PartitionFile(name, 1000, (("day", str(day)),)) for day, name in enumerate(names)))
+    sql = "SELECT day, count(*) FROM events GROUP BY day"
+    assert runner.decide(_OneListing(table), sql, (), 32).plan is not None  # 63 files a task fit
+    too_few_tasks = runner.decide(_OneListing(table), sql, (), 2)
+    assert too_few_tasks.plan is None and "too many for 2 tasks" in too_few_tasks.reason

@@ -245,3 +245,12 @@ def test_a_partitions_request_is_bounded(lake):
     for tables in ([], ["x"] * (protocol.MAX_LISTED_TABLES + 1), ["../etc"], [3], "partitioned"):
         error = error_of(handler, {"version": 1, "op": "partitions", "tables": tables})
         assert error.type == "ProtocolError", tables
+
+
+def test_a_task_naming_more_than_a_query_s_worth_of_file_names_is_refused_at_the_edge(lake):
+    """The handler turns a task's file names into SQL, so together they are bounded as a query's SQL is."""
+    handler, listed = lake
+    long_names = [f"{TABLE}/date=2019-04-01/{'0' * 500}{number}.parquet" for number in range(
+        protocol.MAX_TASK_FILE_CHARS // 500 + 1)]
+    refused = error_of(handler, task(listed, long_names))
+    assert refused.type == "ProtocolError" and "'files' together are longer than" in refused.message

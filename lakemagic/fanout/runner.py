@@ -21,7 +21,7 @@ from typing import Callable
 import duckdb
 
 from lakelambda import protocol
-from lakelambda.protocol import MAX_LISTED_TABLES, MAX_PAGE_ROWS, View
+from lakelambda.protocol import MAX_LISTED_TABLES, MAX_PAGE_ROWS, MAX_TASK_FILE_CHARS, MAX_TASK_FILES, View
 from lakelambda.sql import duckdb_error, parameter_names, referenced_tables
 
 from .. import client
@@ -108,12 +108,21 @@ def _plan_over(answer: protocol.PartitionsAnswer, listing: CallStats, tables: tu
     planned = plan(sql, table.name, kept, max_fanout, key_types=decision.key_types)
     if isinstance(planned, NotSplit):
         decision.reason = planned.reason
+    elif any(not _fits_a_request(task.files) for task in planned.tasks):
+        decision.reason = (f"the {len(kept)} files of {table.name} it reads are too many for {len(planned.tasks)} "
+                           f"tasks (one names at most {MAX_TASK_FILES} files, {MAX_TASK_FILE_CHARS} characters "
+                           "of them); a larger --fanout splits them finer")
     elif len(planned.tasks) == 1:
         decision.reason = (f"the {len(kept)} file{'s' * (len(kept) != 1)} of {table.name} it reads "
                            f"(of {len(files)}, after pruning) make one task")
     else:
         decision.plan = planned
     return decision
+
+
+def _fits_a_request(files) -> bool:
+    """A task's files, as few and as short as a task request may name (protocol.py)."""
+    return len(files) <= MAX_TASK_FILES and sum(len(file.path) for file in files) <= MAX_TASK_FILE_CHARS
 
 
 def explain(engine: Engine, sql: str, views: tuple[View, ...], max_fanout: int) -> str:

@@ -49,6 +49,7 @@ MAX_SORT_KEYS = 8
 MAX_LISTED_TABLES = 16
 MAX_TASK_FILES = 10_000
 MAX_FILE_PATH_CHARS = 1024
+MAX_TASK_FILE_CHARS = MAX_SQL_CHARS  # a task's file names together: the handler makes them SQL too
 MAX_PARTITION_KEYS = 32
 
 PAGE_FORMAT = "parquet+base64"
@@ -332,6 +333,8 @@ def _parse_task(event: dict) -> TaskRequest:
     for path in files:
         if not isinstance(path, str) or not 0 < len(path) <= MAX_FILE_PATH_CHARS:
             raise ProtocolError(f"each of 'files' must be a path of at most {MAX_FILE_PATH_CHARS} characters")
+    if sum(map(len, files)) > MAX_TASK_FILE_CHARS:
+        raise ProtocolError(f"'files' together are longer than {MAX_TASK_FILE_CHARS} characters")
     if len(set(files)) != len(files):
         raise ProtocolError("'files' names a file twice")
     key_types = event.get("key_types")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import boto3
@@ -17,11 +18,13 @@ import duckdb
 import pytest
 from IPython.utils.capture import capture_output
 
+from lakelambda import protocol
 from lakelambda.protocol import MAX_PAGE_ROWS
 from lakelambda.sql import quote_literal
 from lakemagic import client
 from lakemagic.engines.aws_lambda import LambdaEngine
-from lakemagic.errors import LakeQueryError
+from lakemagic.engines import Reply
+from lakemagic.errors import LakeQueryError, RetryableEngineError
 from lakemagic.fanout import runner
 from lakemagic.locallambda import FunctionSpec, LocalLambda
 from lambda_fixture_handlers import CRASH_MARKERS_ENV
@@ -140,3 +143,32 @@ def test_one_task_failing_for_good_fails_the_cell_and_shows_no_partial_result(la
     days = [day for day in READING_DAYS if day != BAD_DAY]
     assert shell.user_ns["totals"].to_dict("list") == {
         "day": days, "total": [sum(range(day, 100 + day)) for day in days]}
+
+
+class _OneFailsOthersThrottled:
+    """An engine whose first task fails for good at once and whose other tasks are throttled every time."""
+
+    name, concurrency, shares_files = "two-faced", 4, False
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+
+    def call(self, request: dict) -> Reply:
+        file = request["files"][0]
+        self.calls[file] = self.calls.get(file, 0) + 1
+        if file.endswith("0.parquet"):
+            return Reply(protocol.to_wire(protocol.ErrorAnswer("ConversionException", "cannot cast 'n/a'")))
+        time.sleep(0.05)
+        raise RetryableEngineError("throttled")
+
+
+def test_once_a_task_fails_for_good_the_others_are_not_tried_again():
+    """A fan-out that has failed pays for no more calls: its throttled tasks stop instead of retrying for seconds."""
+    engine = _OneFailsOthersThrottled()
+    requests = [protocol.task_request("SELECT 1", {}, 10, "t", [f"t/k={number}/{number}.parquet"], {"k": "BIGINT"})
+                for number in range(3)]
+    with pytest.raises(LakeQueryError, match="ConversionException|cannot cast"):
+        runner._run_all(engine, requests, "SELECT 1", None)
+    time.sleep(runner.RETRY_MAX_DELAY_S + 0.5)  # as long as any retry would have waited
+    throttled = [count for file, count in engine.calls.items() if not file.endswith("0.parquet")]
+    assert throttled and max(throttled) <= 2, engine.calls  # not runner.TASK_ATTEMPTS tries each

@@ -13,6 +13,7 @@ DuckDB (merge.py), and the result is an ordinary inline QueryResult.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -207,8 +208,9 @@ def _run_all(engine: Engine, requests: list[dict], sql: str,
     if progress is not None:
         progress(0, len(requests))
     pool = ThreadPoolExecutor(min(len(requests), MAX_THREADS), thread_name_prefix="lakemagic-task")
+    given_up = threading.Event()  # once one task has failed for good, the others stop trying again
     try:
-        pending = {pool.submit(_run_task, engine, request, sql) for request in requests}
+        pending = {pool.submit(_run_task, engine, request, sql, given_up) for request in requests}
         futures = list(pending)
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -218,23 +220,26 @@ def _run_all(engine: Engine, requests: list[dict], sql: str,
                 progress(len(requests) - len(pending), len(requests))
         return [future.result() for future in sorted(futures, key=futures.index)]
     finally:
+        given_up.set()
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _run_task(engine: Engine, request: dict, sql: str) -> _Outcome:
+def _run_task(engine: Engine, request: dict, sql: str, given_up: threading.Event) -> _Outcome:
     started, attempt = time.perf_counter(), 1
     while True:
         try:
             result = client.run_request(engine, request, sql)
             return _Outcome(result, attempt - 1, 1000 * (time.perf_counter() - started))
         except RetryableEngineError:
-            if attempt == TASK_ATTEMPTS:
+            if attempt == TASK_ATTEMPTS or given_up.is_set():
                 raise
         except LakeQueryError as error:
-            if error.error_type not in RETRYABLE_ANSWERS or attempt == TASK_ATTEMPTS:
+            if error.error_type not in RETRYABLE_ANSWERS or attempt == TASK_ATTEMPTS or given_up.is_set():
                 # The task's SQL is not the cell's: a position in it would point at the wrong text.
                 raise LakeQueryError(error.error_type, error.message) from None
-        time.sleep(random.uniform(0, min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2**attempt)))
+        # Waiting on the event, not sleeping: a fan-out given up meanwhile pays for no further call.
+        if given_up.wait(random.uniform(0, min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2**attempt))):
+            raise EngineError("the fan-out was given up while this task waited to be tried again")
         attempt += 1
 
 

@@ -70,8 +70,9 @@ class Settings:
     # The scratch folder's space (Lambda's ephemeral storage, which lakemagic deploy sets): half of
     # it for DuckDB's spill, the rest for local copies of results and pages. None: the disk's size.
     scratch_bytes: int | None = None
-    # The most one result may hold in the engine (its rows in DuckDB's memory and spill, which is
-    # more than its compressed Parquet file); a larger one is refused before any file is written.
+    # The most one result may hold in the engine on an S3 lake (its rows in DuckDB's memory and spill,
+    # which is more than its compressed Parquet file); a larger one is refused before any file is
+    # written. A local lake's result streams into its file and is held nowhere, so no cap applies.
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
 
     @classmethod

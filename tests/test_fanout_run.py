@@ -282,3 +282,15 @@ def test_the_magic_fans_out_explains_and_shows_the_receipt(function, ipython, ca
     pd.testing.assert_frame_equal(ipython.user_ns["one"], ipython.user_ns["many"], check_exact=False, rtol=1e-9)
     with pytest.raises(UsageError, match="--fanout must be at least 1"):
         ipython.run_cell_magic("lakesql", "--fanout 0", sql)
+
+
+def test_a_query_whose_merge_the_engine_would_refuse_is_refused_by_the_engine(function, capsys):
+    """The merge would run in the kernel, out of the sandbox's sight: such a query runs on one invocation,
+    where the handler refuses it as it refuses any query, naming what it refused."""
+    _, engine = function
+    sql = "SELECT count(*) AS n, current_setting('allowed_directories') AS s FROM partitioned"
+    invocations(capsys)
+    with pytest.raises(LakeQueryError) as refused:
+        runner.run(engine, sql, {}, 50, (), FANOUT, reuse=False)
+    assert refused.value.error_type == "PermissionException" and "current_setting" in refused.value.message
+    assert len(invocations(capsys)) == 1

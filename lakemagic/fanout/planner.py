@@ -7,6 +7,9 @@ import functools
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
+from lakelambda.errors import PermissionDenied
+from lakelambda.sandbox import check_query
+
 from .files import PartitionFile, autocast_key_types, group_files, reader
 from .grouped import is_aggregate_query, split_grouped
 from .rows import split_rows
@@ -97,9 +100,24 @@ def _split(sql: str, table: str) -> tuple[dict, str, str] | NotSplit:
         query = check(select_node(sql), table)
         split = split_grouped if is_aggregate_query(query) else split_rows
         task_node, merge_node = split(query)
-        return task_node, to_sql(merge_node), to_sql(task_node)
+        merge_sql = to_sql(merge_node)
+        _refuse_what_the_engine_would(merge_sql)
+        return task_node, merge_sql, to_sql(task_node)
     except Refusal as refusal:
         return NotSplit(str(refusal))
+
+
+# The merge reads no file at all: a root no path is inside, so the sandbox refuses any read.
+_NO_FILES = "lakemagic-merge-reads-no-files:"
+
+
+def _refuse_what_the_engine_would(merge_sql: str) -> None:
+    """The merge runs the user's expressions in the kernel; one the handler's sandbox refuses (a setting,
+    a file) is not split, so the query runs on one invocation and the handler refuses it there, pointing at it."""
+    try:
+        check_query(merge_sql, _NO_FILES)
+    except PermissionDenied as denied:
+        raise Refusal(f"its merge would run what the engine refuses: {denied.message}") from None
 
 
 def _reading(task_node: dict, table: str, files: Sequence[PartitionFile], types: Mapping[str, str]) -> dict:

@@ -63,14 +63,14 @@ class Decision:
 def decide(engine: Engine, sql: str, views: tuple[View, ...], max_fanout: int,
            params: dict | None = None) -> Decision:
     """Plan `sql` over the partitioned lake table it reads, or say why it is not split; runs nothing but a listing."""
-    tables, reason = splittable_tables(sql, views, max_fanout)
+    tables, reason = _splittable_tables(sql, views, max_fanout)
     if not tables:
         return Decision(reason=reason)
     answer, stats = client.call(engine, protocol.partitions_request(list(tables)), protocol.PartitionsAnswer, sql)
     return _plan_over(answer, stats, tables, sql, views, max_fanout, params)
 
 
-def splittable_tables(sql: str, views: tuple[View, ...], max_fanout: int) -> tuple[tuple[str, ...], str | None]:
+def _splittable_tables(sql: str, views: tuple[View, ...], max_fanout: int) -> tuple[tuple[str, ...], str | None]:
     """The lake tables whose files the query's shape could be split over (at most MAX_LISTED_TABLES), or
     none and why; from the parse tree alone, before anything is listed."""
     if max_fanout <= 1:
@@ -145,7 +145,7 @@ def run(engine: Engine, sql: str, params: dict, page_size: int, views: tuple[Vie
     """The result of `sql`, fanned out where its shape and its table allow, else run on one invocation
     (which may reuse a stored result, with `reuse`; a fan-out's tasks always run)."""
     started = time.perf_counter()
-    tables, _ = splittable_tables(sql, views, max_fanout)
+    tables, _ = _splittable_tables(sql, views, max_fanout)
     if not tables:
         return client.run_query(engine, sql, params, page_size, views, reuse)
     # One call: the query runs there unless a table it could be split over is partitioned, whose listing comes back.

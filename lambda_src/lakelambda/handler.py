@@ -18,15 +18,13 @@ import weakref
 
 import duckdb
 
-from . import explore, protocol, run, tasks
+from . import protocol, run, tasks
 from .database import Settings, open_database
 from .errors import LakeError, QueryTimeout
 from .lake import Lake, s3_request_timeout_s
-from .protocol import (DeriveRequest, DownloadAnswer, DownloadRequest, ErrorAnswer, MaterializeAnswer,
-                       MaterializeRequest, PageAnswer, PageRequest, PartAnswer, PartitionsAnswer, PartitionsRequest,
-                       PartRequest, ProfileAnswer, ProfileRequest, QueryRequest, TablesAnswer, TablesRequest,
-                       TaskRequest)
-from .results import DOWNLOAD_URL_SECONDS, ResultStore
+from .protocol import (ErrorAnswer, MaterializeAnswer, MaterializeRequest, PageAnswer, PartitionsAnswer,
+                       PartitionsRequest, QueryRequest, TablesAnswer, TablesRequest, TaskRequest)
+from .results import OPERATIONS, ResultStore
 from .reuse import ResultReuse
 from .sql import duckdb_error
 
@@ -59,10 +57,10 @@ class LakeHandler:
         # database and scratch folder; a process killed outright leaves the folder to the
         # next handler's start (database.remove_stale_scratch_folders).
         self.close = weakref.finalize(self, _close, self._database, self.settings.scratch)
-        self._operations = {QueryRequest: self.query, PageRequest: self.page, PartRequest: self.part,
-                            DownloadRequest: self.download, MaterializeRequest: self.materialize,
-                            TablesRequest: self.tables, DeriveRequest: self.derive, ProfileRequest: self.profile,
-                            PartitionsRequest: self.partitions, TaskRequest: self.task}
+        # The requests about an existing result are answered by the result operations every host shares.
+        self._operations = {QueryRequest: self.query, MaterializeRequest: self.materialize, TablesRequest: self.tables,
+                            PartitionsRequest: self.partitions, TaskRequest: self.task,
+                            **dict.fromkeys(OPERATIONS, self.serve)}
 
     def __call__(self, event, context=None) -> dict:
         started = time.perf_counter()
@@ -122,29 +120,9 @@ class LakeHandler:
         return PageAnswer(result.info, self.results.page(con, result, 0, request.page_size),
                           reused_from=result.reused_from)
 
-    def page(self, con, request: PageRequest) -> PageAnswer:
-        result = self.results.open(con, request.result_id)
-        return PageAnswer(result.info, self.results.page(con, result, request.offset, request.limit))
-
-    def part(self, con, request: PartRequest) -> PartAnswer:
-        result = self.results.open(con, request.result_id)
-        return PartAnswer(result.info, self.results.part(result, request.start, request.length))
-
-    def download(self, con, request: DownloadRequest) -> DownloadAnswer:
-        result = self.results.open(con, request.result_id)
-        return DownloadAnswer(result.info, self.results.download_url(result), DOWNLOAD_URL_SECONDS)
-
-    def derive(self, con, request: DeriveRequest) -> PageAnswer:
-        result = self.results.open(con, request.result_id)
-        columns = result.info.columns
-        select = explore.derived_select(explore.source_sql(result.path, columns), columns, request.sort, request.filter)
-        derived = explore.store_derived(con, self.results, select, columns)
-        return PageAnswer(derived.info, self.results.page(con, derived, 0, request.page_size))
-
-    def profile(self, con, request: ProfileRequest) -> ProfileAnswer:
-        result = self.results.open(con, request.result_id)
-        column = explore.column_named(result.info.columns, request.column)
-        return ProfileAnswer(result.info, explore.profile(con, explore.source_sql(result.path, result.info.columns), column))
+    def serve(self, con, request) -> protocol.Answer:
+        """A request about a stored result, answered by the result operations every host shares."""
+        return OPERATIONS[type(request)](con, self.results, request)
 
     def materialize(self, con, request: MaterializeRequest) -> MaterializeAnswer:
         path, rows, size = run.materialize(
@@ -154,7 +132,6 @@ class LakeHandler:
 
     def tables(self, con, request: TablesRequest) -> TablesAnswer:
         return TablesAnswer(self.lake.tables(con))
-
 
     def partitions(self, con, request: PartitionsRequest) -> PartitionsAnswer:
         return tasks.partitions(con, self.lake, request.tables)

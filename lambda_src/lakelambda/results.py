@@ -1,4 +1,10 @@
-"""The result store: where a query's whole result is kept, and how pages and parts are cut from it.
+"""The result store, and the five operations every result is served by (page, part, download, derive, profile).
+
+The operations are functions of (cursor, store, request), hosted by two
+engines: the handler, over the lake's stored results, and the notebook's
+kernel engine (lakemagic/engines/kernel.py), over the results it adopted from
+inline answers or merged from a fan-out. So a result is sorted, filtered,
+profiled and paged by the same code wherever it is held.
 
 A result must outlive the container that made it, so it goes to
 `<lake>/_lakemagic/results/`, where any container finds it. On an S3 lake the
@@ -19,10 +25,12 @@ from typing import NamedTuple
 
 import duckdb
 
-from . import page_format
+from . import explore, page_format
 from .lake import INTERNAL_FOLDER, Lake, s3_errors, split_s3_path
 from .errors import ResultNotFound, RowTooLarge
-from .protocol import INLINE_RESULT_BYTES, MAX_PART_BYTES, MAX_RESPONSE_BYTES, Column, Page, Part, ResultInfo
+from .protocol import (INLINE_RESULT_BYTES, MAX_PART_BYTES, MAX_RESPONSE_BYTES, Column, DeriveRequest, DownloadAnswer,
+                       DownloadRequest, Page, PageAnswer, PageRequest, Part, PartAnswer, PartRequest, ProfileAnswer,
+                       ProfileRequest, ResultInfo)
 from .sql import quote_identifier, quote_literal
 
 RESULTS_PREFIX = f"{INTERNAL_FOLDER}/results"
@@ -219,3 +227,38 @@ def _write_rows(con, result: StoredResult, offset: int, limit: int, page_path: s
         f"TO {quote_literal(page_path)} (FORMAT parquet, COMPRESSION {page_format.PAGE_COMPRESSION})"
     )
     return os.path.getsize(page_path)
+
+
+def page(con, store: ResultStore, request: PageRequest) -> PageAnswer:
+    result = store.open(con, request.result_id)
+    return PageAnswer(result.info, store.page(con, result, request.offset, request.limit))
+
+
+def part(con, store: ResultStore, request: PartRequest) -> PartAnswer:
+    result = store.open(con, request.result_id)
+    return PartAnswer(result.info, store.part(result, request.start, request.length))
+
+
+def download(con, store: ResultStore, request: DownloadRequest) -> DownloadAnswer:
+    result = store.open(con, request.result_id)
+    return DownloadAnswer(result.info, store.download_url(result), DOWNLOAD_URL_SECONDS)
+
+
+def derive(con, store: ResultStore, request: DeriveRequest) -> PageAnswer:
+    """The result sorted and filtered, as a new result of the same store, with its first page."""
+    result = store.open(con, request.result_id)
+    columns = result.info.columns
+    select = explore.derived_select(explore.source_sql(result.path, columns), columns, request.sort, request.filter)
+    derived = explore.store_derived(con, store, select, columns)
+    return PageAnswer(derived.info, store.page(con, derived, 0, request.page_size))
+
+
+def profile(con, store: ResultStore, request: ProfileRequest) -> ProfileAnswer:
+    result = store.open(con, request.result_id)
+    column = explore.column_named(result.info.columns, request.column)
+    return ProfileAnswer(result.info, explore.profile(con, explore.source_sql(result.path, result.info.columns), column))
+
+
+# Each request about an existing result, and the operation that answers it.
+OPERATIONS = {PageRequest: page, PartRequest: part, DownloadRequest: download, DeriveRequest: derive,
+              ProfileRequest: profile}

@@ -15,10 +15,10 @@ every AWS call is boto3's. Importing this package is cheap; boto3 comes in
 with session.py, when a command runs.
 """
 
+from lakelambda import DEFAULT_FUNCTION_NAME
+
 from .errors import DeployError
 
-# The function `lakemagic deploy` creates, and the Lambda engine's default.
-DEFAULT_FUNCTION_NAME = "lakemagic"
 # What deploy asks Lambda for unless told otherwise (the command line's defaults too).
 DEFAULT_RUNTIME = "python3.12"
 DEFAULT_ARCHITECTURE = "x86_64"

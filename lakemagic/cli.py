@@ -147,7 +147,7 @@ def _demo(options: argparse.Namespace) -> int:
 
 
 def _bench_options(parser: argparse.ArgumentParser) -> None:
-    from lakedeploy import DEFAULT_FUNCTION_NAME
+    from lakelambda import DEFAULT_FUNCTION_NAME
 
     parser.add_argument("--function", default=os.environ.get("LAKEMAGIC_FUNCTION", DEFAULT_FUNCTION_NAME),
                         help="the Lambda function (default: LAKEMAGIC_FUNCTION or %(default)s)")

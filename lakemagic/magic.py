@@ -15,7 +15,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import HTML, display
 from traitlets import Bool, Enum, Int, Unicode, default, observe
 
-from lakedeploy import DEFAULT_FUNCTION_NAME
+from lakelambda import DEFAULT_FUNCTION_NAME
 from lakelambda.protocol import DASHBOARD_FOLDER, MAX_PAGE_ROWS
 
 from . import catalog, charts, client, export, waiting
@@ -82,7 +82,7 @@ class LakeMagic(Magics):
 
     def current_engine(self) -> Engine:
         if self._engine is None:
-            if self.engine == "lambda":
+            if self.engine == "lambda":  # the trait's value names the engine to make
                 self._engine = LambdaEngine(self.function_name, self.region or None, self.profile or None)
             else:
                 self._engine = EmbeddedEngine(self.lake)
@@ -186,15 +186,16 @@ class LakeMagic(Magics):
                    fanout: int) -> client.QueryResult:
         """The query on one invocation, or fanned out on the Lambda engine (the local one is one process);
         a fan-out's tasks done of total go to the waiting line."""
-        if self.engine != "lambda" or fanout == 1:
+        if not engine.can_fan_out or fanout == 1:
             return client.run_query(engine, sql, params, page_size, views, reuse)
         return fanout_runner.run(engine, sql, params, page_size, views, fanout, waiting.current().tasks, reuse)
 
     def _explain(self, sql: str, fanout: int) -> None:
-        with catalog.saved_views_named(self.current_engine(), self.views):
-            text = fanout_runner.explain(self.current_engine(), sql, self.views.resolve(sql), fanout)
-        if self.engine != "lambda":
-            text += "\n(The local engine runs every query in this kernel as one; this is the plan on the lambda engine.)"
+        engine = self.current_engine()
+        with catalog.saved_views_named(engine, self.views):
+            text = fanout_runner.explain(engine, sql, self.views.resolve(sql), fanout)
+        if not engine.can_fan_out:
+            text += f"\n(The {engine.name} engine runs every query in this kernel as one; this is the plan on the lambda engine.)"
         print(text)
 
     @magic_arguments()

@@ -118,10 +118,9 @@ class Wait:
         return outcome["value"]
 
     def _likely_cold(self) -> bool:
-        since = getattr(self.engine, "seconds_since_answer", None)
-        if since is None:
+        if not self.engine.can_fan_out:  # an engine without containers of its own never starts one
             return False
-        idle = since()
+        idle = self.engine.seconds_since_answer()
         return idle is None or idle > IDLE_CONTAINER_S
 
     def _text(self, elapsed: float, cold: bool, status: Status) -> str:
@@ -130,8 +129,7 @@ class Wait:
             parts.append("likely starting a container")
         if status.total:
             parts.append(f"{status.done} of {status.total} tasks done")
-        progress = getattr(self.engine, "progress", None)
-        percent = progress() if progress is not None else None
+        percent = self.engine.progress()
         if percent is not None:
             parts.append(f"{percent:.0f}% done")
         parts.append(f"{int(elapsed)} s")
@@ -149,11 +147,10 @@ class Wait:
 
     def _stop(self, finished: threading.Event, elapsed: float) -> QueryInterrupted:
         """Stop an engine that can stop (it interrupts DuckDB); leave a call to one that cannot, unread."""
-        interrupt = getattr(self.engine, "interrupt", None)
-        if interrupt is not None:
+        if self.engine.interruptible:
             deadline = time.monotonic() + STOP_WITHIN_S
             while not finished.is_set() and time.monotonic() < deadline:
-                interrupt()  # again and again: one landing between two statements is lost
+                self.engine.interrupt()  # again and again: one landing between two statements is lost
                 finished.wait(0.05)
             if finished.is_set():
                 return QueryInterrupted(f"interrupted after {int(elapsed)} s; the {self.engine.name} engine stopped the query")

@@ -30,11 +30,11 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from lakedeploy import DEFAULT_FUNCTION_NAME
+from lakelambda import DEFAULT_FUNCTION_NAME
 from lakelambda.protocol import LAMBDA_ARCHITECTURES
 
 from ..errors import EngineError, RetryableEngineError
-from .base import LambdaFigures, Reply
+from .base import Engine, LambdaFigures, Reply
 
 # AWS Lambda on-demand prices in us-east-1, from https://aws.amazon.com/lambda/pricing/.
 # Billed Duration already includes any billed Init phase, so nothing is added for cold starts.
@@ -59,7 +59,7 @@ TIMED_OUT = re.compile(r"Task timed out after ([\d.]+) seconds")
 REQUEST_ID_PREFIX = re.compile(r"^RequestId: \S+ Error: ")
 
 
-class LambdaEngine:
+class LambdaEngine(Engine):
     """Runs each request in the Lambda function `function_name` and returns its answer.
 
     `timeout_s` is the function's configured timeout; the client waits that
@@ -73,6 +73,7 @@ class LambdaEngine:
     name = "lambda"
     concurrency = 4  # parts of a result fetched at once: each call is its own container
     shares_files = False  # a path in its answer names a file of the function's, never one of the notebook's
+    can_fan_out = True  # each invocation is a container of its own
 
     def __init__(
         self,

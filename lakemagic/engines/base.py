@@ -1,16 +1,17 @@
-"""The engine interface: where the lake handler runs. The notebook side needs only `call`.
+"""The engine interface: where requests are answered. The notebook side needs only `call`.
 
 An engine takes a protocol request (a JSON-ready dict) and returns the
-handler's answer as it came over the wire, plus what the platform itself
-reported of the call. Paging, decoding and everything else is built on
-that one method, so a new engine is configuration, not code.
+answer as it came over the wire, plus what the platform itself reported of
+the call. Paging, decoding and everything else is built on that one method,
+so a new engine is configuration, not code. What an engine can do beyond
+answering (stop a running call, report progress, fan out) it says on this
+interface, with defaults that do nothing, so no caller asks which engine it has.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Protocol
 
 DEFAULT_LAKE = os.path.join("~", ".lakemagic", "lake")
 
@@ -29,13 +30,27 @@ class LambdaFigures:
 
 @dataclass(frozen=True)
 class Reply:
-    answer: object  # the handler's answer, as decoded from the wire: parse it with protocol.parse_answer
+    answer: object  # the answer, as decoded from the wire: parse it with protocol.parse_answer
     lambda_figures: LambdaFigures | None = None
 
 
-class Engine(Protocol):
-    name: str  # what messages call it
-    concurrency: int  # how many calls may run at once, e.g. to fetch a result's parts
-    shares_files: bool  # runs on this machine, so a stored result's local path may be read directly
+class Engine:
+    name = "engine"  # what messages call it
+    concurrency = 1  # how many calls may run at once, e.g. to fetch a result's parts
+    shares_files = False  # runs on this machine, so a stored result's local path may be read directly
+    can_fan_out = False  # each call has a machine of its own, so a query split over many calls runs faster
+    interruptible = False  # interrupt() stops a running call (else a call, once sent, runs to its end)
 
-    def call(self, request: dict) -> Reply: ...
+    def call(self, request: dict) -> Reply:
+        raise NotImplementedError
+
+    def interrupt(self) -> None:
+        """Stop the calls now running, from another thread than theirs, where the engine can."""
+
+    def progress(self) -> float | None:
+        """The running statement's progress in percent, where the engine reports one."""
+        return None
+
+    def seconds_since_answer(self) -> float | None:
+        """How long since the engine last answered, where that says whether the next call starts cold."""
+        return None

@@ -6,10 +6,10 @@ import json
 import os
 
 from ..errors import EngineError
-from .base import DEFAULT_LAKE, Reply
+from .base import DEFAULT_LAKE, Engine, Reply
 
 
-class EmbeddedEngine:
+class EmbeddedEngine(Engine):
     """Requests and answers pass through JSON exactly as they would to and
     from Lambda, so anything that would not survive the wire fails here too.
     """
@@ -17,6 +17,7 @@ class EmbeddedEngine:
     name = "local"
     concurrency = 1  # one handler, one database: calls take turns
     shares_files = True
+    interruptible = True
 
     def __init__(self, lake: str = DEFAULT_LAKE):
         from lakelambda.handler import LakeHandler

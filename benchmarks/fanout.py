@@ -20,9 +20,9 @@ tasks (N = 1 is fan-out off). Two figures per query and N:
     Goal: >= 0.6 N at the largest N for the first read.
     In both, the listing is a first query's: the kernel keeps no listing and
     plans a query text it has not seen, the container answers from the
-    listing it keeps for 30 s; the merge runs in a kernel that has merged
-    before (its merge database is open); the first merge of a kernel, which
-    opens it, is printed apart.
+    listing it keeps for 30 s; the merge runs in a kernel whose kernel
+    engine is open; the first merge of a kernel, which opens that engine, is
+    printed apart.
 Each simulated row also prints the S3 requests of each task and of the one
 invocation.
 """
@@ -46,7 +46,8 @@ from lakelambda.protocol import MAX_PAGE_ROWS
 from lakemagic import client
 from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.fanout import runner
-from lakemagic.fanout.merge import MergeDatabase, merge
+from lakemagic.engines.kernel import KernelEngine, kernel_engine
+from lakemagic.fanout.tree import PARTIALS
 from lakemagic.locallambda import FunctionSpec, LocalLambda
 from lakemagic.locallambda.s3proxy import S3Proxy
 from lakemagic.taxi import TAXI_MONTH_ROWS, build_lake
@@ -108,12 +109,14 @@ def simulated(alone: LambdaEngine, proxy: S3Proxy, sql: str, fanout: int, repeat
         results.append(result)
         s3_requests.append(count)
         task_s.append(median_time(lambda: client.run_request(alone, request, sql)))
-    pages = [result.first_page.data for result in results]
-    merge_s = statistics.median([timed(lambda: merge(pages, results[0].columns, planned.plan.merge_sql, {}))
-                                 for _ in range(repeat)])
-    first_merge_s = statistics.median([
-        timed(lambda: MergeDatabase().merge(pages, results[0].columns, planned.plan.merge_sql, {}))
-        for _ in range(repeat)])
+    with contextlib.ExitStack() as held:
+        files = [path for result in results for path in held.enter_context(result.local_files())]
+
+        def merge(kernel: KernelEngine) -> None:
+            kernel.merge(files, results[0].columns, planned.plan.merge_sql, PARTIALS, {}, MAX_PAGE_ROWS)
+
+        merge_s = statistics.median([timed(lambda: merge(kernel_engine())) for _ in range(repeat)])
+        first_merge_s = statistics.median([timed(lambda: merge(KernelEngine())) for _ in range(repeat)])
     _, single_requests = counted(one_invocation(alone, sql))
     return {"listing": statistics.median(listing), "tasks": task_s, "merge": merge_s, "first_merge": first_merge_s,
             "s3": s3_requests,

@@ -154,7 +154,7 @@ def _page_fetches(engine: LambdaEngine, count: int, s3_proxy: S3Proxy | None) ->
         stored = run_query(engine, STORED_SQL, page_size=PAGE_ROWS, reuse=False)
     except LakeQueryError as error:
         return None, f"no page row: {STORED_SQL} failed ({error.error_type}: {error.message})"
-    if stored.info.inline:
+    if stored.inline:
         return None, (f"no page row: the result of {STORED_SQL} ({stored.total_rows:,} rows) came back inline, "
                       "whole in its first answer, so it has no pages to fetch")
     offsets = [1 + (stored.total_rows - 1) * (index + 1) // (count + 1) for index in range(count)]

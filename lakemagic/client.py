@@ -22,12 +22,12 @@ from typing import Callable
 import pandas as pd
 
 from lakelambda import protocol
-from lakelambda.errors import LakeError, ProtocolError
+from lakelambda.errors import ProtocolError
 from lakelambda.protocol import Column
 
-from . import kernel_explore
 from .decode import decode_files, decode_pages
 from .engines import Engine, LambdaFigures
+from .engines.kernel import kernel_engine
 from .errors import EngineError, LakeQueryError
 
 
@@ -67,14 +67,18 @@ class FanoutReceipt:
 
 @dataclass
 class QueryResult:
+    """A result and the engine that holds it: every row, sort, filter, profile and download is a call on
+    that engine (the kernel engine for a result that came inline or was merged here)."""
+
     engine: Engine
     sql: str
     info: protocol.ResultInfo
     first_page: Page
     stats: CallStats
     reused_from: float | None = None  # answered from an earlier run's stored result: when that ran (Unix time)
+    inline: bool = False  # travelled whole in its query's answer; the kernel engine holds it
     last_call: CallStats = field(init=False)
-    _whole: pd.DataFrame | None = field(init=False, default=None, repr=False)
+    _first_frame: pd.DataFrame | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.last_call = self.stats
@@ -100,27 +104,21 @@ class QueryResult:
     def total_rows(self) -> int:
         return self.info.total_rows
 
-    @property
-    def is_whole(self) -> bool:
-        """The first page already holds every row (always so for an inline result): nothing more to fetch."""
-        return self.first_page.row_count >= self.total_rows
-
     def rows(self, offset: int, limit: int) -> tuple[int, pd.DataFrame]:
         """Rows [offset, offset + limit) as a DataFrame, and how many there are (possibly fewer than asked).
 
-        A result whose first page holds it all is paged here in the kernel,
-        decoded once; otherwise each call fetches a page from the engine.
+        Rows the first page holds come from it, decoded once; any others are a page call on the engine.
         """
-        if self.is_whole:
-            if self._whole is None:
-                self._whole = self.first_page.frame()
-            frame = self._whole.iloc[offset : offset + limit].reset_index(drop=True)
+        if min(offset + limit, self.total_rows) <= self.first_page.row_count:
+            if self._first_frame is None:
+                self._first_frame = self.first_page.frame()
+            frame = self._first_frame.iloc[offset : offset + limit].reset_index(drop=True)
             return len(frame), frame
         page = self.page(offset, limit)
         return page.row_count, page.frame()
 
     def page(self, offset: int, limit: int) -> Page:
-        """Rows [offset, offset + limit) of a stored result, fetched from the engine (possibly fewer: see Page.row_count)."""
+        """Rows [offset, offset + limit) of the result, from its engine (possibly fewer: see Page.row_count)."""
         if offset == 0 and self.first_page.row_count == min(limit, self.total_rows):
             return self.first_page
         answer, self.last_call = _call(self.engine, protocol.page_request(self.info.result_id, offset, limit),
@@ -130,30 +128,19 @@ class QueryResult:
     def derive(self, sort: tuple[protocol.SortKey, ...] = (), where: str | None = None,
                page_size: int = 50) -> "QueryResult":
         """The whole result sorted by `sort` and cut to the rows where the SQL condition `where` holds, as a
-        new result: made by the engine from the stored result, or here when the kernel holds it whole."""
-        if self.is_whole:
-            started = time.perf_counter()
-            with _as_query_error(where or ""):
-                info, page, engine_stats = kernel_explore.derive(self.first_page.data, self.columns, sort, where)
-            stats = CallStats(engine_stats, round((time.perf_counter() - started) * 1000, 3))
-            return QueryResult(self.engine, self.sql, info, Page(0, page.row_count, page.data, self.columns), stats)
+        new result made by the engine that holds this one."""
         request = protocol.derive_request(self.info.result_id, sort, where, page_size)
         answer, self.last_call = _call(self.engine, request, protocol.PageAnswer, where or self.sql)
-        return QueryResult(self.engine, self.sql, answer.result, _page_of(answer), self.last_call)
+        return result_of(self.engine, self.sql, answer, self.last_call)
 
     def profile(self, column: str) -> protocol.Profile:
         """What `column` holds over the whole result (counts, range, mean, a histogram or top values)."""
-        if self.is_whole:
-            with _as_query_error(column):
-                return kernel_explore.profile(self.first_page.data, self.columns, column)
         answer, self.last_call = _call(self.engine, protocol.profile_request(self.info.result_id, column),
                                        protocol.ProfileAnswer, self.sql)
         return answer.profile
 
     def to_dataframe(self, progress: Callable[[int, int], None] | None = None, kind: str = "pandas"):
         """The whole result as a DataFrame (`kind` "pandas"), a pyarrow Table ("arrow") or a polars DataFrame ("polars")."""
-        if self.is_whole and kind == "pandas":
-            return self._whole.copy() if self._whole is not None else self.first_page.frame()
         with self.local_files(progress) as paths:
             return decode_files(paths, self.columns, kind)
 
@@ -161,26 +148,21 @@ class QueryResult:
     def local_files(self, progress: Callable[[int, int], None] | None = None):
         """The whole result as Parquet files on this machine, in the page format, for the `with` block.
 
-        A result larger than its first page is its stored Parquet file:
-        straight from the local lake's folder (an engine on this machine), or
-        fetched with one GET of a URL the function presigned with its own role
-        (the notebook signs nothing for S3), or, where there is no URL this
+        It is the result's stored file: read where it is when the engine runs
+        on this machine (the kernel engine, the embedded one), or fetched with
+        one GET of a URL the function presigned with its own role (the
+        notebook signs nothing for S3), or, where there is no URL this
         notebook can reach, in parts as large as a response allows. A path
         from a remote engine is never opened here.
         """
+        answer, self.last_call = _call(self.engine, protocol.download_request(self.info.result_id),
+                                       protocol.DownloadAnswer, self.sql)
+        is_url = answer.url.startswith(("https://", "http://"))
+        if not is_url and self.engine.shares_files:
+            yield [answer.url]
+            return
         with tempfile.TemporaryDirectory(prefix="lakemagic-result-") as folder:
             path = os.path.join(folder, "result.parquet")
-            if self.is_whole:
-                with open(path, "wb") as whole:
-                    whole.write(base64.b64decode(self.first_page.data))
-                yield [path]
-                return
-            answer, self.last_call = _call(self.engine, protocol.download_request(self.info.result_id),
-                                           protocol.DownloadAnswer, self.sql)
-            is_url = answer.url.startswith(("https://", "http://"))
-            if not is_url and self.engine.shares_files:
-                yield [answer.url]
-                return
             try:
                 if not is_url:  # a path on the function's machine (a local lake behind a Lambda endpoint)
                     raise FileNotFoundError(answer.url)
@@ -223,18 +205,23 @@ def run_query_unless_partitioned(engine: Engine, sql: str, params: dict, page_si
     answer, stats = _call(engine, request, (protocol.PageAnswer, protocol.PartitionsAnswer), sql)
     if isinstance(answer, protocol.PartitionsAnswer):
         return answer, stats
-    return _query_result(engine, sql, answer, stats)
+    return result_of(engine, sql, answer, stats)
 
 
 def run_request(engine: Engine, request: dict, sql: str) -> QueryResult:
     """A request answered with a result's first page (`query`, a fan-out's `task`) as a QueryResult."""
     answer, stats = _call(engine, request, protocol.PageAnswer, sql)
-    return _query_result(engine, sql, answer, stats)
+    return result_of(engine, sql, answer, stats)
 
 
-def _query_result(engine: Engine, sql: str, answer: protocol.PageAnswer, stats: CallStats) -> QueryResult:
-    return QueryResult(engine=engine, sql=sql, info=answer.result, first_page=_page_of(answer), stats=stats,
-                       reused_from=answer.reused_from)
+def result_of(engine: Engine, sql: str, answer: protocol.PageAnswer, stats: CallStats) -> QueryResult:
+    """An answer's result (its first page in the answer); one that came inline is adopted by the kernel engine, which serves it from then on."""
+    if not answer.result.inline:
+        return QueryResult(engine, sql, answer.result, _page_of(answer), stats, answer.reused_from)
+    kernel = kernel_engine()
+    adopted = kernel.adopt(answer)
+    return QueryResult(kernel, sql, adopted.result, _page_of(adopted), stats, answer.reused_from, inline=True)
+
 
 
 def call(engine: Engine, request: dict, expected: type, sql: str):
@@ -252,15 +239,6 @@ def tables(engine: Engine) -> tuple[protocol.TableInfo, ...]:
     """The lake's tables, with their files, bytes and rows."""
     answer, _ = _call(engine, protocol.tables_request(), protocol.TablesAnswer, None)
     return answer.tables
-
-
-@contextlib.contextmanager
-def _as_query_error(text: str):
-    """What the kernel refuses or fails of its own explore statements, as an engine's error answer would be."""
-    try:
-        yield
-    except LakeError as error:
-        raise LakeQueryError(error.error_type, error.message, text, error.position) from None
 
 
 def _call(engine: Engine, request: dict, expected: type | tuple[type, ...], sql: str | None):

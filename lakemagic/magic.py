@@ -316,8 +316,8 @@ def _whole_frame(result: client.QueryResult, kind: str = "pandas"):
 
 @contextlib.contextmanager
 def _progress(result: client.QueryResult, what: str):
-    """A progress bar while a result larger than its first page is fetched; none for a result already here."""
-    if result.is_whole:
+    """A progress bar while a result is fetched from a remote engine; none for a result already on this machine."""
+    if result.engine.shares_files:
         yield None
         return
     import ipywidgets as widgets

@@ -1,5 +1,7 @@
-"""Sort, filter and profile of a whole result, on every engine: the function over its stored result (on
-the real local servers), the embedded handler, and the kernel for a result it holds whole.
+"""Sort, filter, profile and pages of a whole result, wherever it is held: the function over its stored
+result (on the real local servers), the embedded handler over its stored result, and the kernel engine
+over a result that came inline or that it merged from a fan-out. All four are served by the same result
+operations (lakelambda/results.py).
 
 Every answer is checked against DuckDB's own ORDER BY, WHERE and aggregates over the whole result.
 """
@@ -17,16 +19,19 @@ from lakelambda.protocol import SortKey
 from lakemagic import client
 from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.engines.embedded import EmbeddedEngine
+from lakemagic.engines.kernel import kernel_engine
 from lakemagic.errors import LakeQueryError
+from lakemagic.fanout import runner
 
 from servers import CREDENTIALS, FUNCTION, OTHER_BUCKET
 
 SQL = "SELECT * FROM taxi_2019_04 LIMIT 6000"
 
 
-@pytest.fixture(params=["lambda", "embedded", "kernel"])
+@pytest.fixture(params=["lambda", "embedded", "inline", "merged"])
 def result(request, local_taxi_lake, monkeypatch):
-    """The same query's result, stored by the function, stored by the embedded handler, or whole in the kernel."""
+    """Taxi rows stored by the function, stored by the embedded handler, inline (so held by the kernel
+    engine), or merged by the kernel engine from a fan-out's tasks."""
     if request.param == "lambda":
         function = request.getfixturevalue("storing_function")
         monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", function.endpoint_url)
@@ -35,8 +40,13 @@ def result(request, local_taxi_lake, monkeypatch):
         if request.param == "embedded":
             monkeypatch.setenv("LAKEMAGIC_INLINE_RESULT_BYTES", "0")
         engine = EmbeddedEngine(str(local_taxi_lake))
-    result = client.run_query(engine, SQL, page_size=50)
-    assert result.is_whole == (request.param == "kernel")
+    if request.param == "merged":
+        result = runner.run(engine, "SELECT * FROM partitioned LIMIT 6000", {}, 50, (), 4)
+        assert result.stats.fanout.tasks > 1 and result.engine is kernel_engine()
+    else:
+        result = client.run_query(engine, SQL, page_size=50)
+        assert result.inline == (request.param == "inline")
+    assert result.total_rows == 6000
     return result
 
 
@@ -167,7 +177,7 @@ def test_quoted_odd_column_names_sort_and_filter(tmp_path):
     assert derived.to_dataframe()['we"ird col'].tolist() == list(range(9, -1, -1))
 
 
-def test_a_result_whole_in_the_kernel_is_explored_without_an_engine_call(tmp_path):
+def test_an_inline_result_is_explored_by_the_kernel_engine_without_a_call_to_its_own(tmp_path):
     class Counting(EmbeddedEngine):
         calls = 0
 
@@ -179,7 +189,7 @@ def test_a_result_whole_in_the_kernel_is_explored_without_an_engine_call(tmp_pat
     derived = result.derive((SortKey("n", True),), "m = 0")
     profile = derived.profile("n")
     assert Counting.calls == 1
-    assert derived.info.inline and derived.total_rows == 334 and profile.max == "999"
+    assert derived.engine is kernel_engine() and derived.total_rows == 334 and profile.max == "999"
 
 
 def test_hugeints_and_intervals_sort_by_value_not_by_their_stored_text(tmp_path, monkeypatch):

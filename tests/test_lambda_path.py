@@ -76,7 +76,7 @@ def results_in_the_lake() -> set[str]:
 def test_a_small_result_comes_whole_and_is_never_stored(lambda_endpoint, s3_lake):
     before = results_in_the_lake()
     result = client.run_query(LambdaEngine(FUNCTION), "SELECT 42 AS answer")
-    assert result.info.inline and result.to_dataframe()["answer"].tolist() == [42]
+    assert result.inline and result.to_dataframe()["answer"].tolist() == [42]
     assert results_in_the_lake() == before
 
 

@@ -4,7 +4,7 @@ Each invocation (a task) reads a share of the table's partition files; the
 notebook merges the tasks' results into exactly the single-run result. The
 plan and the merge SQL are pure (planner.py and what it uses); runner.py runs
 them over an engine (the handler's `partitions` and `task` operations) and
-merge.py merges in the notebook's DuckDB.
+the kernel engine (engines/kernel.py) merges the tasks' results.
 
     types = autocast_key_types(all_files)          # the keys' types over the whole table (or its DESCRIBE)
     files = prune(sql, "taxi", all_files, types)   # optional: drop the files the WHERE clause rules out

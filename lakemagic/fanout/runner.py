@@ -6,12 +6,13 @@ share of the files, at most `max_fanout` of them, run at once on bounded
 threads over the engine (boto3's Lambda client is thread-safe). A task that
 fails in a way another try may cure (throttled, crashed, timed out) is run
 again, a bounded number of times; any other failure fails the query, and no
-result is shown without every task's part. The merge runs in the notebook's
-DuckDB (merge.py), and the result is an ordinary inline QueryResult.
+result is shown without every task's part. The kernel engine merges the
+tasks' results into a result it holds and serves like any other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -28,9 +29,10 @@ from lakelambda.sql import duckdb_error, parameter_names, referenced_tables
 from .. import client
 from ..client import CallStats, FanoutReceipt, QueryResult
 from ..engines import Engine
+from ..engines.kernel import kernel_engine
 from ..errors import EngineError, LakeQueryError, RetryableEngineError
 from .files import PartitionFile
-from .merge import merge
+from .tree import PARTIALS
 from .planner import NotSplit, Plan, plan
 from .prune import prune
 
@@ -160,17 +162,10 @@ def run(engine: Engine, sql: str, params: dict, page_size: int, views: tuple[Vie
         return result
     planned = decision.plan
     outcomes = _run_all(engine, task_requests(decision, params, views), sql, progress)
-    info, data = merge_results(planned, [outcome.result for outcome in outcomes], params)
-    calls = decision.calls + [outcome.result.stats for outcome in outcomes]
-    receipt = _receipt(planned, outcomes, calls)
-    first = outcomes[0].result.stats.engine
-    stats = CallStats(protocol.Stats(engine_ms=max(o.result.stats.engine.engine_ms for o in outcomes),
-                                     cold=any(o.result.stats.engine.cold for o in outcomes), rows=info.total_rows,
-                                     encoded_bytes=len(data), duckdb_version=first.duckdb_version,
-                                     architecture=first.architecture),
-                      round(1000 * (time.perf_counter() - started), 3), None, receipt)
-    return QueryResult(engine=engine, sql=sql, info=info, first_page=client.Page(0, info.total_rows, data, info.columns),
-                       stats=stats)
+    merged = merge_results(planned, [outcome.result for outcome in outcomes], params, page_size)
+    receipt = _receipt(planned, outcomes, decision.calls + [outcome.result.stats for outcome in outcomes])
+    stats = CallStats(merged.stats, round(1000 * (time.perf_counter() - started), 3), None, receipt)
+    return client.result_of(kernel_engine(), sql, merged, stats)
 
 
 def task_requests(decision: Decision, params: dict, views: tuple[View, ...]) -> list[dict]:
@@ -182,17 +177,27 @@ def task_requests(decision: Decision, params: dict, views: tuple[View, ...]) -> 
             for task in planned.tasks]
 
 
-def merge_results(planned: Plan, results: list[QueryResult], params: dict) -> tuple[protocol.ResultInfo, str]:
-    """The tasks' results merged: the whole result's description and its rows as one page."""
+def merge_results(planned: Plan, results: list[QueryResult], params: dict, page_size: int) -> protocol.PageAnswer:
+    """The tasks' results merged by the kernel engine into a result it holds, with its first page.
+
+    Each task's result is read whole where it is (the kernel holds an inline one) or fetched as one file;
+    the tasks' results the kernel held are let go once merged.
+    """
     columns = results[0].columns
     if any(result.columns != columns for result in results):
         raise EngineError("the fan-out's tasks answered with different columns; run the query with --fanout 1")
-    pages = [data for result in results for data in _all_pages(result)]
+    kernel = kernel_engine()
     try:
-        return merge(pages, columns, planned.merge_sql, params)
+        with contextlib.ExitStack() as fetched:
+            files = [path for result in results for path in fetched.enter_context(result.local_files())]
+            return kernel.merge(files, columns, planned.merge_sql, PARTIALS, params, page_size)
     except duckdb.Error as exc:
         error = duckdb_error(exc)
         raise LakeQueryError(error.error_type, f"in the fan-out's merge: {error.message}") from None
+    finally:
+        for result in results:
+            if result.engine is kernel:
+                kernel.forget(result.result_id)
 
 
 @dataclass
@@ -241,18 +246,6 @@ def _run_task(engine: Engine, request: dict, sql: str, given_up: threading.Event
         if given_up.wait(random.uniform(0, min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2**attempt))):
             raise EngineError("the fan-out was given up while this task waited to be tried again")
         attempt += 1
-
-
-def _all_pages(result: QueryResult) -> list[str]:
-    """Every page of a task's result: its first page, and the rest of a result too big to come inline."""
-    pages, offset = [result.first_page.data], result.first_page.row_count
-    while offset < result.total_rows:
-        page = result.page(offset, MAX_PAGE_ROWS)
-        if page.row_count == 0:
-            raise EngineError("a fan-out task's stored result ended before its row count")
-        pages.append(page.data)
-        offset += page.row_count
-    return pages
 
 
 def _receipt(planned: Plan, outcomes: list[_Outcome], calls: list[CallStats]) -> FanoutReceipt:

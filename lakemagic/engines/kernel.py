@@ -1,0 +1,194 @@
+"""The kernel engine: results this notebook holds, served by the handler's own result operations.
+
+A small result travels whole in its query's answer, and a fan-out's parts
+come back to be merged. Either is taken in here (adopted, or merged) and
+from then on is an ordinary result of this engine: paged, sorted, filtered,
+profiled and fetched whole by `lakelambda.results`' operations, the very
+functions the handler runs over the lake's stored results. Nothing else in
+the notebook runs SQL over results.
+
+Its database computes in UTC, as every engine does; it loads no extension,
+may touch no file outside a temporary folder of its own (removed with the
+kernel), and its configuration is locked before anything from an answer
+reaches it. What an answer says of a result (columns, types, rows) is kept
+here as data when it arrives, never read back from a file an answer wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import shutil
+import tempfile
+import threading
+import time
+
+import duckdb
+
+from lakelambda import protocol
+from lakelambda.errors import LakeError, ProtocolError, ResultNotFound
+from lakelambda.lake import Lake
+from lakelambda.page_format import storage_projection
+from lakelambda.protocol import Column, ErrorAnswer, PageAnswer
+from lakelambda.results import OPERATIONS, ResultStore, StoredResult
+from lakelambda.sql import duckdb_error, parameter_names, quote_literal
+
+from ..decode import checked_type, restored
+from .base import Engine, Reply
+
+# The most bytes of results one kernel holds; the oldest go first beyond it (a query shown again runs again).
+HELD_BYTES = 2 * 1024**3
+# The name a merge's rows are copied from.
+_MERGED = "lakemagic_merged"
+
+
+class KernelEngine(Engine):
+    name = "kernel"
+    shares_files = True  # its results are files in this kernel's own folder
+
+    def __init__(self, held_bytes: int = HELD_BYTES):
+        self._folder = tempfile.TemporaryDirectory(prefix="lakemagic-kernel-")
+        self.folder = self._folder.name
+        self._database = _open_database(self.folder)
+        self._results = _HeldResults(self.folder, held_bytes)
+
+    def call(self, request: dict) -> Reply:
+        """A request about a result this engine holds (page, part, download, derive, profile)."""
+        started = time.perf_counter()
+        try:
+            parsed = protocol.parse_request(request)
+            operation = OPERATIONS.get(type(parsed))
+            if operation is None:
+                raise ProtocolError(f"the kernel engine only serves results it holds, not {request.get('op')!r} requests")
+            with self._database.cursor() as con:
+                answer = operation(con, self._results, parsed)
+        except LakeError as exc:
+            answer = ErrorAnswer.of(exc)
+        except duckdb.Error as exc:
+            answer = ErrorAnswer.of(duckdb_error(exc))
+        return Reply(protocol.to_wire(_timed(answer, started)))
+
+    def adopt(self, answer: PageAnswer) -> PageAnswer:
+        """An inline answer's result, held here from now on: the same answer, naming it by an id of this engine.
+
+        An inline answer's page is the result's whole file. Its column types are
+        read by DuckDB's own type parser before anything uses them.
+        """
+        columns = tuple(Column(column.name, checked_type(column.type)) for column in answer.result.columns)
+        result_id, path = self._results.new_result()
+        with open(path, "wb") as held:
+            held.write(base64.b64decode(answer.page.data))
+        stored = self._results.keep(result_id, path, columns, answer.result.total_rows)
+        return dataclasses.replace(answer, result=stored.info)
+
+    def merge(self, files: list[str], columns: tuple[Column, ...], merge_sql: str, parts: str, params: dict,
+              page_size: int) -> PageAnswer:
+        """A fan-out's parts (Parquet files in the page format, typed as `columns`) merged by `merge_sql`,
+        which reads them as the table named `parts`: a result of this engine, with its first page.
+
+        Each merge is a cursor of its own, so its `partials` is seen by no other.
+        """
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="merge-", dir=self.folder) as inbox, \
+                self._database.cursor() as cursor:
+            paths = [self._inside(path, inbox, number) for number, path in enumerate(files)]
+            cursor.register(parts, restored(cursor, paths, columns))  # a cursor's own temporary view
+            used = {name: value for name, value in params.items() if name in parameter_names(merge_sql)}
+            merged_rows = cursor.sql(merge_sql, params=used or None)  # run once, by the COPY
+            merged = tuple(Column(name, str(kind)) for name, kind in zip(merged_rows.columns, merged_rows.types))
+            cursor.register(_MERGED, merged_rows)
+            result_id, path = self._results.new_result()
+            rows = cursor.execute(f"COPY (SELECT {storage_projection(list(merged))} FROM {_MERGED}) "
+                                  f"TO {quote_literal(path)} ({self._results.copy_options(list(merged))})").fetchone()[0]
+            stored = self._results.keep(result_id, path, merged, rows)
+            answer = PageAnswer(stored.info, self._results.page(cursor, stored, 0, page_size))
+        return _timed(answer, started)
+
+    def forget(self, result_id: str) -> None:
+        """Let a result go (a fan-out task's part, once merged)."""
+        self._results.forget(result_id)
+
+    def _inside(self, path: str, inbox: str, number: int) -> str:
+        """`path`, or a copy of it in `inbox` where this engine's database may not read it."""
+        if os.path.commonpath([path, self.folder]) == self.folder:
+            return path
+        return shutil.copyfile(path, os.path.join(inbox, f"part-{number}.parquet"))
+
+
+def _open_database(folder: str) -> duckdb.DuckDBPyConnection:
+    """The kernel engine's recipe: in memory, UTC, no extensions, only `folder`, configuration locked."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                                 "temp_directory": os.path.join(folder, "spill")})
+    # GLOBAL, so every cursor has them (a plain SET is the connection's own); in this order:
+    # allowed_directories cannot change once external access is off.
+    for setting in ("GLOBAL TimeZone = 'UTC'", "GLOBAL errors_as_json = true", "GLOBAL python_enable_replacements = false",
+                    f"allowed_directories = [{quote_literal(folder + os.sep)}]",
+                    "enable_external_access = false", "lock_configuration = true"):
+        con.execute(f"SET {setting}")
+    return con
+
+
+class _HeldResults(ResultStore):
+    """The kernel's results, as files in its folder: described from memory, oldest let go beyond `held_bytes`."""
+
+    def __init__(self, folder: str, held_bytes: int):
+        os.makedirs(os.path.join(folder, "pages"))
+        # Never inline: a result here is already where it is read.
+        super().__init__(Lake(folder), os.path.join(folder, "results"), os.path.join(folder, "pages"), inline_bytes=-1)
+        self.held_bytes = held_bytes
+        self._held: dict[str, StoredResult] = {}  # oldest first
+        self._lock = threading.Lock()
+
+    def keep(self, result_id: str, path: str, columns: tuple[Column, ...], rows: int,
+             size: int | None = None) -> StoredResult:
+        stored = super().keep(result_id, path, columns, rows, size)
+        with self._lock:
+            self._held[result_id] = stored
+            total = sum(held.info.result_bytes for held in self._held.values())
+            for oldest in list(self._held)[:-1]:
+                if total <= self.held_bytes:
+                    break
+                total -= self._held[oldest].info.result_bytes
+                self._forget(oldest)
+        return stored
+
+    def open(self, con, result_id: str) -> StoredResult:
+        with self._lock:
+            stored = self._held.get(result_id)
+        if stored is None:
+            raise ResultNotFound(f"result {result_id} is no longer held by this kernel (it keeps the newest "
+                                 f"{self.held_bytes / 2**30:g} GiB of results); run the query again")
+        return stored
+
+    def forget(self, result_id: str) -> None:
+        with self._lock:
+            self._forget(result_id)
+
+    def _forget(self, result_id: str) -> None:
+        stored = self._held.pop(result_id, None)
+        if stored is not None and os.path.exists(stored.path):
+            os.remove(stored.path)
+
+
+def _timed(answer: protocol.Answer, started: float) -> protocol.Answer:
+    """The answer with this engine's own figures: its time, the result's rows, the bytes it carries."""
+    content = getattr(answer, "page", None) or getattr(answer, "part", None)
+    result = getattr(answer, "result", None)
+    stats = protocol.Stats(engine_ms=round((time.perf_counter() - started) * 1000, 3),
+                           rows=result.total_rows if result else 0, encoded_bytes=len(content.data) if content else 0,
+                           duckdb_version=duckdb.__version__)
+    return dataclasses.replace(answer, stats=stats)
+
+
+_kernel: KernelEngine | None = None
+_kernel_lock = threading.Lock()
+
+
+def kernel_engine() -> KernelEngine:
+    """This kernel's one kernel engine, made on first use (again if a temp cleaner removed its folder)."""
+    global _kernel
+    with _kernel_lock:
+        if _kernel is None or not os.path.isdir(_kernel.folder):
+            _kernel = KernelEngine()
+        return _kernel

@@ -1,8 +1,8 @@
 """Sort, filter and profile a result that already exists, without running the user's query again.
 
-The handler uses this over a stored result's file; the notebook uses it over
-a small result it holds whole, in its own in-memory DuckDB. Either way the
-result is read through `source_sql`, which restores the declared column types
+The result operations (results.py) use it over a result's file, in the
+handler or in the notebook's kernel engine. Either way the result is read
+through `source_sql`, which restores the declared column types
 and numbers the rows, and the filter the user typed is the one piece of text
 from outside: it is checked on DuckDB's parse tree of the very statement that
 will run, before anything runs. A filter may hold the result's columns,
@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
-from typing import Callable, Iterable, NamedTuple
+from typing import Iterable, NamedTuple
 
 import duckdb
 
@@ -69,13 +69,13 @@ def row_column(columns: Iterable[Column]) -> str:
     return name
 
 
-def source_sql(path: str, columns: tuple[Column, ...], type_of: Callable[[str], str] = str) -> str:
+def source_sql(path: str, columns: tuple[Column, ...]) -> str:
     """A subquery over a Parquet file in the page format: the declared types back, and the row number.
 
-    `type_of` vets a declared type before it is spliced (the notebook's types come from an answer).
+    The types are the handler's own, or an answer's read by DuckDB's type parser when it arrived.
     """
     stored = [f"c{i}" for i in range(len(columns))]
-    restored = ", ".join(f"CAST({s} AS {type_of(c.type)}) AS {quote_identifier(c.name)}"
+    restored = ", ".join(f"CAST({s} AS {c.type}) AS {quote_identifier(c.name)}"
                          for s, c in zip(stored, columns))
     return (f"(SELECT {restored}, row_number AS {quote_identifier(row_column(columns))} "
             f"FROM read_parquet({quote_literal(path)}, file_row_number = true) AS r({', '.join(stored)}, row_number))")

@@ -116,10 +116,6 @@ def test_single_file_has_the_ursa_labs_schema(trips: str) -> None:
     assert duckdb.sql(f"SELECT count(*) FROM {trips}").fetchone() == (ROWS,)
 
 
-def test_default_size_is_the_real_month() -> None:
-    assert taxi.TAXI_MONTH_ROWS == 7_433_139
-
-
 def test_same_seed_gives_identical_file_other_seed_differs(tmp_path: Path) -> None:
     paths = [tmp_path / name for name in ("a.parquet", "b.parquet", "c.parquet")]
     taxi.generate(str(paths[0]), 5_000, seed=7)

@@ -28,6 +28,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	ln -sfn $(CURDIR)/$(HIGHLIGHT)/labextension $(LABEXTENSIONS)/lakemagic
 	touch $@
 
-# Rebuilds the extension from $(HIGHLIGHT)/src with Node and npm; commit what it changes.
+# Rebuilds the extension from $(HIGHLIGHT)/src (its keywords from this DuckDB) with Node and npm; commit what it changes.
 labextension: $(VENV)/.installed
+	$(BIN)/python $(HIGHLIGHT)/keywords.py
 	cd $(HIGHLIGHT) && npm ci --no-audit --no-fund && PATH="$(CURDIR)/$(BIN):$$PATH" npm run build

@@ -22,7 +22,8 @@ DOCS_SCREENSHOT = REPO / "docs" / "highlight.png"  # rewritten only when missing
 NOTEBOOK = "highlight.ipynb"
 CELL = ("%%lakesql --save busy_zones\nSELECT pickup_location_id, count(*) AS trips  -- per zone\nFROM taxi_2019_04\n"
         "WHERE fare_amount > 10.5 AND vendor_id = 'CMT'\nGROUP BY 1")
-PYTHON = 'import json\nFROM = "SELECT 1"  # a Python name and string\nzones = %lakesql SELECT count(*) AS n FROM busy_zones'
+PYTHON = ('import json\nFROM = "SELECT 1"  # a Python name and string\n'
+          "n = %lakesql SELECT count(*) AS n FROM busy_zones\nshape = %lakesql SUMMARIZE busy_zones")
 LATER = "x = 1\nSELECT 42"  # becomes a lakesql cell in the test
 
 
@@ -91,7 +92,7 @@ def check_colours(page: Page) -> None:
     %lakesql, in the theme's colours for them; nothing SQL in the magic's own line or in Python."""
     sql = words(cell(page, 0))
     assert all(classes == "" for _, classes, _ in sql[0]), sql[0]  # `%%lakesql --save busy_zones` is not SQL
-    assert classes_of(sql[1], "tok-keyword") == ["SELECT", "count", "AS"]
+    assert classes_of(sql[1], "tok-keyword") == ["SELECT", "AS"]  # count is a function in DuckDB, no keyword
     assert classes_of(sql[1], "tok-comment") == ["-- per zone"]
     assert classes_of(sql[2], "tok-keyword") == ["FROM"]
     assert classes_of(sql[3], "tok-keyword") == ["WHERE", "AND"]
@@ -100,7 +101,8 @@ def check_colours(page: Page) -> None:
 
     python = words(cell(page, 1))
     assert all(classes == "" for line in python[:2] for _, classes, _ in line), python[:2]
-    assert classes_of(python[2], "tok-keyword") == ["SELECT", "count", "AS", "FROM"]  # the SQL after %lakesql only
+    assert classes_of(python[2], "tok-keyword") == ["SELECT", "AS", "FROM"]  # the SQL after %lakesql only
+    assert classes_of(python[3], "tok-keyword") == ["SUMMARIZE"]  # DuckDB's own keywords too
     keyword_colour = next(colour for text, _, colour in python[0] if text == "import")  # Python's own keyword
     sql_colours = {colour for line in sql for text, classes, colour in line if classes == "tok-keyword"}
     assert sql_colours == {keyword_colour}

@@ -7,6 +7,7 @@ without `make labextension`; and a wheel missing a file of it would load nothing
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from setuptools.config.setupcfg import read_configuration
 REPO = Path(__file__).resolve().parents[1]
 HIGHLIGHT = REPO / "lakemagic" / "highlight"
 # What stamp.js hashes, in its order.
-SOURCES = ["package.json", "package-lock.json", "tsconfig.json", "src/index.ts"]
+SOURCES = ["package.json", "package-lock.json", "tsconfig.json", "src/index.ts", "src/keywords.ts"]
 INSTALLED = "share/jupyter/labextensions/lakemagic"
 
 
@@ -26,6 +27,15 @@ def test_the_committed_build_was_made_from_the_current_source():
     stamp = (HIGHLIGHT / "labextension.sha256").read_text().strip()
     assert stamp == digest.hexdigest(), ("lakemagic/highlight/ changed since its build: run `make labextension` "
                                          "and commit lakemagic/highlight/labextension/")
+
+
+def test_the_extension_colours_the_keywords_of_this_duckdb():
+    """src/keywords.ts is what keywords.py writes from the installed DuckDB: an upgrade's new keywords are noticed."""
+    spec = importlib.util.spec_from_file_location("keywords", HIGHLIGHT / "keywords.py")
+    keywords = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(keywords)
+    assert (HIGHLIGHT / "src" / "keywords.ts").read_text() == keywords.keywords_module(), (
+        "DuckDB's keywords changed: run `make labextension` and commit lakemagic/highlight/")
 
 
 def test_the_package_installs_the_whole_extension_where_jupyterlab_looks(monkeypatch):

@@ -2,7 +2,7 @@
 const crypto = require('crypto');
 const fs = require('fs');
 
-const SOURCES = ['package.json', 'package-lock.json', 'tsconfig.json', 'src/index.ts'];
+const SOURCES = ['package.json', 'package-lock.json', 'tsconfig.json', 'src/index.ts', 'src/keywords.ts'];
 const hash = crypto.createHash('sha256');
 for (const name of SOURCES) {
   hash.update(fs.readFileSync(name));

@@ -2,31 +2,31 @@
  * Colours the SQL of `%%lakesql` cells and `%lakesql` lines as SQL in JupyterLab 4 and Notebook 7.
  *
  * A cell's language is chosen by its kernel (IPython), so the SQL would be parsed as Python. This
- * adds to every Python editor a layer of marks: the SQL's ranges are parsed by JupyterLab's own
- * SQL parser (the PostgreSQL dialect, DuckDB's nearest) and styled by the editor's own highlighter,
- * so the colours follow the theme. The marks also carry CodeMirror's `tok-*` classes, which say
- * what each word is to anyone (and any test) reading the page.
+ * adds to every Python editor a layer of marks: the SQL's ranges are parsed as DuckDB's SQL
+ * (CodeMirror's PostgreSQL dialect with DuckDB's own keywords) and styled by the editor's own
+ * highlighter, so the colours follow the theme. The marks also carry CodeMirror's `tok-*` classes,
+ * which say what each word is to anyone (and any test) reading the page.
  */
 
 import { highlightingFor, language } from '@codemirror/language';
+import { PostgreSQL, SQLDialect } from '@codemirror/lang-sql';
 import { Extension, Prec, Range, Text } from '@codemirror/state';
 import { Decoration, DecorationSet, EditorView, ViewPlugin, ViewUpdate } from '@codemirror/view';
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { EditorExtensionRegistry, IEditorExtensionRegistry, IEditorLanguageRegistry } from '@jupyterlab/codemirror';
-import { Parser } from '@lezer/common';
+import { EditorExtensionRegistry, IEditorExtensionRegistry } from '@jupyterlab/codemirror';
 import { classHighlighter, Highlighter, highlightTree } from '@lezer/highlight';
+
+import { DUCKDB_KEYWORDS } from './keywords';
+
+const DUCKDB = SQLDialect.define({ ...PostgreSQL.spec, keywords: DUCKDB_KEYWORDS });
 
 const CELL_MAGIC = /^\s*%%lakesql\b/;
 // IPython reads `%lakesql ...` at a line's start, or after `name =`; the SQL follows the magic's
-// options and an optional `VAR <<`, starting at a statement's first keyword.
+// options and an optional `VAR <<`, from a statement's first keyword on.
 const LINE_MAGIC = /^\s*(?:[\w.]+\s*=\s*)?%lakesql\b/;
-const STATEMENT_START = /(?:<<\s*|\b)(?=(?:SELECT|WITH|FROM|VALUES|TABLE|DESCRIBE|SUMMARIZE|SHOW|PIVOT|UNPIVOT|EXPLAIN)\b)/i;
+const STATEMENT_START = /\b(?:SELECT|WITH|FROM|VALUES|TABLE|DESCRIBE|SUMMARIZE|SHOW|PIVOT|UNPIVOT|EXPLAIN)\b/i;
 // Resets what the Python parse of the same text styled (a `#` read as a comment, a name read as a builtin).
 const SQL_REGION = 'lakemagic-sql';
-
-let sqlParser: Parser | null = null;
-// Editors made before JupyterLab loaded its SQL parser: each is told once it has.
-const waiting = new Set<() => void>();
 
 /** Where the SQL is in a Python editor's text: the body of a `%%lakesql` cell, or the SQL of `%lakesql` lines. */
 export function sqlRanges(doc: Text): { from: number; to: number }[] {
@@ -44,7 +44,7 @@ export function sqlRanges(doc: Text): { from: number; to: number }[] {
     const rest = line.text.slice(magic[0].length);
     const start = STATEMENT_START.exec(rest);
     if (start !== null) {
-      ranges.push({ from: line.from + magic[0].length + start.index + start[0].length, to: line.to });
+      ranges.push({ from: line.from + magic[0].length + start.index, to: line.to });
     }
   }
   return ranges;
@@ -52,38 +52,27 @@ export function sqlRanges(doc: Text): { from: number; to: number }[] {
 
 class SqlMarks {
   decorations: DecorationSet;
-  private parser: Parser | null = sqlParser;
-  private readonly wake = () => this.view.dispatch({}); // an empty transaction: update() sees the parser
 
-  constructor(private readonly view: EditorView) {
+  constructor(view: EditorView) {
     this.decorations = this.build(view);
-    if (this.parser === null) {
-      waiting.add(this.wake);
-    }
-  }
-
-  destroy(): void {
-    waiting.delete(this.wake);
   }
 
   update(update: ViewUpdate): void {
-    const reconfigured = update.transactions.some(transaction => transaction.reconfigured);
-    if (update.docChanged || reconfigured || this.parser !== sqlParser) {
-      this.parser = sqlParser;
+    if (update.docChanged || update.transactions.some(transaction => transaction.reconfigured)) {
       this.decorations = this.build(update.view);
     }
   }
 
   private build(view: EditorView): DecorationSet {
     const state = view.state;
-    if (this.parser === null || state.facet(language)?.name !== 'python') {
+    if (state.facet(language)?.name !== 'python') {
       return Decoration.none;
     }
     const themed: Highlighter = { style: tags => highlightingFor(state, tags) };
     const marks: Range<Decoration>[] = [];
     for (const { from, to } of sqlRanges(state.doc)) {
       marks.push(Decoration.mark({ class: SQL_REGION }).range(from, to));
-      const tree = this.parser.parse(state.doc.sliceString(from, to));
+      const tree = DUCKDB.language.parser.parse(state.doc.sliceString(from, to));
       highlightTree(tree, [themed, classHighlighter], (start, end, classes) => {
         marks.push(Decoration.mark({ class: classes }).range(from + start, from + end));
       });
@@ -104,21 +93,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'lakemagic:sql-highlighting',
   description: 'Colours the SQL of %%lakesql cells and %lakesql lines as SQL.',
   autoStart: true,
-  requires: [IEditorExtensionRegistry, IEditorLanguageRegistry],
-  activate: (app: JupyterFrontEnd, extensions: IEditorExtensionRegistry, languages: IEditorLanguageRegistry) => {
+  requires: [IEditorExtensionRegistry],
+  activate: (app: JupyterFrontEnd, extensions: IEditorExtensionRegistry) => {
     extensions.addExtension({
       name: 'lakemagic:sql-highlighting',
       factory: () => EditorExtensionRegistry.createImmutableExtension(sqlHighlighting)
-    });
-    void languages.getLanguage('PostgreSQL').then(found => {
-      sqlParser = found?.support?.language.parser ?? null;
-      if (sqlParser === null) {
-        console.warn('lakemagic: JupyterLab has no SQL parser; %%lakesql cells keep Python colours');
-        return;
-      }
-      const editors = [...waiting];
-      waiting.clear();
-      editors.forEach(wake => wake());
     });
   }
 };

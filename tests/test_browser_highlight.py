@@ -114,7 +114,7 @@ def screenshot_of_cells(page: Page, name: str) -> Path:
     """The lakesql cell and the Python cell below it."""
     first, second = cell(page, 0).bounding_box(), cell(page, 1).bounding_box()
     path = SCREENSHOTS / name
-    page.screenshot(path=path, clip={"x": first["x"], "y": first["y"], "width": min(760, first["width"]),
+    page.screenshot(path=path, clip={"x": first["x"], "y": first["y"], "width": min(700, first["width"]),
                                      "height": second["y"] + second["height"] - first["y"]})
     return path
 

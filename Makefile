@@ -19,11 +19,11 @@ benchmark: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.lambda_path
 	$(BIN)/python -m benchmarks.fanout
 
+# An editable install leaves out data_files, so the built extension is linked where JupyterLab looks for it.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	# An editable install leaves out data_files, so the extension is linked where JupyterLab looks for it.
 	mkdir -p $(LABEXTENSIONS)
 	ln -sfn $(CURDIR)/$(HIGHLIGHT)/labextension $(LABEXTENSIONS)/lakemagic
 	touch $@

@@ -1,26 +1,38 @@
 """Tab completion in `%%lakesql` cells and `%lakesql` lines, through IPython's completer (so every front end gets it).
 
-Offered: the lake's tables and the saved views, and the columns of the
-tables and views the SQL names (after `name.` only that one's; after FROM
-or JOIN only tables and views). The names come from catalog.CatalogCache:
-from memory, at most CATALOG_TTL_S old, fetched in the background; a cold
-cache keeps a keystroke waiting COLD_WAIT_S at most.
+Offered: the lake's tables and the saved views, the columns of the tables
+and views the SQL names, then the functions a query may call and DuckDB's
+keywords (after `name.` only that one's columns; after FROM or JOIN only
+tables, views and the table functions the sandbox allows; after --columns
+only tables and views). The names come from catalog.CatalogCache: from
+memory, at most CATALOG_TTL_S old, fetched in the background; a cold cache
+keeps a keystroke waiting COLD_WAIT_S at most. The functions and keywords
+are read once from this DuckDB (duckdb_functions(), duckdb_keywords()),
+filtered by the handler's own sandbox rule, in the background when the
+extension loads.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
+
 import duckdb
 from IPython.core.completer import CompletionContext, SimpleCompletion, SimpleMatcherResult, context_matcher
 
-from lakelambda.sql import tokens
+from lakelambda.sandbox import may_call
+from lakelambda.sql import parser, tokens
 
 from .catalog import CatalogCache
 from .errors import LakeMagicError
 
 CELL_MAGIC = "%%lakesql"
 LINE_MAGIC = "%lakesql"
-# After these keywords a table's name comes, not a column's.
-TABLE_KEYWORDS = {"FROM", "JOIN", "DESCRIBE", "SUMMARIZE", "--COLUMNS"}
+# After these keywords a table's name comes (or a table function's), not a column's; after --columns only a name.
+TABLE_KEYWORDS = {"FROM", "JOIN", "DESCRIBE", "SUMMARIZE"}
+NAME_OPTIONS = {"--COLUMNS"}
+TABLE_FUNCTION_TYPES = {"table", "table_macro"}
+CALLABLE_TYPES = {"scalar", "aggregate", "macro"} | TABLE_FUNCTION_TYPES  # not pragma: PRAGMA statements only
 MATCHER_ID = "lakemagic.lakesql"
 MATCHER_PRIORITY = 1  # before Jedi's Python names, which it suppresses inside SQL
 
@@ -43,8 +55,11 @@ class LakeSqlCompleter:
             return {"completions": [], "suppress": False}
         completions = self._candidates(text, before, qualifier)
         prefix = fragment.lower()
+        lower_case = fragment.islower()  # `sel` is completed to `select`, `SEL` and `Sel` to `SELECT`
         chosen, seen = [], set()
         for name, kind in completions:
+            if kind == "keyword" and lower_case:
+                name = name.lower()
             if name.lower().startswith(prefix) and name not in seen:
                 seen.add(name)
                 chosen.append(SimpleCompletion(name, type=kind))
@@ -62,16 +77,40 @@ class LakeSqlCompleter:
             named = [known[qualifier.lower()]] if qualifier.lower() in known else _named(sql, known)
             return [(column, "column") for column in self._columns(engine, named)]
         names = [(name, "table") for name in tables] + [(name, "view") for name in view_names]
-        if _last_word(before).upper() in TABLE_KEYWORDS:
+        last = _last_word(before).upper()
+        if last in NAME_OPTIONS:
             return names
-        return [(column, "column") for column in self._columns(engine, _named(sql, known))] + names
+        functions, table_functions, keywords = sql_words()
+        if last in TABLE_KEYWORDS:
+            return names + table_functions
+        columns = [(column, "column") for column in self._columns(engine, _named(sql, known))]
+        return columns + names + functions + keywords
 
     def _columns(self, engine, names: list[str]) -> list[str]:
         return self.cache.column_names(engine, names, self.magic.views) if engine is not None and names else []
 
 
+@functools.lru_cache(maxsize=1)
+def sql_words() -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
+    """The functions a query may call, the table functions it may read from, and DuckDB's keywords
+    (upper case), as (word, kind) pairs: read from DuckDB itself, filtered by the sandbox's rule.
+    Operators (`+`, `~~`) and DuckDB's internal functions (`__internal_...`) are left out."""
+    with parser() as con:
+        found = con.execute("SELECT DISTINCT function_name, function_type FROM duckdb_functions() "
+                            "ORDER BY function_name").fetchall()
+        keywords = con.execute("SELECT upper(keyword_name) FROM duckdb_keywords() ORDER BY 1").fetchall()
+    functions, table_functions = [], []
+    for name, kind in found:
+        table = kind in TABLE_FUNCTION_TYPES
+        if kind in CALLABLE_TYPES and name.isidentifier() and not name.startswith("_") and may_call(name, table):
+            (table_functions if table else functions).append((name, "function"))
+    return functions, table_functions, [(word, "keyword") for (word,) in keywords]
+
+
 def register(shell, magic, cache: CatalogCache | None = None) -> LakeSqlCompleter:
-    """Add the matcher to the shell's completer, replacing one an earlier load of the extension added."""
+    """Add the matcher to the shell's completer, replacing one an earlier load of the extension added.
+    DuckDB's words are read meanwhile, so the first Tab finds them ready."""
+    threading.Thread(target=sql_words, name="lakemagic-sql-words", daemon=True).start()
     completer = LakeSqlCompleter(magic, cache)
 
     @context_matcher(identifier=MATCHER_ID, priority=MATCHER_PRIORITY)

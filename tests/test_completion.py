@@ -13,6 +13,8 @@ from IPython.core.completer import provisionalcompleter
 from lakemagic import completion
 from lakemagic.catalog import CatalogCache
 from lakemagic.engines.embedded import EmbeddedEngine
+from lakelambda.errors import PermissionDenied
+from lakelambda.sandbox import check_query
 
 
 TAXI_COLUMNS = ["vendor_id", "pickup_at", "dropoff_at", "passenger_count", "trip_distance", "pickup_location_id",
@@ -24,6 +26,11 @@ def complete(shell, text: str, cursor: int | None = None) -> list[tuple[str, str
     cursor = len(text) if cursor is None else cursor
     with provisionalcompleter():
         return [(found.text, found.type) for found in shell.Completer.completions(text, cursor)]
+
+
+def lake_names(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The lake's tables and columns and the saved views among what was offered (not DuckDB's own words)."""
+    return [(text, kind) for text, kind in found if kind in ("table", "view", "column")]
 
 
 def eventually(shell, text: str, cursor: int | None = None, timeout_s: float = 30) -> list[tuple[str, str]]:
@@ -111,12 +118,12 @@ def test_a_keystroke_never_waits_for_a_slow_engine(ipython, local_taxi_lake):
     magic._engine = held
     completion.register(ipython, magic, CatalogCache(wait_s=0.05))
     # The engine has not answered: what is known (the saved views) is offered, the fetch goes on behind.
-    assert complete(ipython, "%%lakesql\nSELECT * FROM ") == [("recent", "view")]
-    assert complete(ipython, "%%lakesql\nSELECT * FROM ") == [("recent", "view")]
+    assert lake_names(complete(ipython, "%%lakesql\nSELECT * FROM ")) == [("recent", "view")]
+    assert lake_names(complete(ipython, "%%lakesql\nSELECT * FROM ")) == [("recent", "view")]
     assert held.calls == 1  # one fetch on its way, not one per keystroke
     held.go.set()
-    assert eventually(ipython, "%%lakesql\nSELECT * FROM ") == [("partitioned", "table"), ("taxi_2019_04", "table"),
-                                                                 ("recent", "view")]
+    assert lake_names(eventually(ipython, "%%lakesql\nSELECT * FROM ")) == [
+        ("partitioned", "table"), ("taxi_2019_04", "table"), ("recent", "view")]
 
 
 def test_the_catalog_is_fetched_again_once_it_is_older_than_its_lifetime(ipython, local_taxi_lake, tmp_path):
@@ -125,15 +132,15 @@ def test_the_catalog_is_fetched_again_once_it_is_older_than_its_lifetime(ipython
     ipython.run_line_magic("config", f"LakeMagic.lake = {str(lake)!r}")
     cache = CatalogCache(ttl_s=3600)
     completion.register(ipython, magic_of(ipython), cache)
-    assert eventually(ipython, "%%lakesql\nFROM ") == [("taxi_2019_04", "table")]
+    assert eventually(ipython, "%%lakesql\nFROM tax") == [("taxi_2019_04", "table")]
     shutil.copy(lake / "dataset" / "taxi_2019_04.parquet", lake / "dataset" / "taxi_2019_05.parquet")
-    assert complete(ipython, "%%lakesql\nFROM ") == [("taxi_2019_04", "table")]  # still within its lifetime
+    assert complete(ipython, "%%lakesql\nFROM tax") == [("taxi_2019_04", "table")]  # still within its lifetime
     cache.ttl_s = 0
-    complete(ipython, "%%lakesql\nFROM ")  # stale: answered from memory, fetched again behind
+    complete(ipython, "%%lakesql\nFROM tax")  # stale: answered from memory, fetched again behind
     deadline = time.monotonic() + 30
-    while len(complete(ipython, "%%lakesql\nFROM ")) < 2 and time.monotonic() < deadline:
+    while len(complete(ipython, "%%lakesql\nFROM tax")) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert complete(ipython, "%%lakesql\nFROM ") == [("taxi_2019_04", "table"), ("taxi_2019_05", "table")]
+    assert complete(ipython, "%%lakesql\nFROM tax") == [("taxi_2019_04", "table"), ("taxi_2019_05", "table")]
 
 
 def test_loading_the_extension_again_keeps_one_matcher(ipython):
@@ -145,4 +152,50 @@ def test_loading_the_extension_again_keeps_one_matcher(ipython):
 def test_no_lake_yet_still_completes_the_saved_views(ipython, tmp_path):
     ipython.run_line_magic("config", f"LakeMagic.lake = {str(tmp_path / 'missing')!r}")
     magic_of(ipython).views.save("recent", "SELECT 1 AS x")
-    assert complete(ipython, "%%lakesql\nSELECT * FROM re") == [("recent", "view")]
+    assert lake_names(complete(ipython, "%%lakesql\nSELECT * FROM re")) == [("recent", "view")]
+
+
+# --- DuckDB's own words: keywords and the functions the handler's sandbox lets a query call -------------------
+
+
+def offered(shell, text: str, kind: str) -> list[str]:
+    return [found for found, found_kind in complete(shell, text) if found_kind == kind]
+
+
+def test_keywords_complete_in_the_case_typed(ipython, tmp_path):
+    ipython.run_line_magic("config", f"LakeMagic.lake = {str(tmp_path / 'missing')!r}")  # no lake needed
+    assert offered(ipython, "%%lakesql\nSEL", "keyword") == ["SELECT"]
+    lower = offered(ipython, "%%lakesql\nselect 1 as n\nfrom range(3) gro", "keyword")
+    assert "group" in lower and all(word.islower() for word in lower)
+    assert "WHERE" in offered(ipython, "n = %lakesql SELECT count(*) FROM range(3) WHE", "keyword")
+    assert "SUMMARIZE" in offered(ipython, "%%lakesql\nSUMM", "keyword")  # DuckDB's own, not only the standard's
+    assert ("SELECT", "keyword") not in complete(ipython, "SEL")  # a Python cell: Python's completion only
+
+
+def test_functions_complete_and_the_sandbox_refused_ones_do_not(ipython, tmp_path):
+    ipython.run_line_magic("config", f"LakeMagic.lake = {str(tmp_path / 'missing')!r}")
+    assert offered(ipython, "%%lakesql\nSELECT date_tr", "function") == ["date_trunc"]
+    assert offered(ipython, "%%lakesql\nSELECT approx_count_d", "function") == ["approx_count_distinct"]
+    assert offered(ipython, "%%lakesql\nSELECT current_sett", "function") == []  # reads the engine's settings
+    assert offered(ipython, "%%lakesql\nSELECT getvar", "function") == []
+    assert offered(ipython, "%%lakesql\nSELECT * FROM read_parq", "function") == ["read_parquet"]
+    assert offered(ipython, "%%lakesql\nSELECT * FROM duckdb_", "function") == []  # the engine's own catalog
+    assert offered(ipython, "%%lakesql\nSELECT * FROM quer", "function") == []  # SQL from a string
+    assert offered(ipython, "%%lakesql\nSELECT read_parq", "function") == []  # a table function, not a value
+
+
+def test_every_function_offered_passes_the_sandbox_and_every_one_left_out_is_refused():
+    """The whole list (IPython shows 500 completions at most) against the handler's own check: a call in a query."""
+    functions = {name for name, _ in completion.sql_words()[0]}
+    assert len(functions) > 500 and {"date_trunc", "sum", "regexp_matches", "list_transform"} <= functions
+    calls = duckdb.sql("SELECT DISTINCT function_name FROM duckdb_functions() "
+                       "WHERE function_type IN ('scalar', 'aggregate', 'macro') AND function_name SIMILAR TO '[a-z][a-z0-9_]*'"
+                       ).fetchall()
+    assert len(calls) > len(functions)
+    for (name,) in calls:
+        query = f"SELECT \"{name}\"(1) FROM range(1)"  # quoted: some names are keywords too (row, array)
+        if name in functions:
+            check_query(query, "/lake")
+        else:
+            with pytest.raises(PermissionDenied, match="is not available to queries"):
+                check_query(query, "/lake")

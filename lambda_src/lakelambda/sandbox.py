@@ -112,6 +112,15 @@ def check_query(sql: str, lake_root: str) -> None:
         raise PermissionDenied("this query is nested too deeply to be checked for what it reads") from None
 
 
+def may_call(name: str, table: bool = False) -> bool:
+    """Whether a query may call function `name` (a table function if `table`): the walk's rule, which
+    completion offers by too."""
+    lowered = name.lower()
+    if table:
+        return lowered in READERS or lowered in COMPUTING
+    return name.isascii() and lowered not in DENIED_FUNCTIONS and not lowered.startswith(DENIED_PREFIXES)
+
+
 @functools.lru_cache(maxsize=1)
 def builtin_views() -> frozenset[str]:
     """DuckDB's own views a plain name can reach (main's duckdb_*/sqlite_*, pg_catalog's pg_*), lowercase.
@@ -171,8 +180,7 @@ class _Walk:
         name = node["function_name"]
         if not name.isascii():
             self._deny(f"{name}() is not a DuckDB function (function names are ASCII)", node)
-        lowered = name.lower()
-        if lowered in DENIED_FUNCTIONS or lowered.startswith(DENIED_PREFIXES):
+        if not may_call(name):
             self._deny(f"{name}() is not available to queries: it reads or changes the engine's state, "
                        "or is unsafe on untrusted input", node)
 

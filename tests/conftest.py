@@ -11,6 +11,27 @@ from lakedeploy.wheels import InstalledPackages, Target
 
 pytest_plugins = ["servers"]
 
+# Modules that take tens of seconds each (real servers started, packages built, month-sized data,
+# fan-outs retried on purpose): `pytest -m "not slow"` is the quick loop, the whole suite is CI's.
+SLOW_MODULES = {"test_bench", "test_big_results", "test_deploy", "test_fanout_failures", "test_fanout_run",
+                "test_package", "test_waiting"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark each test by what it needs, from the fixtures it uses: `browser` (chromium and a Jupyter
+    server), `notebooks` (papermill runs a notebook), `aws` (the local S3 and Lambda servers); the
+    first two and SLOW_MODULES are also `slow`."""
+    for item in items:
+        module = item.module.__name__
+        needs = {"browser": "browser" in item.fixturenames,
+                 "notebooks": module == "test_notebooks" or "papermill" in item.name,
+                 "aws": "moto_endpoint" in item.fixturenames}
+        for marker, needed in needs.items():
+            if needed:
+                item.add_marker(marker)
+        if needs["browser"] or needs["notebooks"] or module in SLOW_MODULES:
+            item.add_marker("slow")
+
 
 @pytest.fixture
 def ipython():

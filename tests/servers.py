@@ -75,9 +75,14 @@ def start_function(s3_lake: str, aws_environment: dict, env: dict | None = None,
 def lambda_endpoint(s3_lake, aws_environment):
     """The lake handler behind the Lambda Invoke API, with AWS_ENDPOINT_URL_LAMBDA pointing at it."""
     local = start_function(s3_lake, aws_environment)
+    saved = os.environ.get("AWS_ENDPOINT_URL_LAMBDA")
     os.environ["AWS_ENDPOINT_URL_LAMBDA"] = local.endpoint_url
     yield local
     local.stop()
+    if saved is None:
+        os.environ.pop("AWS_ENDPOINT_URL_LAMBDA", None)
+    else:
+        os.environ["AWS_ENDPOINT_URL_LAMBDA"] = saved
 
 
 @pytest.fixture(scope="module")

@@ -178,7 +178,6 @@ def main(argv=None) -> int:
                     fanned_out(engine, sql, workers)()  # every worker started before anything is timed
                     results.append(compare(f"measured: {label}", fanned_out(engine, sql, workers),
                                            one_invocation(alone, sql), options.repeat, None))
-                    single = results[-1].theirs
                     if workers == 1:
                         continue
                     for state, prepare in (("data cached", lambda: None),

@@ -49,13 +49,13 @@ class Status:
         self.done, self.total = done, total
 
 
-_current: contextvars.ContextVar[Status] = contextvars.ContextVar("lakemagic_wait_status", default=Status())
+_current: contextvars.ContextVar[Status | None] = contextvars.ContextVar("lakemagic_wait_status", default=None)
 
 
 def current() -> Status:
     """The status of the call being waited for (a throwaway one outside a wait); threads a call starts should
     take it here, in the call's own thread, and report to it."""
-    return _current.get()
+    return _current.get() or Status()
 
 
 class Wait:

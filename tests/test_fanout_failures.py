@@ -8,7 +8,6 @@ partitioned table `readings` whose one partition holds a value that cannot be ca
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path

@@ -605,7 +605,9 @@ def test_s3_reads_still_work_through_the_secret(marker_database):
 
 def test_the_database_settings_before_the_lock(marker_database):
     with marker_database.cursor() as cursor:
-        setting = lambda name: str(cursor.execute(f"SELECT current_setting('{name}')").fetchone()[0]).lower()
+        def setting(name):
+            return str(cursor.execute(f"SELECT current_setting('{name}')").fetchone()[0]).lower()
+
         assert setting("errors_as_json") == "true"
         assert setting("enable_logging") in ("false", "0")
         assert setting("python_enable_replacements") == "false"

@@ -38,7 +38,7 @@ from ..decode import checked_type, restored
 from .base import Engine, Reply
 
 # The most bytes of results one kernel holds; the oldest go first beyond it (a query shown again runs again).
-HELD_BYTES = 2 * 1024**3
+KEPT_BYTES = 2 * 1024**3
 # The name a merge's rows are copied from.
 _MERGED = "lakemagic_merged"
 
@@ -47,11 +47,11 @@ class KernelEngine(Engine):
     name = "kernel"
     shares_files = True  # its results are files in this kernel's own folder
 
-    def __init__(self, held_bytes: int = HELD_BYTES):
+    def __init__(self, kept_bytes: int = KEPT_BYTES):
         self._folder = tempfile.TemporaryDirectory(prefix="lakemagic-kernel-")
         self.folder = self._folder.name
         self._database = _open_database(self.folder)
-        self._results = _HeldResults(self.folder, held_bytes)
+        self._results = _KernelResults(self.folder, kept_bytes)
 
     def call(self, request: dict) -> Reply:
         """A request about a result this engine holds (page, part, download, derive, profile)."""
@@ -70,15 +70,15 @@ class KernelEngine(Engine):
         return Reply(protocol.to_wire(_timed(answer, started)))
 
     def adopt(self, answer: PageAnswer) -> PageAnswer:
-        """An inline answer's result, held here from now on: the same answer, naming it by an id of this engine.
+        """An inline answer's result, kept here from now on: the same answer, naming it by an id of this engine.
 
         An inline answer's page is the result's whole file. Its column types are
         read by DuckDB's own type parser before anything uses them.
         """
         columns = tuple(Column(column.name, checked_type(column.type)) for column in answer.result.columns)
         result_id, path = self._results.new_result()
-        with open(path, "wb") as held:
-            held.write(base64.b64decode(answer.page.data))
+        with open(path, "wb") as kept:
+            kept.write(base64.b64decode(answer.page.data))
         stored = self._results.keep(result_id, path, columns, answer.result.total_rows)
         return dataclasses.replace(answer, result=stored.info)
 
@@ -129,36 +129,36 @@ def _open_database(folder: str) -> duckdb.DuckDBPyConnection:
     return con
 
 
-class _HeldResults(ResultStore):
-    """The kernel's results, as files in its folder: described from memory, oldest let go beyond `held_bytes`."""
+class _KernelResults(ResultStore):
+    """The kernel's results, as files in its folder: described from memory, oldest let go beyond `kept_bytes`."""
 
-    def __init__(self, folder: str, held_bytes: int):
+    def __init__(self, folder: str, kept_bytes: int):
         os.makedirs(os.path.join(folder, "pages"))
         # Never inline: a result here is already where it is read.
         super().__init__(Lake(folder), os.path.join(folder, "results"), os.path.join(folder, "pages"), inline_bytes=-1)
-        self.held_bytes = held_bytes
-        self._held: dict[str, StoredResult] = {}  # oldest first
+        self.kept_bytes = kept_bytes
+        self._kept: dict[str, StoredResult] = {}  # oldest first
         self._lock = threading.Lock()
 
     def keep(self, result_id: str, path: str, columns: tuple[Column, ...], rows: int,
              size: int | None = None) -> StoredResult:
         stored = super().keep(result_id, path, columns, rows, size)
         with self._lock:
-            self._held[result_id] = stored
-            total = sum(held.info.result_bytes for held in self._held.values())
-            for oldest in list(self._held)[:-1]:
-                if total <= self.held_bytes:
+            self._kept[result_id] = stored
+            total = sum(kept.info.result_bytes for kept in self._kept.values())
+            for oldest in list(self._kept)[:-1]:
+                if total <= self.kept_bytes:
                     break
-                total -= self._held[oldest].info.result_bytes
+                total -= self._kept[oldest].info.result_bytes
                 self._forget(oldest)
         return stored
 
     def open(self, con, result_id: str) -> StoredResult:
         with self._lock:
-            stored = self._held.get(result_id)
+            stored = self._kept.get(result_id)
         if stored is None:
             raise ResultNotFound(f"result {result_id} is no longer held by this kernel (it keeps the newest "
-                                 f"{self.held_bytes / 2**30:g} GiB of results); run the query again")
+                                 f"{self.kept_bytes / 2**30:g} GiB of results); run the query again")
         return stored
 
     def forget(self, result_id: str) -> None:
@@ -166,7 +166,7 @@ class _HeldResults(ResultStore):
             self._forget(result_id)
 
     def _forget(self, result_id: str) -> None:
-        stored = self._held.pop(result_id, None)
+        stored = self._kept.pop(result_id, None)
         if stored is not None and os.path.exists(stored.path):
             os.remove(stored.path)
 

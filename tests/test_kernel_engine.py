@@ -1,20 +1,23 @@
-"""The fan-out's merge in the kernel engine: exact, typed as declared, sandboxed, and each merge on its own.
+"""The kernel engine: a fan-out's merge exact, typed as declared, sandboxed, each merge on its own; the
+results it keeps bounded; nothing but result operations served.
 
 The merge SQL carries the user's expressions, so the database it runs in
 reads no file but its own folder's, loads nothing, computes in UTC and keeps
 its settings; one kernel engine serves the kernel's merges, each a cursor
 that sees only its own partials, and what it merges is a result it serves.
+(tests/test_explore.py runs every result operation over its results.)
 """
 
 from __future__ import annotations
 
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import duckdb
 import pytest
 
-from lakelambda import page_format
+from lakelambda import page_format, protocol
 from lakelambda.protocol import Column
 from lakelambda.sql import quote_literal
 from lakemagic.client import Page
@@ -98,3 +101,20 @@ def test_one_kernel_engine_serves_the_kernel_and_is_made_again_if_its_folder_wen
     shutil.rmtree(first.folder)
     _, got = merged(files, "SELECT * FROM partials")
     assert kernel_engine() is not first and got.n.tolist() == [2]
+
+
+def test_beyond_its_bound_the_oldest_results_go_and_asking_for_one_says_to_run_again(tmp_path):
+    kernel = KernelEngine(kept_bytes=1)  # room for the newest result only
+    files = [part(tmp_path, "SELECT 1::INTEGER AS k, 2::HUGEINT AS n")]
+    older, _ = merged(files, "SELECT * FROM partials", kernel=kernel)
+    newer, _ = merged(files, "SELECT n, k FROM partials", kernel=kernel)
+    pages = [protocol.parse_answer(kernel.call(protocol.page_request(answer.result.result_id, 0, 10)).answer)
+             for answer in (older, newer)]
+    assert pages[0].type == "ResultNotFound" and "run the query again" in pages[0].message
+    assert pages[1].page.row_count == 1
+    assert len(list(Path(kernel.folder).rglob("*.parquet"))) == 1  # the older file went too
+
+
+def test_it_answers_requests_about_its_results_only():
+    answer = protocol.parse_answer(KernelEngine().call(protocol.query_request("SELECT 1", {}, 10)).answer)
+    assert answer.type == "ProtocolError" and "only serves results it holds" in answer.message

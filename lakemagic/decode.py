@@ -80,6 +80,9 @@ def restored(con, paths: list[str], columns: tuple[Column, ...]) -> duckdb.DuckD
     if not paths:
         return con.sql(_empty_select(columns))
     relation = con.read_parquet(paths)
+    if relation.columns != [column.name for column in columns]:
+        raise EngineError(f"the engine's answer names the columns {[c.name for c in columns]!r}, but its rows hold "
+                          f"{relation.columns!r}")
     stored = dict(zip(relation.columns, (str(t) for t in relation.types)))
     if list(stored.items()) == [(column.name, column.type) for column in columns]:
         return relation  # every column arrived as declared: a projection would only bind the file again

@@ -10,6 +10,7 @@ that sees only its own partials, and what it merges is a result it serves.
 
 from __future__ import annotations
 
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,8 +20,12 @@ import pytest
 
 from lakelambda import page_format, protocol
 from lakelambda.protocol import Column
-from lakelambda.sql import quote_literal
+from lakelambda.protocol import SortKey
+from lakelambda.sql import quote_identifier, quote_literal
+from lakemagic import client
 from lakemagic.client import Page
+from lakemagic.engines.embedded import EmbeddedEngine
+from lakemagic.errors import EngineError
 from lakemagic.engines.kernel import KernelEngine, kernel_engine
 from lakemagic.fanout.tree import PARTIALS
 
@@ -118,3 +123,31 @@ def test_beyond_its_bound_the_oldest_results_go_and_asking_for_one_says_to_run_a
 def test_it_answers_requests_about_its_results_only():
     answer = protocol.parse_answer(KernelEngine().call(protocol.query_request("SELECT 1", {}, 10)).answer)
     assert answer.type == "ProtocolError" and "only serves results it holds" in answer.message
+
+
+HOSTILE_NAMES = ["n\") AS a, (SELECT content FROM read_text('/etc/hostname')) AS \"leak",
+                 "m'); COPY (SELECT 1) TO '/tmp/lakemagic-canary.csv'; --"]
+
+
+class Renaming(EmbeddedEngine):
+    """An engine whose inline answers name their columns with SQL of their own."""
+
+    def call(self, request: dict):
+        reply = super().call(request)
+        for column, name in zip(reply.answer.get("columns", []), HOSTILE_NAMES):
+            column["name"] = name
+        return reply
+
+
+def test_an_answers_column_names_are_data_in_the_kernel_engine_never_sql(tmp_path):
+    result = client.run_query(Renaming(str(tmp_path)), "SELECT range AS n, range % 3 AS m FROM range(10)")
+    assert result.inline and result.engine is kernel_engine()
+    first, second = HOSTILE_NAMES
+    # The kernel engine reads a result's columns by position and names them as the answer says.
+    derived = result.derive((SortKey(first, True),), f"{quote_identifier(second)} = 0")
+    assert derived.total_rows == 4 and derived.columns == result.columns
+    assert result.profile(second).max == "2" and result.profile(first).max == "9"
+    # The decoder refuses rows whose columns are not the ones the answer names.
+    with pytest.raises(EngineError, match="but its rows hold"):
+        result.to_dataframe()
+    assert not os.path.exists("/tmp/lakemagic-canary.csv")

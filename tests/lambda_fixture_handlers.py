@@ -50,6 +50,16 @@ def write_file(event, context):
     Path(event["path"]).write_text(event["text"])
 
 
+def record(event, context):
+    """Append the event's name to the file it names (one line per run), then sleep, then fail if asked."""
+    with open(event["path"], "a") as runs:
+        runs.write(event["name"] + "\n")
+    time.sleep(event.get("sleep", 0))
+    if event.get("fail"):
+        raise RuntimeError("failing on purpose")
+    return event["name"]
+
+
 def describe(event, context):
     """The context and environment the handler sees, and the remaining time twice."""
     first = context.get_remaining_time_in_millis()

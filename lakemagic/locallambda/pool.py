@@ -2,8 +2,9 @@
 
 Workers start with the "spawn" method, so each is as fresh as a new Lambda
 container. A pool reuses its most recently used idle worker, throttles
-beyond `max_workers`, kills a worker whose invocation times out, and
-retires its workers on `recycle()` so the next invocation is a cold start.
+beyond `max_workers`, kills a worker whose invocation times out or whose
+memory grows past the function's (as Lambda's cgroup does), and retires
+its workers on `recycle()` so the next invocation is a cold start.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import os
 import signal
 import shutil
 import sys
@@ -30,6 +32,10 @@ LATEST = "$LATEST"
 LOCAL_ACCOUNT_ID = "000000000000"
 INIT_TIMEOUT_S = 10.0  # Lambda's limit for the Init phase (importing the handler)
 EXIT_STATUS_WAIT_S = 1.0  # how long to wait for a dying worker's exit status
+# How often a busy worker's resident memory is read: DuckDB can grow by a few GB/s, so a check
+# every 10 ms lets it pass the function's memory by tens of MB at most before it is killed.
+MEMORY_CHECK_S = 0.01
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 _SPAWN = multiprocessing.get_context("spawn")
 
@@ -41,7 +47,7 @@ class FunctionSpec:
     handler: str  # "package.module.function" (Lambda's setting) or "package.module:function"
     env: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 60.0
-    memory_mb: int = 2048  # reported to the handler; not enforced
+    memory_mb: int = 2048  # reported to the handler, and enforced: a worker past it is killed
     max_workers: int = 4  # like reserved concurrency: more at once are throttled
 
     def __post_init__(self) -> None:
@@ -62,6 +68,21 @@ def service_failure(error_type: str, message: str) -> Result:
 def _timed_out(request_id: str, timeout_s: float) -> Result:
     message = f"RequestId: {request_id} Error: Task timed out after {timeout_s:.2f} seconds"
     return service_failure("Sandbox.Timedout", message)
+
+
+def _out_of_memory(request_id: str) -> Result:
+    """What Lambda answers when the function's cgroup kills the runtime for its memory."""
+    message = f"RequestId: {request_id} Error: Runtime exited with error: signal: killed"
+    return service_failure("Runtime.OutOfMemory", message)
+
+
+def _resident_bytes(pid: int | None) -> int:
+    """The process's resident memory (Linux's /proc; 0 elsewhere, where it is not enforced)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _exited(request_id: str, exitcode: int | None) -> Result:
@@ -118,6 +139,7 @@ class Worker:
 
     def __init__(self, handler: str, environment: dict[str, str], generation: int) -> None:
         self.generation = generation
+        self._memory_bytes = int(environment["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]) * 2**20
         self._ready = False
         self._stop_lock = threading.Lock()
         self._conn, child_conn = _SPAWN.Pipe()
@@ -154,9 +176,15 @@ class Worker:
         return result._replace(output=init_output + result.output, init_ms=init_ms)
 
     def _receive(self, request_id: str, timeout_s: float) -> Result:
+        """The worker's answer; killed at the timeout, or as soon as its memory is past the function's."""
+        deadline = time.monotonic() + timeout_s
         try:
-            if self._conn.poll(timeout_s):
-                return self._conn.recv()
+            while (remaining := deadline - time.monotonic()) > 0:
+                if self._conn.poll(min(remaining, MEMORY_CHECK_S)):
+                    return self._conn.recv()
+                if _resident_bytes(self._process.pid) > self._memory_bytes:
+                    self.stop()
+                    return _out_of_memory(request_id)
         except (EOFError, OSError):
             return self._exit_result(request_id)
         self.stop()

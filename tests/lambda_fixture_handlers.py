@@ -98,3 +98,16 @@ def crash_once_per_task(event, context):
     from lakelambda.handler import handler  # imported here: the other handlers do not need the lake's
 
     return handler(event, context)
+
+
+def lake_and_imports(event, context):
+    """The lake's handler's answer, and what the worker had imported and could import by then."""
+    import importlib.util
+    import sys
+
+    from lakelambda.handler import handler
+
+    answer = handler(event, context)
+    files = {name: getattr(sys.modules.get(name), "__file__", None) for name in ("duckdb", "boto3", "lakelambda")}
+    return {"answer": answer, "path": sys.path, "files": files, "pandas_imported": "pandas" in sys.modules,
+            "pandas_importable": importlib.util.find_spec("pandas") is not None}

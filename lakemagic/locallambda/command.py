@@ -8,6 +8,7 @@ import threading
 
 from .connections import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, ConnectionLimits
 from .events import DEFAULT_MAX_AGE_S, DEFAULT_MAX_EVENTS, DEFAULT_MAX_RETRIES, DEFAULT_RETRY_DELAY_S, EventPolicy
+from .layout import LAKE_PACKAGES
 from .pool import FunctionSpec
 from .server import LocalLambda
 
@@ -26,12 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--function-name", default="lakemagic")
     parser.add_argument("--handler", default="lakelambda.handler.handler")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default: 60)")
-    parser.add_argument("--memory", type=int, default=2048, help="MB reported to the handler (default: 2048)")
+    parser.add_argument("--memory", type=int, default=2048, help="MB the function has: reported to the handler, and enforced as on Lambda (a worker past it is killed: Runtime.OutOfMemory) (default: 2048)")
     parser.add_argument("--max-workers", type=int, default=4, help="concurrent invocations (default: 4)")
     parser.add_argument(
         "--env", type=_env_assignment, action="append", default=[], metavar="KEY=VALUE",
         help="environment variable for the function (repeatable)",
     )
+    imports = parser.add_mutually_exclusive_group()
+    imports.add_argument("--package", action="append", metavar="MODULE",
+                         help="a top-level module of the function's package, which is all the workers import beside "
+                              "the standard library and boto3, as on Lambda (repeatable; default: the lake handler's "
+                              f"{', '.join(LAKE_PACKAGES)})")
+    imports.add_argument("--server-path", action="store_true",
+                         help="workers import whatever this Python environment can (pandas included), not as on Lambda")
     queue = parser.add_argument_group("Event (asynchronous) invocations, queued as Lambda queues them")
     queue.add_argument("--event-queue", type=int, default=DEFAULT_MAX_EVENTS,
                        help=f"events queued at most; beyond them 429 (default: {DEFAULT_MAX_EVENTS})")
@@ -59,6 +67,7 @@ def run(options: argparse.Namespace) -> int:
         timeout_s=options.timeout,
         memory_mb=options.memory,
         max_workers=options.max_workers,
+        packages=None if options.server_path else tuple(options.package or LAKE_PACKAGES),
     )
     events = EventPolicy(max_events=options.event_queue, max_age_s=options.event_max_age,
                          max_retries=options.event_retries, retry_delay_s=options.event_retry_delay)

@@ -110,6 +110,7 @@ def _log_tail(request_id: str, result: Result, duration_ms: float, memory_mb: in
         f"END RequestId: {request_id}\n"
         f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
         f"Billed Duration: {math.ceil(duration_ms)} ms\tMemory Size: {memory_mb} MB"
+        + (f"\tMax Memory Used: {result.max_memory_mb} MB" if result.max_memory_mb is not None else "")
         + (f"\tInit Duration: {result.init_ms:.2f} ms" if result.init_ms is not None else "")
         + "\n"
     )
@@ -220,8 +221,8 @@ class LocalLambda:
         headers = {"Content-Type": "application/json", "X-Amz-Executed-Version": LATEST}
         if result.error_type is not None:
             headers["X-Amz-Function-Error"] = "Unhandled"
-        if log_type == "Tail":
-            duration_ms = (time.monotonic() - started) * 1000
+        if log_type == "Tail":  # Lambda's Duration leaves out a cold start's Init Duration
+            duration_ms = (time.monotonic() - started) * 1000 - (result.init_ms or 0.0)
             headers["X-Amz-Log-Result"] = _log_tail(request_id, result, duration_ms, pool.spec.memory_mb)
         return _Reply(200, result.payload, headers, _outcome(result))
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from .pool import FunctionPool, Throttled
 from .runtime import Result
@@ -60,8 +60,7 @@ class _Queued:
     due: float  # monotonic time it may run
     sequence: int
     pool: FunctionPool = field(compare=False)
-    event: Any = field(compare=False)
-    size: int = field(compare=False)
+    payload: bytes = field(compare=False)  # kept as sent: its size is what the queue's bound counts
     request_id: str = field(compare=False)
     received: float = field(compare=False)
     attempts: int = field(default=0, compare=False)  # runs that ended in a function error
@@ -89,15 +88,16 @@ class EventQueue:
         self._thread = threading.Thread(target=self._dispatch, name="local-lambda-events", daemon=True)
         self._thread.start()
 
-    def put(self, pool: FunctionPool, event: Any, size: int, request_id: str) -> bool:
-        """Queue one event; False if the queue is full (the caller answers 429)."""
+    def put(self, pool: FunctionPool, payload: bytes, request_id: str) -> bool:
+        """Queue one event (its JSON payload, already checked); False if the queue is full (the caller answers 429)."""
         with self._changed:
-            if self._stopping or self._held >= self.policy.max_events or self._bytes + size > self.policy.max_bytes:
+            if (self._stopping or self._held >= self.policy.max_events
+                    or self._bytes + len(payload) > self.policy.max_bytes):
                 return False
             now = self._clock()
-            heapq.heappush(self._heap, _Queued(now, next(self._sequence), pool, event, size, request_id, now))
+            heapq.heappush(self._heap, _Queued(now, next(self._sequence), pool, payload, request_id, now))
             self._held += 1
-            self._bytes += size
+            self._bytes += len(payload)
             self._changed.notify()
             return True
 
@@ -134,7 +134,7 @@ class EventQueue:
     def _done(self, queued: _Queued) -> None:
         with self._changed:
             self._held -= 1
-            self._bytes -= queued.size
+            self._bytes -= len(queued.payload)
 
     def _dispatch(self) -> None:
         while (queued := self._next()) is not None:
@@ -143,11 +143,16 @@ class EventQueue:
                 self._done(queued)
                 continue
             try:
-                result = queued.pool.invoke(queued.event, queued.request_id)
+                event = json.loads(queued.payload) if queued.payload.strip() else {}
+                result = queued.pool.invoke(event, queued.request_id)
             except Throttled:
                 wait = self.policy.throttle_first_wait_s * 2 ** queued.throttles
                 queued.throttles += 1
                 self._requeue(queued, min(wait, self.policy.throttle_max_wait_s))
+                continue
+            except Exception as error:  # the one dispatcher must go on: this event alone is lost
+                _log(queued, f"dropped: the endpoint failed to run it: {error!r}")
+                self._done(queued)
                 continue
             self._settle(queued, result)
 

@@ -206,7 +206,7 @@ class LocalLambda:
         if invocation_type == "DryRun":
             return _Reply(204, outcome="204 DryRun")
         if invocation_type == "Event":
-            return self._invoke_event(pool, event, len(body), request_id)
+            return self._invoke_event(pool, body, request_id)
         if invocation_type != "RequestResponse":
             message = f"Unsupported InvocationType: {invocation_type}"
             return _aws_error(400, "InvalidParameterValueException", {"Type": "User", "message": message})
@@ -226,11 +226,11 @@ class LocalLambda:
             headers["X-Amz-Log-Result"] = _log_tail(request_id, result, duration_ms, pool.spec.memory_mb)
         return _Reply(200, result.payload, headers, _outcome(result))
 
-    def _invoke_event(self, pool: FunctionPool, event: Any, size: int, request_id: str) -> _Reply:
-        if size > EVENT_REQUEST_LIMIT_BYTES:
-            message = f"{size} byte payload is too large for the Event invocation type (limit {EVENT_REQUEST_LIMIT_BYTES} bytes)"
+    def _invoke_event(self, pool: FunctionPool, body: bytes, request_id: str) -> _Reply:
+        if len(body) > EVENT_REQUEST_LIMIT_BYTES:
+            message = f"{len(body)} byte payload is too large for the Event invocation type (limit {EVENT_REQUEST_LIMIT_BYTES} bytes)"
             return _aws_error(413, "RequestEntityTooLargeException", {"Type": "User", "message": message})
-        if not self._events.put(pool, event, size, request_id):  # full: the caller may try again later
+        if not self._events.put(pool, body, request_id):  # full: the caller may try again later
             return _too_many_requests("FunctionInvocationRateLimitExceeded", retry_after_s=1)
         return _Reply(202, outcome="202 Event queued")
 

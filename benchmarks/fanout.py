@@ -1,6 +1,6 @@
 """Fan-out against one invocation on the date-partitioned taxi month, measured here and simulated.
 
-    python -m benchmarks.fanout [--rows N] [--repeat K] [--workers 1,2,4,10] [--s3-delay-ms D] [--check]
+    python -m benchmarks.fanout [--rows N] [--repeat K] [--workers 1,2,4,10] [--s3-delay-ms D | --real-s3] [--check]
 
 moto's S3 API (behind a counting proxy) and the local Lambda endpoint run on
 127.0.0.1. For each N the endpoint gets N workers and the query at most N
@@ -49,7 +49,8 @@ from lakemagic.fanout import runner
 from lakemagic.engines.kernel import KernelEngine, kernel_engine
 from lakemagic.fanout.tree import PARTIALS
 from lakemagic.locallambda import FunctionSpec, LocalLambda
-from lakemagic.locallambda.s3proxy import S3Proxy
+from lakemagic.locallambda.layout import LAKE_PACKAGES
+from lakemagic.locallambda.s3proxy import REAL_S3, S3Proxy
 from lakemagic.taxi import TAXI_MONTH_ROWS, build_lake
 
 from .measure import Ratio, add_check_option, compare, show, timed, verdict
@@ -150,6 +151,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", default="1,2,4,10", help="the N to measure, comma-separated")
     parser.add_argument("--s3-delay-ms", type=float, default=0.0,
                         help="wait this long before each S3 request (real S3 answers in about 10-30 ms)")
+    parser.add_argument("--real-s3", action="store_true",
+                        help="answer at real S3's pace (s3proxy.REAL_S3: first byte after 30 ms, 85 MB/s per connection)")
     add_check_option(parser)
     options = parser.parse_args(argv)
     counts = sorted({int(n) for n in options.workers.split(",")})
@@ -158,7 +161,8 @@ def main(argv=None) -> int:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    proxy = S3Proxy(f"http://{host}:{port}", delay_s=options.s3_delay_ms / 1000).start()
+    proxy = S3Proxy(f"http://{host}:{port}", delay_s=options.s3_delay_ms / 1000,
+                    model=REAL_S3 if options.real_s3 else None).start()
     saved = dict(os.environ)
     os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL_S3=proxy.endpoint_url)
     results = []
@@ -166,7 +170,8 @@ def main(argv=None) -> int:
         upload_partitioned_month(options.rows)
         env = dict(CREDENTIALS, AWS_ENDPOINT_URL_S3=proxy.endpoint_url, LAKEMAGIC_LAKE="s3://lake")
         for workers in counts:
-            functions = {name: FunctionSpec("lakelambda.handler.handler", env=env, max_workers=count, timeout_s=300.0)
+            functions = {name: FunctionSpec("lakelambda.handler.handler", env=env, max_workers=count, timeout_s=300.0,
+                                            packages=LAKE_PACKAGES)
                          for name, count in ((FUNCTION, workers), (ALONE, 1))}
             # The endpoint logs a line per invocation to stderr; the figures are what to read here.
             with LocalLambda(functions) as local, contextlib.redirect_stderr(io.StringIO()):

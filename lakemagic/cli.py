@@ -32,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     """
     from lakedeploy.cli import register as register_deploy
 
-    from .locallambda.server import add_arguments as add_serve_arguments
-    from .locallambda.server import run as run_serve
+    from .locallambda.command import add_arguments as add_serve_arguments
+    from .locallambda.command import run as run_serve
 
     parser = argparse.ArgumentParser(prog="lakemagic", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)

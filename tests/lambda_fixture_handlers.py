@@ -50,6 +50,16 @@ def write_file(event, context):
     Path(event["path"]).write_text(event["text"])
 
 
+def record(event, context):
+    """Append the event's name to the file it names (one line per run), then sleep, then fail if asked."""
+    with open(event["path"], "a") as runs:
+        runs.write(event["name"] + "\n")
+    time.sleep(event.get("sleep", 0))
+    if event.get("fail"):
+        raise RuntimeError("failing on purpose")
+    return event["name"]
+
+
 def describe(event, context):
     """The context and environment the handler sees, and the remaining time twice."""
     first = context.get_remaining_time_in_millis()
@@ -88,3 +98,16 @@ def crash_once_per_task(event, context):
     from lakelambda.handler import handler  # imported here: the other handlers do not need the lake's
 
     return handler(event, context)
+
+
+def lake_and_imports(event, context):
+    """The lake's handler's answer, and what the worker had imported and could import by then."""
+    import importlib.util
+    import sys
+
+    from lakelambda.handler import handler
+
+    answer = handler(event, context)
+    files = {name: getattr(sys.modules.get(name), "__file__", None) for name in ("duckdb", "boto3", "lakelambda")}
+    return {"answer": answer, "path": sys.path, "files": files, "pandas_imported": "pandas" in sys.modules,
+            "pandas_importable": importlib.util.find_spec("pandas") is not None}

@@ -6,6 +6,7 @@ mocks boto3, DuckDB or S3.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from lakemagic.locallambda import FunctionSpec, LocalLambda
+from lakemagic.locallambda.layout import LAKE_PACKAGES
 from lakemagic.taxi import build_lake
 
 BUCKET = "lake"
@@ -66,6 +68,7 @@ def s3_lake(aws_environment, local_taxi_lake) -> str:
 def start_function(s3_lake: str, aws_environment: dict, env: dict | None = None, **spec) -> LocalLambda:
     env = dict(aws_environment, LAKEMAGIC_LAKE=s3_lake, **(env or {}))
     options = {"timeout_s": 60.0, "memory_mb": 2048, "max_workers": 2, **spec}
+    options.setdefault("packages", LAKE_PACKAGES)  # imports as on Lambda: no pandas, no site-packages
     local = LocalLambda({FUNCTION: FunctionSpec("lakelambda.handler.handler", env=env, **options)})
     local.start()
     return local
@@ -103,3 +106,17 @@ def shell_on_both_engines(request, ipython, local_taxi_lake):
     else:
         ipython.run_line_magic("config", f"LakeMagic.lake = {str(local_taxi_lake)!r}")
     return ipython
+
+
+def worker_pids() -> set[int]:
+    """This process's LocalLambda workers, known by the first line of the code they run."""
+    pids = set()
+    for children in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            pids.update(int(pid) for pid in children.read_text().split())
+    found = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if b"# lakemagic-worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.add(pid)
+    return found

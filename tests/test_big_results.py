@@ -28,8 +28,8 @@ SCRATCH_BYTES = 2 * 1024 * 1024
 # Ten copies of the taxi sample: several MB as Parquet, far more than the scratch space.
 BIG = ("SELECT t.*, copy FROM taxi_2019_04 AS t, range(10) AS c(copy) "
        "ORDER BY copy, pickup_at, dropoff_at, total_amount, pickup_location_id")
-# Some 700 MB in DuckDB's memory, more than a 128 MB function has.
-MORE_THAN_128_MB_HOLD = "SELECT range AS id, repeat('x', 200) || range AS label FROM range(3000000)"
+# Some 700 MB in DuckDB's memory, more than a 512 MB function has (and far more than a 128 MB one).
+MORE_THAN_512_MB_HOLD = "SELECT range AS id, repeat('x', 200) || range AS label FROM range(3000000)"
 
 
 def results_in_the_lake() -> dict[str, int]:
@@ -78,11 +78,11 @@ def test_a_result_over_the_cap_is_refused_before_anything_is_written(s3_lake, aw
 
 def test_a_result_the_function_cannot_hold_is_refused_in_its_own_words(s3_lake, aws_environment, monkeypatch):
     """Past the function's memory and spill space the answer is the cap's error, not DuckDB's out-of-memory advice."""
-    with function(s3_lake, aws_environment, monkeypatch, memory_mb=128, max_workers=1,
+    with function(s3_lake, aws_environment, monkeypatch, memory_mb=512, max_workers=1,
                   env={"LAKEMAGIC_SCRATCH_BYTES": str(40 * 1024 * 1024)}):
         before = results_in_the_lake()
         with pytest.raises(LakeQueryError) as refused:
-            client.run_query(LambdaEngine(FUNCTION), MORE_THAN_128_MB_HOLD, reuse=False)
+            client.run_query(LambdaEngine(FUNCTION), MORE_THAN_512_MB_HOLD, reuse=False)
         assert refused.value.error_type == "ResultTooLarge", refused.value.message
         assert "LIMIT" in refused.value.message and "--materialize" in refused.value.message
         assert "PRAGMA" not in refused.value.message
@@ -93,7 +93,7 @@ def test_a_local_lake_streams_a_result_the_engine_could_not_hold(local_taxi_lake
     """On a local lake the result goes from the query into its file as it runs: no copy of it is held."""
     handler = LakeHandler(str(local_taxi_lake), Settings(memory_mb=128, scratch_bytes=40 * 1024 * 1024))
     try:
-        answer = protocol.parse_answer(handler(protocol.query_request(MORE_THAN_128_MB_HOLD, {}, 10, reuse=False)))
+        answer = protocol.parse_answer(handler(protocol.query_request(MORE_THAN_512_MB_HOLD, {}, 10, reuse=False)))
     finally:
         handler.close()
     try:

@@ -29,7 +29,7 @@ from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import EngineError, LakeQueryError
 
-from servers import BUCKET, FUNCTION, start_function
+from servers import BUCKET, FUNCTION, start_function, worker_pids
 
 # A result too big to travel inline in its first answer, so it is stored in the lake's results prefix.
 BIG_ROWS = 60_000
@@ -149,20 +149,6 @@ def one_line(error: Exception) -> str:
 
 def lake_trips(local_taxi_lake: Path) -> int:
     return duckdb.sql(f"SELECT count(*) FROM '{local_taxi_lake}/dataset/taxi_2019_04.parquet'").fetchone()[0]
-
-
-def worker_pids() -> set[int]:
-    """This process's spawned children: the LocalLambda workers (the resource tracker is not one)."""
-    pids = set()
-    for children in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            pids.update(int(pid) for pid in children.read_text().split())
-    found = set()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.add(pid)
-    return found
 
 
 def scratch_folders(pid: int) -> list[Path]:

@@ -2,7 +2,6 @@
 
 import base64
 import json
-import multiprocessing
 import os
 import re
 import signal
@@ -27,8 +26,10 @@ from lakemagic.locallambda import (
     LocalLambda,
 )
 
+from servers import worker_pids
+
 # The fixture handlers sit next to this file. Name them the way pytest imported this
-# module; the spawned workers inherit sys.path, so they can import them too.
+# module; workers of a function without packages get this process's sys.path, so they can import them too.
 FIXTURES = f"{__package__}.lambda_fixture_handlers" if __package__ else "lambda_fixture_handlers"
 
 FUNCTIONS = {
@@ -60,10 +61,10 @@ def make_client(endpoint_url=None):
 
 @pytest.fixture(scope="module")
 def local_lambda():
-    others = set(multiprocessing.active_children())  # workers of servers other test modules keep running
+    others = worker_pids()  # workers of servers other test modules keep running
     with LocalLambda(FUNCTIONS) as server:
         yield server
-    assert set(multiprocessing.active_children()) - others == set(), "stop() must not leave worker processes behind"
+    assert worker_pids() - others == set(), "stop() must not leave worker processes behind"
 
 
 @pytest.fixture(scope="module")
@@ -306,6 +307,7 @@ def test_serve_command(monkeypatch):
     command = [
         sys.executable, "-m", "lakemagic.cli", "serve",
         "--port", "0", "--function-name", "cli", "--handler", f"{FIXTURES}.behave", "--max-workers", "1",
+        "--server-path",
     ]
     child_env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=child_env)

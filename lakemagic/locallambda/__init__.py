@@ -4,11 +4,14 @@ An unmodified boto3 Lambda client pointed at this server (``endpoint_url=`` or
 ``AWS_ENDPOINT_URL_LAMBDA``) invokes handlers the way AWS Lambda runs them, so
 notebooks, tests and CI exercise the same client code path as production:
 
-    with LocalLambda({"lakemagic": FunctionSpec("lakelambda.handler.handler")}) as local:
+    spec = FunctionSpec("lakelambda.handler.handler", packages=LAKE_PACKAGES)  # imports as on Lambda
+    with LocalLambda({"lakemagic": spec}) as local:
         boto3.client("lambda", endpoint_url=local.endpoint_url, ...).invoke(...)
 
-`runtime` is what runs in a worker process, `pool` keeps each function's
-warm workers, and `server` speaks HTTP; `lakemagic serve` runs one function.
+`runtime` is what runs in a worker process, `layout` what it can import,
+`pool` keeps each function's warm workers, `server` speaks HTTP (`events`
+queues Event invocations, `connections` bounds the HTTP side), and
+`command` is `lakemagic serve`, which runs one function.
 """
 
 from .pool import FunctionSpec

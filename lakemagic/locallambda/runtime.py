@@ -36,6 +36,7 @@ class Result(NamedTuple):
     error_type: str | None
     output: str  # what the invocation printed, for the log tail
     init_ms: float | None = None  # set on a cold start: the worker's start and handler import
+    max_memory_mb: int | None = None  # the worker's peak resident memory so far (Linux), set by the server
 
 
 class _RuntimeFault(Exception):
@@ -163,23 +164,28 @@ def _run_handler(handler: Callable[[Any, Any], Any], request: Request, output: _
     return Result(payload, None, output.take())
 
 
-def worker_main(conn: Any, handler_setting: str, environment: dict[str, str]) -> None:
-    """A worker process: one execution environment that serves invocations until told to stop.
+def serve(fd: int, handler_setting: str) -> None:
+    """A worker process: one execution environment that serves invocations on `fd` until the server goes.
 
-    The first message says whether the handler imported (a result without an
-    error type) or not (the init error). Then each request gets one result.
+    Its environment (the function's variables) is set before the handler is
+    imported, as Lambda does. The first message says whether the handler
+    imported (a result without an error type) or not (the init error). Then
+    each request gets one result. Messages are plain tuples, which this
+    module, loaded from its file, and the server both read.
     """
-    os.environ.update(environment)  # before the import, as Lambda does
+    from multiprocessing.connection import Connection
+
+    conn = Connection(fd)
     output = _CapturedOutput()
     try:
         handler = _load_handler(handler_setting)
     except Exception as error:
-        conn.send(_error_result(error, "", output))
+        conn.send(tuple(_error_result(error, "", output)))
         return
-    conn.send(Result(b"", None, output.take()))
+    conn.send(tuple(Result(b"", None, output.take())))
     while True:
         try:
-            request = conn.recv()
+            request = Request(*conn.recv())
         except EOFError:  # the server is gone, and so is this environment
             return
-        conn.send(_run_handler(handler, request, output))
+        conn.send(tuple(_run_handler(handler, request, output)))

@@ -1,9 +1,13 @@
-"""A counting proxy in front of a local S3 API server, optionally slowed to S3's own latency.
+"""A counting proxy in front of a local S3 API server, optionally slowed to S3's own pace.
 
-What a query costs on S3 is mostly requests (each 10-30 ms on real S3, about
-1 ms on a local server), so the tests and benchmarks count them here, by
-method, and can add a fixed delay per request to see what the counts cost.
-It listens on 127.0.0.1 and forwards only to the one upstream it is given.
+What a query costs on S3 is mostly requests (tens of ms each on real S3,
+about 1 ms on a local server) and, for big reads, bandwidth (bounded per
+connection on real S3, unbounded on a local server), so the tests and
+benchmarks count requests here, by method, and can add a fixed delay per
+request, or model real S3 (`S3Model`): a wait before each answer's first
+byte, then its body at a bounded rate per connection. That model is why
+splitting a scan over several Lambdas pays on S3. It listens on 127.0.0.1
+and forwards only to the one upstream it is given.
 """
 
 from __future__ import annotations
@@ -13,21 +17,45 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # Headers that describe one hop, not the request: never forwarded.
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+_CHUNK_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class S3Model:
+    """Real S3 as a Lambda in its region sees it; the defaults' sources are in the README ("Performance").
+
+    first_byte_s: from the request to the first byte of its answer (AWS: the median of a small request
+    is "often in the range of tens of milliseconds"); bytes_per_s: a body's rate on one connection
+    (AWS: one connection per 85-90 MB/s of throughput wanted).
+    """
+
+    first_byte_s: float = 0.030
+    bytes_per_s: float = 85e6
+
+    def __post_init__(self) -> None:
+        if self.first_byte_s < 0 or self.bytes_per_s <= 0:
+            raise ValueError("an S3 model needs first_byte_s >= 0 and bytes_per_s > 0")
+
+
+REAL_S3 = S3Model()
 
 
 class S3Proxy:
-    """Forwards every request to `upstream` (http://127.0.0.1:PORT), counting them and waiting `delay_s` first."""
+    """Forwards every request to `upstream` (http://127.0.0.1:PORT), counting them and waiting `delay_s` first,
+    or, given a `model`, answering at the model's pace (its first byte's wait replaces `delay_s`)."""
 
-    def __init__(self, upstream: str, delay_s: float = 0.0):
+    def __init__(self, upstream: str, delay_s: float = 0.0, model: S3Model | None = None):
         target = urllib.parse.urlsplit(upstream)
         if target.hostname not in ("127.0.0.1", "localhost"):
             raise ValueError(f"the proxy forwards to a server on this machine only, not {upstream}")
         self.upstream = (target.hostname, target.port)
-        self.delay_s = delay_s
+        self.delay_s = model.first_byte_s if model is not None else delay_s
+        self.model = model
         self.requests: Counter[str] = Counter()  # by method
         self.objects: Counter[tuple[str, str]] = Counter()  # by method and path (bucket/key, no query string)
         self._lock = threading.Lock()
@@ -97,7 +125,20 @@ def _handler_for(proxy: S3Proxy):
                              else str(len(data)))
             self.end_headers()
             if self.command != "HEAD":
+                self._write_body(data)
+
+        def _write_body(self, data: bytes) -> None:
+            """All at once, or at the model's rate on this connection (each connection is its own thread)."""
+            if proxy.model is None:
                 self.wfile.write(data)
+                return
+            started = time.monotonic()
+            for offset in range(0, len(data), _CHUNK_BYTES):
+                chunk = data[offset:offset + _CHUNK_BYTES]
+                self.wfile.write(chunk)
+                ahead = (offset + len(chunk)) / proxy.model.bytes_per_s - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 

@@ -2,18 +2,16 @@
 
 The replies are what Lambda returns (payload limits, rest-json error
 documents, the Tail log with its REPORT line), so a plain boto3 client sees
-the same responses, errors included, as from AWS. `add_arguments` and `run`
-are `lakemagic serve`.
+the same responses, errors included, as from AWS. `command` is `lakemagic serve`.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
+import io
 import json
 import math
 import re
-import signal
 import sys
 import threading
 import time
@@ -24,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .connections import ConnectionLimits, DeadlineReader, refuse
+from .events import EventPolicy, EventQueue
 from .pool import LATEST, FunctionPool, FunctionSpec, Throttled, function_arn, service_failure
 from .runtime import Result
 
@@ -37,8 +37,6 @@ DEFAULT_REGION = "us-east-1"
 RECYCLE_PATH = "/_local/recycle"
 INVOKE_PATH = re.compile(r"/2015-03-31/functions/(?P<function>[^/]+)/invocations")
 CONTENT_LENGTH = re.compile(r"[0-9]+")  # HTTP's 1*DIGIT: no sign, so never a read of a negative size
-
-EVENT_RETRY_INTERVAL_S = 0.1  # how often a throttled Event invocation retries
 
 
 @dataclass(frozen=True)
@@ -57,9 +55,24 @@ def _aws_error(status: int, error_type: str, document: dict[str, str]) -> _Reply
     return _Reply(status, json.dumps(document).encode(), headers, f"{status} {error_type}")
 
 
+def _too_many_requests(reason: str, retry_after_s: int | None = None) -> _Reply:
+    """Lambda's throttling answer; botocore reads retryAfterSeconds from Retry-After."""
+    reply = _aws_error(429, "TooManyRequestsException", {"Reason": reason, "Type": "User", "message": "Rate Exceeded."})
+    if retry_after_s is None:
+        return reply
+    return replace(reply, headers={**reply.headers, "Retry-After": str(retry_after_s)})
+
+
 def _request_too_large() -> _Reply:
     message = f"Request must be smaller than {SYNC_REQUEST_LIMIT_BYTES} bytes for the InvokeFunction operation"
     return _aws_error(413, "RequestEntityTooLargeException", {"Type": "User", "message": message})
+
+
+def _request_timeout(what: str, timeout_s: float) -> _Reply:
+    """Lambda documents no answer for a request that never arrives; AWS front ends (S3's RequestTimeout) close with this."""
+    message = f"Your socket connection to the server was not read from within the timeout period ({what}: {timeout_s:g} s)"
+    reply = _aws_error(408, "RequestTimeoutException", {"Type": "User", "message": message})
+    return replace(reply, headers={**reply.headers, "Connection": "close"})
 
 
 def _bad_content_length(message: str) -> _Reply:
@@ -97,6 +110,7 @@ def _log_tail(request_id: str, result: Result, duration_ms: float, memory_mb: in
         f"END RequestId: {request_id}\n"
         f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
         f"Billed Duration: {math.ceil(duration_ms)} ms\tMemory Size: {memory_mb} MB"
+        + (f"\tMax Memory Used: {result.max_memory_mb} MB" if result.max_memory_mb is not None else "")
         + (f"\tInit Duration: {result.init_ms:.2f} ms" if result.init_ms is not None else "")
         + "\n"
     )
@@ -125,16 +139,21 @@ class LocalLambda:
         host: str = "127.0.0.1",
         port: int = 0,
         region: str = DEFAULT_REGION,
+        events: EventPolicy = EventPolicy(),
+        limits: ConnectionLimits = ConnectionLimits(),
     ) -> None:
         self.region = region
         self.endpoint_url: str | None = None
         self._address = (host, port)
         self._pools = {name: FunctionPool(name, spec, region) for name, spec in functions.items()}
+        self._events_policy = events
+        self._events: EventQueue | None = None
+        self.limits = limits
         self._server: _LambdaHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
 
     def start(self) -> str:
+        self._events = EventQueue(self._events_policy)
         self._server = _LambdaHTTPServer(self._address, self)
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-lambda", daemon=True)
         self._thread.start()
@@ -143,14 +162,23 @@ class LocalLambda:
         return self.endpoint_url
 
     def stop(self) -> None:
-        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._thread.join()
             self._server = None
+        if self._events is not None:
+            self._events.stop()
         for pool in self._pools.values():
-            pool.close()
+            pool.close()  # ends the event the dispatcher may be running
+        if self._events is not None:
+            self._events.join()
+            self._events = None
+
+    @property
+    def queued_events(self) -> int:
+        """Event invocations queued or running now."""
+        return len(self._events) if self._events is not None else 0
 
     def recycle(self) -> int:
         """Retire all warm workers, so the next invocation of every function is a cold start."""
@@ -178,7 +206,7 @@ class LocalLambda:
         if invocation_type == "DryRun":
             return _Reply(204, outcome="204 DryRun")
         if invocation_type == "Event":
-            return self._invoke_event(pool, event, len(body), request_id)
+            return self._invoke_event(pool, body, request_id)
         if invocation_type != "RequestResponse":
             message = f"Unsupported InvocationType: {invocation_type}"
             return _aws_error(400, "InvalidParameterValueException", {"Type": "User", "message": message})
@@ -189,39 +217,22 @@ class LocalLambda:
         try:
             result = _within_response_limit(pool.invoke(event, request_id))
         except Throttled:
-            document = {
-                "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
-                "Type": "User",
-                "message": "Rate Exceeded.",
-            }
-            return _aws_error(429, "TooManyRequestsException", document)
+            return _too_many_requests("ReservedFunctionConcurrentInvocationLimitExceeded")
         headers = {"Content-Type": "application/json", "X-Amz-Executed-Version": LATEST}
         if result.error_type is not None:
             headers["X-Amz-Function-Error"] = "Unhandled"
-        if log_type == "Tail":
-            duration_ms = (time.monotonic() - started) * 1000
+        if log_type == "Tail":  # Lambda's Duration leaves out a cold start's Init Duration
+            duration_ms = (time.monotonic() - started) * 1000 - (result.init_ms or 0.0)
             headers["X-Amz-Log-Result"] = _log_tail(request_id, result, duration_ms, pool.spec.memory_mb)
         return _Reply(200, result.payload, headers, _outcome(result))
 
-    def _invoke_event(self, pool: FunctionPool, event: Any, size: int, request_id: str) -> _Reply:
-        if size > EVENT_REQUEST_LIMIT_BYTES:
-            message = f"{size} byte payload is too large for the Event invocation type (limit {EVENT_REQUEST_LIMIT_BYTES} bytes)"
+    def _invoke_event(self, pool: FunctionPool, body: bytes, request_id: str) -> _Reply:
+        if len(body) > EVENT_REQUEST_LIMIT_BYTES:
+            message = f"{len(body)} byte payload is too large for the Event invocation type (limit {EVENT_REQUEST_LIMIT_BYTES} bytes)"
             return _aws_error(413, "RequestEntityTooLargeException", {"Type": "User", "message": message})
-        thread = threading.Thread(target=self._run_event, args=(pool, event, request_id), daemon=True)
-        thread.start()
-        return _Reply(202)
-
-    def _run_event(self, pool: FunctionPool, event: Any, request_id: str) -> None:
-        """Lambda queues Event invocations and retries throttled ones; so do we, until stopped."""
-        started = time.monotonic()
-        while True:
-            try:
-                result = pool.invoke(event, request_id)
-                break
-            except Throttled:
-                if self._stopping.wait(EVENT_RETRY_INTERVAL_S):
-                    return
-        _log_invocation(pool.name, request_id, started, f"Event {_outcome(result)}")
+        if not self._events.put(pool, body, request_id):  # full: the caller may try again later
+            return _too_many_requests("FunctionInvocationRateLimitExceeded", retry_after_s=1)
+        return _Reply(202, outcome="202 Event queued")
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -233,16 +244,33 @@ class _RequestHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _LambdaHTTPServer
 
+    def setup(self) -> None:
+        super().setup()
+        self._reader = DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        """A request line within the idle timeout; BaseHTTPRequestHandler closes the connection when it passes."""
+        self._reader.expire_in(self.server.service.limits.idle_timeout_s)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        self._reader.expire_in(self.server.service.limits.header_timeout_s)
+        return super().parse_request()
+
     def do_POST(self) -> None:
         request_id = str(uuid.uuid4())
         try:
             self._handle_post(request_id)
+        except TimeoutError:  # the body did not arrive in time: answer, and end the connection
+            self._send(_request_timeout("the body", self.server.service.limits.body_timeout_s), request_id)
         except Exception as error:  # a 500 tells botocore what happened; a dropped connection doesn't
             self.log_error("local-lambda failed on %s: %r", self.path, error)
             self._send(_aws_error(500, "ServiceException", {"Message": f"Local Lambda error: {error!r}"}), request_id)
 
     def _handle_post(self, request_id: str) -> None:
         started = time.monotonic()
+        self._reader.expire_in(self.server.service.limits.body_timeout_s)
         path = urllib.parse.urlsplit(self.path).path
         match = INVOKE_PATH.fullmatch(path)
         lengths = self.headers.get_all("Content-Length", ["0"])
@@ -299,6 +327,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             size -= len(chunk)
 
     def _send(self, reply: _Reply, request_id: str) -> None:
+        self.connection.settimeout(self.server.service.limits.body_timeout_s)  # a client that never reads
         self.send_response(reply.status)
         self.send_header("x-amzn-RequestId", request_id)
         self.send_header("Content-Length", str(len(reply.body)))
@@ -312,57 +341,37 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 
 class _LambdaHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most `limits.max_connections` of them."""
+
     # Don't wait for keep-alive connections (e.g. a boto3 client still alive) on close.
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], service: LocalLambda) -> None:
         super().__init__(address, _RequestHandler)
         self.service = service
+        self._slots = threading.BoundedSemaphore(service.limits.max_connections)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            refuse(request, _busy_response())
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
-def _env_assignment(text: str) -> tuple[str, str]:
-    name, separator, value = text.partition("=")
-    if not separator or not name:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return name, value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `lakemagic serve`: one function, configured as on Lambda."""
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9001)
-    parser.add_argument("--function-name", default="lakemagic")
-    parser.add_argument("--handler", default="lakelambda.handler.handler")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default: 60)")
-    parser.add_argument("--memory", type=int, default=2048, help="MB reported to the handler (default: 2048)")
-    parser.add_argument("--max-workers", type=int, default=4, help="concurrent invocations (default: 4)")
-    parser.add_argument(
-        "--env", type=_env_assignment, action="append", default=[], metavar="KEY=VALUE",
-        help="environment variable for the function (repeatable)",
-    )
-
-
-def run(options: argparse.Namespace) -> int:
-    """Serve one function until Ctrl-C (or SIGTERM)."""
-    spec = FunctionSpec(
-        handler=options.handler,
-        env=dict(options.env),
-        timeout_s=options.timeout,
-        memory_mb=options.memory,
-        max_workers=options.max_workers,
-    )
-    service = LocalLambda({options.function_name: spec}, host=options.host, port=options.port)
-    endpoint_url = service.start()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly, like Ctrl-C
-    print(
-        f"Local Lambda '{options.function_name}' ({options.handler}) at {endpoint_url}; "
-        f"set AWS_ENDPOINT_URL_LAMBDA={endpoint_url}",
-        flush=True,
-    )
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        service.stop()
-    return 0
+def _busy_response() -> bytes:
+    """The whole HTTP answer to a connection beyond the cap: Lambda's 429, then the connection closes."""
+    reply = _too_many_requests("CallerRateLimitExceeded", retry_after_s=1)
+    head = [f"HTTP/1.1 {reply.status} Too Many Requests", f"x-amzn-RequestId: {uuid.uuid4()}",
+            f"Content-Length: {len(reply.body)}", "Connection: close",
+            *(f"{name}: {value}" for name, value in reply.headers.items())]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + reply.body

@@ -25,6 +25,10 @@ from .sql import quote_literal
 
 # Lambda gives a function one vCPU per 1,769 MB of memory.
 MB_PER_VCPU = 1769
+# What the function's memory must keep beside DuckDB's buffers: Python, DuckDB's and httpfs's code,
+# boto3, the pages and answers the handler builds, and what DuckDB allocates outside its limit.
+# Lambda kills a process past its memory; DuckDB's limit below it makes most big queries a clean error.
+HANDLER_BASE_MB = 256
 # The most one result may hold in the engine, unless LAKEMAGIC_MAX_RESULT_BYTES says otherwise.
 DEFAULT_MAX_RESULT_BYTES = 8 * 1024**3
 # Scratch folders are named lakemagic-<pid>-<random>, so one left by a dead process can be told apart.
@@ -121,7 +125,7 @@ def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
     # means a caller cannot pick another zone per query.
     con.execute("SET GLOBAL TimeZone = 'UTC'")
     if settings.memory_mb:
-        con.execute(f"SET memory_limit = '{int(settings.memory_mb * 0.75)}MB'")
+        con.execute(f"SET memory_limit = '{duckdb_memory_mb(settings.memory_mb)}MB'")
         con.execute(f"SET threads = {max(1, min(6, round(settings.memory_mb / MB_PER_VCPU)))}")
     if lake.is_s3:
         _connect_to_s3(con, settings.environment)
@@ -138,6 +142,12 @@ def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
+
+
+def duckdb_memory_mb(function_memory_mb: int) -> int:
+    """DuckDB's share of the function's memory: three quarters, leaving at least HANDLER_BASE_MB beside it
+    (a quarter at the least, for the smallest functions)."""
+    return max(function_memory_mb // 4, min(function_memory_mb * 3 // 4, function_memory_mb - HANDLER_BASE_MB))
 
 
 def _connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:

@@ -26,12 +26,12 @@ from typing import NamedTuple
 from .errors import AmbiguousName
 from .protocol import DASHBOARD_FOLDER, TABLE_KINDS, TableInfo
 from .sql import quote_identifier, quote_literal
-from .storage import INTERNAL_FOLDER, S3_REQUEST_TIMEOUT_MAX_S, open_storage
+from .storage import S3_REQUEST_TIMEOUT_MAX_S, open_storage
 
 DATASET_FOLDER = "dataset"
 # A name the catalog may resolve: one path segment, no hidden or internal folders.
 _CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
-_RESERVED_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER, INTERNAL_FOLDER}
+_RESERVED_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER}
 SINGLE_FILE, PARTITIONED, MATERIALIZED_VIEW = TABLE_KINDS
 # The characters that make a path a pattern for DuckDB's glob.
 GLOB_CHARACTERS = frozenset("*?[]{}")
@@ -127,11 +127,13 @@ class Lake:
 
     def partition_files(self, con, name: str) -> list[tuple[str, int]] | None:
         """The Parquet files of the Hive-partitioned table `name` as (path relative to the lake, bytes),
-        sorted; None where the name means a single-file table or nothing. Kept CATALOG_TTL_SECONDS on S3."""
+        sorted; None where the name means a single-file table or nothing, or is not spelled as the
+        folder is (a task names its files by the folder, whose case S3 keys keep: tasks.py; the
+        query then runs whole). Kept CATALOG_TTL_SECONDS on S3."""
         if not _CATALOG_NAME.match(name):
             return None
         objects = self._objects(con, {name.lower()}).get(name.lower())
-        if not objects or _only(name.lower(), objects).kind != PARTITIONED:
+        if not objects or _only(name.lower(), objects).kind != PARTITIONED or objects[0].name != name:
             return None
         folder = objects[0].name
         return self.storage.listed(("partition sizes", folder), lambda: sorted(
@@ -157,7 +159,7 @@ class Lake:
         for stem in self._stems(con, DATASET_FOLDER):
             path = self.path(DATASET_FOLDER, f"{stem}.parquet")
             add(stem, SINGLE_FILE, path, path)
-        for folder in self.storage.folders():
+        for folder in sorted(self.storage.folders()):
             shadowed = any(named.kind == SINGLE_FILE for named in found.get(folder.lower(), ()))
             if (wanted is None or folder.lower() in wanted) and not shadowed and self._is_partitioned(con, folder):
                 add(folder, PARTITIONED, self.path(folder), self._partition_pattern(folder))

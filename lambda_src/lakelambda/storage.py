@@ -140,8 +140,8 @@ class LakeStorage:
         """What identifies the file's current version; () if it is not there."""
         raise NotImplementedError
 
-    def versions_under(self, folder: str) -> tuple:
-        """The versions of every file below a folder, sorted."""
+    def versions_under(self, path: str) -> tuple:
+        """The versions of every file below the folder at `path`, sorted."""
         raise NotImplementedError
 
     def download_url(self, path: str, seconds: int) -> str:
@@ -166,7 +166,6 @@ class LocalFolder(LakeStorage):
 
     def prepare(self) -> None:
         """Remove what a process that died mid-write left in the staging folder."""
-        os.makedirs(self.path(STAGING_FOLDER), exist_ok=True)
         self.expire(STAGING_FOLDER, STALE_STAGING_SECONDS)
 
     def parquet_files(self, con, folder: str) -> list[str]:
@@ -174,7 +173,7 @@ class LocalFolder(LakeStorage):
         return [name for name in os.listdir(directory) if name.endswith(".parquet")] if os.path.isdir(directory) else []
 
     def folders(self) -> list[str]:
-        return [entry.name for entry in os.scandir(self.root) if entry.is_dir()]
+        return [entry.name for entry in os.scandir(self.root) if entry.is_dir()] if os.path.isdir(self.root) else []
 
     def list_files(self, folder: str) -> dict[str, float]:
         directory = self.path(folder)
@@ -243,8 +242,8 @@ class LocalFolder(LakeStorage):
             return ()
         return (found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_ino)
 
-    def versions_under(self, folder: str) -> tuple:
-        files = (os.path.join(directory, file) for directory, _, names in os.walk(folder) for file in names)
+    def versions_under(self, path: str) -> tuple:
+        files = (os.path.join(directory, file) for directory, _, names in os.walk(path) for file in names)
         return tuple(sorted((file, *self.version_of(file)) for file in files))
 
     def download_url(self, path: str, seconds: int) -> str:
@@ -292,7 +291,7 @@ class S3Bucket(LakeStorage):
             threading.Thread(target=lambda: self.s3, name="s3-client-warm-up", daemon=True).start()
 
     def parquet_files(self, con, folder: str) -> list[str]:
-        """Listed by DuckDB's glob (no boto3 on a query's path), kept CATALOG_TTL_SECONDS."""
+        """Listed by DuckDB's glob, kept CATALOG_TTL_SECONDS."""
         pattern = quote_literal(self.path(folder, "*.parquet"))
         files = self.listed(("files", folder), lambda: [
             row[0] for row in con.execute(f"SELECT file FROM glob({pattern})").fetchall()])
@@ -382,11 +381,11 @@ class S3Bucket(LakeStorage):
                 raise
         return (head["ETag"], head["ContentLength"])
 
-    def versions_under(self, folder: str) -> tuple:
-        """One LIST per 1,000 keys."""
-        bucket, prefix = split_s3_path(folder)
+    def versions_under(self, path: str) -> tuple:
+        """ETag and size of each key, one LIST per 1,000 keys."""
+        bucket, prefix = split_s3_path(path)
         found = []
-        with s3_errors(f"listing {folder}"):
+        with s3_errors(f"listing {path}"):
             for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
                 found.extend((item["Key"], item["ETag"], item["Size"]) for item in page.get("Contents", []))
         return tuple(sorted(found))

@@ -86,7 +86,7 @@ def _not_a_file_of(lake: Lake, table: str, path: str) -> str | None:
     problem = sandbox.lake_path_problem(lake.path(path), lake.root)
     if problem is not None:
         return problem
-    if path.split("/", 1)[0].lower() != table.lower():  # names compare without case, as the lake's resolver does
+    if path.split("/", 1)[0] != table:
         return f"its files are in the folder {table}/"
     if is_pattern(path):
         return "files are named whole, without wildcards"

@@ -30,7 +30,7 @@ from .storage import S3_REQUEST_TIMEOUT_MAX_S, open_storage
 
 DATASET_FOLDER = "dataset"
 # A name the catalog may resolve: one path segment, no hidden or internal folders.
-_CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+_CATALOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
 _RESERVED_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER}
 SINGLE_FILE, PARTITIONED, MATERIALIZED_VIEW = TABLE_KINDS
 # The characters that make a path a pattern for DuckDB's glob.
@@ -70,11 +70,11 @@ class Lake:
         Only names the query mentions are looked up, so a lake with many
         datasets costs nothing for the datasets a query does not touch.
         """
-        wanted = {name.lower() for name in names if _CATALOG_NAME.match(name)}
+        wanted = {name.lower() for name in names if _CATALOG_NAME.fullmatch(name)}
         if not wanted:
             return {}
         found = self._objects(con, wanted)
-        return {name: _only(name, found.get(name, [])).source if name in found else None for name in sorted(wanted)}
+        return {name: _only(name, found[name]).source if name in found else None for name in sorted(wanted)}
 
     def register_tables(self, con, tables: dict[str, str | None], refresh: bool = False) -> bool:
         """Make sure the database has a view for each of `tables` (find_tables' answer) that the lake
@@ -119,7 +119,7 @@ class Lake:
 
         Listed afresh: this decides whether a write may take the name.
         """
-        if not _CATALOG_NAME.match(name):
+        if not _CATALOG_NAME.fullmatch(name):
             return []
         self.forget_listings()
         return [found for found in self._objects(con, {name.lower()}).get(name.lower(), [])
@@ -130,7 +130,7 @@ class Lake:
         sorted; None where the name means a single-file table or nothing, or is not spelled as the
         folder is (a task names its files by the folder, whose case S3 keys keep: tasks.py; the
         query then runs whole). Kept CATALOG_TTL_SECONDS on S3."""
-        if not _CATALOG_NAME.match(name):
+        if not _CATALOG_NAME.fullmatch(name):
             return None
         objects = self._objects(con, {name.lower()}).get(name.lower())
         if not objects or _only(name.lower(), objects).kind != PARTITIONED or objects[0].name != name:
@@ -151,7 +151,7 @@ class Lake:
         found: dict[str, list[LakeObject]] = {}
 
         def add(name: str, kind: str, location: str, source: str) -> None:
-            if _CATALOG_NAME.match(name) and (wanted is None or name.lower() in wanted):
+            if _CATALOG_NAME.fullmatch(name) and (wanted is None or name.lower() in wanted):
                 named = found.setdefault(name.lower(), [])
                 if not named or named[0].kind == kind:  # a kind further up the order shadows this one
                     named.append(LakeObject(name, kind, location, source))
@@ -177,9 +177,9 @@ class Lake:
             footers = {name: (rows, size) for name, rows, size in con.execute(
                 "SELECT file_name, num_rows, file_size_bytes FROM parquet_file_metadata(["
                 + ", ".join(quote_literal(file) for file in listed) + "])").fetchall()}
-        return tuple(TableInfo(found.name, found.kind, found.location, self._keys(found, files[found]), len(files[found]),
-                               sum(footers[file][1] for file in files[found]), sum(footers[file][0] for file in files[found]))
-                     for found in objects)
+        return tuple(TableInfo(found.name, found.kind, found.location, self._keys(found, table), len(table),
+                               sum(footers[file][1] for file in table), sum(footers[file][0] for file in table))
+                     for found, table in files.items())
 
     def _files_of(self, con, found: LakeObject) -> list[str]:
         if found.kind != PARTITIONED:
@@ -198,7 +198,7 @@ class Lake:
         return self.path(folder, "*=*", "**", "*.parquet")
 
     def _is_partitioned(self, con, folder: str) -> bool:
-        if folder.lower() in _RESERVED_FOLDERS or not _CATALOG_NAME.match(folder):
+        if folder.lower() in _RESERVED_FOLDERS or not _CATALOG_NAME.fullmatch(folder):
             return False
         pattern = quote_literal(self._partition_pattern(folder))
         return self.storage.listed(("partitioned", folder), lambda: con.execute(

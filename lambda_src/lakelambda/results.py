@@ -73,7 +73,8 @@ class ResultStore:
     def new_result(self, held_bytes: int = 0) -> tuple[str, str]:
         """A fresh result id and the path to write it to: locally (its folder made again if it was
         removed), or, for a result the engine holds in more than half the local copies' space, straight
-        into an S3 lake, which DuckDB uploads in parts as it writes: a big result never passes /tmp."""
+        into the lake (where the working folder is a local one, S3: DuckDB uploads it in parts as it
+        writes, so a big result never passes /tmp)."""
         result_id = secrets.token_urlsafe(24)
         os.makedirs(self.local_folder, exist_ok=True)
         if held_bytes > self.local_copies_bytes // 2:
@@ -170,7 +171,7 @@ class ResultStore:
         return self.lake.path(RESULTS_PREFIX, f"{result_id}.parquet")
 
     def is_local(self, path: str) -> bool:
-        """Whether a new result's `path` is a local file, rather than one DuckDB writes straight into S3."""
+        """Whether a new result's `path` is in the working folder, a local file (not one DuckDB writes into S3)."""
         return os.path.dirname(path) == self.local_folder
 
     def _local_path(self, result_id: str) -> str:

@@ -62,7 +62,8 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, 
 
 
 def _write_held(con, lake: Lake, results: ResultStore, prepared: "_Prepared", body: _Placed, params: dict, sql: str):
-    """Where binds cost requests (S3): bind the query once, into a temporary table of the call's cursor, then write the file from it.
+    """Where a bind costs a request (S3): bind the query once, into a temporary table of the call's
+    cursor, then write the file from it.
 
     Each bind of a lake file costs an S3 request, so describing the query
     and then copying it would cost two. The table's own description gives
@@ -93,7 +94,7 @@ def _write_held(con, lake: Lake, results: ResultStore, prepared: "_Prepared", bo
 
 def _write_streamed(con, lake: Lake, results: ResultStore, prepared: "_Prepared", body: _Placed, params: dict,
                     sql: str):
-    """Where binds are free (a local lake): describe the query, then copy it into the file as it runs.
+    """Where a bind is free (a local lake): describe the query, then copy it into the file as it runs.
 
     A bind of a local file costs no request, and holding the result in a
     table first would copy every row once more: a big result streams from
@@ -156,9 +157,9 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
     name = file_name[: -len(".parquet")]
     taken = lake.names_taken(con, name, path) if folder == DASHBOARD_FOLDER else []
     if taken:
-        raise NameTaken(f"the lake already has a table named {name}: {' and '.join(found.described() for found in taken)}; "
-                        "a materialized view may not change what that name means for everyone, in any case: "
-                        "save the view under another name")
+        tables = " and ".join(found.described() for found in taken)
+        raise NameTaken(f"the lake already has a table named {name}: {tables}; a materialized view may not change "
+                        "what that name means for everyone, in any case: save the view under another name")
     with lake.storage.writing(path, scratch) as written:
         copy = _Placed(prepared.statement.text).wrapped(
             "COPY (", f") TO {quote_literal(written)} (FORMAT parquet, COMPRESSION zstd, RETURN_STATS true)")

@@ -298,40 +298,32 @@ class S3Bucket(LakeStorage):
         return [file.rpartition("/")[2] for file in files]
 
     def folders(self) -> list[str]:
-        bucket, key = split_s3_path(self.root)
-        prefix = f"{key}/" if key else ""
-
-        def list_now():
-            with s3_errors(f"listing {self.root}"):
-                pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
-                return [common["Prefix"][len(prefix):].rstrip("/")
-                        for page in pages for common in page.get("CommonPrefixes", [])]
-        return self.listed(("folders",), list_now)
+        return self.listed(("folders",), lambda: [common["Prefix"].rstrip("/").rpartition("/")[2]
+                                                  for page in self._pages(self.root, Delimiter="/")
+                                                  for common in page.get("CommonPrefixes", [])])
 
     def list_files(self, folder: str) -> dict[str, float]:
         """At most LISTED_FILES_MAX_PAGES pages of 1,000 keys, kept CATALOG_TTL_SECONDS: what is
         written by others meanwhile, or beyond, is not seen (a bookkeeping folder only: a table's
         files are never looked up this way)."""
-        def list_now() -> dict[str, float]:
-            bucket, prefix = split_s3_path(self.path(folder))
-            found = {}
-            with s3_errors(f"listing {self.path(folder)}"):
-                pages = self.s3.get_paginator("list_objects_v2").paginate(
-                    Bucket=bucket, Prefix=prefix + "/", Delimiter="/", PaginationConfig={"MaxItems": 1000 * LISTED_FILES_MAX_PAGES})
-                for page in pages:
-                    for item in page.get("Contents", []):
-                        found[item["Key"][len(prefix) + 1:]] = item["LastModified"].timestamp()
-            return found
-
-        return self.listed(("files with times", folder), list_now)
+        limit = {"MaxItems": 1000 * LISTED_FILES_MAX_PAGES}
+        return self.listed(("files with times", folder), lambda: {
+            item["Key"].rpartition("/")[2]: item["LastModified"].timestamp()
+            for page in self._pages(self.path(folder), Delimiter="/", PaginationConfig=limit)
+            for item in page.get("Contents", [])})
 
     def files_under(self, folder: str) -> Iterator[tuple[str, int]]:
-        bucket, prefix = split_s3_path(self.path(folder))
         _, root = split_s3_path(self.root)
-        with s3_errors(f"listing {self.path(folder)}"):
-            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
-                for entry in page.get("Contents", []):
-                    yield (entry["Key"][len(root) + 1:] if root else entry["Key"]), entry["Size"]
+        for page in self._pages(self.path(folder)):
+            for entry in page.get("Contents", []):
+                yield (entry["Key"][len(root) + 1:] if root else entry["Key"]), entry["Size"]
+
+    def _pages(self, path: str, **options) -> Iterator[dict]:
+        """The pages of a LIST of the keys below the folder at `path` (or the bucket's root)."""
+        bucket, key = split_s3_path(path)
+        with s3_errors(f"listing {path}"):
+            yield from self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=f"{key}/" if key else "", **options)
 
     def put(self, local_path: str, relative: str) -> str:
         target = self.path(relative)
@@ -383,12 +375,8 @@ class S3Bucket(LakeStorage):
 
     def versions_under(self, path: str) -> tuple:
         """ETag and size of each key, one LIST per 1,000 keys."""
-        bucket, prefix = split_s3_path(path)
-        found = []
-        with s3_errors(f"listing {path}"):
-            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
-                found.extend((item["Key"], item["ETag"], item["Size"]) for item in page.get("Contents", []))
-        return tuple(sorted(found))
+        return tuple(sorted((item["Key"], item["ETag"], item["Size"])
+                            for page in self._pages(path) for item in page.get("Contents", [])))
 
     def download_url(self, path: str, seconds: int) -> str:
         """A GET URL presigned with the function's own role, so the notebook needs no S3 permission

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lakelambda.lake import INTERNAL_FOLDER, S3_SCHEME, split_s3_path
+from lakelambda.storage import INTERNAL_FOLDER, S3_SCHEME, split_s3_path
 from lakelambda.protocol import DASHBOARD_FOLDER
 from lakelambda.results import RESULTS_PREFIX
 

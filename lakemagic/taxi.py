@@ -21,7 +21,8 @@ import shutil
 import tempfile
 from typing import TYPE_CHECKING, TypedDict
 
-from lakelambda.lake import DATASET_FOLDER, S3_SCHEME, split_s3_path
+from lakelambda.lake import DATASET_FOLDER
+from lakelambda.storage import S3_SCHEME, split_s3_path
 from lakelambda.sql import quote_literal
 
 from .taxi_model import generator_sql

@@ -14,6 +14,7 @@ import pytest
 from lakelambda import protocol
 from lakelambda.database import Settings
 from lakelambda.handler import LakeHandler
+from lakelambda.storage import S3Bucket
 from lakemagic.locallambda.s3proxy import S3Proxy
 from servers import OTHER_BUCKET
 
@@ -137,7 +138,7 @@ def test_a_file_that_is_not_one_of_the_tables_own_is_refused(lake, path):
 
 def test_a_planted_key_in_the_tables_folder_is_refused_by_the_sandbox(lake, aws_environment, tmp_path):
     handler, table = lake
-    if not handler.lake.is_s3:
+    if not isinstance(handler.lake.storage, S3Bucket):
         pytest.skip("a local file name cannot hold what an S3 key can")
     s3 = boto3.client("s3")
     s3.put_object(Bucket=FANOUT_BUCKET, Key=PLANTED, Body=b"PAR1 not really")
@@ -157,7 +158,7 @@ def test_a_task_in_a_fresh_container_reads_its_file_and_lists_nothing(lake, moto
     when they were checked against the table's listing), only the reads of the file itself, bound
     once (a HEAD more when the reader was a view, bound when made too)."""
     handler, table = lake
-    if not handler.lake.is_s3:
+    if not isinstance(handler.lake.storage, S3Bucket):
         pytest.skip("S3 requests are counted on the S3 lake")
     with S3Proxy(moto_endpoint) as proxy:
         fresh = LakeHandler(f"s3://{FANOUT_BUCKET}", Settings(scratch=str(tmp_path), environment=dict(

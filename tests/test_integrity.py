@@ -18,7 +18,7 @@ import pytest
 from lakelambda import protocol
 from lakelambda.database import SCRATCH_PREFIX
 from lakelambda.handler import LakeHandler
-from lakelambda.lake import STAGING_FOLDER
+from lakelambda.storage import STAGING_FOLDER
 from lakemagic import client
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError, ParameterError

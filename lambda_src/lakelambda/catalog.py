@@ -39,7 +39,8 @@ def lists_tables(statement: Statement) -> bool:
 
 
 def show_tables(tables: tuple[TableInfo, ...]) -> Statement:
-    """The query that answers SHOW TABLES: the catalog's rows as literals (made here, so nothing to check)."""
+    """The query that answers SHOW TABLES: the catalog's rows as literals (made here, so nothing to check),
+    in the catalog's order: by name without case, so the tables of an ambiguous name stand together."""
     typed = "(" + ", ".join(f"NULL::{kind}" for _, kind in _COLUMNS) + ")"
     rows = [typed] + [
         "(" + ", ".join((quote_literal(table.name), quote_literal(table.kind),
@@ -49,7 +50,7 @@ def show_tables(tables: tuple[TableInfo, ...]) -> Statement:
     ]
     names = ", ".join(name for name, _ in _COLUMNS)
     return Statement(f"SELECT * FROM (VALUES {', '.join(rows)}) AS lake_tables({names}) "
-                     "WHERE name IS NOT NULL ORDER BY name", "SELECT")
+                     "WHERE name IS NOT NULL ORDER BY lower(name), name", "SELECT")
 
 
 def naming_the_lake(error: SqlError, names: list[str]) -> SqlError:

@@ -16,12 +16,15 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import duckdb
 
-from .lake import S3_ATTEMPTS, Lake, s3_request_timeout_s
 from .protocol import INLINE_RESULT_BYTES
 from .sql import quote_literal
+
+if TYPE_CHECKING:  # the lake's storage imports this module: it connects DuckDB to S3 with the functions below
+    from .lake import Lake
 
 # Lambda gives a function one vCPU per 1,769 MB of memory.
 MB_PER_VCPU = 1769
@@ -127,9 +130,7 @@ def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
     if settings.memory_mb:
         con.execute(f"SET memory_limit = '{duckdb_memory_mb(settings.memory_mb)}MB'")
         con.execute(f"SET threads = {max(1, min(6, round(settings.memory_mb / MB_PER_VCPU)))}")
-    if lake.is_s3:
-        _connect_to_s3(con, settings.environment)
-        _close_s3_side_doors(con, settings.function_timeout_s)
+    lake.storage.attach(con, settings.environment, settings.function_timeout_s)
     # The handler reads DuckDB's errors as JSON, with the error's position.
     con.execute("SET GLOBAL errors_as_json = true")
     # No logging: a log holds other callers' queries. (The enable_logging() table function
@@ -150,7 +151,7 @@ def duckdb_memory_mb(function_memory_mb: int) -> int:
     return max(function_memory_mb // 4, min(function_memory_mb * 3 // 4, function_memory_mb - HANDLER_BASE_MB))
 
 
-def _connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:
+def connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:
     """Load httpfs from the deployment package and give DuckDB the execution role's credentials."""
     if environment.get("LAKEMAGIC_INSTALL_HTTPFS") == "1":
         # `lakemagic deploy` found no duckdb-extension-httpfs wheel for this platform: fetch the signed
@@ -179,20 +180,20 @@ def _connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:
         con.execute(f"CREATE SECRET lake (TYPE s3, {_secret_options(options)})")
 
 
-def _close_s3_side_doors(con: duckdb.DuckDBPyConnection, function_timeout_s: float | None) -> None:
+def close_s3_side_doors(con: duckdb.DuckDBPyConnection, http_timeout_s: int, http_retries: int) -> None:
     """Behind sandbox.check_query, what httpfs leaves open once the lake's secret exists.
 
     Loading httpfs copies AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN from the
     process environment into s3_* settings, which current_setting() and duckdb_settings() read
     back; the secret holds the credentials now, so the settings are blanked (GLOBAL: every cursor
     sees them). Plain http(s):// and hf:// URLs are switched off (the lake is reached through s3://
-    only), and a slow or silent S3 costs a bounded time, inside the function's (lake.s3_request_timeout_s).
+    only), and a slow or silent S3 costs a bounded time, inside the function's (storage.s3_request_timeout_s).
     """
     for name in ("s3_access_key_id", "s3_secret_access_key", "s3_session_token"):
         con.execute(f"SET GLOBAL {name} = ''")
     con.execute("SET GLOBAL disabled_filesystems = 'HTTPFileSystem,HuggingFaceFileSystem'")
-    con.execute(f"SET GLOBAL http_timeout = {s3_request_timeout_s(function_timeout_s)}")  # s, a whole request
-    con.execute(f"SET GLOBAL http_retries = {S3_ATTEMPTS - 1}")
+    con.execute(f"SET GLOBAL http_timeout = {http_timeout_s}")  # s, a whole request
+    con.execute(f"SET GLOBAL http_retries = {http_retries}")
 
 
 def _secret_options(options: dict) -> str:

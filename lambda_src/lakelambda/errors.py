@@ -85,6 +85,10 @@ class NameTaken(LakeError):
     """A materialized view may not take the name of a dataset: that would change what the name means for everyone."""
 
 
+class AmbiguousName(LakeError):
+    """A name two lake tables answer to (their names differ only in case): nothing is picked."""
+
+
 class SqlError(LakeError):
     """DuckDB refused or failed the query; `error_type` is DuckDB's exception class."""
 

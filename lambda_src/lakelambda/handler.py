@@ -21,12 +21,13 @@ import duckdb
 from . import protocol, run, tasks
 from .database import Settings, open_database
 from .errors import LakeError, QueryTimeout
-from .lake import Lake, s3_request_timeout_s
+from .lake import Lake
 from .protocol import (ErrorAnswer, MaterializeAnswer, MaterializeRequest, PageAnswer, PartitionsAnswer,
                        PartitionsRequest, QueryRequest, TablesAnswer, TablesRequest, TaskRequest)
 from .results import OPERATIONS, ResultStore
 from .reuse import ResultReuse
 from .sql import duckdb_error
+from .storage import s3_request_timeout_s
 
 # Time kept back from the function's remaining time to answer after an interrupt.
 ANSWER_RESERVE_MS = 1500
@@ -38,10 +39,9 @@ class LakeHandler:
     def __init__(self, lake: str, settings: Settings | None = None, s3=None, track_progress: bool = False):
         self.settings = settings or Settings.from_environment()
         self.lake = Lake(lake, s3, s3_request_timeout_s(self.settings.function_timeout_s))
-        if self.lake.is_s3 and s3 is None:
-            self.lake.warm_up_s3()
+        self.lake.storage.warm_up()
         self._cold = True
-        self.lake.prepare()
+        self.lake.storage.prepare()
         self.results = ResultStore(self.lake, self.settings.results_folder, self.settings.pages_folder,
                                    self.settings.inline_result_bytes, self.settings.scratch_space,
                                    self.settings.max_result_bytes)

@@ -20,18 +20,18 @@ import json
 import math
 import os
 import secrets
-import time
 from typing import NamedTuple
 
 import duckdb
 
 from . import explore, page_format
-from .lake import INTERNAL_FOLDER, Lake, s3_errors, split_s3_path
+from .lake import Lake
 from .errors import ResultNotFound, RowTooLarge
 from .protocol import (INLINE_RESULT_BYTES, MAX_PART_BYTES, MAX_RESPONSE_BYTES, Column, DeriveRequest, DownloadAnswer,
                        DownloadRequest, Page, PageAnswer, PageRequest, Part, PartAnswer, PartRequest, ProfileAnswer,
                        ProfileRequest, ResultInfo)
 from .sql import quote_identifier, quote_literal
+from .storage import INTERNAL_FOLDER
 
 RESULTS_PREFIX = f"{INTERNAL_FOLDER}/results"
 RESULT_MAX_AGE_SECONDS = 24 * 3600
@@ -60,30 +60,25 @@ class ResultStore:
         # A quarter of the scratch space for local copies (DuckDB's spill has half, pages the rest).
         self.local_copies_bytes = scratch_bytes // 4
         self.max_result_bytes = max_result_bytes
-        # On a local lake, results are written straight into the lake.
-        self.local_folder = local_folder if lake.is_s3 else lake.path(RESULTS_PREFIX)
+        # Where results are written: straight into a local lake, or to local copies uploaded to S3.
+        self.local_folder = lake.storage.working_folder(RESULTS_PREFIX, local_folder)
         self.pages_folder = pages_folder
 
     def prepare(self) -> None:
-        """Make the local folder, and on a local lake drop results older than a day.
-
-        On S3 a lifecycle rule on the results prefix does the expiry.
-        """
+        """Make the local folder, and drop results older than a day (on S3 a lifecycle rule on the
+        results prefix does it)."""
         os.makedirs(self.local_folder, exist_ok=True)
-        if not self.lake.is_s3:
-            cutoff = time.time() - RESULT_MAX_AGE_SECONDS
-            for entry in os.scandir(self.local_folder):
-                if entry.is_file() and entry.stat().st_mtime < cutoff:
-                    os.remove(entry.path)
+        self.lake.storage.expire(RESULTS_PREFIX, RESULT_MAX_AGE_SECONDS)
 
     def new_result(self, held_bytes: int = 0) -> tuple[str, str]:
         """A fresh result id and the path to write it to: locally (its folder made again if it was
         removed), or, for a result the engine holds in more than half the local copies' space, straight
-        into an S3 lake, which DuckDB uploads in parts as it writes: a big result never passes /tmp."""
+        into the lake (where the working folder is a local one, S3: DuckDB uploads it in parts as it
+        writes, so a big result never passes /tmp)."""
         result_id = secrets.token_urlsafe(24)
-        if self.lake.is_s3 and held_bytes > self.local_copies_bytes // 2:
-            return result_id, self.lake_path(result_id)
         os.makedirs(self.local_folder, exist_ok=True)
+        if held_bytes > self.local_copies_bytes // 2:
+            return result_id, self.lake_path(result_id)
         return result_id, self._local_path(result_id)
 
     def copy_options(self, columns: list[Column]) -> str:
@@ -102,7 +97,7 @@ class ResultStore:
         whole in the query's answer (PROTOCOL.md, "Answers"). One written
         straight into the lake is there already.
         """
-        if path == self.lake_path(result_id) and self.lake.is_s3:
+        if not self.is_local(path):
             return StoredResult(ResultInfo(result_id, columns, rows, size), path)
         size = os.path.getsize(path)
         if size <= self.inline_bytes:
@@ -110,9 +105,9 @@ class ResultStore:
                 data = small.read()
             os.remove(path)
             return StoredResult(ResultInfo(None, columns, rows, size), path, data)
-        if self.lake.is_s3:
+        if path != self.lake_path(result_id):  # a local copy, which the lake gets for every container
             try:
-                self.lake.put(path, f"{RESULTS_PREFIX}/{result_id}.parquet")
+                self.lake.storage.put(path, f"{RESULTS_PREFIX}/{result_id}.parquet")
             except BaseException:
                 os.remove(path)  # no answer names this result, so its copy would only fill /tmp
                 raise
@@ -134,22 +129,13 @@ class ResultStore:
         return StoredResult(ResultInfo(result_id, columns, total_rows, size_bytes), path)
 
     def download_url(self, result: StoredResult) -> str:
-        """Where the whole stored file can be read by whoever holds the result's id.
-
-        On S3, a GET URL presigned with the function's own role for
-        DOWNLOAD_URL_SECONDS, so the notebook needs no S3 permission of its own
-        and the transfer runs at S3's speed; on a local lake, the file itself.
-        """
-        if not self.lake.is_s3:
-            return result.path
-        bucket, key = split_s3_path(self.lake_path(result.info.result_id))
-        with s3_errors(f"signing a download of result {result.info.result_id}"):
-            return self.lake.s3.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=DOWNLOAD_URL_SECONDS)
+        """Where the whole stored file can be read by whoever holds the result's id, for
+        DOWNLOAD_URL_SECONDS (storage.LakeStorage.download_url)."""
+        return self.lake.storage.download_url(self.lake_path(result.info.result_id), DOWNLOAD_URL_SECONDS)
 
     def part(self, result: StoredResult, start: int, length: int) -> Part:
         """Bytes [start, start + length) of the stored result file, as they are."""
-        data = self._read_range(result.path, start, length) if start < result.info.result_bytes else b""
+        data = self.lake.storage.read_range(result.path, start, length) if start < result.info.result_bytes else b""
         return Part(start, len(data), base64.b64encode(data).decode("ascii"))
 
     def page(self, con: duckdb.DuckDBPyConnection, result: StoredResult, offset: int, limit: int) -> Page:
@@ -184,18 +170,12 @@ class ResultStore:
         """Where the lake keeps a stored result, for every container."""
         return self.lake.path(RESULTS_PREFIX, f"{result_id}.parquet")
 
+    def is_local(self, path: str) -> bool:
+        """Whether a new result's `path` is in the working folder, a local file (not one DuckDB writes into S3)."""
+        return os.path.dirname(path) == self.local_folder
+
     def _local_path(self, result_id: str) -> str:
         return os.path.join(self.local_folder, f"{result_id}.parquet")
-
-    def _read_range(self, path: str, start: int, length: int) -> bytes:
-        if self.lake.is_s3 and path.startswith(self.lake.root):
-            bucket, key = split_s3_path(path)
-            with s3_errors(f"reading {path}"):
-                answer = self.lake.s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
-                return answer["Body"].read()
-        with open(path, "rb") as stored:
-            stored.seek(start)
-            return stored.read(length)
 
     def _trim_local_copies(self, keep: str) -> None:
         """Drop the oldest local copies beyond local_copies_bytes, never `keep` (the one about to be paged)."""

@@ -14,7 +14,6 @@ expired or deleted result is never named in an answer.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -24,7 +23,6 @@ from .errors import ResultNotFound
 from .lake import Lake
 from .protocol import RESULT_ID_PATTERN
 from .results import RESULT_MAX_AGE_SECONDS, RESULTS_PREFIX, ResultStore, StoredResult
-from .reuse_key import versions
 
 REUSE_PREFIX = f"{RESULTS_PREFIX}/reuse"
 # A result is reused only while it has this long still to live, for paging and downloads.
@@ -48,15 +46,8 @@ class ResultReuse:
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
-        """On a local lake, drop index entries older than the results they name (S3's lifecycle rule does it there)."""
-        if self.lake.is_s3:
-            return
-        folder = self.lake.path(REUSE_PREFIX)
-        os.makedirs(folder, exist_ok=True)
-        cutoff = time.time() - RESULT_MAX_AGE_SECONDS
-        for entry in os.scandir(folder):
-            if entry.is_file() and entry.stat().st_mtime < cutoff:
-                os.remove(entry.path)
+        """Drop index entries older than the results they name (on S3 the lifecycle rule does it)."""
+        self.lake.storage.expire(REUSE_PREFIX, RESULT_MAX_AGE_SECONDS)
 
     def find(self, con, key: str) -> StoredResult | None:
         """The result kept under `key`, if it is still young enough and still there, with `reused_from` set."""
@@ -71,7 +62,7 @@ class ResultReuse:
         if kept.inline is not None:
             return kept.inline._replace(reused_from=kept.computed_at)
         try:
-            if self.lake.is_s3 and not versions(self.lake, {self.results.lake_path(kept.result_id)}).popitem()[1]:
+            if not self.lake.storage.version_of(self.results.lake_path(kept.result_id)):
                 raise ResultNotFound(kept.result_id)  # this container's copy would serve pages, but no other's
             result = self.results.open(con, kept.result_id)
         except ResultNotFound:  # deleted early, or expired: the query runs again
@@ -87,7 +78,7 @@ class ResultReuse:
         if result.info.inline:
             kept = _Kept(time.time(), inline=result)
         else:
-            self.lake.put_empty(f"{REUSE_PREFIX}/{key}.{result.info.result_id}")
+            self.lake.storage.put_empty(f"{REUSE_PREFIX}/{key}.{result.info.result_id}")
             kept = _Kept(time.time(), result_id=result.info.result_id)
         with self._lock:
             self._memory[key] = kept
@@ -99,7 +90,7 @@ class ResultReuse:
     def _from_index(self, key: str) -> _Kept | None:
         """The newest index entry for `key`, as the lake's listing of the index shows it."""
         found = None
-        for name, modified in self.lake.listed_files(REUSE_PREFIX).items():
+        for name, modified in self.lake.storage.list_files(REUSE_PREFIX).items():
             entry_key, _, result_id = name.partition(".")
             if entry_key == key and RESULT_ID_PATTERN.fullmatch(result_id) and (found is None or modified > found.computed_at):
                 found = _Kept(modified, result_id=result_id)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 import duckdb
 
-from .lake import GLOB_CHARACTERS, Lake, is_pattern, s3_errors, split_s3_path
+from .lake import GLOB_CHARACTERS, Lake, is_pattern
 from .protocol import View
 from .sql import literal_paths, nondeterministic_parts
 from .values import encode_value
@@ -48,45 +47,14 @@ def reuse_key(lake: Lake, texts: tuple[str, ...], params: dict, views: tuple[Vie
 
 
 def versions(lake: Lake, paths: set[str]) -> dict[str, tuple]:
-    """What identifies the current version of each file (or of each file a pattern matches):
-    S3's ETag and size, or a local file's size, modification and change times (no tool sets the
-    change time back, as `cp -p` does the modification time) and inode. A pattern is
-    answered for everything under the folder before its first wildcard (more than it matches:
-    a change there costs a reuse, never a stale answer). Asked afresh each time: one HEAD
-    per file, one LIST per 1,000 keys of a pattern's folder; () for a file that is not there."""
-    return {path: (_listing_versions(lake, path) if is_pattern(path) else _file_version(lake, path))
+    """What identifies the current version of each file (or of each file a pattern matches), as the
+    lake's storage tells it (storage.LakeStorage.version_of). A pattern is answered for everything
+    under the folder before its first wildcard (more than it matches: a change there costs a reuse,
+    never a stale answer). Asked afresh each time: one HEAD per file, one LIST per 1,000 keys of a
+    pattern's folder on S3; () for a file that is not there."""
+    return {path: (lake.storage.versions_under(_folder_of(path)) if is_pattern(path) else lake.storage.version_of(path))
             for path in sorted(paths)}
 
 
-def _file_version(lake: Lake, path: str) -> tuple:
-    if not lake.is_s3:
-        try:
-            found = os.stat(path)
-        except FileNotFoundError:
-            return ()
-        return (found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_ino)
-    bucket, key = split_s3_path(path)
-    s3 = lake.s3
-    from botocore.exceptions import ClientError  # loaded with boto3, which made the client
-
-    with s3_errors(f"checking {path}"):
-        try:
-            head = s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return ()  # the query reports the missing file
-            raise
-    return (head["ETag"], head["ContentLength"])
-
-
-def _listing_versions(lake: Lake, pattern: str) -> tuple:
-    folder = pattern[: min(pattern.index(char) for char in GLOB_CHARACTERS if char in pattern)].rpartition("/")[0]
-    if not lake.is_s3:
-        files = (os.path.join(directory, file) for directory, _, names in os.walk(folder) for file in names)
-        return tuple(sorted((file, *_file_version(lake, file)) for file in files))
-    bucket, prefix = split_s3_path(folder)
-    found = []
-    with s3_errors(f"listing {folder}"):
-        for page in lake.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
-            found.extend((item["Key"], item["ETag"], item["Size"]) for item in page.get("Contents", []))
-    return tuple(sorted(found))
+def _folder_of(pattern: str) -> str:
+    return pattern[: min(pattern.index(char) for char in GLOB_CHARACTERS if char in pattern)].rpartition("/")[0]

@@ -9,13 +9,12 @@ views of the call's cursor, over the lake tables' views the container keeps.
 from __future__ import annotations
 
 import os
-import secrets
 from typing import NamedTuple
 
 import duckdb
 
 from . import catalog, page_format, sandbox
-from .lake import S3_SCHEME, Lake
+from .lake import Lake
 from .reuse import ResultReuse
 from .reuse_key import reuse_key
 from .errors import LakeError, NameTaken, ResultTooLarge, SqlError, UnsupportedType
@@ -54,7 +53,7 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, 
     body = _Placed(prepared.statement.text)
     if prepared.statement.keyword in _NEEDS_SUBQUERY:
         body = body.wrapped("SELECT * FROM (", ")")
-    write = _write_held if lake.is_s3 else _write_streamed
+    write = _write_held if lake.storage.binds_cost_requests else _write_streamed
     result_id, path, columns, rows, size = write(con, lake, results, prepared, body, params, sql)
     result = results.keep(result_id, path, columns, rows, size)
     if key is not None:
@@ -63,7 +62,8 @@ def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, 
 
 
 def _write_held(con, lake: Lake, results: ResultStore, prepared: "_Prepared", body: _Placed, params: dict, sql: str):
-    """On S3: bind the query once, into a temporary table of the call's cursor, then write the file from it.
+    """Where a bind costs a request (S3): bind the query once, into a temporary table of the call's
+    cursor, then write the file from it.
 
     Each bind of a lake file costs an S3 request, so describing the query
     and then copying it would cost two. The table's own description gives
@@ -94,7 +94,7 @@ def _write_held(con, lake: Lake, results: ResultStore, prepared: "_Prepared", bo
 
 def _write_streamed(con, lake: Lake, results: ResultStore, prepared: "_Prepared", body: _Placed, params: dict,
                     sql: str):
-    """On a local lake: describe the query, then copy it into the file as it runs.
+    """Where a bind is free (a local lake): describe the query, then copy it into the file as it runs.
 
     A bind of a local file costs no request, and holding the result in a
     table first would copy every row once more: a big result streams from
@@ -118,7 +118,7 @@ def _copy(con, copy: _Placed, path: str, results: ResultStore, columns: tuple[Co
 
     Only a file written straight into S3 asks DuckDB for its size (RETURN_STATS, a fifth of a small COPY's time).
     """
-    remote = path.startswith(S3_SCHEME)
+    remote = not results.is_local(path)
     options = results.copy_options(columns) + (", RETURN_STATS true" if remote else "")
     statement = copy.wrapped("", f"TO {quote_literal(path)} ({options})")
     try:
@@ -149,30 +149,23 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
                 views: tuple[View, ...] = ()) -> tuple[str, int, int]:
     """Write the result of `sql` to `path` in the lake; return where, how many rows and bytes.
 
-    The file appears whole or not at all, so a failed query leaves the previous file as it was: on
-    S3 DuckDB writes it in place as one multipart upload (no part is visible before the last, and
-    nothing passes the function's /tmp, so a view has no size limit); in a folder it is finished in
-    the scratch folder and renamed into place.
+    The file appears whole or not at all (storage.LakeStorage.writing), so a failed query leaves
+    the previous file as it was. A materialized view may not take a name the lake has, in any case.
     """
     prepared = _check(con, lake, sql, views)
     folder, _, file_name = path.rpartition("/")
     name = file_name[: -len(".parquet")]
-    taken = lake.dataset_named(con, name) if folder == DASHBOARD_FOLDER else None
+    taken = lake.names_taken(con, name, path) if folder == DASHBOARD_FOLDER else []
     if taken:
-        raise NameTaken(f"the lake already has a table named {name} ({taken}); a materialized view may not "
-                        "change what that name means for everyone: save the view under another name")
-    written = lake.path(path) if lake.is_s3 else os.path.join(scratch, f"materialize-{secrets.token_hex(8)}.parquet")
-    try:
+        tables = " and ".join(found.described() for found in taken)
+        raise NameTaken(f"the lake already has a table named {name}: {tables}; a materialized view may not change "
+                        "what that name means for everyone, in any case: save the view under another name")
+    with lake.storage.writing(path, scratch) as written:
         copy = _Placed(prepared.statement.text).wrapped(
             "COPY (", f") TO {quote_literal(written)} (FORMAT parquet, COMPRESSION zstd, RETURN_STATS true)")
         _, rows, size = _with_fresh_views(con, lake, prepared, lambda: _execute(con, copy, {}, sql).fetchone()[:3])
-        if lake.is_s3:
-            lake.forget_listings()  # this container changed the catalog: it sees the change at once
-            return written, rows, size
-        return lake.put(written, path), rows, size
-    finally:
-        if not lake.is_s3 and os.path.exists(written):
-            os.remove(written)
+    lake.forget_listings()  # this container changed the catalog: it sees the change at once
+    return lake.path(path), rows, size
 
 
 class _Prepared(NamedTuple):

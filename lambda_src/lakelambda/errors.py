@@ -85,6 +85,11 @@ class NameTaken(LakeError):
     """A materialized view may not take the name of a dataset: that would change what the name means for everyone."""
 
 
+class InternalError(LakeError):
+    """A failure the handler did not foresee (a bug): answered without its details, which could hold
+    the request or the machine's paths; the handler's log has them in full, under the same incident."""
+
+
 class SqlError(LakeError):
     """DuckDB refused or failed the query; `error_type` is DuckDB's exception class."""
 

@@ -602,7 +602,7 @@ def parse_answer(wire: Any) -> Answer:
 
 
 def _dot_segment(path: str) -> bool:
-    return any(segment in ("", ".", "..") for segment in path.split("/")[1:])
+    return any(segment in (".", "..") for segment in path.split("/"))
 
 
 def _download_problem(url: str, result_id: str | None) -> str | None:

@@ -636,7 +636,8 @@ def _partition_file_problem(table: str, file: PartitionFile) -> str | None:
         return f"is not inside {table}/"
     if not name.endswith(".parquet") or name.startswith((".", "_")):
         return "is not a Parquet file"
-    spelled = tuple((urllib.parse.unquote(key), urllib.parse.unquote(value))
+    unquote = urllib.parse.unquote if "%" in file.path else str
+    spelled = tuple((unquote(key), unquote(value))
                     for key, equals, value in (folder.partition("=") for folder in folders[1:]) if key and equals)
     if len(spelled) != len(folders) - 1 or spelled != file.partition:
         return "does not spell the partition the listing gives it"

@@ -95,10 +95,11 @@ OMITTED = "omitted"
 
 
 class _Field:
-    __slots__ = ("name", "type", "place", "omitted", "default")
+    __slots__ = ("name", "type", "place", "path", "omitted", "default")
 
     def __init__(self, name: str, kind, place: tuple[str, ...], omitted: bool, default):
         self.name, self.type, self.place, self.omitted, self.default = name, kind, place, omitted, default
+        self.path = ".".join(place)  # in a refusal
 
 
 @functools.lru_cache(maxsize=None)
@@ -109,11 +110,9 @@ def _fields(cls) -> tuple[_Field, ...]:
     kinds = typing.get_type_hints(cls, include_extras=True)
     for spec in dataclasses.fields(cls):
         kind = kinds[spec.name]
-        base, markers = _unpack(kind)
+        markers = _unpack(kind)[1]
         place = next((marker.keys for marker in markers if isinstance(marker, At)), (spec.name,))
-        default = spec.default if spec.default is not dataclasses.MISSING else dataclasses.MISSING
-        if spec.default_factory is not dataclasses.MISSING:
-            default = spec.default_factory()
+        default = spec.default if spec.default_factory is dataclasses.MISSING else spec.default_factory()
         found.append(_Field(spec.name, kind, place, OMITTED in markers, default))
         _require_bounds(kind, f"{cls.__name__}.{spec.name}")
     return tuple(found)
@@ -146,49 +145,6 @@ def _require_bounds(kind, where: str) -> None:
             _require_bounds(arg, where)
 
 
-# --- encoding ----------------------------------------------------------------
-
-
-def encode_fields(message) -> dict:
-    """A dataclass's fields as a JSON-ready object, each at its place."""
-    wire: dict[str, Any] = {}
-    for field in _fields(type(message)):
-        value = getattr(message, field.name)
-        if field.omitted and value == field.default:
-            continue
-        encoded = _encode(field.type, value)
-        if not field.place:
-            wire.update(encoded)
-            continue
-        target = wire
-        for key in field.place[:-1]:
-            target = target.setdefault(key, {})
-        target[field.place[-1]] = encoded
-    return wire
-
-
-def _encode(kind, value):
-    base, markers = _unpack(kind)
-    via = _marker(markers, Via)
-    if via is not None and via.encode is not None:
-        return via.encode(value)
-    if value is None:
-        return None
-    if dataclasses.is_dataclass(value):
-        return encode_fields(value)
-    origin, args = typing.get_origin(base), typing.get_args(base)
-    if origin in (typing.Union, types.UnionType):
-        return _encode(next(arg for arg in args if arg is not type(None)), value)
-    if origin is tuple and _is_pairs(args):
-        item_kind = typing.get_args(_unpack(args[0])[0])[1]
-        return {key: _encode(item_kind, item) for key, item in value}
-    if origin is tuple:
-        return [_encode(args[0], item) for item in value]
-    if origin is dict:
-        return {key: _encode(args[1], item) for key, item in value.items()}
-    return value
-
-
 def _is_pairs(args: tuple) -> bool:
     """tuple[tuple[str, X], ...]: (key, value) pairs in order, which travel as a JSON object."""
     item = _unpack(args[0])[0] if args else None
@@ -196,49 +152,154 @@ def _is_pairs(args: tuple) -> bool:
         and typing.get_args(item)[1] is not Ellipsis
 
 
-# --- decoding ----------------------------------------------------------------
+def _optional(args: tuple):
+    return next(arg for arg in args if arg is not type(None))
+
+
+# --- encoding: one function per type, made once ---------------------------------
+
+
+def encode_fields(message) -> dict:
+    """A dataclass's fields as a JSON-ready object, each at its place."""
+    return _encoder(type(message))(message)
+
+
+@functools.lru_cache(maxsize=None)
+def _encoder(kind) -> Callable[[Any], Any]:
+    base, markers = _unpack(kind)
+    via = _marker(markers, Via)
+    if via is not None and via.encode is not None:
+        return via.encode
+    origin, args = typing.get_origin(base), typing.get_args(base)
+    if dataclasses.is_dataclass(base):
+        return _object_encoder(base)
+    if origin in (typing.Union, types.UnionType):
+        inner = _encoder(_optional(args))
+        return lambda value: None if value is None else inner(value)
+    if origin is tuple and _is_pairs(args):
+        item = _encoder(typing.get_args(_unpack(args[0])[0])[1])
+        return lambda value: {key: item(entry) for key, entry in value}
+    if origin is tuple:
+        item = _encoder(args[0])
+        return lambda value: [item(entry) for entry in value]
+    if origin is dict:
+        item = _encoder(args[1])
+        return lambda value: {key: item(entry) for key, entry in value.items()}
+    return _same
+
+
+def _same(value):
+    return value
+
+
+def _object_encoder(cls) -> Callable[[Any], dict]:
+    fields = [(field, _encoder(field.type)) for field in _fields(cls)]
+
+    def encode(message) -> dict:
+        wire: dict[str, Any] = {}
+        for field, encode_value in fields:
+            value = getattr(message, field.name)
+            if field.omitted and value == field.default:
+                continue
+            if not field.place:
+                wire.update(encode_value(value))
+                continue
+            target = wire
+            for key in field.place[:-1]:
+                target = target.setdefault(key, {})
+            target[field.place[-1]] = encode_value(value)
+        return wire
+    return encode
+
+
+# --- decoding: one function per type, made once; each takes (value, where, "null or " or "") ----------
 
 
 def decode_fields(cls, wire: Any, where: str = ""):
     """An instance of the dataclass `cls` from its wire object, every field checked; ProtocolError
     names the first field that does not fit. `where` is the object's own place, "" for a message."""
-    if not isinstance(wire, dict):
-        raise ProtocolError(f"'{where}' must be an object with exactly {_names(cls)}" if where
-                            else "the message must be a JSON object")
-    unknown = sorted(_unknown_keys(wire, _shape(cls)))
-    if unknown:
-        if where:
-            raise ProtocolError(f"'{where}' must be an object with exactly {_names(cls)}")
-        raise ProtocolError(f"unknown field(s) {', '.join(unknown)}")
-    return _build(cls, wire, where)
+    return _decoder(cls)(wire, where, "")
 
 
-def _build(cls, wire: dict, where: str):
+@functools.lru_cache(maxsize=None)
+def _decoder(kind) -> Callable[[Any, str, str], Any]:
+    base, markers = _unpack(kind)
+    origin, args = typing.get_origin(base), typing.get_args(base)
+    via = _marker(markers, Via)
+    if origin in (typing.Union, types.UnionType):
+        inner, nullable = _decoder(_optional(args)), type(None) in args
+        return lambda value, where, either: None if value is None and nullable else inner(value, where, "null or ")
+    if via is not None and base is Any:
+        return lambda value, where, either: via.decode(value)
+    if dataclasses.is_dataclass(base):
+        plain = _object_decoder(base)
+    elif origin is tuple and _is_pairs(args):
+        plain = _pairs_decoder(typing.get_args(_unpack(args[0])[0]), _marker(markers, Items))
+    elif origin is tuple:
+        plain = _items_decoder(args[0], _marker(markers, Items))
+    elif origin is dict:
+        plain = _mapping_decoder(args, _marker(markers, Items))
+    elif origin is typing.Literal:
+        plain = functools.partial(_choice, args)
+    elif base is bool:
+        plain = _bool
+    elif base in (int, float):
+        plain = functools.partial(_number, base, _marker(markers, Range))
+    elif base is str:
+        plain = functools.partial(_text, _marker(markers, Text))
+    else:
+        raise TypeError(f"the protocol has no wire form for {base!r}")
+    if via is None:
+        return plain
+
+    def converted(value, where: str, either: str):
+        decoded = plain(value, where, either)
+        try:
+            return via.decode(decoded)
+        except ValueError as exc:
+            raise ProtocolError(f"'{where}': {_shown(decoded)} is not {via.says} ({exc})") from None
+    return converted
+
+
+def _object_decoder(cls) -> Callable[[Any, str, str], Any]:
+    fields = [(field, _decoder(field.type)) for field in _fields(cls)]
+    shape = _shape(cls)
+    keys = frozenset(shape)
+    check = getattr(cls, "check_arrival", None)
+
+    def decode(wire, where: str, either: str):
+        if not isinstance(wire, dict) or (where and not keys.issuperset(wire)):
+            raise ProtocolError(f"'{where}' must be {either}an object with exactly {_names(shape)}" if where
+                                else "the message must be a JSON object")
+        if not where:
+            unknown = sorted(_unknown_keys(wire, shape))
+            if unknown:
+                raise ProtocolError(f"unknown field(s) {', '.join(unknown)}")
+        return _build(cls, fields, shape, check, wire, where)
+    decode.spread = lambda wire, where: _build(cls, fields, shape, check, wire, where)  # at(): in a parent's object
+    return decode
+
+
+def _build(cls, fields, shape, check, wire: dict, where: str):
     values = {}
-    for field in _fields(cls):
+    for field, decode in fields:
         if not field.place:
-            values[field.name] = _build(_unpack(field.type)[0], wire, where)
+            values[field.name] = decode.spread(wire, where)
             continue
-        path = ".".join(filter(None, (where, *field.place)))
-        found, value = _lookup(wire, field.place, where)
-        if not found:
+        container = wire
+        for depth, key in enumerate(field.place[:-1]):
+            container = container.get(key)
+            if not isinstance(container, dict):
+                raise ProtocolError(f"'{'.'.join(filter(None, (where, *field.place[:depth + 1])))}' must be an object")
+        if field.place[-1] not in container:
             if field.omitted:
                 continue
-            if where:
-                raise ProtocolError(f"'{where}' must be an object with exactly {_names(cls)}")
-            raise ProtocolError(f"'{path}' is missing")
-        values[field.name] = _decode(field.type, value, path)
+            raise ProtocolError(f"'{where}' must be an object with exactly {_names(shape)}" if where
+                                else f"'{'.'.join(field.place)}' is missing")
+        path = f"{where}.{field.path}" if where else field.path
+        values[field.name] = decode(container[field.place[-1]], path, "")
     message = cls(**values)
-    check = getattr(message, "check_arrival", None)
-    return check() if check is not None else message
-
-
-def _lookup(wire: dict, keys: tuple[str, ...], where: str) -> tuple[bool, Any]:
-    for depth, key in enumerate(keys[:-1]):
-        wire = wire.get(key)
-        if not isinstance(wire, dict):
-            raise ProtocolError(f"'{'.'.join(filter(None, (where, *keys[:depth + 1])))}' must be an object")
-    return (keys[-1] in wire), wire.get(keys[-1])
+    return check(message) if check is not None else message
 
 
 @functools.lru_cache(maxsize=None)
@@ -259,55 +320,26 @@ def _shape(cls) -> dict:
 def _unknown_keys(wire: dict, shape: dict, prefix: str = ""):
     for key, value in wire.items():
         if key not in shape:
-            yield prefix + _shown(key, 40) if not isinstance(key, str) else prefix + key
+            yield prefix + (key if isinstance(key, str) else _shown(key, 40))
         elif shape[key] is not None and isinstance(value, dict):
             yield from _unknown_keys(value, shape[key], f"{prefix}{key}.")
 
 
-def _names(cls) -> str:
-    names = [f"'{key}'" for key in _shape(cls)]
+def _names(shape: dict) -> str:
+    names = [f"'{key}'" for key in shape]
     return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _decode(kind, value, where: str, nullable: bool = False):
-    base, markers = _unpack(kind)
-    origin, args = typing.get_origin(base), typing.get_args(base)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        return _decode(next(arg for arg in args if arg is not type(None)), value, where, nullable=True)
-    either = "null or " if nullable else ""
-    via = _marker(markers, Via)
-    if via is not None and base is Any:
-        return via.decode(value)
-    if dataclasses.is_dataclass(base):
-        if not isinstance(value, dict):
-            raise ProtocolError(f"'{where}' must be {either}an object with exactly {_names(base)}")
-        decoded = decode_fields(base, value, where)
-    elif origin is tuple:
-        decoded = _decode_items(args, _marker(markers, Items), value, where, either)
-    elif origin is dict:
-        decoded = _decode_mapping(args, _marker(markers, Items), value, where, either)
-    elif origin is typing.Literal:
-        if not any(value == choice and type(value) is type(choice) for choice in args):
-            raise ProtocolError(f"'{where}' must be {either}one of {', '.join(map(repr, args))}, not {_shown(value)}")
-        decoded = value
-    elif base is bool:
-        if type(value) is not bool:
-            raise ProtocolError(f"'{where}' must be {either}true or false")
-        decoded = value
-    elif base in (int, float):
-        decoded = _number(base, _marker(markers, Range), value, where, either)
-    elif base is str:
-        decoded = _text(_marker(markers, Text), value, where, either)
-    else:
-        raise TypeError(f"the protocol has no wire form for {base!r} ('{where}')")
-    if via is not None:
-        try:
-            return via.decode(decoded)
-        except ValueError as exc:
-            raise ProtocolError(f"'{where}': {_shown(decoded)} is not {via.says} ({exc})") from None
-    return decoded
+def _choice(choices: tuple, value, where: str, either: str):
+    if not any(value == choice and type(value) is type(choice) for choice in choices):
+        raise ProtocolError(f"'{where}' must be {either}one of {', '.join(map(repr, choices))}, not {_shown(value)}")
+    return value
+
+
+def _bool(value, where: str, either: str) -> bool:
+    if type(value) is not bool:
+        raise ProtocolError(f"'{where}' must be {either}true or false")
+    return value
 
 
 def _number(kind: type, bounds: Range, value, where: str, either: str):
@@ -338,30 +370,49 @@ def _text(bounds: Text, value, where: str, either: str) -> str:
     return value
 
 
-def _decode_items(args: tuple, bounds: Items, value, where: str, either: str) -> tuple:
-    pairs = _is_pairs(args)
-    if not isinstance(value, dict if pairs else list) or not bounds.least <= len(value) <= bounds.most:
-        count = f"{bounds.least} to {bounds.most}" if bounds.least else f"at most {bounds.most}"
-        raise ProtocolError(f"'{where}' must be {either}{'an object' if pairs else 'a list'} of {count} {bounds.noun}")
-    if pairs:
-        key_kind, item_kind = typing.get_args(_unpack(args[0])[0])
-        items = tuple((_key(key_kind, key, where), _decode(item_kind, item, f"{where}[{_shown(key)}]"))
-                      for key, item in value.items())
-    else:
-        items = tuple(_decode(args[0], item, f"{where}[{index}]") for index, item in enumerate(value))
-    _check_together(bounds, items if not pairs else [key for key, _ in items], where)
-    return items
+def _count_error(bounds: Items, what: str, where: str, either: str) -> ProtocolError:
+    count = f"{bounds.least} to {bounds.most}" if bounds.least else f"at most {bounds.most}"
+    return ProtocolError(f"'{where}' must be {either}{what} of {count} {bounds.noun}")
 
 
-def _decode_mapping(args: tuple, bounds: Items, value, where: str, either: str) -> dict:
-    if not isinstance(value, dict) or not bounds.least <= len(value) <= bounds.most:
-        raise ProtocolError(f"'{where}' must be {either}an object of at most {bounds.most} {bounds.noun}")
-    return {_key(args[0], key, where): _decode(args[1], item, f"{where}[{_shown(key)}]") for key, item in value.items()}
+def _items_decoder(item_kind, bounds: Items):
+    item = _decoder(item_kind)
+
+    def decode(value, where: str, either: str) -> tuple:
+        if not isinstance(value, list) or not bounds.least <= len(value) <= bounds.most:
+            raise _count_error(bounds, "a list", where, either)
+        items = tuple(item(entry, f"{where}[{index}]", "") for index, entry in enumerate(value))
+        _check_together(bounds, items, where)
+        return items
+    return decode
+
+
+def _pairs_decoder(pair_args: tuple, bounds: Items):
+    key_kind, item = pair_args[0], _decoder(pair_args[1])
+
+    def decode(value, where: str, either: str) -> tuple:
+        if not isinstance(value, dict) or not bounds.least <= len(value) <= bounds.most:
+            raise _count_error(bounds, "an object", where, either)
+        pairs = tuple((_key(key_kind, key, where), item(entry, f"{where}[{_shown(key)}]", ""))
+                      for key, entry in value.items())
+        _check_together(bounds, [key for key, _ in pairs], where)
+        return pairs
+    return decode
+
+
+def _mapping_decoder(args: tuple, bounds: Items):
+    key_kind, item = args[0], _decoder(args[1])
+
+    def decode(value, where: str, either: str) -> dict:
+        if not isinstance(value, dict) or not bounds.least <= len(value) <= bounds.most:
+            raise _count_error(bounds, "an object", where, either)
+        return {_key(key_kind, key, where): item(entry, f"{where}[{_shown(key)}]", "") for key, entry in value.items()}
+    return decode
 
 
 def _key(kind, key: str, where: str) -> str:
     try:
-        return _decode(kind, key, f"{where} key")
+        return _decoder(kind)(key, f"{where} key", "")
     except ProtocolError:
         raise ProtocolError(f"'{where}' has a key {_shown(key)} that is not "
                             f"{_marker(_unpack(kind)[1], Text).describe()}") from None

@@ -5,11 +5,14 @@ types say what may travel: str, int, float, bool, Literal choices, None in a
 union, nested dataclasses, tuples of them (JSON lists), tuples of
 (str, value) pairs (JSON objects) and dicts. Beside each type, in
 `Annotated[...]`, stand its bounds (Text, Range, Items), any conversion
-(Via) and, where it is not the field's name, its place on the wire (At).
-`encode` and `decode` read those declarations and nothing else, so a field
-cannot be sent without being checked on arrival: every string must be
-valid UTF-8 text within its length (and pattern), every number within its
-range, every list within its count, and no unknown field is accepted.
+(Via), where it is not the field's name its place on the wire (At), and
+whether it may be left out (OMITTED). `encode_fields` and `decode_fields`
+read those declarations and nothing else (a string, number or collection
+declared without bounds is a TypeError), so no field travels unchecked:
+every string must be valid UTF-8 text within its length (and pattern),
+every number within its range, every list within its count, no unknown
+field is accepted, and a message's `check_arrival` then checks what spans
+its fields.
 
 Only the standard library: the handler's cold-start path.
 """

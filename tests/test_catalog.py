@@ -103,7 +103,7 @@ def test_the_tables_request_takes_no_fields():
 
 
 def test_an_answer_with_an_unknown_table_kind_is_refused():
-    wire = protocol.to_wire(protocol.TablesAnswer((protocol.TableInfo("t", "file", "/x", (), 1, 2, 3),)))
+    wire = protocol.encode(protocol.TablesAnswer((protocol.TableInfo("t", "file", "/x", (), 1, 2, 3),)))
     assert protocol.parse_answer(wire).tables[0].rows == 3
     wire["tables"][0]["kind"] = "secret"
     with pytest.raises(ProtocolError):

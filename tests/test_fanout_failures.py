@@ -156,7 +156,7 @@ class _OneFailsOthersThrottled:
         file = request["files"][0]
         self.calls[file] = self.calls.get(file, 0) + 1
         if file.endswith("0.parquet"):
-            return Reply(protocol.to_wire(protocol.ErrorAnswer("ConversionException", "cannot cast 'n/a'")))
+            return Reply(protocol.encode(protocol.ErrorAnswer("ConversionException", "cannot cast 'n/a'")))
         time.sleep(0.05)
         raise RetryableEngineError("throttled")
 

@@ -410,7 +410,7 @@ class _OneListing:
     name, concurrency, shares_files = "listing", 1, False
 
     def __init__(self, table: protocol.PartitionedTable):
-        self.answer = protocol.to_wire(protocol.PartitionsAnswer((table,)))
+        self.answer = protocol.encode(protocol.PartitionsAnswer((table,)))
 
     def call(self, request: dict) -> Reply:
         return Reply(self.answer)

@@ -213,7 +213,7 @@ def test_the_tasks_sql_is_sandboxed_like_any_query(lake):
     ({"files": [f"partitioned/date=2019-04-01/f{n}.parquet" for n in range(protocol.MAX_TASK_FILES + 1)]},
      "'files' must be a list of 1 to"),
     ({"files": ["x" * (protocol.MAX_FILE_PATH_CHARS + 1)]}, "at most"),
-    ({"files": [7]}, "each of 'files'"),
+    ({"files": [7]}, "'files[0]' must be a path"),
     ({"table": "../dataset"}, "not a lake table's name"),
     ({"table": "_lakemagic"}, "not a lake table's name"),
     ({"key_types": {"date": "DATE'}, x := read_csv('/etc/passwd'"}}, "not a type name"),

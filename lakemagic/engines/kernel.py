@@ -67,7 +67,7 @@ class KernelEngine(Engine):
             answer = ErrorAnswer.of(exc)
         except duckdb.Error as exc:
             answer = ErrorAnswer.of(duckdb_error(exc))
-        return Reply(protocol.to_wire(_timed(answer, started)))
+        return Reply(protocol.encode(_timed(answer, started)))
 
     def adopt(self, answer: PageAnswer) -> PageAnswer:
         """An inline answer's result, kept here from now on: the same answer, naming it by an id of this engine.

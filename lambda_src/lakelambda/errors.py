@@ -89,6 +89,11 @@ class AmbiguousName(LakeError):
     """A name two lake tables answer to (their names differ only in case): nothing is picked."""
 
 
+class InternalError(LakeError):
+    """A failure the handler did not foresee (a bug): answered without its details, which could hold
+    the request or the machine's paths; the handler's log has them in full, under the same incident."""
+
+
 class SqlError(LakeError):
     """DuckDB refused or failed the query; `error_type` is DuckDB's exception class."""
 

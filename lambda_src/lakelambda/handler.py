@@ -1,16 +1,20 @@
 """The lake handler: what AWS Lambda calls, and what the embedded engine calls in-process.
 
 The edge parses and validates the event, runs it within the time budget,
-and answers every outcome in the protocol's shape (SQL errors included);
-only bugs escape as exceptions. Each operation is one method here.
+and answers every outcome in the protocol's shape (SQL errors included).
+Even a failure nobody foresaw (a bug) is answered, as an InternalError that
+says nothing of the request or the machine; the log has its details. So no
+event makes Lambda report a FunctionError. Each operation is one method here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import platform
+import secrets
 import shutil
 import threading
 import time
@@ -20,7 +24,7 @@ import duckdb
 
 from . import protocol, run, tasks
 from .database import Settings, open_database
-from .errors import LakeError, QueryTimeout
+from .errors import InternalError, LakeError, QueryTimeout
 from .lake import Lake
 from .protocol import (ErrorAnswer, MaterializeAnswer, MaterializeRequest, PageAnswer, PartitionsAnswer,
                        PartitionsRequest, QueryRequest, TablesAnswer, TablesRequest, TaskRequest)
@@ -28,6 +32,8 @@ from .results import OPERATIONS, ResultStore
 from .reuse import ResultReuse
 from .sql import duckdb_error
 from .storage import s3_request_timeout_s
+
+_log = logging.getLogger(__name__)
 
 # Time kept back from the function's remaining time to answer after an interrupt.
 ANSWER_RESERVE_MS = 1500
@@ -66,6 +72,18 @@ class LakeHandler:
         started = time.perf_counter()
         cold, self._cold = self._cold, False
         try:
+            answer = self._answer(event, context)
+            return protocol.encode(dataclasses.replace(answer, stats=_stats(answer, started, cold)))
+        except Exception:  # a bug no check foresaw: still an answer (never a FunctionError), its details only logged
+            incident = secrets.token_hex(6)
+            _log.exception("incident %s: the handler failed unexpectedly", incident)
+            answer = ErrorAnswer.of(InternalError(f"the handler failed unexpectedly; its log has the details "
+                                                  f"(incident {incident})"))
+            return protocol.encode(dataclasses.replace(answer, stats=_stats(answer, started, cold)))
+
+    def _answer(self, event, context) -> protocol.Answer:
+        """The event's answer: every failure the protocol names (SQL errors included) is an error answer."""
+        try:
             request = protocol.parse_request(event)
             with self._database.cursor() as con, _time_budget(con, context) as budget:
                 if self._track_progress:
@@ -73,7 +91,7 @@ class LakeHandler:
                     con.execute("PRAGMA enable_progress_bar; PRAGMA disable_print_progress_bar")
                 self._running.add(con)
                 try:
-                    answer = self._operations[type(request)](con, request)
+                    return self._operations[type(request)](con, request)
                 except (LakeError, duckdb.InterruptException) as exc:
                     if budget.expired:
                         raise QueryTimeout(
@@ -84,10 +102,9 @@ class LakeHandler:
                 finally:
                     self._running.discard(con)
         except LakeError as exc:
-            answer = ErrorAnswer.of(exc)
+            return ErrorAnswer.of(exc)
         except duckdb.Error as exc:  # in a statement of the handler's own: the catalog, a stored result
-            answer = ErrorAnswer.of(duckdb_error(exc))
-        return protocol.to_wire(dataclasses.replace(answer, stats=_stats(answer, started, cold)))
+            return ErrorAnswer.of(duckdb_error(exc))
 
     def interrupt(self) -> None:
         """Interrupt the statements of every call in progress: each ends with an error answer.

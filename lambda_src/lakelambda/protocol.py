@@ -1,27 +1,32 @@
 """The wire protocol between the notebook and the lake handler (version 1).
 
-Everything that crosses the wire is defined here, in both directions:
-requests (built by the notebook, validated at the handler's edge) and
-answers (built by the handler, checked on arrival by the notebook); the
-error types an answer may carry are in errors.py, how parameter values
-travel in values.py. Both ends import these modules, so they agree by
-construction. PROTOCOL.md beside this package describes the same for humans.
+Everything that crosses the wire is declared here, once, in both
+directions: each request and each answer is a frozen dataclass, tagged
+(`op` for a request; `kind` for an answer, the one key of its body), whose
+field types carry their bounds. The codec in wire.py derives the JSON from
+those declarations (`encode`) and checks every field on arrival
+(`parse_request` at the handler's edge, `parse_answer` in the notebook),
+so no field travels unchecked in either direction. The error types an
+answer may carry are in errors.py, how parameter values travel in
+values.py. PROTOCOL.md beside this package describes the same for humans.
 
 Adding an operation means one request type, one answer type, one handler
-function and one client method.
+method and one client method, and PROTOCOL.md in the same change.
 
 Only the standard library is imported: this module is on the handler's
-cold-start path.
+cold-start path. (An answer's column types are checked by DuckDB's parser,
+imported when an answer arrives, which only the notebook does.)
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from .errors import LakeError, ProtocolError
 from .values import decode_value, encode_value
+from .wire import OMITTED, Items, Range, Text, Via, at, decode_fields, encode_fields
 
 VERSION = 1
 
@@ -42,6 +47,7 @@ INLINE_RESULT_BYTES = 1024 * 1024
 MAX_SQL_CHARS = 100_000  # the query's and its views' together
 MAX_PARAMS = 1_000
 MAX_VIEWS = 200
+MAX_NAME_CHARS = 1024  # a view's or a parameter's name
 # A derived result's filter (an SQL condition, checked by explore.py) and sort keys.
 MAX_FILTER_CHARS = 10_000
 MAX_SORT_KEYS = 8
@@ -51,6 +57,15 @@ MAX_TASK_FILES = 10_000
 MAX_FILE_PATH_CHARS = 1024
 MAX_TASK_FILE_CHARS = MAX_SQL_CHARS  # a task's file names together: the handler makes them SQL too
 MAX_PARTITION_KEYS = 32
+# Bounds on what an answer may carry (no text in one is longer than a response).
+MAX_COUNT = 2**62  # rows, bytes, offsets
+MAX_ANSWER_CHARS = MAX_RESPONSE_BYTES
+MAX_COLUMNS = 100_000
+MAX_TABLES = 100_000
+MAX_LISTED_FILES = 1_000_000
+MAX_BARS = 64
+MAX_URL_CHARS = 16_384
+MAX_DOWNLOAD_SECONDS = 7 * 24 * 3600  # the longest an S3 presigned URL is good for
 
 PAGE_FORMAT = "parquet+base64"
 
@@ -66,64 +81,134 @@ KEY_TYPE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_ ]{0,63}")
 # The lake folder materialized views are written to, and the only one requests may name.
 DASHBOARD_FOLDER = "dashboard"
 DASHBOARD_PATH_PATTERN = re.compile(DASHBOARD_FOLDER + r"(/[A-Za-z0-9_][A-Za-z0-9_\-]*)+\.parquet")
+# Where the lake keeps stored results (lake.INTERNAL_FOLDER), as a download's path or URL ends.
+RESULTS_FOLDER = "_lakemagic/results"
+
+# --- what fields hold ---------------------------------------------------------
+
+Sql = Annotated[str, Text(MAX_SQL_CHARS, least=1, blank=False, says="a non-blank string")]
+RowCount = Annotated[int, Range(0, MAX_PAGE_ROWS)]
+Count = Annotated[int, Range(0, MAX_COUNT)]
+ResultId = Annotated[str, Text(64, pattern=RESULT_ID_PATTERN, says="a result id this handler issued")]
+TableName = Annotated[str, Text(128, pattern=TABLE_NAME_PATTERN, says="a lake table's name")]
+Identifier = Annotated[str, Text(MAX_NAME_CHARS, pattern=PARAM_NAME_PATTERN, says="an identifier")]
+ColumnName = Annotated[str, Text(MAX_FILTER_CHARS, least=1, says="a column name")]
+ParamValue = Annotated[Any, Via(decode_value, encode=encode_value)]
+Params = Annotated[dict[Annotated[str, Text(MAX_NAME_CHARS, pattern=PARAM_NAME_PATTERN, says="a parameter name")],
+                        ParamValue], Items(MAX_PARAMS, noun="parameters")]
+AnswerText = Annotated[str, Text(MAX_ANSWER_CHARS)]
+Base64 = Annotated[str, Text(MAX_ANSWER_CHARS, pattern=r"[A-Za-z0-9+/]*={0,2}", says="base64 data")]
+
+
+def _duckdb_type(text: str) -> str:
+    """`text` if it is DuckDB's own printing of one type (sql.printed_type). Imported on an answer's
+    arrival, which only the notebook parses: the handler's cold start never loads DuckDB for it."""
+    from .sql import printed_type
+    return printed_type(text)
+
+
+DuckDBType = Annotated[str, Text(MAX_ANSWER_CHARS), Via(_duckdb_type, says="a DuckDB type")]
 
 
 @dataclass(frozen=True)
 class View:
     """A named query the notebook keeps; it travels with every query that uses it."""
 
-    name: str
-    sql: str
+    name: Identifier
+    sql: Sql
+
+
+Views = Annotated[tuple[View, ...], Items(MAX_VIEWS, noun="views"), OMITTED]
+
+
+def _check_sql_size(sql: str, views: tuple[View, ...]) -> None:
+    if len(sql) + sum(len(view.sql) for view in views) > MAX_SQL_CHARS:
+        raise ProtocolError(f"the query and its views together are longer than {MAX_SQL_CHARS} characters")
+
+
+# --- requests -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class QueryRequest:
-    sql: str
-    params: dict[str, Any]
-    page_size: int
-    views: tuple[View, ...] = ()
-    reuse: bool = True  # may be answered from the stored result of the same query over the same inputs
+    """Run `sql` and answer its first page."""
+
+    op: ClassVar[str] = "query"
+    sql: Sql
+    params: Params
+    page_size: RowCount
+    views: Views = ()  # the notebook's views the query uses, dependencies first
+    # May be answered from the stored result of the same query over the same inputs.
+    reuse: Annotated[bool, OMITTED] = True
     # Tables a fan-out could split the query over: where one is Hive-partitioned, the answer is their
     # listing (a PartitionsAnswer) and nothing runs; otherwise the query runs, in the same call.
-    fanout_tables: tuple[str, ...] = ()
+    fanout_tables: Annotated[tuple[TableName, ...], Items(MAX_LISTED_TABLES, noun="table names"), OMITTED] = ()
+
+    def check_arrival(self) -> "QueryRequest":
+        _check_sql_size(self.sql, self.views)
+        return self
 
 
 @dataclass(frozen=True)
 class MaterializeRequest:
-    sql: str
-    path: str  # under dashboard/, relative to the lake
-    views: tuple[View, ...] = ()
+    """Write the result of `sql` to `path` in the lake, atomically."""
+
+    op: ClassVar[str] = "materialize"
+    sql: Sql
+    path: Annotated[str, Text(MAX_FILE_PATH_CHARS, pattern=DASHBOARD_PATH_PATTERN,
+                              says="a .parquet file under dashboard/, like dashboard/my_view.parquet")]
+    views: Views = ()
+
+    def check_arrival(self) -> "MaterializeRequest":
+        _check_sql_size(self.sql, self.views)
+        return self
 
 
 @dataclass(frozen=True)
 class PageRequest:
-    result_id: str
-    offset: int
-    limit: int
+    """Rows [offset, offset + limit) of a stored result."""
+
+    op: ClassVar[str] = "page"
+    result_id: ResultId
+    offset: Count
+    limit: Annotated[int, Range(1, MAX_PAGE_ROWS)]
 
 
 @dataclass(frozen=True)
 class PartRequest:
-    result_id: str
-    start: int
-    length: int
+    """Bytes [start, start + length) of a stored result's Parquet file, as they are (no re-encoding)."""
+
+    op: ClassVar[str] = "part"
+    result_id: ResultId
+    start: Count
+    length: Annotated[int, Range(1, MAX_PART_BYTES)]
 
 
 @dataclass(frozen=True)
 class DownloadRequest:
-    result_id: str
+    """Where the whole stored result can be fetched from, as one file."""
+
+    op: ClassVar[str] = "download"
+    result_id: ResultId
 
 
 @dataclass(frozen=True)
 class TablesRequest:
     """What tables the lake holds: its catalog, answered from the files' listing and Parquet footers."""
 
+    op: ClassVar[str] = "tables"
+
 
 @dataclass(frozen=True)
 class PartitionsRequest:
     """Which of `tables` are Hive-partitioned lake tables, and their files: what a fan-out plans over."""
 
-    tables: tuple[str, ...]
+    op: ClassVar[str] = "partitions"
+    tables: Annotated[tuple[TableName, ...], Items(MAX_LISTED_TABLES, least=1, noun="table names")]
+
+
+FilePath = Annotated[str, Text(MAX_FILE_PATH_CHARS, least=1, says="a path")]
+KeyName = Annotated[str, Text(128, least=1, says="a partition key's name")]
 
 
 @dataclass(frozen=True)
@@ -136,18 +221,27 @@ class TaskRequest:
     `key_types` says (as the whole table reads them).
     """
 
-    sql: str
-    params: dict[str, Any]
-    page_size: int
-    table: str
-    files: tuple[str, ...]
-    key_types: tuple[tuple[str, str], ...]
-    views: tuple[View, ...] = ()
+    op: ClassVar[str] = "task"
+    sql: Sql
+    params: Params
+    page_size: RowCount
+    table: TableName
+    files: Annotated[tuple[FilePath, ...], Items(MAX_TASK_FILES, least=1, noun="paths", unique=True,
+                                                 chars=MAX_TASK_FILE_CHARS)]
+    key_types: Annotated[tuple[tuple[KeyName, Annotated[str, Text(64, pattern=KEY_TYPE_PATTERN, says="a type name")]],
+                               ...], Items(MAX_PARTITION_KEYS, noun="partition keys and types")]
+    views: Views = ()
+
+    def check_arrival(self) -> "TaskRequest":
+        _check_sql_size(self.sql, self.views)
+        if any(view.name.lower() == self.table.lower() for view in self.views):
+            raise ProtocolError(f"a task's views may not be named {self.table}, the table it splits")
+        return self
 
 
 @dataclass(frozen=True)
 class SortKey:
-    column: str
+    column: ColumnName
     descending: bool = False
 
 
@@ -155,20 +249,46 @@ class SortKey:
 class DeriveRequest:
     """A stored result sorted and/or filtered, as a new result (its rows the filter's count)."""
 
-    result_id: str
-    sort: tuple[SortKey, ...]
-    filter: str | None  # an SQL condition on the result's columns
-    page_size: int
+    op: ClassVar[str] = "derive"
+    result_id: ResultId
+    sort: Annotated[tuple[SortKey, ...], Items(MAX_SORT_KEYS, noun="sort keys")]
+    filter: Annotated[str, Text(MAX_FILTER_CHARS)] | None  # an SQL condition on the result's columns
+    page_size: RowCount
 
 
 @dataclass(frozen=True)
 class ProfileRequest:
-    result_id: str
-    column: str
+    """What one column of a stored result holds."""
+
+    op: ClassVar[str] = "profile"
+    result_id: ResultId
+    column: ColumnName
 
 
 Request = Union[QueryRequest, PageRequest, PartRequest, DownloadRequest, MaterializeRequest, TablesRequest,
                 DeriveRequest, ProfileRequest, PartitionsRequest, TaskRequest]
+REQUESTS = {cls.op: cls for cls in get_args(Request)}
+
+
+def parse_request(event: Any) -> Request:
+    """Validate an incoming event at the edge; raise ProtocolError naming the problem."""
+    if not isinstance(event, dict):
+        raise ProtocolError(f"the event must be a JSON object, not {type(event).__name__}")
+    if type(event.get("version")) is not int or event["version"] != VERSION:
+        raise ProtocolError(f"unsupported protocol version {event.get('version')!r}; this handler speaks {VERSION}")
+    op = event.get("op")
+    if not isinstance(op, str) or op not in REQUESTS:
+        raise ProtocolError(f"unknown op {op!r}; expected {', '.join(map(repr, REQUESTS))}")
+    return decode_fields(REQUESTS[op], {key: value for key, value in event.items() if key not in ("version", "op")})
+
+
+def encode(message) -> dict:
+    """The JSON object a request or an answer travels as."""
+    tag = {"op": message.op} if hasattr(message, "op") else {}
+    return {"version": VERSION, **tag, **encode_fields(message)}
+
+
+# The events the notebook sends, as the handler reads them; the client will build the dataclasses itself.
 
 
 def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple[View, ...] = (),
@@ -179,347 +299,145 @@ def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple
     `reuse=False` makes the query run even if its result over the same inputs is stored.
     `fanout_tables`: answer instead with the listing of those of them that are Hive-partitioned, if any.
     """
-    request = {
-        "version": VERSION,
-        "op": "query",
-        "sql": sql,
-        "params": {name: encode_value(value) for name, value in params.items()},
-        "page_size": page_size,
-        "reuse": reuse,
-    }
-    if views:
-        request["views"] = [{"name": view.name, "sql": view.sql} for view in views]
-    if fanout_tables:
-        request["fanout_tables"] = list(fanout_tables)
-    return request
+    return encode(QueryRequest(sql, dict(params), page_size, tuple(views), reuse, tuple(fanout_tables)))
 
 
 def materialize_request(sql: str, path: str, views: tuple[View, ...] = ()) -> dict:
     """The event that asks the handler to write the result of `sql` to `path` in the lake, atomically."""
-    request = {"version": VERSION, "op": "materialize", "sql": sql, "path": path}
-    if views:
-        request["views"] = [{"name": view.name, "sql": view.sql} for view in views]
-    return request
+    return encode(MaterializeRequest(sql, path, tuple(views)))
 
 
 def page_request(result_id: str, offset: int, limit: int) -> dict:
     """The event that asks for rows [offset, offset + limit) of a stored result."""
-    return {"version": VERSION, "op": "page", "result_id": result_id, "offset": offset, "limit": limit}
+    return encode(PageRequest(result_id, offset, limit))
 
 
 def part_request(result_id: str, start: int, length: int = MAX_PART_BYTES) -> dict:
-    """The event that asks for bytes [start, start + length) of a stored result's Parquet file.
-
-    Fetching a whole result this way moves the stored file as it is, with
-    no re-encoding on either side.
-    """
-    return {"version": VERSION, "op": "part", "result_id": result_id, "start": start, "length": length}
+    """The event that asks for bytes [start, start + length) of a stored result's Parquet file."""
+    return encode(PartRequest(result_id, start, length))
 
 
 def download_request(result_id: str) -> dict:
     """The event that asks where the whole stored result can be fetched from, as one file."""
-    return {"version": VERSION, "op": "download", "result_id": result_id}
+    return encode(DownloadRequest(result_id))
 
 
 def tables_request() -> dict:
     """The event that asks for the lake's catalog."""
-    return {"version": VERSION, "op": "tables"}
+    return encode(TablesRequest())
 
 
 def derive_request(result_id: str, sort: tuple[SortKey, ...], filter: str | None, page_size: int) -> dict:
     """The event that asks for a stored result sorted by `sort` and cut to the rows where `filter` holds."""
-    return {"version": VERSION, "op": "derive", "result_id": result_id, "page_size": page_size, "filter": filter,
-            "sort": [{"column": key.column, "descending": key.descending} for key in sort]}
+    return encode(DeriveRequest(result_id, tuple(sort), filter, page_size))
 
 
 def profile_request(result_id: str, column: str) -> dict:
     """The event that asks what one column of a stored result holds."""
-    return {"version": VERSION, "op": "profile", "result_id": result_id, "column": column}
+    return encode(ProfileRequest(result_id, column))
 
 
 def partitions_request(tables: list[str]) -> dict:
     """The event that asks which of `tables` are Hive-partitioned, with their files and key types."""
-    return {"version": VERSION, "op": "partitions", "tables": list(tables)}
+    return encode(PartitionsRequest(tuple(tables)))
 
 
 def task_request(sql: str, params: dict[str, Any], page_size: int, table: str, files: list[str],
                  key_types: dict[str, str], views: tuple[View, ...] = ()) -> dict:
     """The event that runs one fan-out task: `sql`, reading `table` as just `files`."""
-    request = {"version": VERSION, "op": "task", "sql": sql,
-               "params": {name: encode_value(value) for name, value in params.items()},
-               "page_size": page_size, "table": table, "files": list(files), "key_types": dict(key_types)}
-    if views:
-        request["views"] = [{"name": view.name, "sql": view.sql} for view in views]
-    return request
-
-
-def parse_request(event: Any) -> Request:
-    """Validate an incoming event at the edge; raise ProtocolError naming the problem."""
-    if not isinstance(event, dict):
-        raise ProtocolError(f"the event must be a JSON object, not {type(event).__name__}")
-    if type(event.get("version")) is not int or event["version"] != VERSION:
-        raise ProtocolError(f"unsupported protocol version {event.get('version')!r}; this handler speaks {VERSION}")
-    op = event.get("op")
-    if op == "query":
-        return _parse_query(event)
-    if op == "page":
-        return _parse_page(event)
-    if op == "part":
-        return _parse_part(event)
-    if op == "download":
-        _reject_unknown_fields(event, {"version", "op", "result_id"})
-        return DownloadRequest(result_id=_result_id(event))
-    if op == "materialize":
-        return _parse_materialize(event)
-    if op == "tables":
-        _reject_unknown_fields(event, {"version", "op"})
-        return TablesRequest()
-    if op == "derive":
-        return _parse_derive(event)
-    if op == "profile":
-        _reject_unknown_fields(event, {"version", "op", "result_id", "column"})
-        return ProfileRequest(_result_id(event), _column_name(event.get("column"), "'column'"))
-    if op == "partitions":
-        return _parse_partitions(event)
-    if op == "task":
-        return _parse_task(event)
-    raise ProtocolError(f"unknown op {op!r}; expected 'query', 'page', 'part', 'download', 'materialize', "
-                        "'tables', 'derive', 'profile', 'partitions' or 'task'")
-
-
-def _parse_query(event: dict) -> QueryRequest:
-    _reject_unknown_fields(event, {"version", "op", "sql", "params", "page_size", "views", "reuse", "fanout_tables"})
-    sql = _sql(event.get("sql"), "'sql'")
-    decoded = _params(event)
-    page_size = _bounded_int(event, "page_size", 0, MAX_PAGE_ROWS)
-    reuse = event.get("reuse", True)
-    if not isinstance(reuse, bool):
-        raise ProtocolError("'reuse' must be true or false")
-    return QueryRequest(sql=sql, params=decoded, page_size=page_size, views=_views(event, len(sql)), reuse=reuse,
-                        fanout_tables=_table_names(event.get("fanout_tables", []), "'fanout_tables'", 0))
-
-
-def _params(event: dict) -> dict[str, Any]:
-    params = event.get("params", {})
-    if not isinstance(params, dict):
-        raise ProtocolError("'params' must be an object mapping names to values")
-    if len(params) > MAX_PARAMS:
-        raise ProtocolError(f"a query may carry at most {MAX_PARAMS} parameters, not {len(params)}")
-    for name in params:
-        if not PARAM_NAME_PATTERN.fullmatch(name):
-            raise ProtocolError(f"parameter name {name!r} is not a valid identifier")
-    return {name: decode_value(value) for name, value in params.items()}
-
-
-def _parse_partitions(event: dict) -> PartitionsRequest:
-    _reject_unknown_fields(event, {"version", "op", "tables"})
-    return PartitionsRequest(_table_names(event.get("tables"), "'tables'", 1))
-
-
-def _table_names(tables, what: str, at_least: int) -> tuple[str, ...]:
-    if not isinstance(tables, list) or not at_least <= len(tables) <= MAX_LISTED_TABLES:
-        raise ProtocolError(f"{what} must be a list of {at_least} to {MAX_LISTED_TABLES} table names")
-    return tuple(_table_name(name) for name in tables)
-
-
-def _parse_task(event: dict) -> TaskRequest:
-    _reject_unknown_fields(event, {"version", "op", "sql", "params", "page_size", "table", "files", "key_types",
-                                   "views"})
-    sql = _sql(event.get("sql"), "'sql'")
-    table = _table_name(event.get("table"))
-    files = event.get("files")
-    if not isinstance(files, list) or not 1 <= len(files) <= MAX_TASK_FILES:
-        raise ProtocolError(f"'files' must be a list of 1 to {MAX_TASK_FILES} paths")
-    for path in files:
-        if not isinstance(path, str) or not 0 < len(path) <= MAX_FILE_PATH_CHARS:
-            raise ProtocolError(f"each of 'files' must be a path of at most {MAX_FILE_PATH_CHARS} characters")
-    if sum(map(len, files)) > MAX_TASK_FILE_CHARS:
-        raise ProtocolError(f"'files' together are longer than {MAX_TASK_FILE_CHARS} characters")
-    if len(set(files)) != len(files):
-        raise ProtocolError("'files' names a file twice")
-    key_types = event.get("key_types")
-    if not isinstance(key_types, dict) or len(key_types) > MAX_PARTITION_KEYS:
-        raise ProtocolError(f"'key_types' must be an object of at most {MAX_PARTITION_KEYS} partition keys and types")
-    for key, kind in key_types.items():
-        if not isinstance(kind, str) or not KEY_TYPE_PATTERN.fullmatch(kind) or not 0 < len(key) <= 128:
-            raise ProtocolError(f"'key_types' gives partition key {key!r} the type {kind!r}, which is not a type name")
-    views = _views(event, len(sql))
-    if any(view.name.lower() == table.lower() for view in views):
-        raise ProtocolError(f"a task's views may not be named {table}, the table it splits")
-    return TaskRequest(sql=sql, params=_params(event), page_size=_bounded_int(event, "page_size", 0, MAX_PAGE_ROWS),
-                       table=table, files=tuple(files), key_types=tuple(key_types.items()), views=views)
-
-
-def _table_name(name: Any) -> str:
-    if not isinstance(name, str) or not TABLE_NAME_PATTERN.fullmatch(name):
-        raise ProtocolError(f"{name!r} is not a lake table's name")
-    return name
-
-
-def _parse_materialize(event: dict) -> MaterializeRequest:
-    _reject_unknown_fields(event, {"version", "op", "sql", "path", "views"})
-    path = event.get("path")
-    if not isinstance(path, str) or not DASHBOARD_PATH_PATTERN.fullmatch(path):
-        raise ProtocolError(f"'path' must name a .parquet file under dashboard/, like dashboard/my_view.parquet; got {path!r}")
-    sql = _sql(event.get("sql"), "'sql'")
-    return MaterializeRequest(sql=sql, path=path, views=_views(event, len(sql)))
-
-
-def _sql(sql: Any, what: str) -> str:
-    if not isinstance(sql, str) or not sql.strip():
-        raise ProtocolError(f"{what} must be a non-empty string")
-    if len(sql) > MAX_SQL_CHARS:
-        raise ProtocolError(f"{what} is longer than {MAX_SQL_CHARS} characters")
-    return sql
-
-
-def _views(event: dict, sql_chars: int) -> tuple[View, ...]:
-    """The request's views; their SQL and the query's together are at most MAX_SQL_CHARS."""
-    views = event.get("views", [])
-    if not isinstance(views, list):
-        raise ProtocolError("'views' must be a list of {name, sql} objects")
-    if len(views) > MAX_VIEWS:
-        raise ProtocolError(f"a request may carry at most {MAX_VIEWS} views, not {len(views)}")
-    parsed = []
-    for view in views:
-        if not isinstance(view, dict) or set(view) != {"name", "sql"}:
-            raise ProtocolError("each view must be an object with exactly 'name' and 'sql'")
-        if not isinstance(view["name"], str) or not PARAM_NAME_PATTERN.fullmatch(view["name"]):
-            raise ProtocolError(f"view name {view['name']!r} is not a valid identifier")
-        parsed.append(View(view["name"], _sql(view["sql"], f"the SQL of view {view['name']}")))
-        sql_chars += len(view["sql"])
-        if sql_chars > MAX_SQL_CHARS:
-            raise ProtocolError(f"the query and its views together are longer than {MAX_SQL_CHARS} characters")
-    return tuple(parsed)
-
-
-def _parse_page(event: dict) -> PageRequest:
-    _reject_unknown_fields(event, {"version", "op", "result_id", "offset", "limit"})
-    offset = _bounded_int(event, "offset", 0, 2**62)
-    limit = _bounded_int(event, "limit", 1, MAX_PAGE_ROWS)
-    return PageRequest(result_id=_result_id(event), offset=offset, limit=limit)
-
-
-def _parse_part(event: dict) -> PartRequest:
-    _reject_unknown_fields(event, {"version", "op", "result_id", "start", "length"})
-    start = _bounded_int(event, "start", 0, 2**62)
-    length = _bounded_int(event, "length", 1, MAX_PART_BYTES)
-    return PartRequest(result_id=_result_id(event), start=start, length=length)
-
-
-def _parse_derive(event: dict) -> DeriveRequest:
-    _reject_unknown_fields(event, {"version", "op", "result_id", "sort", "filter", "page_size"})
-    where = event.get("filter")
-    if where is not None and (not isinstance(where, str) or len(where) > MAX_FILTER_CHARS):
-        raise ProtocolError(f"'filter' must be null or a string of at most {MAX_FILTER_CHARS} characters")
-    sort = event.get("sort")
-    if not isinstance(sort, list) or len(sort) > MAX_SORT_KEYS:
-        raise ProtocolError(f"'sort' must be a list of at most {MAX_SORT_KEYS} {{column, descending}} objects")
-    keys = []
-    for key in sort:
-        if not isinstance(key, dict) or set(key) != {"column", "descending"} or type(key["descending"]) is not bool:
-            raise ProtocolError("each sort key must be an object with exactly 'column' and 'descending' (a boolean)")
-        keys.append(SortKey(_column_name(key["column"], "a sort key's 'column'"), key["descending"]))
-    return DeriveRequest(_result_id(event), tuple(keys), where, _bounded_int(event, "page_size", 0, MAX_PAGE_ROWS))
-
-
-def _column_name(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_FILTER_CHARS:
-        raise ProtocolError(f"{what} must be a column name")
-    return name
-
-
-def _result_id(event: dict) -> str:
-    result_id = event.get("result_id")
-    if not isinstance(result_id, str) or not RESULT_ID_PATTERN.fullmatch(result_id):
-        raise ProtocolError("'result_id' is not a result id this handler issued")
-    return result_id
-
-
-def _reject_unknown_fields(event: dict, known: set[str]) -> None:
-    unknown = sorted(set(event) - known)
-    if unknown:
-        raise ProtocolError(f"unknown field(s) {', '.join(unknown)}")
-
-
-def _bounded_int(event: dict, field: str, low: int, high: int) -> int:
-    value = event.get(field)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError(f"'{field}' must be an integer")
-    if not low <= value <= high:
-        raise ProtocolError(f"'{field}' must be between {low} and {high}, got {value}")
-    return value
+    return encode(TaskRequest(sql, dict(params), page_size, table, tuple(files), tuple(key_types.items()),
+                              tuple(views)))
 
 
 # --- answers -----------------------------------------------------------------
-# The handler builds these and sends `to_wire()`; the notebook gets them back
-# with `parse_answer`, which checks the version, the shape and the page format.
+# The handler builds these and sends `encode(answer)`; the notebook gets them back
+# with `parse_answer`. Every field of an answer is as hostile as a request's: names
+# are data (consumers quote them), types are DuckDB's printing of what its parser
+# reads, numbers are bounded, paths and URLs are checked.
 
 
 @dataclass(frozen=True)
 class Column:
-    name: str
-    type: str  # DuckDB's type name, exactly as DESCRIBE gives it
+    name: Annotated[str, Text(MAX_ANSWER_CHARS)]
+    type: DuckDBType  # DuckDB's type name, as DESCRIBE gives it
 
 
 @dataclass(frozen=True)
 class Stats:
     """On every answer: what the call cost in the engine, and where it ran."""
 
-    engine_ms: float = 0.0
+    engine_ms: Annotated[float, Range(0, 1e9)] = 0.0
     cold: bool = False
-    rows: int = 0  # the result's rows
-    encoded_bytes: int = 0  # of the page or part this answer carries
-    duckdb_version: str = ""
-    architecture: str = ""  # Lambda's name for it (x86_64, arm64): the price depends on it
+    rows: Count = 0  # the result's rows
+    encoded_bytes: Annotated[int, Range(0, MAX_RESPONSE_BYTES)] = 0  # of the page or part this answer carries
+    duckdb_version: Annotated[str, Text(64, pattern=r"[A-Za-z0-9.+\-]*", says="a version")] = ""
+    # Lambda's name for it (x86_64, arm64): the price depends on it.
+    architecture: Annotated[str, Text(64, pattern=r"[A-Za-z0-9_]*", says="a machine's name")] = ""
 
 
 @dataclass(frozen=True)
 class Page:
     """Rows [offset, offset + row_count) of a result, as a base64 Parquet file."""
 
-    offset: int
-    row_count: int
-    data: str
-    format: str = PAGE_FORMAT
+    offset: Count
+    row_count: Count
+    data: Base64
+    format: Literal["parquet+base64"] = PAGE_FORMAT
 
 
 @dataclass(frozen=True)
 class Part:
     """Bytes [start, start + length) of a stored result's Parquet file, base64."""
 
-    start: int
-    length: int
-    data: str
+    start: Count
+    length: Annotated[int, Range(0, MAX_PART_BYTES)]
+    data: Base64
+
+    def check_arrival(self) -> "Part":
+        if len(self.data) != 4 * ((self.length + 2) // 3):
+            raise ProtocolError(f"'part.data' does not hold the {self.length} bytes 'part.length' says")
+        return self
 
 
 @dataclass(frozen=True)
 class ResultInfo:
     """What every answer about a result says of it."""
 
-    result_id: str | None  # None: a small result, never stored, whole in this answer's page
-    columns: tuple[Column, ...]
-    total_rows: int
-    result_bytes: int  # the stored file's size: the parts to fetch are known from the first answer
+    result_id: ResultId | None  # None: a small result, never stored, whole in this answer's page
+    columns: Annotated[tuple[Column, ...], Items(MAX_COLUMNS, noun="columns")]
+    total_rows: Count
+    result_bytes: Count  # the stored file's size: the parts to fetch are known from the first answer
 
     @property
     def inline(self) -> bool:
         return self.result_id is None
 
 
+Result = Annotated[ResultInfo, at()]  # its fields travel in the answer's own object
+
+
 @dataclass(frozen=True)
 class PageAnswer:
-    """The answer to `query` and `page`."""
+    """The answer to `query`, `page`, `derive` and `task`."""
 
-    result: ResultInfo
+    kind: ClassVar[str] = "page"
+    result: Result
     page: Page
     stats: Stats = field(default_factory=Stats)
-    reused_from: float | None = None  # a query answered from an earlier run's result: when that ran (Unix time)
+    # A query answered from an earlier run's result: when that ran (Unix time).
+    reused_from: Annotated[Annotated[float, Range(0, 2**40)] | None, OMITTED] = None
+
+    def check_arrival(self) -> "PageAnswer":
+        rows = self.page.row_count
+        if rows and self.page.offset + rows > self.result.total_rows:
+            raise ProtocolError(f"the page holds rows past the result's {self.result.total_rows}")
+        return self
 
 
 @dataclass(frozen=True)
 class PartAnswer:
-    result: ResultInfo
+    kind: ClassVar[str] = "part"
+    result: Result
     part: Part
     stats: Stats = field(default_factory=Stats)
 
@@ -529,68 +447,86 @@ class DownloadAnswer:
     """Where the stored result's whole Parquet file can be read: an https URL that the function
     signed with its own role, good for `expires_s` (an S3 lake), or a local file path (a local lake)."""
 
-    result: ResultInfo
-    url: str
-    expires_s: int
+    kind: ClassVar[str] = "download"
+    result: Result
+    url: Annotated[str, Text(MAX_URL_CHARS), at("download", "url")]
+    expires_s: Annotated[int, Range(0, MAX_DOWNLOAD_SECONDS), at("download", "expires_s")]
     stats: Stats = field(default_factory=Stats)
+
+    def check_arrival(self) -> "DownloadAnswer":
+        problem = _download_problem(self.url, self.result.result_id)
+        if problem:
+            raise ProtocolError(f"'download.url' {problem}")
+        return self
 
 
 @dataclass(frozen=True)
 class MaterializeAnswer:
-    path: str  # where the file is now, in the lake
-    rows: int
-    bytes: int
+    kind: ClassVar[str] = "materialized"
+    path: Annotated[str, Text(MAX_URL_CHARS), at("materialized", "path")]  # where the file is now, in the lake
+    rows: Annotated[Count, at("materialized", "rows")]
+    bytes: Annotated[Count, at("materialized", "bytes")]
     stats: Stats = field(default_factory=Stats)
+
+    def check_arrival(self) -> "MaterializeAnswer":
+        _, folder, name = self.path.rpartition(f"/{DASHBOARD_FOLDER}/")
+        if not folder or not DASHBOARD_PATH_PATTERN.fullmatch(DASHBOARD_FOLDER + "/" + name) or _dot_segment(self.path):
+            raise ProtocolError(f"'materialized.path' is not a .parquet file under {DASHBOARD_FOLDER}/")
+        return self
 
 
 # What a lake table is, by where its files are (README, "The lake's tables").
-TABLE_KINDS = ("file", "partitioned", "materialized view")
+TableKind = Literal["file", "partitioned", "materialized view"]
+TABLE_KINDS = get_args(TableKind)
 
 
 @dataclass(frozen=True)
 class TableInfo:
     """One table of the lake, as its name resolves; rows and bytes from the files' Parquet footers."""
 
-    name: str
-    kind: str  # one of TABLE_KINDS
-    location: str  # the file, or the partitioned table's folder
-    partition_keys: tuple[str, ...]  # the key=value folder names of a partitioned table, outermost first
-    files: int
-    bytes: int
-    rows: int
+    name: Annotated[str, Text(MAX_FILE_PATH_CHARS, least=1, says="a table's name")]
+    kind: TableKind
+    location: Annotated[str, Text(MAX_URL_CHARS)]  # the file, or the partitioned table's folder
+    # The key=value folder names of a partitioned table, outermost first.
+    partition_keys: Annotated[tuple[KeyName, ...], Items(MAX_PARTITION_KEYS, noun="keys")]
+    files: Count
+    bytes: Count
+    rows: Count
 
 
 @dataclass(frozen=True)
 class TablesAnswer:
-    tables: tuple[TableInfo, ...]
+    kind: ClassVar[str] = "tables"
+    tables: Annotated[tuple[TableInfo, ...], Items(MAX_TABLES, noun="tables")]
     stats: Stats = field(default_factory=Stats)
 
 
 @dataclass(frozen=True)
 class Bar:
-    label: str  # a histogram bin's range, or a value
-    count: int
+    label: AnswerText  # a histogram bin's range, or a value
+    count: Count
 
 
 @dataclass(frozen=True)
 class Profile:
     """One column of a result, over all its rows. Values are DuckDB's text of them."""
 
-    column: str
-    type: str
-    rows: int
-    nulls: int
-    distinct: int  # approximate (approx_count_distinct)
-    min: str | None  # min, max and mean: for numbers and times only
-    max: str | None
-    mean: str | None
-    bars_kind: str  # "histogram" (equal-width bins) or "top" (the most frequent values)
-    bars: tuple[Bar, ...]
+    column: AnswerText
+    type: DuckDBType
+    rows: Count
+    nulls: Count
+    distinct: Count  # approximate (approx_count_distinct)
+    min: AnswerText | None  # min, max and mean: for numbers and times only
+    max: AnswerText | None
+    mean: AnswerText | None
+    bars_kind: Literal["histogram", "top"]  # equal-width bins, or the most frequent values
+    bars: Annotated[tuple[Bar, ...], Items(MAX_BARS, noun="bars")]
 
 
 @dataclass(frozen=True)
 class ProfileAnswer:
-    result: ResultInfo
+    kind: ClassVar[str] = "profile"
+    result: Result
     profile: Profile
     stats: Stats = field(default_factory=Stats)
 
@@ -600,31 +536,46 @@ class PartitionFile:
     """One file of a Hive-partitioned table: its path relative to the lake, its size, and its
     partition values as the path spells them (URL-decoded), key by key."""
 
-    path: str
-    bytes: int
-    partition: tuple[tuple[str, str], ...]
+    path: FilePath
+    bytes: Count
+    partition: Annotated[tuple[tuple[KeyName, Annotated[str, Text(MAX_FILE_PATH_CHARS)]], ...],
+                         Items(MAX_PARTITION_KEYS, noun="keys")]
 
 
 @dataclass(frozen=True)
 class PartitionedTable:
-    name: str
-    key_types: tuple[Column, ...]  # the partition keys, typed as a query of the whole table reads them
-    files: tuple[PartitionFile, ...]
+    name: TableName
+    key_types: Annotated[tuple[Column, ...], Items(MAX_PARTITION_KEYS, noun="keys")]  # as the whole table reads them
+    files: Annotated[tuple[PartitionFile, ...], Items(MAX_LISTED_FILES, noun="files")]
+
+    def check_arrival(self) -> "PartitionedTable":
+        keys = set()
+        for file in self.files:
+            problem = _partition_file_problem(self.name, file)
+            if problem:
+                raise ProtocolError(f"the listing of {self.name} names {file.path[:200]!r}, which {problem}")
+            keys.update(key.lower() for key, _ in file.partition)
+        if not {column.name.lower() for column in self.key_types} <= keys:
+            raise ProtocolError(f"the listing of {self.name} types keys its files do not have")
+        return self
 
 
 @dataclass(frozen=True)
 class PartitionsAnswer:
     """The asked-for tables that are Hive-partitioned in the lake; the others are left out."""
 
-    tables: tuple[PartitionedTable, ...]
+    kind: ClassVar[str] = "partitioned_tables"
+    tables: Annotated[tuple[PartitionedTable, ...], Items(MAX_LISTED_TABLES, noun="tables"), at("partitioned_tables")]
     stats: Stats = field(default_factory=Stats)
 
 
 @dataclass(frozen=True)
 class ErrorAnswer:
-    type: str
-    message: str
-    position: int | None = None
+    kind: ClassVar[str] = "error"
+    type: Annotated[str, Text(128, pattern=r"[A-Za-z][A-Za-z0-9_]*", says="an error type"),
+                    at("error", "type")]
+    message: Annotated[str, Text(MAX_ANSWER_CHARS), at("error", "message")]
+    position: Annotated[Annotated[int, Range(0, MAX_SQL_CHARS)] | None, at("error", "position")] = None
     stats: Stats = field(default_factory=Stats)
 
     @classmethod
@@ -633,92 +584,61 @@ class ErrorAnswer:
 
 
 Answer = Union[PageAnswer, PartAnswer, DownloadAnswer, MaterializeAnswer, TablesAnswer, ProfileAnswer,
-              PartitionsAnswer, ErrorAnswer]
-
-
-def to_wire(answer: Answer) -> dict:
-    """The JSON object an answer travels as."""
-    wire: dict[str, Any] = {"version": VERSION}
-    if isinstance(answer, (PageAnswer, PartAnswer, DownloadAnswer, ProfileAnswer)):
-        info = answer.result
-        wire.update(result_id=info.result_id, columns=[asdict(c) for c in info.columns],
-                    total_rows=info.total_rows, result_bytes=info.result_bytes)
-        if isinstance(answer, PageAnswer):
-            wire["page"] = asdict(answer.page)
-            if answer.reused_from is not None:
-                wire["reused_from"] = answer.reused_from
-        elif isinstance(answer, PartAnswer):
-            wire["part"] = asdict(answer.part)
-        elif isinstance(answer, ProfileAnswer):
-            wire["profile"] = asdict(answer.profile)
-        else:
-            wire["download"] = {"url": answer.url, "expires_s": answer.expires_s}
-    elif isinstance(answer, MaterializeAnswer):
-        wire["materialized"] = {"path": answer.path, "rows": answer.rows, "bytes": answer.bytes}
-    elif isinstance(answer, TablesAnswer):
-        wire["tables"] = [asdict(table) for table in answer.tables]
-    elif isinstance(answer, PartitionsAnswer):
-        wire["partitioned_tables"] = [
-            {"name": table.name, "key_types": [asdict(c) for c in table.key_types],
-             "files": [{"path": f.path, "bytes": f.bytes, "partition": dict(f.partition)} for f in table.files]}
-            for table in answer.tables]
-    else:
-        wire["error"] = {"type": answer.type, "message": answer.message, "position": answer.position}
-    wire["stats"] = asdict(answer.stats)
-    return wire
+               PartitionsAnswer, ErrorAnswer]
+ANSWERS = {cls.kind: cls for cls in get_args(Answer)}
 
 
 def parse_answer(wire: Any) -> Answer:
-    """An answer from the wire, checked; ProtocolError says what does not fit."""
+    """An answer from the wire, every field checked; ProtocolError says what does not fit."""
     if not isinstance(wire, dict):
         raise ProtocolError(f"the answer must be a JSON object, not {type(wire).__name__}")
-    if wire.get("version") != VERSION:
-        raise ProtocolError(f"the handler answered in protocol version {wire.get('version')!r}; this notebook speaks {VERSION}")
-    try:
-        stats = Stats(**wire.get("stats", {}))
-        if "error" in wire:
-            error = wire["error"]
-            return ErrorAnswer(str(error["type"]), str(error["message"]), error.get("position"), stats)
-        if "materialized" in wire:
-            done = wire["materialized"]
-            return MaterializeAnswer(done["path"], int(done["rows"]), int(done["bytes"]), stats)
-        if "tables" in wire:
-            return TablesAnswer(tuple(_table_info(table) for table in wire["tables"]), stats)
-        if "partitioned_tables" in wire:
-            return PartitionsAnswer(tuple(_partitioned_table(table) for table in wire["partitioned_tables"]), stats)
-        info = ResultInfo(wire["result_id"], tuple(Column(c["name"], c["type"]) for c in wire["columns"]),
-                          int(wire["total_rows"]), int(wire["result_bytes"]))
-        if "part" in wire:
-            return PartAnswer(info, Part(**wire["part"]), stats)
-        if "profile" in wire:
-            profile = dict(wire["profile"])
-            bars = tuple(Bar(str(bar["label"]), int(bar["count"])) for bar in profile.pop("bars"))
-            return ProfileAnswer(info, Profile(**profile, bars=bars), stats)
-        if "download" in wire:
-            return DownloadAnswer(info, str(wire["download"]["url"]), int(wire["download"]["expires_s"]), stats)
-        page = Page(**wire["page"])
-        reused_from = wire.get("reused_from")
-        if reused_from is not None:
-            reused_from = float(reused_from)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"the answer does not have the protocol's shape: {exc!r}") from None
-    if page.format != PAGE_FORMAT:
-        raise ProtocolError(f"the page is in format {page.format!r}; this notebook reads {PAGE_FORMAT!r}")
-    return PageAnswer(info, page, stats, reused_from)
+    if type(wire.get("version")) is not int or wire["version"] != VERSION:
+        raise ProtocolError(f"the handler answered in protocol version {wire.get('version')!r}; "
+                            f"this notebook speaks {VERSION}")
+    kinds = [kind for kind in ANSWERS if kind in wire]
+    if len(kinds) != 1:
+        raise ProtocolError(f"an answer carries exactly one of {', '.join(map(repr, ANSWERS))}, not {len(kinds)}")
+    return decode_fields(ANSWERS[kinds[0]], {key: value for key, value in wire.items() if key != "version"})
 
 
-def _table_info(table: dict) -> TableInfo:
-    info = TableInfo(str(table["name"]), str(table["kind"]), str(table["location"]),
-                     tuple(str(key) for key in table["partition_keys"]),
-                     int(table["files"]), int(table["bytes"]), int(table["rows"]))
-    if info.kind not in TABLE_KINDS:
-        raise ValueError(f"table kind {info.kind!r}")
-    return info
+def _dot_segment(path: str) -> bool:
+    return any(segment in (".", "..") for segment in path.split("/"))
 
 
-def _partitioned_table(wire: dict) -> PartitionedTable:
-    files = tuple(PartitionFile(str(f["path"]), int(f["bytes"]),
-                                tuple((str(key), str(value)) for key, value in f["partition"].items()))
-                  for f in wire["files"])
-    return PartitionedTable(str(wire["name"]), tuple(Column(str(c["name"]), str(c["type"])) for c in wire["key_types"]),
-                            files)
+def _download_problem(url: str, result_id: str | None) -> str | None:
+    """Why `url` cannot be where the stored result `result_id` is read from, or None: an https URL (or
+    plain http to this machine, as a local S3 server is) or an absolute local path, ending in the result's file."""
+    import urllib.parse  # only the notebook parses answers
+
+    if result_id is None:
+        return "names a download of a result that is not stored"
+    target = urllib.parse.urlsplit(url)
+    local = not target.scheme and url.startswith("/")
+    if not local and target.scheme != "https" and not (target.scheme == "http" and target.hostname in LOOPBACK_HOSTS):
+        return "is neither https, nor http to this machine, nor a local path"
+    if target.username is not None or target.password is not None or not (local or target.hostname):
+        return "names no host, or a user"
+    if not target.path.endswith(f"/{RESULTS_FOLDER}/{result_id}.parquet") or _dot_segment(target.path):
+        return "does not name the result's own file"
+    return None
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _partition_file_problem(table: str, file: PartitionFile) -> str | None:
+    """Why `file` is not one of `table`'s files as its listing keeps them (lake.is_partition_file), or
+    None: `<table>/key=value/.../<name>.parquet`, its partition what the path spells, URL-decoded."""
+    import urllib.parse  # only the notebook parses answers
+
+    *folders, name = file.path.split("/")
+    if len(folders) < 2 or folders[0].lower() != table.lower():
+        return f"is not inside {table}/"
+    if not name.endswith(".parquet") or name.startswith((".", "_")):
+        return "is not a Parquet file"
+    unquote = urllib.parse.unquote if "%" in file.path else str
+    spelled = tuple((unquote(key), unquote(value))
+                    for key, equals, value in (folder.partition("=") for folder in folders[1:]) if key and equals)
+    if len(spelled) != len(folders) - 1 or spelled != file.partition:
+        return "does not spell the partition the listing gives it"
+    return None

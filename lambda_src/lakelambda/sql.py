@@ -234,3 +234,24 @@ def literal_paths(statement: str) -> set[str]:
         elif isinstance(node, list):
             pending.extend(node)
     return paths
+
+
+
+@functools.lru_cache(maxsize=1024)
+def printed_type(text: str) -> str:
+    """`text`, if it is exactly DuckDB's printing of one type (as DESCRIBE gives column types); else ValueError.
+
+    For a type that arrives in an answer and will be spliced into SQL: DuckDB's
+    type parser reads it (nothing runs), and its printing of what it read must
+    give `text` back. The parser alone is lenient (it reads "INTEGER, b INTEGER"
+    or "INTEGER DEFAULT (SELECT 42)" as INTEGER); its printing holds nothing but
+    the type, with names quoted and strings escaped by DuckDB itself.
+    """
+    try:
+        with parser() as con:
+            printed = str(con.type(text))
+    except (duckdb.Error, UnicodeError):
+        raise ValueError("DuckDB reads no type in it") from None
+    if printed != text:
+        raise ValueError(f"DuckDB prints the type it reads as {printed[:80]!r}")
+    return printed

@@ -1,0 +1,362 @@
+"""The wire protocol declared once: every message round-trips, the JSON is what older ends send and read,
+every field of every answer is checked on arrival, and no event makes the handler fail outside its answer."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+
+import boto3
+import pytest
+
+from lakelambda import protocol
+from lakelambda.errors import ProtocolError
+from lakelambda.handler import LakeHandler
+from lakemagic import client
+from lakemagic.engines import Reply
+from lakemagic.errors import EngineError
+from lakemagic.fanout import runner
+
+RESULT_ID = "R" * 32
+PAGE_DATA = "UEFSMQ=="  # any base64: the codec checks its alphabet, the decoder its content
+STATS = protocol.Stats(1.5, True, 3, 8, "1.5.5", "x86_64")
+RESULT = protocol.ResultInfo(RESULT_ID, (protocol.Column("n", "BIGINT"), protocol.Column("s", "VARCHAR")), 3, 900)
+LISTING = protocol.PartitionedTable("events", (protocol.Column("day", "DATE"),), (
+    protocol.PartitionFile("events/day=2019-04-01/data_0.parquet", 100, (("day", "2019-04-01"),)),
+    protocol.PartitionFile("events/day=2019-04-02/data_0.parquet", 120, (("day", "2019-04-02"),))))
+
+ANSWERS = {
+    "page": protocol.PageAnswer(RESULT, protocol.Page(0, 3, PAGE_DATA), STATS, reused_from=1_765_000_000.5),
+    "part": protocol.PartAnswer(RESULT, protocol.Part(0, 5, "UEFSMQA="), STATS),
+    "download": protocol.DownloadAnswer(
+        RESULT, f"https://lake.s3.amazonaws.com/_lakemagic/results/{RESULT_ID}.parquet?X-Amz-Expires=900", 900, STATS),
+    "profile": protocol.ProfileAnswer(RESULT, protocol.Profile(
+        "n", "BIGINT", 3, 0, 3, "1", "3", "2.0", "histogram", (protocol.Bar("1 – 2", 2), protocol.Bar("2 – 3", 1))),
+        STATS),
+    "materialized": protocol.MaterializeAnswer("s3://lake/dashboard/by_day.parquet", 30, 4096, STATS),
+    "tables": protocol.TablesAnswer((protocol.TableInfo(
+        "events", "partitioned", "s3://lake/events", ("day",), 2, 220, 3),), STATS),
+    "partitioned_tables": protocol.PartitionsAnswer((LISTING,), STATS),
+    "error": protocol.ErrorAnswer("BinderException", "Referenced column \"x\" not found", 7, STATS),
+}
+
+REQUESTS = [
+    protocol.QueryRequest("SELECT $a AS a", {"a": 1}, 10, (protocol.View("v", "SELECT 1"),), False, ("events",)),
+    protocol.MaterializeRequest("SELECT 1", "dashboard/one.parquet"),
+    protocol.PageRequest(RESULT_ID, 50, 50),
+    protocol.PartRequest(RESULT_ID, 0, 1024),
+    protocol.DownloadRequest(RESULT_ID),
+    protocol.TablesRequest(),
+    protocol.PartitionsRequest(("events",)),
+    protocol.TaskRequest("SELECT count(*) FROM events", {}, 100, "events", ("events/day=2019-04-01/data_0.parquet",),
+                         (("day", "DATE"),)),
+    protocol.DeriveRequest(RESULT_ID, (protocol.SortKey("n", True),), "n > 1", 50),
+    protocol.ProfileRequest(RESULT_ID, "n"),
+]
+
+
+def crossed(message):
+    """A message's JSON after a real round trip through JSON text, as Lambda carries it."""
+    return json.loads(json.dumps(protocol.encode(message)))
+
+
+# --- declared once -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("request_", REQUESTS, ids=lambda request: request.op)
+def test_every_request_round_trips(request_):
+    assert protocol.parse_request(crossed(request_)) == request_
+
+
+@pytest.mark.parametrize("kind", ANSWERS)
+def test_every_answer_round_trips(kind):
+    assert protocol.parse_answer(crossed(ANSWERS[kind])) == ANSWERS[kind]
+
+
+def test_the_json_is_what_older_ends_send_and_read():
+    """The wire format did not change: these are the objects the hand-written codec made and read."""
+    assert crossed(protocol.TaskRequest("SELECT 1", {"d": 1}, 5, "events", ("events/day=1/a.parquet",),
+                                        (("day", "BIGINT"),))) == {
+        "version": 1, "op": "task", "sql": "SELECT 1", "params": {"d": 1}, "page_size": 5, "table": "events",
+        "files": ["events/day=1/a.parquet"], "key_types": {"day": "BIGINT"}}
+    assert crossed(ANSWERS["download"]) == {
+        "version": 1, "result_id": RESULT_ID, "columns": [{"name": "n", "type": "BIGINT"}, {"name": "s", "type": "VARCHAR"}],
+        "total_rows": 3, "result_bytes": 900, "download": {"url": ANSWERS["download"].url, "expires_s": 900},
+        "stats": {"engine_ms": 1.5, "cold": True, "rows": 3, "encoded_bytes": 8, "duckdb_version": "1.5.5",
+                  "architecture": "x86_64"}}
+    assert crossed(ANSWERS["error"])["error"] == {"type": "BinderException", "message": "Referenced column \"x\" not found",
+                                                  "position": 7}
+    assert crossed(ANSWERS["partitioned_tables"])["partitioned_tables"][0]["files"][0] == {
+        "path": "events/day=2019-04-01/data_0.parquet", "bytes": 100, "partition": {"day": "2019-04-01"}}
+    assert "reused_from" not in crossed(protocol.PageAnswer(RESULT, protocol.Page(0, 3, PAGE_DATA)))
+    older = {"version": 1, "op": "query", "sql": "SELECT 1", "params": {}, "page_size": 1}  # no reuse, no views
+    assert protocol.parse_request(older) == protocol.QueryRequest("SELECT 1", {}, 1)
+
+
+# --- every field of every answer is hostile --------------------------------------------
+
+# The answer fields that are data: any text, which consumers quote or show, never splice.
+DATA_TEXT = {"columns[0].name", "columns[1].name", "profile.column", "profile.min", "profile.max", "profile.mean",
+             "profile.bars[0].label", "profile.bars[1].label", "tables[0].name", "tables[0].location",
+             "tables[0].partition_keys[0]", "error.message"}
+SQL_FRAGMENTS = [
+    "BIGINT) IS NOT NULL OR (SELECT count(*) FROM duckdb_settings()) > 0 OR CAST(NULL AS BIGINT",
+    "VARCHAR) AS a, (SELECT content FROM read_text('/etc/hostname')) AS leaked, CAST(NULL AS VARCHAR",
+    "INTEGER DEFAULT (SELECT 42)", "INTEGER, b INTEGER", "x'; DROP TABLE t; --", "../../etc/passwd",
+    "http://169.254.169.254/latest/meta-data", "file:///etc/passwd",
+]
+
+
+def leaves(value, path=""):
+    """(path, value) of every leaf of a wire object, lists by index."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from leaves(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from leaves(item, f"{path}[{index}]")
+    else:
+        yield path, value
+
+
+def changed(wire: dict, path: str, value) -> dict:
+    """A copy of `wire` with the leaf at `path` set to `value` (or removed, for REMOVED)."""
+    wire = copy.deepcopy(wire)
+    *parents, last = path.replace("[", ".[").split(".")
+    target = wire
+    for part in parents:
+        target = target[int(part[1:-1])] if part.startswith("[") else target[part]
+    key = int(last[1:-1]) if last.startswith("[") else last
+    if value is REMOVED:
+        del target[key]
+    else:
+        target[key] = value
+    return wire
+
+
+REMOVED = object()
+
+
+def hostile_values(path: str, value) -> list:
+    """Values a forged answer might put at `path` instead of `value`; each must be refused."""
+    if isinstance(value, bool):
+        return [1, "true", None, [True]]
+    if isinstance(value, int):
+        return [-1, 2**70, 1.5, "1", True, None, [1], {"n": 1}]
+    if isinstance(value, float):
+        return [-1.0, 1e300, float("nan"), float("inf"), "1.0", True, None, [1.0]]
+    return [7, True, None, ["x"], {"x": "y"}, "ok\ud800", "\udfff", *([] if path in DATA_TEXT else SQL_FRAGMENTS)]
+
+
+NULLABLE = {"result_id", "error.position", "reused_from", "profile.min", "profile.max", "profile.mean"}
+FUZZ = [(kind, path, bad) for kind, answer in ANSWERS.items() for path, value in leaves(crossed(answer))
+        if path != "version" for bad in [REMOVED, *hostile_values(path, value)]
+        if not (bad is None and path in NULLABLE) and not (bad is REMOVED and (path == "reused_from" or path[-1] == "]"))]
+
+
+@pytest.mark.parametrize("kind, path, bad", FUZZ, ids=[f"{kind}:{path}:{bad!r:.30}" for kind, path, bad in FUZZ])
+def test_every_field_of_every_answer_refuses_what_it_cannot_hold(kind, path, bad):
+    with pytest.raises(ProtocolError):
+        protocol.parse_answer(changed(crossed(ANSWERS[kind]), path, bad))
+
+
+@pytest.mark.parametrize("kind", ANSWERS)
+def test_an_unknown_field_anywhere_in_an_answer_is_refused(kind):
+    wire = crossed(ANSWERS[kind])
+    objects = [""] + [path.rpartition(".")[0] for path, _ in leaves(wire) if "." in path]
+    for place in dict.fromkeys(objects):
+        forged = copy.deepcopy(wire)
+        target = forged
+        for part in filter(None, place.replace("[", ".[").split(".")):
+            target = target[int(part[1:-1])] if part.startswith("[") else target[part]
+        target["injected"] = "SELECT 1"
+        with pytest.raises(ProtocolError):
+            protocol.parse_answer(forged)
+
+
+def test_an_answer_of_two_kinds_or_none_is_refused():
+    with pytest.raises(ProtocolError, match="exactly one of"):
+        protocol.parse_answer(dict(crossed(ANSWERS["page"]), error={"type": "X", "message": "", "position": None}))
+    with pytest.raises(ProtocolError, match="exactly one of"):
+        protocol.parse_answer({"version": 1, "stats": crossed(STATS)})
+
+
+@pytest.mark.parametrize("url", [
+    "http://lake.s3.amazonaws.com/_lakemagic/results/{id}.parquet",  # plain http, not this machine
+    "https://lake.s3.amazonaws.com/_lakemagic/results/{other}.parquet",  # another result's file
+    "https://lake.s3.amazonaws.com/_lakemagic/results/../results/{id}.parquet",
+    "https://user:secret@lake.s3.amazonaws.com/_lakemagic/results/{id}.parquet",
+    "ftp://127.0.0.1/_lakemagic/results/{id}.parquet", "file:///_lakemagic/results/{id}.parquet",
+    "/etc/passwd", "relative/_lakemagic/results/{id}.parquet", "/lake/../etc/_lakemagic/results/{id}.parquet",
+])
+def test_a_download_names_the_results_own_file_over_https_or_on_this_machine(url):
+    forged = crossed(ANSWERS["download"])
+    forged["download"]["url"] = url.format(id=RESULT_ID, other="O" * 32)
+    with pytest.raises(ProtocolError, match="'download.url'"):
+        protocol.parse_answer(forged)
+    for good in (f"http://127.0.0.1:9000/lake/_lakemagic/results/{RESULT_ID}.parquet?X-Amz-Signature=1",
+                 f"/home/me/lake/_lakemagic/results/{RESULT_ID}.parquet"):
+        forged["download"]["url"] = good
+        assert protocol.parse_answer(forged).url == good
+
+
+@pytest.mark.parametrize("path", ["other/day=2019-04-01/data_0.parquet", "events/../dataset/x.parquet",
+                                  "events/day=2019-04-01/../../_lakemagic/results/x.parquet",
+                                  "events/day=2019-04-09/data_0.parquet", "events/data_0.parquet",
+                                  "/events/day=2019-04-01/data_0.parquet", "events/day=2019-04-01/.hidden.parquet"])
+def test_a_listing_names_only_its_tables_files_spelling_their_partitions(path):
+    forged = crossed(ANSWERS["partitioned_tables"])
+    forged["partitioned_tables"][0]["files"][0]["path"] = path
+    with pytest.raises(ProtocolError, match="the listing of events"):
+        protocol.parse_answer(forged)
+
+
+def test_a_part_or_page_says_no_more_than_it_holds():
+    forged = crossed(ANSWERS["part"])
+    forged["part"]["length"] = 400
+    with pytest.raises(ProtocolError, match="part.length"):
+        protocol.parse_answer(forged)
+    forged = crossed(ANSWERS["page"])
+    forged["page"]["row_count"] = 4
+    with pytest.raises(ProtocolError, match="past the result"):
+        protocol.parse_answer(forged)
+
+
+def test_types_arrive_as_duckdbs_own_printing_of_one_type():
+    wire = crossed(ANSWERS["page"])
+    for kind in ("STRUCT(\"a) AS x, (SELECT 1\" INTEGER, t ENUM('x''y'))", "TIMESTAMP WITH TIME ZONE", "DECIMAL(18,3)"):
+        wire["columns"][0]["type"] = kind
+        assert protocol.parse_answer(wire).result.columns[0].type == kind  # names and strings quoted by DuckDB
+    for kind in ("int", "BIGINT ", "VARCHAR(10)", "INTEGER\x00) AS x", "no_such_type"):
+        wire["columns"][0]["type"] = kind
+        with pytest.raises(ProtocolError, match=r"'columns\[0\].type'"):
+            protocol.parse_answer(wire)
+
+
+class _Listing:
+    """A forged engine: every call is answered with one listing whose key type is SQL; it records the calls."""
+
+    name, concurrency, shares_files = "forged", 1, False
+
+    def __init__(self, key_type: str):
+        wire = crossed(ANSWERS["partitioned_tables"])
+        wire["partitioned_tables"][0]["key_types"][0]["type"] = key_type
+        self.answer, self.requests = wire, []
+
+    def call(self, request: dict) -> Reply:
+        self.requests.append(request["op"])
+        return Reply(copy.deepcopy(self.answer))
+
+
+def test_a_forged_key_type_never_reaches_the_fanouts_sql():
+    """The live finding: a listing's key type reached CAST(... AS <type>) in pruning and changed which files
+    the fan-out read. Now the listing is refused on arrival: no pruning, no task."""
+    sql = "SELECT day, count(*) FROM events WHERE day = DATE '2019-04-01' GROUP BY day"
+    honest = runner.decide(_Listing("DATE"), sql, (), 8)
+    assert honest.plan is None and "1 file" in honest.reason  # pruned to the one file: nothing to split
+    forged = _Listing("DATE) IS NOT NULL OR (SELECT count(*) FROM duckdb_settings()) > 0 OR CAST(NULL AS DATE")
+    with pytest.raises(EngineError, match="did not answer in lakemagic's protocol"):
+        runner.decide(forged, sql, (), 8)
+    assert forged.requests == ["partitions"]
+
+
+# --- requests: not Unicode text is refused at the edge, and nothing escapes the handler -----------------
+
+SURROGATE = "\ud800"
+GOOD = {
+    "query": protocol.query_request("SELECT $a AS a", {"a": "x"}, 10, (protocol.View("v", "SELECT 1"),)),
+    "derive": protocol.derive_request(RESULT_ID, (protocol.SortKey("a"),), "a > 1", 10),
+    "profile": protocol.profile_request(RESULT_ID, "a"),
+    "task": protocol.task_request("SELECT count(*) FROM events", {"a": "x"}, 10, "events",
+                                  ["events/day=1/a.parquet"], {"day": "BIGINT"}, (protocol.View("v", "SELECT 1"),)),
+    "materialize": protocol.materialize_request("SELECT 1", "dashboard/x.parquet", (protocol.View("v", "SELECT 1"),)),
+}
+STRING_FIELDS = [(op, path) for op, event in GOOD.items() for path, value in leaves(event)
+                 if isinstance(value, str) and path != "op"]
+
+
+@pytest.fixture(scope="module")
+def handler(tmp_path_factory):
+    lake = tmp_path_factory.mktemp("lake")
+    handler = LakeHandler(str(lake))
+    yield handler
+    handler.close()
+
+
+def wire(handler, event) -> dict:
+    """Through the handler as Lambda calls it: JSON text in (where "\\ud800" is valid), JSON text out."""
+    return json.loads(json.dumps(handler(json.loads(json.dumps(event)), None)))
+
+
+@pytest.mark.parametrize("op, path", STRING_FIELDS, ids=[f"{op}:{path}" for op, path in STRING_FIELDS])
+def test_a_lone_surrogate_in_any_string_field_is_a_protocol_error(handler, op, path):
+    event = changed(GOOD[op], path, leaves_value(GOOD[op], path) + SURROGATE)
+    answer = wire(handler, event)
+    assert answer["error"]["type"] == "ProtocolError", answer
+    assert "surrogate" in answer["error"]["message"] or "is not" in answer["error"]["message"]
+
+
+def leaves_value(event: dict, path: str):
+    return dict(leaves(event))[path]
+
+
+def test_a_lone_surrogate_in_a_key_or_a_nested_parameter_is_a_protocol_error(handler):
+    for event in (dict(GOOD["query"], params={"a": ["x", ["y" + SURROGATE]]}),
+                  dict(GOOD["task"], key_types={"day" + SURROGATE: "BIGINT"}),
+                  dict(GOOD["query"], params={"a" + SURROGATE: 1})):
+        assert wire(handler, event)["error"]["type"] == "ProtocolError"
+    assert wire(handler, protocol.query_request("SELECT 'ok' AS a", {}, 1))["columns"][0]["name"] == "a"
+
+
+class _Buggy(LakeHandler):
+    """The handler with a bug in one operation, as one a future change might bring."""
+
+    def tables(self, con, request):
+        raise KeyError(f"{self.lake.root}/_lakemagic/secret")
+
+
+def test_a_failure_nobody_foresaw_is_answered_without_its_details_and_logged_in_full(tmp_path, caplog):
+    buggy = _Buggy(str(tmp_path))
+    try:
+        with caplog.at_level(logging.ERROR, logger="lakelambda.handler"):
+            answer = wire(buggy, protocol.tables_request())
+        error = answer["error"]
+        assert error["type"] == "InternalError" and set(answer) == {"version", "error", "stats"}
+        assert str(tmp_path) not in error["message"] and "Traceback" not in error["message"]
+        incident = error["message"].rpartition("incident ")[2].rstrip(")")
+        logged = "\n".join(record.getMessage() + (record.exc_text or "") for record in caplog.records)
+        assert incident in logged and "_lakemagic/secret" in caplog.text  # the operator sees it all
+        assert wire(buggy, protocol.query_request("SELECT 42 AS a", {}, 1))["total_rows"] == 1  # and it still answers
+    finally:
+        buggy.close()
+
+
+def test_through_the_lambda_endpoint_a_surrogate_is_an_answer_not_a_function_error(lambda_endpoint):
+    lambda_client = boto3.client("lambda", endpoint_url=lambda_endpoint.endpoint_url, region_name="us-east-1")
+    payload = b'{"version": 1, "op": "query", "sql": "SELECT \'\\ud800\' AS s", "params": {}, "page_size": 1}'
+    response = lambda_client.invoke(FunctionName="lakemagic", Payload=payload)
+    answer = json.loads(response["Payload"].read())
+    assert "FunctionError" not in response, answer
+    assert answer["error"]["type"] == "ProtocolError" and "'sql'" in answer["error"]["message"]
+    assert "SELECT" not in answer["error"]["message"]  # the SQL is not echoed
+
+
+def test_the_notebook_sees_an_internal_error_as_a_query_error(tmp_path):
+    from lakemagic.errors import LakeQueryError
+
+    class Engine:
+        name, concurrency, shares_files = "buggy", 1, True
+
+        def __init__(self):
+            self.handler = _Buggy(str(tmp_path))
+
+        def call(self, request):
+            return Reply(self.handler(request))
+
+    engine = Engine()
+    try:
+        with pytest.raises(LakeQueryError, match="failed unexpectedly"):
+            client.tables(engine)
+    finally:
+        engine.handler.close()

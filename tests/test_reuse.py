@@ -18,10 +18,13 @@ from IPython.utils.capture import capture_output
 
 from lakelambda import protocol
 from lakelambda.errors import ProtocolError
-from lakelambda.sql import VOLATILE_FUNCTIONS, nondeterministic_parts
+from lakelambda.lake import Lake
+from lakelambda.reuse_key import reuse_key
+from lakelambda.sql import CLOCK_NAMES, changing_functions, nondeterministic_parts
 from lakemagic import client
 from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.engines.embedded import EmbeddedEngine
+from lakemagic.fanout import NotSplit, shape
 from lakemagic.locallambda.s3proxy import S3Proxy
 
 from servers import FUNCTION, start_function
@@ -263,11 +266,39 @@ def test_non_deterministic_parts_come_from_the_parse_tree(sql, found):
     assert nondeterministic_parts(sql) == found
 
 
-def test_every_function_duckdb_calls_volatile_is_known():
+def _changing_calls() -> list[str]:
+    """A call of every function whose value may change from run to run, and each clock name."""
+    return sorted(f"{name}(NULL)" for name in changing_functions()) + sorted(CLOCK_NAMES)
+
+
+@pytest.mark.parametrize("call", _changing_calls())
+def test_what_changes_from_run_to_run_is_neither_reused_nor_split(call, tmp_path):
+    """Reuse and fan-out ask the one answer (lakelambda.sql.changing_value): a value that may differ
+    from run to run keeps a query's result from being reused and its shape from being split."""
+    sql = f"SELECT vendor_id, count(*) AS n FROM partitioned WHERE {call} IS NOT NULL GROUP BY 1"
+    assert reuse_key(Lake(str(tmp_path)), (sql,), {}, (), {}) is None
+    split = shape(sql, "partitioned")
+    assert isinstance(split, NotSplit) and "gives a different value" in split.reason, split
+
+
+@pytest.mark.parametrize("call", ["error(NULL)", "age(DATE '2020-01-01', DATE '2019-01-01')", "abs(NULL)"])
+def test_a_value_fixed_by_its_arguments_is_both_reused_and_split(call, tmp_path):
+    sql = f"SELECT vendor_id, count(*) AS n FROM partitioned WHERE {call} IS NULL GROUP BY 1"
+    assert reuse_key(Lake(str(tmp_path)), (sql,), {}, (), {}) is not None
+    assert not isinstance(shape(sql, "partitioned"), NotSplit)
+
+
+def test_the_names_that_once_disagreed_have_one_answer_now():
+    """Reuse and fan-out each kept a list once, and they differed on these five."""
+    changing = changing_functions()
+    assert {"age", "current_localtime", "pg_sleep", "current_catalog"} <= changing and "error" not in changing
+
+
+def test_every_function_duckdb_calls_volatile_is_changing():
     classified = {name for (name,) in duckdb.sql(
         "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
-        "WHERE stability IS NOT NULL AND stability <> 'CONSISTENT'").fetchall()}
-    assert classified <= VOLATILE_FUNCTIONS, sorted(classified - VOLATILE_FUNCTIONS)
+        "WHERE stability IN ('VOLATILE', 'CONSISTENT_WITHIN_QUERY') AND function_name <> 'error'").fetchall()}
+    assert classified <= changing_functions(), sorted(classified - changing_functions())
 
 
 def test_the_table_says_when_it_shows_a_reused_result(ipython, local_taxi_lake, tmp_path):

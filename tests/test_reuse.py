@@ -276,7 +276,7 @@ def test_what_changes_from_run_to_run_is_neither_reused_nor_split(call, tmp_path
     """Reuse and fan-out ask the one answer (lakelambda.sql.changing_value): a value that may differ
     from run to run keeps a query's result from being reused and its shape from being split."""
     sql = f"SELECT vendor_id, count(*) AS n FROM partitioned WHERE {call} IS NOT NULL GROUP BY 1"
-    assert reuse_key(Lake(str(tmp_path)), (sql,), {}, (), {}) is None
+    assert reuse_key(Lake(str(tmp_path)), (sql,), {}, (), {}, "scope" * 8) is None
     split = shape(sql, "partitioned")
     assert isinstance(split, NotSplit) and "gives a different value" in split.reason, split
 
@@ -284,7 +284,7 @@ def test_what_changes_from_run_to_run_is_neither_reused_nor_split(call, tmp_path
 @pytest.mark.parametrize("call", ["error(NULL)", "age(DATE '2020-01-01', DATE '2019-01-01')", "abs(NULL)"])
 def test_a_value_fixed_by_its_arguments_is_both_reused_and_split(call, tmp_path):
     sql = f"SELECT vendor_id, count(*) AS n FROM partitioned WHERE {call} IS NULL GROUP BY 1"
-    assert reuse_key(Lake(str(tmp_path)), (sql,), {}, (), {}) is not None
+    assert reuse_key(Lake(str(tmp_path)), (sql,), {}, (), {}, "scope" * 8) is not None
     assert not isinstance(shape(sql, "partitioned"), NotSplit)
 
 

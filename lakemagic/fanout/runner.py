@@ -135,9 +135,9 @@ def explain(engine: Engine, sql: str, views: tuple[View, ...], max_fanout: int) 
 
 
 def run(engine: Engine, sql: str, params: dict, page_size: int, views: tuple[View, ...], max_fanout: int,
-        progress: Callable[[int, int], None] | None = None, reuse: bool = True) -> QueryResult:
+        progress: Callable[[int, int], None] | None = None, reuse: bool | str = True) -> QueryResult:
     """The result of `sql`, fanned out where its shape and its table allow, else run on one invocation
-    (which may reuse a stored result, with `reuse`; a fan-out's tasks always run)."""
+    (which may reuse a stored result, with `reuse`, as client.run_query; a fan-out's tasks always run)."""
     started = time.perf_counter()
     tables, _ = _splittable_tables(sql, views, max_fanout)
     if not tables:

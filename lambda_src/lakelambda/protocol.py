@@ -51,6 +51,9 @@ MAX_TASK_FILES = 10_000
 MAX_FILE_PATH_CHARS = 1024
 MAX_TASK_FILE_CHARS = MAX_SQL_CHARS  # a task's file names together: the handler makes them SQL too
 MAX_PARTITION_KEYS = 32
+# A reuse scope is a secret (the notebook makes 64 hex digits): long enough that it cannot be guessed.
+MIN_REUSE_SCOPE_CHARS = 32
+MAX_REUSE_SCOPE_CHARS = 256
 
 PAGE_FORMAT = "parquet+base64"
 
@@ -83,6 +86,9 @@ class QueryRequest:
     page_size: int
     views: tuple[View, ...] = ()
     reuse: bool = True  # may be answered from the stored result of the same query over the same inputs
+    # The caller's secret: results are reused only among requests carrying the same one (the reuse key
+    # is keyed with it). None: nothing is reused or kept for reuse, as if the scope were new and private.
+    reuse_scope: str | None = None
     # Tables a fan-out could split the query over: where one is Hive-partitioned, the answer is their
     # listing (a PartitionsAnswer) and nothing runs; otherwise the query runs, in the same call.
     fanout_tables: tuple[str, ...] = ()
@@ -172,11 +178,12 @@ Request = Union[QueryRequest, PageRequest, PartRequest, DownloadRequest, Materia
 
 
 def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple[View, ...] = (),
-                  reuse: bool = True, fanout_tables: tuple[str, ...] = ()) -> dict:
+                  reuse: bool = True, fanout_tables: tuple[str, ...] = (), reuse_scope: str | None = None) -> dict:
     """The event that asks the handler to run `sql` and return its first page.
 
     `views` are the notebook's views the query uses, in dependency order.
-    `reuse=False` makes the query run even if its result over the same inputs is stored.
+    `reuse=False` makes the query run even if its result over the same inputs is stored;
+    with `reuse`, only results of requests with the same `reuse_scope` answer it (none without one).
     `fanout_tables`: answer instead with the listing of those of them that are Hive-partitioned, if any.
     """
     request = {
@@ -191,6 +198,8 @@ def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple
         request["views"] = [{"name": view.name, "sql": view.sql} for view in views]
     if fanout_tables:
         request["fanout_tables"] = list(fanout_tables)
+    if reuse_scope is not None:
+        request["reuse_scope"] = reuse_scope
     return request
 
 
@@ -288,15 +297,31 @@ def parse_request(event: Any) -> Request:
 
 
 def _parse_query(event: dict) -> QueryRequest:
-    _reject_unknown_fields(event, {"version", "op", "sql", "params", "page_size", "views", "reuse", "fanout_tables"})
+    _reject_unknown_fields(event, {"version", "op", "sql", "params", "page_size", "views", "reuse", "fanout_tables",
+                                   "reuse_scope"})
     sql = _sql(event.get("sql"), "'sql'")
     decoded = _params(event)
     page_size = _bounded_int(event, "page_size", 0, MAX_PAGE_ROWS)
     reuse = event.get("reuse", True)
     if not isinstance(reuse, bool):
         raise ProtocolError("'reuse' must be true or false")
+    scope = event.get("reuse_scope")
+    if scope is not None and reuse_scope_problem(scope) is not None:
+        raise ProtocolError(f"'reuse_scope': {reuse_scope_problem(scope)}")
     return QueryRequest(sql=sql, params=decoded, page_size=page_size, views=_views(event, len(sql)), reuse=reuse,
-                        fanout_tables=_table_names(event.get("fanout_tables", []), "'fanout_tables'", 0))
+                        fanout_tables=_table_names(event.get("fanout_tables", []), "'fanout_tables'", 0),
+                        reuse_scope=scope)
+
+
+def reuse_scope_problem(scope: Any) -> str | None:
+    """Why `scope` cannot be a reuse scope, or None: it is a secret, long enough not to be guessed."""
+    if not isinstance(scope, str):
+        return "a reuse scope is a string"
+    if not MIN_REUSE_SCOPE_CHARS <= len(scope) <= MAX_REUSE_SCOPE_CHARS:
+        return f"a reuse scope is {MIN_REUSE_SCOPE_CHARS} to {MAX_REUSE_SCOPE_CHARS} characters, not {len(scope)}"
+    if not (scope.isascii() and scope.isprintable()) or scope != scope.strip():
+        return "a reuse scope is printable ASCII, without spaces around it"
+    return None
 
 
 def _params(event: dict) -> dict[str, Any]:

@@ -7,22 +7,13 @@ from __future__ import annotations
 
 import functools
 
-from lakelambda.sql import names_used, parser
+from lakelambda.sql import function_catalog, with_macros_over
 
 
 @functools.lru_cache(maxsize=1)
 def aggregates() -> frozenset[str]:
     """Aggregate functions, and macros whose bodies aggregate however deep; lower-cased."""
-    with parser() as con:
-        rows = con.execute("SELECT DISTINCT lower(function_name), function_type, macro_definition "
-                           "FROM duckdb_functions() WHERE function_type IN ('aggregate', 'macro')").fetchall()
-    found = {name for name, kind, _ in rows if kind == "aggregate"}
-    uses = {name: names_used(body) for name, kind, body in rows if kind == "macro" and body}
-    while True:
-        grown = {name for name, used in uses.items() if used & found} - found
-        if not grown:
-            return frozenset(found)
-        found |= grown
+    return with_macros_over({function.name for function in function_catalog() if function.kind == "aggregate"})
 
 
 def is_aggregate(node: dict) -> bool:

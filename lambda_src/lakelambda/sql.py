@@ -4,6 +4,11 @@ Everything here asks DuckDB's own tokenizer or parser (on a private
 in-memory database that reaches no file and no network); nothing runs a
 query, and no regular expression reads SQL text. Positions are in
 characters (DuckDB counts UTF-8 bytes; `character_offsets` converts).
+
+`walk` is the one way to read a parse tree (json_serialize_sql): the sandbox,
+the derive filter check, the table and path finders here and the fan-out's
+rules all use it. `changing_value` is the one answer to "may this value differ
+from run to run?", which result reuse and fan-out both ask.
 """
 
 from __future__ import annotations
@@ -215,35 +220,55 @@ CLOCK_FUNCTIONS = frozenset({"current_localtime", "current_localtimestamp", "age
 _RAISES = frozenset({"error"})
 
 
+class CatalogFunction(NamedTuple):
+    name: str  # lower-cased
+    kind: str  # scalar, aggregate, macro, table, ...
+    stability: str | None  # CONSISTENT, CONSISTENT_WITHIN_QUERY, VOLATILE; None for macros and table functions
+    uses: frozenset[str]  # a macro's: the functions and bare names its body uses
+
+
+@functools.lru_cache(maxsize=1)
+def function_catalog() -> tuple[CatalogFunction, ...]:
+    """DuckDB's functions as duckdb_functions() lists them, in one query (a macro's body parsed there too)."""
+    with parser() as con:
+        rows = con.execute("SELECT DISTINCT lower(function_name), function_type, stability, "
+                           "CASE WHEN function_type = 'macro' AND macro_definition IS NOT NULL "
+                           "THEN json_serialize_sql('SELECT ' || macro_definition) END FROM duckdb_functions()"
+                           ).fetchall()
+    return tuple(CatalogFunction(name, kind, stability, _names_used(json.loads(body)) if body else frozenset())
+                 for name, kind, stability, body in rows)
+
+
+def _names_used(tree: dict) -> frozenset[str]:
+    used = set()
+    for node in walk(tree if not tree.get("error") else {}):
+        if node.get("class") in ("FUNCTION", "WINDOW") and isinstance(node.get("function_name"), str):
+            used.add(node["function_name"].lower())
+        elif node.get("class") == "COLUMN_REF" and len(node.get("column_names", ())) == 1:
+            used.add(str(node["column_names"][0]).lower())
+    return frozenset(used)
+
+
+def with_macros_over(names: set[str], also: frozenset[str] = frozenset()) -> frozenset[str]:
+    """`names` and the macros whose bodies use any of them (or of `also`), however deep."""
+    found = set(names)
+    macros = [function for function in function_catalog() if function.kind == "macro"]
+    while True:
+        grown = {macro.name for macro in macros if macro.uses & (found | also)} - found
+        if not grown:
+            return frozenset(found)
+        found |= grown
+
+
 @functools.lru_cache(maxsize=1)
 def changing_functions() -> frozenset[str]:
     """The functions whose value may differ from run to run over the same data, lower-cased: those
     DuckDB's catalog calls VOLATILE or CONSISTENT_WITHIN_QUERY (random, uuid, now, nextval, ...), the
     clock functions, and the macros whose bodies use any of them, however deep. Result reuse and
     fan-out both ask this one set."""
-    with parser() as con:
-        rows = con.execute("SELECT DISTINCT lower(function_name), function_type, stability, macro_definition "
-                           "FROM duckdb_functions()").fetchall()
-    changing = {name for name, _, stability, _ in rows
-                if stability in ("VOLATILE", "CONSISTENT_WITHIN_QUERY")} - _RAISES | CLOCK_FUNCTIONS
-    uses = {name: names_used(body) for name, kind, _, body in rows if kind == "macro" and body}
-    while True:
-        grown = {name for name, used in uses.items() if used & (changing | CLOCK_NAMES)} - changing
-        if not grown:
-            return frozenset(changing)
-        changing |= grown
-
-
-def names_used(expression: str) -> set[str]:
-    """The functions and bare names an expression (a macro's body) uses, lower-cased."""
-    tree = _tree_of(f"SELECT {expression}")
-    used = set()
-    for node in walk(tree or {}):
-        if node.get("class") in ("FUNCTION", "WINDOW") and isinstance(node.get("function_name"), str):
-            used.add(node["function_name"].lower())
-        elif node.get("class") == "COLUMN_REF" and len(node.get("column_names", ())) == 1:
-            used.add(str(node["column_names"][0]).lower())
-    return used
+    volatile = {function.name for function in function_catalog()
+                if function.stability in ("VOLATILE", "CONSISTENT_WITHIN_QUERY")}
+    return with_macros_over((volatile - _RAISES) | CLOCK_FUNCTIONS, also=CLOCK_NAMES)
 
 
 def changing_value(node: dict) -> str | None:

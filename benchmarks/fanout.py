@@ -41,6 +41,7 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
+from lakelambda.protocol import MAX_PAGE_ROWS
 from lakemagic import client
 from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.fanout import runner

@@ -21,6 +21,7 @@ from IPython.utils.capture import capture_output
 from lakelambda import protocol
 from lakelambda.errors import ProtocolError
 from lakemagic import client
+from lakemagic.errors import LakeQueryError
 from lakemagic.reuse_scope import ENVIRONMENT, ReuseScopeError, reuse_scope
 
 from test_reuse import BY_PAYMENT, REUSE_BUCKET, lake, proxy, run, s3_reuse_lake, stored, stored_result_files  # noqa: F401
@@ -74,6 +75,14 @@ def test_a_query_without_a_scope_is_neither_reused_nor_kept(lake):
     assert [answer.reused_from for answer in answers] == [None, None]
     scoped = secrets.token_hex(32)
     assert run(lake, BY_PAYMENT, reuse=scoped).reused_from is None  # nothing was kept for anyone
+
+
+def test_a_garbled_scope_is_an_error_answer_and_the_next_query_answers(lake):
+    request = dict(protocol.query_request(BY_PAYMENT, {}, 50), reuse_scope="guess")
+    with pytest.raises(LakeQueryError) as refused:
+        client.run_request(lake.engine, request, BY_PAYMENT)
+    assert refused.value.error_type == "ProtocolError" and "32 to 256 characters" in refused.value.message
+    assert run(lake, BY_PAYMENT, reuse=secrets.token_hex(32)).total_rows > 0
 
 
 @pytest.mark.parametrize("scope, problem", [

@@ -1,88 +1,24 @@
-"""Result reuse is private to a scope (issue 20, finding 3): one caller cannot tell what another queried.
+"""The reuse scope (issue 20, finding 3): how the notebook finds it, and what the edge accepts.
 
-Without a scope's secret, a caller guessing another's query (`... WHERE
-pickup_location_id = $id`) gets what a fresh run gives: no `reused_from`, a
-result of its own, the same S3 requests as a scope that never ran anything.
-Both engines, the Lambda path through `lakemagic serve` and moto S3 (the
-fixtures of test_reuse.py); the scope file in a HOME of the test's own.
+Whether another scope's results show (they must not) is tested on both engines
+in test_reuse.py; here, the scope file in a HOME of the test's own, %config
+and the environment, and garbled scopes.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import secrets
 import stat
 
-import pandas as pd
 import pytest
 from IPython.utils.capture import capture_output
 
 from lakelambda import protocol
 from lakelambda.errors import ProtocolError
-from lakemagic import client
-from lakemagic.errors import LakeQueryError
 from lakemagic.reuse_scope import ENVIRONMENT, ReuseScopeError, reuse_scope
 
-from test_reuse import BY_PAYMENT, REUSE_BUCKET, lake, proxy, run, s3_reuse_lake, stored, stored_result_files  # noqa: F401
-
-GUESS = "SELECT count(*) AS trips, sum(total_amount) AS paid FROM taxi_2019_04 WHERE pickup_location_id = $id"
-
-
-def s3_requests(lake) -> dict:
-    """The proxy's requests since its reset, with result ids and reuse keys made alike (each run has its own)."""
-    requests: dict = {}
-    for (method, path), count in lake.proxy.objects.items():
-        path = re.sub(r"/_lakemagic/results/reuse/[0-9a-f]{64}\.[A-Za-z0-9_-]+$", "/_lakemagic/results/reuse/KEY.ID", path)
-        path = re.sub(r"/_lakemagic/results/[A-Za-z0-9_-]{22,64}\.", "/_lakemagic/results/ID.", path)
-        requests[(method, path)] = requests.get((method, path), 0) + count
-    return requests
-
-
-def test_another_scope_is_answered_as_if_the_query_never_ran(stored, lake):
-    """Scope A runs a query; scope B's identical query is a fresh run, whose S3 requests are those of a
-    scope C that never ran anything, and the same scope A is answered from its result."""
-    first, second, never = (secrets.token_hex(32) for _ in range(3))
-    lake.start()
-    run(lake, "SELECT count(*) AS warm FROM taxi_2019_04 WHERE passenger_count = 4", reuse=never)  # lists, binds
-    mine = run(lake, GUESS, params={"id": 7}, reuse=first)
-    assert mine.reused_from is None and run(lake, GUESS, params={"id": 7}, reuse=first).reused_from is not None
-    expected = mine.to_dataframe()
-
-    if lake.name == "lambda":
-        lake.proxy.reset()
-    theirs = run(lake, GUESS, params={"id": 7}, reuse=second)
-    assert theirs.reused_from is None and theirs.result_id != mine.result_id
-    if lake.name == "lambda":
-        guessed = s3_requests(lake)
-        assert guessed[("PUT", f"/{REUSE_BUCKET}/_lakemagic/results/ID.parquet")] == 1, guessed  # it ran, stored
-        assert mine.result_id not in str(dict(lake.proxy.objects))  # nothing of the first scope's was touched
-    pd.testing.assert_frame_equal(theirs.to_dataframe(), expected)
-    if lake.name == "lambda":
-        lake.proxy.reset()
-        fresh = run(lake, GUESS, params={"id": 8}, reuse=secrets.token_hex(32))
-        assert fresh.reused_from is None and s3_requests(lake) == guessed
-    else:
-        assert stored_result_files(lake.folder) == 3  # the warm-up's, first's, second's: each scope its own
-        assert run(lake, GUESS, params={"id": 7}, reuse=second).reused_from is not None
-        assert stored_result_files(lake.folder) == 3
-
-
-def test_a_query_without_a_scope_is_neither_reused_nor_kept(lake):
-    request = protocol.query_request(BY_PAYMENT, {}, 50)
-    assert "reuse_scope" not in request
-    answers = [client.run_request(lake.engine, request, BY_PAYMENT) for _ in range(2)]
-    assert [answer.reused_from for answer in answers] == [None, None]
-    scoped = secrets.token_hex(32)
-    assert run(lake, BY_PAYMENT, reuse=scoped).reused_from is None  # nothing was kept for anyone
-
-
-def test_a_garbled_scope_is_an_error_answer_and_the_next_query_answers(lake):
-    request = dict(protocol.query_request(BY_PAYMENT, {}, 50), reuse_scope="guess")
-    with pytest.raises(LakeQueryError) as refused:
-        client.run_request(lake.engine, request, BY_PAYMENT)
-    assert refused.value.error_type == "ProtocolError" and "32 to 256 characters" in refused.value.message
-    assert run(lake, BY_PAYMENT, reuse=secrets.token_hex(32)).total_rows > 0
+from test_reuse import BY_PAYMENT, stored_result_files
 
 
 @pytest.mark.parametrize("scope, problem", [
@@ -139,7 +75,7 @@ def test_a_garbled_or_shared_scope_file_is_a_clear_error(home, content, mode, co
     assert str(path) in str(refused.value)
 
 
-def test_the_magic_reuses_within_its_configured_scope_only(ipython, local_taxi_lake, tmp_path, stored):
+def test_the_magic_reuses_within_its_configured_scope_only(ipython, local_taxi_lake, tmp_path, stored_results):
     import shutil
 
     folder = tmp_path / "lake"

@@ -41,7 +41,6 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
-from lakelambda import protocol
 from lakelambda.protocol import MAX_PAGE_ROWS
 from lakemagic import client
 from lakemagic.engines.aws_lambda import LambdaEngine
@@ -86,9 +85,7 @@ def simulated(alone: LambdaEngine, proxy: S3Proxy, sql: str, fanout: int, repeat
     listing = [timed(lambda: runner.decide(alone, f"{sql}\n-- timed {number}", (), fanout)) for number in range(repeat)]
     planned = runner.decide(alone, sql, (), fanout)
     assert planned.plan is not None, planned.reason
-    requests = [protocol.task_request(planned.plan.task_sql, {}, MAX_PAGE_ROWS, planned.table,
-                                      [file.path for file in task.files], planned.key_types)
-                for task in planned.plan.tasks]
+    requests = runner.task_requests(planned, {}, ())
 
     def counted(action):
         prepare()

@@ -29,6 +29,7 @@ from .decode import decode_files, decode_pages
 from .engines import Engine, LambdaFigures
 from .engines.kernel import kernel_engine
 from .errors import EngineError, LakeQueryError
+from .reuse_scope import reuse_scope
 
 
 @dataclass(frozen=True)
@@ -187,25 +188,32 @@ class QueryResult:
 
 def run_query(
     engine: Engine, sql: str, params: dict | None = None, page_size: int = 50, views: tuple[protocol.View, ...] = (),
-    reuse: bool = True,
+    reuse: bool | str = True,
 ) -> QueryResult:
     """Run `sql` on `engine` with the notebook views it uses; raise LakeQueryError on an error answer.
 
-    With `reuse`, the engine may answer from the stored result of the same query over unchanged inputs.
+    With `reuse`, the engine may answer from the stored result of the same query over unchanged inputs
+    run with the same reuse scope: the user's own (True), or the scope `reuse` names (reuse_scope.py).
     """
-    return run_request(engine, protocol.query_request(sql, params or {}, page_size, views, reuse), sql)
+    return run_request(engine, _query_request(sql, params or {}, page_size, views, reuse), sql)
 
 
 def run_query_unless_partitioned(engine: Engine, sql: str, params: dict, page_size: int,
-                                 views: tuple[protocol.View, ...], reuse: bool,
+                                 views: tuple[protocol.View, ...], reuse: bool | str,
                                  tables: tuple[str, ...]) -> QueryResult | tuple[protocol.PartitionsAnswer, CallStats]:
     """`run_query`, unless one of `tables` is Hive-partitioned in the lake: then their listing, and nothing
     has run. One call either way, so a query a fan-out cannot split pays no call of its own for the listing."""
-    request = protocol.query_request(sql, params, page_size, views, reuse, fanout_tables=tables)
+    request = _query_request(sql, params, page_size, views, reuse, fanout_tables=tables)
     answer, stats = _call(engine, request, (protocol.PageAnswer, protocol.PartitionsAnswer), sql)
     if isinstance(answer, protocol.PartitionsAnswer):
         return answer, stats
     return result_of(engine, sql, answer, stats)
+
+
+def _query_request(sql: str, params: dict, page_size: int, views: tuple[protocol.View, ...], reuse: bool | str,
+                   fanout_tables: tuple[str, ...] = ()) -> dict:
+    scope = reuse_scope(reuse if isinstance(reuse, str) else "") if reuse else None
+    return protocol.query_request(sql, params, page_size, views, bool(reuse), fanout_tables, scope)
 
 
 def run_request(engine: Engine, request: dict, sql: str) -> QueryResult:

@@ -44,6 +44,9 @@ class LakeMagic(Magics):
     region = Unicode("", help="AWS region of the function (default: boto3's own resolution).").tag(config=True)
     profile = Unicode("", help="AWS profile to invoke with (default: boto3's own resolution).").tag(config=True)
     reuse_results = Bool(help="Answer a repeated query over unchanged inputs from its stored result.").tag(config=True)
+    reuse_scope = Unicode(help="A secret shared by those whose stored results may answer each other's queries "
+                               "(default: $LAKEMAGIC_REUSE_SCOPE, else your own in ~/.lakemagic/reuse-scope)."
+                          ).tag(config=True)
     max_fanout = Int(help="On the 'lambda' engine, the most invocations one query over a Hive-partitioned "
                           "table fans out to (1: never).").tag(config=True)
 
@@ -162,7 +165,7 @@ class LakeMagic(Magics):
         if options.explain:
             return self._explain(sql, fanout)
         params = bind_parameters(sql, self.shell.user_ns)
-        reuse = self.reuse_results and not options.no_reuse
+        reuse = self._reuse(not options.no_reuse)
         engine = self.current_engine()
         with waiting.Wait(engine) as wait:
             with catalog.saved_views_named(engine, self.views):
@@ -182,7 +185,11 @@ class LakeMagic(Magics):
             wait.show(ResultTable(result, page_size))  # in place of the waiting line
         return None
 
-    def _run_query(self, engine: Engine, sql: str, params: dict, page_size: int, views: tuple, reuse: bool,
+    def _reuse(self, wanted: bool) -> bool | str:
+        """client.run_query's `reuse`: False, or the scope to reuse results within (True: the user's own)."""
+        return (self.reuse_scope or True) if wanted and self.reuse_results else False
+
+    def _run_query(self, engine: Engine, sql: str, params: dict, page_size: int, views: tuple, reuse: bool | str,
                    fanout: int) -> client.QueryResult:
         """The query on one invocation, or fanned out on the Lambda engine (the local one is one process);
         a fan-out's tasks done of total go to the waiting line."""
@@ -231,7 +238,7 @@ class LakeMagic(Magics):
         """A chart's aggregate, in one call: the first page holds as many rows as a response does."""
         views, engine = self.views.resolve(sql), self.current_engine()
         with waiting.Wait(engine) as wait:
-            result = wait.run(lambda: client.run_query(engine, sql, {}, MAX_PAGE_ROWS, views, self.reuse_results))
+            result = wait.run(lambda: client.run_query(engine, sql, {}, MAX_PAGE_ROWS, views, self._reuse(True)))
         return result.to_dataframe()
 
     def _materialize(self, name: str, path: str | None):

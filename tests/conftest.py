@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
@@ -31,6 +34,19 @@ def pytest_collection_modifyitems(items):
                 item.add_marker(marker)
         if needs["browser"] or needs["notebooks"] or module in SLOW_MODULES:
             item.add_marker("slow")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reuse_scope_of_the_tests():
+    """One reuse scope for the session, so no test makes the user's own in the real ~/.lakemagic
+    (tests of that file point HOME at a folder of their own); restored afterwards."""
+    saved = os.environ.get("LAKEMAGIC_REUSE_SCOPE")
+    os.environ["LAKEMAGIC_REUSE_SCOPE"] = secrets.token_hex(32)
+    yield os.environ["LAKEMAGIC_REUSE_SCOPE"]
+    if saved is None:
+        os.environ.pop("LAKEMAGIC_REUSE_SCOPE", None)
+    else:
+        os.environ["LAKEMAGIC_REUSE_SCOPE"] = saved
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import shutil
 import time
@@ -24,6 +25,7 @@ from lakemagic.locallambda import FunctionSpec, LocalLambda
 
 FIXTURES = f"{__package__}.lambda_fixture_handlers" if __package__ else "lambda_fixture_handlers"
 TABLE = "taxi_2019_04"
+SCOPE = secrets.token_hex(32)  # the scope the reuse probes run within
 
 
 @pytest.fixture
@@ -63,9 +65,9 @@ def test_a_deeply_nested_escape_from_the_filter_is_refused(handler):
 def test_the_local_clock_is_never_reused(handler):
     """ICU's current_localtime() is CONSISTENT to DuckDB, yet reads the clock: a reused answer would be stale."""
     sql = f"SELECT current_localtime() AS at, count(*) AS n FROM {TABLE}"
-    first = handler(protocol.query_request(sql, {}, 10))
+    first = handler(protocol.query_request(sql, {}, 10, reuse_scope=SCOPE))
     time.sleep(0.01)
-    second = handler(protocol.query_request(sql, {}, 10))
+    second = handler(protocol.query_request(sql, {}, 10, reuse_scope=SCOPE))
     assert "error" not in first and "reused_from" not in second
     assert second["result_id"] != first["result_id"]
 
@@ -110,7 +112,7 @@ def test_a_file_rewritten_in_place_with_its_old_size_and_time_is_read_again(hand
     with open(path, "w") as file:
         file.write("price\n1\n")
     sql = f"SELECT sum(price) AS total FROM read_csv('{path}')"
-    first = handler(protocol.query_request(sql, {}, 10))
+    first = handler(protocol.query_request(sql, {}, 10, reuse_scope=SCOPE))
     before = os.stat(path)
     time.sleep(0.01)  # a change time the clock can tell apart
     with open(path, "r+") as file:  # in place: the same inode
@@ -118,6 +120,6 @@ def test_a_file_rewritten_in_place_with_its_old_size_and_time_is_read_again(hand
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert (os.stat(path).st_size, os.stat(path).st_mtime_ns, os.stat(path).st_ino) == (
         before.st_size, before.st_mtime_ns, before.st_ino)
-    second = handler(protocol.query_request(sql, {}, 10))
+    second = handler(protocol.query_request(sql, {}, 10, reuse_scope=SCOPE))
     assert "error" not in first and "reused_from" not in second, second
     assert second["result_id"] != first["result_id"]

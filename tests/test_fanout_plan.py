@@ -1,5 +1,6 @@
-"""Fan-out plans run for real: each task's SQL over its own files in DuckDB, the merge over the
-concatenated partials, against the query run once over the whole table.
+"""Fan-out plans run for real: each task as the `task` request production sends, answered by the
+handler's own task operation over a local lake folder (which reads the task's files as the table),
+the merge over the concatenated partials, against the query run once over the whole table in DuckDB.
 
 Two lakes in temporary folders: the generated taxi month (partitioned by date, with a small
 zones table) and TPC-H lineitem at scale factor 0.01 from the duckdb-extension-tpch wheel
@@ -8,8 +9,11 @@ zones table) and TPC-H lineitem at scale factor 0.01 from the duckdb-extension-t
 
 from __future__ import annotations
 
+import base64
 import math
-from dataclasses import dataclass
+import os
+import tempfile
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,9 +21,12 @@ import duckdb
 import pytest
 
 from lakelambda import protocol
-from lakelambda.sandbox import check_query
+from lakelambda.database import Settings
+from lakelambda.handler import LakeHandler
+from lakelambda.protocol import MAX_PAGE_ROWS
 from lakelambda.sql import quote_identifier, quote_literal
-from lakemagic.fanout import PARTIALS, NotSplit, PartitionFile, Plan, autocast_key_types, plan, prune
+from lakemagic.decode import restored
+from lakemagic.fanout import PARTIALS, NotSplit, PartitionFile, Plan, autocast_key_types, plan, prune, shape
 from lakemagic.engines import Reply
 from lakemagic.fanout import runner
 from lakemagic.taxi import build_lake
@@ -31,19 +38,28 @@ TASK_COUNTS = (1, 2, 4, 10)
 class Lake:
     root: Path
     table: str  # the Hive-partitioned table
-    files: list[PartitionFile]
-    small_tables: dict[str, Path]  # single-file tables, read whole by every task
+    files: list[PartitionFile]  # named relative to the lake, as its listing names them
+    small_tables: dict[str, Path]  # single-file tables (the lake's datasets), read whole by every task
+    handler: LakeHandler | None = field(default=None, repr=False)  # the lake's own, for the tasks
 
-    def connect(self, whole_table: bool = True) -> duckdb.DuckDBPyConnection:
-        """A connection with the small tables as views, and the split table too if `whole_table`."""
+    def tasks_handler(self) -> LakeHandler:
+        if self.handler is None:  # a scratch folder of its own, removed when it is closed
+            self.handler = LakeHandler(str(self.root), Settings())
+        return self.handler
+
+    def close(self) -> None:
+        if self.handler is not None:
+            self.handler.close()
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """The single run's connection: the small tables and the split table as views over their files."""
         con = duckdb.connect()
         for name, path in self.small_tables.items():
             source = f"read_parquet({quote_literal(str(path))})"
             con.execute(f"CREATE VIEW {quote_identifier(name)} AS SELECT * FROM {source}")
-        if whole_table:
-            pattern = quote_literal(str(self.root / self.table / "*=*" / "**" / "*.parquet"))
-            con.execute(f"CREATE VIEW {quote_identifier(self.table)} AS "
-                        f"SELECT * FROM read_parquet({pattern}, hive_partitioning = true)")
+        pattern = quote_literal(str(self.root / self.table / "*=*" / "**" / "*.parquet"))
+        con.execute(f"CREATE VIEW {quote_identifier(self.table)} AS "
+                    f"SELECT * FROM read_parquet({pattern}, hive_partitioning = true)")
         return con
 
 
@@ -51,22 +67,24 @@ def partition_files(folder: Path) -> list[PartitionFile]:
     files = []
     for path in sorted(folder.rglob("*.parquet")):
         keys = dict(part.split("=", 1) for part in path.relative_to(folder).parts[:-1])
-        files.append(PartitionFile(str(path), path.stat().st_size, keys))
+        files.append(PartitionFile(path.relative_to(folder.parent).as_posix(), path.stat().st_size, keys))
     return files
 
 
 @pytest.fixture(scope="module")
-def taxi(tmp_path_factory) -> Lake:
+def taxi(tmp_path_factory):
     root = tmp_path_factory.mktemp("taxi-lake")
     build_lake(str(root), rows=50_000)
     zones = root / "dataset" / "zones.parquet"
     duckdb.execute(f"COPY (SELECT range::INTEGER AS location_id, ['Manhattan', 'Queens', 'Brooklyn'][range % 3 + 1] "
                    f"AS borough FROM range(1, 200)) TO {quote_literal(str(zones))}")
-    return Lake(root, "partitioned", partition_files(root / "partitioned"), {"zones": zones})
+    lake = Lake(root, "partitioned", partition_files(root / "partitioned"), {"zones": zones})
+    yield lake
+    lake.close()
 
 
 @pytest.fixture(scope="module")
-def tpch(tmp_path_factory) -> Lake:
+def tpch(tmp_path_factory):
     package = pytest.importorskip("duckdb_extension_tpch", reason="pip install duckdb-extension-tpch==1.5.5")
     root = tmp_path_factory.mktemp("tpch-lake")
     extension = Path(package.__file__).parent / "extensions" / "v1.5.5" / "tpch.duckdb_extension"
@@ -79,18 +97,40 @@ def tpch(tmp_path_factory) -> Lake:
                     f"TO {quote_literal(str(root / 'lineitem'))} (FORMAT parquet, PARTITION_BY (ship_month))")
         for name, path in small.items():
             con.execute(f"COPY {name} TO {quote_literal(str(path))}")
-    return Lake(root, "lineitem", partition_files(root / "lineitem"), small)
+    lake = Lake(root, "lineitem", partition_files(root / "lineitem"), small)
+    yield lake
+    lake.close()
+
+
+def task_pages(handler: LakeHandler, request: dict) -> tuple[tuple[protocol.Column, ...], list[str]]:
+    """A task's result as the handler answers it: its columns and every page of its rows."""
+    answer = protocol.parse_answer(handler(request))
+    assert isinstance(answer, protocol.PageAnswer), answer
+    pages, offset = [answer.page.data], answer.page.row_count
+    while offset < answer.result.total_rows:
+        more = protocol.parse_answer(handler(protocol.page_request(answer.result.result_id, offset, MAX_PAGE_ROWS)))
+        assert isinstance(more, protocol.PageAnswer) and more.page.row_count > 0, more
+        pages.append(more.page.data)
+        offset += more.page.row_count
+    return answer.result.columns, pages
 
 
 def run_plan(lake: Lake, result: Plan, params: dict | None = None) -> duckdb.DuckDBPyRelation:
-    """Every task over its own files (the whole table is not even defined), then the merge over
-    `partials` alone (the small tables are gone by then, as they are in the notebook)."""
-    con = lake.connect(whole_table=False)
-    for number, task in enumerate(result.tasks):
-        into = f"CREATE TABLE {PARTIALS} AS" if number == 0 else f"INSERT INTO {PARTIALS}"
-        con.execute(f"{into} {task.sql}", params or None)
-    for name in lake.small_tables:
-        con.execute(f"DROP VIEW {quote_identifier(name)}")
+    """Every task sent as the fan-out sends it (runner.task_requests) to the handler's `task` operation,
+    which reads the task's files as the table; then the merge over their pages as `partials` alone."""
+    handler = lake.tasks_handler()
+    con = duckdb.connect()
+    with tempfile.TemporaryDirectory(prefix="fanout-plan-partials-") as folder:
+        paths, columns = [], None
+        for request in runner.task_requests(runner.Decision(plan=result), params or {}, ()):
+            task_columns, pages = task_pages(handler, request)
+            assert columns is None or task_columns == columns, (task_columns, columns)
+            columns = task_columns
+            for data in pages:
+                paths.append(os.path.join(folder, f"part-{len(paths)}.parquet"))
+                with open(paths[-1], "wb") as part:
+                    part.write(base64.b64decode(data))
+        restored(con, paths, columns).to_table(PARTIALS)
     return con.sql(result.merge_sql)
 
 
@@ -227,7 +267,7 @@ def test_tpch_fan_out_equals_one_run(tpch, sql, ordered, max_tasks):
 def test_parameters_stay_in_the_task_sql(tpch, max_tasks):
     sql = "SELECT l_linestatus, count(*), avg(l_tax) FROM lineitem WHERE l_quantity > $least GROUP BY 1"
     result = assert_same_result(tpch, sql, max_tasks, ordered=False, params={"least": 30})
-    assert "$least" in result.tasks[0].sql and "$least" not in result.merge_sql
+    assert "$least" in result.task_sql and "$least" not in result.merge_sql
 
 
 @pytest.mark.parametrize("max_tasks", TASK_COUNTS)
@@ -315,8 +355,9 @@ def test_the_explanation_lists_tasks_partitions_and_both_sqls(taxi):
         assert f"{len(task.files)} files" in line and f"({len(task.partitions())} partitions)" in line
         assert all(partition in line for partition in task.partitions()[:5])
     assert "date=2019-04-01" in text
-    assert result.tasks[0].sql in text and result.merge_sql in text
-    assert f"FROM {PARTIALS}" in result.merge_sql
+    assert f"Each task runs, reading only its own files as the table partitioned:\n  {result.task_sql}\n" in text
+    assert result.merge_sql in text and f"FROM {PARTIALS}" in result.merge_sql
+    assert "read_parquet" not in text  # a task names its files; the handler writes their reader
 
 
 @pytest.mark.parametrize("max_tasks", (1, 2, 4, 7, 10, 30, 100))
@@ -327,15 +368,20 @@ def test_tasks_share_the_files_evenly(taxi, max_tasks):
     assert read == sorted(file.path for file in taxi.files)
     sizes = [task.size_bytes for task in result.tasks]
     assert max(sizes) - min(sizes) <= max(file.size_bytes for file in taxi.files)
-    for task in result.tasks:
-        assert all(quote_literal(file.path) in task.sql for file in task.files)
 
 
-def test_task_sql_passes_the_lambda_sandbox(taxi):
-    sql = ("SELECT z.borough, count(*) FROM partitioned p JOIN zones z ON p.pickup_location_id = z.location_id "
-           "GROUP BY 1")
-    for task in plan(sql, taxi.table, taxi.files, 4).tasks:
-        check_query(task.sql, str(taxi.root))
+@pytest.mark.parametrize(("sql", "ordered"), TAXI_QUERIES)
+def test_the_shape_needs_no_files_and_is_the_plans(taxi, sql, ordered):
+    """What the runner asks before listing anything is what every plan over files then runs."""
+    split = shape(sql, "partitioned")
+    planned = plan(sql, taxi.table, taxi.files, 3)
+    assert split.task_sql == planned.task_sql and split.merge_sql == planned.merge_sql
+
+
+@pytest.mark.parametrize(("sql", "cause"), NOT_SPLIT)
+def test_the_shape_says_why_without_files(sql, cause):
+    split = shape(sql, "partitioned")
+    assert isinstance(split, NotSplit) and cause in split.reason
 
 
 def test_pruning_keeps_the_files_the_where_clause_can_reach(taxi):
@@ -378,7 +424,10 @@ def test_every_task_reads_the_keys_with_the_whole_tables_types(tmp_path):
     duckdb.execute(f"COPY (SELECT range AS x, CASE WHEN range < 9 THEN range::VARCHAR ELSE 'other' END AS v "
                    f"FROM range(10)) TO {quote_literal(str(tmp_path / 't'))} (FORMAT parquet, PARTITION_BY (v))")
     lake = Lake(tmp_path, "t", partition_files(tmp_path / "t"), {})
-    assert_same_result(lake, "SELECT v, typeof(v), sum(x) FROM t GROUP BY v ORDER BY v", 10, ordered=True)
+    try:
+        assert_same_result(lake, "SELECT v, typeof(v), sum(x) FROM t GROUP BY v ORDER BY v", 10, ordered=True)
+    finally:
+        lake.close()
 
 
 def test_no_files_or_no_tasks(taxi):
@@ -401,7 +450,10 @@ def test_large_offsets_in_values_do_not_lose_the_variance(tmp_path):
     duckdb.execute(f"COPY (SELECT 1e5 + (range % 7) * 0.5 AS x, range % 5 AS k FROM range(5000)) "
                    f"TO {quote_literal(str(tmp_path / 'far'))} (FORMAT parquet, PARTITION_BY (k))")
     lake = Lake(tmp_path, "far", partition_files(tmp_path / "far"), {})
-    assert_same_result(lake, "SELECT var_samp(x), stddev_pop(x) FROM far", 5, ordered=True)
+    try:
+        assert_same_result(lake, "SELECT var_samp(x), stddev_pop(x) FROM far", 5, ordered=True)
+    finally:
+        lake.close()
 
 
 class _OneListing:

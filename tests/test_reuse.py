@@ -2,12 +2,18 @@
 
 Both engines: the embedded one over a lake folder, and the Lambda path
 (boto3 -> lakemagic serve -> handler -> moto S3, through a counting proxy),
-each over a lake of its own, since these tests rewrite its files.
+each over a lake of its own, since these tests rewrite its files. Reuse is
+private to a scope (issue 20, finding 3): a caller guessing another's query
+(`... WHERE pickup_location_id = $id`) without that scope's secret gets what a
+fresh run gives: no `reused_from`, a result of its own, the S3 requests of a
+scope that never ran anything (test_reuse_scope.py: where the scope comes from).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 
 import boto3
@@ -18,10 +24,14 @@ from IPython.utils.capture import capture_output
 
 from lakelambda import protocol
 from lakelambda.errors import ProtocolError
-from lakelambda.sql import VOLATILE_FUNCTIONS, nondeterministic_parts
+from lakelambda.lake import Lake
+from lakelambda.reuse_key import reuse_key
+from lakelambda.sql import CLOCK_NAMES, changing_functions, nondeterministic_parts
 from lakemagic import client
+from lakemagic.errors import LakeQueryError
 from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.engines.embedded import EmbeddedEngine
+from lakemagic.fanout import NotSplit, shape
 from lakemagic.locallambda.s3proxy import S3Proxy
 
 from servers import FUNCTION, start_function
@@ -263,11 +273,98 @@ def test_non_deterministic_parts_come_from_the_parse_tree(sql, found):
     assert nondeterministic_parts(sql) == found
 
 
-def test_every_function_duckdb_calls_volatile_is_known():
+def _changing_calls() -> list[str]:
+    """A call of every function whose value may change from run to run, and each clock name."""
+    return sorted(f"{name}(NULL)" for name in changing_functions()) + sorted(CLOCK_NAMES)
+
+
+@pytest.mark.parametrize("call", _changing_calls())
+def test_what_changes_from_run_to_run_is_neither_reused_nor_split(call, tmp_path):
+    """Reuse and fan-out ask the one answer (lakelambda.sql.changing_value): a value that may differ
+    from run to run keeps a query's result from being reused and its shape from being split."""
+    sql = f"SELECT vendor_id, count(*) AS n FROM partitioned WHERE {call} IS NOT NULL GROUP BY 1"
+    assert reuse_key(Lake(str(tmp_path)), (sql,), {}, (), {}, "scope" * 8) is None
+    split = shape(sql, "partitioned")
+    assert isinstance(split, NotSplit) and "gives a different value" in split.reason, split
+
+
+@pytest.mark.parametrize("call", ["error(NULL)", "age(DATE '2020-01-01', DATE '2019-01-01')", "abs(NULL)"])
+def test_a_value_fixed_by_its_arguments_is_both_reused_and_split(call, tmp_path):
+    sql = f"SELECT vendor_id, count(*) AS n FROM partitioned WHERE {call} IS NULL GROUP BY 1"
+    assert reuse_key(Lake(str(tmp_path)), (sql,), {}, (), {}, "scope" * 8) is not None
+    assert not isinstance(shape(sql, "partitioned"), NotSplit)
+
+
+def test_the_names_that_once_disagreed_have_one_answer_now():
+    """Reuse and fan-out each kept a list once, and they differed on these five."""
+    changing = changing_functions()
+    assert {"age", "current_localtime", "pg_sleep", "current_catalog"} <= changing and "error" not in changing
+
+
+def test_every_function_duckdb_calls_volatile_is_changing():
     classified = {name for (name,) in duckdb.sql(
         "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
-        "WHERE stability IS NOT NULL AND stability <> 'CONSISTENT'").fetchall()}
-    assert classified <= VOLATILE_FUNCTIONS, sorted(classified - VOLATILE_FUNCTIONS)
+        "WHERE stability IN ('VOLATILE', 'CONSISTENT_WITHIN_QUERY') AND function_name <> 'error'").fetchall()}
+    assert classified <= changing_functions(), sorted(classified - changing_functions())
+
+
+GUESS = "SELECT count(*) AS trips, sum(total_amount) AS paid FROM taxi_2019_04 WHERE pickup_location_id = $id"
+
+
+def s3_requests(lake) -> dict:
+    """The proxy's requests since its reset, with result ids and reuse keys made alike (each run has its own)."""
+    requests: dict = {}
+    for (method, path), count in lake.proxy.objects.items():
+        path = re.sub(r"/_lakemagic/results/reuse/[0-9a-f]{64}\.[A-Za-z0-9_-]+$", "/_lakemagic/results/reuse/KEY.ID", path)
+        path = re.sub(r"/_lakemagic/results/[A-Za-z0-9_-]{22,64}\.", "/_lakemagic/results/ID.", path)
+        requests[(method, path)] = requests.get((method, path), 0) + count
+    return requests
+
+
+def test_another_scope_is_answered_as_if_the_query_never_ran(stored, lake):
+    """Scope A runs a query; scope B's identical query is a fresh run, whose S3 requests are those of a
+    scope C that never ran anything, and the same scope A is answered from its result."""
+    first, second, never = (secrets.token_hex(32) for _ in range(3))
+    lake.start()
+    run(lake, "SELECT count(*) AS warm FROM taxi_2019_04 WHERE passenger_count = 4", reuse=never)  # lists, binds
+    mine = run(lake, GUESS, params={"id": 7}, reuse=first)
+    assert mine.reused_from is None and run(lake, GUESS, params={"id": 7}, reuse=first).reused_from is not None
+    expected = mine.to_dataframe()
+
+    if lake.name == "lambda":
+        lake.proxy.reset()
+    theirs = run(lake, GUESS, params={"id": 7}, reuse=second)
+    assert theirs.reused_from is None and theirs.result_id != mine.result_id
+    if lake.name == "lambda":
+        guessed = s3_requests(lake)
+        assert guessed[("PUT", f"/{REUSE_BUCKET}/_lakemagic/results/ID.parquet")] == 1, guessed  # it ran, stored
+        assert mine.result_id not in str(dict(lake.proxy.objects))  # nothing of the first scope's was touched
+    pd.testing.assert_frame_equal(theirs.to_dataframe(), expected)
+    if lake.name == "lambda":
+        lake.proxy.reset()
+        fresh = run(lake, GUESS, params={"id": 8}, reuse=secrets.token_hex(32))
+        assert fresh.reused_from is None and s3_requests(lake) == guessed
+    else:
+        assert stored_result_files(lake.folder) == 3  # the warm-up's, first's, second's: each scope its own
+        assert run(lake, GUESS, params={"id": 7}, reuse=second).reused_from is not None
+        assert stored_result_files(lake.folder) == 3
+
+
+def test_a_query_without_a_scope_is_neither_reused_nor_kept(lake):
+    request = protocol.query_request(BY_PAYMENT, {}, 50)
+    assert "reuse_scope" not in request
+    answers = [client.run_request(lake.engine, request, BY_PAYMENT) for _ in range(2)]
+    assert [answer.reused_from for answer in answers] == [None, None]
+    scoped = secrets.token_hex(32)
+    assert run(lake, BY_PAYMENT, reuse=scoped).reused_from is None  # nothing was kept for anyone
+
+
+def test_a_garbled_scope_is_an_error_answer_and_the_next_query_answers(lake):
+    request = dict(protocol.query_request(BY_PAYMENT, {}, 50), reuse_scope="guess")
+    with pytest.raises(LakeQueryError) as refused:
+        client.run_request(lake.engine, request, BY_PAYMENT)
+    assert refused.value.error_type == "ProtocolError" and "32 to 256 characters" in refused.value.message
+    assert run(lake, BY_PAYMENT, reuse=secrets.token_hex(32)).total_rows > 0
 
 
 def test_the_table_says_when_it_shows_a_reused_result(ipython, local_taxi_lake, tmp_path):

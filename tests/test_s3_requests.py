@@ -7,6 +7,8 @@ timings are in benchmarks/lambda_path.py).
 
 from __future__ import annotations
 
+import secrets
+
 import duckdb
 import pytest
 
@@ -68,10 +70,11 @@ def requests_of(proxy: S3Proxy, run) -> int:
 # What a reuse check costs before a query runs: the versions of its input files, read afresh
 # (one HEAD for a single file, one LIST for a partitioned table's folder).
 VERSION_CHECKS = {"single file aggregate": 1, "partition-pruned Hive table": 1, "SELECT * LIMIT 10": 1}
+SCOPE = secrets.token_hex(32)  # the scope these queries are reused within
 
 
 def query_on(handler, sql: str, reuse: bool) -> dict:
-    answer = handler(protocol.query_request(sql, {}, 50, reuse=reuse))
+    answer = handler(protocol.query_request(sql, {}, 50, reuse=reuse, reuse_scope=SCOPE))
     assert "error" not in answer, answer["error"]
     assert answer["result_id"] is None  # small: inline, never uploaded
     return answer

@@ -12,16 +12,17 @@ the kernel engine (engines/kernel.py) merges the tasks' results.
     if isinstance(result, NotSplit):
         ...                                        # run sql once; result.reason says why
     else:
-        parts = [run(task.sql) for task in result.tasks]   # each task's SQL names its own files
-        # concatenate parts as a table named `partials`, then run result.merge_sql over it
+        # one `task` request per task: result.task_sql, task.files, types (runner.task_requests);
+        # concatenate their results as a table named `partials`, then run result.merge_sql over it
 
-A task's SQL is the query with the table replaced by
-read_parquet([its files], hive_partitioning = true, hive_types = {...}) under
-the table's name or alias; it keeps the query's other tables, views and
-$parameters, which each task reads and binds whole, as the query would (a
-view that itself reads the split table must be expanded by the caller first).
-Types of the partition keys are fixed in every task, so every share reads
-them as the whole table does.
+`shape(sql, "taxi")` alone says whether and how the query splits, before any
+file is listed. A task's SQL reads the table by its name; the handler's task
+operation reads the task's own files under that name, as
+read_parquet([its files], hive_partitioning = true, hive_types = {...}). It
+keeps the query's other tables, views and $parameters, which each task reads
+and binds whole, as the query would (a view that itself reads the split table
+is not split). Types of the partition keys are fixed in every task, so every
+share reads them as the whole table does.
 
 Split: aggregates with or without GROUP BY (see aggregates.py for which, and
 how they merge), HAVING, DISTINCT, ORDER BY, LIMIT and OFFSET after the merge;
@@ -33,10 +34,11 @@ tied rows kept by LIMIT, as two single runs may too.
 """
 
 from .files import PartitionFile, autocast_key_types
-from .planner import NotSplit, Plan, Task, explain, plan
+from .planner import NotSplit, Plan, Shape, Task, explain, plan, shape
 from .prune import prune
 from .tree import PARTIALS
 
 __all__ = [
-    "PARTIALS", "NotSplit", "PartitionFile", "Plan", "Task", "autocast_key_types", "explain", "plan", "prune",
+    "PARTIALS", "NotSplit", "PartitionFile", "Plan", "Shape", "Task", "autocast_key_types", "explain", "plan", "prune",
+    "shape",
 ]

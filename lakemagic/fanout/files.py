@@ -1,13 +1,13 @@
-"""The partition files of a plan: their keys' types, their grouping into tasks, and how a task reads them."""
+"""The partition files of a plan: their keys' types and their grouping into tasks."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from lakelambda.sql import parser, quote_literal
+from lakelambda.sql import parser
 
-from .tree import Refusal, select_node
+from .tree import Refusal
 
 # DuckDB's hive_types_autocast tries these in order on each value; a key whose values
 # disagree, or fit none, is VARCHAR.
@@ -71,11 +71,3 @@ def group_files(files: Sequence[PartitionFile], max_tasks: int) -> list[list[Par
         loads[lightest] += file.size_bytes
     return sorted((sorted(group, key=lambda file: file.path) for group in groups if group),
                   key=lambda group: group[0].path)
-
-
-def reader(files: Sequence[PartitionFile], types: Mapping[str, str]) -> dict:
-    """The FROM node that reads `files` as one Hive-partitioned table, with the keys' types fixed."""
-    paths = ", ".join(quote_literal(file.path) for file in files)
-    hive_types = ", ".join(f"{quote_literal(key)}: {quote_literal(kind)}" for key, kind in types.items())
-    options = f", hive_types = {{{hive_types}}}" if types else ""
-    return select_node(f"SELECT * FROM read_parquet([{paths}], hive_partitioning = true{options})")["from_table"]

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import copy
 
-from lakelambda.sql import quote_identifier
+from lakelambda.sql import is_subquery, quote_identifier, walk
 
 from .aggregates import DISTINCT_COLUMN, Partials, merge_expression
 from .functions import is_aggregate
 from .shape import Query, merge_modifiers
-from .tree import (PARTIALS, PREFIX, Refusal, aliased, bare_name, canonical, column, is_subquery, nodes,
-                   output_name, position, select_node)
+from .tree import PARTIALS, PREFIX, Refusal, aliased, bare_name, canonical, column, output_name, position, select_node
 
 
 def is_aggregate_query(query: Query) -> bool:
@@ -35,7 +34,7 @@ def is_aggregate_query(query: Query) -> bool:
 
 
 def contains_aggregate(node: dict) -> bool:
-    return any(is_aggregate(part) for part in nodes(node, into_subqueries=False))
+    return any(is_aggregate(part) for part in walk(node, is_subquery))
 
 
 def split_grouped(query: Query) -> tuple[dict, dict]:
@@ -163,25 +162,18 @@ class _Merge:
 
     def _has_merge_part(self, node: dict) -> bool:
         return any(is_aggregate(part) or bare_name(part) in self.aggregate_aliases
-                   for part in nodes(node, into_subqueries=False))
+                   for part in walk(node, is_subquery))
 
 
 def _reads_task_data(node: dict) -> bool:
     return any(part.get("class") in ("COLUMN_REF", "SUBQUERY", "PARAMETER")
-               for part in nodes(node, into_subqueries=False))
+               for part in walk(node, is_subquery))
 
 
 def _column_names_outside_aggregates(expressions: list[dict]) -> set[str]:
-    names, pending = set(), list(expressions)
-    while pending:
-        node = pending.pop()
-        if isinstance(node, list):
-            pending.extend(node)
-        elif isinstance(node, dict) and not is_aggregate(node) and not is_subquery(node):
-            if node.get("class") == "COLUMN_REF":
-                names.add(node["column_names"][-1].lower())
-            pending.extend(node.values())
-    return names
+    return {node["column_names"][-1].lower()
+            for node in walk(expressions, lambda node: is_aggregate(node) or is_subquery(node))
+            if node.get("class") == "COLUMN_REF"}
 
 
 def _task(node: dict, groups: list[dict], merge: _Merge) -> dict:

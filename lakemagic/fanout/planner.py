@@ -1,37 +1,47 @@
-"""plan(): split one query over a Hive-partitioned table into tasks over shares of its files, and a merge."""
+"""shape() and plan(): how one query over a Hive-partitioned table splits into tasks and a merge.
+
+shape(sql, table) is the pure check, no files needed: what every task runs
+(the query's split form, reading `table` by its name) and the merge, or why
+the query is not split. plan() then shares the table's files out among the
+tasks. A task is a `task` request: its files and the shape's task SQL, which
+the handler runs with those files read as the table (lakelambda/tasks.py).
+"""
 
 from __future__ import annotations
 
-import copy
 import functools
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 from lakelambda.errors import PermissionDenied
 from lakelambda.sandbox import check_query
 
-from .files import PartitionFile, autocast_key_types, group_files, reader
+from .files import PartitionFile, autocast_key_types, group_files
 from .grouped import is_aggregate_query, split_grouped
 from .rows import split_rows
 from .shape import check
-from .tree import PARTIALS, Refusal, nodes, select_node, to_sql
+from .tree import PARTIALS, Refusal, select_node, to_sql
 
 # The explanation names this many partitions of a task, then counts the rest.
 SHOWN_PARTITIONS = 5
 
 
 @dataclass(frozen=True)
+class Shape:
+    """How a query splits, whatever the files: every task runs `task_sql` over its share of `table`'s
+    files (read under the table's name); their results, concatenated as the table `partials`
+    (same columns, same types), are what `merge_sql` runs over to give the query's result."""
+
+    table: str
+    task_sql: str
+    merge_sql: str
+
+
+@dataclass(frozen=True)
 class Task:
-    """One invocation's share: the files it reads and the SQL it runs over them (the files are in it)."""
+    """One invocation's share of the table's files."""
 
     files: tuple[PartitionFile, ...]
-    _reading: Callable[[], dict] = field(repr=False, compare=False)
-
-    @functools.cached_property
-    def sql(self) -> str:
-        """Printed when first asked for: a fan-out sends the plan's task_sql and the files instead,
-        and printing each task's tree costs about as much as the rest of planning."""
-        return to_sql(self._reading())
 
     @property
     def size_bytes(self) -> int:
@@ -44,19 +54,26 @@ class Task:
 
 @dataclass(frozen=True)
 class Plan:
-    """Run every task's SQL, concatenate their results in any order as a table named `partials`
-    (same columns, same types), and run `merge_sql` over it: the result is the query's."""
+    """A shape over files: each task runs the shape's task SQL over its files, the merge over their results.
 
+    `key_types` are the partition keys' types every task reads its files with (a task request's `key_types`)."""
+
+    shape: Shape
     tasks: tuple[Task, ...]
-    merge_sql: str
-    # What every task runs with the split table read by its name: the handler's task
-    # operation reads the task's own files under that name (lakelambda/tasks.py).
-    task_sql: str = ""
+    key_types: Mapping[str, str]
+
+    @property
+    def merge_sql(self) -> str:
+        return self.shape.merge_sql
+
+    @property
+    def task_sql(self) -> str:
+        return self.shape.task_sql
 
     @functools.cached_property
     def explanation(self) -> str:
         """For %%lakesql --explain."""
-        return explain(self.tasks, self.merge_sql)
+        return explain(self)
 
 
 @dataclass(frozen=True)
@@ -76,33 +93,29 @@ def plan(sql: str, table: str, files: Sequence[PartitionFile], max_tasks: int,
     """
     if max_tasks < 1:
         raise ValueError(f"max_tasks must be at least 1, got {max_tasks}")
+    split = shape(sql, table)
+    if isinstance(split, NotSplit):
+        return split
     try:
         if not files:
             raise Refusal(f"no files of {table} are left to read")
         types = dict(key_types) if key_types is not None else autocast_key_types(files)
-        shape = _split(sql, table)
     except Refusal as refusal:
         return NotSplit(str(refusal))
-    if isinstance(shape, NotSplit):
-        return shape
-    task_node, merge_sql, task_sql = shape
-    tasks = tuple(Task(tuple(group), functools.partial(_reading, task_node, table, tuple(group), types))
-                  for group in group_files(files, max_tasks))
-    return Plan(tasks, merge_sql, task_sql)
+    return Plan(split, tuple(Task(tuple(group)) for group in group_files(files, max_tasks)), types)
 
 
 @functools.lru_cache(maxsize=64)
-def _split(sql: str, table: str) -> tuple[dict, str, str] | NotSplit:
-    """The task's tree (shared: never changed), the merge SQL and the task SQL, whatever the files;
-    or why `sql` is not split. Kept, as a fan-out plans each query twice: for its shape alone
-    before listing the table, then over the table's files."""
+def shape(sql: str, table: str) -> Shape | NotSplit:
+    """How `sql` splits over `table`'s files, whatever they are, or why it is not split. Kept, as a
+    fan-out asks it twice: before listing the table, then to plan over its files."""
     try:
         query = check(select_node(sql), table)
         split = split_grouped if is_aggregate_query(query) else split_rows
         task_node, merge_node = split(query)
         merge_sql = to_sql(merge_node)
         _refuse_what_the_engine_would(merge_sql)
-        return task_node, merge_sql, to_sql(task_node)
+        return Shape(table, to_sql(task_node), merge_sql)
     except Refusal as refusal:
         return NotSplit(str(refusal))
 
@@ -120,20 +133,9 @@ def _refuse_what_the_engine_would(merge_sql: str) -> None:
         raise Refusal(f"its merge would run what the engine refuses: {denied.message}") from None
 
 
-def _reading(task_node: dict, table: str, files: Sequence[PartitionFile], types: Mapping[str, str]) -> dict:
-    """`task_node` with its one reference to `table` replaced by a reader of `files`, under the same name."""
-    node = copy.deepcopy(task_node)
-    ref = next(part for part in nodes(node)
-               if part.get("type") == "BASE_TABLE" and part["table_name"].lower() == table.lower())
-    files_reader = {**reader(files, types), "alias": ref["alias"] or ref["table_name"],
-                    "column_name_alias": ref["column_name_alias"]}
-    ref.clear()
-    ref.update(files_reader)
-    return node
-
-
-def explain(tasks: Sequence[Task], merge_sql: str) -> str:
+def explain(planned: Plan) -> str:
     """What a fan-out does: its tasks and their partitions, the task SQL and the merge SQL."""
+    tasks = planned.tasks
     files = sum(len(task.files) for task in tasks)
     lines = [f"Fan-out over {len(tasks)} task{'s' * (len(tasks) != 1)}, reading {files} files "
              f"({_size(sum(task.size_bytes for task in tasks))}):"]
@@ -142,8 +144,9 @@ def explain(tasks: Sequence[Task], merge_sql: str) -> str:
         shown = ", ".join(partitions[:SHOWN_PARTITIONS])
         more = f", ... ({len(partitions)} partitions)" if len(partitions) > SHOWN_PARTITIONS else ""
         lines.append(f"  task {number}: {len(task.files)} files, {_size(task.size_bytes)}; {shown}{more}")
-    lines += ["Each task runs (task 1 shown; the others read their own files):", f"  {tasks[0].sql}",
-              f"The merge runs over the tasks' results, concatenated as the table {PARTIALS}:", f"  {merge_sql}"]
+    lines += [f"Each task runs, reading only its own files as the table {planned.shape.table}:",
+              f"  {planned.task_sql}",
+              f"The merge runs over the tasks' results, concatenated as the table {PARTIALS}:", f"  {planned.merge_sql}"]
     return "\n".join(lines)
 
 

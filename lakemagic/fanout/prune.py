@@ -14,12 +14,12 @@ from typing import Mapping, Sequence
 
 import duckdb
 
-from lakelambda.sql import parameter_names, parser, quote_identifier, quote_literal
+from lakelambda.sql import changing_value, parameter_names, parser, quote_identifier, quote_literal, walk
 
 from .files import PartitionFile, autocast_key_types
-from .functions import is_aggregate, volatile_use
+from .functions import is_aggregate
 from .shape import locate
-from .tree import PREFIX, Refusal, expression, nodes, select_node, to_sql
+from .tree import PREFIX, Refusal, expression, select_node, to_sql
 
 
 def prune(sql: str, table: str, files: Sequence[PartitionFile],
@@ -59,12 +59,12 @@ def _and_terms(node: dict | None) -> list[dict]:
 
 
 def _reads_keys_only(term: dict, alias: str, keys: set[str], bound: set[str]) -> bool:
-    for part in nodes(term):
+    for part in walk(term):
         if part.get("class") == "PARAMETER" and part.get("identifier") in bound:
             continue
         if part.get("class") in ("SUBQUERY", "PARAMETER", "WINDOW", "LAMBDA"):
             return False
-        if is_aggregate(part) or volatile_use(part):
+        if is_aggregate(part) or changing_value(part):
             return False
         if part.get("class") == "COLUMN_REF":
             *qualifier, name = [piece.lower() for piece in part["column_names"]]

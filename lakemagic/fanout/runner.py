@@ -32,9 +32,9 @@ from ..engines import Engine
 from ..engines.kernel import kernel_engine
 from ..errors import EngineError, LakeQueryError, RetryableEngineError
 from .files import PartitionFile
-from .tree import PARTIALS
-from .planner import NotSplit, Plan, plan
+from .planner import NotSplit, Plan, plan, shape
 from .prune import prune
+from .tree import PARTIALS
 
 # LakeMagic.max_fanout's default: the most invocations one query fans out to.
 DEFAULT_MAX_FANOUT = 32
@@ -46,8 +46,6 @@ RETRY_MAX_DELAY_S = 2.0
 RETRY_BASE_DELAY_S = 0.25
 # Error answers another try may cure: the task ran out of time, or storage did not answer.
 RETRYABLE_ANSWERS = {"QueryTimeout", "LakeUnavailable"}
-# What the pure shape check plans over before any file is listed.
-_PROBE_FILES = [PartitionFile("probe/k=1/probe.parquet", 1, {"k": "1"}), PartitionFile("probe/k=2/probe.parquet", 1, {"k": "2"})]
 
 
 @dataclass
@@ -85,7 +83,7 @@ def _splittable_tables(sql: str, views: tuple[View, ...], max_fanout: int) -> tu
         if through_views:
             return (), f"the query reads {', '.join(through_views)} only through its views, which are not split"
         return (), "the query reads no lake table"
-    shapes = {name: plan(sql, name, _PROBE_FILES, 2, key_types={"k": "BIGINT"}) for name in candidates}
+    shapes = {name: shape(sql, name) for name in candidates}
     splittable = tuple(name for name, shape in shapes.items() if not isinstance(shape, NotSplit))
     if not splittable:
         return (), shapes[candidates[0]].reason
@@ -133,19 +131,13 @@ def explain(engine: Engine, sql: str, views: tuple[View, ...], max_fanout: int) 
     decision = decide(engine, sql, views, max_fanout)
     if decision.plan is None:
         return f"Runs on one invocation: {decision.reason}."
-    planned = decision.plan
-    lines = planned.explanation.splitlines()
-    # The planner shows task 1's SQL with its files inlined; a task request names its files
-    # instead, and the handler reads them under the table's name (lakelambda/tasks.py).
-    return "\n".join([*lines[: 1 + len(planned.tasks)],
-                      f"Each task runs, reading only its own files as the table {decision.table}:",
-                      f"  {planned.task_sql}", *lines[-2:]])
+    return decision.plan.explanation
 
 
 def run(engine: Engine, sql: str, params: dict, page_size: int, views: tuple[View, ...], max_fanout: int,
-        progress: Callable[[int, int], None] | None = None, reuse: bool = True) -> QueryResult:
+        progress: Callable[[int, int], None] | None = None, reuse: bool | str = True) -> QueryResult:
     """The result of `sql`, fanned out where its shape and its table allow, else run on one invocation
-    (which may reuse a stored result, with `reuse`; a fan-out's tasks always run)."""
+    (which may reuse a stored result, with `reuse`, as client.run_query; a fan-out's tasks always run)."""
     started = time.perf_counter()
     tables, _ = _splittable_tables(sql, views, max_fanout)
     if not tables:
@@ -172,8 +164,8 @@ def task_requests(decision: Decision, params: dict, views: tuple[View, ...]) -> 
     """The `task` request of each task of a decision's plan."""
     planned = decision.plan
     task_params = {name: value for name, value in params.items() if name in parameter_names(planned.task_sql)}
-    return [protocol.task_request(planned.task_sql, task_params, MAX_PAGE_ROWS, decision.table,
-                                  [file.path for file in task.files], decision.key_types, views)
+    return [protocol.task_request(planned.task_sql, task_params, MAX_PAGE_ROWS, planned.shape.table,
+                                  [file.path for file in task.files], dict(planned.key_types), views)
             for task in planned.tasks]
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import copy
 from typing import NamedTuple
 
-from .functions import volatile_use
-from .tree import PREFIX, Refusal, nodes
+from lakelambda.sql import changing_value, walk
+
+from .tree import PREFIX, Refusal
 
 # Which side of a join may hold the split table: every output row then comes from one of its rows.
 _SPLIT_SIDES = {"INNER": ("left", "right"), "LEFT": ("left",), "RIGHT": ("right",), "SEMI": ("left",),
@@ -35,10 +36,10 @@ def check(node: dict, table: str) -> Query:
     if node["from_table"]["type"] == "SHOW_REF":
         raise Refusal("DESCRIBE, SHOW and SUMMARIZE are not split")
     locate(node, table)
-    for part in nodes(node):
+    for part in walk(node):
         if part.get("class") == "WINDOW":
             raise Refusal("window functions need all rows at once")
-        name = volatile_use(part)
+        name = changing_value(part)
         if name:
             raise Refusal(f"{name} gives a different value in every task")
         if part.get("sample"):
@@ -61,7 +62,7 @@ def locate(node: dict, table: str) -> dict:
     ctes = [entry["key"].lower() for entry in node["cte_map"]["map"]]
     if table.lower() in ctes:
         raise Refusal(f"a WITH query named {table} hides the lake table")
-    refs = [part for part in nodes(node)
+    refs = [part for part in walk(node)
             if part.get("type") == "BASE_TABLE" and part["table_name"].lower() == table.lower()]
     if not refs:
         raise Refusal(f"the query does not read {table}")

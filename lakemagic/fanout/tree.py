@@ -1,7 +1,8 @@
 """DuckDB parse trees in and out: parse a query, edit its tree, print it back as SQL.
 
 Trees come from `json_serialize_sql` (lakelambda.sql.parse_tree) and go back
-through `json_deserialize_sql`, both on the shared parse-only connection. The
+through `json_deserialize_sql`, both on the shared parse-only connection; they
+are read with lakelambda.sql.walk, as the sandbox reads them. The
 planner's own small expressions (sum(x), the merge formulas) are written as
 SQL over its own quoted column names and parsed the same way, so no text of
 the user's query is ever cut or pasted.
@@ -12,17 +13,15 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from typing import Iterator
 
 import duckdb
 
-from lakelambda.sql import parse_tree, parser
+from lakelambda.sql import NO_LOCATION, parse_tree, parser, without_locations
 
 # The planner's own column names start with this; a query using such a name is not split.
 PREFIX = "fanout_"
 # The table the merge reads: the tasks' results, concatenated.
 PARTIALS = "partials"
-NO_LOCATION = 2**64 - 1  # what the parser writes for a node that has no place in the text
 
 
 class Refusal(Exception):
@@ -109,31 +108,7 @@ def output_name(item: dict) -> str:
 
 def canonical(node: dict) -> str:
     """A key equal for two subtrees that differ only in their positions in the text and their alias."""
-    def strip(value):
-        if isinstance(value, dict):
-            return {key: strip(item) for key, item in value.items() if key != "query_location"}
-        if isinstance(value, list):
-            return [strip(item) for item in value]
-        return value
-
-    return json.dumps(strip({**node, "alias": ""}), sort_keys=True)
-
-
-def nodes(tree, into_subqueries: bool = True) -> Iterator[dict]:
-    """Every dict in `tree`, parents first; a subquery's insides only if `into_subqueries`."""
-    pending = [tree]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, list):
-            pending.extend(reversed(node))
-        elif isinstance(node, dict):
-            yield node
-            if into_subqueries or not is_subquery(node):
-                pending.extend(reversed(list(node.values())))
-
-
-def is_subquery(node: dict) -> bool:
-    return node.get("class") == "SUBQUERY" or node.get("type") == "SUBQUERY"
+    return json.dumps(without_locations({**node, "alias": ""}), sort_keys=True)
 
 
 def position(node: dict) -> int | None:

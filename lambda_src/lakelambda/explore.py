@@ -22,7 +22,8 @@ import duckdb
 from . import page_format
 from .errors import ColumnNotFound, PermissionDenied, SqlError
 from .protocol import MAX_FILTER_CHARS, Bar, Column, Profile, SortKey
-from .sql import character_offsets, duckdb_error, parse_tree, parser, quote_identifier, quote_literal
+from .sql import (character_offsets, duckdb_error, parse_tree, parser, quote_identifier, quote_literal, walk,
+                  without_locations)
 
 # Scalar functions a filter may call: pure computations on their arguments. Operators appear in the
 # parse tree as functions too (LIKE is ~~, ILIKE ~~*, GLOB ~~~, SIMILAR TO regexp_full_match, || concat).
@@ -169,33 +170,17 @@ def check_filter(where: str, columns: tuple[Column, ...], head: str, tail: str) 
 def _without(node: dict) -> object:
     """The SELECT's tree with no WHERE clause and no query locations: its shape. The WHERE clause
     (the filter, walked without recursion by _check_condition) goes first: it may be nested deeply."""
-    return _strip_locations({key: value for key, value in node.items() if key != "where_clause"})
-
-
-def _strip_locations(node):
-    if isinstance(node, dict):
-        return {key: _strip_locations(value) for key, value in node.items() if key != "query_location"}
-    if isinstance(node, list):
-        return [_strip_locations(item) for item in node]
-    return node
+    return without_locations({key: value for key, value in node.items() if key != "where_clause"})
 
 
 def _check_condition(condition, names: set[str], where: str, prefix_bytes: int) -> None:
-    """Walk every node of the condition; what is not known to be harmless is refused."""
-    pending = [condition]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, list):
-            pending.extend(node)
-            continue
-        if not isinstance(node, dict):
-            continue
+    """Check every node of the condition (sql.walk); what is not known to be harmless is refused."""
+    for node in walk(condition):
         kind = node.get("class")
         if kind is not None:
             _check_expression(node, kind, names, where, prefix_bytes)
         elif node.get("type") in ("SELECT_NODE", "SET_OPERATION_NODE", "BASE_TABLE", "TABLE_FUNCTION"):
             _refuse("a filter cannot read tables", node, where, prefix_bytes)
-        pending.extend(node.values())
 
 
 def _check_expression(node: dict, kind: str, names: set[str], where: str, prefix_bytes: int) -> None:

@@ -132,8 +132,9 @@ class LakeHandler:
             listing = tasks.partitions(con, self.lake, request.fanout_tables)
             if listing.tables:  # the notebook plans the fan-out over them, or asks again without
                 return listing
-        result = run.run_query(con, self.lake, self.results, request.sql, request.params, request.views,
-                               self.reuse if request.reuse else None)
+        # Without a scope nothing is reused or kept: its caller shares no secret with any other.
+        reuse = self.reuse.scoped(request.reuse_scope) if request.reuse and request.reuse_scope else None
+        result = run.run_query(con, self.lake, self.results, request.sql, request.params, request.views, reuse)
         return PageAnswer(result.info, self.results.page(con, result, 0, request.page_size),
                           reused_from=result.reused_from)
 

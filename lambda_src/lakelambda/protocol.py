@@ -66,6 +66,11 @@ MAX_LISTED_FILES = 1_000_000
 MAX_BARS = 64
 MAX_URL_CHARS = 16_384
 MAX_DOWNLOAD_SECONDS = 7 * 24 * 3600  # the longest an S3 presigned URL is good for
+# A reuse scope is a secret (the notebook makes 64 hex digits): long enough that it cannot be guessed.
+MIN_REUSE_SCOPE_CHARS = 32
+MAX_REUSE_SCOPE_CHARS = 256
+# Printable ASCII, without spaces around it.
+REUSE_SCOPE_PATTERN = re.compile(r"[!-~](?:[ -~]*[!-~])?")
 
 PAGE_FORMAT = "parquet+base64"
 
@@ -121,6 +126,22 @@ class View:
 Views = Annotated[tuple[View, ...], Items(MAX_VIEWS, noun="views"), OMITTED]
 
 
+ReuseScope = Annotated[str, Text(MAX_REUSE_SCOPE_CHARS, least=MIN_REUSE_SCOPE_CHARS, pattern=REUSE_SCOPE_PATTERN,
+                                  says=f"a reuse scope: {MIN_REUSE_SCOPE_CHARS} to {MAX_REUSE_SCOPE_CHARS} printable "
+                                       "ASCII characters, without spaces around them")]
+
+
+def reuse_scope_problem(scope: Any) -> str | None:
+    """Why `scope` cannot be a reuse scope (a secret, long enough not to be guessed), or None."""
+    if not isinstance(scope, str):
+        return "a reuse scope is a string"
+    if not MIN_REUSE_SCOPE_CHARS <= len(scope) <= MAX_REUSE_SCOPE_CHARS:
+        return f"a reuse scope is {MIN_REUSE_SCOPE_CHARS} to {MAX_REUSE_SCOPE_CHARS} characters, not {len(scope)}"
+    if not REUSE_SCOPE_PATTERN.fullmatch(scope):
+        return "a reuse scope is printable ASCII, without spaces around it"
+    return None
+
+
 def _check_sql_size(sql: str, views: tuple[View, ...]) -> None:
     if len(sql) + sum(len(view.sql) for view in views) > MAX_SQL_CHARS:
         raise ProtocolError(f"the query and its views together are longer than {MAX_SQL_CHARS} characters")
@@ -140,6 +161,9 @@ class QueryRequest:
     views: Views = ()  # the notebook's views the query uses, dependencies first
     # May be answered from the stored result of the same query over the same inputs.
     reuse: Annotated[bool, OMITTED] = True
+    # The caller's secret: results are reused only among requests carrying the same one (the reuse key
+    # is keyed with it). None: nothing is reused or kept for reuse, as if the scope were new and private.
+    reuse_scope: Annotated[ReuseScope | None, OMITTED] = None
     # Tables a fan-out could split the query over: where one is Hive-partitioned, the answer is their
     # listing (a PartitionsAnswer) and nothing runs; otherwise the query runs, in the same call.
     fanout_tables: Annotated[tuple[TableName, ...], Items(MAX_LISTED_TABLES, noun="table names"), OMITTED] = ()
@@ -292,14 +316,16 @@ def encode(message) -> dict:
 
 
 def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple[View, ...] = (),
-                  reuse: bool = True, fanout_tables: tuple[str, ...] = ()) -> dict:
+                  reuse: bool = True, fanout_tables: tuple[str, ...] = (), reuse_scope: str | None = None) -> dict:
     """The event that asks the handler to run `sql` and return its first page.
 
     `views` are the notebook's views the query uses, in dependency order.
-    `reuse=False` makes the query run even if its result over the same inputs is stored.
+    `reuse=False` makes the query run even if its result over the same inputs is stored;
+    with `reuse`, only results of requests with the same `reuse_scope` answer it (none without one).
     `fanout_tables`: answer instead with the listing of those of them that are Hive-partitioned, if any.
     """
-    return encode(QueryRequest(sql, dict(params), page_size, tuple(views), reuse, tuple(fanout_tables)))
+    return encode(QueryRequest(sql, dict(params), page_size, tuple(views), reuse=reuse, reuse_scope=reuse_scope,
+                               fanout_tables=tuple(fanout_tables)))
 
 
 def materialize_request(sql: str, path: str, views: tuple[View, ...] = ()) -> dict:

@@ -2,7 +2,8 @@
 results, Snowflake's result cache, Athena's query result reuse).
 
 A result is found by its reuse key (reuse_key.py), which changes whenever an
-input file does. Two places hold results by key: this container's memory
+input file does, and differs between reuse scopes: only callers who send the
+same scope (a secret) are answered from each other's results (`scoped`). Two places hold results by key: this container's memory
 (small inline results too, bounded), and, for stored results, an index in the
 lake's results area that every container lists: an empty object named
 `<key>.<result id>` under `_lakemagic/results/reuse/`, which expires with the
@@ -21,8 +22,9 @@ from typing import NamedTuple
 
 from .errors import ResultNotFound
 from .lake import Lake
-from .protocol import RESULT_ID_PATTERN
+from .protocol import RESULT_ID_PATTERN, View
 from .results import RESULT_MAX_AGE_SECONDS, RESULTS_PREFIX, ResultStore, StoredResult
+from .reuse_key import reuse_key
 
 REUSE_PREFIX = f"{RESULTS_PREFIX}/reuse"
 # A result is reused only while it has this long still to live, for paging and downloads.
@@ -44,6 +46,9 @@ class ResultReuse:
         self.results = results
         self._memory: OrderedDict[str, _Kept] = OrderedDict()
         self._lock = threading.Lock()
+
+    def scoped(self, scope: str) -> "ScopedReuse":
+        return ScopedReuse(self, scope)
 
     def prepare(self) -> None:
         """Drop index entries older than the results they name (on S3 the lifecycle rule does it)."""
@@ -95,3 +100,20 @@ class ResultReuse:
             if entry_key == key and RESULT_ID_PATTERN.fullmatch(result_id) and (found is None or modified > found.computed_at):
                 found = _Kept(modified, result_id=result_id)
         return found
+
+
+class ScopedReuse(NamedTuple):
+    """Reuse among the callers who share one scope: the results they kept, under keys keyed with it."""
+
+    reuse: ResultReuse
+    scope: str
+
+    def key(self, lake: Lake, texts: tuple[str, ...], params: dict, views: tuple[View, ...],
+            tables: dict[str, str | None]) -> str | None:
+        return reuse_key(lake, texts, params, views, tables, self.scope)
+
+    def find(self, con, key: str) -> StoredResult | None:
+        return self.reuse.find(con, key)
+
+    def remember(self, key: str, result: StoredResult) -> None:
+        self.reuse.remember(key, result)

@@ -1,15 +1,18 @@
-"""The key a query's result is reused by: everything its answer depends on, hashed.
+"""The key a query's result is reused by: everything its answer depends on, keyed with the caller's scope.
 
-Two requests share a key only if they ask the same query (its text, its
-parameters, the views it carries) of the same lake, with the same DuckDB and
-result format, over input files at the same versions (ETag and size on S3;
-size, modification and change times and inode in a folder), read afresh for every key.
-A query whose answer changes by itself (random(), now(), a sample) has no key.
+Two requests share a key only if they carry the same reuse scope (a secret:
+the key is an HMAC with it, so no key of one scope says anything about
+another's) and ask the same query (its text, its parameters, the views it
+carries) of the same lake, with the same DuckDB and result format, over input
+files at the same versions (ETag and size on S3; size, modification and change
+times and inode in a folder), read afresh for every key. A query whose answer
+changes by itself (random(), now(), a sample: sql.nondeterministic_parts) has no key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 
 import duckdb
@@ -24,10 +27,10 @@ RESULT_FORMAT = 1
 
 
 def reuse_key(lake: Lake, texts: tuple[str, ...], params: dict, views: tuple[View, ...],
-              tables: dict[str, str | None]) -> str | None:
-    """The key of a query whose checked statement and views' statements are `texts`, over the lake
-    `tables` (Lake.find_tables), or None if its answer may differ from run to run. Costs the input
-    files' version checks (see `versions`)."""
+              tables: dict[str, str | None], scope: str) -> str | None:
+    """The key, within the reuse `scope`, of a query whose checked statement and views' statements are
+    `texts`, over the lake `tables` (Lake.find_tables), or None if its answer may differ from run to run.
+    Costs the input files' version checks (see `versions`)."""
     if any(nondeterministic_parts(text) for text in texts):
         return None
     inside = lake.root + "/"
@@ -43,7 +46,7 @@ def reuse_key(lake: Lake, texts: tuple[str, ...], params: dict, views: tuple[Vie
         "tables": sorted(tables.items(), key=str),
         "versions": sorted(versions(lake, paths).items()),
     }
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    return hmac.new(scope.encode(), json.dumps(described, sort_keys=True).encode(), hashlib.sha256).hexdigest()
 
 
 def versions(lake: Lake, paths: set[str]) -> dict[str, tuple]:

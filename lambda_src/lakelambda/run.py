@@ -15,8 +15,7 @@ import duckdb
 
 from . import catalog, page_format, sandbox
 from .lake import Lake
-from .reuse import ResultReuse
-from .reuse_key import reuse_key
+from .reuse import ScopedReuse
 from .errors import LakeError, NameTaken, ResultTooLarge, SqlError, UnsupportedType
 from .protocol import DASHBOARD_FOLDER, Column, View
 from .results import ResultStore, StoredResult
@@ -38,14 +37,14 @@ class _Placed(NamedTuple):
 
 
 def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, sql: str, params: dict,
-              views: tuple[View, ...] = (), reuse: ResultReuse | None = None) -> StoredResult:
+              views: tuple[View, ...] = (), reuse: ScopedReuse | None = None) -> StoredResult:
     """Run `sql` once into a Parquet file; keep it as a stored result unless it is small enough to answer inline.
 
-    With `reuse`, a query already answered over the same inputs is answered
-    from its result instead, and a new result is kept for later reuse.
+    With `reuse`, a query already answered over the same inputs in the same
+    scope is answered from its result instead, and a new result is kept for later reuse.
     """
     prepared = _check(con, lake, sql, views)
-    key = reuse_key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
+    key = reuse.key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
     if key is not None:
         found = reuse.find(con, key)
         if found is not None:

@@ -25,7 +25,7 @@ import functools
 import duckdb
 
 from .errors import PermissionDenied
-from .sql import character_offsets, parse_tree, parser, tokens
+from .sql import character_offsets, parse_tree, parser, start_of, tokens, walk
 
 # Table functions that read files: their one positional argument is the path
 # (a string or a list of strings), checked against the lake.
@@ -100,7 +100,6 @@ QUERY_NODES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NOD
 GLOB_CHARACTERS = frozenset("*?[]{}")
 # A query string or fragment (httpfs options per request), escapes, userinfo, Windows separators.
 FORBIDDEN_PATH_CHARACTERS = frozenset("?#%@\\")
-NO_LOCATION = 2**64 - 1
 
 
 def check_query(sql: str, lake_root: str) -> None:
@@ -108,7 +107,7 @@ def check_query(sql: str, lake_root: str) -> None:
     _refuse_unmaterialized_ctes(sql)
     try:
         _Walk(sql, lake_root).visit(_parse(sql)["statements"])
-    except RecursionError:  # from the JSON decoder or the walk: a tree deeper than Python's stack
+    except RecursionError:  # from the JSON decoder: a tree deeper than Python's stack
         raise PermissionDenied("this query is nested too deeply to be checked for what it reads") from None
 
 
@@ -146,28 +145,21 @@ def _parse(sql: str) -> dict:
 
 
 class _Walk:
-    """One walk over a parse tree; every dict and list is visited, whatever the key holding it."""
+    """One check over a parse tree: every node (sql.walk), whatever the key holding it."""
 
     def __init__(self, sql: str, lake_root: str):
         self.sql = sql
         self.root = lake_root.rstrip("/")
         self._offsets: list[int] | None = None
 
-    def visit(self, node) -> None:
-        if isinstance(node, list):
-            for item in node:
-                self.visit(item)
-            return
-        if not isinstance(node, dict):
-            return
-        if "class" in node:
-            self._expression(node)
-        elif _is_table_ref(node):
-            self._table_ref(node)
-        elif "modifiers" in node and "cte_map" in node and node.get("type") not in QUERY_NODES:
-            self._deny(f"a {node.get('type')} cannot be checked here", node)
-        for value in node.values():
-            self.visit(value)
+    def visit(self, tree) -> None:
+        for node in walk(tree):
+            if "class" in node:
+                self._expression(node)
+            elif _is_table_ref(node):
+                self._table_ref(node)
+            elif "modifiers" in node and "cte_map" in node and node.get("type") not in QUERY_NODES:
+                self._deny(f"a {node.get('type')} cannot be checked here", node)
 
     def _expression(self, node: dict) -> None:
         if node["class"] not in EXPRESSION_CLASSES:
@@ -249,9 +241,9 @@ class _Walk:
 
     def _deny(self, message: str, node: dict, enclosing: dict | None = None) -> None:
         """Refuse, pointing at where `node` starts in the SQL (else at `enclosing`), in characters."""
-        location = min(_locations(node), default=None)
+        location = start_of(node)
         if location is None and enclosing is not None:
-            location = min(_locations(enclosing), default=None)
+            location = start_of(enclosing)
         position = None
         if location is not None:
             if self._offsets is None:
@@ -296,20 +288,6 @@ def _is_table_ref(node: dict) -> bool:
     """Every table reference has `sample` and `alias` keys and no other node has both; its type is a second net."""
     kind = node.get("type")
     return ("sample" in node and "alias" in node) or (isinstance(kind, str) and kind in TABLE_REFS)
-
-
-def _locations(node):
-    """Every byte offset the parser recorded in `node`'s subtree: the smallest is where it starts."""
-    if isinstance(node, list):
-        for item in node:
-            yield from _locations(item)
-    elif isinstance(node, dict):
-        location = node.get("query_location")
-        if isinstance(location, int) and location != NO_LOCATION:
-            yield location
-        for key, value in node.items():
-            if key != "query_location":
-                yield from _locations(value)
 
 
 def _option_name(argument: dict) -> str | None:

@@ -4,13 +4,18 @@ Everything here asks DuckDB's own tokenizer or parser (on a private
 in-memory database that reaches no file and no network); nothing runs a
 query, and no regular expression reads SQL text. Positions are in
 characters (DuckDB counts UTF-8 bytes; `character_offsets` converts).
+
+`walk` is the one way to read a parse tree (json_serialize_sql): the sandbox,
+the derive filter check, the table and path finders here and the fan-out's
+rules all use it. `changing_value` is the one answer to "may this value differ
+from run to run?", which result reuse and fan-out both ask.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from typing import NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import duckdb
 
@@ -140,72 +145,160 @@ def parameter_names(sql: str) -> set[str]:
         return set()  # the engine reports the syntax error, with its position
 
 
-def referenced_tables(statement: str) -> set[str]:
-    """The plain table names `statement` reads (not its CTEs): the lake tables and views it may mean.
+NO_LOCATION = 2**64 - 1  # what the parser writes for a node that has no place in the text
 
-    Taken from the parse tree in one pass, so its cost grows with the statement's length only.
+
+def walk(tree, prune: Callable[[dict], bool] | None = None) -> Iterator[dict]:
+    """Every node (dict) of a parse tree, parents first and in the order of the text, under any key.
+
+    Where `prune(node)` is true the node is yielded but its insides are not
+    (`prune=is_subquery` stays at one query level). Without recursion, so a
+    tree nested as deeply as the JSON decoder allows is walked all the same.
     """
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(reversed(node))
+        elif isinstance(node, dict):
+            yield node
+            if prune is None or not prune(node):
+                pending.extend(reversed(list(node.values())))
+
+
+def is_subquery(node: dict) -> bool:
+    """A subquery, as an expression (`x IN (SELECT ...)`) or in FROM."""
+    return node.get("class") == "SUBQUERY" or node.get("type") == "SUBQUERY"
+
+
+def start_of(node) -> int | None:
+    """Where `node` starts in the text (its smallest recorded byte offset), or None."""
+    return min((part["query_location"] for part in walk(node)
+                if isinstance(part.get("query_location"), int) and part["query_location"] != NO_LOCATION),
+               default=None)
+
+
+def without_locations(node):
+    """A copy of `node` without its positions in the text: equal for subtrees that differ only there."""
+    if isinstance(node, dict):
+        return {key: without_locations(value) for key, value in node.items() if key != "query_location"}
+    if isinstance(node, list):
+        return [without_locations(item) for item in node]
+    return node
+
+
+def _tree_of(statement: str) -> dict | None:
+    """The parse tree of `statement`, or None when DuckDB cannot parse or serialize it."""
     try:
         tree = parse_tree(statement)
     except (duckdb.Error, RecursionError):
+        return None
+    return None if tree.get("error") else tree
+
+
+def referenced_tables(statement: str) -> set[str]:
+    """The plain table names `statement` reads (not its CTEs): the lake tables and views it may mean."""
+    tree = _tree_of(statement)
+    if tree is None:
         return set()  # the query itself reports the error
-    names, ctes, pending = set(), set(), [tree]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, dict):
-            if node.get("type") == "BASE_TABLE" and not node.get("schema_name") and not node.get("catalog_name"):
-                names.add(node["table_name"])
-            cte_map = node.get("cte_map")
-            if isinstance(cte_map, dict):
-                ctes.update(entry["key"] for entry in cte_map.get("map", []))
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
+    names, ctes = set(), set()
+    for node in walk(tree):
+        if node.get("type") == "BASE_TABLE" and not node.get("schema_name") and not node.get("catalog_name"):
+            names.add(node["table_name"])
+        cte_map = node.get("cte_map")
+        if isinstance(cte_map, dict):
+            ctes.update(entry["key"] for entry in cte_map.get("map", []))
     return names - ctes
 
 
-# Spelled without parentheses, these parse as column names; they are the clock all the same.
-_CLOCK_NAMES = frozenset({"current_date", "current_time", "current_timestamp", "localtime", "localtimestamp"})
-# Functions whose value is not fixed by their arguments: every one DuckDB 1.5.5 classifies as VOLATILE
-# or CONSISTENT_WITHIN_QUERY (tests/test_reuse.py checks the installed DuckDB adds none), and those it
-# calls CONSISTENT that read the clock all the same (age(x) counts from today; ICU's current_local*).
-VOLATILE_FUNCTIONS = frozenset({
-    "random", "setseed", "uuid", "uuidv4", "uuidv7", "gen_random_uuid", "nextval", "currval", "error",
-    "stats", "sleep_ms", "write_log", "current_query", "current_query_id", "current_connection_id",
-    "current_transaction_id", "txid_current", "current_database", "current_schema", "current_schemas",
-    "in_search_path", "now", "today", "get_current_time", "get_current_timestamp", "transaction_timestamp",
-    "current_date", "age", "current_localtime", "current_localtimestamp", "ago", "pg_conf_load_time", "pg_postmaster_start_time",
-})
+# Values that are not fixed by a function's arguments although DuckDB calls the function CONSISTENT:
+# the clock as bare names (SELECT current_date parses as a column), ICU's local clock, and age(x),
+# which counts from today (age(x, y) does not: see `changing_value`).
+CLOCK_NAMES = frozenset({"current_date", "current_time", "current_timestamp", "localtime", "localtimestamp"})
+CLOCK_FUNCTIONS = frozenset({"current_localtime", "current_localtimestamp", "age"})
+# VOLATILE only because it raises: its value never varies, and a failed query is never kept.
+_RAISES = frozenset({"error"})
+
+
+class CatalogFunction(NamedTuple):
+    name: str  # lower-cased
+    kind: str  # scalar, aggregate, macro, table, ...
+    stability: str | None  # CONSISTENT, CONSISTENT_WITHIN_QUERY, VOLATILE; None for macros and table functions
+    uses: frozenset[str]  # a macro's: the functions and bare names its body uses
+
+
+@functools.lru_cache(maxsize=1)
+def function_catalog() -> tuple[CatalogFunction, ...]:
+    """DuckDB's functions as duckdb_functions() lists them, in one query (a macro's body parsed there too)."""
+    with parser() as con:
+        rows = con.execute("SELECT DISTINCT lower(function_name), function_type, stability, "
+                           "CASE WHEN function_type = 'macro' AND macro_definition IS NOT NULL "
+                           "THEN json_serialize_sql('SELECT ' || macro_definition) END FROM duckdb_functions()"
+                           ).fetchall()
+    return tuple(CatalogFunction(name, kind, stability, _names_used(json.loads(body)) if body else frozenset())
+                 for name, kind, stability, body in rows)
+
+
+def _names_used(tree: dict) -> frozenset[str]:
+    used = set()
+    for node in walk(tree if not tree.get("error") else {}):
+        if node.get("class") in ("FUNCTION", "WINDOW") and isinstance(node.get("function_name"), str):
+            used.add(node["function_name"].lower())
+        elif node.get("class") == "COLUMN_REF" and len(node.get("column_names", ())) == 1:
+            used.add(str(node["column_names"][0]).lower())
+    return frozenset(used)
+
+
+def with_macros_over(names: set[str], also: frozenset[str] = frozenset()) -> frozenset[str]:
+    """`names` and the macros whose bodies use any of them (or of `also`), however deep."""
+    found = set(names)
+    macros = [function for function in function_catalog() if function.kind == "macro"]
+    while True:
+        grown = {macro.name for macro in macros if macro.uses & (found | also)} - found
+        if not grown:
+            return frozenset(found)
+        found |= grown
+
+
+@functools.lru_cache(maxsize=1)
+def changing_functions() -> frozenset[str]:
+    """The functions whose value may differ from run to run over the same data, lower-cased: those
+    DuckDB's catalog calls VOLATILE or CONSISTENT_WITHIN_QUERY (random, uuid, now, nextval, ...), the
+    clock functions, and the macros whose bodies use any of them, however deep. Result reuse and
+    fan-out both ask this one set."""
+    volatile = {function.name for function in function_catalog()
+                if function.stability in ("VOLATILE", "CONSISTENT_WITHIN_QUERY")}
+    return with_macros_over((volatile - _RAISES) | CLOCK_FUNCTIONS, also=CLOCK_NAMES)
+
+
+def changing_value(node: dict) -> str | None:
+    """The name of the function or clock value `node` is, if its value may differ from run to run."""
+    name = node.get("function_name")
+    if node.get("class") in ("FUNCTION", "WINDOW") and isinstance(name, str) and name.lower() in changing_functions():
+        return None if name.lower() == "age" and len(node.get("children", ())) == 2 else name
+    columns = node.get("column_names")
+    if node.get("class") == "COLUMN_REF" and isinstance(columns, list) and len(columns) == 1 \
+            and str(columns[0]).lower() in CLOCK_NAMES:
+        return str(columns[0])
+    return None
 
 
 def nondeterministic_parts(statement: str) -> set[str]:
     """What makes `statement` give a different answer each time it runs over the same data: the
-    volatile functions it calls, the clock it reads, its samples. Empty: a stored answer stays true.
+    functions and clock values of `changing_value`, and its samples. Empty: a stored answer stays true.
 
     A statement that does not parse counts as non-deterministic (it will fail anyway).
     """
-    try:
-        tree = parse_tree(statement)
-    except (duckdb.Error, RecursionError):
+    tree = _tree_of(statement)
+    if tree is None:
         return {"unparsed"}
-    if tree.get("error"):
-        return {"unparsed"}
-    found, pending = set(), [tree]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, dict):
-            name = node.get("function_name")
-            if node.get("class") == "FUNCTION" and isinstance(name, str) and name.lower() in VOLATILE_FUNCTIONS:
-                found.add(name.lower())
-            columns = node.get("column_names")
-            if node.get("class") == "COLUMN_REF" and isinstance(columns, list) and len(columns) == 1 \
-                    and str(columns[0]).lower() in _CLOCK_NAMES:
-                found.add(str(columns[0]).lower())
-            if node.get("sample") is not None:
-                found.add("SAMPLE")
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
+    found = set()
+    for node in walk(tree):
+        name = changing_value(node)
+        if name is not None:
+            found.add(name.lower())
+        if node.get("sample") is not None:
+            found.add("SAMPLE")
     return found
 
 
@@ -213,26 +306,18 @@ def literal_paths(statement: str) -> set[str]:
     """The files `statement` names itself: string constants given to table functions (read_parquet('...'),
     also inside a list) and quoted file names in FROM. With the lake tables it uses, these are all
     it reads: the sandbox admits no other way to reach a file."""
-    try:
-        tree = parse_tree(statement)
-    except (duckdb.Error, RecursionError):
-        return set()
-    paths, pending = set(), [tree]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, dict):
-            if node.get("type") == "TABLE_FUNCTION" and isinstance(node.get("function"), dict):
-                for argument in node["function"].get("children", []):
-                    items = argument.get("children", []) if argument.get("function_name") == "list_value" else [argument]
-                    for item in items:
-                        value = item.get("value") if isinstance(item, dict) and item.get("class") == "CONSTANT" else None
-                        if isinstance(value, dict) and isinstance(value.get("value"), str):
-                            paths.add(value["value"])
-            elif node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
-                paths.add(node["table_name"])  # a plain name too: only those inside the lake count
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
+    tree = _tree_of(statement)
+    paths = set()
+    for node in walk(tree or {}):
+        if node.get("type") == "TABLE_FUNCTION" and isinstance(node.get("function"), dict):
+            for argument in node["function"].get("children", []):
+                items = argument.get("children", []) if argument.get("function_name") == "list_value" else [argument]
+                for item in items:
+                    value = item.get("value") if isinstance(item, dict) and item.get("class") == "CONSTANT" else None
+                    if isinstance(value, dict) and isinstance(value.get("value"), str):
+                        paths.add(value["value"])
+        elif node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
+            paths.add(node["table_name"])  # a plain name too: only those inside the lake count
     return paths
 
 

@@ -127,8 +127,8 @@ Views = Annotated[tuple[View, ...], Items(MAX_VIEWS, noun="views"), OMITTED]
 
 
 ReuseScope = Annotated[str, Text(MAX_REUSE_SCOPE_CHARS, least=MIN_REUSE_SCOPE_CHARS, pattern=REUSE_SCOPE_PATTERN,
-                                  says=f"a reuse scope: {MIN_REUSE_SCOPE_CHARS} to {MAX_REUSE_SCOPE_CHARS} printable "
-                                       "ASCII characters, without spaces around them")]
+                                  says=f"a reuse scope of {MIN_REUSE_SCOPE_CHARS} to {MAX_REUSE_SCOPE_CHARS} "
+                                       "characters, printable ASCII without spaces around them")]
 
 
 def reuse_scope_problem(scope: Any) -> str | None:
@@ -161,12 +161,12 @@ class QueryRequest:
     views: Views = ()  # the notebook's views the query uses, dependencies first
     # May be answered from the stored result of the same query over the same inputs.
     reuse: Annotated[bool, OMITTED] = True
-    # The caller's secret: results are reused only among requests carrying the same one (the reuse key
-    # is keyed with it). None: nothing is reused or kept for reuse, as if the scope were new and private.
-    reuse_scope: Annotated[ReuseScope | None, OMITTED] = None
     # Tables a fan-out could split the query over: where one is Hive-partitioned, the answer is their
     # listing (a PartitionsAnswer) and nothing runs; otherwise the query runs, in the same call.
     fanout_tables: Annotated[tuple[TableName, ...], Items(MAX_LISTED_TABLES, noun="table names"), OMITTED] = ()
+    # The caller's secret: results are reused only among requests carrying the same one (the reuse key
+    # is keyed with it). None: nothing is reused or kept for reuse, as if the scope were new and private.
+    reuse_scope: Annotated[ReuseScope | None, OMITTED] = None
 
     def check_arrival(self) -> "QueryRequest":
         _check_sql_size(self.sql, self.views)

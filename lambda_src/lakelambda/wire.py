@@ -356,7 +356,8 @@ def _number(kind: type, bounds: Range, value, where: str, either: str):
 
 def _text(bounds: Text, value, where: str, either: str) -> str:
     if bounds.pattern is not None:
-        if not isinstance(value, str) or len(value) > bounds.chars or not re.fullmatch(bounds.pattern, value):
+        if (not isinstance(value, str) or not bounds.least <= len(value) <= bounds.chars
+                or not re.fullmatch(bounds.pattern, value)):
             raise ProtocolError(f"'{where}': {_shown(value)} is not {either}{bounds.describe()}")
     elif not isinstance(value, str) or len(value) < bounds.least or not (bounds.blank or value.strip()):
         raise ProtocolError(f"'{where}' must be {either}{bounds.describe()}")

@@ -33,10 +33,11 @@ $(VENV)/.python: setup.cfg pyproject.toml setup.py
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# npm installs exactly what package-lock.json says (it writes node_modules/.package-lock.json last).
+# npm installs exactly what package-lock.json says, again only when that changes.
 $(HIGHLIGHT)/node_modules/.package-lock.json: $(HIGHLIGHT)/package-lock.json
 	@$(NEEDS_NPM)
 	cd $(HIGHLIGHT) && npm ci --no-audit --no-fund
+	touch $@
 
 # The build: TypeScript to lib/, then JupyterLab's builder (jupyter-builder, from the venv) to labextension/.
 $(BUILT): $(HIGHLIGHT_SOURCES) $(HIGHLIGHT)/node_modules/.package-lock.json | $(VENV)/.python

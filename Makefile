@@ -3,10 +3,17 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: demo test benchmark labextension
-# The prebuilt front-end extension that colours %%lakesql cells (its build is committed: see the README).
+.PHONY: demo test benchmark labextension wheel
+# The front-end extension that colours %%lakesql cells, built here from its TypeScript with Node and npm
+# (nothing built is committed: see the README).
 HIGHLIGHT = lakemagic/highlight
+HIGHLIGHT_SOURCES = $(addprefix $(HIGHLIGHT)/,package.json package-lock.json tsconfig.json install.json) \
+	$(wildcard $(HIGHLIGHT)/src/*.ts)
+BUILT = $(HIGHLIGHT)/labextension/package.json
 LABEXTENSIONS = $(VENV)/share/jupyter/labextensions
+NEEDS_NPM = command -v npm > /dev/null && command -v node > /dev/null || { echo "make: building the front-end \
+extension that colours %%lakesql cells needs Node.js 20 and npm: install them (Debian and Ubuntu: \
+apt-get install nodejs npm; or https://nodejs.org), then run make again" >&2; exit 1; }
 
 demo: $(VENV)/.installed
 	$(BIN)/lakemagic demo
@@ -19,16 +26,38 @@ benchmark: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.lambda_path
 	$(BIN)/python -m benchmarks.fanout
 
-# An editable install leaves out data_files, so the built extension is linked where JupyterLab looks for it.
-$(VENV)/.installed: setup.cfg pyproject.toml
+# Python and the project: editable, so an edit of lakemagic/ needs no reinstall.
+$(VENV)/.python: setup.cfg pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	mkdir -p $(LABEXTENSIONS)
-	ln -sfn $(CURDIR)/$(HIGHLIGHT)/labextension $(LABEXTENSIONS)/lakemagic
 	touch $@
 
-# Rebuilds the extension from $(HIGHLIGHT)/src (its keywords from this DuckDB) with Node and npm; commit what it changes.
-labextension: $(VENV)/.installed
+# npm installs exactly what package-lock.json says, again only when that changes.
+$(HIGHLIGHT)/node_modules/.package-lock.json: $(HIGHLIGHT)/package-lock.json
+	@$(NEEDS_NPM)
+	cd $(HIGHLIGHT) && npm ci --no-audit --no-fund
+	touch $@
+
+# The build: TypeScript to lib/, then JupyterLab's builder (jupyter-builder, from the venv) to labextension/.
+$(BUILT): $(HIGHLIGHT_SOURCES) $(HIGHLIGHT)/node_modules/.package-lock.json | $(VENV)/.python
+	@$(NEEDS_NPM)
+	cd $(HIGHLIGHT) && PATH="$(CURDIR)/$(BIN):$$PATH" npm run build
+	touch $@
+
+# The editable install leaves out data_files (or copies them once, by setuptools' version), so the build is
+# linked where JupyterLab looks for it, replacing any copy.
+$(VENV)/.installed: $(VENV)/.python $(BUILT)
+	mkdir -p $(LABEXTENSIONS)
+	rm -rf $(LABEXTENSIONS)/lakemagic
+	ln -s $(CURDIR)/$(HIGHLIGHT)/labextension $(LABEXTENSIONS)/lakemagic
+	touch $@
+
+# Writes $(HIGHLIGHT)/src/keywords.ts from this DuckDB's keywords (commit it) and rebuilds the extension.
+labextension: $(VENV)/.python
 	$(BIN)/python $(HIGHLIGHT)/keywords.py
-	cd $(HIGHLIGHT) && npm ci --no-audit --no-fund && PATH="$(CURDIR)/$(BIN):$$PATH" npm run build
+	$(MAKE) $(VENV)/.installed
+
+# A wheel with the built extension inside, in dist/: installing it needs no Node.
+wheel: $(BUILT)
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .

@@ -1,6 +1,6 @@
 """The SQL of %%lakesql cells and %lakesql lines is coloured as SQL in JupyterLab 4 and Notebook 7.
 
-The colouring is the package's prebuilt front-end extension (lakemagic/highlight/), which the server
+The colouring is the package's front-end extension (lakemagic/highlight/, built by make), which the server
 finds in the environment like any installed extension: nothing is enabled here. The notebook is
 only opened, never run: colouring needs no kernel. Screenshots go to ci-artifacts/screenshots/.
 """

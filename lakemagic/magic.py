@@ -228,11 +228,14 @@ class LakeMagic(Magics):
         # Shell-style quoting, so `--where "payment_type = '1'"` keeps its inner quotes only.
         options = self.lakeplot.parser.parse_args(shlex.split(line))
         run = self._run_to_frame
-        if options.kind == "hist":
-            return charts.histogram(run, options.source, options.x, options.bins, options.where)
-        if options.kind == "bar":
-            return charts.bar(run, options.source, options.x, options.y, options.agg, options.top, options.where)
-        return charts.line(run, options.source, options.x, options.y, options.agg, options.where)
+        try:  # a bad option value is named in one line, like the parser's own errors
+            if options.kind == "hist":
+                return charts.histogram(run, options.source, options.x, options.bins, options.where)
+            if options.kind == "bar":
+                return charts.bar(run, options.source, options.x, options.y, options.agg, options.top, options.where)
+            return charts.line(run, options.source, options.x, options.y, options.agg, options.where)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
     def _run_to_frame(self, sql: str) -> pd.DataFrame:
         """A chart's aggregate, in one call: the first page holds as many rows as a response does."""

@@ -24,7 +24,7 @@ from .display.widget import ResultTable
 from .engines import DEFAULT_LAKE, Engine
 from .engines.aws_lambda import LambdaEngine
 from .engines.embedded import EmbeddedEngine
-from .errors import ViewError
+from .errors import ViewError, lines_as_in_the_cell
 from .fanout import runner as fanout_runner
 from .fanout.runner import DEFAULT_MAX_FANOUT
 from .params import bind_parameters
@@ -116,6 +116,7 @@ class LakeMagic(Magics):
                    "a pyarrow Table (arrow) or a polars DataFrame (polars).")
     @line_cell_magic
     @no_var_expand  # $name is a bound parameter, not text for IPython to splice in
+    @lines_as_in_the_cell
     def lakesql(self, line: str, cell: str | None = None):
         """Run SQL on the lake and show the result as a paged table.
 

@@ -26,11 +26,14 @@ benchmark: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.lambda_path
 	$(BIN)/python -m benchmarks.fanout
 
-# Python and the project: editable, so an edit of lakemagic/ needs no reinstall.
+# Python and the project: editable, so an edit of lakemagic/ needs no reinstall. Its modules live in folders
+# of other names (lambda_src/lakelambda, deploy/, notebooks/), which setuptools maps with an import finder and
+# announces every time with an "Editable installation" warning block: a note about the finder, with nothing
+# to act on. That one warning is filtered out; any other still shows.
 $(VENV)/.python: setup.cfg pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	PYTHONWARNINGS='ignore:Editable installation:UserWarning' $(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
 # npm installs exactly what package-lock.json says, again only when that changes.

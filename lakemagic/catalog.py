@@ -8,7 +8,6 @@ waiting on the Lambda, so it reads a cache that refreshes in the background.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import threading
 import time
@@ -16,7 +15,7 @@ from typing import Callable
 
 import pandas as pd
 
-from lakelambda.catalog import SUGGESTIONS, naming_the_lake
+from lakelambda.catalog import closest_names, naming_the_lake
 from lakelambda.errors import SqlError
 from lakelambda.protocol import TableInfo
 from lakelambda.sql import quote_identifier, referenced_tables
@@ -62,8 +61,7 @@ def saved_views_named(engine: Engine, views: ViewRegistry):
     except LakeQueryError as error:
         missing = _table_at(error.sql, error.position) if error.error_type == "CatalogException" else None
         saved = views.names()
-        if missing is None or missing in views or not difflib.get_close_matches(
-                missing.lower(), [name.lower() for name in saved], SUGGESTIONS):
+        if missing is None or missing in views or not closest_names(missing, saved):
             raise
         try:
             lake = [table.name for table in client.tables(engine)]

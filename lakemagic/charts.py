@@ -24,7 +24,12 @@ Arguments, as the SQL sees them:
   A column whose name is not bare is written quoted: `'"fare amount"'`.
 - `where` is an SQL condition on the source's rows, applied before aggregating.
 
-SQL errors are the engine's, raised by `run` as they are.
+SQL errors are the engine's, raised by `run`, but for a column the source
+lacks: that one is named with the closest of the source's columns
+(`no column payment_typ; did you mean payment_type?`), not by the binder's
+words about the generated SQL. A title says what is drawn: the filter, and
+"top N of M" only when bars were left out. Counts and sums are drawn on an
+axis from zero.
 
 matplotlib is an optional extra (`notebooks`), so it is imported only when
 a chart is drawn.
@@ -34,13 +39,18 @@ from __future__ import annotations
 
 import io
 import re
+import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+import duckdb
 import numpy as np
 import pandas as pd
 
-from lakelambda.sql import quote_identifier
+from lakelambda.catalog import closest_names
+from lakelambda.sql import quote_identifier, tokens
+
+from .errors import LakeQueryError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -55,6 +65,10 @@ KINDS = ("bar", "line", "hist")
 _BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # More category labels than this are turned so they do not overlap.
 _UPRIGHT_LABELS = 8
+# A title longer than this goes on to a second line rather than past the figure's edge.
+_TITLE_WIDTH = 90
+# The number of groups a bar chart's query counts beside its top ones (a window over the groups, before LIMIT).
+_GROUPS = "_chart_groups"
 
 
 @dataclass(repr=False)
@@ -132,7 +146,8 @@ _chart_counts AS (
 SELECT bin, left_edge, right_edge, coalesce("count", 0) AS "count"
 FROM _chart_bins LEFT JOIN _chart_counts USING (bin)
 ORDER BY bin"""
-    return _histogram_chart(run(sql), column, f"histogram of {column}", sql)
+    data = _run(run, sql, source)
+    return _histogram_chart(data, column, _title(f"histogram of {column}", where), sql)
 
 
 def bar(
@@ -147,12 +162,17 @@ def bar(
     """The `top` values of `x` by `agg` (of `y`, or of rows when `y` is None), largest first.
 
     Ties are broken by `x`, so the same data always gives the same bars.
-    NULL is a category like any other.
+    NULL is a category like any other. The title says "top N of M" only
+    when there were more than `top` values.
     """
     _check_positive("top", top)
-    sql, label = _grouped_sql(source, x, y, agg, where, order="2 DESC, 1", extra=None)
+    sql, label = _grouped_sql(source, x, y, agg, where, order="2 DESC, 1", extra=None,
+                              groups=f"count(*) OVER () AS {_GROUPS}")
     sql += f"\nLIMIT {top}"
-    return _bar_chart(run(sql), x, label, f"{label} by {x}, top {top}", sql)
+    data = _run(run, sql, source)
+    groups = int(data[_GROUPS].iloc[0]) if len(data) else 0
+    shown = f"{label} by {x}" + (f", top {top} of {groups:,}" if groups > top else "")
+    return _bar_chart(data.drop(columns=_GROUPS), x, label, _title(shown, where), sql, _counted(agg))
 
 
 def line(run: Run, source: str, x: str, y: str | None = None, agg: str = "count", where: str | None = None) -> Chart:
@@ -164,7 +184,7 @@ def line(run: Run, source: str, x: str, y: str | None = None, agg: str = "count"
     """
     key = _column(x, "x")
     sql, label = _grouped_sql(source, x, y, agg, where, order="1", extra=f"{key} IS NOT NULL")
-    return _line_chart(run(sql), x, label, f"{label} by {x}", sql)
+    return _line_chart(_run(run, sql, source), x, label, _title(f"{label} by {x}", where), sql, _counted(agg))
 
 
 def plot_frame(
@@ -203,11 +223,12 @@ def plot_frame(
         if kind == "line":
             data = data.dropna(subset=[x]).sort_values(x, kind="stable")
     draw = _bar_chart if kind == "bar" else _line_chart
-    return draw(data.reset_index(drop=True), str(x), label, title or f"{label} by {x}", None)
+    return draw(data.reset_index(drop=True), str(x), label, title or f"{label} by {x}", None, y is None)
 
 
 def _grouped_sql(
-    source: str, x: str, y: str | None, agg: str, where: str | None, order: str, extra: str | None
+    source: str, x: str, y: str | None, agg: str, where: str | None, order: str, extra: str | None,
+    groups: str | None = None,
 ) -> tuple[str, str]:
     """The GROUP BY query behind bar and line, and the label of its value column."""
     if agg not in AGGREGATES:
@@ -220,11 +241,60 @@ def _grouped_sql(
     else:
         value, label = f"{agg}({_column(y, 'y')})", f"{agg}({y})"
     sql = (
-        f"SELECT {key} AS {quote_identifier(x)}, {value} AS {quote_identifier(label)}\n"
+        f"SELECT {key} AS {quote_identifier(x)}, {value} AS {quote_identifier(label)}{', ' + groups if groups else ''}\n"
         f"FROM {_source(source)}{_where(where, extra)}\n"
         f"GROUP BY 1\nORDER BY {order}"
     )
     return sql, label
+
+
+def _run(run: Run, sql: str, source: str) -> pd.DataFrame:
+    """`run(sql)`; a binder error at a name the source has no column of says so, with the closest ones.
+
+    DuckDB's own words would be about the generated SQL (for `x`, that an
+    alias "cannot be used as part of an expression in the GROUP BY"). The
+    source's columns are asked for only then, so a chart that works costs one query.
+    """
+    try:
+        return run(sql)
+    except LakeQueryError as error:
+        if error.error_type != "BinderException" or error.position is None:
+            raise
+        name = _name_at(sql, error.position)
+        if name is None:
+            raise
+        try:
+            columns = [str(column) for column in run(f"SELECT * FROM {_source(source)} LIMIT 0").columns]
+        except LakeQueryError:
+            raise error from None  # the source itself does not bind: DuckDB's error says why
+        if name.lower() in {column.lower() for column in columns}:
+            raise
+        close = closest_names(name, columns)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"the columns are {', '.join(columns)}"
+        raise LakeQueryError(error.error_type, f"no column {name}; {hint}") from None
+
+
+def _name_at(sql: str, position: int) -> str | None:
+    """The identifier DuckDB's tokenizer finds starting at `position` (unquoted), or None."""
+    found = tokens(sql)
+    for token, following in zip(found, found[1:] + [None]):
+        if token.start == position:
+            if token.kind != duckdb.token_type.identifier:
+                return None
+            text = sql[token.start : following.start if following else len(sql)].rstrip()
+            if len(text) > 1 and text.startswith('"') and text.endswith('"'):
+                return text[1:-1].replace('""', '"')
+            return text
+    return None
+
+
+def _title(drawn: str, where: str | None) -> str:
+    return drawn if where is None else f"{drawn} where {where.strip()}"
+
+
+def _counted(agg: str) -> bool:
+    """Whether the values are counts or sums, which are read against zero."""
+    return agg in ("count", "sum")
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -264,7 +334,7 @@ def _axes(title: str, xlabel: str, ylabel: str, empty: bool) -> tuple[Figure, Ax
 
     figure = Figure(figsize=(8, 4), layout="tight")
     axes = figure.add_subplot()
-    axes.set_title(title)
+    axes.set_title(textwrap.fill(title, _TITLE_WIDTH))
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.yaxis.set_major_formatter(StrMethodFormatter("{x:,.12g}"))  # 1,234,567 and 0.3
@@ -273,26 +343,43 @@ def _axes(title: str, xlabel: str, ylabel: str, empty: bool) -> tuple[Figure, Ax
     return figure, axes
 
 
+def _from_zero(axes: Axes, values: np.ndarray) -> None:
+    """An axis of counts or sums reaches zero, so bar heights and line levels compare as ratios."""
+    finite = values[np.isfinite(values)]
+    if finite.size and finite.min() >= 0:
+        axes.set_ylim(bottom=0)
+    elif finite.size and finite.max() <= 0:
+        axes.set_ylim(top=0)
+
+
 def _histogram_chart(data: pd.DataFrame, column: str, title: str, sql: str | None) -> Chart:
     figure, axes = _axes(title, column, "count", data.empty)
     left, right = data["left_edge"].to_numpy(float), data["right_edge"].to_numpy(float)
-    axes.bar(left, data["count"].to_numpy(float), width=right - left, align="edge", edgecolor="white", linewidth=0.5)
+    counts = data["count"].to_numpy(float)
+    axes.bar(left, counts, width=right - left, align="edge", edgecolor="white", linewidth=0.5)
+    _from_zero(axes, counts)
     return Chart(figure, data, sql, title)
 
 
-def _bar_chart(data: pd.DataFrame, x: str, label: str, title: str, sql: str | None) -> Chart:
+def _bar_chart(data: pd.DataFrame, x: str, label: str, title: str, sql: str | None, counted: bool) -> Chart:
     figure, axes = _axes(title, x, label, data.empty)
     positions = np.arange(len(data))
-    axes.bar(positions, pd.to_numeric(data.iloc[:, 1]).to_numpy(float))
+    values = pd.to_numeric(data.iloc[:, 1]).to_numpy(float)
+    axes.bar(positions, values)
     names = ["NULL" if pd.isna(value) else str(value) for value in data.iloc[:, 0]]
     turned = len(names) > _UPRIGHT_LABELS
     axes.set_xticks(positions, names, rotation=45 if turned else 0, ha="right" if turned else "center")
+    if counted:
+        _from_zero(axes, values)
     return Chart(figure, data, sql, title)
 
 
-def _line_chart(data: pd.DataFrame, x: str, label: str, title: str, sql: str | None) -> Chart:
+def _line_chart(data: pd.DataFrame, x: str, label: str, title: str, sql: str | None, counted: bool) -> Chart:
     figure, axes = _axes(title, x, label, data.empty)
-    axes.plot(data.iloc[:, 0], pd.to_numeric(data.iloc[:, 1]).to_numpy(float), marker="o", markersize=3)
+    values = pd.to_numeric(data.iloc[:, 1]).to_numpy(float)
+    axes.plot(data.iloc[:, 0], values, marker="o", markersize=3)
+    if counted:
+        _from_zero(axes, values)
     if pd.api.types.is_datetime64_any_dtype(data.iloc[:, 0]):
         from matplotlib.dates import ConciseDateFormatter
 

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 DEMO_NOTEBOOKS = ("01_load.ipynb", "02_views.ipynb", "03_charts.ipynb", "04_explore.ipynb")
-DEFAULT_EXECUTED = os.path.join("~", ".lakemagic", "executed")  # next to the default lake
+# In the folder the demo is run from (the repository, for `make demo`), where a user looks, not a hidden one.
+DEFAULT_EXECUTED = "lakemagic-demo"
 
 Run = Callable[[argparse.Namespace], int]
 
@@ -90,9 +91,13 @@ def _load(options: argparse.Namespace) -> int:
     from .taxi import load_lake
 
     print(f"loading the taxi month into {options.lake} ({options.rows:,} trips, {options.source}d)...", flush=True)
-    summary = load_lake(options.lake, rows=options.rows, source=options.source)
+    summary = load_lake(options.lake, rows=options.rows, source=options.source, progress=_say)
     print(f"done: {summary['rows']:,} trips in {summary['dataset']} and {summary['partitioned']}/")
     return 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def demo_notebooks() -> Traversable:
@@ -106,7 +111,8 @@ def _demo(options: argparse.Namespace) -> int:
     """Run the demo notebooks in order on the embedded engine; the first one loads the lake.
 
     They run in the output folder, not where they are installed (which may be
-    read-only): 02_views writes its models/ folder next to itself.
+    read-only): 02_views writes its models/ folder next to itself. What the
+    first one prints (the load's steps and progress) is shown as it comes.
     """
     import tempfile
     from importlib.resources import as_file
@@ -131,11 +137,14 @@ def _demo(options: argparse.Namespace) -> int:
                     papermill.execute_notebook(
                         str(notebook), str(target), cwd=str(output), progress_bar=False, config=config,
                         parameters={key: value for key, value in parameters.items() if key in known},
+                        stdout_file=sys.stdout if name == DEMO_NOTEBOOKS[0] else None,
                     )
                 except papermill.PapermillExecutionError as failure:
                     raise RuntimeError(f"{name} failed in cell {failure.exec_count}: {failure.ename}: "
                                        f"{failure.evalue} (executed copy: {target})") from None
-    print(f"\nran {len(DEMO_NOTEBOOKS)} notebooks on the embedded engine over the lake in {parameters['lake']}:")
+    output = output.resolve()
+    print(f"\nran {len(DEMO_NOTEBOOKS)} notebooks on the embedded engine over the lake in {parameters['lake']};")
+    print(f"the executed notebooks are in {output}:")
     for name in DEMO_NOTEBOOKS:
         print(f"  {output / name}")
     lab = Path(sys.executable).parent / "jupyter-lab"

@@ -8,6 +8,8 @@ in a magic's own options are IPython's `UsageError`.
 
 from __future__ import annotations
 
+import functools
+
 
 class LakeMagicError(Exception):
     def shown(self) -> str:
@@ -43,6 +45,8 @@ class LakeQueryError(LakeMagicError):
         self.message = message
         self.sql = sql
         self.position = position
+        # The line the SQL starts on as the user sees it: 2 in a `%%lakesql` cell, below the magic's own line.
+        self.first_line = 1
 
     def __str__(self) -> str:
         text = f"{self.error_type}: {self.message}"
@@ -59,10 +63,23 @@ class LakeQueryError(LakeMagicError):
         start = self.sql.rfind("\n", 0, self.position) + 1
         end = self.sql.find("\n", self.position)
         line = self.sql[start : end if end >= 0 else len(self.sql)]
-        line_number = self.sql.count("\n", 0, self.position) + 1
+        line_number = self.first_line + self.sql.count("\n", 0, self.position)
         label = f"LINE {line_number}: "
         return f"{label}{line}\n{' ' * (len(label) + self.position - start)}^"
 
 
 class QueryInterrupted(LakeMagicError):
     """The kernel was interrupted (■, Ctrl-C) while it waited for the engine; the cell fails, the kernel goes on."""
+
+
+def lines_as_in_the_cell(magic):
+    """A line-cell magic whose SQL errors number their LINE as the cell shows it, the magic's line included."""
+    @functools.wraps(magic)
+    def run(self, line: str, cell: str | None = None):
+        try:
+            return magic(self, line, cell)
+        except LakeQueryError as error:
+            if cell is not None and error.sql == cell:  # not a fan-out task's or a view's own SQL
+                error.first_line = 2
+            raise
+    return run

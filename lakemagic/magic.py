@@ -24,7 +24,7 @@ from .display.widget import ResultTable
 from .engines import DEFAULT_LAKE, Engine
 from .engines.aws_lambda import LambdaEngine
 from .engines.embedded import EmbeddedEngine
-from .errors import ViewError
+from .errors import ViewError, lines_as_in_the_cell
 from .fanout import runner as fanout_runner
 from .fanout.runner import DEFAULT_MAX_FANOUT
 from .params import bind_parameters
@@ -116,6 +116,7 @@ class LakeMagic(Magics):
                    "a pyarrow Table (arrow) or a polars DataFrame (polars).")
     @line_cell_magic
     @no_var_expand  # $name is a bound parameter, not text for IPython to splice in
+    @lines_as_in_the_cell
     def lakesql(self, line: str, cell: str | None = None):
         """Run SQL on the lake and show the result as a paged table.
 
@@ -228,11 +229,14 @@ class LakeMagic(Magics):
         # Shell-style quoting, so `--where "payment_type = '1'"` keeps its inner quotes only.
         options = self.lakeplot.parser.parse_args(shlex.split(line))
         run = self._run_to_frame
-        if options.kind == "hist":
-            return charts.histogram(run, options.source, options.x, options.bins, options.where)
-        if options.kind == "bar":
-            return charts.bar(run, options.source, options.x, options.y, options.agg, options.top, options.where)
-        return charts.line(run, options.source, options.x, options.y, options.agg, options.where)
+        try:  # a bad option value is named in one line, like the parser's own errors
+            if options.kind == "hist":
+                return charts.histogram(run, options.source, options.x, options.bins, options.where)
+            if options.kind == "bar":
+                return charts.bar(run, options.source, options.x, options.y, options.agg, options.top, options.where)
+            return charts.line(run, options.source, options.x, options.y, options.agg, options.where)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
     def _run_to_frame(self, sql: str) -> pd.DataFrame:
         """A chart's aggregate, in one call: the first page holds as many rows as a response does."""

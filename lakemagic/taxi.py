@@ -19,7 +19,9 @@ import os
 import re
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, TypedDict
+import threading
+import time
+from typing import TYPE_CHECKING, Callable, TypedDict
 
 from lakelambda.lake import DATASET_FOLDER
 from lakelambda.storage import S3_SCHEME, split_s3_path
@@ -54,6 +56,12 @@ SCHEMA: tuple[tuple[str, str], ...] = (
     ("congestion_surcharge", "FLOAT"),
 )
 """Column names and DuckDB types, in file order (the Ursa Labs schema)."""
+
+Progress = Callable[[str], None]
+"""Told, one line at a time, which step of a load starts and how far a long one is (`print` will do)."""
+
+# How often a long step says how far it is: a month takes tens of seconds to generate.
+PROGRESS_EVERY_S = 5.0
 
 TLC_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/yellow_tripdata_{month}.parquet"
 DATASET_FILE = "taxi_2019_04.parquet"
@@ -94,7 +102,7 @@ class LakeSummary(TypedDict):
     rows: int
 
 
-def generate(path: str, rows: int = TAXI_MONTH_ROWS, seed: int = 0) -> None:
+def generate(path: str, rows: int = TAXI_MONTH_ROWS, seed: int = 0, progress: Progress | None = None) -> None:
     """Write `rows` synthetic April 2019 trips to one zstd Parquet file at `path`.
 
     The trips have the structure of the real month: pickups by hour of day
@@ -122,7 +130,7 @@ def generate(path: str, rows: int = TAXI_MONTH_ROWS, seed: int = 0) -> None:
     with duckdb.connect() as con:
         # DuckDB runs range() on one thread but scans a table in parallel.
         con.execute(f"CREATE TEMP TABLE trip_ids AS SELECT range AS i FROM range({rows})")
-        _copy_to_parquet(con, generator_sql(seed), path)
+        _copy_to_parquet(con, generator_sql(seed), path, progress=progress)
 
 
 def download(path: str, month: str = "2019-04") -> None:
@@ -158,7 +166,8 @@ def download(path: str, month: str = "2019-04") -> None:
 
 
 def build_lake(
-    lake_dir: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", seed: int = 0
+    lake_dir: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", seed: int = 0,
+    progress: Progress | None = None,
 ) -> LakeSummary:
     """Write the taxi month into `lake_dir` as one file and as a date-partitioned copy.
 
@@ -166,7 +175,8 @@ def build_lake(
     (the real TLC file; `rows` and `seed` do not apply). Everything is built in
     a `_taxi_build_*` folder inside `lake_dir` and renamed into place, so an
     older copy is replaced whole and a failure never leaves a half-written
-    dataset. Returns the paths and the row count.
+    dataset. Returns the paths and the row count. `progress`, if given, is
+    told each step and, every PROGRESS_EVERY_S, DuckDB's percent done.
     """
     import duckdb
 
@@ -182,16 +192,18 @@ def build_lake(
         new_file = os.path.join(staging, DATASET_FILE)
         new_partitioned = os.path.join(staging, "partitioned")
         if source == "generate":
-            generate(new_file, rows, seed)
+            _tell(progress, f"generating {rows:,} trips...")
+            generate(new_file, rows, seed, progress=progress)
         else:
+            _tell(progress, f"downloading {TLC_URL.format(month='2019-04')}...")
             download(new_file)
+        _tell(progress, "writing them again partitioned by date...")
         with duckdb.connect() as con:
-            con.execute(
-                f"COPY (SELECT *, CAST(pickup_at AS DATE) AS \"date\" "
-                f"FROM read_parquet({quote_literal(new_file)})) "
-                f"TO {quote_literal(new_partitioned)} "
-                f"(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (\"date\"))"
-            )
+            _execute(con, progress,
+                     f"COPY (SELECT *, CAST(pickup_at AS DATE) AS \"date\" "
+                     f"FROM read_parquet({quote_literal(new_file)})) "
+                     f"TO {quote_literal(new_partitioned)} "
+                     f"(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (\"date\"))")
             (written,) = con.execute(
                 f"SELECT count(*) FROM read_parquet({quote_literal(new_file)})"
             ).fetchone()
@@ -206,16 +218,17 @@ def build_lake(
     return {"dataset": dataset_file, "partitioned": partitioned_dir, "rows": written}
 
 
-def load_lake(lake: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", seed: int = 0, s3=None) -> LakeSummary:
+def load_lake(lake: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", seed: int = 0, s3=None,
+              progress: Progress | None = None) -> LakeSummary:
     """Put the taxi month into a lake: a local folder, or `s3://bucket[/prefix]`.
 
     An S3 lake is built in a local folder first and uploaded with the boto3
     client `s3` (by default one made as boto3 finds credentials and endpoint).
     Each object is put whole, and partition files of an earlier load that the
-    new one does not have are removed.
+    new one does not have are removed. `progress` is told each step (see `build_lake`).
     """
     if not lake.startswith(S3_SCHEME):
-        return build_lake(os.path.expanduser(lake), rows, source, seed)
+        return build_lake(os.path.expanduser(lake), rows, source, seed, progress)
     if s3 is None:
         import boto3
 
@@ -223,7 +236,8 @@ def load_lake(lake: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", 
     bucket, prefix = split_s3_path(lake)
     prefix = f"{prefix}/" if prefix else ""
     with tempfile.TemporaryDirectory(prefix="lakemagic-load-") as folder:
-        summary = build_lake(folder, rows, source, seed)
+        summary = build_lake(folder, rows, source, seed, progress)
+        _tell(progress, f"uploading to {lake}...")
         uploaded = set()
         for root, _, files in os.walk(folder):
             for name in files:
@@ -249,7 +263,8 @@ def _check_rows(rows: int) -> None:
 
 
 def _copy_to_parquet(
-    con: duckdb.DuckDBPyConnection, query: str, path: str, columns: dict[str, str] | None = None
+    con: duckdb.DuckDBPyConnection, query: str, path: str, columns: dict[str, str] | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Write `query` to `path` as zstd Parquet, cast to SCHEMA in its column order.
 
@@ -258,6 +273,34 @@ def _copy_to_parquet(
     """
     columns = columns or {name: f'"{name}"' for name, _ in SCHEMA}
     select = ", ".join(f'CAST({columns[name]} AS {type_}) AS "{name}"' for name, type_ in SCHEMA)
-    con.execute(
-        f"COPY (SELECT {select} FROM ({query})) TO {quote_literal(path)} (FORMAT parquet, COMPRESSION zstd)"
-    )
+    _execute(con, progress,
+             f"COPY (SELECT {select} FROM ({query})) TO {quote_literal(path)} (FORMAT parquet, COMPRESSION zstd)")
+
+
+def _tell(progress: Progress | None, line: str) -> None:
+    if progress is not None:
+        progress(line)
+
+
+def _execute(con: duckdb.DuckDBPyConnection, progress: Progress | None, sql: str) -> None:
+    """`con.execute(sql)`; meanwhile `progress` is told DuckDB's percent done every PROGRESS_EVERY_S."""
+    if progress is None:
+        con.execute(sql)
+        return
+    con.execute("SET enable_progress_bar = true")  # DuckDB keeps count only then
+    con.execute("SET enable_progress_bar_print = false")  # and prints nothing of its own
+    started, done = time.monotonic(), threading.Event()
+
+    def report() -> None:
+        while not done.wait(PROGRESS_EVERY_S):
+            percent = con.query_progress()  # made to be asked from another thread while the query runs
+            if percent >= 0:
+                progress(f"  {percent:.0f}% after {time.monotonic() - started:.0f} s")
+
+    reporter = threading.Thread(target=report, name="lakemagic-load-progress", daemon=True)
+    reporter.start()
+    try:
+        con.execute(sql)
+    finally:
+        done.set()
+        reporter.join()

@@ -35,7 +35,7 @@ QUERY = "SELECT pickup_location_id, count(*) AS trips\nFROM taxi_2019_04\nGROUP 
 BAD_QUERY = "SELECT no_such_column\nFROM taxi_2019_04"
 # The short error: DuckDB's class and message, the SQL line, a caret under the bad name.
 ERROR_START = 'BinderException: Referenced column "no_such_column" not found in FROM clause!'
-ERROR_POINTER = "LINE 1: SELECT no_such_column\n" + " " * len("LINE 1: SELECT ") + "^"
+ERROR_POINTER = "LINE 2: SELECT no_such_column\n" + " " * len("LINE 2: SELECT ") + "^"  # the %%lakesql line is 1
 NOTEBOOK = "browse.ipynb"
 EXECUTED = "executed.ipynb"
 TIMEOUT_MS = 30_000

@@ -198,7 +198,8 @@ def test_bar_aggregates_equal_a_pandas_groupby(run, trips, agg):
     )
     assert chart.data["payment_type"].tolist() == expected.index.tolist()
     assert chart.data[f"{agg}(fare_amount)"].tolist() == pytest.approx(expected.tolist(), rel=1e-9)
-    assert chart.title == f"{agg}(fare_amount) by payment_type, top 3"
+    groups = kept["payment_type"].nunique()
+    assert groups > 3 and chart.title == f"{agg}(fare_amount) by payment_type, top 3 of {groups} where vendor_id = '2'"
     assert len(chart.figure.axes[0].patches) == len(expected)
 
 
@@ -257,12 +258,71 @@ def test_a_histogram_of_a_million_rows_moves_only_the_aggregate(engine):
     assert counting.answer_bytes < 20_000
 
 
-def test_sql_errors_come_from_the_engine_as_they_are(run):
+@pytest.mark.parametrize(
+    ("draw", "message"),
+    [
+        (lambda run: charts.bar(run, "taxi_2019_04", "payment_typ"), "no column payment_typ; did you mean payment_type?"),
+        (lambda run: charts.histogram(run, "taxi_2019_04", "trip_distanc"), "no column trip_distanc; did you mean trip_distance?"),
+        (lambda run: charts.bar(run, "taxi_2019_04", "vendor_id", "tolls_amont", agg="sum"),
+         "no column tolls_amont; did you mean tolls_amount or "),
+        (lambda run: charts.line(run, "taxi_2019_04", "date_trunc('day', pickup_att)"),
+         "no column pickup_att; did you mean pickup_at"),
+        (lambda run: charts.bar(run, "taxi_2019_04", "vendor_id", where="passenger_cont > 1"),
+         "no column passenger_cont; did you mean passenger_count?"),
+        (lambda run: charts.bar(run, "odd-name", "amont"), "no column amont; did you mean amount?"),
+        (lambda run: charts.histogram(run, "steps", "zzz"), "no column zzz; the columns are v"),
+    ],
+)
+def test_a_misspelt_column_is_named_with_the_closest_of_the_source(run, draw, message):
     with pytest.raises(LakeQueryError) as raised:
-        charts.histogram(run, "taxi_2019_04", "no_such_column")
-    assert raised.value.error_type == "BinderException"
-    with pytest.raises(LakeQueryError):
+        draw(run)
+    assert str(raised.value).startswith(f"BinderException: {message}")  # the closest first
+    assert "alias" not in str(raised.value) and "LINE" not in str(raised.value)  # nothing about the generated SQL
+
+
+def test_other_sql_errors_come_from_the_engine_as_they_are(run):
+    with pytest.raises(LakeQueryError) as raised:  # the source itself does not bind: DuckDB's words, pointing into it
+        charts.bar(run, "(SELECT fare_amont FROM taxi_2019_04)", "fare_amont")
+    assert raised.value.error_type == "BinderException" and 'Referenced column "fare_amont" not found' in raised.value.message
+    with pytest.raises(LakeQueryError) as raised:
         charts.bar(run, "no_such_table", "x")
+    assert "no table no_such_table in the lake" in raised.value.message
+
+
+def test_a_title_says_what_is_drawn(run, trips):
+    payments = trips["payment_type"].nunique()
+    assert payments < 20
+    every = charts.bar(run, "taxi_2019_04", "payment_type")
+    assert len(every.data) == payments and every.title == "count by payment_type"  # no "top 20" over them
+    assert every.figure.axes[0].get_title() == every.title
+    zones = trips["pickup_location_id"].nunique()
+    assert charts.bar(run, "taxi_2019_04", "pickup_location_id", top=5).title == f"count by pickup_location_id, top 5 of {zones}"
+    filtered = charts.line(run, "partitioned", "date", where="passenger_count > 2")
+    assert filtered.title == "count by date where passenger_count > 2"
+    assert charts.histogram(run, "taxi_2019_04", "fare_amount", where="fare_amount < 80").title == \
+        "histogram of fare_amount where fare_amount < 80"
+
+
+@pytest.mark.parametrize(("agg", "y"), [("count", None), ("sum", "fare_amount")])
+def test_count_and_sum_axes_start_at_zero(run, agg, y):
+    for chart in (charts.line(run, "partitioned", "date", y, agg=agg), charts.bar(run, "taxi_2019_04", "vendor_id", y, agg=agg)):
+        assert chart.data.iloc[:, 1].min() > 0
+        assert chart.figure.axes[0].get_ylim()[0] == 0
+    assert charts.histogram(run, "taxi_2019_04", "trip_distance").figure.axes[0].get_ylim()[0] == 0
+
+
+def test_an_average_axis_is_left_to_the_data(run):
+    chart = charts.line(run, "partitioned", "date", "fare_amount", agg="avg")
+    assert chart.figure.axes[0].get_ylim()[0] > 0
+
+
+def test_lakeplot_names_a_misspelt_column_in_one_line(ipython, lake):
+    ipython.run_line_magic("config", f"LakeMagic.lake = {lake!r}")
+    with pytest.raises(LakeQueryError) as raised:
+        ipython.run_line_magic("lakeplot", "bar payment_typ --from taxi_2019_04")
+    assert raised.value._render_traceback_() == ["BinderException: no column payment_typ; did you mean payment_type?"]
+    chart = ipython.run_line_magic("lakeplot", "bar payment_type --from taxi_2019_04 --where \"vendor_id = '2'\"")
+    assert chart.title == "count by payment_type where vendor_id = '2'"
 
 
 def never(sql: str) -> pd.DataFrame:

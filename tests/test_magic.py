@@ -89,13 +89,20 @@ def test_sql_error_is_short_points_at_the_sql_and_still_fails_the_cell(shell):
     assert isinstance(outcome.error_in_exec, LakeQueryError)
     text = captured.stdout
     assert "BinderException" in text and "no_such_column" in text
-    assert "LINE 2:        no_such_column" in text
-    caret_line = text.splitlines()[text.splitlines().index("LINE 2:        no_such_column") + 1]
-    assert caret_line.index("^") == len("LINE 2:        ")
+    # LINE counts the cell's lines as they show: the %%lakesql line is line 1, the bad name on line 3
+    assert "LINE 3:        no_such_column" in text
+    caret_line = text.splitlines()[text.splitlines().index("LINE 3:        no_such_column") + 1]
+    assert caret_line.index("^") == len("LINE 3:        ")
     assert "Traceback" not in text
     # The kernel is fine afterwards.
     outcome, _ = run(shell, "x = %lakesql SELECT 1 AS one")
     assert outcome.success and shell.user_ns["x"].one[0] == 1
+
+
+def test_a_line_magic_error_points_at_its_one_line(shell):
+    outcome, captured = run(shell, "x = 1\ny = %lakesql SELECT pickup_location_id, no_such_column FROM taxi_2019_04")
+    assert isinstance(outcome.error_in_exec, LakeQueryError)
+    assert "LINE 1: SELECT pickup_location_id, no_such_column FROM taxi_2019_04" in captured.stdout
 
 
 def test_page_size_comes_from_config_and_from_the_option(shell):

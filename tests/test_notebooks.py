@@ -118,6 +118,8 @@ def test_lakemagic_demo_says_what_it_ran_and_prints_no_kernel_warnings(tmp_path)
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert ran.stderr == ""  # no "Kernel is running over TCP without encryption", nor any other warning
+    assert f"running 01_load.ipynb on the embedded engine...\ngenerating {ROWS:,} trips...\n" in ran.stdout  # as it goes
+    assert f"the executed notebooks are in {output}:\n" in ran.stdout
     for name in DEMO_NOTEBOOKS:
         assert f"  {output / name}\n" in ran.stdout
         assert (output / name).exists()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from datetime import date, datetime, timedelta
@@ -468,7 +471,7 @@ def test_failed_build_keeps_the_old_copy(tmp_path: Path, monkeypatch: pytest.Mon
     taxi.build_lake(str(tmp_path), rows=3_000, seed=1)
     before = checksum(parquet(tmp_path / "dataset" / "taxi_2019_04.parquet"))
 
-    def broken_generate(path: str, rows: int, seed: int) -> None:
+    def broken_generate(path: str, rows: int, seed: int, progress=None) -> None:
         Path(path).write_bytes(b"half a parquet file")
         raise OSError("disk full")
 
@@ -545,3 +548,23 @@ def test_download_converts_tlc_columns(tmp_path: Path, monkeypatch: pytest.Monke
     ).fetchall()
     assert row == [("2", "1", "1", 237, 1, date(2019, 4, 3))]
     assert leftovers(tmp_path / "lake") == []
+
+
+def test_a_build_tells_its_steps_and_how_far_a_long_one_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(taxi, "PROGRESS_EVERY_S", 0.02)  # so that even a small month is a long step
+    told: list[str] = []
+    summary = taxi.build_lake(str(tmp_path), rows=300_000, seed=0, progress=told.append)
+    assert summary["rows"] == 300_000
+    steps = [line for line in told if not line.startswith("  ")]
+    assert steps == ["generating 300,000 trips...", "writing them again partitioned by date..."]
+    percents = [int(re.fullmatch(r"  (\d+)% after \d+ s", line).group(1)) for line in told if line.startswith("  ")]
+    assert percents and all(0 <= percent <= 100 for percent in percents)
+
+
+def test_lakemagic_load_prints_its_steps(tmp_path: Path) -> None:
+    ran = subprocess.run([sys.executable, "-m", "lakemagic.cli", "load", "--lake", str(tmp_path / "lake"), "--rows", "3000"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[1:3] == ["generating 3,000 trips...", "writing them again partitioned by date..."]
+    assert lines[-1].startswith("done: 3,000 trips in ")

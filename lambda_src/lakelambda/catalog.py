@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Iterable
 
 from .errors import SqlError
 from .protocol import TableInfo
@@ -53,12 +54,18 @@ def show_tables(tables: tuple[TableInfo, ...]) -> Statement:
                      "WHERE name IS NOT NULL ORDER BY lower(name), name", "SELECT")
 
 
+def closest_names(name: str, names: Iterable[str]) -> list[str]:
+    """Up to SUGGESTIONS of `names` that `name` may be a misspelling of, closest first, in any case:
+    what a "did you mean" names, for a table here and for a chart's column in the notebook."""
+    by_lower = {known.lower(): known for known in sorted(names, reverse=True)}
+    return [by_lower[close] for close in difflib.get_close_matches(name.lower(), list(by_lower), SUGGESTIONS)]
+
+
 def naming_the_lake(error: SqlError, names: list[str]) -> SqlError:
     """A missing table's error (`error.missing_table` is set), naming the closest of `names` (the lake's
     tables, the call's views) instead of DuckDB's candidates from its own catalog."""
     missing = error.missing_table
-    by_lower = {name.lower(): name for name in sorted(names, reverse=True)}
-    close = [by_lower[name] for name in difflib.get_close_matches(missing.lower(), list(by_lower), SUGGESTIONS)]
+    close = closest_names(missing, names)
     message = f"no table {missing} in the lake"
     if close:
         message += f"; did you mean {' or '.join(close)}?"

@@ -122,7 +122,7 @@ class QueryResult:
         """Rows [offset, offset + limit) of the result, from its engine (possibly fewer: see Page.row_count)."""
         if offset == 0 and self.first_page.row_count == min(limit, self.total_rows):
             return self.first_page
-        answer, self.last_call = _call(self.engine, protocol.page_request(self.info.result_id, offset, limit),
+        answer, self.last_call = _call(self.engine, protocol.PageRequest(self.info.result_id, offset, limit),
                                        protocol.PageAnswer, self.sql)
         return _page_of(answer)
 
@@ -130,13 +130,13 @@ class QueryResult:
                page_size: int = 50) -> "QueryResult":
         """The whole result sorted by `sort` and cut to the rows where the SQL condition `where` holds, as a
         new result made by the engine that holds this one."""
-        request = protocol.derive_request(self.info.result_id, sort, where, page_size)
+        request = protocol.DeriveRequest(self.info.result_id, tuple(sort), where, page_size)
         answer, self.last_call = _call(self.engine, request, protocol.PageAnswer, where or self.sql)
         return result_of(self.engine, self.sql, answer, self.last_call)
 
     def profile(self, column: str) -> protocol.Profile:
         """What `column` holds over the whole result (counts, range, mean, a histogram or top values)."""
-        answer, self.last_call = _call(self.engine, protocol.profile_request(self.info.result_id, column),
+        answer, self.last_call = _call(self.engine, protocol.ProfileRequest(self.info.result_id, column),
                                        protocol.ProfileAnswer, self.sql)
         return answer.profile
 
@@ -156,7 +156,7 @@ class QueryResult:
         notebook can reach, in parts as large as a response allows. A path
         from a remote engine is never opened here.
         """
-        answer, self.last_call = _call(self.engine, protocol.download_request(self.info.result_id),
+        answer, self.last_call = _call(self.engine, protocol.DownloadRequest(self.info.result_id),
                                        protocol.DownloadAnswer, self.sql)
         is_url = answer.url.startswith(("https://", "http://"))
         if not is_url and self.engine.shares_files:
@@ -181,7 +181,7 @@ class QueryResult:
                     progress(stored.tell(), size)
 
     def _part(self, start: int) -> bytes:
-        answer, self.last_call = _call(self.engine, protocol.part_request(self.info.result_id, start),
+        answer, self.last_call = _call(self.engine, protocol.PartRequest(self.info.result_id, start, protocol.MAX_PART_BYTES),
                                        protocol.PartAnswer, self.sql)
         return base64.b64decode(answer.part.data)
 
@@ -211,12 +211,12 @@ def run_query_unless_partitioned(engine: Engine, sql: str, params: dict, page_si
 
 
 def _query_request(sql: str, params: dict, page_size: int, views: tuple[protocol.View, ...], reuse: bool | str,
-                   fanout_tables: tuple[str, ...] = ()) -> dict:
+                   fanout_tables: tuple[str, ...] = ()) -> protocol.QueryRequest:
     scope = reuse_scope(reuse if isinstance(reuse, str) else "") if reuse else None
-    return protocol.query_request(sql, params, page_size, views, bool(reuse), fanout_tables, scope)
+    return protocol.QueryRequest(sql, dict(params), page_size, tuple(views), bool(reuse), tuple(fanout_tables), scope)
 
 
-def run_request(engine: Engine, request: dict, sql: str) -> QueryResult:
+def run_request(engine: Engine, request: protocol.Request, sql: str) -> QueryResult:
     """A request answered with a result's first page (`query`, a fan-out's `task`) as a QueryResult."""
     answer, stats = _call(engine, request, protocol.PageAnswer, sql)
     return result_of(engine, sql, answer, stats)
@@ -232,24 +232,24 @@ def result_of(engine: Engine, sql: str, answer: protocol.PageAnswer, stats: Call
 
 
 
-def call(engine: Engine, request: dict, expected: type, sql: str):
+def call(engine: Engine, request: protocol.Request, expected: type, sql: str):
     """Any request: its answer, checked to be of the `expected` type, and what the call cost."""
     return _call(engine, request, expected, sql)
 
 
 def materialize(engine: Engine, sql: str, path: str, views: tuple[protocol.View, ...] = ()) -> protocol.MaterializeAnswer:
     """Write the result of `sql` to `path` (under dashboard/) in the lake; say where, how many rows and bytes."""
-    answer, _ = _call(engine, protocol.materialize_request(sql, path, views), protocol.MaterializeAnswer, sql)
+    answer, _ = _call(engine, protocol.MaterializeRequest(sql, path, tuple(views)), protocol.MaterializeAnswer, sql)
     return answer
 
 
 def tables(engine: Engine) -> tuple[protocol.TableInfo, ...]:
     """The lake's tables, with their files, bytes and rows."""
-    answer, _ = _call(engine, protocol.tables_request(), protocol.TablesAnswer, None)
+    answer, _ = _call(engine, protocol.TablesRequest(), protocol.TablesAnswer, None)
     return answer.tables
 
 
-def _call(engine: Engine, request: dict, expected: type | tuple[type, ...], sql: str | None):
+def _call(engine: Engine, request: protocol.Request, expected: type | tuple[type, ...], sql: str | None):
     """One engine call: the answer, checked to be of the `expected` type (or one of them), and what it cost."""
     started = time.perf_counter()
     reply = engine.call(request)
@@ -262,7 +262,7 @@ def _call(engine: Engine, request: dict, expected: type | tuple[type, ...], sql:
     if isinstance(answer, protocol.ErrorAnswer):
         raise LakeQueryError(answer.type, answer.message, sql, answer.position)
     if not isinstance(answer, expected):
-        raise EngineError(f"the {engine.name} engine answered a {request.get('op')!r} request with a "
+        raise EngineError(f"the {engine.name} engine answered a {request.op!r} request with a "
                           f"{type(answer).__name__}")
     return answer, CallStats(answer.stats, round_trip_ms, reply.lambda_figures)
 

@@ -19,9 +19,9 @@ import urllib.request
 
 import pytest
 
-from lakelambda import protocol
 from lakelambda.handler import LakeHandler
 from lakemagic.locallambda import FunctionSpec, LocalLambda
+import events
 
 FIXTURES = f"{__package__}.lambda_fixture_handlers" if __package__ else "lambda_fixture_handlers"
 TABLE = "taxi_2019_04"
@@ -39,7 +39,7 @@ def handler(local_taxi_lake, tmp_path, stored_results):
 
 
 def stored_result(handler) -> str:
-    answer = handler(protocol.query_request(f"SELECT * FROM {TABLE} LIMIT 100", {}, 10))
+    answer = handler(events.query_request(f"SELECT * FROM {TABLE} LIMIT 100", {}, 10))
     assert answer["result_id"], answer
     return answer["result_id"]
 
@@ -48,16 +48,16 @@ def test_a_long_filter_is_checked_without_running_out_of_stack(handler):
     """A condition nested a few hundred deep is still one condition: it runs (it crashed the handler)."""
     where = " + ".join(["fare_amount"] * 300) + " > 0"
     result_id = stored_result(handler)
-    answer = handler(protocol.derive_request(result_id, (), where, 10))
+    answer = handler(events.derive_request(result_id, (), where, 10))
     assert "error" not in answer, answer
-    plain = handler(protocol.derive_request(result_id, (), "fare_amount > 0", 10))
+    plain = handler(events.derive_request(result_id, (), "fare_amount > 0", 10))
     assert 0 < answer["total_rows"] == plain["total_rows"]
 
 
 def test_a_deeply_nested_escape_from_the_filter_is_refused(handler):
     """Text that closes the filter's parentheses and nests deeply outside them is refused, not a crash."""
     where = "TRUE) GROUP BY ALL HAVING (" + " + ".join(["count(*)"] * 300) + " > 0"
-    answer = handler(protocol.derive_request(stored_result(handler), (), where, 10))
+    answer = handler(events.derive_request(stored_result(handler), (), where, 10))
     assert answer["error"]["type"] == "PermissionException", answer["error"]
     assert "reaches outside" in answer["error"]["message"]
 
@@ -65,9 +65,9 @@ def test_a_deeply_nested_escape_from_the_filter_is_refused(handler):
 def test_the_local_clock_is_never_reused(handler):
     """ICU's current_localtime() is CONSISTENT to DuckDB, yet reads the clock: a reused answer would be stale."""
     sql = f"SELECT current_localtime() AS at, count(*) AS n FROM {TABLE}"
-    first = handler(protocol.query_request(sql, {}, 10, reuse_scope=SCOPE))
+    first = handler(events.query_request(sql, {}, 10, reuse_scope=SCOPE))
     time.sleep(0.01)
-    second = handler(protocol.query_request(sql, {}, 10, reuse_scope=SCOPE))
+    second = handler(events.query_request(sql, {}, 10, reuse_scope=SCOPE))
     assert "error" not in first and "reused_from" not in second
     assert second["result_id"] != first["result_id"]
 
@@ -112,7 +112,7 @@ def test_a_file_rewritten_in_place_with_its_old_size_and_time_is_read_again(hand
     with open(path, "w") as file:
         file.write("price\n1\n")
     sql = f"SELECT sum(price) AS total FROM read_csv('{path}')"
-    first = handler(protocol.query_request(sql, {}, 10, reuse_scope=SCOPE))
+    first = handler(events.query_request(sql, {}, 10, reuse_scope=SCOPE))
     before = os.stat(path)
     time.sleep(0.01)  # a change time the clock can tell apart
     with open(path, "r+") as file:  # in place: the same inode
@@ -120,6 +120,6 @@ def test_a_file_rewritten_in_place_with_its_old_size_and_time_is_read_again(hand
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert (os.stat(path).st_size, os.stat(path).st_mtime_ns, os.stat(path).st_ino) == (
         before.st_size, before.st_mtime_ns, before.st_ino)
-    second = handler(protocol.query_request(sql, {}, 10, reuse_scope=SCOPE))
+    second = handler(events.query_request(sql, {}, 10, reuse_scope=SCOPE))
     assert "error" not in first and "reused_from" not in second, second
     assert second["result_id"] != first["result_id"]

@@ -23,6 +23,7 @@ from lakemagic.errors import LakeQueryError
 
 from servers import BUCKET, FUNCTION
 from test_faults import function, local_copies, worker_pids
+import events
 
 SCRATCH_BYTES = 2 * 1024 * 1024
 # Ten copies of the taxi sample: several MB as Parquet, far more than the scratch space.
@@ -93,7 +94,7 @@ def test_a_local_lake_streams_a_result_the_engine_could_not_hold(local_taxi_lake
     """On a local lake the result goes from the query into its file as it runs: no copy of it is held."""
     handler = LakeHandler(str(local_taxi_lake), Settings(memory_mb=128, scratch_bytes=40 * 1024 * 1024))
     try:
-        answer = protocol.parse_answer(handler(protocol.query_request(MORE_THAN_512_MB_HOLD, {}, 10, reuse=False)))
+        answer = protocol.parse_answer(handler(events.query_request(MORE_THAN_512_MB_HOLD, {}, 10, reuse=False)))
     finally:
         handler.close()
     try:

@@ -23,6 +23,7 @@ from lakemagic.errors import LakeQueryError
 from lakemagic.locallambda.s3proxy import S3Proxy
 
 from servers import FUNCTION
+import events
 
 CATALOG_BUCKET = "catalog-lake"
 
@@ -97,7 +98,7 @@ def call(handler, request: dict):
 
 
 def test_the_tables_request_takes_no_fields():
-    assert isinstance(protocol.parse_request(protocol.tables_request()), protocol.TablesRequest)
+    assert isinstance(protocol.parse_request(events.tables_request()), protocol.TablesRequest)
     with pytest.raises(ProtocolError, match="unknown field"):
         protocol.parse_request({"version": 1, "op": "tables", "prefix": "../other"})
 
@@ -112,7 +113,7 @@ def test_an_answer_with_an_unknown_table_kind_is_refused():
 
 def test_the_catalog_lists_every_table_with_its_files_bytes_and_rows(lake_handler, small_lake):
     handler, root = lake_handler
-    answer = call(handler, protocol.tables_request())
+    answer = call(handler, events.tables_request())
     assert isinstance(answer, protocol.TablesAnswer)
     assert listed(answer.tables) == expected_catalog(small_lake, root)
     for table in answer.tables:
@@ -122,7 +123,7 @@ def test_the_catalog_lists_every_table_with_its_files_bytes_and_rows(lake_handle
 def test_show_tables_lists_the_lake_in_any_spelling(lake_handler, small_lake):
     handler, root = lake_handler
     for sql in ("SHOW TABLES", "show all tables;", "  Show\n Tables  "):
-        answer = call(handler, protocol.query_request(sql, {}, 50))
+        answer = call(handler, events.query_request(sql, {}, 50))
         assert isinstance(answer, protocol.PageAnswer), answer
         frame = client.Page(answer.page.offset, answer.page.row_count, answer.page.data, answer.result.columns).frame()
         assert [(row.name, row.kind, tuple(row.partition_keys), row.files, row.rows) for row in frame.itertuples()] == [
@@ -137,7 +138,7 @@ def test_show_tables_lists_the_lake_in_any_spelling(lake_handler, small_lake):
 ])
 def test_other_show_forms_stay_refused(lake_handler, sql):
     handler, _ = lake_handler
-    answer = call(handler, protocol.query_request(sql, {}, 50))
+    answer = call(handler, events.query_request(sql, {}, 50))
     assert isinstance(answer, protocol.ErrorAnswer) and answer.type == "PermissionException", answer
 
 
@@ -149,7 +150,7 @@ def test_other_show_forms_stay_refused(lake_handler, sql):
 ])
 def test_an_unknown_table_is_met_with_the_closest_lake_tables(lake_handler, sql, missing, suggested):
     handler, _ = lake_handler
-    answer = call(handler, protocol.query_request(sql, {}, 50))
+    answer = call(handler, events.query_request(sql, {}, 50))
     assert isinstance(answer, protocol.ErrorAnswer), answer
     assert answer.message == f"no table {missing} in the lake; did you mean {suggested}?"
     assert answer.position == sql.index(missing)
@@ -159,16 +160,16 @@ def test_an_unknown_table_is_met_with_the_closest_lake_tables(lake_handler, sql,
 def test_the_views_a_query_carries_are_suggested_too(lake_handler):
     handler, _ = lake_handler
     views = (protocol.View("zone_counts", "SELECT zone, count(*) AS n FROM trips GROUP BY 1"),)
-    answer = call(handler, protocol.query_request("SELECT * FROM zone_count JOIN zone_counts USING (zone)", {}, 50, views))
+    answer = call(handler, events.query_request("SELECT * FROM zone_count JOIN zone_counts USING (zone)", {}, 50, views))
     assert answer.message == "no table zone_count in the lake; did you mean zone_counts?"
     broken = (protocol.View("broken", "SELECT * FROM tripz"),)
-    answer = call(handler, protocol.query_request("SELECT * FROM broken", {}, 50, broken))
+    answer = call(handler, events.query_request("SELECT * FROM broken", {}, 50, broken))
     assert answer.message == "in view broken: no table tripz in the lake; did you mean trips?"
 
 
 def test_a_name_like_nothing_in_the_lake_points_to_show_tables(lake_handler):
     handler, _ = lake_handler
-    answer = call(handler, protocol.query_request("SELECT * FROM qqqqqq", {}, 50))
+    answer = call(handler, events.query_request("SELECT * FROM qqqqqq", {}, 50))
     assert answer.message == "no table qqqqqq in the lake; SHOW TABLES lists the lake's tables"
 
 
@@ -177,10 +178,10 @@ def test_a_warm_container_lists_an_s3_lake_once_per_catalog_lifetime(s3_small_la
         environment = dict(aws_environment, AWS_ENDPOINT_URL_S3=proxy.endpoint_url)
         s3 = boto3.client("s3", endpoint_url=proxy.endpoint_url)
         handler = LakeHandler(s3_small_lake, Settings(environment=environment), s3=s3)
-        first = call(handler, protocol.tables_request())
+        first = call(handler, events.tables_request())
         cold = dict(proxy.requests)
         proxy.reset()
-        again = call(handler, protocol.tables_request())
+        again = call(handler, events.tables_request())
         assert again.tables == first.tables
         assert proxy.count() == 0, dict(proxy.requests)
         assert cold["GET"] >= 1 + len(first.tables)  # the folder listing, each table's listing or footers

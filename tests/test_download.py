@@ -29,7 +29,7 @@ class Recording:
         self.name, self.concurrency, self.shares_files = inner.name, inner.concurrency, inner.shares_files
 
     def call(self, request: dict):
-        self.ops.append(request["op"])
+        self.ops.append(request.op)
         return self.inner.call(request)
 
 
@@ -51,7 +51,7 @@ def test_lambda_answers_a_url_the_notebook_gets_with_a_plain_get(s3_lake, aws_en
         monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", local.endpoint_url)
         engine = Recording(LambdaEngine(FUNCTION))
         result = client.run_query(engine, SQL, page_size=50)
-        answer = protocol.parse_answer(engine.call(protocol.download_request(result.result_id)).answer)
+        answer = protocol.parse_answer(engine.call(protocol.DownloadRequest(result.result_id)).answer)
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(answer.url).query)
         assert "X-Amz-Signature" in query and int(query["X-Amz-Expires"][0]) == answer.expires_s
         with urllib.request.urlopen(answer.url, timeout=30) as got:  # no credentials of the notebook's
@@ -90,7 +90,7 @@ class PathAnswering:
 
     def call(self, request: dict):
         reply = self.inner.call(request)
-        if request["op"] == "download":
+        if request.op == "download":
             reply.answer["download"]["url"] = "/etc/passwd"
         return reply
 
@@ -125,7 +125,7 @@ def test_an_answers_column_types_are_never_sql_run_in_the_notebook(local_taxi_la
 class FtpAnswering(PathAnswering):
     def call(self, request: dict):
         reply = self.inner.call(request)
-        if request["op"] == "download":
+        if request.op == "download":
             reply.answer["download"]["url"] = "ftp://127.0.0.1/result.parquet"
         return reply
 

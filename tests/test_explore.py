@@ -24,6 +24,7 @@ from lakemagic.errors import LakeQueryError
 from lakemagic.fanout import runner
 
 from servers import CREDENTIALS, FUNCTION, OTHER_BUCKET
+import events
 
 SQL = "SELECT * FROM taxi_2019_04 LIMIT 6000"
 
@@ -212,17 +213,17 @@ def test_hugeints_and_intervals_sort_by_value_not_by_their_stored_text(tmp_path,
     ({"extra": 1}, "unknown field(s) extra"),
 ])
 def test_derive_requests_are_validated_at_the_edge(event, problem):
-    request = dict(protocol.derive_request("a" * 32, (), None, 50), **event)
+    request = dict(events.derive_request("a" * 32, (), None, 50), **event)
     with pytest.raises(ProtocolError, match=problem.replace("(", r"\(").replace(")", r"\)")):
         protocol.parse_request(request)
 
 
 def test_profile_requests_are_validated_at_the_edge():
     with pytest.raises(ProtocolError, match="'column' must be a column name"):
-        protocol.parse_request(dict(protocol.profile_request("a" * 32, "x"), column=None))
+        protocol.parse_request(dict(events.profile_request("a" * 32, "x"), column=None))
     with pytest.raises(ProtocolError, match="unknown field"):
-        protocol.parse_request(dict(protocol.profile_request("a" * 32, "x"), filter="1=1"))
-    assert protocol.parse_request(protocol.profile_request("a" * 32, "x")) == protocol.ProfileRequest("a" * 32, "x")
+        protocol.parse_request(dict(events.profile_request("a" * 32, "x"), filter="1=1"))
+    assert protocol.parse_request(events.profile_request("a" * 32, "x")) == protocol.ProfileRequest("a" * 32, "x")
 
 
 def test_one_call_sorts_and_filters_and_a_page_anywhere_in_it_is_one_more(local_taxi_lake, monkeypatch):
@@ -232,7 +233,7 @@ def test_one_call_sorts_and_filters_and_a_page_anywhere_in_it_is_one_more(local_
         requests: list = []
 
         def call(self, request):
-            Counting.requests.append(request["op"])
+            Counting.requests.append(request.op)
             return super().call(request)
 
     result = client.run_query(Counting(str(local_taxi_lake)), SQL, page_size=50)

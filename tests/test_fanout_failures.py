@@ -29,6 +29,7 @@ from lakemagic.locallambda import FunctionSpec, LocalLambda
 from lambda_fixture_handlers import CRASH_MARKERS_ENV
 from servers import FUNCTION
 from test_fanout_run import assert_same, invocations
+import events
 
 BUCKET = "fanout-failures"
 CRASHING = "lakemagic-crash-once"
@@ -164,7 +165,7 @@ class _OneFailsOthersThrottled:
 def test_once_a_task_fails_for_good_the_others_are_not_tried_again():
     """A fan-out that has failed pays for no more calls: its throttled tasks stop instead of retrying for seconds."""
     engine = _OneFailsOthersThrottled()
-    requests = [protocol.task_request("SELECT 1", {}, 10, "t", [f"t/k={number}/{number}.parquet"], {"k": "BIGINT"})
+    requests = [events.task_request("SELECT 1", {}, 10, "t", [f"t/k={number}/{number}.parquet"], {"k": "BIGINT"})
                 for number in range(3)]
     with pytest.raises(LakeQueryError, match="ConversionException|cannot cast"):
         runner._run_all(engine, requests, "SELECT 1", None)

@@ -30,6 +30,7 @@ from lakemagic.fanout import PARTIALS, NotSplit, PartitionFile, Plan, autocast_k
 from lakemagic.engines import Reply
 from lakemagic.fanout import runner
 from lakemagic.taxi import build_lake
+import events
 
 TASK_COUNTS = (1, 2, 4, 10)
 
@@ -102,13 +103,13 @@ def tpch(tmp_path_factory):
     lake.close()
 
 
-def task_pages(handler: LakeHandler, request: dict) -> tuple[tuple[protocol.Column, ...], list[str]]:
+def task_pages(handler: LakeHandler, request: protocol.TaskRequest) -> tuple[tuple[protocol.Column, ...], list[str]]:
     """A task's result as the handler answers it: its columns and every page of its rows."""
-    answer = protocol.parse_answer(handler(request))
+    answer = protocol.parse_answer(handler(protocol.encode(request)))
     assert isinstance(answer, protocol.PageAnswer), answer
     pages, offset = [answer.page.data], answer.page.row_count
     while offset < answer.result.total_rows:
-        more = protocol.parse_answer(handler(protocol.page_request(answer.result.result_id, offset, MAX_PAGE_ROWS)))
+        more = protocol.parse_answer(handler(events.page_request(answer.result.result_id, offset, MAX_PAGE_ROWS)))
         assert isinstance(more, protocol.PageAnswer) and more.page.row_count > 0, more
         pages.append(more.page.data)
         offset += more.page.row_count

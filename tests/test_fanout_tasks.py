@@ -17,6 +17,7 @@ from lakelambda.handler import LakeHandler
 from lakelambda.storage import S3Bucket
 from lakemagic.locallambda.s3proxy import S3Proxy
 from servers import OTHER_BUCKET
+import events
 
 FANOUT_BUCKET = "fanout-lake"
 TABLE = "partitioned"  # the taxi lake's Hive-partitioned table, by date
@@ -38,14 +39,14 @@ def lake(request, aws_environment, local_taxi_lake, tmp_path_factory):
             if "_lakemagic" not in path.parts:
                 s3.upload_file(str(path), FANOUT_BUCKET, path.relative_to(local_taxi_lake).as_posix())
         handler = LakeHandler(f"s3://{FANOUT_BUCKET}", Settings(scratch=scratch, environment=aws_environment))
-    answer = protocol.parse_answer(handler(protocol.partitions_request([TABLE])))
+    answer = protocol.parse_answer(handler(events.partitions_request([TABLE])))
     yield handler, answer.tables[0]
     handler.close()
 
 
 def task(listed: protocol.PartitionedTable, share: list[str], sql: str = COUNT, /, **fields) -> dict:
     """A task event over `share` of the table, with `fields` of the event replaced."""
-    event = protocol.task_request(sql, {}, 100, TABLE, share, {c.name: c.type for c in listed.key_types})
+    event = events.task_request(sql, {}, 100, TABLE, share, {c.name: c.type for c in listed.key_types})
     event.update(fields)
     return event
 
@@ -77,13 +78,13 @@ def test_the_listing_has_every_partition_file_with_its_size_values_and_key_types
 
 def test_the_listing_leaves_out_what_is_not_a_partitioned_table(lake):
     handler, _ = lake
-    answer = answered(handler, protocol.partitions_request(["taxi_2019_04", "no_such_table", "dataset"]))
+    answer = answered(handler, events.partitions_request(["taxi_2019_04", "no_such_table", "dataset"]))
     assert answer.tables == ()
 
 
 def test_tasks_over_shares_add_up_to_the_whole_table(lake):
     handler, table = lake
-    whole = answered(handler, protocol.query_request(COUNT, {}, 10))
+    whole = answered(handler, events.query_request(COUNT, {}, 10))
     files = real_files(table)
     shares = [files[:7], files[7:19], files[19:]]
     answers = [answered(handler, task(table, share)) for share in shares]
@@ -144,7 +145,7 @@ def test_a_planted_key_in_the_tables_folder_is_refused_by_the_sandbox(lake, aws_
     s3.put_object(Bucket=FANOUT_BUCKET, Key=PLANTED, Body=b"PAR1 not really")
     fresh = LakeHandler(f"s3://{FANOUT_BUCKET}", Settings(scratch=str(tmp_path), environment=aws_environment))
     try:
-        listed = protocol.parse_answer(fresh(protocol.partitions_request([TABLE])))
+        listed = protocol.parse_answer(fresh(events.partitions_request([TABLE])))
         assert PLANTED in [file.path for file in listed.tables[0].files]  # the table's key, but no reader may name it
         error = error_of(fresh, task(listed.tables[0], [PLANTED]))
         assert error.type == "PermissionException" and "cannot contain ?" in error.message, error
@@ -164,7 +165,7 @@ def test_a_task_in_a_fresh_container_reads_its_file_and_lists_nothing(lake, moto
         fresh = LakeHandler(f"s3://{FANOUT_BUCKET}", Settings(scratch=str(tmp_path), environment=dict(
             aws_environment, AWS_ENDPOINT_URL_S3=proxy.endpoint_url)))
         try:
-            assert "error" not in fresh(protocol.query_request("SELECT 1", {}, 1))
+            assert "error" not in fresh(events.query_request("SELECT 1", {}, 1))
             proxy.reset()
             answer = answered(fresh, task(table, real_files(table)[:1]))
             assert isinstance(answer, protocol.PageAnswer), answer

@@ -26,6 +26,7 @@ from lakemagic.decode import decode_pages
 from lakemagic.engines import Reply
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
+import events
 
 
 def sql_literal(text) -> str:
@@ -39,11 +40,11 @@ def wire(handler: LakeHandler, event) -> dict:
 
 
 def query(handler: LakeHandler, sql: str, params: dict | None = None, page_size: int = 50) -> dict:
-    return wire(handler, protocol.query_request(sql, params or {}, page_size))
+    return wire(handler, events.query_request(sql, params or {}, page_size))
 
 
 def page(handler: LakeHandler, result_id: str, offset: int, limit: int) -> dict:
-    return wire(handler, protocol.page_request(result_id, offset, limit))
+    return wire(handler, events.page_request(result_id, offset, limit))
 
 
 def frame(answer: dict) -> pd.DataFrame:
@@ -72,7 +73,7 @@ def lake(tmp_path) -> str:
 def handler(lake) -> LakeHandler:
     """A warm handler: its first (cold) call has already been a good one."""
     h = LakeHandler(lake)
-    assert "error" not in h(protocol.query_request("SELECT 1", {}, 1))
+    assert "error" not in h(events.query_request("SELECT 1", {}, 1))
     return h
 
 
@@ -630,7 +631,7 @@ def test_stats_cold_on_a_first_call_that_fails(lake):
 
 def test_result_ids_are_unguessable_and_kept_in_the_lake(stored_results, lake):
     h = LakeHandler(lake)
-    run_again = [protocol.query_request("SELECT 1 AS one", {}, 50, reuse=False)] * 30
+    run_again = [events.query_request("SELECT 1 AS one", {}, 50, reuse=False)] * 30
     ids = [wire(h, request)["result_id"] for request in run_again]
     ids.append(query(h, "SELECT 2 AS two")["result_id"])
     assert len(set(ids)) == len(ids)
@@ -677,19 +678,19 @@ def test_a_query_naming_a_partitioned_table_for_fan_out_is_answered_with_its_lis
     a single-file table's query just runs, so it costs one invocation, not a listing call and then the query."""
     handler = LakeHandler(str(local_taxi_lake))
     sql = "SELECT count(*) AS n FROM {}"
-    listed = protocol.parse_answer(wire(handler, protocol.query_request(
+    listed = protocol.parse_answer(wire(handler, events.query_request(
         sql.format("partitioned"), {}, 50, fanout_tables=("partitioned",))))
     assert isinstance(listed, protocol.PartitionsAnswer)  # the listing instead of a result: nothing ran
     (table,) = listed.tables
-    alone = protocol.parse_answer(wire(handler, protocol.partitions_request(["partitioned"])))
+    alone = protocol.parse_answer(wire(handler, events.partitions_request(["partitioned"])))
     assert table == alone.tables[0] and len(table.files) > 1
 
-    ran = wire(handler, protocol.query_request(sql.format("taxi_2019_04"), {}, 50, fanout_tables=("taxi_2019_04",)))
+    ran = wire(handler, events.query_request(sql.format("taxi_2019_04"), {}, 50, fanout_tables=("taxi_2019_04",)))
     assert frame(ran)["n"].tolist() == [20_000]
-    unfiltered = wire(handler, protocol.query_request(sql.format("partitioned"), {}, 50))
+    unfiltered = wire(handler, events.query_request(sql.format("partitioned"), {}, 50))
     assert frame(unfiltered)["n"].tolist() == [20_000]  # without the field, a partitioned table's query runs
 
 
 @pytest.mark.parametrize("tables", ["partitioned", [1], ["a b"], ["t"] * 17, [None]])
 def test_fanout_tables_must_be_a_short_list_of_table_names(handler, tables):
-    expect_error(wire(handler, dict(protocol.query_request("SELECT 1", {}, 1), fanout_tables=tables)), "ProtocolError")
+    expect_error(wire(handler, dict(events.query_request("SELECT 1", {}, 1), fanout_tables=tables)), "ProtocolError")

@@ -23,6 +23,7 @@ from lakemagic import client
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError, ParameterError
 from lakemagic.params import bind_parameters
+import events
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_a_dataset_rewritten_with_another_schema_is_read_as_it_is_now(lake):
 def _materialize_then_die(lake: str, started) -> None:
     handler = LakeHandler(lake)
     started.set()
-    handler(protocol.materialize_request("SELECT range AS i, repeat('x', 200) AS pad FROM range(30000000)",
+    handler(events.materialize_request("SELECT range AS i, repeat('x', 200) AS pad FROM range(30000000)",
                                          "dashboard/big.parquet"))
 
 
@@ -125,7 +126,7 @@ def scratch_folders() -> set[str]:
 def test_a_handler_takes_its_scratch_folder_with_it(lake):
     before = scratch_folders()
     handler = LakeHandler(lake)
-    handler(protocol.query_request("SELECT 1", {}, 1))
+    handler(events.query_request("SELECT 1", {}, 1))
     made = scratch_folders() - before
     assert len(made) == 1
     del handler
@@ -155,14 +156,14 @@ def answer(lake: str, event: dict) -> dict:
 
 
 @pytest.mark.parametrize("event, says", [
-    (protocol.query_request("SELECT 1" + " " * protocol.MAX_SQL_CHARS, {}, 1), "longer than"),
-    ({**protocol.query_request("SELECT 1", {}, 1), "params": {f"p{i}": i for i in range(protocol.MAX_PARAMS + 1)}},
+    (events.query_request("SELECT 1" + " " * protocol.MAX_SQL_CHARS, {}, 1), "longer than"),
+    ({**events.query_request("SELECT 1", {}, 1), "params": {f"p{i}": i for i in range(protocol.MAX_PARAMS + 1)}},
      "at most 1000 parameters"),
-    ({**protocol.query_request("SELECT $p", {}, 1), "params": {"p": [[[[[[[[[[1]]]]]]]]]]}}, "nested at most"),
-    ({**protocol.query_request("SELECT $p", {}, 1), "params": {"p": {"$type": "decimal", "value": "1" * 39}}},
+    ({**events.query_request("SELECT $p", {}, 1), "params": {"p": [[[[[[[[[[1]]]]]]]]]]}}, "nested at most"),
+    ({**events.query_request("SELECT $p", {}, 1), "params": {"p": {"$type": "decimal", "value": "1" * 39}}},
      "38 digits"),
-    ({**protocol.query_request("SELECT $p", {}, 1), "params": {"p": 2**200}}, "128-bit"),
-    ({**protocol.query_request("SELECT 1", {}, 1), "views": [{"name": f"v{i}", "sql": "SELECT 1"} for i in range(201)]},
+    ({**events.query_request("SELECT $p", {}, 1), "params": {"p": 2**200}}, "128-bit"),
+    ({**events.query_request("SELECT 1", {}, 1), "views": [{"name": f"v{i}", "sql": "SELECT 1"} for i in range(201)]},
      "at most 200 views"),
 ])
 def test_requests_beyond_the_bounds_are_refused_at_the_edge(lake, event, says):
@@ -172,7 +173,7 @@ def test_requests_beyond_the_bounds_are_refused_at_the_edge(lake, event, says):
 
 def test_a_query_nested_too_deep_to_check_is_refused_in_well_under_a_second(lake):
     started = time.monotonic()
-    error = answer(lake, protocol.query_request("SELECT " + "1+" * 990 + "1", {}, 1))["error"]
+    error = answer(lake, events.query_request("SELECT " + "1+" * 990 + "1", {}, 1))["error"]
     assert error["type"] == "PermissionException" and "nested too deeply" in error["message"]
     assert time.monotonic() - started < 5
 
@@ -182,7 +183,7 @@ def test_many_subqueries_are_checked_in_time_linear_in_their_length(lake):
     sql = "SELECT " + ", ".join(f"(SELECT {i} FROM range(1))" for i in range(3400))
     assert len(sql) < protocol.MAX_SQL_CHARS
     started = time.monotonic()
-    reply = answer(lake, protocol.query_request(sql, {}, 1))
+    reply = answer(lake, events.query_request(sql, {}, 1))
     assert time.monotonic() - started < 30
     assert reply["version"] == protocol.VERSION  # an answer (DuckDB's binder refuses this one), not a crash
 
@@ -207,7 +208,7 @@ def test_a_budget_that_runs_out_while_checking_still_stops_the_query(lake):
     """An interrupt that lands between statements is lost; the budget interrupts again until the call ends."""
     handler = LakeHandler(lake)
     slow_to_check = "SELECT " + " OR ".join(["true"] * 11_000)
-    event = {**protocol.query_request("SELECT count(*) FROM range(20000000000) AS t(a) WHERE a % 7 = 3", {}, 1),
+    event = {**events.query_request("SELECT count(*) FROM range(20000000000) AS t(a) WHERE a % 7 = 3", {}, 1),
              "views": [{"name": "slow", "sql": slow_to_check}]}
     started = time.monotonic()
     error = handler(event, _Context(seconds=2.0))["error"]

@@ -19,8 +19,7 @@ import duckdb
 import pytest
 
 from lakelambda import page_format, protocol
-from lakelambda.protocol import Column
-from lakelambda.protocol import SortKey
+from lakelambda.protocol import Column, SortKey
 from lakelambda.sql import quote_identifier, quote_literal
 from lakemagic import client
 from lakemagic.client import Page
@@ -113,7 +112,7 @@ def test_beyond_its_bound_the_oldest_results_go_and_asking_for_one_says_to_run_a
     files = [part(tmp_path, "SELECT 1::INTEGER AS k, 2::HUGEINT AS n")]
     older, _ = merged(files, "SELECT * FROM partials", kernel=kernel)
     newer, _ = merged(files, "SELECT n, k FROM partials", kernel=kernel)
-    pages = [protocol.parse_answer(kernel.call(protocol.page_request(answer.result.result_id, 0, 10)).answer)
+    pages = [protocol.parse_answer(kernel.call(protocol.PageRequest(answer.result.result_id, 0, 10)).answer)
              for answer in (older, newer)]
     assert pages[0].type == "ResultNotFound" and "run the query again" in pages[0].message
     assert pages[1].page.row_count == 1
@@ -121,7 +120,7 @@ def test_beyond_its_bound_the_oldest_results_go_and_asking_for_one_says_to_run_a
 
 
 def test_it_answers_requests_about_its_results_only():
-    answer = protocol.parse_answer(KernelEngine().call(protocol.query_request("SELECT 1", {}, 10)).answer)
+    answer = protocol.parse_answer(KernelEngine().call(protocol.QueryRequest("SELECT 1", {}, 10)).answer)
     assert answer.type == "ProtocolError" and "only serves results it holds" in answer.message
 
 

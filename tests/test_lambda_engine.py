@@ -19,6 +19,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from lakelambda import protocol
 from lakemagic.engines import aws_lambda as lambda_engine
 from lakemagic.client import run_query
 from lakemagic.engines.embedded import EmbeddedEngine
@@ -185,7 +186,7 @@ def test_a_silent_endpoint_gets_one_request_and_the_stated_wait(monkeypatch):
     engine = LambdaEngine("lakemagic", timeout_s=1, read_margin_s=1)
     started = time.monotonic()
     with pytest.raises(EngineError) as silent:
-        engine.call({"version": 1})
+        engine.call(protocol.TablesRequest())
     waited = time.monotonic() - started
     listener.close()
 

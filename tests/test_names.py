@@ -19,6 +19,7 @@ import pytest
 from lakelambda import protocol
 from lakelambda.handler import LakeHandler
 from lakemagic import client
+import events
 
 # Each table answers `who` with its own kind, so a query shows which table a name reached.
 KINDS = ("file", "partitioned", "materialized view")
@@ -71,7 +72,7 @@ def call(handler, request: dict):
 
 
 def rows_of(handler, sql: str) -> list[tuple]:
-    answer = call(handler, protocol.query_request(sql, {}, 50))
+    answer = call(handler, events.query_request(sql, {}, 50))
     assert isinstance(answer, protocol.PageAnswer), answer
     frame = client.Page(answer.page.offset, answer.page.row_count, answer.page.data, answer.result.columns).frame()
     return [tuple(row) for row in frame.itertuples(index=False)]
@@ -79,7 +80,7 @@ def rows_of(handler, sql: str) -> list[tuple]:
 
 def catalog(handler) -> list[tuple[str, str, str]]:
     """(name, kind, location) of every table, from the tables operation, after checking SHOW TABLES says the same."""
-    answer = call(handler, protocol.tables_request())
+    answer = call(handler, events.tables_request())
     assert isinstance(answer, protocol.TablesAnswer), answer
     listed = sorted((table.name, table.kind, table.location) for table in answer.tables)
     shown = sorted((name, kind, location) for name, kind, _, _, _, _, location in rows_of(handler, "SHOW TABLES"))
@@ -114,7 +115,7 @@ def test_a_name_means_the_same_table_in_every_case_and_quoting(make_lake, first,
 def test_two_tables_of_a_kind_whose_names_differ_in_case_are_refused_and_both_listed(make_lake, kind):
     handler = make_lake([(kind, "Partitioned"), (kind, "partitioned")])
     for spelling in SPELLINGS:
-        error = error_of(handler, protocol.query_request(f"SELECT * FROM {spelling}", {}, 50))
+        error = error_of(handler, events.query_request(f"SELECT * FROM {spelling}", {}, 50))
         assert error.type == "AmbiguousName", error
         assert "Partitioned (" in error.message and "partitioned (" in error.message, error.message
     assert [(name, found) for name, found, _ in catalog(handler)] == [("Partitioned", kind), ("partitioned", kind)]
@@ -128,7 +129,7 @@ TAKEN = [(kind, taken) for kind in KINDS for taken in ("partitioned", "Partition
 @pytest.mark.parametrize("kind, taken", TAKEN)
 def test_a_view_may_not_take_a_name_the_lake_has_in_any_case(make_lake, kind, taken):
     handler = make_lake([(kind, "partitioned")])
-    error = error_of(handler, protocol.materialize_request("SELECT 'squatter' AS who", f"dashboard/{taken}.parquet"))
+    error = error_of(handler, events.materialize_request("SELECT 'squatter' AS who", f"dashboard/{taken}.parquet"))
     assert error.type == "NameTaken" and f"partitioned ({kind}, " in error.message, error
     for spelling in SPELLINGS:
         assert rows_of(handler, f"SELECT DISTINCT who FROM {spelling}") == [(kind,)], spelling
@@ -141,12 +142,12 @@ def test_a_fan_out_reads_the_folder_its_name_resolves_to(make_lake):
     another spelling the query runs whole, and answers the folder's rows)."""
     handler = make_lake([("partitioned", "partitioned"), ("materialized view", "Partitioned")])
     for spelling in ("Partitioned", "PARTITIONED"):
-        assert call(handler, protocol.partitions_request([spelling])).tables == (), spelling
-    answer = call(handler, protocol.partitions_request(["partitioned"]))
+        assert call(handler, events.partitions_request([spelling])).tables == (), spelling
+    answer = call(handler, events.partitions_request(["partitioned"]))
     assert isinstance(answer, protocol.PartitionsAnswer), answer
     (table,) = answer.tables
     assert sorted(file.path.split("/")[1] for file in table.files) == ["day=0", "day=1"]
-    task = protocol.task_request("SELECT DISTINCT who FROM PARTITIONED", {}, 50, "partitioned",
+    task = events.task_request("SELECT DISTINCT who FROM PARTITIONED", {}, 50, "partitioned",
                                  [file.path for file in table.files], {c.name: c.type for c in table.key_types})
     answered = call(handler, task)
     assert isinstance(answered, protocol.PageAnswer), answered

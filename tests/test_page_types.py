@@ -131,7 +131,7 @@ def test_empty_result_equals_local_df(engine, name, type_sql, literals):
 @pytest.mark.parametrize("name, type_sql, literals", TYPE_CASES, ids=CASE_IDS)
 def test_declared_types_equal_describe(engine, name, type_sql, literals):
     sql = typed_query(type_sql, literals)
-    answer = engine.call(protocol.query_request(sql, {}, 10)).answer
+    answer = engine.call(protocol.QueryRequest(sql, {}, 10)).answer
     assert "error" not in answer, answer.get("error")
     described = duckdb.sql(f"DESCRIBE {sql}").fetchall()
     assert answer["columns"] == [{"name": row[0], "type": row[1]} for row in described]
@@ -234,6 +234,7 @@ _NOTEBOOK_SCRIPT = textwrap.dedent(
     import json, os, subprocess, sys
     import duckdb, pandas as pd
     from lakemagic import client
+    from lakelambda import protocol
     from lakemagic.engines import Reply
 
     HANDLER = '''
@@ -252,7 +253,7 @@ _NOTEBOOK_SCRIPT = textwrap.dedent(
             self.lake, self.tz = lake, tz
         def call(self, request):
             env = dict(os.environ, TZ=self.tz)
-            done = subprocess.run([sys.executable, "-c", HANDLER, self.lake], input=json.dumps(request),
+            done = subprocess.run([sys.executable, "-c", HANDLER, self.lake], input=json.dumps(protocol.encode(request)),
                                   capture_output=True, text=True, env=env, check=True)
             return Reply(json.loads(done.stdout))
 

@@ -17,6 +17,7 @@ from lakemagic import client
 from lakemagic.engines import Reply
 from lakemagic.errors import EngineError
 from lakemagic.fanout import runner
+import events
 
 RESULT_ID = "R" * 32
 PAGE_DATA = "UEFSMQ=="  # any base64: the codec checks its alphabet, the decoder its content
@@ -245,7 +246,7 @@ class _Listing:
         self.answer, self.requests = wire, []
 
     def call(self, request: dict) -> Reply:
-        self.requests.append(request["op"])
+        self.requests.append(request.op)
         return Reply(copy.deepcopy(self.answer))
 
 
@@ -265,12 +266,12 @@ def test_a_forged_key_type_never_reaches_the_fanouts_sql():
 
 SURROGATE = "\ud800"
 GOOD = {
-    "query": protocol.query_request("SELECT $a AS a", {"a": "x"}, 10, (protocol.View("v", "SELECT 1"),)),
-    "derive": protocol.derive_request(RESULT_ID, (protocol.SortKey("a"),), "a > 1", 10),
-    "profile": protocol.profile_request(RESULT_ID, "a"),
-    "task": protocol.task_request("SELECT count(*) FROM events", {"a": "x"}, 10, "events",
+    "query": events.query_request("SELECT $a AS a", {"a": "x"}, 10, (protocol.View("v", "SELECT 1"),)),
+    "derive": events.derive_request(RESULT_ID, (protocol.SortKey("a"),), "a > 1", 10),
+    "profile": events.profile_request(RESULT_ID, "a"),
+    "task": events.task_request("SELECT count(*) FROM events", {"a": "x"}, 10, "events",
                                   ["events/day=1/a.parquet"], {"day": "BIGINT"}, (protocol.View("v", "SELECT 1"),)),
-    "materialize": protocol.materialize_request("SELECT 1", "dashboard/x.parquet", (protocol.View("v", "SELECT 1"),)),
+    "materialize": events.materialize_request("SELECT 1", "dashboard/x.parquet", (protocol.View("v", "SELECT 1"),)),
 }
 STRING_FIELDS = [(op, path) for op, event in GOOD.items() for path, value in leaves(event)
                  if isinstance(value, str) and path != "op"]
@@ -306,7 +307,7 @@ def test_a_lone_surrogate_in_a_key_or_a_nested_parameter_is_a_protocol_error(han
                   dict(GOOD["task"], key_types={"day" + SURROGATE: "BIGINT"}),
                   dict(GOOD["query"], params={"a" + SURROGATE: 1})):
         assert wire(handler, event)["error"]["type"] == "ProtocolError"
-    assert wire(handler, protocol.query_request("SELECT 'ok' AS a", {}, 1))["columns"][0]["name"] == "a"
+    assert wire(handler, events.query_request("SELECT 'ok' AS a", {}, 1))["columns"][0]["name"] == "a"
 
 
 class _Buggy(LakeHandler):
@@ -320,14 +321,14 @@ def test_a_failure_nobody_foresaw_is_answered_without_its_details_and_logged_in_
     buggy = _Buggy(str(tmp_path))
     try:
         with caplog.at_level(logging.ERROR, logger="lakelambda.handler"):
-            answer = wire(buggy, protocol.tables_request())
+            answer = wire(buggy, events.tables_request())
         error = answer["error"]
         assert error["type"] == "InternalError" and set(answer) == {"version", "error", "stats"}
         assert str(tmp_path) not in error["message"] and "Traceback" not in error["message"]
         incident = error["message"].rpartition("incident ")[2].rstrip(")")
         logged = "\n".join(record.getMessage() + (record.exc_text or "") for record in caplog.records)
         assert incident in logged and "_lakemagic/secret" in caplog.text  # the operator sees it all
-        assert wire(buggy, protocol.query_request("SELECT 42 AS a", {}, 1))["total_rows"] == 1  # and it still answers
+        assert wire(buggy, events.query_request("SELECT 42 AS a", {}, 1))["total_rows"] == 1  # and it still answers
     finally:
         buggy.close()
 
@@ -352,7 +353,7 @@ def test_the_notebook_sees_an_internal_error_as_a_query_error(tmp_path):
             self.handler = _Buggy(str(tmp_path))
 
         def call(self, request):
-            return Reply(self.handler(request))
+            return Reply(self.handler(protocol.encode(request)))
 
     engine = Engine()
     try:

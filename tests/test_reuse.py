@@ -35,6 +35,7 @@ from lakemagic.fanout import NotSplit, shape
 from lakemagic.locallambda.s3proxy import S3Proxy
 
 from servers import FUNCTION, start_function
+import events
 
 REUSE_BUCKET = "reuse-lake"
 PARTITION = "partitioned/date=2019-04-02/data_0.parquet"
@@ -253,7 +254,7 @@ def test_the_magic_turns_reuse_off(ipython, local_taxi_lake, tmp_path, stored, s
 
 
 def test_the_reuse_field_must_be_a_boolean():
-    request = protocol.query_request("SELECT 1", {}, 1)
+    request = events.query_request("SELECT 1", {}, 1)
     assert protocol.parse_request(request).reuse is True
     assert protocol.parse_request(dict(request, reuse=False)).reuse is False
     with pytest.raises(ProtocolError, match="'reuse' must be true or false"):
@@ -351,7 +352,7 @@ def test_another_scope_is_answered_as_if_the_query_never_ran(stored, lake):
 
 
 def test_a_query_without_a_scope_is_neither_reused_nor_kept(lake):
-    request = protocol.query_request(BY_PAYMENT, {}, 50)
+    request = events.query_request(BY_PAYMENT, {}, 50)
     assert "reuse_scope" not in request
     answers = [client.run_request(lake.engine, request, BY_PAYMENT) for _ in range(2)]
     assert [answer.reused_from for answer in answers] == [None, None]
@@ -360,7 +361,7 @@ def test_a_query_without_a_scope_is_neither_reused_nor_kept(lake):
 
 
 def test_a_garbled_scope_is_an_error_answer_and_the_next_query_answers(lake):
-    request = dict(protocol.query_request(BY_PAYMENT, {}, 50), reuse_scope="guess")
+    request = dict(events.query_request(BY_PAYMENT, {}, 50), reuse_scope="guess")
     with pytest.raises(LakeQueryError) as refused:
         client.run_request(lake.engine, request, BY_PAYMENT)
     assert refused.value.error_type == "ProtocolError" and "32 to 256 characters" in refused.value.message

@@ -19,6 +19,7 @@ from lakelambda.errors import ProtocolError
 from lakemagic.reuse_scope import ENVIRONMENT, ReuseScopeError, reuse_scope
 
 from test_reuse import BY_PAYMENT, stored_result_files
+import events
 
 
 @pytest.mark.parametrize("scope, problem", [
@@ -30,7 +31,7 @@ from test_reuse import BY_PAYMENT, stored_result_files
     ("a" * 40 + "\n", "printable ASCII"),
 ])
 def test_a_garbled_scope_is_refused_at_the_edge_and_in_the_notebook(scope, problem):
-    request = dict(protocol.query_request("SELECT 1", {}, 1), reuse_scope=scope)
+    request = dict(events.query_request("SELECT 1", {}, 1), reuse_scope=scope)
     with pytest.raises(ProtocolError, match="is not null or a reuse scope of 32 to 256 characters, printable ASCII"):
         protocol.parse_request(request)  # the edge says what a scope is; the notebook says what is wrong with this one
     if isinstance(scope, str):

@@ -12,12 +12,12 @@ import secrets
 import duckdb
 import pytest
 
-from lakelambda import protocol
 from lakelambda.database import Settings, httpfs_path
 from lakelambda.handler import LakeHandler
 from lakemagic.locallambda.s3proxy import S3Proxy
 
 from servers import BUCKET, CREDENTIALS
+import events
 
 QUERIES = {
     "single file aggregate": (
@@ -74,7 +74,7 @@ SCOPE = secrets.token_hex(32)  # the scope these queries are reused within
 
 
 def query_on(handler, sql: str, reuse: bool) -> dict:
-    answer = handler(protocol.query_request(sql, {}, 50, reuse=reuse, reuse_scope=SCOPE))
+    answer = handler(events.query_request(sql, {}, 50, reuse=reuse, reuse_scope=SCOPE))
     assert "error" not in answer, answer["error"]
     assert answer["result_id"] is None  # small: inline, never uploaded
     return answer
@@ -121,8 +121,8 @@ def test_the_first_query_of_a_container_lists_the_catalog_once(proxy, aws_enviro
     fresh = LakeHandler(f"s3://{BUCKET}", Settings(environment=environment))
     sql = "SELECT count(*) AS n FROM taxi_2019_04"
     proxy.reset()
-    fresh(protocol.query_request(sql, {}, 1))
+    fresh(events.query_request(sql, {}, 1))
     cold = dict(proxy.requests)
     proxy.reset()
-    fresh(protocol.query_request(sql, {}, 1))
+    fresh(events.query_request(sql, {}, 1))
     assert proxy.requests["GET"] < cold["GET"]  # the listings (GETs with ?list-type=2) are not repeated

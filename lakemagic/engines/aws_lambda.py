@@ -31,6 +31,7 @@ from botocore.exceptions import (
 )
 
 from lakelambda import DEFAULT_FUNCTION_NAME
+from lakelambda import protocol
 from lakelambda.protocol import LAMBDA_ARCHITECTURES
 
 from ..errors import EngineError, RetryableEngineError
@@ -94,9 +95,9 @@ class LambdaEngine(Engine):
         self._client_lock = threading.Lock()
         self._last_answer_at: float | None = None
 
-    def call(self, request: dict) -> Reply:
+    def call(self, request) -> Reply:
         """The handler's answer and Lambda's own figures for the call; EngineError if there is no answer."""
-        response, body = self._invoke(json.dumps(request))
+        response, body = self._invoke(json.dumps(protocol.encode(request)))
         self._last_answer_at = time.monotonic()
         answer = _json_or_none(body)
         if "FunctionError" in response:

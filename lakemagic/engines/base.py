@@ -1,8 +1,8 @@
 """The engine interface: where requests are answered. The notebook side needs only `call`.
 
-An engine takes a protocol request (a JSON-ready dict) and returns the
-answer as it came over the wire, plus what the platform itself reported of
-the call. Paging, decoding and everything else is built on that one method,
+An engine takes a protocol request (a dataclass of lakelambda.protocol)
+and returns the answer as it came over the wire, plus what the platform
+itself reported of the call. Paging, decoding and everything else is built on that one method,
 so a new engine is configuration, not code. What an engine can do beyond
 answering (stop a running call, report progress, fan out) it says on this
 interface, with defaults that do nothing, so no caller asks which engine it has.
@@ -41,7 +41,8 @@ class Engine:
     can_fan_out = False  # each call has a machine of its own, so a query split over many calls runs faster
     interruptible = False  # interrupt() stops a running call (else a call, once sent, runs to its end)
 
-    def call(self, request: dict) -> Reply:
+    def call(self, request) -> Reply:
+        """The answer to `request` (a protocol request dataclass), as the wire carries it."""
         raise NotImplementedError
 
     def interrupt(self) -> None:

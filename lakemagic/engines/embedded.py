@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from lakelambda import protocol
+
 from ..errors import EngineError
 from .base import DEFAULT_LAKE, Engine, Reply
 
@@ -30,8 +32,8 @@ class EmbeddedEngine(Engine):
             )
         self._handler = LakeHandler(self.lake, track_progress=True)
 
-    def call(self, request: dict) -> Reply:
-        event = json.loads(json.dumps(request))
+    def call(self, request) -> Reply:
+        event = json.loads(json.dumps(protocol.encode(request)))
         return Reply(json.loads(json.dumps(self._handler(event, None))))
 
     def interrupt(self) -> None:

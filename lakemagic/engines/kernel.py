@@ -34,7 +34,7 @@ from lakelambda.protocol import Column, ErrorAnswer, PageAnswer
 from lakelambda.results import OPERATIONS, ResultStore, StoredResult
 from lakelambda.sql import duckdb_error, parameter_names, quote_literal
 
-from ..decode import checked_type, restored
+from ..decode import restored
 from .base import Engine, Reply
 
 # The most bytes of results one kernel holds; the oldest go first beyond it (a query shown again runs again).
@@ -53,16 +53,16 @@ class KernelEngine(Engine):
         self._database = _open_database(self.folder)
         self._results = _KernelResults(self.folder, kept_bytes)
 
-    def call(self, request: dict) -> Reply:
-        """A request about a result this engine holds (page, part, download, derive, profile)."""
+    def call(self, request) -> Reply:
+        """A request about a result this engine holds (page, part, download, derive, profile). It comes
+        from this kernel, so it is checked as the handler's edge checks it, but never encoded."""
         started = time.perf_counter()
         try:
-            parsed = protocol.parse_request(request)
-            operation = OPERATIONS.get(type(parsed))
+            operation = OPERATIONS.get(type(request))
             if operation is None:
-                raise ProtocolError(f"the kernel engine only serves results it holds, not {request.get('op')!r} requests")
+                raise ProtocolError(f"the kernel engine only serves results it holds, not {request.op!r} requests")
             with self._database.cursor() as con:
-                answer = operation(con, self._results, parsed)
+                answer = operation(con, self._results, protocol.parse_request(protocol.encode(request)))
         except LakeError as exc:
             answer = ErrorAnswer.of(exc)
         except duckdb.Error as exc:
@@ -72,14 +72,13 @@ class KernelEngine(Engine):
     def adopt(self, answer: PageAnswer) -> PageAnswer:
         """An inline answer's result, kept here from now on: the same answer, naming it by an id of this engine.
 
-        An inline answer's page is the result's whole file. Its column types are
-        read by DuckDB's own type parser before anything uses them.
+        An inline answer's page is the result's whole file; its column types were
+        checked on arrival to be DuckDB's own printing of one type (protocol.parse_answer).
         """
-        columns = tuple(Column(column.name, checked_type(column.type)) for column in answer.result.columns)
         result_id, path = self._results.new_result()
         with open(path, "wb") as kept:
             kept.write(base64.b64decode(answer.page.data))
-        stored = self._results.keep(result_id, path, columns, answer.result.total_rows)
+        stored = self._results.keep(result_id, path, answer.result.columns, answer.result.total_rows)
         return dataclasses.replace(answer, result=stored.info)
 
     def merge(self, files: list[str], columns: tuple[Column, ...], merge_sql: str, parts: str, params: dict,

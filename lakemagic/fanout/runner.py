@@ -66,7 +66,7 @@ def decide(engine: Engine, sql: str, views: tuple[View, ...], max_fanout: int,
     tables, reason = _splittable_tables(sql, views, max_fanout)
     if not tables:
         return Decision(reason=reason)
-    answer, stats = client.call(engine, protocol.partitions_request(list(tables)), protocol.PartitionsAnswer, sql)
+    answer, stats = client.call(engine, protocol.PartitionsRequest(tuple(tables)), protocol.PartitionsAnswer, sql)
     return _plan_over(answer, stats, tables, sql, views, max_fanout, params)
 
 
@@ -160,12 +160,13 @@ def run(engine: Engine, sql: str, params: dict, page_size: int, views: tuple[Vie
     return client.result_of(kernel_engine(), sql, merged, stats)
 
 
-def task_requests(decision: Decision, params: dict, views: tuple[View, ...]) -> list[dict]:
+def task_requests(decision: Decision, params: dict, views: tuple[View, ...]) -> list[protocol.TaskRequest]:
     """The `task` request of each task of a decision's plan."""
     planned = decision.plan
     task_params = {name: value for name, value in params.items() if name in parameter_names(planned.task_sql)}
-    return [protocol.task_request(planned.task_sql, task_params, MAX_PAGE_ROWS, planned.shape.table,
-                                  [file.path for file in task.files], dict(planned.key_types), views)
+    return [protocol.TaskRequest(planned.task_sql, task_params, MAX_PAGE_ROWS, planned.shape.table,
+                                 tuple(file.path for file in task.files), tuple(dict(planned.key_types).items()),
+                                 tuple(views))
             for task in planned.tasks]
 
 
@@ -199,7 +200,7 @@ class _Outcome:
     wall_ms: float
 
 
-def _run_all(engine: Engine, requests: list[dict], sql: str,
+def _run_all(engine: Engine, requests: list[protocol.TaskRequest], sql: str,
              progress: Callable[[int, int], None] | None) -> list[_Outcome]:
     """Every task's outcome, in task order; the first failure that no retry cures fails them all."""
     if progress is not None:
@@ -221,7 +222,7 @@ def _run_all(engine: Engine, requests: list[dict], sql: str,
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _run_task(engine: Engine, request: dict, sql: str, given_up: threading.Event) -> _Outcome:
+def _run_task(engine: Engine, request: protocol.TaskRequest, sql: str, given_up: threading.Event) -> _Outcome:
     started, attempt = time.perf_counter(), 1
     while True:
         try:

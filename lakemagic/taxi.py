@@ -119,7 +119,7 @@ def generate(path: str, rows: int = TAXI_MONTH_ROWS, seed: int = 0) -> None:
     _check_rows(rows)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an int, got {seed!r}")
-    with duckdb.connect() as con:
+    with _database() as con:
         # DuckDB runs range() on one thread but scans a table in parallel.
         con.execute(f"CREATE TEMP TABLE trip_ids AS SELECT range AS i FROM range({rows})")
         _copy_to_parquet(con, generator_sql(seed), path)
@@ -151,7 +151,7 @@ def download(path: str, month: str = "2019-04") -> None:
                     f"Downloading {url} failed ({exc}). "
                     "Use source='generate' (--source generate) to build the month offline."
                 ) from None
-        with duckdb.connect() as con:
+        with _database() as con:
             _copy_to_parquet(con, f"SELECT * FROM read_parquet({quote_literal(raw)})", path, _FROM_TLC)
     finally:
         os.remove(raw)
@@ -185,7 +185,7 @@ def build_lake(
             generate(new_file, rows, seed)
         else:
             download(new_file)
-        with duckdb.connect() as con:
+        with _database() as con:
             con.execute(
                 f"COPY (SELECT *, CAST(pickup_at AS DATE) AS \"date\" "
                 f"FROM read_parquet({quote_literal(new_file)})) "
@@ -261,3 +261,13 @@ def _copy_to_parquet(
     con.execute(
         f"COPY (SELECT {select} FROM ({query})) TO {quote_literal(path)} (FORMAT parquet, COMPRESSION zstd)"
     )
+
+
+def _database() -> duckdb.DuckDBPyConnection:
+    """A database for building the lake, without DuckDB's progress bar: in a notebook that bar is an ipywidget,
+    left in an executed notebook as a `FloatProgress(...)` text."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    return con

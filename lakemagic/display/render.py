@@ -127,13 +127,15 @@ class Table(NamedTuple):
                 f"{self.head if head else ''}{self.body}</table>")
 
 
-def html_table(rows: tuple[TextRow, ...], columns: tuple[Column, ...], first_row_number: int = 1) -> Table:
+def html_table(rows: tuple[TextRow, ...], columns: tuple[Column, ...], first_row_number: int = 1,
+               types: bool = True, widest: int = MAX_COLUMN_CHARS) -> Table:
     """An HTML table of rows as DuckDB writes them (numbers right-aligned on their decimal points, text
     left-aligned, NULL marked), and its columns' widths.
 
-    A column is as wide as its name with a sort glyph, its type and the page's values, at most
-    MAX_COLUMN_CHARS characters; a longer value shows whole on hover. Inside the widget the names and types
-    are its own header row, laid out with the same widths. Alignment is written on each
+    A column is as wide as its name with a sort glyph, its type and the page's values, at most `widest`
+    characters; a longer value shows whole on hover. Inside the widget the names and types
+    are its own header row, laid out with the same widths (`types` False: names only, as a listing needs).
+    Alignment is written on each
     cell as well, for static output shown without the stylesheet (untrusted notebooks, GitHub).
     """
     shown = cells.shown_columns(rows, columns)
@@ -142,12 +144,13 @@ def html_table(rows: tuple[TextRow, ...], columns: tuple[Column, ...], first_row
     chars = [len(f"{max(1, last_number):,}")]
     for column, texts in zip(columns, shown):
         longest = max((len(text) for text in texts if text is not None), default=4)
-        chars.append(min(MAX_COLUMN_CHARS, max(len(column.name) + 2, len(column.type), longest)))
+        chars.append(min(widest, max(len(column.name) + 2, len(column.type) if types else 0, longest)))
     widths = [math.ceil(count * CHAR_PX) + CELL_PX for count in chars]
-    cell_lists = [[_cell(text, number) for text in texts] for texts, number in zip(shown, numbers)]
+    cell_lists = [[_cell(text, number, widest) for text in texts] for texts, number in zip(shown, numbers)]
     body = "".join(f"<tr><td class='lm-rownum'>{number:,}</td>{''.join(row)}</tr>"
                    for number, row in enumerate(zip(*cell_lists), start=first_row_number))
-    names = "".join(f"<th{_align(number)}>{html.escape(c.name)}<br><span class='lm-type'>{html.escape(c.type)}</span></th>"
+    names = "".join(f"<th{_align(number)}>{html.escape(c.name)}"
+                    f"{f'<br><span class=lm-type>{html.escape(c.type)}</span>' if types else ''}</th>"
                     for c, number in zip(columns, numbers))
     return Table(widths, f"<thead><tr><th class='lm-corner'></th>{names}</tr></thead>", f"<tbody>{body}</tbody>")
 
@@ -156,10 +159,10 @@ def _align(number: bool) -> str:
     return " class='lm-num' style='text-align:right'" if number else " style='text-align:left'"
 
 
-def _cell(text: str | None, number: bool) -> str:
+def _cell(text: str | None, number: bool, widest: int) -> str:
     if text is None:
         return "<td class='lm-null' style='color:#999;font-style:italic'>NULL</td>"
-    whole = f" title='{html.escape(text.strip())}'" if len(text) > MAX_COLUMN_CHARS else ""
+    whole = f" title='{html.escape(text.strip())}'" if len(text) > widest else ""
     return f"<td{_align(number)}{whole}>{html.escape(text)}</td>"
 
 
@@ -230,18 +233,22 @@ def static_text(rows: tuple[TextRow, ...], columns: tuple[Column, ...], total_ro
                 reuse_note: str = "") -> str:
     """The result as a terminal or a text-only front end shows it: its first ten rows as DuckDB writes them."""
     schema = ", ".join(f"{c.name} {c.type}" for c in columns)
-    shown = cells.shown_columns(rows[:10], columns)
-    lines = [[c.name for c in columns]] + [[_short("NULL" if text is None else text, MAX_COLUMN_CHARS) for text in row]
+    return (
+        f"lakesql result: {count(total_rows, 'row')} × {count(len(columns), 'column')} ({schema})\n"
+        f"{text_grid(rows[:10], columns)}\n"
+        f"showing {rows_label(0, min(len(rows), 10), total_rows)} · {stats_label(stats, total_rows, reuse_note)}"
+    )
+
+
+def text_grid(rows: tuple[TextRow, ...], columns: tuple[Column, ...], widest: int = MAX_COLUMN_CHARS) -> str:
+    """Rows under their columns' names in fixed-width text, numbers right-aligned, text left-aligned."""
+    shown = cells.shown_columns(rows, columns)
+    lines = [[c.name for c in columns]] + [[_short("NULL" if text is None else text, widest) for text in row]
                                            for row in zip(*shown)]
     widths = [max(len(line[index]) for line in lines) for index in range(len(columns))]
     numbers = [cells.is_number(c.type) for c in columns]
-    preview = "\n".join(" ".join(text.rjust(width) if number else text.ljust(width)
-                                 for text, width, number in zip(line, widths, numbers)).rstrip() for line in lines)
-    return (
-        f"lakesql result: {count(total_rows, 'row')} × {count(len(columns), 'column')} ({schema})\n"
-        f"{preview}\n"
-        f"showing {rows_label(0, min(len(rows), 10), total_rows)} · {stats_label(stats, total_rows, reuse_note)}"
-    )
+    return "\n".join(" ".join(text.rjust(width) if number else text.ljust(width)
+                              for text, width, number in zip(line, widths, numbers)).rstrip() for line in lines)
 
 
 def note_html(text: str) -> str:

@@ -360,15 +360,13 @@ def test_lab_shows_the_short_sql_error_not_a_traceback(lab_run):
 
 
 def test_lab_shows_the_static_table_of_a_papermill_copy(browser, lab, notebooks, expected):
-    """A notebook executed elsewhere opens untrusted, so JupyterLab will not run its widget output
-    (the widget renderer is not a "safe" one) and shows the output's sanitized text/html instead:
-    the first page and its summary, without buttons. (Once the user trusts the notebook, JupyterLab
-    draws the widget from the widget state papermill saved in the notebook's metadata instead.)"""
+    """A notebook executed headless (papermill) keeps each result as its static table only: no widget reference,
+    which nbconvert would draw from a CDN (blank offline) and JupyterLab only once trusted."""
     saved = nbformat.read(notebooks / EXECUTED, as_version=4)
     output = next(cell.outputs[0] for cell in saved.cells if cell.source.startswith(f"%%lakesql\n{QUERY}"))
-    assert "application/vnd.jupyter.widget-view+json" in output.data
+    assert "application/vnd.jupyter.widget-view+json" not in output.data
     assert "showing rows 1–50 of 265" in output.data["text/html"]
-    assert "application/vnd.jupyter.widget-state+json" in saved.metadata["widgets"]
+    assert "Progress(" not in nbformat.writes(saved)
 
     page = browser.new_page()
     try:
@@ -380,10 +378,32 @@ def test_lab_shows_the_static_table_of_a_papermill_copy(browser, lab, notebooks,
         expect(static.locator(".lakemagic-summary")).to_have_text(re.compile(r"^showing rows 1–50 of 265 · 265 rows · "))
         assert shown_rows(static) == numbered(expected, 0, 50)
         expect(static.locator("button, select, .jupyter-widgets")).to_have_count(0)
+        align = static.locator("table.lakemagic-table tbody td").nth(2).evaluate("cell => getComputedStyle(cell).textAlign")
+        assert align == "right"  # untrusted: the stylesheet is dropped, each cell's own alignment stays
         error = code_cell(page, "no_such_column").locator(".jp-OutputArea-output")
         expect(error).to_contain_text(ERROR_START)
         assert "Traceback" not in error.text_content()
         widget_screenshot(static, "lab-5-papermill-copy.png")
+    finally:
+        page.close()
+
+
+def test_nbconvert_html_of_a_papermill_copy_shows_every_table_offline(browser, notebooks, expected, tmp_path):
+    """`jupyter nbconvert --to html` of the executed copy, opened with every request off this machine refused."""
+    import nbconvert
+
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(notebooks / EXECUTED, as_version=4))
+    (tmp_path / "executed.html").write_text(body)
+    page = browser.new_page()
+    refused = []
+    page.route(re.compile(r"^https?://"), lambda route: (refused.append(route.request.url), route.abort()))
+    try:
+        page.goto((tmp_path / "executed.html").as_uri())
+        tables = page.locator("table.lakemagic-table")
+        expect(tables).to_have_count(1)
+        assert shown_rows(page.locator(".jp-OutputArea-output").filter(has=tables)) == numbered(expected, 0, 50)
+        expect(page.locator(".lakemagic-summary")).to_contain_text("showing rows 1–50 of 265")
+        page.screenshot(path=SCREENSHOTS / "nbconvert-offline.png")
     finally:
         page.close()
 
@@ -440,14 +460,14 @@ def grid_cells(output: Locator) -> list[list[str]]:
         "rows => rows.map(row => Array.from(row.cells, cell => cell.textContent))")
 
 
-def test_lab_shows_every_type_as_duckdb_writes_it(lab_shapes):
-    output = code_cell(lab_shapes, "AS huge").locator(".jp-OutputArea-output")
+def check_every_type(output: Locator, screenshot: str) -> None:
+    """Each value of TYPES_QUERY reads as DuckDB's CLI writes it; numbers right, text left; long text whole on hover."""
     expect(output.locator("table.lakemagic-table tbody tr")).to_have_count(1)
     [row] = grid_cells(output)
     shown = [text.strip() for text in row[1:]]
     written = duckdb_text(TYPES_QUERY)
     names = [name.strip() for name in output.locator(".widget-gridbox button").all_text_contents()]
-    widget_screenshot(output, "lab-7-types.png")
+    widget_screenshot(output, screenshot)
     for name, text, want in zip(names, shown, written):
         want = want if want is None else want.strip()
         if want is None:
@@ -461,6 +481,19 @@ def test_lab_shows_every_type_as_duckdb_writes_it(lab_shapes):
     align = output.locator("table.lakemagic-table tbody td").evaluate_all(
         "cells => cells.map(cell => getComputedStyle(cell).textAlign)")
     assert align[names.index("huge") + 1] == "right" and align[names.index("list") + 1] == "left"
+
+
+def test_lab_shows_every_type_as_duckdb_writes_it(lab_shapes):
+    check_every_type(code_cell(lab_shapes, "AS huge").locator(".jp-OutputArea-output"), "lab-7-types.png")
+
+
+def test_notebook7_shows_every_type_as_duckdb_writes_it(browser, notebook7):
+    page = browser.new_page()
+    try:
+        open_and_run_all(page, notebook7.page_url(SHAPES))
+        check_every_type(code_cell(page, "AS huge").locator(".jp-OutputArea-output"), "notebook7-4-types.png")
+    finally:
+        page.close()
 
 
 def wide_grid(page: Page) -> Locator:
@@ -478,17 +511,26 @@ def test_lab_a_wide_result_scrolls_inside_its_grid_under_its_header(lab_shapes):
     header = output.locator(".widget-gridbox button", has_text="col_01")
     first_number = output.locator("td.lm-rownum").first
     pager = button(output, "Next")
-    before = {name: top_left(part) for name, part in (("grid", grid), ("header", header), ("number", first_number),
-                                                       ("pager", pager))}
+    footer = output.locator(".lakemagic-summary")
+
+    def offsets():  # from the grid's top left corner, which the page itself may move
+        grid_top, grid_left = top_left(grid)
+        return {name: (top - grid_top, left - grid_left) for name, (top, left) in
+                (("header", top_left(header)), ("pager", top_left(pager)), ("footer", top_left(footer)))}
+
+    before = offsets()
+    number_left = top_left(first_number)[1] - top_left(grid)[1]
     grid.evaluate("node => { node.scrollTop = 600; node.scrollLeft = 1500; }")
     lab_shapes.wait_for_timeout(300)
     widget_screenshot(output, "lab-8-wide-scrolled.png")
     assert grid.evaluate("node => [node.scrollTop, node.scrollLeft]") == [600, 1500]
-    assert top_left(pager) == before["pager"] and top_left(grid) == before["grid"]
-    assert abs(top_left(header)[0] - before["header"][0]) <= 3  # the header row stays at the grid's top
+    after = offsets()
+    assert after["pager"] == before["pager"] and after["footer"] == before["footer"]  # outside the grid: they stay
+    assert abs(after["header"][0] - before["header"][0]) <= 3  # the header row stays at the grid's top
+    assert after["header"][1] < before["header"][1] - 1000  # while it follows the cells sideways
     shown_number = output.locator("td.lm-rownum").nth(30)
-    assert top_left(shown_number)[1] == before["number"][1]  # the row numbers stay at its left
-    expect(output.locator(".lakemagic-summary")).to_be_in_viewport()
+    assert abs(top_left(shown_number)[1] - top_left(grid)[1] - number_left) <= 3  # row numbers stay at its left
+    expect(button(output, "Next")).to_be_in_viewport()
     grid.evaluate("node => { node.scrollTop = 0; node.scrollLeft = 0; }")
 
 
@@ -511,7 +553,7 @@ def luminance(color: str) -> float:
 def use_theme(page: Page, theme: str) -> None:
     page.get_by_role("menuitem", name="Settings", exact=True).click()
     page.locator("li.lm-Menu-item[data-type='submenu']", has_text=re.compile("^Theme$")).hover()
-    page.locator("li.lm-Menu-item[data-command='apputils:change-theme']", has_text=theme).click()
+    page.get_by_role("menuitem", name=theme, exact=True).click()
 
 
 def test_lab_the_grid_reads_in_the_dark_theme(lab_shapes):

@@ -221,3 +221,52 @@ def test_the_filter_profile_go_to_and_export_controls_are_built_on_first_use(tab
     header(table, "n").click()
     table.tools_button.click()  # built once: the filter box keeps what it has
     assert table.tools is table.children[1] and table.filter_text.value == ""
+
+
+# --- every value as DuckDB writes it; messages next to their controls ------------------------------------
+
+TYPES_SQL = """SELECT 0.41::FLOAT AS f, 1234567.25::DOUBLE AS d, DATE '2019-04-01' AS day, INTERVAL 14 MONTH AS span,
+  [1, 2] AS list, {'a': 1} AS struct, MAP {'k': 1} AS map, '\\x00ab'::BLOB AS bytes,
+  TIMESTAMPTZ '2020-01-01 12:00:00+02' AS at, 100000000000000000000::HUGEINT AS huge,
+  0.000012345::DECIMAL(10,9) AS exact, NULL::INTEGER AS nothing
+  UNION ALL SELECT 15.5, -3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 7, 1.5, 1"""
+
+
+@pytest.mark.parametrize("where", ["inline", "stored"])
+def test_values_are_shown_as_duckdb_writes_them(where, tmp_path, monkeypatch):
+    if where == "stored":
+        monkeypatch.setenv("LAKEMAGIC_INLINE_RESULT_BYTES", "0")
+    table = widget.ResultTable(client.run_query(EmbeddedEngine(str(tmp_path)), TYPES_SQL, page_size=50), page_size=50)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    relation = con.sql(TYPES_SQL)
+    written = con.sql("SELECT " + ", ".join(f"CAST(\"{name}\" AS VARCHAR)" for name in relation.columns)
+                      + " FROM relation").fetchall()
+    shown = shown_rows(table.table.value)
+    for shown_row, written_row in zip(shown, written):
+        for name, text, want in zip(relation.columns, shown_row[1:], written_row):
+            assert (text.replace(",", "") if name in ("f", "d", "huge", "exact", "nothing") else text) == \
+                ("NULL" if want is None else want), name
+    assert shown[0][1:3] == ["0.41", "1,234,567.25"] and shown[0][10] == "100,000,000,000,000,000,000"
+    # a column's decimal points line up: padded on the right to the longest decimals of the page
+    texts = re.findall(r"<td class='lm-num'[^>]*>([^<]*)</td>", table.table.value)
+    assert texts[:2] == ["0.41", "1,234,567.25"] and texts[4:6] == ["15.5 ", "-3.0 "]
+    plain = table._repr_mimebundle_()["text/plain"].splitlines()
+    assert plain[1].split()[:2] == ["f", "d"] and plain[2].split()[:3] == ["0.41", "1,234,567.25", "2019-04-01"]
+
+
+def test_a_filter_error_shows_right_under_the_tools_with_the_columns_it_may_mean(table):
+    table.tools_button.click()
+    table.filter_text.value = "lable = 'row 1'"
+    assert "did you mean label?" in table.message.value
+    assert table.children.index(table.message) == table.children.index(table.tools) + 1
+
+
+def test_the_tools_row_can_be_put_away_and_brought_back(table):
+    table.tools_button.click()
+    table.filter_text.value = "n < 10"
+    next(child for child in table.tools.children if getattr(child, "description", "") == "Hide").click()
+    assert table.tools.layout.display == "none" and table.tools_button.layout.display is None
+    assert "filter n &lt; 10" in table.footer.value  # put away, the filter goes on
+    table.tools_button.click()
+    assert table.tools.layout.display is None and table.filter_text.value == "n < 10"

@@ -47,6 +47,7 @@ _STYLE = """<style>
 .lm-head .lm-text {text-align: left;}
 .lm-head .jupyter-button:not(.lm-sorted)::after {content: " ⇅"; opacity: 0.35;}
 .lm-types {display: grid;}
+.lm-head .widget-html, .lm-head .widget-html-content {min-height: 0; height: auto; line-height: 18px; margin: 0;}
 .lm-types > div {padding: 0 8px; overflow: hidden; text-overflow: ellipsis; white-space: pre; box-sizing: border-box;
   border-bottom: 1px solid var(--jp-border-color2, #ddd);}
 .lm-types .lm-num {text-align: right;}

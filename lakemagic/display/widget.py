@@ -140,7 +140,7 @@ class ResultTable(widgets.VBox):
         parts = self._parts
         # Enter (or leaving the box) applies, as the button does.
         self.filter_text = widgets.Text(value=self.where or "", placeholder="filter: an SQL condition, e.g. fare_amount > 10",
-                                        continuous_update=False, layout=widgets.Layout(width="360px"), style=parts.text)
+                                        continuous_update=False, layout=widgets.Layout(width="300px"), style=parts.text)
         self.filter_text.observe(lambda _: self.apply_filter(), names="value")
         self.go_text = widgets.Text(placeholder="row or p N", continuous_update=False,
                                     layout=widgets.Layout(width="100px"), style=parts.text)
@@ -342,7 +342,7 @@ class ResultTable(widgets.VBox):
 
         Run headless (papermill, `nbconvert --execute`), the static table alone: nbconvert would draw the saved
         widget instead, from scripts it fetches from a CDN, and offline that is a blank output. The widget is
-        closed then, so no state of it is saved in the notebook either."""
+        closed then: nothing will ever draw it."""
         bundle = self._static_bundle()
         if _headless():
             _close_tree(self)

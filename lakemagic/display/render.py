@@ -150,10 +150,13 @@ def html_table(rows: tuple[TextRow, ...], columns: tuple[Column, ...], first_row
     cell_lists = [[_cell(text, number, widest) for text in texts] for texts, number in zip(shown, numbers)]
     body = "".join(f"<tr><td class='lm-rownum'>{number:,}</td>{''.join(row)}</tr>"
                    for number, row in enumerate(zip(*cell_lists), start=first_row_number))
-    names = "".join(f"<th{_align(number)}>{html.escape(c.name)}"
-                    f"{f'<br><span class=lm-type>{html.escape(c.type)}</span>' if types else ''}</th>"
+    names = "".join(f"<th{_align(number)}>{html.escape(c.name)}{_type_line(c) if types else ''}</th>"
                     for c, number in zip(columns, numbers))
     return Table(widths, f"<thead><tr><th class='lm-corner'></th>{names}</tr></thead>", f"<tbody>{body}</tbody>")
+
+
+def _type_line(column: Column) -> str:
+    return f"<br><span class='lm-type'>{html.escape(column.type)}</span>"
 
 
 def _align(number: bool) -> str:

@@ -21,9 +21,9 @@ _PLAIN_NUMBER = re.compile(r"(-?)(\d+)(\.\d+)?")
 
 
 def text_rows(result: QueryResult, offset: int, limit: int) -> tuple[TextRow, ...]:
-    """Rows [offset, offset + limit) of `result` as DuckDB writes each value: the page its engine serves,
-    or a slice of an inline result's one page (written as text once)."""
-    if result.is_whole:
+    """Rows [offset, offset + limit) of `result` as DuckDB writes each value: from its first page where that
+    holds them (written as text once), else the page its engine serves."""
+    if min(offset + limit, result.total_rows) <= result.first_page.row_count:
         return decode.page_text(result.first_page.data, result.columns)[offset : offset + limit]
     return decode.page_text(result.page(offset, limit).data, result.columns)
 

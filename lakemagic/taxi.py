@@ -114,8 +114,6 @@ def generate(path: str, rows: int = TAXI_MONTH_ROWS, seed: int = 0) -> None:
     `hash` may change between releases). Rows are computed and written by
     DuckDB in parallel; only their row numbers are held in memory (8 bytes each).
     """
-    import duckdb
-
     _check_rows(rows)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an int, got {seed!r}")
@@ -134,8 +132,6 @@ def download(path: str, month: str = "2019-04") -> None:
     """
     import http.client
     import urllib.request
-
-    import duckdb
 
     if not re.fullmatch(r"\d{4}-\d{2}", month):
         raise ValueError(f"month must look like '2019-04', got {month!r}")
@@ -168,8 +164,6 @@ def build_lake(
     older copy is replaced whole and a failure never leaves a half-written
     dataset. Returns the paths and the row count.
     """
-    import duckdb
-
     _check_rows(rows)
     if source not in ("generate", "download"):
         raise ValueError(f"source must be 'generate' or 'download', got {source!r}")

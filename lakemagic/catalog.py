@@ -79,11 +79,6 @@ def tables_frame(tables: tuple[TableInfo, ...], views: ViewRegistry) -> Listing:
     return Listing(frame.astype({"files": "Int64", "bytes": "Int64", "rows": "Int64"}))
 
 
-def views_frame(views: ViewRegistry) -> Listing:
-    """The saved views, what each uses, and which are materialized where and when (`%lakesql --views`)."""
-    return Listing(pd.DataFrame(views.listing(), columns=["view", "depends on", "materialized", "at"]))
-
-
 def describe(engine: Engine, name: str, views: ViewRegistry) -> Listing:
     """A table's or saved view's columns and their DuckDB types, as `DESCRIBE name` gives them."""
     sql = _describe_sql(name)

@@ -17,10 +17,11 @@ import pandas as pd
 
 from lakelambda.catalog import closest_names, naming_the_lake
 from lakelambda.errors import SqlError
-from lakelambda.protocol import TableInfo
+from lakelambda.protocol import Column, TableInfo
 from lakelambda.sql import quote_identifier, referenced_tables
 
 from . import client
+from .display import render
 from .engines import Engine
 from .errors import LakeMagicError, LakeQueryError
 from .views import ViewRegistry
@@ -34,22 +35,55 @@ DESCRIBE_ROWS = 10_000
 TABLE_COLUMNS = ["name", "kind", "partition keys", "files", "bytes", "rows", "location"]
 
 
-def tables_frame(tables: tuple[TableInfo, ...], views: ViewRegistry) -> pd.DataFrame:
+# A location or a view's path is shown whole, however long.
+WIDEST_LISTING_CHARS = 200
+
+
+class Listing(pd.DataFrame):
+    """A catalog listing: a DataFrame to compute with, shown as the result table shows a page (counts grouped,
+    sizes for people, locations whole, blanks where there is nothing), in HTML and in text."""
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        columns = tuple(Column(str(name), "BIGINT" if pd.api.types.is_integer_dtype(self[name]) else "VARCHAR")
+                        for name in self.columns)
+        rows = tuple(tuple(_shown(name, value) for name, value in zip(self.columns, row))
+                     for row in self.itertuples(index=False, name=None))
+        table = render.html_table(rows, columns, types=False, widest=WIDEST_LISTING_CHARS)
+        return {"text/html": table.html(), "text/plain": render.text_grid(rows, columns, WIDEST_LISTING_CHARS)}
+
+
+def _shown(column: str, value) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return ""
+    return human_size(int(value)) if column == "bytes" else str(value)
+
+
+def human_size(size: int) -> str:
+    """`133 MB`, `1.5 kB`, `812 B`: three figures at most, in powers of 1,000 (as file sizes are sold)."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 999.5 or unit == "TB":
+            break
+        value /= 1000
+    return f"{size:,} B" if unit == "B" else f"{value:,.0f} {unit}" if value >= 9.95 else f"{value:.1f} {unit}"
+
+
+def tables_frame(tables: tuple[TableInfo, ...], views: ViewRegistry) -> Listing:
     """The lake's tables, then the notebook's saved views (which shadow a lake table of their name)."""
     rows = [[table.name, table.kind, ", ".join(table.partition_keys), table.files, table.bytes, table.rows,
              table.location] for table in tables]
     rows += [[view["view"], "saved view", "", None, None, None, view["materialized"] or "this notebook"]
              for view in views.listing()]
     frame = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    return frame.astype({"files": "Int64", "bytes": "Int64", "rows": "Int64"})
+    return Listing(frame.astype({"files": "Int64", "bytes": "Int64", "rows": "Int64"}))
 
 
-def describe(engine: Engine, name: str, views: ViewRegistry) -> pd.DataFrame:
+def describe(engine: Engine, name: str, views: ViewRegistry) -> Listing:
     """A table's or saved view's columns and their DuckDB types, as `DESCRIBE name` gives them."""
     sql = _describe_sql(name)
     with saved_views_named(engine, views):
         result = client.run_query(engine, sql, {}, DESCRIBE_ROWS, views.resolve(sql))
-    return result.to_dataframe()[["column_name", "column_type"]]
+    return Listing(result.to_dataframe()[["column_name", "column_type"]])
 
 
 @contextlib.contextmanager

@@ -1,15 +1,18 @@
-"""Pages and stored results back into DataFrames, typed as the answer declares.
+"""Pages and stored results back into DataFrames, typed as the answer declares, and into the text people read.
 
 Pages are Parquet files in the page format (lakelambda/page_format.py): a
 few types travel as VARCHAR and are cast back here to the declared type,
 so a DataFrame built from pages equals `duckdb.sql(...).df()` of the same
-query. This is the notebook's one use of DuckDB for data: the user's SQL
-never runs here.
+query. The table shows each value as DuckDB itself writes it (a cast to
+VARCHAR, in UTC), which pandas cannot: a FLOAT's shortest text, a HUGEINT
+or DECIMAL exactly, an INTERVAL, a LIST. This is the notebook's one use of
+DuckDB for data: type conversion only, the user's SQL never runs here.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import os
 import tempfile
@@ -26,6 +29,27 @@ from .errors import EngineError
 
 def decode_pages(pages: Iterable[str], columns: tuple[Column, ...]) -> pd.DataFrame:
     """A DataFrame of the rows of `pages` (base64 Parquet), in order."""
+    with _page_files(pages) as paths:
+        return decode_files(paths, columns)
+
+
+# A row as the table shows it: each value's text as DuckDB writes it, None for NULL.
+TextRow = tuple[str | None, ...]
+
+
+@functools.lru_cache(maxsize=16)
+def page_text(page: str, columns: tuple[Column, ...]) -> tuple[TextRow, ...]:
+    """The rows of one page (base64 Parquet) as DuckDB's text of each value, as its CLI and
+    `CAST(value AS VARCHAR)` write them, in UTC. Kept for the last pages, so a page is rendered once."""
+    with _page_files([page]) as paths, _text_decoder().cursor() as con:
+        relation = restored(con, paths, columns)
+        names = [quote_identifier(column.name) for column in columns]
+        return tuple(relation.select(", ".join(f"CAST({name} AS VARCHAR) AS {name}" for name in names)).fetchall())
+
+
+@contextlib.contextmanager
+def _page_files(pages: Iterable[str]):
+    """`pages` (base64 Parquet) as files, for the `with` block."""
     paths = []
     try:
         for data in pages:
@@ -33,7 +57,7 @@ def decode_pages(pages: Iterable[str], columns: tuple[Column, ...]) -> pd.DataFr
             with os.fdopen(handle, "wb") as page_file:
                 page_file.write(base64.b64decode(data))
             paths.append(path)
-        return decode_files(paths, columns)
+        yield paths
     finally:
         for path in paths:
             os.remove(path)
@@ -94,6 +118,16 @@ def _decoder() -> duckdb.DuckDBPyConnection:
     """One in-memory database for decoding; opening one costs more than a small page.
     It installs and loads nothing, whatever a page holds."""
     return duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+
+
+@functools.lru_cache(maxsize=1)
+def _text_decoder() -> duckdb.DuckDBPyConnection:
+    """The decoder that writes values as text: in UTC (a TIMESTAMPTZ reads as the engine computed it, not in
+    this machine's zone), locked. The DataFrame decoder keeps the machine's zone: `df <<` gives what `.df()` does."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET lock_configuration = true")
+    return con
 
 
 def _restoring_projection(columns: tuple[Column, ...], stored: dict[str, str]) -> str:

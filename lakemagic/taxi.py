@@ -122,12 +122,10 @@ def generate(path: str, rows: int = TAXI_MONTH_ROWS, seed: int = 0, progress: Pr
     `hash` may change between releases). Rows are computed and written by
     DuckDB in parallel; only their row numbers are held in memory (8 bytes each).
     """
-    import duckdb
-
     _check_rows(rows)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an int, got {seed!r}")
-    with duckdb.connect() as con:
+    with _database() as con:
         # DuckDB runs range() on one thread but scans a table in parallel.
         con.execute(f"CREATE TEMP TABLE trip_ids AS SELECT range AS i FROM range({rows})")
         _copy_to_parquet(con, generator_sql(seed), path, progress=progress)
@@ -143,8 +141,6 @@ def download(path: str, month: str = "2019-04") -> None:
     import http.client
     import urllib.request
 
-    import duckdb
-
     if not re.fullmatch(r"\d{4}-\d{2}", month):
         raise ValueError(f"month must look like '2019-04', got {month!r}")
     url = TLC_URL.format(month=month)
@@ -159,7 +155,7 @@ def download(path: str, month: str = "2019-04") -> None:
                     f"Downloading {url} failed ({exc}). "
                     "Use source='generate' (--source generate) to build the month offline."
                 ) from None
-        with duckdb.connect() as con:
+        with _database() as con:
             _copy_to_parquet(con, f"SELECT * FROM read_parquet({quote_literal(raw)})", path, _FROM_TLC)
     finally:
         os.remove(raw)
@@ -178,8 +174,6 @@ def build_lake(
     dataset. Returns the paths and the row count. `progress`, if given, is
     told each step and, every PROGRESS_EVERY_S, DuckDB's percent done.
     """
-    import duckdb
-
     _check_rows(rows)
     if source not in ("generate", "download"):
         raise ValueError(f"source must be 'generate' or 'download', got {source!r}")
@@ -198,7 +192,7 @@ def build_lake(
             _tell(progress, f"downloading {TLC_URL.format(month='2019-04')}...")
             download(new_file)
         _tell(progress, "writing them again partitioned by date...")
-        with duckdb.connect() as con:
+        with _database() as con:
             _execute(con, progress,
                      f"COPY (SELECT *, CAST(pickup_at AS DATE) AS \"date\" "
                      f"FROM read_parquet({quote_literal(new_file)})) "
@@ -304,3 +298,11 @@ def _execute(con: duckdb.DuckDBPyConnection, progress: Progress | None, sql: str
     finally:
         done.set()
         reporter.join()
+
+
+def _database() -> duckdb.DuckDBPyConnection:
+    """A database for building the lake, without DuckDB's progress bar: in a notebook that bar is an ipywidget,
+    left in an executed notebook as a `FloatProgress(...)` text (the `progress` callback reports instead)."""
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    return con

@@ -136,9 +136,11 @@ class Wait:
         return " · ".join(parts)
 
     def _line(self, text: str) -> None:
-        bundle = {"text/plain": text,
-                  "text/html": f"<div class='lakemagic-waiting' style='color:#666'>{html.escape(text)} "
-                               "<small>(■ or Ctrl-C stops)</small></div>"}
+        # Each form says the interrupt of the front ends that show it: a notebook's ■ or I,I (Ctrl-C there copies),
+        # a terminal's Ctrl-C.
+        bundle = {"text/plain": f"{text} (Ctrl-C interrupts)",
+                  "text/html": f"<div class='lakemagic-waiting' style='color:var(--jp-ui-font-color2, #666)'>"
+                               f"{html.escape(text)} <small>(■ or I,I interrupts)</small></div>"}
         if self._handle is None:
             self._handle = display(bundle, raw=True, display_id=True)
         elif text != self._text_shown:

@@ -38,6 +38,16 @@ ERROR_START = 'BinderException: Referenced column "no_such_column" not found in 
 ERROR_POINTER = "LINE 2: SELECT no_such_column\n" + " " * len("LINE 2: SELECT ") + "^"  # the %%lakesql line is 1
 NOTEBOOK = "browse.ipynb"
 EXECUTED = "executed.ipynb"
+SHAPES = "shapes.ipynb"
+# One value of each type whose text pandas would get wrong, and the zone a TIMESTAMPTZ was computed in (UTC).
+TYPES_QUERY = """SELECT 0.41::FLOAT AS f, 1234567.25::DOUBLE AS d, DATE '2019-04-01' AS day, INTERVAL 90 MINUTE AS span,
+  [1, 2, 3] AS list, {'a': 1, 'b': 'x'} AS struct, MAP {'k': 1} AS map,
+  '4f1c6b2e-1c1a-4d8e-9b1e-2f5c3a7d9e10'::UUID AS id, '\\x00ab'::BLOB AS bytes,
+  TIMESTAMPTZ '2020-01-01 12:00:00+02' AS at, 100000000000000000000::HUGEINT AS huge,
+  0.000012345::DECIMAL(10,9) AS exact, NULL::INTEGER AS nothing, repeat('long text ', 20) AS long_text"""
+# 33 columns and 300 rows: wider and taller than the grid, which scrolls inside itself.
+WIDE_QUERY = ("SELECT range AS r, " + ", ".join(f"range * {i} AS col_{i:02}" for i in range(1, 33))
+              + " FROM range(300)")
 TIMEOUT_MS = 30_000
 expect.set_options(timeout=15_000)
 KERNEL_READY = """() =>
@@ -69,6 +79,10 @@ def notebooks(tmp_path_factory, local_taxi_lake) -> Path:
     ]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(notebook, folder / NOTEBOOK)
+    shapes = nbformat.v4.new_notebook(metadata=notebook.metadata)
+    shapes.cells = [notebook.cells[0], nbformat.v4.new_code_cell(f"%%lakesql\n{TYPES_QUERY}"),
+                    nbformat.v4.new_code_cell(f"%%lakesql\n{WIDE_QUERY}")]
+    nbformat.write(shapes, folder / SHAPES)
     with pytest.raises(papermill.PapermillExecutionError) as failure:
         papermill.execute_notebook(str(folder / NOTEBOOK), str(folder / EXECUTED), kernel_name="python3",
                                    progress_bar=False, cwd=str(folder))
@@ -105,7 +119,7 @@ def browser(tmp_path_factory):
 def start_server(app: str, notebooks: Path, tmp_path_factory) -> JupyterServer:
     home = tmp_path_factory.mktemp(f"{app}-home")
     root = tmp_path_factory.mktemp(f"{app}-root")
-    for name in (NOTEBOOK, EXECUTED):
+    for name in (NOTEBOOK, EXECUTED, SHAPES):
         shutil.copy(notebooks / name, root / name)
     server = JupyterServer(app, root, home)
     server.start()
@@ -138,14 +152,14 @@ def lab_run(browser, lab) -> Page:
 # --- helpers: what a person does and sees ----------------------------------------------------------
 
 
-def open_and_run_all(page: Page, url: str) -> None:
+def open_and_run_all(page: Page, url: str, cells: int = 3) -> None:
     page.goto(url)
     # Idle alone is not enough: it reads idle under "No Kernel" before the kernel is attached,
     # and then Run All would open a "Select Kernel" dialog.
     page.wait_for_function(KERNEL_READY, timeout=60_000)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
-    expect(page.locator(".jp-CodeCell").last.locator(".jp-InputPrompt")).to_have_text("[3]:", timeout=60_000)
+    expect(page.locator(".jp-CodeCell").last.locator(".jp-InputPrompt")).to_have_text(f"[{cells}]:", timeout=60_000)
 
 
 def code_cell(page: Page, source_text: str) -> Locator:
@@ -167,7 +181,7 @@ def shown_rows(output: Locator) -> list[tuple[int, int, int]]:
 def shown_header(output: Locator) -> list[list[str]]:
     """Each column's name (its header button) and, under it, its DuckDB type."""
     names = output.locator(".widget-gridbox button").all_text_contents()
-    types = output.locator("table.lakemagic-table thead th .lm-type").all_text_contents()
+    types = output.locator(".lm-types .lm-type").all_text_contents()
     return [[name.strip(), kind] for name, kind in zip(names, types)]
 
 
@@ -346,15 +360,13 @@ def test_lab_shows_the_short_sql_error_not_a_traceback(lab_run):
 
 
 def test_lab_shows_the_static_table_of_a_papermill_copy(browser, lab, notebooks, expected):
-    """A notebook executed elsewhere opens untrusted, so JupyterLab will not run its widget output
-    (the widget renderer is not a "safe" one) and shows the output's sanitized text/html instead:
-    the first page and its summary, without buttons. (Once the user trusts the notebook, JupyterLab
-    draws the widget from the widget state papermill saved in the notebook's metadata instead.)"""
+    """A notebook executed headless (papermill) keeps each result as its static table only: no widget reference,
+    which nbconvert would draw from a CDN (blank offline) and JupyterLab only once trusted."""
     saved = nbformat.read(notebooks / EXECUTED, as_version=4)
     output = next(cell.outputs[0] for cell in saved.cells if cell.source.startswith(f"%%lakesql\n{QUERY}"))
-    assert "application/vnd.jupyter.widget-view+json" in output.data
+    assert "application/vnd.jupyter.widget-view+json" not in output.data
     assert "showing rows 1–50 of 265" in output.data["text/html"]
-    assert "application/vnd.jupyter.widget-state+json" in saved.metadata["widgets"]
+    assert "Progress(" not in nbformat.writes(saved)
 
     page = browser.new_page()
     try:
@@ -366,10 +378,32 @@ def test_lab_shows_the_static_table_of_a_papermill_copy(browser, lab, notebooks,
         expect(static.locator(".lakemagic-summary")).to_have_text(re.compile(r"^showing rows 1–50 of 265 · 265 rows · "))
         assert shown_rows(static) == numbered(expected, 0, 50)
         expect(static.locator("button, select, .jupyter-widgets")).to_have_count(0)
+        align = static.locator("table.lakemagic-table tbody td").nth(2).evaluate("cell => getComputedStyle(cell).textAlign")
+        assert align == "right"  # untrusted: the stylesheet is dropped, each cell's own alignment stays
         error = code_cell(page, "no_such_column").locator(".jp-OutputArea-output")
         expect(error).to_contain_text(ERROR_START)
         assert "Traceback" not in error.text_content()
         widget_screenshot(static, "lab-5-papermill-copy.png")
+    finally:
+        page.close()
+
+
+def test_nbconvert_html_of_a_papermill_copy_shows_every_table_offline(browser, notebooks, expected, tmp_path):
+    """`jupyter nbconvert --to html` of the executed copy, opened with every request off this machine refused."""
+    import nbconvert
+
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(notebooks / EXECUTED, as_version=4))
+    (tmp_path / "executed.html").write_text(body)
+    page = browser.new_page()
+    refused = []
+    page.route(re.compile(r"^https?://"), lambda route: (refused.append(route.request.url), route.abort()))
+    try:
+        page.goto((tmp_path / "executed.html").as_uri())
+        tables = page.locator("table.lakemagic-table")
+        expect(tables).to_have_count(1)
+        assert shown_rows(page.locator(".jp-OutputArea-output").filter(has=tables)) == numbered(expected, 0, 50)
+        expect(page.locator(".lakemagic-summary")).to_contain_text("showing rows 1–50 of 265")
+        page.screenshot(path=SCREENSHOTS / "nbconvert-offline.png")
     finally:
         page.close()
 
@@ -397,3 +431,161 @@ def test_notebook7_shows_the_first_page_and_next(browser, notebook7, expected):
         widget_screenshot(widget, "notebook7-3-sorted-filtered-profiled.png")
     finally:
         page.close()
+
+
+# --- the grid: values as DuckDB writes them, a shape that holds, messages where the eye is -------------
+
+
+@pytest.fixture(scope="module")
+def lab_shapes(browser, lab) -> Page:
+    """The types and the 33-column notebook open in JupyterLab with its cells run."""
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    open_and_run_all(page, lab.page_url(SHAPES))
+    yield page
+    page.close()
+
+
+def duckdb_text(sql: str) -> list[str | None]:
+    """Each value of the query's one row as DuckDB's CLI writes it (a cast to VARCHAR), computed in UTC."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    relation = con.sql(sql)
+    return list(con.sql("SELECT " + ", ".join(f'CAST("{name}" AS VARCHAR)' for name in relation.columns)
+                        + " FROM relation").fetchone())
+
+
+def grid_cells(output: Locator) -> list[list[str]]:
+    return output.locator("table.lakemagic-table tbody tr").evaluate_all(
+        "rows => rows.map(row => Array.from(row.cells, cell => cell.textContent))")
+
+
+def check_every_type(output: Locator, screenshot: str) -> None:
+    """Each value of TYPES_QUERY reads as DuckDB's CLI writes it; numbers right, text left; long text whole on hover."""
+    expect(output.locator("table.lakemagic-table tbody tr")).to_have_count(1)
+    [row] = grid_cells(output)
+    shown = [text.strip() for text in row[1:]]
+    written = duckdb_text(TYPES_QUERY)
+    names = [name.strip() for name in output.locator(".widget-gridbox button").all_text_contents()]
+    widget_screenshot(output, screenshot)
+    for name, text, want in zip(names, shown, written):
+        want = want if want is None else want.strip()
+        if want is None:
+            assert text == "NULL", name
+        else:  # numbers grouped by thousands, DuckDB's digits exactly
+            assert (text.replace(",", "") if name in ("f", "d", "huge", "exact") else text) == want, name
+    assert shown[names.index("huge")] == "100,000,000,000,000,000,000"
+    assert shown[names.index("at")].endswith("+00")  # the zone it was computed in
+    long_cell = output.locator("table.lakemagic-table tbody td").nth(names.index("long_text") + 1)
+    assert long_cell.get_attribute("title") == written[names.index("long_text")].strip()  # whole on hover
+    align = output.locator("table.lakemagic-table tbody td").evaluate_all(
+        "cells => cells.map(cell => getComputedStyle(cell).textAlign)")
+    assert align[names.index("huge") + 1] == "right" and align[names.index("list") + 1] == "left"
+
+
+def test_lab_shows_every_type_as_duckdb_writes_it(lab_shapes):
+    check_every_type(code_cell(lab_shapes, "AS huge").locator(".jp-OutputArea-output"), "lab-7-types.png")
+
+
+def test_notebook7_shows_every_type_as_duckdb_writes_it(browser, notebook7):
+    page = browser.new_page()
+    try:
+        open_and_run_all(page, notebook7.page_url(SHAPES))
+        check_every_type(code_cell(page, "AS huge").locator(".jp-OutputArea-output"), "notebook7-4-types.png")
+    finally:
+        page.close()
+
+
+def wide_grid(page: Page) -> Locator:
+    return code_cell(page, "col_32").locator(".jp-OutputArea-output")
+
+
+def top_left(locator: Locator) -> tuple[float, float]:
+    box = locator.bounding_box()
+    return round(box["y"]), round(box["x"])
+
+
+def test_lab_a_wide_result_scrolls_inside_its_grid_under_its_header(lab_shapes):
+    output = wide_grid(lab_shapes)
+    grid = output.locator(".lm-scroll")
+    header = output.locator(".widget-gridbox button", has_text="col_01")
+    first_number = output.locator("td.lm-rownum").first
+    pager = button(output, "Next")
+    footer = output.locator(".lakemagic-summary")
+
+    def offsets():  # from the grid's top left corner, which the page itself may move
+        grid_top, grid_left = top_left(grid)
+        return {name: (top - grid_top, left - grid_left) for name, (top, left) in
+                (("header", top_left(header)), ("pager", top_left(pager)), ("footer", top_left(footer)))}
+
+    before = offsets()
+    number_left = top_left(first_number)[1] - top_left(grid)[1]
+    grid.evaluate("node => { node.scrollTop = 600; node.scrollLeft = 1500; }")
+    lab_shapes.wait_for_timeout(300)
+    widget_screenshot(output, "lab-8-wide-scrolled.png")
+    assert grid.evaluate("node => [node.scrollTop, node.scrollLeft]") == [600, 1500]
+    after = offsets()
+    assert after["pager"] == before["pager"] and after["footer"] == before["footer"]  # outside the grid: they stay
+    assert abs(after["header"][0] - before["header"][0]) <= 3  # the header row stays at the grid's top
+    assert after["header"][1] < before["header"][1] - 1000  # while it follows the cells sideways
+    shown_number = output.locator("td.lm-rownum").nth(30)
+    assert abs(top_left(shown_number)[1] - top_left(grid)[1] - number_left) <= 3  # row numbers stay at its left
+    expect(button(output, "Next")).to_be_in_viewport()
+    grid.evaluate("node => { node.scrollTop = 0; node.scrollLeft = 0; }")
+
+
+def test_lab_a_filter_typo_shows_its_error_next_to_the_box(lab_shapes):
+    output = wide_grid(lab_shapes)
+    apply_filter(output, "coll_01 > 5")
+    message = output.locator("pre.lm-error")
+    expect(message).to_contain_text("did you mean col_01")
+    box = output.get_by_placeholder(re.compile("^filter")).bounding_box()
+    shown = message.bounding_box()
+    assert 0 <= shown["y"] - (box["y"] + box["height"]) < 40, (box, shown)
+    widget_screenshot(output, "lab-9-filter-typo.png")
+
+
+def luminance(color: str) -> float:
+    red, green, blue = (int(part) for part in re.findall(r"\d+", color)[:3])
+    return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+
+
+def use_theme(page: Page, theme: str) -> None:
+    page.get_by_role("menuitem", name="Settings", exact=True).click()
+    page.locator("li.lm-Menu-item[data-type='submenu']", has_text=re.compile("^Theme$")).hover()
+    page.get_by_role("menuitem", name=theme, exact=True).click()
+
+
+def test_lab_the_grid_reads_in_the_dark_theme(lab_shapes):
+    page = lab_shapes
+    use_theme(page, "JupyterLab Dark")
+    expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false")
+    output = wide_grid(page)
+    try:
+        page.wait_for_timeout(500)
+        widget_screenshot(output, "lab-10-dark.png")
+        cell = output.locator("table.lakemagic-table tbody td").nth(3)
+        text, ground = cell.evaluate("""cell => [getComputedStyle(cell).color,
+            getComputedStyle(cell.closest('.lm-scroll').parentElement.closest('.jp-OutputArea-output')
+                             .closest('.jp-Notebook')).backgroundColor]""")
+        assert luminance(text) - luminance(ground) > 100, (text, ground)
+        header = output.locator(".widget-gridbox button", has_text="col_01")
+        assert luminance(header.evaluate("node => getComputedStyle(node).color")) > 150
+    finally:
+        use_theme(page, "JupyterLab Light")
+        expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "true")
+
+
+def test_lab_the_controls_wrap_in_a_narrow_window(lab_shapes):
+    page = lab_shapes
+    page.set_viewport_size({"width": 760, "height": 1000})
+    try:
+        output = wide_grid(page)
+        page.wait_for_timeout(500)
+        right = output.evaluate("node => node.getBoundingClientRect().right")
+        edges = output.locator("button, select, input").evaluate_all(
+            "parts => parts.filter(p => p.offsetParent && !p.closest('.lm-scroll')).map(p => p.getBoundingClientRect().right)")
+        widget_screenshot(output, "lab-11-narrow.png")
+        assert edges and max(edges) <= right + 1, (max(edges), right)
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 1000})

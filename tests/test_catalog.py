@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -227,8 +228,14 @@ def test_tables_lists_the_lake_and_the_saved_views(shell, local_taxi_lake):
     files = con.execute(f"SELECT count(*) FROM glob('{local_taxi_lake}/partitioned/*/*.parquet')").fetchone()[0]
     assert frame["rows"].tolist()[:2] == [rows, rows]
     assert frame["files"].tolist()[:2] == [files, 1]
-    shown, _ = shell.display_formatter.format(frame)  # a table in every front end: HTML and text
-    assert "<table" in shown["text/html"] and "taxi_2019_04" in shown["text/plain"]
+    shown, _ = shell.display_formatter.format(frame)  # the result table's look in every front end: HTML and text
+    assert "<table class='lakemagic-table'" in shown["text/html"] and "taxi_2019_04" in shown["text/plain"]
+    size = frame["bytes"].tolist()[1]
+    assert f"{size:,}" not in shown["text/plain"] and re.search(r"\b[\d.]+ [kMG]?B\b", shown["text/plain"])
+    assert f"{rows:,}" in shown["text/plain"]  # counts grouped by thousands
+    for form in shown.values():
+        assert "<NA>" not in form and "None" not in form and "nan" not in form  # a saved view has no files: blank
+        assert frame["location"].tolist()[1] in form  # whole, however long
 
 
 def test_show_tables_in_a_cell_lists_the_lake(shell):

@@ -46,7 +46,7 @@ def test_cell_magic_shows_a_paged_table_with_a_static_form(shell, lake):
     assert "showing rows 1–50 of 265" in html
     assert "pickup_location_id" in html and "BIGINT" in html
     expected_top = direct(lake, TOP_LOCATIONS).iloc[0]
-    assert f"<td>{expected_top.trips}</td>" in html
+    assert f">{expected_top.trips:,}</td>" in html
     assert "265 rows × 2 columns" in output.data["text/plain"]
 
 

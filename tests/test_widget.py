@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 
@@ -45,9 +46,16 @@ def stored_table(table):
     return table
 
 
+def shown_rows(page_html: str) -> list[list[str]]:
+    """Each row's cells as the table's HTML shows them (the row number first), as the eye reads them."""
+    body = page_html.split("<tbody>", 1)[1]
+    return [[html.unescape(cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body)]
+
+
 def shown_numbers(table) -> list[int]:
     """The values of column n as the table's HTML shows them."""
-    return [int(v) for v in re.findall(r"<tr><td class='lm-rownum'>[\d,]+</td><td>(\d+)</td>", table.table.value)]
+    return [int(row[1].replace(",", "")) for row in shown_rows(table.table.value)]
 
 
 def expected_numbers(offset: int, limit: int) -> list[int]:
@@ -97,7 +105,7 @@ def test_a_fetch_error_shows_inline_and_keeps_the_table(stored_table):
     os.remove(table.result.engine.lake + f"/_lakemagic/results/{table.result.result_id}.parquet")
     before = table.table.value
     table.next_button.click()
-    assert "ResultNotFound" in table.error.value
+    assert "ResultNotFound" in table.message.value
     assert table.table.value == before
     assert "rows 1–50" in table.position.value
 
@@ -106,9 +114,10 @@ def test_footer_shows_rows_engine_time_round_trip_and_warmth(stored_table):
     table = stored_table
     footer = table.footer.value
     assert "1,234 rows" in footer and "engine" in footer and "round trip" in footer
-    assert "cold start" in footer  # the engine's first call
+    assert "first query in this kernel" in footer  # the embedded engine's first call: no container to start
+    assert "cold start" not in footer
     table.next_button.click()
-    assert "warm" in table.footer.value
+    assert "first query" not in table.footer.value and "warm" not in table.footer.value
 
 
 def test_an_inline_result_pages_without_calling_the_engine_it_ran_on(table):
@@ -125,7 +134,7 @@ def test_static_form_for_front_ends_without_widgets(table):
     bundle = table._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "showing rows 1–50 of 1,234" in bundle["text/html"]
-    assert "<td>1233</td>" in bundle["text/html"]
+    assert shown_rows(bundle["text/html"])[0] == ["1", "1,233", "row 1233"]
     assert bundle["text/plain"].startswith("lakesql result: 1,234 rows × 2 columns (n BIGINT, label VARCHAR)")
 
 
@@ -137,7 +146,7 @@ def header(table, name: str):
 
 
 def shown_labels(table) -> list[str]:
-    return re.findall(r"<td>(row \d+)</td>", table.table.value)
+    return [row[2] for row in shown_rows(table.table.value)]
 
 
 def test_a_header_click_sorts_the_whole_result_then_descending_then_off(table):
@@ -163,7 +172,7 @@ def test_a_filter_shows_its_rows_and_their_count_and_keeps_the_sort(table):
     assert "filter n % 100 = 7 (13 of 1,234 rows)" in table.footer.value
     assert "sorted by n ascending" in table.footer.value
     bundle = table._repr_mimebundle_()
-    assert "filter n % 100 = 7 (13 of 1,234 rows)" in bundle["text/html"] and "<td>1207</td>" in bundle["text/html"]
+    assert "filter n % 100 = 7 (13 of 1,234 rows)" in bundle["text/html"] and shown_rows(bundle["text/html"])[-1][1] == "1,207"
 
 
 @pytest.mark.parametrize("where, error", [("n >", "ParserException"), ("getenv('HOME') = ''", "PermissionException"),
@@ -173,7 +182,7 @@ def test_a_bad_filter_shows_the_error_inline_and_changes_nothing(table, where, e
     table.next_button.click()
     before = (table.table.value, table.position.value, table.footer.value)
     table.filter_text.value = where
-    assert error in table.error.value
+    assert error in table.message.value
     assert (table.table.value, table.position.value, table.footer.value) == before
 
 
@@ -199,8 +208,8 @@ def test_the_export_button_writes_what_the_table_shows(table, tmp_path):
     tmp_path = tmp_path / "exported"
     tmp_path.mkdir()
     table.export_path.value = str(tmp_path / "shown.csv")
-    next(child for child in table.children[1].children if getattr(child, "description", "") == "Export").click()
-    assert "exported 10 rows" in table.error.value
+    next(child for child in table.tools.children if getattr(child, "description", "") == "Export").click()
+    assert "exported 10 rows" in table.message.value
     assert sorted(duckdb.sql(f"SELECT n FROM '{tmp_path / 'shown.csv'}'").fetchall()) == [(i,) for i in range(10)]
     assert [p.name for p in tmp_path.iterdir()] == ["shown.csv"]
 
@@ -212,3 +221,52 @@ def test_the_filter_profile_go_to_and_export_controls_are_built_on_first_use(tab
     header(table, "n").click()
     table.tools_button.click()  # built once: the filter box keeps what it has
     assert table.tools is table.children[1] and table.filter_text.value == ""
+
+
+# --- every value as DuckDB writes it; messages next to their controls ------------------------------------
+
+TYPES_SQL = """SELECT 0.41::FLOAT AS f, 1234567.25::DOUBLE AS d, DATE '2019-04-01' AS day, INTERVAL 14 MONTH AS span,
+  [1, 2] AS list, {'a': 1} AS struct, MAP {'k': 1} AS map, '\\x00ab'::BLOB AS bytes,
+  TIMESTAMPTZ '2020-01-01 12:00:00+02' AS at, 100000000000000000000::HUGEINT AS huge,
+  0.000012345::DECIMAL(10,9) AS exact, NULL::INTEGER AS nothing
+  UNION ALL SELECT 15.5, -3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 7, 1.5, 1"""
+
+
+@pytest.mark.parametrize("where", ["inline", "stored"])
+def test_values_are_shown_as_duckdb_writes_them(where, tmp_path, monkeypatch):
+    if where == "stored":
+        monkeypatch.setenv("LAKEMAGIC_INLINE_RESULT_BYTES", "0")
+    table = widget.ResultTable(client.run_query(EmbeddedEngine(str(tmp_path)), TYPES_SQL, page_size=50), page_size=50)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    relation = con.sql(TYPES_SQL)
+    written = con.sql("SELECT " + ", ".join(f"CAST(\"{name}\" AS VARCHAR)" for name in relation.columns)
+                      + " FROM relation").fetchall()
+    shown = shown_rows(table.table.value)
+    for shown_row, written_row in zip(shown, written):
+        for name, text, want in zip(relation.columns, shown_row[1:], written_row):
+            assert (text.replace(",", "") if name in ("f", "d", "huge", "exact", "nothing") else text) == \
+                ("NULL" if want is None else want), name
+    assert shown[0][1:3] == ["0.41", "1,234,567.25"] and shown[0][10] == "100,000,000,000,000,000,000"
+    # a column's decimal points line up: padded on the right to the longest decimals of the page
+    texts = re.findall(r"<td class='lm-num'[^>]*>([^<]*)</td>", table.table.value)
+    assert texts[:2] == ["0.41", "1,234,567.25"] and texts[4:6] == ["15.5 ", "-3.0 "]
+    plain = table._repr_mimebundle_()["text/plain"].splitlines()
+    assert plain[1].split()[:2] == ["f", "d"] and plain[2].split()[:3] == ["0.41", "1,234,567.25", "2019-04-01"]
+
+
+def test_a_filter_error_shows_right_under_the_tools_with_the_columns_it_may_mean(table):
+    table.tools_button.click()
+    table.filter_text.value = "lable = 'row 1'"
+    assert "did you mean label?" in table.message.value
+    assert table.children.index(table.message) == table.children.index(table.tools) + 1
+
+
+def test_the_tools_row_can_be_put_away_and_brought_back(table):
+    table.tools_button.click()
+    table.filter_text.value = "n < 10"
+    next(child for child in table.tools.children if getattr(child, "description", "") == "Hide").click()
+    assert table.tools.layout.display == "none" and table.tools_button.layout.display is None
+    assert "filter n &lt; 10" in table.footer.value  # put away, the filter goes on
+    table.tools_button.click()
+    assert table.tools.layout.display is None and table.filter_text.value == "n < 10"

@@ -11,28 +11,46 @@ import html
 import math
 from typing import NamedTuple
 
-import pandas as pd
-
 from lakelambda.protocol import Column, Profile
 
 from ..client import CallStats, FanoutReceipt
+from ..decode import TextRow
 from ..engines import LambdaFigures
+from . import cells
 
+# Colours are the front end's own (JupyterLab's CSS variables, light or dark), with fallbacks for pages without them.
 _STYLE = """<style>
-.lakemagic-table {border-collapse: collapse; font-size: 12px; font-family: var(--jp-code-font-family, monospace);}
-.lakemagic-table th, .lakemagic-table td {padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; white-space: pre; line-height: 1.4;}
-.lakemagic-table th {vertical-align: bottom;}
-.lakemagic-table .lm-type {font-weight: normal; color: #888; font-size: 10px;}
-.lakemagic-table .lm-null {color: #aaa; font-style: italic;}
-.lakemagic-table .lm-rownum {color: #888;}
-.lakemagic-summary {font-size: 12px; color: #555; margin: 4px 0;}
-.lakemagic-table {table-layout: fixed;}
-.lakemagic-table td, .lakemagic-table th {overflow: hidden; text-overflow: ellipsis; box-sizing: border-box;}
-.lm-widget .lakemagic-table .lm-name {display: none;}
-.lakemagic-profile {font-size: 12px; font-family: var(--jp-code-font-family, monospace); margin: 4px 0;}
-.lakemagic-profile .lm-bar {background: #4c8bf5; height: 10px; display: inline-block;}
+.lakemagic-table {border-collapse: separate; border-spacing: 0; table-layout: fixed; font-size: 12px;
+  font-family: var(--jp-code-font-family, monospace); color: var(--jp-content-font-color1, inherit);}
+.lakemagic-table th, .lakemagic-table td {padding: 2px 8px; border-bottom: 1px solid var(--jp-border-color2, #ddd);
+  text-align: left; white-space: pre; line-height: 1.4; overflow: hidden; text-overflow: ellipsis; box-sizing: border-box;}
+.lakemagic-table th {vertical-align: bottom; position: sticky; top: 0; background: var(--jp-layout-color1, #fff);}
+.lakemagic-table .lm-num {text-align: right;}
+.lm-type {font-weight: normal; color: var(--jp-ui-font-color2, #777); font-size: 10px;}
+.lakemagic-table .lm-null {color: var(--jp-ui-font-color3, #999); font-style: italic;}
+.lakemagic-table .lm-rownum {color: var(--jp-ui-font-color2, #777); text-align: right;}
+.lakemagic-table td[title] {cursor: help;}
+.lakemagic-summary {font-size: 12px; color: var(--jp-ui-font-color2, #555); margin: 4px 0;}
+.lakemagic-profile {font-size: 12px; font-family: var(--jp-code-font-family, monospace); margin: 4px 0;
+  color: var(--jp-content-font-color1, inherit);}
+.lakemagic-profile .lm-bar {background: var(--jp-brand-color1, #4c8bf5); height: 10px; display: inline-block;}
 .lakemagic-profile table {border-collapse: collapse;}
-.lakemagic-profile table td {padding: 0 6px; line-height: 1.3; white-space: pre; border: none;}
+.lakemagic-profile table td {padding: 0 6px; line-height: 1.3; white-space: pre; border: none; text-align: left;}
+.lakemagic-profile table td.lm-num {text-align: right;}
+.lm-scroll .lm-rownum, .lm-scroll .lm-corner {position: sticky; left: 0; z-index: 1; background: var(--jp-layout-color1, #fff);}
+.lm-scroll .lm-head {position: sticky; top: 0; z-index: 2; background: var(--jp-layout-color1, #fff);}
+.lm-head .jupyter-button {background: var(--jp-layout-color1, #fff); color: var(--jp-content-font-color1, #000);
+  font-family: var(--jp-code-font-family, monospace); font-size: 12px; font-weight: 600; padding: 0 8px; margin: 0;
+  box-shadow: none; border-bottom: 1px solid var(--jp-border-color1, #bbb); border-radius: 0; overflow: hidden;}
+.lm-head .jupyter-button:hover {background: var(--jp-layout-color2, #eee);}
+.lm-head .lm-num {text-align: right;}
+.lm-head .lm-text {text-align: left;}
+.lm-head .jupyter-button:not(.lm-sorted)::after {content: " ⇅"; opacity: 0.35;}
+.lm-types {display: grid;}
+.lm-head .widget-html, .lm-head .widget-html-content {min-height: 0; height: auto; line-height: 18px; margin: 0;}
+.lm-types > div {padding: 0 8px; overflow: hidden; text-overflow: ellipsis; white-space: pre; box-sizing: border-box;
+  border-bottom: 1px solid var(--jp-border-color2, #ddd);}
+.lm-types .lm-num {text-align: right;}
 </style>"""
 # Pixels per character of the table's 12 px monospace font, and each cell's padding and border.
 CHAR_PX = 7.5
@@ -43,18 +61,32 @@ MAX_COLUMN_CHARS = 40
 def rows_label(offset: int, row_count: int, total_rows: int) -> str:
     if row_count == 0:
         return f"no rows of {total_rows:,}"
+    if total_rows == 1:
+        return "row 1 of 1"
     return f"rows {offset + 1:,}–{offset + row_count:,} of {total_rows:,}"
 
 
 def stats_label(stats: CallStats, total_rows: int, reuse_note: str = "") -> str:
     """The footer's figures; `reuse_note` says when the engine answered from an earlier run's result."""
     engine = stats.engine
-    warmth = "cold start" if engine.cold else "warm"
-    label = (
-        f"{total_rows:,} rows · {reuse_note + ' · ' if reuse_note else ''}engine {engine.engine_ms:,.0f} ms · "
-        f"round trip {stats.round_trip_ms:,.0f} ms · {warmth} · DuckDB {engine.duckdb_version or '?'}"
-    )
-    return label + _lambda_label(stats.lambda_figures) + _fanout_label(stats.fanout)
+    parts = [count(total_rows, "row")] + ([reuse_note] if reuse_note else [])
+    parts += [f"engine {engine.engine_ms:,.0f} ms", f"round trip {stats.round_trip_ms:,.0f} ms"]
+    warmth = _warmth(stats)
+    parts += ([warmth] if warmth else []) + [f"DuckDB {engine.duckdb_version or '?'}"]
+    return " · ".join(parts) + _lambda_label(stats.lambda_figures) + _fanout_label(stats.fanout)
+
+
+def count(number: int, noun: str) -> str:
+    """`1 row`, `2,097,270 rows`."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def _warmth(stats: CallStats) -> str:
+    """Whether the call paid for a start: a Lambda container's (cold start or warm, as the platform reported
+    the call), or the embedded engine's own in this kernel (said once, when it happened)."""
+    if stats.lambda_figures is not None:
+        return "cold start" if stats.engine.cold else "warm"
+    return "first query in this kernel" if stats.engine.cold else ""
 
 
 def _fanout_label(receipt: FanoutReceipt | None) -> str:
@@ -85,45 +117,65 @@ def _lambda_label(figures: LambdaFigures | None) -> str:
 
 
 class Table(NamedTuple):
-    html: str
     widths: list[int]  # pixels: the row numbers' column, then each column's
+    head: str  # the names and types, as <thead>
+    body: str  # the rows, as <tbody>
+
+    def html(self, head: bool = True) -> str:
+        """The table; without its names and types (`head` False) inside the widget, whose header row is its own."""
+        cols = "".join(f"<col style='width:{width}px'>" for width in self.widths)
+        return (f"{_STYLE}<table class='lakemagic-table' style='width:{sum(self.widths)}px'><colgroup>{cols}</colgroup>"
+                f"{self.head if head else ''}{self.body}</table>")
 
 
-def html_table(frame: pd.DataFrame, columns: tuple[Column, ...], first_row_number: int = 1) -> Table:
-    """An HTML table with each column's DuckDB type under its name, NULLs marked, and its columns' widths.
+def html_table(rows: tuple[TextRow, ...], columns: tuple[Column, ...], first_row_number: int = 1,
+               types: bool = True, widest: int = MAX_COLUMN_CHARS) -> Table:
+    """An HTML table of rows as DuckDB writes them (numbers right-aligned on their decimal points, text
+    left-aligned, NULL marked), and its columns' widths.
 
-    The columns are as wide as `widths` says (the widest of a column's name with a sort arrow, its type
-    and the page's values, at most MAX_COLUMN_CHARS characters), so a row of header buttons laid out
-    with the same widths sits right above them; inside the widget (the `lm-widget` class) the buttons
-    show the names, and the table only the types. Each value is turned into text once, for both.
+    A column is as wide as its name with a sort glyph, its type and the page's values, at most `widest`
+    characters; a longer value shows whole on hover. Inside the widget the names and types
+    are its own header row, laid out with the same widths (`types` False: names only, as a listing needs).
+    Alignment is written on each
+    cell as well, for static output shown without the stylesheet (untrusted notebooks, GitHub).
     """
-    rows = [[None if _is_null(value) else str(value) for value in row]
-            for row in frame.itertuples(index=False, name=None)]
+    shown = cells.shown_columns(rows, columns)
+    numbers = [cells.is_number(column.type) for column in columns]
     last_number = first_row_number + len(rows) - 1
     chars = [len(f"{max(1, last_number):,}")]
-    for index, column in enumerate(columns):
-        longest = max((len(row[index]) for row in rows if row[index] is not None), default=0)
-        chars.append(min(MAX_COLUMN_CHARS, max(len(column.name) + 2, len(column.type), longest)))
+    for column, texts in zip(columns, shown):
+        longest = max((len(text) for text in texts if text is not None), default=4)
+        chars.append(min(widest, max(len(column.name) + 2, len(column.type) if types else 0, longest)))
     widths = [math.ceil(count * CHAR_PX) + CELL_PX for count in chars]
-    head = "".join(
-        f"<th><span class='lm-name'>{html.escape(c.name)}<br></span><span class='lm-type'>{html.escape(c.type)}</span></th>"
-        for c in columns
-    )
-    body = []
-    for number, row in enumerate(rows, start=first_row_number):
-        cells = "".join("<td class='lm-null'>NULL</td>" if text is None else f"<td>{html.escape(text)}</td>"
-                        for text in row)
-        body.append(f"<tr><td class='lm-rownum'>{number:,}</td>{cells}</tr>")
-    cols = "".join(f"<col style='width:{width}px'>" for width in widths)
-    return Table(f"{_STYLE}<table class='lakemagic-table' style='width:{sum(widths)}px'><colgroup>{cols}</colgroup>"
-                 f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>", widths)
+    cell_lists = [[_cell(text, number, widest) for text in texts] for texts, number in zip(shown, numbers)]
+    body = "".join(f"<tr><td class='lm-rownum'>{number:,}</td>{''.join(row)}</tr>"
+                   for number, row in enumerate(zip(*cell_lists), start=first_row_number))
+    names = "".join(f"<th{_align(number)}>{html.escape(c.name)}{_type_line(c) if types else ''}</th>"
+                    for c, number in zip(columns, numbers))
+    return Table(widths, f"<thead><tr><th class='lm-corner'></th>{names}</tr></thead>", f"<tbody>{body}</tbody>")
 
 
-def _is_null(value) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):  # lists, dicts and arrays are values, not NULL
-        return False
+def _type_line(column: Column) -> str:
+    return f"<br><span class='lm-type'>{html.escape(column.type)}</span>"
+
+
+def _align(number: bool) -> str:
+    return " class='lm-num' style='text-align:right'" if number else " style='text-align:left'"
+
+
+def _cell(text: str | None, number: bool, widest: int) -> str:
+    if text is None:
+        return "<td class='lm-null' style='color:#999;font-style:italic'>NULL</td>"
+    whole = f" title='{html.escape(text.strip())}'" if len(text) > widest else ""
+    return f"<td{_align(number)}{whole}>{html.escape(text)}</td>"
+
+
+def type_row(columns: tuple[Column, ...], widths: list[int]) -> str:
+    """The widget's row of column types, on the table's grid: right over numbers, left over text."""
+    template = " ".join(f"{width}px" for width in widths)
+    types = "".join(f"<div class='lm-type{' lm-num' if cells.is_number(c.type) else ''}' title='{html.escape(c.type)}'>"
+                    f"{html.escape(c.type)}</div>" for c in columns)
+    return f"<div class='lm-types' style='grid-template-columns:{template}'><div class='lm-corner'></div>{types}</div>"
 
 
 def view_label(sort, where: str | None, rows: int, all_rows: int) -> str:
@@ -139,13 +191,17 @@ def view_label(sort, where: str | None, rows: int, all_rows: int) -> str:
 
 def profile_html(profile: Profile) -> str:
     """A column's profile: its figures, and its histogram or top values as inline bars."""
-    figures = [("rows", f"{profile.rows:,}"), ("nulls", f"{profile.nulls:,}"), ("distinct", f"≈{profile.distinct:,}")]
+    # The engine's distinct count is an estimate (HyperLogLog), which can miss by a few percent either way:
+    # said as one, and never more than the values there are.
+    distinct = min(profile.distinct, profile.rows - profile.nulls)
+    figures = [("rows", f"{profile.rows:,}"), ("nulls", f"{profile.nulls:,}"), ("distinct (estimate)", f"about {distinct:,}")]
     figures += [(name, _rounded(value)) for name, value in (("min", profile.min), ("max", profile.max),
                                                              ("mean", profile.mean)) if value is not None]
     head = " · ".join(f"{name} <b>{html.escape(value)}</b>" for name, value in figures)
     most = max((bar.count for bar in profile.bars), default=0) or 1
     rows = "".join(
-        f"<tr><td>{html.escape(_short(bar.label))}</td><td style='text-align:right'>{bar.count:,}</td>"
+        f"<tr><td title='{html.escape(bar.label)}'>{html.escape(_short(bar.label))}</td>"
+        f"<td class='lm-num' style='text-align:right'>{bar.count:,}</td>"
         f"<td><span class='lm-bar' style='width:{max(1, round(200 * bar.count / most)) if bar.count else 0}px'></span></td></tr>"
         for bar in profile.bars
     )
@@ -170,25 +226,33 @@ def _short(text: str, limit: int = 60) -> str:
 
 def static_html(first_page_table: str, row_count: int, total_rows: int, stats: CallStats, view: str = "",
                 reuse_note: str = "") -> str:
-    """The result as an executed notebook keeps it: the first page's table and a summary (`view`: its sort
-    and filter, as view_label says them)."""
+    """The result as an executed notebook keeps it: the first page's table (scrolling under its names where
+    a stylesheet applies) and a summary (`view`: its sort and filter, as view_label says them)."""
     summary = f"showing {rows_label(0, row_count, total_rows)} · {stats_label(stats, total_rows, reuse_note)}"
-    return f"{first_page_table}<div class='lakemagic-summary'>{view}{html.escape(summary)}</div>"
+    return (f"<div class='lm-static' style='overflow:auto; max-height:560px'>{first_page_table}</div>"
+            f"<div class='lakemagic-summary'>{view}{html.escape(summary)}</div>")
 
 
-def static_text(frame: pd.DataFrame, columns: tuple[Column, ...], total_rows: int, stats: CallStats,
+def static_text(rows: tuple[TextRow, ...], columns: tuple[Column, ...], total_rows: int, stats: CallStats,
                 reuse_note: str = "") -> str:
+    """The result as a terminal or a text-only front end shows it: its first ten rows as DuckDB writes them."""
     schema = ", ".join(f"{c.name} {c.type}" for c in columns)
-    # Its own fixed-width text: pandas' to_string costs more than the rest of the table's display.
-    lines = [[c.name for c in columns]] + [["NULL" if _is_null(value) else str(value) for value in row]
-                                           for row in frame.head(10).itertuples(index=False, name=None)]
-    widths = [max(len(line[index]) for line in lines) for index in range(len(columns))]
-    preview = "\n".join(" ".join(text.rjust(width) for text, width in zip(line, widths)) for line in lines)
     return (
-        f"lakesql result: {total_rows:,} rows × {len(columns)} columns ({schema})\n"
-        f"{preview}\n"
-        f"showing {rows_label(0, min(len(frame), 10), total_rows)} · {stats_label(stats, total_rows, reuse_note)}"
+        f"lakesql result: {count(total_rows, 'row')} × {count(len(columns), 'column')} ({schema})\n"
+        f"{text_grid(rows[:10], columns)}\n"
+        f"showing {rows_label(0, min(len(rows), 10), total_rows)} · {stats_label(stats, total_rows, reuse_note)}"
     )
+
+
+def text_grid(rows: tuple[TextRow, ...], columns: tuple[Column, ...], widest: int = MAX_COLUMN_CHARS) -> str:
+    """Rows under their columns' names in fixed-width text, numbers right-aligned, text left-aligned."""
+    shown = cells.shown_columns(rows, columns)
+    lines = [[c.name for c in columns]] + [[_short("NULL" if text is None else text, widest) for text in row]
+                                           for row in zip(*shown)]
+    widths = [max(len(line[index]) for line in lines) for index in range(len(columns))]
+    numbers = [cells.is_number(c.type) for c in columns]
+    return "\n".join(" ".join(text.rjust(width) if number else text.ljust(width)
+                              for text, width, number in zip(line, widths, numbers)).rstrip() for line in lines)
 
 
 def note_html(text: str) -> str:
@@ -197,6 +261,7 @@ def note_html(text: str) -> str:
 
 def error_html(error_text: str) -> str:
     return (
-        "<pre style='color:#b00020; background:#fff5f5; padding:6px; margin:0; white-space:pre-wrap'>"
-        f"{html.escape(error_text)}</pre>"
+        "<pre class='lm-error' style='color:var(--jp-error-color1, #b00020); padding:4px 6px; margin:0; "
+        "white-space:pre-wrap; background:var(--jp-layout-color2, #fff5f5); "
+        f"border-left:3px solid var(--jp-error-color1, #b00020)'>{html.escape(error_text)}</pre>"
     )

@@ -13,26 +13,32 @@ nbconvert and GitHub show where no widget front end runs.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
+import os
 import re
 from collections import OrderedDict
 
+import IPython
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_description import DescriptionStyle
 from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
-import pandas as pd
 
 from lakelambda.protocol import SortKey
 
 from .. import export
 from ..client import QueryResult
+from ..decode import TextRow
 from ..errors import EngineError, LakeMagicError, LakeQueryError
-from . import render
+from . import cells, render
 
 PAGE_SIZES = (10, 25, 50, 100, 250, 500)
 CACHED_PAGES = 8
-SORT_ARROWS = {False: "▲", True: "▼"}
+SORT_ARROWS = {False: "▲", True: "▼"}  # an unsorted header shows a faint ⇅ (render's stylesheet)
+# The cells scroll inside this height under the header row; the pager and footer stay in view.
+GRID_HEIGHT = "520px"
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a bare column name where an error points
 _GO_TO = re.compile(r"\s*(?:(p|page)\s*)?([\d,]+)\s*", re.I)
 
 
@@ -42,7 +48,8 @@ class _Parts:
 
     def __init__(self):
         self.fit = widgets.Layout(width="auto", flex="0 0 auto")
-        self.header_layout = widgets.Layout(width="100%", margin="0", padding="0 4px")
+        self.wrap = widgets.Layout(flex_flow="row wrap")
+        self.header_layout = widgets.Layout(width="100%", margin="0", padding="0 8px")
         self.narrow = widgets.Layout(width="160px")
         self.plain = widgets.Layout()
         self.button_style = widgets.ButtonStyle()
@@ -59,10 +66,12 @@ class _Parts:
         button.on_click(lambda _: action())
         return button
 
-    def header(self, name: str, sort_by) -> widgets.Button:
-        button = widgets.Button(description=name, tooltip=f"sort by {name}", layout=self.header_layout,
-                                style=self.button_style)
-        button.on_click(lambda _: sort_by(name))
+    def header(self, column, sort_by) -> widgets.Button:
+        """A column's name, aligned as its values are; a click sorts by it."""
+        button = widgets.Button(description=column.name, tooltip=f"{column.name} {column.type}: click to sort",
+                                layout=self.header_layout, style=self.button_style,
+                                _dom_classes=("lm-num" if cells.is_number(column.type) else "lm-text",))
+        button.on_click(lambda _: sort_by(column.name))
         return button
 
     def html(self) -> widgets.HTML:
@@ -79,13 +88,14 @@ class ResultTable(widgets.VBox):
         self.sort: tuple[SortKey, ...] = ()
         self.where: str | None = None
         self.tools: widgets.HBox | None = None  # built by show_tools
-        self._pages: OrderedDict[tuple[int, int], tuple[int, pd.DataFrame]] = OrderedDict()
-        first_rows, self._first_frame = result.rows(0, page_size)
-        self._pages[(0, page_size)] = (first_rows, self._first_frame)
+        self.profile: widgets.HTML | None = None  # built with the tools
+        self._message: widgets.HTML | None = None  # made by the first message (see `message`)
+        self._busy: widgets.Widget | None = None  # an export's progress bar while it runs
+        self._pages: OrderedDict[tuple[int, int], tuple[TextRow, ...]] = OrderedDict()
 
         parts = _Parts()
         self.table, self.footer = parts.html(), parts.html()
-        self._error: widgets.HTML | None = None  # made by the first message (see `error`)
+        self.table.layout = parts.fit
         self.position = widgets.Label(layout=parts.fit)
         self.first_button = parts.button("First", "angle-double-left", self.first)
         self.previous_button = parts.button("Previous", "angle-left", self.previous)
@@ -96,24 +106,41 @@ class ResultTable(widgets.VBox):
                                             layout=parts.narrow, style=parts.description)
         self.size_choice.observe(self._on_size_change, names="value")
         self.tools_button = parts.button("Filter, profile, go to, export", "sliders", self.show_tools)
-        controls = widgets.HBox([self.first_button, self.previous_button, self.next_button, self.last_button,
-                                 self.size_choice, self.position, self.tools_button], layout=parts.plain)
-        self.headers = [parts.header(column.name, self.sort_by) for column in result.columns]
-        self.header_row = widgets.GridBox(
-            [parts.html()] + self.headers, layout=widgets.Layout(grid_gap="0px", overflow="hidden"))
+        self.controls = widgets.HBox([self.first_button, self.previous_button, self.next_button, self.last_button,
+                                      self.size_choice, self.position, self.tools_button], layout=parts.wrap)
+        self.headers = [parts.header(column, self.sort_by) for column in result.columns]
+        corner = widgets.HTML(layout=parts.plain, style=parts.html_style, _dom_classes=("lm-corner",))
+        self.header_row = widgets.GridBox([corner] + self.headers, layout=widgets.Layout(grid_gap="0px"))
+        self.types = parts.html()
+        head = widgets.VBox([self.header_row, self.types], layout=widgets.Layout(flex="0 0 auto", overflow="visible"),
+                            _dom_classes=("lm-head",))
+        # The one box that scrolls: the header sticks to its top, the row numbers to its left.
+        self.grid = widgets.VBox([head, self.table], _dom_classes=("lm-scroll",), layout=widgets.Layout(
+            overflow="auto", max_height=GRID_HEIGHT, align_items="flex-start"))
         self._parts = parts
-        super().__init__([controls, self.header_row, self.table, self.footer], layout=parts.plain)
+        super().__init__(layout=parts.plain)
+        self._arrange()
         self._show(0)
+
+    def _arrange(self) -> None:
+        """The pager, then the tools and a message under them (next to what caused it), the grid, the profile
+        and the footer: only those that exist."""
+        tools = [self.tools] if self.tools is not None else []
+        below = [child for child in (self._busy, self._message) if child is not None]
+        profile = [self.profile] if self.profile is not None else []
+        self.children = [self.controls, *tools, *below, self.grid, *profile, self.footer]
 
     def show_tools(self) -> None:
         """The filter box, go-to box, profile choice and export, built on first use: most tables are only read,
-        and these controls would add half again to what a table costs to show."""
+        and each control is a widget model to build and send."""
         if self.tools is not None:
+            self.tools.layout.display = None
+            self.tools_button.layout.display = "none"
             return
         parts = self._parts
         # Enter (or leaving the box) applies, as the button does.
         self.filter_text = widgets.Text(value=self.where or "", placeholder="filter: an SQL condition, e.g. fare_amount > 10",
-                                        continuous_update=False, layout=widgets.Layout(width="360px"), style=parts.text)
+                                        continuous_update=False, layout=widgets.Layout(width="300px"), style=parts.text)
         self.filter_text.observe(lambda _: self.apply_filter(), names="value")
         self.go_text = widgets.Text(placeholder="row or p N", continuous_update=False,
                                     layout=widgets.Layout(width="100px"), style=parts.text)
@@ -126,23 +153,29 @@ class ResultTable(widgets.VBox):
             self.filter_text, parts.button("Filter", "filter", self.apply_filter),
             self.go_text, parts.button("Go", "arrow-right", self.go_to),
             self.profile_choice, self.export_path, parts.button("Export", "download", self.export),
-        ], layout=parts.plain)
+            parts.button("Hide", "chevron-up", self.hide_tools),
+        ], layout=widgets.Layout(flex_flow="row wrap"))
         self.profile = parts.html()
         self.tools_button.layout = widgets.Layout(display="none")
-        self.children = self.children[:1] + (self.tools,) + self.children[1:-1] + (self.profile, self.children[-1])
+        self._arrange()
+
+    def hide_tools(self) -> None:
+        """Put the tools row away (what it set stays: the filter and sort go on); the pager's button brings it back."""
+        if self.tools is not None:
+            self.tools.layout.display = "none"
+            self.tools_button.layout.display = None
 
     @property
-    def error(self) -> widgets.HTML:
-        """The line under the table for errors and notes, added the first time there is one."""
-        if self._error is None:
-            self._error = self._parts.html()
-            at = self.children.index(self.table) + 1
-            self.children = self.children[:at] + (self._error,) + self.children[at:]
-        return self._error
+    def message(self) -> widgets.HTML:
+        """The line under the pager and tools for errors and notes, added the first time there is one."""
+        if self._message is None:
+            self._message = self._parts.html()
+            self._arrange()
+        return self._message
 
     def _tell(self, message: str) -> None:
-        if message or self._error is not None:
-            self.error.value = message
+        if message or self._message is not None:
+            self.message.value = message
 
     # --- navigation ---------------------------------------------------------
 
@@ -157,8 +190,8 @@ class ResultTable(widgets.VBox):
         self._show(max(0, self.offset - self.page_size))
 
     def next(self) -> None:
-        rows, _ = self._pages.get((self.offset, self.page_size), (self.page_size, None))
-        self._show(min(self.offset + rows, (self.page_count - 1) * self.page_size))
+        shown = len(self._pages.get((self.offset, self.page_size), ())) or self.page_size
+        self._show(min(self.offset + shown, (self.page_count - 1) * self.page_size))
 
     def last(self) -> None:
         self._show((self.page_count - 1) * self.page_size)
@@ -205,7 +238,7 @@ class ResultTable(widgets.VBox):
         try:
             view = self.base if not sort and where is None else self.base.derive(sort, where, self.page_size)
         except (LakeQueryError, EngineError) as exc:
-            self._tell(render.error_html(exc.shown()))
+            self._tell(render.error_html(exc.shown() + self._did_you_mean(exc)))
             return
         self.result, self.sort, self.where = view, sort, where
         self._pages.clear()
@@ -214,7 +247,20 @@ class ResultTable(widgets.VBox):
         for header, column in zip(self.headers, self.base.columns):
             key = next((k for k in sort if k.column == column.name), None)
             header.description = column.name + (f" {SORT_ARROWS[key.descending]}" if key else "")
+            (header.add_class if key else header.remove_class)("lm-sorted")
         self._show(0)
+
+    def _did_you_mean(self, error: Exception) -> str:
+        """For a filter naming no column of the result: the columns closest to the name it gave, as a
+        cell's error names them."""
+        if not isinstance(error, LakeQueryError) or error.sql is None or error.position is None:
+            return ""
+        word = _WORD.match(error.sql, error.position)
+        names = [column.name for column in self.base.columns]
+        if word is None or word.group() in names:
+            return ""
+        close = difflib.get_close_matches(word.group(), names, n=3, cutoff=0.6)
+        return f"\ndid you mean {' or '.join(close)}?" if close else ""
 
     def _on_profile_choice(self, change) -> None:
         if change["new"] == "profile…":
@@ -234,52 +280,57 @@ class ResultTable(widgets.VBox):
         target = self.export_path.value if path is None else path
         bar = widgets.IntProgress(min=0, max=max(1, self.result.info.result_bytes), description="exporting")
         self._tell("")
-        self.children = self.children + (bar,)
+        self._busy = bar
+        self._arrange()
         try:
             rows = export.write(self.result, target, lambda done, total: setattr(bar, "value", done))
         except (LakeMagicError, OSError, ValueError) as exc:
             self._tell(render.error_html(f"Could not export to {target}: {exc}"))
             return
         finally:
-            self.children = tuple(child for child in self.children if child is not bar)
+            self._busy = None
+            self._arrange()
             bar.close()
-        self._tell(render.note_html(f"exported {rows:,} rows to {target}"))
+        where = os.path.abspath(os.path.expanduser(target))
+        self._tell(render.note_html(f"exported {render.count(rows, 'row')} to {where}"))
 
     # --- showing a page -------------------------------------------------------
 
     def _show(self, offset: int) -> None:
         try:
-            row_count, frame = self._page(offset)
+            rows = self._page(offset)
         except (LakeQueryError, EngineError) as exc:
             self._tell(render.error_html(f"Could not fetch rows from {offset + 1:,}: {exc.shown()}"))
             return
         self._tell("")
         self.offset = offset
-        table = render.html_table(frame, self.result.columns, first_row_number=offset + 1)
+        table = render.html_table(rows, self.result.columns, first_row_number=offset + 1)
         if offset == 0:  # the static form's table, kept for this view and page size
-            self._first_table = (self.result, self.page_size, table.html)
-        self.header_row.layout.grid_template_columns = " ".join(f"{width}px" for width in table.widths)
+            self._first_table = (self.result, self.page_size, table.html())
+        template = " ".join(f"{width}px" for width in table.widths)
+        self.header_row.layout.grid_template_columns = template
         self.header_row.layout.width = f"{sum(table.widths)}px"
-        self.table.value = f"<div class='lm-widget'>{table.html}</div>"
+        self.types.value = render.type_row(self.result.columns, table.widths)
+        self.table.value = table.html(head=False)
         page_number = offset // self.page_size + 1
         self.position.value = (
             f"page {page_number:,} of {self.page_count:,} · "
-            f"{render.rows_label(offset, row_count, self.result.total_rows)}"
+            f"{render.rows_label(offset, len(rows), self.result.total_rows)}"
         )
         view = render.view_label(self.sort, self.where, self.result.total_rows, self.base.total_rows)
         self.footer.value = (f"<div class='lakemagic-summary'>{view}"
                              f"{render.stats_label(self.result.last_call, self.result.total_rows, self.base.reuse_note)}</div>")
         at_start = offset == 0
-        at_end = offset + row_count >= self.result.total_rows
+        at_end = offset + len(rows) >= self.result.total_rows
         self.first_button.disabled = self.previous_button.disabled = at_start
         self.next_button.disabled = self.last_button.disabled = at_end
 
-    def _page(self, offset: int) -> tuple[int, pd.DataFrame]:
+    def _page(self, offset: int) -> tuple[TextRow, ...]:
         key = (offset, self.page_size)
         if key in self._pages:
             self._pages.move_to_end(key)
             return self._pages[key]
-        self._pages[key] = self.result.rows(offset, self.page_size)
+        self._pages[key] = cells.text_rows(self.result, offset, self.page_size)
         while len(self._pages) > CACHED_PAGES:
             self._pages.popitem(last=False)
         return self._pages[key]
@@ -287,18 +338,50 @@ class ResultTable(widgets.VBox):
     # --- static forms ---------------------------------------------------------
 
     def _repr_mimebundle_(self, **kwargs):
-        """The widget, and the first page of what it shows (with its sort and filter) for front ends without widgets."""
+        """The widget, and the first page of what it shows (with its sort and filter) for front ends without widgets.
+
+        Run headless (papermill, `nbconvert --execute`), the static table alone: nbconvert would draw the saved
+        widget instead, from scripts it fetches from a CDN, and offline that is a blank output. The widget is
+        closed then: nothing will ever draw it."""
+        bundle = self._static_bundle()
+        if _headless():
+            _close_tree(self)
+            return bundle
         # The widget's own reference, without ipywidgets' text form: that repr()s every child, and is replaced here.
-        bundle = {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
-                                                               "model_id": self.model_id}}
+        return {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                             "model_id": self.model_id}, **bundle}
+
+    def _static_bundle(self) -> dict:
+        bundle = {}
         result = self.result
-        first_rows, first_frame = self._page(0)
+        first_rows = self._page(0)
         shown_for, size, table = self._first_table
         if (shown_for, size) != (result, self.page_size):
-            table = render.html_table(first_frame, result.columns).html
+            table = render.html_table(first_rows, result.columns).html()
         view = render.view_label(self.sort, self.where, result.total_rows, self.base.total_rows)
-        bundle["text/html"] = render.static_html(table, first_rows, result.total_rows, result.stats, view,
+        bundle["text/html"] = render.static_html(table, len(first_rows), result.total_rows, result.stats, view,
                                                  self.base.reuse_note)
-        bundle["text/plain"] = render.static_text(first_frame, result.columns, result.total_rows, result.stats,
+        bundle["text/plain"] = render.static_text(first_rows, result.columns, result.total_rows, result.stats,
                                                   self.base.reuse_note)
         return bundle
+
+
+def _headless() -> bool:
+    """Whether the cell runs where nobody can answer `input()`: nbclient (papermill, `nbconvert --execute`)
+    asks the kernel so, and every front end a person uses (JupyterLab, Notebook, VS Code, Colab) allows it."""
+    shell = IPython.get_ipython()
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        return False
+    parent = kernel.get_parent("shell") or {}
+    return parent.get("content", {}).get("allow_stdin") is False
+
+
+def _close_tree(widget: widgets.Widget) -> None:
+    """Close a widget and every widget under it, with their layouts and styles."""
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    for part in (getattr(widget, "layout", None), getattr(widget, "style", None)):
+        if isinstance(part, widgets.Widget):
+            part.close()
+    widget.close()

@@ -1,0 +1,63 @@
+"""Each value as the table shows it: DuckDB's own text of it, numbers grouped by thousands with their decimals lined up.
+
+The text comes from the decoder (decode.page_text), so the live table, the
+static HTML and the text form all read what DuckDB's CLI would print, never
+pandas' idea of a FLOAT, a DATE or a HUGEINT.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lakelambda.protocol import Column
+
+from .. import decode
+from ..client import QueryResult
+from ..decode import TextRow
+
+NUMBER_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                          "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE"})
+_PLAIN_NUMBER = re.compile(r"(-?)(\d+)(\.\d+)?")
+
+
+def text_rows(result: QueryResult, offset: int, limit: int) -> tuple[TextRow, ...]:
+    """Rows [offset, offset + limit) of `result` as DuckDB writes each value: from its first page where that
+    holds them (written as text once), else the page its engine serves."""
+    if min(offset + limit, result.total_rows) <= result.first_page.row_count:
+        return decode.page_text(result.first_page.data, result.columns)[offset : offset + limit]
+    return decode.page_text(result.page(offset, limit).data, result.columns)
+
+
+def is_number(type_name: str) -> bool:
+    return type_name in NUMBER_TYPES or type_name.startswith("DECIMAL(")
+
+
+def shown_columns(rows: tuple[TextRow, ...], columns: tuple[Column, ...]) -> list[list[str | None]]:
+    """Each column's texts (None for NULL), numbers with thousands separators and, padded on the right,
+    their decimal points in one line down the page."""
+    shown = []
+    for index, column in enumerate(columns):
+        texts = [row[index] for row in rows]
+        shown.append(_aligned(texts) if is_number(column.type) else texts)
+    return shown
+
+
+def _aligned(texts: list[str | None]) -> list[str | None]:
+    grouped = [None if text is None else _grouped(text) for text in texts]
+    tails = [_decimals(text) for text in grouped]
+    width = max(tails, default=0)
+    return [None if text is None else text + " " * (width - tail) for text, tail in zip(grouped, tails)]
+
+
+def _grouped(text: str) -> str:
+    """`1234567.25` as `1,234,567.25`; DuckDB's other number texts (`1e+20`, `inf`, `nan`) as they are."""
+    match = _PLAIN_NUMBER.fullmatch(text)
+    return f"{match[1]}{int(match[2]):,}{match[3] or ''}" if match else text
+
+
+def _decimals(text: str | None) -> int:
+    """How many characters a plain number has from its decimal point on (0 without one)."""
+    if text is None or not _PLAIN_NUMBER.fullmatch(text.replace(",", "")):
+        return 0
+    point = text.find(".")
+    return len(text) - point if point >= 0 else 0

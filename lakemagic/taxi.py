@@ -303,6 +303,8 @@ def _execute(con: duckdb.DuckDBPyConnection, progress: Progress | None, sql: str
 def _database() -> duckdb.DuckDBPyConnection:
     """A database for building the lake, without DuckDB's progress bar: in a notebook that bar is an ipywidget,
     left in an executed notebook as a `FloatProgress(...)` text (the `progress` callback reports instead)."""
+    import duckdb  # here, so importing lakemagic does not load DuckDB
+
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
     return con

@@ -47,7 +47,7 @@ class Page:
 class CallStats:
     """What one engine call cost: the handler's own figures, the platform's, and the round trip."""
 
-    engine: protocol.Stats
+    engine: protocol.HandlerStats
     round_trip_ms: float
     lambda_figures: LambdaFigures | None = None
     fanout: FanoutReceipt | None = None  # a fanned-out query's: its tasks together

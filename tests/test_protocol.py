@@ -21,7 +21,7 @@ import events
 
 RESULT_ID = "R" * 32
 PAGE_DATA = "UEFSMQ=="  # any base64: the codec checks its alphabet, the decoder its content
-STATS = protocol.Stats(1.5, True, 3, 8, "1.5.5", "x86_64")
+STATS = protocol.HandlerStats(1.5, True, 3, 8, "1.5.5", "x86_64")
 RESULT = protocol.ResultInfo(RESULT_ID, (protocol.Column("n", "BIGINT"), protocol.Column("s", "VARCHAR")), 3, 900)
 LISTING = protocol.PartitionedTable("events", (protocol.Column("day", "DATE"),), (
     protocol.PartitionFile("events/day=2019-04-01/data_0.parquet", 100, (("day", "2019-04-01"),)),

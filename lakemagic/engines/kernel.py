@@ -174,7 +174,7 @@ def _timed(answer: protocol.Answer, started: float) -> protocol.Answer:
     """The answer with this engine's own figures: its time, the result's rows, the bytes it carries."""
     content = getattr(answer, "page", None) or getattr(answer, "part", None)
     result = getattr(answer, "result", None)
-    stats = protocol.Stats(engine_ms=round((time.perf_counter() - started) * 1000, 3),
+    stats = protocol.HandlerStats(engine_ms=round((time.perf_counter() - started) * 1000, 3),
                            rows=result.total_rows if result else 0, encoded_bytes=len(content.data) if content else 0,
                            duckdb_version=duckdb.__version__)
     return dataclasses.replace(answer, stats=stats)

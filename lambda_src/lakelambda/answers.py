@@ -28,7 +28,7 @@ class Column:
 
 
 @dataclass(frozen=True)
-class Stats:
+class HandlerStats:
     """On every answer: what the call cost in the engine, and where it ran."""
 
     engine_ms: Annotated[float, Range(0, 1e9)] = 0.0
@@ -88,7 +88,7 @@ class PageAnswer:
     kind: ClassVar[str] = "page"
     result: Result
     page: Page
-    stats: Stats = field(default_factory=Stats)
+    stats: HandlerStats = field(default_factory=HandlerStats)
     # A query answered from an earlier run's result: when that ran (Unix time).
     reused_from: Annotated[Annotated[float, Range(0, 2**40)] | None, OMITTED] = None
 
@@ -104,7 +104,7 @@ class PartAnswer:
     kind: ClassVar[str] = "part"
     result: Result
     part: Part
-    stats: Stats = field(default_factory=Stats)
+    stats: HandlerStats = field(default_factory=HandlerStats)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class DownloadAnswer:
     result: Result
     url: Annotated[str, Text(MAX_URL_CHARS), at("download", "url")]
     expires_s: Annotated[int, Range(0, MAX_DOWNLOAD_SECONDS), at("download", "expires_s")]
-    stats: Stats = field(default_factory=Stats)
+    stats: HandlerStats = field(default_factory=HandlerStats)
 
     def check_arrival(self) -> "DownloadAnswer":
         problem = _download_problem(self.url, self.result.result_id)
@@ -131,7 +131,7 @@ class MaterializeAnswer:
     path: Annotated[str, Text(MAX_URL_CHARS), at("materialized", "path")]  # where the file is now, in the lake
     rows: Annotated[Count, at("materialized", "rows")]
     bytes: Annotated[Count, at("materialized", "bytes")]
-    stats: Stats = field(default_factory=Stats)
+    stats: HandlerStats = field(default_factory=HandlerStats)
 
     def check_arrival(self) -> "MaterializeAnswer":
         _, folder, name = self.path.rpartition(f"/{DASHBOARD_FOLDER}/")
@@ -163,7 +163,7 @@ class TableInfo:
 class TablesAnswer:
     kind: ClassVar[str] = "tables"
     tables: Annotated[tuple[TableInfo, ...], Items(MAX_TABLES, noun="tables")]
-    stats: Stats = field(default_factory=Stats)
+    stats: HandlerStats = field(default_factory=HandlerStats)
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ class ProfileAnswer:
     kind: ClassVar[str] = "profile"
     result: Result
     profile: Profile
-    stats: Stats = field(default_factory=Stats)
+    stats: HandlerStats = field(default_factory=HandlerStats)
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ class PartitionsAnswer:
 
     kind: ClassVar[str] = "partitioned_tables"
     tables: Annotated[tuple[PartitionedTable, ...], Items(MAX_LISTED_TABLES, noun="tables"), at("partitioned_tables")]
-    stats: Stats = field(default_factory=Stats)
+    stats: HandlerStats = field(default_factory=HandlerStats)
 
 
 @dataclass(frozen=True)
@@ -241,7 +241,7 @@ class ErrorAnswer:
                     at("error", "type")]
     message: Annotated[str, Text(MAX_ANSWER_CHARS), at("error", "message")]
     position: Annotated[Annotated[int, Range(0, MAX_SQL_CHARS)] | None, at("error", "position")] = None
-    stats: Stats = field(default_factory=Stats)
+    stats: HandlerStats = field(default_factory=HandlerStats)
 
     @classmethod
     def of(cls, error: LakeError) -> "ErrorAnswer":

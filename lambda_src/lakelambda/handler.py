@@ -134,7 +134,7 @@ class LakeHandler:
                 return listing
         # Without a scope nothing is reused or kept: its caller shares no secret with any other.
         reuse = self.reuse.scoped(request.reuse_scope) if request.reuse and request.reuse_scope else None
-        result = run.run_query(con, self.lake, self.results, request.sql, request.params, request.views, reuse)
+        result = run.execute_and_store(con, self.lake, self.results, request.sql, request.params, request.views, reuse)
         return PageAnswer(result.info, self.results.page(con, result, 0, request.page_size),
                           reused_from=result.reused_from)
 
@@ -164,10 +164,10 @@ def _close(database, scratch: str) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _stats(answer: protocol.Answer, started: float, cold: bool) -> protocol.Stats:
+def _stats(answer: protocol.Answer, started: float, cold: bool) -> protocol.HandlerStats:
     content = getattr(answer, "page", None) or getattr(answer, "part", None)
     result = getattr(answer, "result", None)
-    return protocol.Stats(
+    return protocol.HandlerStats(
         engine_ms=round((time.perf_counter() - started) * 1000, 3),
         cold=cold,
         rows=result.total_rows if result else 0,

@@ -28,7 +28,7 @@ from typing import Annotated, Any, ClassVar, Union, get_args
 from .errors import ProtocolError
 from .wire import OMITTED, Items, Range, Text, decode_fields, encode_fields
 # The answers and the fields' limits and types, given from here too: the protocol is one import.
-from .answers import (Column, Stats, Page, Part, ResultInfo, Result, PageAnswer, PartAnswer, DownloadAnswer,
+from .answers import (Column, HandlerStats, Page, Part, ResultInfo, Result, PageAnswer, PartAnswer, DownloadAnswer,
                       MaterializeAnswer, TableKind, TABLE_KINDS, TableInfo, TablesAnswer, Bar, Profile,
                       ProfileAnswer, PartitionFile, PartitionedTable, PartitionsAnswer, ErrorAnswer, Answer, ANSWERS,
                       parse_answer, LOOPBACK_HOSTS)

@@ -36,7 +36,7 @@ class _Placed(NamedTuple):
         return _Placed(f"{before}\n{self.text}\n{after}", f"{before}\n{self.prefix}")
 
 
-def run_query(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, sql: str, params: dict,
+def execute_and_store(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, sql: str, params: dict,
               views: tuple[View, ...] = (), reuse: ScopedReuse | None = None) -> StoredResult:
     """Run `sql` once into a Parquet file; keep it as a stored result unless it is small enough to answer inline.
 

@@ -139,32 +139,41 @@ class LakeMagic(Magics):
         options, rest = _split_options(self.lakesql.parser, line)
         if options.views or options.save_views or options.load_views:
             return self._manage_views(options)
-        if (options.tables or options.columns) and (rest.strip() or (cell or "").strip()):
-            raise UsageError("--tables and --columns NAME take no SQL; run the query in a cell of its own")
-        if options.tables:
-            return catalog.tables_frame(client.tables(self.current_engine()), self.views)
-        if options.columns:
-            return catalog.describe(self.current_engine(), options.columns, self.views)
-        target, sql = _split_assignment(rest)
-        if cell is not None:
-            if sql.strip():
-                raise UsageError(f"unexpected text before the SQL: {sql.strip()!r}; write `%%lakesql VAR <<`")
-            sql = cell
+        if options.tables or options.columns:
+            return self._catalog(options, rest, cell)
+        target, sql = _target_and_sql(rest, cell)
         if options.materialize and not options.save:
             raise UsageError("--materialize needs the view's name: --save NAME")
         if options.materialize and not sql.strip():
             return self._materialize(options.save, options.to)
         if not sql.strip():
             raise UsageError("no SQL to run")
+        page_size, fanout = self._sizes(options)
+        _check_output_options(options, target is not None or cell is None)
+        if options.explain:
+            return self._explain(sql, fanout)
+        return self._run(options, sql, target, cell is None, page_size, fanout)
+
+    def _catalog(self, options, rest: str, cell: str | None):
+        """--tables or --columns NAME: the lake's tables and saved views, or one's columns."""
+        if rest.strip() or (cell or "").strip():
+            raise UsageError("--tables and --columns NAME take no SQL; run the query in a cell of its own")
+        if options.tables:
+            return catalog.tables_frame(client.tables(self.current_engine()), self.views)
+        return catalog.describe(self.current_engine(), options.columns, self.views)
+
+    def _sizes(self, options) -> tuple[int, int]:
+        """The page size and the most invocations a fan-out may use, from the options or the configuration."""
         page_size = options.page_size or self.page_size
         if page_size < 1:
             raise UsageError(f"the page size must be at least 1, not {page_size}")
-        _check_output_options(options, target is not None or cell is None)
         fanout = self.max_fanout if options.fanout is None else options.fanout
         if fanout < 1:
             raise UsageError(f"--fanout must be at least 1 (1 runs the query on one invocation), not {fanout}")
-        if options.explain:
-            return self._explain(sql, fanout)
+        return page_size, fanout
+
+    def _run(self, options, sql: str, target: str | None, line: bool, page_size: int, fanout: int):
+        """Run the query while the waiting line counts, then export, save, assign or show its result."""
         params = bind_parameters(sql, self.shell.user_ns)
         reuse = self._reuse(not options.no_reuse)
         engine = self.current_engine()
@@ -181,7 +190,7 @@ class LakeMagic(Magics):
             if target is not None:
                 self.shell.user_ns[target] = _whole_frame(result, options.kind)
                 return None
-            if cell is None:
+            if line:
                 return _whole_frame(result, options.kind)
             wait.show(ResultTable(result, page_size))  # in place of the waiting line
         return None
@@ -264,7 +273,7 @@ class LakeMagic(Magics):
             written = self.views.save_folder(options.save_views)
             print(f"wrote {len(written)} views to {options.save_views}")
         if options.views:
-            return pd.DataFrame(self.views.listing(), columns=["view", "depends on", "materialized", "at"])
+            return catalog.Listing(self.views.listing(), columns=["view", "depends on", "materialized", "at"])
         return None
 
 
@@ -286,6 +295,16 @@ def _split_options(parser, line: str):
             continue
         return options, line[words[count].start():] if count < len(words) else ""
     return parser.parse_args([word.group() for word in words]), ""  # raises the parser's own UsageError
+
+
+def _target_and_sql(rest: str, cell: str | None) -> tuple[str | None, str]:
+    """`VAR <<` (or None) and the SQL: the cell's, or the rest of the line's."""
+    target, sql = _split_assignment(rest)
+    if cell is None:
+        return target, sql
+    if sql.strip():
+        raise UsageError(f"unexpected text before the SQL: {sql.strip()!r}; write `%%lakesql VAR <<`")
+    return target, cell
 
 
 def _split_assignment(text: str) -> tuple[str | None, str]:

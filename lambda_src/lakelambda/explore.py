@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
-from typing import Iterable, NamedTuple
+from typing import Iterable, Literal, NamedTuple
 
 import duckdb
 
@@ -229,7 +229,7 @@ def profile(con, source: str, column: Column) -> Profile:
     low, high, mean = row[3:] if ranged else (None, None, None)
     bars = _histogram(con, source, name, kind) if ranged else None
     if bars is None:
-        bars_kind = "top"
+        bars_kind: Literal["histogram", "top"] = "top"
         bars = tuple(Bar(value, count) for value, count in Derived((
             f"SELECT CAST({name} AS VARCHAR) AS value, count(*) AS n FROM {source} AS result "
             f"WHERE {name} IS NOT NULL GROUP BY ALL ORDER BY n DESC, value LIMIT {TOP_VALUES}")).run(con).fetchall())

@@ -214,7 +214,7 @@ class PartitionedTable:
     files: Annotated[tuple[PartitionFile, ...], Items(MAX_LISTED_FILES, noun="files")]
 
     def check_arrival(self) -> "PartitionedTable":
-        keys = set()
+        keys: set[str] = set()
         for file in self.files:
             problem = _partition_file_problem(self.name, file)
             if problem:

@@ -65,6 +65,7 @@ def naming_the_lake(error: SqlError, names: list[str]) -> SqlError:
     """A missing table's error (`error.missing_table` is set), naming the closest of `names` (the lake's
     tables, the call's views) instead of DuckDB's candidates from its own catalog."""
     missing = error.missing_table
+    assert missing is not None, "called only for a missing table's error"
     close = closest_names(missing, names)
     message = f"no table {missing} in the lake"
     if close:

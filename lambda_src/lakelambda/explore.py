@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
-from typing import Iterable, NamedTuple
+from typing import Iterable, Literal, NamedTuple
 
 import duckdb
 
@@ -109,7 +109,7 @@ def derived_select(source: str, columns: tuple[Column, ...], sort: tuple[SortKey
     # Qualified, so a key is the restored column, not the select list's stored form of it.
     order = [f"result.{quote_identifier(k.column)} {'DESC' if k.descending else 'ASC'} NULLS LAST" for k in sort]
     order.append(f"result.{quote_identifier(row_column(columns))}")
-    head = f"SELECT {page_format.storage_projection(list(columns))} FROM {source} AS result "
+    head = f"SELECT {page_format.storage_projection(columns)} FROM {source} AS result "
     tail = f" ORDER BY {', '.join(order)}"
     if where is None:
         return Derived(head + tail)
@@ -121,7 +121,7 @@ def store_derived(con, results, derived: Derived, columns: tuple[Column, ...]):
     """Write the derived rows as a new result of `results` (a ResultStore): stored, or inline if small."""
     result_id, path = results.new_result()
     try:
-        rows = derived.run(con, "COPY (", f") TO {quote_literal(path)} ({results.copy_options(list(columns))})")
+        rows = derived.run(con, "COPY (", f") TO {quote_literal(path)} ({results.copy_options(columns)})")
         rows = rows.fetchone()[0]
     except BaseException:  # a partial file would only fill the disk
         if os.path.exists(path):
@@ -229,7 +229,7 @@ def profile(con, source: str, column: Column) -> Profile:
     low, high, mean = row[3:] if ranged else (None, None, None)
     bars = _histogram(con, source, name, kind) if ranged else None
     if bars is None:
-        bars_kind = "top"
+        bars_kind: Literal["histogram", "top"] = "top"
         bars = tuple(Bar(value, count) for value, count in Derived((
             f"SELECT CAST({name} AS VARCHAR) AS value, count(*) AS n FROM {source} AS result "
             f"WHERE {name} IS NOT NULL GROUP BY ALL ORDER BY n DESC, value LIMIT {TOP_VALUES}")).run(con).fetchall())

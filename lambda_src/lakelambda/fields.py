@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from .values import decode_value, encode_value
 from .wire import OMITTED, Items, Range, Text, Via
@@ -60,7 +60,7 @@ MAX_REUSE_SCOPE_CHARS = 256
 # Printable ASCII, without spaces around it.
 REUSE_SCOPE_PATTERN = re.compile(r"[!-~](?:[ -~]*[!-~])?")
 
-PAGE_FORMAT = "parquet+base64"
+PAGE_FORMAT: Final = "parquet+base64"  # Final: the Literal a page's format field declares
 
 # Lambda's names for the architectures it runs, by what platform.machine() says there.
 LAMBDA_ARCHITECTURES = {"x86_64": "x86_64", "aarch64": "arm64"}

@@ -19,6 +19,7 @@ import shutil
 import threading
 import time
 import weakref
+from typing import Any, Callable
 
 import duckdb
 
@@ -64,9 +65,9 @@ class LakeHandler:
         # next handler's start (database.remove_stale_scratch_folders).
         self.close = weakref.finalize(self, _close, self._database, self.settings.scratch)
         # The requests about an existing result are answered by the result operations every host shares.
-        self._operations = {QueryRequest: self.query, MaterializeRequest: self.materialize, TablesRequest: self.tables,
-                            PartitionsRequest: self.partitions, TaskRequest: self.task,
-                            **dict.fromkeys(OPERATIONS, self.serve)}
+        self._operations: dict[type, Callable[[Any, Any], protocol.Answer]] = {
+            QueryRequest: self.query, MaterializeRequest: self.materialize, TablesRequest: self.tables,
+            PartitionsRequest: self.partitions, TaskRequest: self.task, **dict.fromkeys(OPERATIONS, self.serve)}
 
     def __call__(self, event, context=None) -> dict:
         started = time.perf_counter()

@@ -24,7 +24,7 @@ import threading
 from typing import NamedTuple
 
 from .errors import AmbiguousName
-from .protocol import DASHBOARD_FOLDER, TABLE_KINDS, TableInfo
+from .protocol import DASHBOARD_FOLDER, TABLE_KINDS, TableInfo, TableKind
 from .sql import quote_identifier, quote_literal
 from .storage import S3_REQUEST_TIMEOUT_MAX_S, open_storage
 
@@ -41,7 +41,7 @@ class LakeObject(NamedTuple):
     """A table the lake's layout holds: its name as stored, and where."""
 
     name: str
-    kind: str  # one of TABLE_KINDS
+    kind: TableKind
     location: str  # the file, or the partitioned table's folder
     source: str  # what DuckDB reads: the file, or the folder's pattern
 
@@ -150,7 +150,7 @@ class Lake:
         order of name; more than one is an ambiguous name."""
         found: dict[str, list[LakeObject]] = {}
 
-        def add(name: str, kind: str, location: str, source: str) -> None:
+        def add(name: str, kind: TableKind, location: str, source: str) -> None:
             if _CATALOG_NAME.fullmatch(name) and (wanted is None or name.lower() in wanted):
                 named = found.setdefault(name.lower(), [])
                 if not named or named[0].kind == kind:  # a kind further up the order shadows this one

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import re
+from typing import Sequence
 
 from .protocol import Column
 from .sql import quote_identifier
@@ -31,7 +32,7 @@ def storage_type(declared: str) -> str:
     return _QUOTED_OR_LOSSY.sub(lambda m: m.group() if m.group()[0] in "'\"" else "VARCHAR", declared)
 
 
-def storage_projection(columns: list[Column]) -> str:
+def storage_projection(columns: Sequence[Column]) -> str:
     """The SELECT list that turns a result into its storable form."""
     parts = []
     for column in columns:

@@ -20,16 +20,16 @@ import json
 import math
 import os
 import secrets
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import duckdb
 
 from . import explore, page_format
 from .lake import Lake
 from .errors import ResultNotFound, RowTooLarge
-from .protocol import (INLINE_RESULT_BYTES, MAX_PART_BYTES, MAX_RESPONSE_BYTES, Column, DeriveRequest, DownloadAnswer,
-                       DownloadRequest, Page, PageAnswer, PageRequest, Part, PartAnswer, PartRequest, ProfileAnswer,
-                       ProfileRequest, ResultInfo)
+from .protocol import (INLINE_RESULT_BYTES, MAX_PART_BYTES, MAX_RESPONSE_BYTES, Answer, Column, DeriveRequest,
+                       DownloadAnswer, DownloadRequest, Page, PageAnswer, PageRequest, Part, PartAnswer, PartRequest,
+                       ProfileAnswer, ProfileRequest, ResultInfo)
 from .sql import quote_identifier, quote_literal
 from .storage import INTERNAL_FOLDER
 
@@ -81,7 +81,7 @@ class ResultStore:
             return result_id, self.lake_path(result_id)
         return result_id, self._local_path(result_id)
 
-    def copy_options(self, columns: list[Column]) -> str:
+    def copy_options(self, columns: Sequence[Column]) -> str:
         """COPY options for a stored result: Parquet with the declared column types in its metadata."""
         metadata = quote_literal(json.dumps([{"name": c.name, "type": c.type} for c in columns]))
         return (
@@ -98,6 +98,7 @@ class ResultStore:
         straight into the lake is there already.
         """
         if not self.is_local(path):
+            assert size is not None, "DuckDB reports the size of a file it writes into the lake"
             return StoredResult(ResultInfo(result_id, columns, rows, size), path)
         size = os.path.getsize(path)
         if size <= self.inline_bytes:
@@ -119,19 +120,21 @@ class ResultStore:
         local = self._local_path(result_id)
         path = local if os.path.exists(local) else self.lake_path(result_id)
         try:
-            columns, total_rows, size_bytes = con.execute(
+            found = con.execute(
                 f"SELECT (SELECT value FROM parquet_kv_metadata({quote_literal(path)}) WHERE key = '{COLUMNS_KEY}'), "
                 f"num_rows, file_size_bytes FROM parquet_file_metadata({quote_literal(path)})"
             ).fetchone()
         except duckdb.IOException:
             raise ResultNotFound(f"result {result_id} does not exist or has expired; run the query again") from None
-        columns = tuple(Column(c["name"], c["type"]) for c in json.loads(columns))
+        assert found is not None  # parquet_file_metadata of one file gives one row
+        declared, total_rows, size_bytes = found
+        columns = tuple(Column(c["name"], c["type"]) for c in json.loads(declared))
         return StoredResult(ResultInfo(result_id, columns, total_rows, size_bytes), path)
 
-    def download_url(self, result: StoredResult) -> str:
-        """Where the whole stored file can be read by whoever holds the result's id, for
+    def download_url(self, result_id: str) -> str:
+        """Where the whole stored file of `result_id` can be read by whoever holds that id, for
         DOWNLOAD_URL_SECONDS (storage.LakeStorage.download_url)."""
-        return self.lake.storage.download_url(self.lake_path(result.info.result_id), DOWNLOAD_URL_SECONDS)
+        return self.lake.storage.download_url(self.lake_path(result_id), DOWNLOAD_URL_SECONDS)
 
     def part(self, result: StoredResult, start: int, length: int) -> Part:
         """Bytes [start, start + length) of the stored result file, as they are."""
@@ -221,7 +224,7 @@ def part(con, store: ResultStore, request: PartRequest) -> PartAnswer:
 
 def download(con, store: ResultStore, request: DownloadRequest) -> DownloadAnswer:
     result = store.open(con, request.result_id)
-    return DownloadAnswer(result.info, store.download_url(result), DOWNLOAD_URL_SECONDS)
+    return DownloadAnswer(result.info, store.download_url(request.result_id), DOWNLOAD_URL_SECONDS)
 
 
 def derive(con, store: ResultStore, request: DeriveRequest) -> PageAnswer:
@@ -240,5 +243,5 @@ def profile(con, store: ResultStore, request: ProfileRequest) -> ProfileAnswer:
 
 
 # Each request about an existing result, and the operation that answers it.
-OPERATIONS = {PageRequest: page, PartRequest: part, DownloadRequest: download, DeriveRequest: derive,
-              ProfileRequest: profile}
+OPERATIONS: dict[type, Callable[[Any, ResultStore, Any], Answer]] = {
+    PageRequest: page, PartRequest: part, DownloadRequest: download, DeriveRequest: derive, ProfileRequest: profile}

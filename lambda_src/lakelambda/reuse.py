@@ -39,6 +39,13 @@ class _Kept(NamedTuple):
     inline: StoredResult | None = None  # a small result, whole
     result_id: str | None = None  # a stored result, opened again when it is reused
 
+    @property
+    def inline_bytes(self) -> int:
+        """What the entry holds in memory: a small result's whole file."""
+        if self.inline is None or self.inline.inline_data is None:
+            return 0
+        return len(self.inline.inline_data)
+
 
 class ResultReuse:
     def __init__(self, lake: Lake, results: ResultStore):
@@ -66,6 +73,7 @@ class ResultReuse:
             return None
         if kept.inline is not None:
             return kept.inline._replace(reused_from=kept.computed_at)
+        assert kept.result_id is not None  # an entry holds a small result or a stored one's id
         try:
             if not self.lake.storage.version_of(self.results.lake_path(kept.result_id)):
                 raise ResultNotFound(kept.result_id)  # this container's copy would serve pages, but no other's
@@ -87,10 +95,10 @@ class ResultReuse:
             kept = _Kept(time.time(), result_id=result.info.result_id)
         with self._lock:
             self._memory[key] = kept
-            inline_bytes = sum(len(k.inline.inline_data) for k in self._memory.values() if k.inline)
+            inline_bytes = sum(k.inline_bytes for k in self._memory.values())
             while len(self._memory) > MEMORY_ENTRIES or inline_bytes > MEMORY_INLINE_BYTES:
                 _, dropped = self._memory.popitem(last=False)
-                inline_bytes -= len(dropped.inline.inline_data) if dropped.inline else 0
+                inline_bytes -= dropped.inline_bytes
 
     def _from_index(self, key: str) -> _Kept | None:
         """The newest index entry for `key`, as the lake's listing of the index shows it."""

@@ -45,7 +45,7 @@ def execute_and_store(con: duckdb.DuckDBPyConnection, lake: Lake, results: Resul
     """
     prepared = _check(con, lake, sql, views)
     key = reuse.key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
-    if key is not None:
+    if reuse is not None and key is not None:
         found = reuse.find(con, key)
         if found is not None:
             return found
@@ -55,7 +55,7 @@ def execute_and_store(con: duckdb.DuckDBPyConnection, lake: Lake, results: Resul
     write = _write_held if lake.storage.binds_cost_requests else _write_streamed
     result_id, path, columns, rows, size = write(con, lake, results, prepared, body, params, sql)
     result = results.keep(result_id, path, columns, rows, size)
-    if key is not None:
+    if reuse is not None and key is not None:
         reuse.remember(key, result)
     return result
 
@@ -252,7 +252,7 @@ def _held_bytes(con) -> int:
                        "WHERE tag = 'IN_MEMORY_TABLE'").fetchone()[0]
 
 
-def _execute(con, placed: _Placed, params: dict, sql: str):
+def _execute(con, placed: _Placed, params: dict, sql: str | None):
     # Internal statements carry their values as quoted literals: binding Python
     # values makes DuckDB's client import pandas (half a second on a cold start).
     try:

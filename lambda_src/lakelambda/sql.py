@@ -132,9 +132,10 @@ def parse_tree(sql: str) -> dict:
     the notebook's views): read it, never change it.
     """
     with parser() as con:
-        text = con.execute("SELECT json_serialize_sql(?, skip_empty := false, skip_null := false, "
-                           "skip_default := false)", [sql]).fetchone()[0]
-    return json.loads(text)
+        row = con.execute("SELECT json_serialize_sql(?, skip_empty := false, skip_null := false, "
+                          "skip_default := false)", [sql]).fetchone()
+    assert row is not None  # a SELECT without FROM gives one row
+    return json.loads(row[0])
 
 
 def parameter_names(sql: str) -> set[str]:
@@ -201,7 +202,8 @@ def referenced_tables(statement: str) -> set[str]:
     tree = _tree_of(statement)
     if tree is None:
         return set()  # the query itself reports the error
-    names, ctes = set(), set()
+    names: set[str] = set()
+    ctes: set[str] = set()
     for node in walk(tree):
         if node.get("type") == "BASE_TABLE" and not node.get("schema_name") and not node.get("catalog_name"):
             names.add(node["table_name"])

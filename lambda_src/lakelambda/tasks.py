@@ -110,8 +110,10 @@ def _with_reader(lake: Lake, request: TaskRequest) -> str:
     reader = parse_tree(f"WITH {quote_identifier(request.table)} AS ({_reader_sql(lake, request)}) SELECT 1")
     statement["node"]["cte_map"]["map"].insert(0, reader["statements"][0]["node"]["cte_map"]["map"][0])
     with parser() as con:
-        return con.execute("SELECT json_deserialize_sql(?)",
-                           [json.dumps({"error": False, "statements": [statement]})]).fetchone()[0]
+        row = con.execute("SELECT json_deserialize_sql(?)",
+                          [json.dumps({"error": False, "statements": [statement]})]).fetchone()
+    assert row is not None  # a SELECT without FROM gives one row
+    return row[0]
 
 
 def _reader_sql(lake: Lake, request: TaskRequest) -> str:

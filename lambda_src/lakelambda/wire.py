@@ -164,7 +164,8 @@ def _optional(args: tuple):
 
 def encode_fields(message) -> dict:
     """A dataclass's fields as a JSON-ready object, each at its place."""
-    return _encoder(type(message))(message)
+    kind: type = type(message)  # annotated: mypy does not take type[Any] as Hashable, which an lru_cache key must be
+    return _encoder(kind)(message)
 
 
 @functools.lru_cache(maxsize=None)
@@ -265,10 +266,9 @@ def _decoder(kind) -> Callable[[Any, str, str], Any]:
 
 
 def _object_decoder(cls) -> Callable[[Any, str, str], Any]:
-    fields = [(field, _decoder(field.type)) for field in _fields(cls)]
+    build = _builder(cls)
     shape = _shape(cls)
     keys = frozenset(shape)
-    check = getattr(cls, "check_arrival", None)
 
     def decode(wire, where: str, either: str):
         if not isinstance(wire, dict) or (where and not keys.issuperset(wire)):
@@ -278,22 +278,32 @@ def _object_decoder(cls) -> Callable[[Any, str, str], Any]:
             unknown = sorted(_unknown_keys(wire, shape))
             if unknown:
                 raise ProtocolError(f"unknown field(s) {', '.join(unknown)}")
-        return _build(cls, fields, shape, check, wire, where)
-    decode.spread = lambda wire, where: _build(cls, fields, shape, check, wire, where)  # at(): in a parent's object
+        return build(wire, where)
     return decode
 
 
-def _build(cls, fields, shape, check, wire: dict, where: str):
+@functools.lru_cache(maxsize=None)
+def _builder(cls) -> Callable[[dict, str], Any]:
+    """Builds `cls` from the object its fields are in: its own, or its parent's for a field at()."""
+    fields = [(field, _decoder(field.type) if field.place else _builder(_unpack(field.type)[0]))
+              for field in _fields(cls)]
+    shape = _shape(cls)
+    check = getattr(cls, "check_arrival", None)
+    return functools.partial(_build, cls, fields, shape, check)
+
+
+def _build(cls, fields: list[tuple[_Field, Callable[..., Any]]], shape: dict, check, wire: dict, where: str):
     values = {}
     for field, decode in fields:
         if not field.place:
-            values[field.name] = decode.spread(wire, where)
+            values[field.name] = decode(wire, where)
             continue
         container = wire
         for depth, key in enumerate(field.place[:-1]):
-            container = container.get(key)
-            if not isinstance(container, dict):
+            inner = container.get(key)
+            if not isinstance(inner, dict):
                 raise ProtocolError(f"'{'.'.join(filter(None, (where, *field.place[:depth + 1])))}' must be an object")
+            container = inner
         if field.place[-1] not in container:
             if field.omitted:
                 continue
@@ -425,8 +435,10 @@ def _key(kind, key: str, where: str) -> str:
 def _check_together(bounds: Items, items, where: str) -> None:
     if bounds.unique and len(set(items)) != len(items):
         seen: set = set()
-        twice = next(item for item in items if item in seen or seen.add(item))
-        raise ProtocolError(f"'{where}' names {_shown(twice)} twice")
+        for item in items:
+            if item in seen:
+                raise ProtocolError(f"'{where}' names {_shown(item)} twice")
+            seen.add(item)
     if bounds.chars is not None and sum(map(len, items)) > bounds.chars:
         raise ProtocolError(f"'{where}' together are longer than {bounds.chars} characters")
 

@@ -98,8 +98,8 @@ class KernelEngine(Engine):
             merged = tuple(Column(name, str(kind)) for name, kind in zip(merged_rows.columns, merged_rows.types))
             cursor.register(_MERGED, merged_rows)
             result_id, path = self._results.new_result()
-            rows = cursor.execute(f"COPY (SELECT {storage_projection(list(merged))} FROM {_MERGED}) "
-                                  f"TO {quote_literal(path)} ({self._results.copy_options(list(merged))})").fetchone()[0]
+            rows = cursor.execute(f"COPY (SELECT {storage_projection(merged)} FROM {_MERGED}) "
+                                  f"TO {quote_literal(path)} ({self._results.copy_options(merged)})").fetchone()[0]
             stored = self._results.keep(result_id, path, merged, rows)
             answer = PageAnswer(stored.info, self._results.page(cursor, stored, 0, page_size))
         return _timed(answer, started)

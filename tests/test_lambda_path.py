@@ -141,3 +141,10 @@ def test_the_time_budget_interrupts_a_slow_query(s3_lake, aws_environment, monke
         assert "time budget" in slow.value.message
     finally:
         local.stop()
+
+
+def test_an_engine_invokes_through_the_lambda_client_it_is_given(lambda_endpoint, monkeypatch):
+    given = boto3.client("lambda", endpoint_url=lambda_endpoint.endpoint_url, region_name="us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", "http://127.0.0.1:9")  # a client made by the engine reaches nothing
+    result = client.run_query(LambdaEngine(FUNCTION, client=given), "SELECT 42 AS answer")
+    assert result.to_dataframe()["answer"].tolist() == [42]

@@ -84,6 +84,7 @@ class LambdaEngine(Engine):
         timeout_s: float = 900,
         max_attempts: int = 3,
         read_margin_s: float = READ_TIMEOUT_MARGIN_S,
+        client=None,
     ):
         self.function_name = function_name
         self.region = region
@@ -91,7 +92,9 @@ class LambdaEngine(Engine):
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.read_timeout_s = timeout_s + read_margin_s
-        self._client = None
+        # A boto3 Lambda client passed in is used as it is (its timeouts and retries are its maker's):
+        # without one, one is made as _lambda() says.
+        self._client = client
         self._client_lock = threading.Lock()
         self._last_answer_at: float | None = None
 

@@ -137,6 +137,7 @@ class _KernelResults(ResultStore):
         super().__init__(Lake(folder), os.path.join(folder, "results"), os.path.join(folder, "pages"), inline_bytes=-1)
         self.kept_bytes = kept_bytes
         self._kept: dict[str, StoredResult] = {}  # oldest first
+        self._kept_total = 0  # their bytes
         self._lock = threading.Lock()
 
     def keep(self, result_id: str, path: str, columns: tuple[Column, ...], rows: int,
@@ -144,12 +145,9 @@ class _KernelResults(ResultStore):
         stored = super().keep(result_id, path, columns, rows, size)
         with self._lock:
             self._kept[result_id] = stored
-            total = sum(kept.info.result_bytes for kept in self._kept.values())
-            for oldest in list(self._kept)[:-1]:
-                if total <= self.kept_bytes:
-                    break
-                total -= self._kept[oldest].info.result_bytes
-                self._forget(oldest)
+            self._kept_total += stored.info.result_bytes
+            while self._kept_total > self.kept_bytes and len(self._kept) > 1:
+                self._forget(next(iter(self._kept)))
         return stored
 
     def open(self, con, result_id: str) -> StoredResult:
@@ -166,7 +164,10 @@ class _KernelResults(ResultStore):
 
     def _forget(self, result_id: str) -> None:
         stored = self._kept.pop(result_id, None)
-        if stored is not None and os.path.exists(stored.path):
+        if stored is None:
+            return
+        self._kept_total -= stored.info.result_bytes
+        if os.path.exists(stored.path):
             os.remove(stored.path)
 
 

@@ -104,11 +104,19 @@ FORBIDDEN_PATH_CHARACTERS = frozenset("?#%@\\")
 
 def check_query(sql: str, lake_root: str) -> None:
     """Raise PermissionDenied unless `sql` (one query) can only read inside `lake_root`."""
+    _approved(sql, lake_root)
+
+
+# The check is a function of the text and the lake alone, so a text asked again (a repeated query, a
+# saved view used by every query) is not parsed and walked again; a refusal raises and is not kept.
+@functools.lru_cache(maxsize=128)
+def _approved(sql: str, lake_root: str) -> bool:
     _refuse_unmaterialized_ctes(sql)
     try:
         _Walk(sql, lake_root).visit(_parse(sql)["statements"])
     except RecursionError:  # from the JSON decoder: a tree deeper than Python's stack
         raise PermissionDenied("this query is nested too deeply to be checked for what it reads") from None
+    return True
 
 
 def may_call(name: str, table: bool = False) -> bool:

@@ -65,6 +65,7 @@ class Statement(NamedTuple):
 QUERY_KEYWORDS = ("SELECT", "WITH", "FROM", "VALUES", "DESCRIBE", "SHOW", "SUMMARIZE", "TABLE", "(")
 
 
+@functools.lru_cache(maxsize=128)  # a repeated query (or view) is split once; a refusal raises and is not kept
 def single_query(sql: str) -> Statement:
     """The one query in `sql`; anything else (several statements, DDL, SET, COPY, ...) is refused."""
     try:

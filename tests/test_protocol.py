@@ -396,3 +396,21 @@ def test_a_page_that_holds_more_rows_than_it_says_is_refused_before_they_are_rea
     result = client.run_query(_Forged(protocol.encode(protocol.PageAnswer(told, protocol.Page(0, 200_000, data)))),
                               "SELECT 'x'", reuse=False)
     assert result.total_rows == 200_000 and result.engine.name == "kernel"  # the same page, told truly
+
+
+def test_an_inline_result_with_a_column_it_does_not_declare_is_refused(tmp_path):
+    """The kernel reads an adopted result's columns by position, then the row number: an extra column in the
+    file was taken for the row number, and its page 10 to 14 showed rows 86 to 90."""
+    path = tmp_path / "extra.parquet"
+    with duckdb.connect() as con:
+        con.execute(f"COPY (SELECT range AS a, 100 - range AS row FROM range(100)) TO '{path}' (FORMAT parquet)")
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    path.unlink()
+    declared = protocol.ResultInfo(None, (protocol.Column("a", "BIGINT"),), 100, len(data))
+    with pytest.raises(EngineError, match="declares 1 columns, but its rows hold 2"):
+        client.run_query(_Forged(protocol.encode(protocol.PageAnswer(declared, protocol.Page(0, 100, data)))),
+                         "SELECT 1", reuse=False)
+    both = protocol.ResultInfo(None, (protocol.Column("a", "BIGINT"), protocol.Column("row", "BIGINT")), 100, len(data))
+    result = client.run_query(_Forged(protocol.encode(protocol.PageAnswer(both, protocol.Page(0, 100, data)))),
+                              "SELECT 1", reuse=False)
+    assert result.page(10, 5).frame().a.tolist() == [10, 11, 12, 13, 14]  # declared truly, read truly

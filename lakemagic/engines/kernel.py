@@ -35,6 +35,7 @@ from lakelambda.results import OPERATIONS, ResultStore, StoredResult
 from lakelambda.sql import duckdb_error, parameter_names, quote_literal
 
 from ..decode import check_rows, restored
+from ..errors import EngineError
 from .base import Engine, Reply
 
 # The most bytes of results one kernel holds; the oldest go first beyond it (a query shown again runs again).
@@ -74,14 +75,18 @@ class KernelEngine(Engine):
 
         An inline answer's page is the result's whole file; its column types were
         checked on arrival to be DuckDB's own printing of one type (protocol.parse_answer),
-        and its rows are counted here to be as many as it declares.
+        and its rows and columns are counted here to be as many as it declares.
         """
         result_id, path = self._results.new_result()
         with open(path, "wb") as kept:
             kept.write(base64.b64decode(answer.page.data))
         try:
             with self._database.cursor() as con:
-                check_rows(con.read_parquet([path]), answer.result.total_rows)
+                kept_rows = con.read_parquet([path])
+                check_rows(kept_rows, answer.result.total_rows)
+                if len(kept_rows.columns) != len(answer.result.columns):  # read by position: one more would be the row number
+                    raise EngineError(f"the engine's answer declares {len(answer.result.columns)} columns, but its "
+                                      f"rows hold {len(kept_rows.columns)}")
         except BaseException:
             os.remove(path)
             raise

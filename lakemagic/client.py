@@ -40,7 +40,7 @@ class Page:
     columns: tuple[Column, ...]
 
     def frame(self) -> pd.DataFrame:
-        return decode_pages([self.data], self.columns)
+        return decode_pages([self.data], self.columns, self.row_count)
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ class QueryResult:
     def to_dataframe(self, progress: Callable[[int, int], None] | None = None, kind: str = "pandas"):
         """The whole result as a DataFrame (`kind` "pandas"), a pyarrow Table ("arrow") or a polars DataFrame ("polars")."""
         with self.local_files(progress) as paths:
-            return decode_files(paths, self.columns, kind)
+            return decode_files(paths, self.columns, self.total_rows, kind)
 
     @contextlib.contextmanager
     def local_files(self, progress: Callable[[int, int], None] | None = None):

@@ -27,10 +27,10 @@ from lakelambda.sql import quote_identifier
 from .errors import EngineError
 
 
-def decode_pages(pages: Iterable[str], columns: tuple[Column, ...]) -> pd.DataFrame:
-    """A DataFrame of the rows of `pages` (base64 Parquet), in order."""
+def decode_pages(pages: Iterable[str], columns: tuple[Column, ...], rows: int) -> pd.DataFrame:
+    """A DataFrame of the `rows` rows of `pages` (base64 Parquet), in order."""
     with _page_files(pages) as paths:
-        return decode_files(paths, columns)
+        return decode_files(paths, columns, rows)
 
 
 # A row as the table shows it: each value's text as DuckDB writes it, None for NULL.
@@ -38,11 +38,11 @@ TextRow = tuple[str | None, ...]
 
 
 @functools.lru_cache(maxsize=16)
-def page_text(page: str, columns: tuple[Column, ...]) -> tuple[TextRow, ...]:
-    """The rows of one page (base64 Parquet) as DuckDB's text of each value, as its CLI and
+def page_text(page: str, columns: tuple[Column, ...], rows: int) -> tuple[TextRow, ...]:
+    """The `rows` rows of one page (base64 Parquet) as DuckDB's text of each value, as its CLI and
     `CAST(value AS VARCHAR)` write them, in UTC. Kept for the last pages, so a page is rendered once."""
     with _page_files([page]) as paths, _text_decoder().cursor() as con:
-        relation = restored(con, paths, columns)
+        relation = restored(con, paths, columns, rows)
         names = [quote_identifier(column.name) for column in columns]
         return tuple(relation.select(", ".join(f"CAST({name} AS VARCHAR) AS {name}" for name in names)).fetchall())
 
@@ -79,38 +79,51 @@ def _pages_folder() -> str:
 FRAME_KINDS = {"pandas": "pandas", "arrow": "pyarrow", "polars": "polars"}
 
 
-def decode_files(paths: list[str], columns: tuple[Column, ...], kind: str = "pandas"):
-    """The rows of Parquet files in the page format, in order: a pandas DataFrame, or (`kind`) a
+def decode_files(paths: list[str], columns: tuple[Column, ...], rows: int, kind: str = "pandas"):
+    """The `rows` rows of Parquet files in the page format, in order: a pandas DataFrame, or (`kind`) a
     pyarrow Table or a polars DataFrame."""
     with _decoder().cursor() as con:
-        relation = restored(con, paths, columns)
+        relation = restored(con, paths, columns, rows)
         if kind == "arrow":
             return relation.to_arrow_table()
         return relation.pl() if kind == "polars" else relation.df()
 
 
-def copy_files(paths: list[str], columns: tuple[Column, ...], target: str, file_format: str) -> None:
-    """The rows of Parquet files in the page format, written to `target` as Parquet or CSV, as DuckDB writes them."""
+def copy_files(paths: list[str], columns: tuple[Column, ...], rows: int, target: str, file_format: str) -> None:
+    """The `rows` rows of Parquet files in the page format, written to `target` as Parquet or CSV, as DuckDB writes them."""
     with _decoder().cursor() as con:
-        relation = restored(con, paths, columns)
+        relation = restored(con, paths, columns, rows)
         if file_format == "csv":
             relation.to_csv(target, header=True)
         else:
             relation.to_parquet(target, compression="zstd")
 
 
-def restored(con, paths: list[str], columns: tuple[Column, ...]) -> duckdb.DuckDBPyRelation:
-    """The rows of Parquet files in the page format as a relation on `con`, typed as `columns` declare."""
+def restored(con, paths: list[str], columns: tuple[Column, ...], rows: int | None = None) -> duckdb.DuckDBPyRelation:
+    """The rows of Parquet files in the page format as a relation on `con`, typed as `columns` declare.
+
+    `rows`: how many the answer says they hold (check_rows), None where no answer says.
+    """
     if not paths:
         return con.sql(_empty_select(columns))
     relation = con.read_parquet(paths)
     if relation.columns != [column.name for column in columns]:
         raise EngineError(f"the engine's answer names the columns {[c.name for c in columns]!r}, but its rows hold "
                           f"{relation.columns!r}")
+    if rows is not None:
+        check_rows(relation, rows)
     stored = dict(zip(relation.columns, (str(t) for t in relation.types)))
     if list(stored.items()) == [(column.name, column.type) for column in columns]:
         return relation  # every column arrived as declared: a projection would only bind the file again
     return relation.select(_restoring_projection(columns, stored))
+
+
+def check_rows(relation: duckdb.DuckDBPyRelation, rows: int) -> None:
+    """Refuse Parquet data (`relation`, as read) that does not hold the `rows` rows its answer says.
+    Counted from the row groups: a page of a few KB can hold a million copies of one long value."""
+    held = relation.aggregate("count(*)").fetchone()[0]
+    if held != rows:
+        raise EngineError(f"the engine's answer says its rows are {rows:,}, but its data holds {held:,}")
 
 
 @functools.lru_cache(maxsize=1)

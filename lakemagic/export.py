@@ -37,7 +37,7 @@ def write(result: QueryResult, path: str, progress: Callable[[int, int], None] |
     os.close(handle)
     try:
         with result.local_files(progress) as paths:
-            copy_files(paths, result.columns, temporary, kind)
+            copy_files(paths, result.columns, result.total_rows, temporary, kind)
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):

@@ -50,7 +50,7 @@ def page(handler: LakeHandler, result_id: str, offset: int, limit: int) -> dict:
 def frame(answer: dict) -> pd.DataFrame:
     parsed = protocol.parse_answer(answer)
     assert isinstance(parsed, protocol.PageAnswer), answer.get("error")
-    return decode_pages([parsed.page.data], parsed.result.columns)
+    return decode_pages([parsed.page.data], parsed.result.columns, parsed.page.row_count)
 
 
 def expect_error(answer: dict, error_type: str) -> dict:

@@ -153,3 +153,15 @@ def test_a_fan_out_reads_the_folder_its_name_resolves_to(make_lake):
     assert isinstance(answered, protocol.PageAnswer), answered
     frame = client.Page(answered.page.offset, answered.page.row_count, answered.page.data, answered.result.columns).frame()
     assert frame["who"].tolist() == ["partitioned"]
+
+
+@pytest.mark.parametrize("sql, expected", [
+    ("WITH trips AS (SELECT who || '!' AS who FROM trips) SELECT who FROM trips", [("file!",)]),
+    ("SELECT t.who, s.n FROM trips AS t, (WITH trips AS (SELECT 1 AS n) SELECT n FROM trips) AS s", [("file", 1)]),
+    ("WITH later AS (SELECT who FROM trips), trips AS (SELECT 'cte' AS who) SELECT who FROM later", [("file",)]),
+])
+def test_a_with_query_named_after_a_lake_table_leaves_the_tables_other_reads_to_the_lake(make_lake, sql, expected):
+    """Inside its own body, outside its scope, or before it is defined, a CTE's name means the lake's table:
+    a fresh container looks it up (it answered 'no table trips in the lake'; a warm one read the view it kept,
+    left out of the reuse key, so a reused answer outlived a rewritten dataset)."""
+    assert rows_of(make_lake([("file", "trips")]), sql) == expected

@@ -24,8 +24,10 @@ def text_rows(result: QueryResult, offset: int, limit: int) -> tuple[TextRow, ..
     """Rows [offset, offset + limit) of `result` as DuckDB writes each value: from its first page where that
     holds them (written as text once), else the page its engine serves."""
     if min(offset + limit, result.total_rows) <= result.first_page.row_count:
-        return decode.page_text(result.first_page.data, result.columns)[offset : offset + limit]
-    return decode.page_text(result.page(offset, limit).data, result.columns)
+        first = result.first_page
+        return decode.page_text(first.data, result.columns, first.row_count)[offset : offset + limit]
+    page = result.page(offset, limit)
+    return decode.page_text(page.data, result.columns, page.row_count)
 
 
 def is_number(type_name: str) -> bool:

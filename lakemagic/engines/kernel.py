@@ -34,7 +34,8 @@ from lakelambda.protocol import Column, ErrorAnswer, PageAnswer
 from lakelambda.results import OPERATIONS, ResultStore, StoredResult
 from lakelambda.sql import duckdb_error, parameter_names, quote_literal
 
-from ..decode import restored
+from ..decode import check_rows, restored
+from ..errors import EngineError
 from .base import Engine, Reply
 
 # The most bytes of results one kernel holds; the oldest go first beyond it (a query shown again runs again).
@@ -73,18 +74,30 @@ class KernelEngine(Engine):
         """An inline answer's result, kept here from now on: the same answer, naming it by an id of this engine.
 
         An inline answer's page is the result's whole file; its column types were
-        checked on arrival to be DuckDB's own printing of one type (protocol.parse_answer).
+        checked on arrival to be DuckDB's own printing of one type (protocol.parse_answer),
+        and its rows and columns are counted here to be as many as it declares.
         """
         result_id, path = self._results.new_result()
         with open(path, "wb") as kept:
             kept.write(base64.b64decode(answer.page.data))
+        try:
+            with self._database.cursor() as con:
+                kept_rows = con.read_parquet([path])
+                check_rows(kept_rows, answer.result.total_rows)
+                if len(kept_rows.columns) != len(answer.result.columns):  # read by position: one more would be the row number
+                    raise EngineError(f"the engine's answer declares {len(answer.result.columns)} columns, but its "
+                                      f"rows hold {len(kept_rows.columns)}")
+        except BaseException:
+            os.remove(path)
+            raise
         stored = self._results.keep(result_id, path, answer.result.columns, answer.result.total_rows)
         return dataclasses.replace(answer, result=stored.info)
 
     def merge(self, files: list[str], columns: tuple[Column, ...], merge_sql: str, parts: str, params: dict,
-              page_size: int) -> PageAnswer:
-        """A fan-out's parts (Parquet files in the page format, typed as `columns`) merged by `merge_sql`,
-        which reads them as the table named `parts`: a result of this engine, with its first page.
+              page_size: int, rows: int | None = None) -> PageAnswer:
+        """A fan-out's parts (Parquet files in the page format, typed as `columns`, `rows` rows in all as
+        the tasks' answers say) merged by `merge_sql`, which reads them as the table named `parts`: a
+        result of this engine, with its first page.
 
         Each merge is a cursor of its own, so its `partials` is seen by no other.
         """
@@ -92,7 +105,7 @@ class KernelEngine(Engine):
         with tempfile.TemporaryDirectory(prefix="merge-", dir=self.folder) as inbox, \
                 self._database.cursor() as cursor:
             paths = [self._inside(path, inbox, number) for number, path in enumerate(files)]
-            cursor.register(parts, restored(cursor, paths, columns))  # a cursor's own temporary view
+            cursor.register(parts, restored(cursor, paths, columns, rows))  # a cursor's own temporary view
             used = {name: value for name, value in params.items() if name in parameter_names(merge_sql)}
             merged_rows = cursor.sql(merge_sql, params=used or None)  # run once, by the COPY
             merged = tuple(Column(name, str(kind)) for name, kind in zip(merged_rows.columns, merged_rows.types))

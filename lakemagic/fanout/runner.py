@@ -183,7 +183,8 @@ def merge_results(planned: Plan, results: list[QueryResult], params: dict, page_
     try:
         with contextlib.ExitStack() as fetched:
             files = [path for result in results for path in fetched.enter_context(result.local_files())]
-            return kernel.merge(files, columns, planned.merge_sql, PARTIALS, params, page_size)
+            return kernel.merge(files, columns, planned.merge_sql, PARTIALS, params, page_size,
+                                rows=sum(result.total_rows for result in results))
     except duckdb.Error as exc:
         error = duckdb_error(exc)
         raise LakeQueryError(error.error_type, f"in the fan-out's merge: {error.message}") from None

@@ -199,19 +199,17 @@ def _tree_of(statement: str) -> dict | None:
 
 
 def referenced_tables(statement: str) -> set[str]:
-    """The plain table names `statement` reads (not its CTEs): the lake tables and views it may mean."""
+    """The plain table names `statement` reads: the lake tables and views it may mean.
+
+    A CTE's name is one of them too: `WITH trips AS (SELECT ... FROM trips)` reads the lake's
+    trips inside it, as does a reference outside the CTE's scope or before it is defined, and
+    a name left out here is neither looked up in the lake nor part of the reuse key.
+    """
     tree = _tree_of(statement)
     if tree is None:
         return set()  # the query itself reports the error
-    names: set[str] = set()
-    ctes: set[str] = set()
-    for node in walk(tree):
-        if node.get("type") == "BASE_TABLE" and not node.get("schema_name") and not node.get("catalog_name"):
-            names.add(node["table_name"])
-        cte_map = node.get("cte_map")
-        if isinstance(cte_map, dict):
-            ctes.update(entry["key"] for entry in cte_map.get("map", []))
-    return names - ctes
+    return {node["table_name"] for node in walk(tree)
+            if node.get("type") == "BASE_TABLE" and not node.get("schema_name") and not node.get("catalog_name")}
 
 
 # Values that are not fixed by a function's arguments although DuckDB calls the function CONSISTENT:

@@ -138,7 +138,7 @@ def _text_decoder() -> duckdb.DuckDBPyConnection:
     """The decoder that writes values as text: in UTC (a TIMESTAMPTZ reads as the engine computed it, not in
     this machine's zone), locked. The DataFrame decoder keeps the machine's zone: `df <<` gives what `.df()` does."""
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: each page is read on a cursor of its own
     con.execute("SET lock_configuration = true")
     return con
 

@@ -33,6 +33,7 @@ KERNEL = r"""
 import json, sys
 from lakelambda.protocol import SortKey
 from lakemagic import client
+from lakemagic.decode import page_text
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.fanout import runner
 
@@ -46,7 +47,8 @@ inline = client.run_query(engine, "SELECT t, n FROM events", reuse=False)
 derived = inline.derive((SortKey("t", True),), "hour(t) = 0")
 profile = inline.profile("t")
 answers["inline"] = {"held": inline.inline, "filtered": derived.total_rows,
-                     "first": derived.to_dataframe()["n"].tolist()[:3], "min": profile.min, "max": profile.max}
+                     "first": derived.to_dataframe()["n"].tolist()[:3], "min": profile.min, "max": profile.max,
+                     "shown": page_text(derived.first_page.data, derived.columns, derived.first_page.row_count)[0][0]}
 print(json.dumps(answers))
 """
 
@@ -76,8 +78,9 @@ def test_a_fan_out_merges_times_in_utc_as_one_invocation_computes_them(answers, 
     assert answer["merged"] == answer["single"] == in_utc(MERGED[name])
 
 
-def test_an_inline_result_is_sorted_filtered_and_profiled_in_utc(answers):
+def test_an_inline_result_is_sorted_filtered_profiled_and_shown_in_utc(answers):
     inline = answers["inline"]
     assert inline["held"]  # whole in its answer: the kernel engine sorted, filtered and profiled it
     assert inline["filtered"] == 60 and inline["first"] == [299, 298, 297]
     assert (inline["min"], inline["max"]) == ("2024-03-01 20:00:00+00", "2024-03-02 00:59:00+00")
+    assert inline["shown"] == "2024-03-02 00:59:00+00"  # the table writes it as the engine computed it

@@ -37,13 +37,16 @@ class _Placed(NamedTuple):
 
 
 def execute_and_store(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, sql: str, params: dict,
-              views: tuple[View, ...] = (), reuse: ScopedReuse | None = None) -> StoredResult:
+              views: tuple[View, ...] = (), reuse: ScopedReuse | None = None,
+              defined: tuple[str, ...] = ()) -> StoredResult:
     """Run `sql` once into a Parquet file; keep it as a stored result unless it is small enough to answer inline.
 
     With `reuse`, a query already answered over the same inputs in the same
     scope is answered from its result instead, and a new result is kept for later reuse.
+    `defined`: tables the handler itself put in front of `sql` as CTEs (a fan-out task's reader), which every
+    reference in it means: never looked up in the lake.
     """
-    prepared = _check(con, lake, sql, views)
+    prepared = _check(con, lake, sql, views, defined)
     key = reuse.key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
     if reuse is not None and key is not None:
         found = reuse.find(con, key)
@@ -178,7 +181,7 @@ class _Prepared(NamedTuple):
         return (self.statement.text, *(text for _, text in self.views))
 
 
-def _check(con, lake: Lake, sql: str, views: tuple[View, ...]) -> _Prepared:
+def _check(con, lake: Lake, sql: str, views: tuple[View, ...], defined: tuple[str, ...] = ()) -> _Prepared:
     """Check the query and its views, and find the lake tables they use (nothing is bound yet).
 
     SHOW TABLES is answered from the lake's catalog, by a query of the handler's own.
@@ -197,7 +200,8 @@ def _check(con, lake: Lake, sql: str, views: tuple[View, ...]) -> _Prepared:
             raise error.within(view.name) from None
         view_statements.append((view, text))
     mentioned = referenced_tables(statement.text).union(*(referenced_tables(text) for _, text in view_statements))
-    shadowed = {view.name.lower() for view in views}  # a view shadows a lake table, whatever the case
+    # A view, or a table the handler defines, shadows a lake table, whatever the case.
+    shadowed = {view.name.lower() for view in views} | {name.lower() for name in defined}
     tables = lake.find_tables(con, {name for name in mentioned if name.lower() not in shadowed})
     return _Prepared(statement, tuple(view_statements), tables)
 

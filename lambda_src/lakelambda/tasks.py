@@ -71,7 +71,8 @@ def run_task(con, lake: Lake, results: ResultStore, request: TaskRequest) -> Sto
     if {key for key, _ in request.key_types} != keys:
         raise ProtocolError(f"'key_types' must type exactly the partition keys of the task's files: "
                             f"{', '.join(sorted(keys))}")
-    return run.execute_and_store(con, lake, results, _with_reader(lake, request), request.params, request.views)
+    return run.execute_and_store(con, lake, results, _with_reader(lake, request), request.params, request.views,
+                                 defined=(request.table,))
 
 
 def partition_values(path: str) -> tuple[tuple[str, str], ...]:

@@ -140,6 +140,13 @@ class QueryResult:
                                        protocol.ProfileAnswer, self.sql)
         return answer.profile
 
+    def summaries(self) -> protocol.SummariesAnswer:
+        """Every column at a glance (nulls, a histogram or top values), in one call: over the whole result,
+        or over a fixed-seed sample when it has more rows than the engine summarizes (the answer's `sampled`)."""
+        answer, self.last_call = _call(self.engine, protocol.SummarizeRequest(self.info.result_id),
+                                       protocol.SummariesAnswer, self.sql)
+        return answer
+
     def to_dataframe(self, progress: Callable[[int, int], None] | None = None, kind: str = "pandas"):
         """The whole result as a DataFrame (`kind` "pandas"), a pyarrow Table ("arrow") or a polars DataFrame ("polars")."""
         with self.local_files(progress) as paths:

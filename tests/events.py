@@ -10,7 +10,7 @@ from typing import Any
 
 from lakelambda.protocol import (MAX_PART_BYTES, DeriveRequest, DownloadRequest, MaterializeRequest,
                                  PageRequest, PartitionsRequest, PartRequest, ProfileRequest, QueryRequest,
-                                 SortKey, TablesRequest, TaskRequest, View, encode)
+                                 SortKey, SummarizeRequest, TablesRequest, TaskRequest, View, encode)
 
 
 def query_request(sql: str, params: dict[str, Any], page_size: int, views: tuple[View, ...] = (),
@@ -59,6 +59,11 @@ def derive_request(result_id: str, sort: tuple[SortKey, ...], filter: str | None
 def profile_request(result_id: str, column: str) -> dict:
     """The event that asks what one column of a stored result holds."""
     return encode(ProfileRequest(result_id, column))
+
+
+def summarize_request(result_id: str) -> dict:
+    """The event that asks for every column of a stored result at a glance."""
+    return encode(SummarizeRequest(result_id))
 
 
 def partitions_request(tables: list[str]) -> dict:

@@ -38,6 +38,9 @@ ANSWERS = {
     "profile": protocol.ProfileAnswer(RESULT, protocol.Profile(
         "n", "BIGINT", 3, 0, 3, "1", "3", "2.0", "histogram", (protocol.Bar("1 – 2", 2), protocol.Bar("2 – 3", 1))),
         STATS),
+    "summaries": protocol.SummariesAnswer(RESULT, 3, False, (
+        protocol.Summary("n", 0, "histogram", (protocol.Bar("1 – 2", 2), protocol.Bar("2 – 3", 1))),
+        protocol.Summary("s", 1, "top", (protocol.Bar("a", 2),))), STATS),
     "materialized": protocol.MaterializeAnswer("s3://lake/dashboard/by_day.parquet", 30, 4096, STATS),
     "tables": protocol.TablesAnswer((protocol.TableInfo(
         "events", "partitioned", "s3://lake/events", ("day",), 2, 220, 3),), STATS),
@@ -57,6 +60,7 @@ REQUESTS = [
                          (("day", "DATE"),)),
     protocol.DeriveRequest(RESULT_ID, (protocol.SortKey("n", True),), "n > 1", 50),
     protocol.ProfileRequest(RESULT_ID, "n"),
+    protocol.SummarizeRequest(RESULT_ID),
 ]
 
 
@@ -102,7 +106,8 @@ def test_the_json_is_what_older_ends_send_and_read():
 
 # The answer fields that are data: any text, which consumers quote or show, never splice.
 DATA_TEXT = {"columns[0].name", "columns[1].name", "profile.column", "profile.min", "profile.max", "profile.mean",
-             "profile.bars[0].label", "profile.bars[1].label", "tables[0].name", "tables[0].location",
+             "profile.bars[0].label", "profile.bars[1].label", "summaries.columns[0].bars[0].label",
+             "summaries.columns[0].bars[1].label", "summaries.columns[1].bars[0].label", "tables[0].name", "tables[0].location",
              "tables[0].partition_keys[0]", "error.message"}
 SQL_FRAGMENTS = [
     "BIGINT) IS NOT NULL OR (SELECT count(*) FROM duckdb_settings()) > 0 OR CAST(NULL AS BIGINT",
@@ -216,6 +221,22 @@ def test_a_listing_names_only_its_tables_files_spelling_their_partitions(path):
         protocol.parse_answer(forged)
 
 
+@pytest.mark.parametrize("forge, says", [
+    (lambda w: w["summaries"]["columns"].reverse(), "not the result's columns"),  # another column's bars
+    (lambda w: w["summaries"]["columns"].pop(), "not the result's columns"),
+    (lambda w: w["summaries"]["columns"][0]["bars"][0].update(count=3), "counts more than"),
+    (lambda w: w["summaries"]["columns"][1].update(nulls=2), "counts more than"),
+    (lambda w: w["summaries"].update(sampled=True), "summaries.rows"),  # all the rows are no sample
+    (lambda w: w["summaries"].update(rows=2), "summaries.rows"),  # fewer rows, said not sampled
+    (lambda w: w["summaries"].update(rows=4), "summaries.rows"),
+])
+def test_summaries_are_of_the_results_columns_and_count_no_more_than_its_rows(forge, says):
+    forged = crossed(ANSWERS["summaries"])
+    forge(forged)
+    with pytest.raises(ProtocolError, match=says):
+        protocol.parse_answer(forged)
+
+
 def test_a_part_or_page_says_no_more_than_it_holds():
     forged = crossed(ANSWERS["part"])
     forged["part"]["length"] = 400
@@ -272,6 +293,7 @@ GOOD = {
     "query": events.query_request("SELECT $a AS a", {"a": "x"}, 10, (protocol.View("v", "SELECT 1"),)),
     "derive": events.derive_request(RESULT_ID, (protocol.SortKey("a"),), "a > 1", 10),
     "profile": events.profile_request(RESULT_ID, "a"),
+    "summarize": events.summarize_request(RESULT_ID),
     "task": events.task_request("SELECT count(*) FROM events", {"a": "x"}, 10, "events",
                                   ["events/day=1/a.parquet"], {"day": "BIGINT"}, (protocol.View("v", "SELECT 1"),)),
     "materialize": events.materialize_request("SELECT 1", "dashboard/x.parquet", (protocol.View("v", "SELECT 1"),)),

@@ -3,7 +3,7 @@
 A small result travels whole in its query's answer, and a fan-out's parts
 come back to be merged. Either is taken in here (adopted, or merged) and
 from then on is an ordinary result of this engine: paged, sorted, filtered,
-profiled and fetched whole by `lakelambda.results`' operations, the very
+profiled, summarized and fetched whole by `lakelambda.results`' operations, the very
 functions the handler runs over the lake's stored results. Nothing else in
 the notebook runs SQL over results.
 
@@ -55,8 +55,9 @@ class KernelEngine(Engine):
         self._results = _KernelResults(self.folder, kept_bytes)
 
     def call(self, request) -> Reply:
-        """A request about a result this engine holds (page, part, download, derive, profile). It comes
-        from this kernel, so it is checked as the handler's edge checks it, but never encoded."""
+        """A request about a result this engine holds (results.OPERATIONS: page, part, download, derive,
+        profile, summarize). It comes from this kernel, so it is checked as the handler's edge checks it,
+        but never encoded."""
         started = time.perf_counter()
         try:
             operation = OPERATIONS.get(type(request))

@@ -197,6 +197,40 @@ class ProfileAnswer:
 
 
 @dataclass(frozen=True)
+class Summary:
+    """One column at a glance: its nulls, and its histogram or top values, among the rows summarized."""
+
+    column: AnswerText
+    nulls: Count
+    bars_kind: Literal["histogram", "top"]  # as a Profile's
+    bars: Annotated[tuple[Bar, ...], Items(MAX_BARS, noun="bars")]
+
+
+@dataclass(frozen=True)
+class SummariesAnswer:
+    """Every column of a result summarized in one answer: over all its rows, or over a fixed-seed sample
+    of `rows` of them when the result has more (`sampled`)."""
+
+    kind: ClassVar[str] = "summaries"
+    result: Result
+    rows: Annotated[Count, at("summaries", "rows")]
+    sampled: Annotated[bool, at("summaries", "sampled")]
+    columns: Annotated[tuple[Summary, ...], Items(MAX_COLUMNS, noun="columns"), at("summaries", "columns")]
+    stats: HandlerStats = field(default_factory=HandlerStats)
+
+    def check_arrival(self) -> "SummariesAnswer":
+        if self.sampled != (self.rows < self.result.total_rows) or self.rows > self.result.total_rows:
+            raise ProtocolError(f"'summaries.rows' ({self.rows}) does not fit the result's {self.result.total_rows} "
+                                f"rows, {'sampled' if self.sampled else 'not sampled'}")
+        if tuple(s.column for s in self.columns) != tuple(c.name for c in self.result.columns):
+            raise ProtocolError("'summaries.columns' are not the result's columns, in order")
+        for summary in self.columns:
+            if summary.nulls + sum(bar.count for bar in summary.bars) > self.rows:
+                raise ProtocolError(f"the summary of {summary.column[:200]!r} counts more than its {self.rows} rows")
+        return self
+
+
+@dataclass(frozen=True)
 class PartitionFile:
     """One file of a Hive-partitioned table: its path relative to the lake, its size, and its
     partition values as the path spells them (URL-decoded), key by key."""
@@ -249,7 +283,7 @@ class ErrorAnswer:
 
 
 Answer = Union[PageAnswer, PartAnswer, DownloadAnswer, MaterializeAnswer, TablesAnswer, ProfileAnswer,
-               PartitionsAnswer, ErrorAnswer]
+               SummariesAnswer, PartitionsAnswer, ErrorAnswer]
 ANSWERS = {cls.kind: cls for cls in get_args(Answer)}
 
 

@@ -1,4 +1,4 @@
-"""Sort, filter and profile a result that already exists, without running the user's query again.
+"""Sort, filter, profile and summarize a result that already exists, without running the user's query again.
 
 The result operations (results.py) use it over a result's file, in the
 handler or in the notebook's kernel engine. Either way the result is read
@@ -13,15 +13,17 @@ reads a table, a file, a setting or the environment.
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import os
+import secrets
 from typing import Iterable, Literal, NamedTuple
 
 import duckdb
 
 from . import page_format
 from .errors import ColumnNotFound, PermissionDenied, SqlError
-from .protocol import MAX_FILTER_CHARS, Bar, Column, Profile, SortKey
+from .protocol import MAX_FILTER_CHARS, Bar, Column, Profile, SortKey, Summary
 from .sql import (character_offsets, duckdb_error, parse_tree, parser, quote_identifier, quote_literal, walk,
                   without_locations)
 
@@ -52,9 +54,18 @@ FILTER_EXPRESSIONS = frozenset({
 })
 HISTOGRAM_BINS = 12
 TOP_VALUES = 10
+# Above this many rows, a result's summaries are computed on a sample of this many (fixed seed: the same each time).
+SUMMARY_SAMPLE_ROWS = 100_000
+SAMPLE_SEED = 42
+# Readable bin widths for times, in microseconds: round seconds, minutes, hours, days, then whole days.
+_SECOND, _DAY = 1_000_000, 86_400_000_000
+_TIME_WIDTHS = tuple(_SECOND * s for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800,
+                                           21600, 43200, 86400, 172800, 604800))
 # The statement a filter is checked within: the one that runs, with the filter in its own lines.
 _FILTER_OPEN, _FILTER_CLOSE = "WHERE (\n", "\n)"
 
+INTEGER_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                           "UINTEGER", "UBIGINT", "UHUGEINT"})
 NUMERIC_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
                            "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE"})
 TEMPORAL_TYPES = frozenset({"DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS",
@@ -227,15 +238,40 @@ def profile(con, source: str, column: Column) -> Profile:
     row = Derived(f"SELECT {aggregates} FROM {source} AS result").run(con).fetchone()
     rows, non_null, distinct = row[:3]
     low, high, mean = row[3:] if ranged else (None, None, None)
-    bars = _histogram(con, source, name, kind) if ranged else None
-    if bars is None:
-        bars_kind: Literal["histogram", "top"] = "top"
-        bars = tuple(Bar(value, count) for value, count in Derived((
-            f"SELECT CAST({name} AS VARCHAR) AS value, count(*) AS n FROM {source} AS result "
-            f"WHERE {name} IS NOT NULL GROUP BY ALL ORDER BY n DESC, value LIMIT {TOP_VALUES}")).run(con).fetchall())
-    else:
-        bars_kind = "histogram"
+    bars_kind, bars = _bars(con, source, column)
     return Profile(column.name, column.type, rows, rows - non_null, distinct, low, high, mean, bars_kind, bars)
+
+
+def summaries(con, source: str, columns: tuple[Column, ...], total_rows: int) -> tuple[int, tuple[Summary, ...]]:
+    """Every column's nulls and bars (as a profile draws them), over all the rows, or over a fixed-seed
+    sample of SUMMARY_SAMPLE_ROWS of them when there are more: how many rows were summarized, and the summaries.
+
+    The rows are copied once into a temporary table of this cursor, so every column sees the same sample.
+    """
+    table = f"lakemagic_summarized_{secrets.token_hex(8)}"
+    sample = f" USING SAMPLE reservoir({SUMMARY_SAMPLE_ROWS} ROWS) REPEATABLE ({SAMPLE_SEED})" \
+        if total_rows > SUMMARY_SAMPLE_ROWS else ""
+    Derived(f"CREATE TEMPORARY TABLE {table} AS SELECT * FROM {source} AS result{sample}").run(con)
+    try:
+        counts = Derived(f"SELECT count(*), {', '.join(f'count({quote_identifier(c.name)})' for c in columns)} "
+                         f"FROM {table}").run(con).fetchone()
+        rows, non_null = counts[0], counts[1:]
+        return rows, tuple(Summary(column.name, rows - present, *_bars(con, table, column))
+                           for column, present in zip(columns, non_null))
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _bars(con, source: str, column: Column) -> tuple[Literal["histogram", "top"], tuple[Bar, ...]]:
+    """A histogram of a number or time column, else (or if it holds fewer than two values) its top values."""
+    name = quote_identifier(column.name)
+    kind = _kind(column.type)
+    bars = _histogram(con, source, name, kind, column.type) if kind != "other" else None
+    if bars is not None:
+        return "histogram", bars
+    return "top", tuple(Bar(value, count) for value, count in Derived((
+        f"SELECT CAST({name} AS VARCHAR) AS value, count(*) AS n FROM {source} AS result "
+        f"WHERE {name} IS NOT NULL GROUP BY ALL ORDER BY n DESC, value LIMIT {TOP_VALUES}")).run(con).fetchall())
 
 
 def _kind(type_name: str) -> str:
@@ -244,28 +280,53 @@ def _kind(type_name: str) -> str:
     return "temporal" if type_name in TEMPORAL_TYPES else "other"
 
 
-def _histogram(con, source: str, name: str, kind: str) -> tuple[Bar, ...] | None:
-    """Equal-width bins over the column's finite values; None when they are fewer than two distinct ones."""
+def _histogram(con, source: str, name: str, kind: str, type_name: str) -> tuple[Bar, ...] | None:
+    """Bins of one readable width (bin_width) over the column's finite values; None when they are
+    fewer than two distinct ones."""
     value = f"CAST({name} AS DOUBLE)" if kind == "numeric" else f"CAST(epoch_us(CAST({name} AS TIMESTAMP)) AS DOUBLE)"
     values = f"(SELECT {value} AS x FROM {source} AS result WHERE isfinite({value}))"
     low, high = Derived(f"SELECT min(x), max(x) FROM {values}").run(con).fetchone()
     if low is None or low == high:
         return None
-    width = (high - low) / HISTOGRAM_BINS
+    width = bin_width(high - low, kind, whole=type_name in INTEGER_TYPES)
+    step = _DAY if kind == "temporal" and width > _DAY else width  # bins of days start on the first value's day
+    start = math.floor(low / step) * step
+    bins = max(1, math.ceil((high - start) / width))  # the highest value, on an edge, goes in the last bin
     counts = dict(Derived((
-        f"SELECT least(CAST(floor((x - {low!r}) / {width!r}) AS BIGINT), {HISTOGRAM_BINS - 1}) AS bin, count(*) "
+        f"SELECT least(CAST(floor((x - {start!r}) / {width!r}) AS BIGINT), {bins - 1}) AS bin, count(*) "
         f"FROM {values} GROUP BY bin")).run(con).fetchall())
-    label = _number_label if kind == "numeric" else _time_label
-    return tuple(Bar(f"{label(low + i * width)} – {label(low + (i + 1) * width)}", counts.get(i, 0))
-                 for i in range(HISTOGRAM_BINS))
+    label = functools.partial(_number_label if kind == "numeric" else _time_label, width=width)
+    return tuple(Bar(f"{label(start + i * width)} – {label(start + (i + 1) * width)}", counts.get(i, 0))
+                 for i in range(bins))
 
 
-def _number_label(value: float) -> str:
-    if not math.isfinite(value) or abs(value) < 1e4:
-        return f"{value:.4g}"
-    return f"{value:,.0f}" if abs(value) < 1e15 else f"{value:.4g}"
+def bin_width(span: float, kind: str, whole: bool = False) -> float:
+    """The narrowest readable width that is at least `span` / HISTOGRAM_BINS (so its bins, from a multiple of it at
+    or below the least value, are at most HISTOGRAM_BINS + 1): 1, 2, 2.5 or 5 times
+    a power of ten (at least 1 for whole numbers); for times (in microseconds), a round duration."""
+    least = span / HISTOGRAM_BINS
+    if kind == "temporal":
+        for duration in _TIME_WIDTHS:
+            if duration >= least:
+                return duration
+        return _DAY * bin_width(least / _DAY * HISTOGRAM_BINS, "numeric", whole=True)
+    power = 10.0 ** math.floor(math.log10(least))
+    width = next(power * step for step in (1, 2, 2.5, 5, 10) if power * step >= least)
+    return max(width, 1.0) if whole else width
 
 
-def _time_label(microseconds: float) -> str:
+def _number_label(value: float, width: float) -> str:
+    """The edge with as many decimals as the width has (bin_width's are round), thousands separated."""
+    if not math.isfinite(value) or abs(value) >= 1e15:
+        return f"{value:.6g}"
+    decimals = next((d for d in range(13) if abs(round(width, d) - width) <= width * 1e-9), 12)
+    return f"{value:,.{decimals}f}"
+
+
+def _time_label(microseconds: float, width: float) -> str:
+    """The moment, as precise as the bins are wide: a date for day-wide bins, minutes for minute-wide ones."""
     moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=round(microseconds))
-    return moment.isoformat(sep=" ", timespec="seconds")
+    if width % _DAY == 0:
+        return moment.date().isoformat()
+    spec = "minutes" if width % 60_000_000 == 0 else "seconds" if width % 1_000_000 == 0 else "microseconds"
+    return moment.isoformat(sep=" ", timespec=spec)

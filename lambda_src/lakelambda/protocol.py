@@ -30,8 +30,8 @@ from .wire import OMITTED, Items, Range, Text, decode_fields, encode_fields
 # The answers and the fields' limits and types, given from here too: the protocol is one import.
 from .answers import (Column, HandlerStats, Page, Part, ResultInfo, Result, PageAnswer, PartAnswer, DownloadAnswer,
                       MaterializeAnswer, TableKind, TABLE_KINDS, TableInfo, TablesAnswer, Bar, Profile,
-                      ProfileAnswer, PartitionFile, PartitionedTable, PartitionsAnswer, ErrorAnswer, Answer, ANSWERS,
-                      parse_answer, LOOPBACK_HOSTS)
+                      ProfileAnswer, Summary, SummariesAnswer, PartitionFile, PartitionedTable, PartitionsAnswer,
+                      ErrorAnswer, Answer, ANSWERS, parse_answer, LOOPBACK_HOSTS)
 from .fields import (FilePath, KeyName, VERSION, MAX_RESPONSE_BYTES, ENVELOPE_ALLOWANCE_BYTES, MAX_PAGE_ROWS,
                      MAX_PART_BYTES, INLINE_RESULT_BYTES, MAX_SQL_CHARS, MAX_PARAMS, MAX_VIEWS, MAX_NAME_CHARS, MAX_FILTER_CHARS,
                      MAX_SORT_KEYS, MAX_LISTED_TABLES, MAX_TASK_FILES, MAX_FILE_PATH_CHARS, MAX_TASK_FILE_CHARS,
@@ -186,8 +186,16 @@ class ProfileRequest:
     column: ColumnName
 
 
+@dataclass(frozen=True)
+class SummarizeRequest:
+    """Every column of a stored result at a glance (nulls, and a histogram or top values), in one call."""
+
+    op: ClassVar[str] = "summarize"
+    result_id: ResultId
+
+
 Request = Union[QueryRequest, PageRequest, PartRequest, DownloadRequest, MaterializeRequest, TablesRequest,
-                DeriveRequest, ProfileRequest, PartitionsRequest, TaskRequest]
+                DeriveRequest, ProfileRequest, SummarizeRequest, PartitionsRequest, TaskRequest]
 REQUESTS = {cls.op: cls for cls in get_args(Request)}
 
 

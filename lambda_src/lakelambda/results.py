@@ -1,4 +1,4 @@
-"""The result store, and the five operations every result is served by (page, part, download, derive, profile).
+"""The result store, and the operations every result is served by (page, part, download, derive, profile, summarize).
 
 The operations are functions of (cursor, store, request), hosted by two
 engines: the handler, over the lake's stored results, and the notebook's
@@ -29,7 +29,7 @@ from .lake import Lake
 from .errors import ResultNotFound, RowTooLarge
 from .protocol import (INLINE_RESULT_BYTES, MAX_PART_BYTES, MAX_RESPONSE_BYTES, Answer, Column, DeriveRequest,
                        DownloadAnswer, DownloadRequest, Page, PageAnswer, PageRequest, Part, PartAnswer, PartRequest,
-                       ProfileAnswer, ProfileRequest, ResultInfo)
+                       ProfileAnswer, ProfileRequest, ResultInfo, SummariesAnswer, SummarizeRequest)
 from .sql import quote_identifier, quote_literal
 from .storage import INTERNAL_FOLDER
 
@@ -242,6 +242,16 @@ def profile(con, store: ResultStore, request: ProfileRequest) -> ProfileAnswer:
     return ProfileAnswer(result.info, explore.profile(con, explore.source_sql(result.path, result.info.columns), column))
 
 
+def summarize(con, store: ResultStore, request: SummarizeRequest) -> SummariesAnswer:
+    """Every column at a glance, over the whole result or, above explore.SUMMARY_SAMPLE_ROWS, a fixed sample."""
+    result = store.open(con, request.result_id)
+    info = result.info
+    rows, summaries = explore.summaries(con, explore.source_sql(result.path, info.columns), info.columns,
+                                        info.total_rows)
+    return SummariesAnswer(info, rows, rows < info.total_rows, summaries)
+
+
 # Each request about an existing result, and the operation that answers it.
 OPERATIONS: dict[type, Callable[[Any, ResultStore, Any], Answer]] = {
-    PageRequest: page, PartRequest: part, DownloadRequest: download, DeriveRequest: derive, ProfileRequest: profile}
+    PageRequest: page, PartRequest: part, DownloadRequest: download, DeriveRequest: derive, ProfileRequest: profile,
+    SummarizeRequest: summarize}

@@ -142,9 +142,10 @@ class QueryResult:
 
     def summaries(self) -> protocol.SummariesAnswer:
         """Every column at a glance (nulls, a histogram or top values), in one call: over the whole result,
-        or over a fixed-seed sample when it has more rows than the engine summarizes (the answer's `sampled`)."""
-        answer, self.last_call = _call(self.engine, protocol.SummarizeRequest(self.info.result_id),
-                                       protocol.SummariesAnswer, self.sql)
+        or over a fixed-seed sample when it has more rows than the engine summarizes (the answer's `sampled`).
+        A call beside the rows: `last_call` stays the figures of the rows last fetched, as a footer says them."""
+        answer, _ = _call(self.engine, protocol.SummarizeRequest(self.info.result_id), protocol.SummariesAnswer,
+                          self.sql)
         return answer
 
     def to_dataframe(self, progress: Callable[[int, int], None] | None = None, kind: str = "pandas"):

@@ -138,6 +138,21 @@ def test_static_form_for_front_ends_without_widgets(table):
     assert bundle["text/plain"].startswith("lakesql result: 1,234 rows × 2 columns (n BIGINT, label VARCHAR)")
 
 
+def test_each_column_is_summarized_under_its_header_after_the_first_page(table):
+    assert table.glances.value == ""  # the first page is shown first (no kernel here: nothing is scheduled)
+    calls = table.ran_on.calls
+    table.show_summaries()
+    glances = table.glances.value
+    assert glances.count("class='lm-bin'") == 7 and "title='1,200 – 1,400: 34 (2.8%)'" in glances
+    assert "row 0 &lt;0.1% · row 1 &lt;0.1% · row 10 &lt;0.1%" in glances  # 1 in 1,234 each
+    assert table.ran_on.calls == calls + (0 if table.result.inline else 1)  # one call for every column
+    assert glances.count("class='lm-bin'") == table._repr_mimebundle_()["text/html"].count("class='lm-bin'")
+    header(table, "n").click()  # sorted: the same rows, the same summaries (on the sorted page's column widths)
+    assert table.glances.value.split("'>", 1)[1] == glances.split("'>", 1)[1]
+    table.apply_filter("n < 10")  # they are not of a filter's rows
+    assert table.glances.value == "" and "class='lm-bin'" not in table._repr_mimebundle_()["text/html"]
+
+
 # --- sort, filter, profile, go to, export -------------------------------------------------------------
 
 
@@ -190,7 +205,8 @@ def test_a_profile_shows_the_columns_figures_and_bars(table):
     table.tools_button.click()
     table.profile_choice.value = "n"
     assert "min <b>0</b>" in table.profile.value and "max <b>1233</b>" in table.profile.value
-    assert table.profile.value.count("class='lm-bar'") == 12
+    assert table.profile.value.count("class='lm-bar'") == 7  # 0 – 200, …, 1,200 – 1,400
+    assert ">1,200 – 1,400</td><td class='lm-num' style='text-align:right'>34<" in table.profile.value
     table.profile_choice.value = "profile…"
     assert table.profile.value == ""
 

@@ -11,7 +11,7 @@ import html
 import math
 from typing import NamedTuple
 
-from lakelambda.protocol import Column, Profile
+from lakelambda.protocol import Column, Profile, SummariesAnswer, Summary
 
 from ..client import CallStats, FanoutReceipt
 from ..decode import TextRow
@@ -51,6 +51,10 @@ _STYLE = """<style>
 .lm-types > div {padding: 0 8px; overflow: hidden; text-overflow: ellipsis; white-space: pre; box-sizing: border-box;
   border-bottom: 1px solid var(--jp-border-color2, #ddd);}
 .lm-types .lm-num {text-align: right;}
+.lm-glance {font-size: 10px; color: var(--jp-ui-font-color2, #777); overflow: hidden; white-space: nowrap;
+  text-overflow: ellipsis; line-height: 14px;}
+.lm-strip {display: flex; align-items: flex-end; gap: 1px; height: 16px;}
+.lm-strip .lm-bin {flex: 1 1 0; background: var(--jp-brand-color1, #4c8bf5); min-width: 2px;}
 </style>"""
 # Pixels per character of the table's 12 px monospace font, and each cell's padding and border.
 CHAR_PX = 7.5
@@ -129,13 +133,14 @@ class Table(NamedTuple):
 
 
 def html_table(rows: tuple[TextRow, ...], columns: tuple[Column, ...], first_row_number: int = 1,
-               types: bool = True, widest: int = MAX_COLUMN_CHARS) -> Table:
+               types: bool = True, widest: int = MAX_COLUMN_CHARS, summaries: SummariesAnswer | None = None) -> Table:
     """An HTML table of rows as DuckDB writes them (numbers right-aligned on their decimal points, text
     left-aligned, NULL marked), and its columns' widths.
 
     A column is as wide as its name with a sort glyph, its type and the page's values, at most `widest`
     characters; a longer value shows whole on hover. Inside the widget the names and types
-    are its own header row, laid out with the same widths (`types` False: names only, as a listing needs).
+    are its own header row, laid out with the same widths (`types` False: names only, as a listing needs),
+    and `summaries` a row under them of each column at a glance (glance_html).
     Alignment is written on each
     cell as well, for static output shown without the stylesheet (untrusted notebooks, GitHub).
     """
@@ -152,7 +157,11 @@ def html_table(rows: tuple[TextRow, ...], columns: tuple[Column, ...], first_row
                    for number, row in enumerate(zip(*cell_lists), start=first_row_number))
     names = "".join(f"<th{_align(number)}>{html.escape(c.name)}{_type_line(c) if types else ''}</th>"
                     for c, number in zip(columns, numbers))
-    return Table(widths, f"<thead><tr><th class='lm-corner'></th>{names}</tr></thead>", f"<tbody>{body}</tbody>")
+    glances = "" if summaries is None else (
+        "<tr><th class='lm-corner'></th>"
+        + "".join(f"<th>{glance_html(s, summaries.rows)}</th>" for s in summaries.columns) + "</tr>")
+    return Table(widths, f"<thead><tr><th class='lm-corner'></th>{names}</tr>{glances}</thead>",
+                 f"<tbody>{body}</tbody>")
 
 
 def _type_line(column: Column) -> str:
@@ -176,6 +185,54 @@ def type_row(columns: tuple[Column, ...], widths: list[int]) -> str:
     types = "".join(f"<div class='lm-type{' lm-num' if cells.is_number(c.type) else ''}' title='{html.escape(c.type)}'>"
                     f"{html.escape(c.type)}</div>" for c in columns)
     return f"<div class='lm-types' style='grid-template-columns:{template}'><div class='lm-corner'></div>{types}</div>"
+
+
+# How tall a summary's tallest bar is, in pixels.
+STRIP_PX = 16
+
+
+def glance_html(summary: Summary, rows: int) -> str:
+    """One column at a glance, under its header: a strip of its histogram's bars, or its top values with their
+    shares; and its nulls' share. Sizes and colours are inline too, for static output without the stylesheet."""
+    nulls = f"null {_share(summary.nulls, rows)} " if summary.nulls else ""
+    if summary.bars_kind == "histogram":
+        most = max((bar.count for bar in summary.bars), default=0) or 1
+        bins = "".join(
+            f"<span class='lm-bin' title='{html.escape(f'{bar.label}: {bar.count:,} ({_share(bar.count, rows)})')}' "
+            f"style='display:inline-block;width:6px;background:#4c8bf5;"
+            f"height:{max(1, round(STRIP_PX * bar.count / most)) if bar.count else 0}px'></span>"
+            for bar in summary.bars)
+        strip = f"<div class='lm-strip' style='height:{STRIP_PX}px'>{bins}</div>"
+        return f"<div class='lm-glance'>{strip}{html.escape(nulls)}</div>" if nulls else strip
+    values = " · ".join(f"{_short(bar.label, 20)} {_share(bar.count, rows)}" for bar in summary.bars)
+    every = "\n".join(f"{bar.label}: {bar.count:,} ({_share(bar.count, rows)})" for bar in summary.bars)
+    return (f"<div class='lm-glance' title='{html.escape(every)}'>"
+            f"{html.escape(nulls + (values or 'no values'))}</div>")
+
+
+def glance_row(summaries: SummariesAnswer, widths: list[int]) -> str:
+    """The widget's row of column summaries, on the table's grid under the types."""
+    template = " ".join(f"{width}px" for width in widths)
+    glances = "".join(f"<div>{glance_html(s, summaries.rows)}</div>" for s in summaries.columns)
+    return (f"<div class='lm-types' style='grid-template-columns:{template}'>"
+            f"<div class='lm-corner'></div>{glances}</div>")
+
+
+def glance_note(summaries: SummariesAnswer | None) -> str:
+    """For a footer: where the columns' summaries come from when not from every row."""
+    if summaries is None or not summaries.sampled:
+        return ""
+    return f"column summaries from a sample of {summaries.rows:,} of the {summaries.result.total_rows:,} rows"
+
+
+def _share(part: int, whole: int) -> str:
+    """`25%`, `0.4%`, `<0.1%`: a share as the eye reads it."""
+    if whole == 0 or part == 0:
+        return "0%"
+    percent = 100 * part / whole
+    if percent < 0.1:
+        return "<0.1%"
+    return f"{percent:.0f}%" if percent >= 10 else f"{percent:.1f}%"
 
 
 def view_label(sort, where: str | None, rows: int, all_rows: int) -> str:

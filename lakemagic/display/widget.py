@@ -15,23 +15,23 @@ from __future__ import annotations
 
 import difflib
 import functools
+import html
 import math
 import os
 import re
 from collections import OrderedDict
 
-import IPython
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_description import DescriptionStyle
 from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
 
-from lakelambda.protocol import SortKey
+from lakelambda.protocol import SortKey, SummariesAnswer
 
 from .. import export
 from ..client import QueryResult
 from ..decode import TextRow
 from ..errors import EngineError, LakeMagicError, LakeQueryError
-from . import cells, render
+from . import cells, frontend, render
 
 PAGE_SIZES = (10, 25, 50, 100, 250, 500)
 CACHED_PAGES = 8
@@ -111,8 +111,11 @@ class ResultTable(widgets.VBox):
         self.headers = [parts.header(column, self.sort_by) for column in result.columns]
         corner = widgets.HTML(layout=parts.plain, style=parts.html_style, _dom_classes=("lm-corner",))
         self.header_row = widgets.GridBox([corner] + self.headers, layout=widgets.Layout(grid_gap="0px"))
-        self.types = parts.html()
-        head = widgets.VBox([self.header_row, self.types], layout=widgets.Layout(flex="0 0 auto", overflow="visible"),
+        self.types, self.glances = parts.html(), parts.html()
+        self._widths: list[int] = []  # the shown page's columns, in pixels
+        self._summaries_asked = False
+        self.summaries: SummariesAnswer | None = None  # the whole result's column summaries, once they came
+        head = widgets.VBox([self.header_row, self.types, self.glances], layout=widgets.Layout(flex="0 0 auto", overflow="visible"),
                             _dom_classes=("lm-head",))
         # The one box that scrolls: the header sticks to its top, the row numbers to its left.
         self.grid = widgets.VBox([head, self.table], _dom_classes=("lm-scroll",), layout=widgets.Layout(
@@ -121,6 +124,28 @@ class ResultTable(widgets.VBox):
         super().__init__(layout=parts.plain)
         self._arrange()
         self._show(0)
+        frontend.after_this_cell(self.show_summaries)
+
+    def show_summaries(self) -> None:
+        """Each column at a glance under its header (render.glance_row): one call for every column of the
+        whole result, made once the first page is shown. Summaries are a help: if they fail, the table stays."""
+        if self._summaries_asked:  # once: by this cell's end, or by a headless static form first
+            return
+        self._summaries_asked = True
+        try:
+            self.summaries = self.base.summaries()
+        except (LakeQueryError, EngineError):
+            return
+        self._draw_glances()
+        self._show_footer()
+
+    def _glances_shown(self) -> SummariesAnswer | None:
+        """The summaries, while they describe what is shown: the whole result, in any order (not a filter's rows)."""
+        return self.summaries if self.where is None else None
+
+    def _draw_glances(self) -> None:
+        glances = self._glances_shown()
+        self.glances.value = "" if glances is None else render.glance_row(glances, self._widths)
 
     def _arrange(self) -> None:
         """The pager, then the tools and a message under them (next to what caused it), the grid, the profile
@@ -311,19 +336,26 @@ class ResultTable(widgets.VBox):
         self.header_row.layout.grid_template_columns = template
         self.header_row.layout.width = f"{sum(table.widths)}px"
         self.types.value = render.type_row(self.result.columns, table.widths)
+        self._widths = table.widths
+        self._draw_glances()
         self.table.value = table.html(head=False)
         page_number = offset // self.page_size + 1
         self.position.value = (
             f"page {page_number:,} of {self.page_count:,} · "
             f"{render.rows_label(offset, len(rows), self.result.total_rows)}"
         )
-        view = render.view_label(self.sort, self.where, self.result.total_rows, self.base.total_rows)
-        self.footer.value = (f"<div class='lakemagic-summary'>{view}"
-                             f"{render.stats_label(self.result.last_call, self.result.total_rows, self.base.reuse_note)}</div>")
+        self._show_footer()
         at_start = offset == 0
         at_end = offset + len(rows) >= self.result.total_rows
         self.first_button.disabled = self.previous_button.disabled = at_start
         self.next_button.disabled = self.last_button.disabled = at_end
+
+    def _show_footer(self) -> None:
+        view = render.view_label(self.sort, self.where, self.result.total_rows, self.base.total_rows)
+        note = render.glance_note(self._glances_shown())
+        self.footer.value = (f"<div class='lakemagic-summary'>{view}"
+                             f"{render.stats_label(self.result.last_call, self.result.total_rows, self.base.reuse_note)}"
+                             f"{html.escape(' · ' + note) if note else ''}</div>")
 
     def _page(self, offset: int) -> tuple[TextRow, ...]:
         key = (offset, self.page_size)
@@ -344,8 +376,8 @@ class ResultTable(widgets.VBox):
         widget instead, from scripts it fetches from a CDN, and offline that is a blank output. The widget is
         closed then: nothing will ever draw it."""
         bundle = self._static_bundle()
-        if _headless():
-            _close_tree(self)
+        if frontend.headless():
+            frontend.close_tree(self)
             return bundle
         # The widget's own reference, without ipywidgets' text form: that repr()s every child, and is replaced here.
         return {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
@@ -354,34 +386,16 @@ class ResultTable(widgets.VBox):
     def _static_bundle(self) -> dict:
         bundle = {}
         result = self.result
+        if frontend.headless():  # nothing comes after this cell there: the summaries go into the static table now
+            self.show_summaries()
         first_rows = self._page(0)
         shown_for, size, table = self._first_table
-        if (shown_for, size) != (result, self.page_size):
-            table = render.html_table(first_rows, result.columns).html()
+        glances = self._glances_shown()
+        if (shown_for, size) != (result, self.page_size) or glances is not None:
+            table = render.html_table(first_rows, result.columns, summaries=glances).html()
         view = render.view_label(self.sort, self.where, result.total_rows, self.base.total_rows)
         bundle["text/html"] = render.static_html(table, len(first_rows), result.total_rows, result.stats, view,
                                                  self.base.reuse_note)
         bundle["text/plain"] = render.static_text(first_rows, result.columns, result.total_rows, result.stats,
                                                   self.base.reuse_note)
         return bundle
-
-
-def _headless() -> bool:
-    """Whether the cell runs where nobody can answer `input()`: nbclient (papermill, `nbconvert --execute`)
-    asks the kernel so, and every front end a person uses (JupyterLab, Notebook, VS Code, Colab) allows it."""
-    shell = IPython.get_ipython()
-    kernel = getattr(shell, "kernel", None)
-    if kernel is None:
-        return False
-    parent = kernel.get_parent("shell") or {}
-    return parent.get("content", {}).get("allow_stdin") is False
-
-
-def _close_tree(widget: widgets.Widget) -> None:
-    """Close a widget and every widget under it, with their layouts and styles."""
-    for child in getattr(widget, "children", ()):
-        _close_tree(child)
-    for part in (getattr(widget, "layout", None), getattr(widget, "style", None)):
-        if isinstance(part, widgets.Widget):
-            part.close()
-    widget.close()

@@ -108,3 +108,23 @@ def test_a_big_result_is_summarized_on_a_sample_and_says_so(tmp_path, monkeypatc
     assert abs(word.nulls / answer.rows - 0.25) < 0.01  # a quarter of the whole result's rows are NULL
     assert {bar.label for bar in word.bars} == {"v0", "v1", "v2"}
     assert result.summaries().columns == answer.columns  # the seed is fixed: the same sample every time
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT NULL::INTEGER AS nothing, [range, 2] AS list, INTERVAL (range) HOUR AS span, {'a': range} AS struct, "
+    "TIMESTAMPTZ '2020-01-01 00:00:00+05' + INTERVAL (range) HOUR AS zoned, uuid() AS id FROM range(30)",
+    "SELECT * FROM (VALUES (-1.7e308::DOUBLE), (1.7e308), ('inf'), ('nan'), (NULL)) AS t(too_wide)",
+    "SELECT * FROM (VALUES (0::DOUBLE), (5e-324::DOUBLE), (1e-320)) AS t(too_narrow)",
+    "SELECT 1 AS n WHERE false",
+])
+def test_a_column_of_any_type_or_span_is_summarized_every_row_counted(sql, tmp_path):
+    answer = client.run_query(EmbeddedEngine(str(tmp_path)), sql, page_size=50).summaries()
+    for summary in answer.columns:
+        counted = summary.nulls + sum(bar.count for bar in summary.bars)
+        if summary.bars_kind == "top" and len(summary.bars) == TOP_VALUES:  # the most frequent values only
+            assert counted <= answer.rows, summary
+        else:
+            assert counted == answer.rows, summary
+    zoned = next((s for s in answer.columns if s.column == "zoned"), None)
+    if zoned is not None:  # in UTC, as the engine computes: 2020-01-01 00:00+05 is 2019-12-31 19:00
+        assert zoned.bars_kind == "histogram" and zoned.bars[0].label.startswith("2019-12-31 18:00 – ")

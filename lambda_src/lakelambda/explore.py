@@ -286,7 +286,7 @@ def _histogram(con, source: str, name: str, kind: str, type_name: str) -> tuple[
     value = f"CAST({name} AS DOUBLE)" if kind == "numeric" else f"CAST(epoch_us(CAST({name} AS TIMESTAMP)) AS DOUBLE)"
     values = f"(SELECT {value} AS x FROM {source} AS result WHERE isfinite({value}))"
     low, high = Derived(f"SELECT min(x), max(x) FROM {values}").run(con).fetchone()
-    if low is None or low == high:
+    if low is None or not 0 < (high - low) / HISTOGRAM_BINS < math.inf:  # one value, or a span floats cannot cut
         return None
     width = bin_width(high - low, kind, whole=type_name in INTEGER_TYPES)
     step = _DAY if kind == "temporal" and width > _DAY else width  # bins of days start on the first value's day
@@ -316,10 +316,12 @@ def bin_width(span: float, kind: str, whole: bool = False) -> float:
 
 
 def _number_label(value: float, width: float) -> str:
-    """The edge with as many decimals as the width has (bin_width's are round), thousands separated."""
-    if not math.isfinite(value) or abs(value) >= 1e15:
-        return f"{value:.6g}"
-    decimals = next((d for d in range(13) if abs(round(width, d) - width) <= width * 1e-9), 12)
+    """The edge with as many decimals as the width has (bin_width's are round), thousands separated; with
+    enough significant digits to tell it from the next where decimals would not do."""
+    decimals = next((d for d in range(16) if abs(round(width, d) - width) <= width * 1e-9), None)
+    if decimals is None or abs(value) >= 1e15:
+        digits = min(17, max(1, math.ceil(math.log10(max(abs(value), width) / width)) + 2))
+        return f"{value:.{digits}g}"
     return f"{value:,.{decimals}f}"
 
 

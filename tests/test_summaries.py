@@ -1,7 +1,7 @@
 """Every column of a result at a glance, in one call: its nulls, and its histogram or top values.
 
 Checked against DuckDB's own counts over the whole result, for a result held by the kernel engine (it came
-inline) and one stored by the embedded handler; a result above the documented size is summarized on a
+inline), one stored by the embedded handler and one stored by the function on the local Lambda and S3 servers; a result above the documented size is summarized on a
 fixed-seed sample, and the answer says so.
 """
 
@@ -14,8 +14,12 @@ import pytest
 
 from lakelambda.explore import HISTOGRAM_BINS, SUMMARY_SAMPLE_ROWS, TOP_VALUES
 from lakemagic import client
+from lakemagic.engines import Engine
+from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.engines.kernel import kernel_engine
+
+from servers import FUNCTION
 
 SQL = """SELECT range AS n, CASE WHEN range % 7 = 0 THEN NULL ELSE range * 0.37 END AS x,
     'kind ' || (range * range % 13) AS word, range % 3 = 0 AS flag,
@@ -24,12 +28,19 @@ SQL = """SELECT range AS n, CASE WHEN range % 7 = 0 THEN NULL ELSE range * 0.37 
 FROM range(5000)"""
 
 
-@pytest.fixture(params=["inline", "stored"])
+@pytest.fixture(params=["inline", "stored", "lambda"])
 def result(request, tmp_path, monkeypatch):
-    """The rows inline in the query's answer (so held by the kernel engine), or stored by the handler."""
-    if request.param == "stored":
-        monkeypatch.setenv("LAKEMAGIC_INLINE_RESULT_BYTES", "0")
-    result = client.run_query(EmbeddedEngine(str(tmp_path)), SQL, page_size=50)
+    """The rows inline in the query's answer (so held by the kernel engine), stored by the embedded handler,
+    or stored in an S3 lake by the function behind the Lambda Invoke API (the real local servers)."""
+    if request.param == "lambda":
+        function = request.getfixturevalue("storing_function")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", function.endpoint_url)
+        engine: Engine = LambdaEngine(FUNCTION)
+    else:
+        if request.param == "stored":
+            monkeypatch.setenv("LAKEMAGIC_INLINE_RESULT_BYTES", "0")
+        engine = EmbeddedEngine(str(tmp_path))
+    result = client.run_query(engine, SQL, page_size=50)
     assert result.inline == (request.param == "inline")
     assert (result.engine is kernel_engine()) == result.inline
     return result

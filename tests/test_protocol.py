@@ -107,7 +107,8 @@ def test_the_json_is_what_older_ends_send_and_read():
 # The answer fields that are data: any text, which consumers quote or show, never splice.
 DATA_TEXT = {"columns[0].name", "columns[1].name", "profile.column", "profile.min", "profile.max", "profile.mean",
              "profile.bars[0].label", "profile.bars[1].label", "summaries.columns[0].bars[0].label",
-             "summaries.columns[0].bars[1].label", "summaries.columns[1].bars[0].label", "tables[0].name", "tables[0].location",
+             "summaries.columns[0].bars[1].label", "summaries.columns[1].bars[0].label", "tables[0].name",
+             "tables[0].location",
              "tables[0].partition_keys[0]", "error.message"}
 SQL_FRAGMENTS = [
     "BIGINT) IS NOT NULL OR (SELECT count(*) FROM duckdb_settings()) > 0 OR CAST(NULL AS BIGINT",

@@ -1,8 +1,8 @@
 """Every column of a result at a glance, in one call: its nulls, and its histogram or top values.
 
 Checked against DuckDB's own counts over the whole result, for a result held by the kernel engine (it came
-inline), one stored by the embedded handler and one stored by the function on the local Lambda and S3 servers; a result above the documented size is summarized on a
-fixed-seed sample, and the answer says so.
+inline), one stored by the embedded handler and one stored by the function on the local Lambda and S3
+servers; a result above the documented size is summarized on a fixed-seed sample, and the answer says so.
 """
 
 from __future__ import annotations

@@ -115,8 +115,8 @@ class ResultTable(widgets.VBox):
         self._widths: list[int] = []  # the shown page's columns, in pixels
         self._summaries_asked = False
         self.summaries: SummariesAnswer | None = None  # the whole result's column summaries, once they came
-        head = widgets.VBox([self.header_row, self.types, self.glances], layout=widgets.Layout(flex="0 0 auto", overflow="visible"),
-                            _dom_classes=("lm-head",))
+        head = widgets.VBox([self.header_row, self.types, self.glances],
+                            layout=widgets.Layout(flex="0 0 auto", overflow="visible"), _dom_classes=("lm-head",))
         # The one box that scrolls: the header sticks to its top, the row numbers to its left.
         self.grid = widgets.VBox([head, self.table], _dom_classes=("lm-scroll",), layout=widgets.Layout(
             overflow="auto", max_height=GRID_HEIGHT, align_items="flex-start"))

@@ -148,3 +148,40 @@ def test_an_engine_invokes_through_the_lambda_client_it_is_given(lambda_endpoint
     monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", "http://127.0.0.1:9")  # a client made by the engine reaches nothing
     result = client.run_query(LambdaEngine(FUNCTION, client=given), "SELECT 42 AS answer")
     assert result.to_dataframe()["answer"].tolist() == [42]
+
+
+RELATIVE = [
+    ("SELECT payment_type, count(*) AS trips FROM '{root}/dataset/taxi_2019_04.parquet' GROUP BY 1 ORDER BY 1"),
+    ("SELECT date, count(*) AS trips FROM read_parquet('{root}/partitioned/*/*.parquet', hive_partitioning = true) "
+     "GROUP BY 1 ORDER BY 1"),
+]
+
+
+@pytest.mark.parametrize("sql", RELATIVE)
+def test_a_lake_relative_path_reads_what_the_full_path_reads_on_both_engines(lambda_endpoint, local_taxi_lake, sql):
+    engines = {"s3://lake": LambdaEngine(FUNCTION), str(local_taxi_lake): EmbeddedEngine(str(local_taxi_lake))}
+    for root, engine in engines.items():
+        full = client.run_query(engine, sql.format(root=root)).to_dataframe()
+        relative = client.run_query(engine, sql.replace("{root}/", "")).to_dataframe()
+        pd.testing.assert_frame_equal(relative, full)
+        assert len(full) > 0
+
+
+@pytest.mark.parametrize("path", ["../lake-other/x.parquet", "_lakemagic/results/x.parquet",
+                                  "dataset/../../etc/passwd", "dataset/taxi_2019_04.parquet?s3_endpoint=127.0.0.1:9"])
+def test_a_hostile_lake_relative_path_is_refused_on_both_engines(lambda_endpoint, local_taxi_lake, path):
+    engines = {"s3://lake": LambdaEngine(FUNCTION), str(local_taxi_lake): EmbeddedEngine(str(local_taxi_lake))}
+    for root, engine in engines.items():
+        for sql in (f"SELECT * FROM '{path}'", f"SELECT * FROM '{root}/{path}'"):
+            with pytest.raises(LakeQueryError) as refused:
+                client.run_query(engine, sql)
+            assert refused.value.error_type == "PermissionException", str(refused.value)
+            assert path in refused.value.message
+
+
+def test_an_error_after_a_lake_relative_path_points_where_it_was_written(lambda_endpoint, local_taxi_lake):
+    sql = "SELECT * FROM 'dataset/taxi_2019_04.parquet' WHERE no_such_column > 1"
+    for engine in (LambdaEngine(FUNCTION), EmbeddedEngine(str(local_taxi_lake))):
+        with pytest.raises(LakeQueryError) as failed:
+            client.run_query(engine, sql)
+        assert failed.value.position == sql.index("no_such_column"), str(failed.value)

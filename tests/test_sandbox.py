@@ -87,6 +87,10 @@ ALLOWED = [
     'SELECT * FROM tables JOIN "my-table" USING (id)',  # lake tables that happen to have such names
     "VALUES (1, 'a'), (2, 'b')",
     "SELECT list_aggr([1, 2], 'sum')",
+    "FROM 'dataset/taxi_2019_04.parquet'",  # lake-relative paths
+    'FROM "dataset/taxi_2019_04.parquet" LIMIT 5',
+    "FROM read_parquet('partitioned/*/*.parquet', hive_partitioning = true)",
+    "FROM read_parquet(['dataset/a.parquet', '{root}/dashboard/b.parquet'])",
 ]
 
 
@@ -127,7 +131,6 @@ HOSTILE_PATHS = [
     ('FROM "/proc/self/environ"', '"/proc'),
     (f"SELECT * FROM 's3://{OTHER_BUCKET}/secret.csv'", "'s3://"),
     (f"SELECT * FROM read_csv('s3://{OTHER_BUCKET}/secret.csv')", "'s3://"),
-    ("FROM 'dataset/taxi_2019_04.parquet'", "'dataset"),  # relative
     ("FROM read_text('~/x')", "'~/x'"),
     ("FROM read_text('./x')", "'./x'"),
     ("DESCRIBE '/etc/passwd'", "'/etc/passwd'"),
@@ -269,6 +272,52 @@ def test_hostile_queries_are_refused_at_the_offender(sql, offender, root):
     assert error.type_name == "PermissionException"
     assert error.message
     assert_points_at(sql, error, offender.format(root=root) if offender else None)
+
+
+# Each hostile full path of HOSTILE_PATHS written relative to the lake: refused as the full form is.
+RELATIVE_HOSTILE_PATHS = [
+    "../other/x.parquet", "dataset/../../etc/passwd", "dataset/x?s3_endpoint=127.0.0.1:9", "dataset/x.csv#frag",
+    "dataset/%2e%2e/_lakemagic/x", "dataset\\..\\x", "dataset//x", "./_lakemagic/x", "dataset/", "_lakemagic/results/*.parquet",
+    "*/results/*", "**/*.parquet", "[_]lakemagic/results/*", ".hidden/x.parquet",
+]
+
+
+@pytest.mark.parametrize("path", RELATIVE_HOSTILE_PATHS)
+def test_hostile_lake_relative_paths_are_refused_as_their_full_forms(path, root):
+    for sql in (f"FROM read_text('{path}')", f"FROM '{path}'"):
+        full = refused(sql.replace(path, f"{root}/{path}"), root)
+        relative = refused(sql, root)
+        assert relative.message == full.message.replace(repr(f"{root}/{path}"), repr(path))
+        assert relative.position == sql.index("'")
+
+
+def test_a_lake_relative_path_runs_as_its_full_path(root):
+    """What runs names the lake's files in full, at the places the parser gives, and nothing else changes."""
+    sql = ("SELECT 'dataset/x.parquet' AS label, * FROM read_parquet(['dataset/é.parquet', 'dataset/it''s.parquet']) "
+           "JOIN \"dataset/b.parquet\" USING (id) JOIN 'dataset/b.parquet' c USING (id)")
+    assert check_query(sql, root).text == sql.replace("['dataset/é", f"['{root}/dataset/é").replace(
+        "'dataset/it", f"'{root}/dataset/it").replace('"dataset/b', f'"{root}/dataset/b').replace(
+        "JOIN 'dataset/b", f"JOIN '{root}/dataset/b")
+    full = f"FROM '{root}/dataset/taxi_2019_04.parquet'"
+    assert check_query(full, root) == (full, ())
+
+
+def test_positions_in_the_query_as_it_runs_map_to_the_query_as_written(root):
+    sql = "SELECT x FROM 'dataset/a.parquet' JOIN 'dataset/b.parquet' USING (y) WHERE z"
+    checked = check_query(sql, root)
+    for word in ("SELECT", "JOIN", "USING", "z"):
+        assert checked.position_as_written(checked.text.rindex(word)) == sql.rindex(word)
+    assert checked.position_as_written(checked.text.index("/dataset/b")) == sql.index("'dataset/b")
+    assert checked.position_as_written(None) is None
+
+
+def test_a_lake_relative_path_must_be_one_plain_string(root):
+    error = refused("FROM read_text(E'dataset/x')", root)
+    assert "one quoted string" in error.message
+
+
+def test_a_query_that_may_read_no_file_refuses_relative_paths_too():
+    assert "no file" in refused("FROM read_text('dataset/x')", None).message
 
 
 def test_positions_count_characters_not_bytes(root):
@@ -758,6 +807,9 @@ def test_no_query_reaches_another_host(handler, listener):
         f"SELECT * FROM read_text('{S3_ROOT}/x%3Fs3_endpoint%3D{here}')",
         f"SELECT * FROM parquet_metadata('{S3_ROOT}/d/x.parquet?s3_endpoint={here}')",
         f"SELECT * FROM read_text('{S3_ROOT}/x?' || 's3_endpoint={here}')",
+        f"SELECT * FROM read_text('x?s3_endpoint={here}&s3_use_ssl=false')",  # lake-relative
+        f"SELECT * FROM 'dataset/{TABLE}.parquet?s3_endpoint={here}&s3_use_ssl=false'",
+        f"SELECT * FROM read_text(['dataset/a', 'b?s3_endpoint={here}&s3_use_ssl=false'])",
     ]
     for sql in attempts:
         answer = ask(handler, sql)

@@ -120,15 +120,11 @@ def shape(sql: str, table: str) -> Shape | NotSplit:
         return NotSplit(str(refusal))
 
 
-# The merge reads no file at all: a root no path is inside, so the sandbox refuses any read.
-_NO_FILES = "lakemagic-merge-reads-no-files:"
-
-
 def _refuse_what_the_engine_would(merge_sql: str) -> None:
     """The merge runs the user's expressions in the kernel; one the handler's sandbox refuses (a setting,
     a file) is not split, so the query runs on one invocation and the handler refuses it there, pointing at it."""
     try:
-        check_query(merge_sql, _NO_FILES)
+        check_query(merge_sql, None)  # the merge reads no file at all
     except PermissionDenied as denied:
         raise Refusal(f"its merge would run what the engine refuses: {denied.message}") from None
 

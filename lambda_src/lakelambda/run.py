@@ -56,7 +56,7 @@ def execute_and_store(con: duckdb.DuckDBPyConnection, lake: Lake, results: Resul
     if prepared.statement.keyword in _NEEDS_SUBQUERY:
         body = body.wrapped("SELECT * FROM (", ")")
     write = _write_held if lake.storage.binds_cost_requests else _write_streamed
-    result_id, path, columns, rows, size = write(con, lake, results, prepared, body, params, sql)
+    result_id, path, columns, rows, size = write(con, lake, results, prepared, body, params, prepared.checked.text)
     result = results.keep(result_id, path, columns, rows, size)
     if reuse is not None and key is not None:
         reuse.remember(key, result)
@@ -165,7 +165,8 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
     with lake.storage.writing(path, scratch) as written:
         copy = _Placed(prepared.statement.text).wrapped(
             "COPY (", f") TO {quote_literal(written)} (FORMAT parquet, COMPRESSION zstd, RETURN_STATS true)")
-        _, rows, size = _with_fresh_views(con, lake, prepared, lambda: _execute(con, copy, {}, sql).fetchone()[:3])
+        _, rows, size = _with_fresh_views(con, lake, prepared,
+                                          lambda: _execute(con, copy, {}, prepared.checked.text).fetchone()[:3])
     lake.forget_listings()  # this container changed the catalog: it sees the change at once
     return lake.path(path), rows, size
 
@@ -174,6 +175,7 @@ class _Prepared(NamedTuple):
     statement: Statement
     views: tuple[tuple[View, str], ...]  # each view the request carries, with its checked statement's text
     tables: dict[str, str | None]  # the names the query may mean as lake tables, and what each reads
+    checked: sandbox.Checked  # the statement as it runs, which maps its errors' positions back to the request
 
     @property
     def texts(self) -> tuple[str, ...]:
@@ -189,13 +191,14 @@ def _check(con, lake: Lake, sql: str, views: tuple[View, ...], defined: tuple[st
     statement = single_query(sql)
     if catalog.lists_tables(statement):
         statement = catalog.show_tables(lake.tables(con))
-    else:
-        sandbox.check_query(statement.text, lake.root)
+        checked = sandbox.Checked(statement.text)
+    else:  # what runs names the lake's files by their full paths, lake-relative ones too
+        checked = sandbox.check_query(statement.text, lake.root)
+        statement = Statement(checked.text, statement.keyword)
     view_statements = []
     for view in views:
         try:
-            text = single_query(view.sql).text
-            sandbox.check_query(text, lake.root)
+            text = sandbox.check_query(single_query(view.sql).text, lake.root).text
         except LakeError as error:
             raise error.within(view.name) from None
         view_statements.append((view, text))
@@ -203,7 +206,7 @@ def _check(con, lake: Lake, sql: str, views: tuple[View, ...], defined: tuple[st
     # A view, or a table the handler defines, shadows a lake table, whatever the case.
     shadowed = {view.name.lower() for view in views} | {name.lower() for name in defined}
     tables = lake.find_tables(con, {name for name in mentioned if name.lower() not in shadowed})
-    return _Prepared(statement, tuple(view_statements), tables)
+    return _Prepared(statement, tuple(view_statements), tables, checked)
 
 
 def _with_fresh_views(con, lake: Lake, prepared: _Prepared, run):
@@ -221,6 +224,7 @@ def _with_fresh_views(con, lake: Lake, prepared: _Prepared, run):
         _make_views(con, lake, prepared, refresh=True)
         return run()
     except SqlError as error:
+        error.position = prepared.checked.position_as_written(error.position)
         raise _naming_the_lake(con, lake, prepared, error) from None
 
 

@@ -11,6 +11,9 @@ own parser (json_serialize_sql) and its whole tree is walked:
 - table functions come from an allow-list; the lake readers' paths must be
   string literals inside the lake, and their options come from an allow-list;
 - files named in FROM (replacement scans) obey the same path rules;
+- a lake-relative path ('dataset/x.parquet') is the lake root, '/' and itself,
+  under the same rules, and the query that runs names it so (`check_query`
+  splices the full path in at the place DuckDB's parser gives the literal);
 - base tables are plain names: no schema or catalog, no built-in view;
 - scalar functions that read the engine's state or change it are refused;
 - any node the walk does not recognize is refused.
@@ -21,11 +24,12 @@ Nothing here reads SQL text itself; positions come from DuckDB's parser.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple, NoReturn
 
 import duckdb
 
 from .errors import PermissionDenied
-from .sql import character_offsets, parse_tree, parser, start_of, tokens, walk
+from .sql import character_offsets, parse_tree, parser, quote_identifier, quote_literal, start_of, tokens, walk
 
 # Table functions that read files: their one positional argument is the path
 # (a string or a list of strings), checked against the lake.
@@ -102,21 +106,47 @@ GLOB_CHARACTERS = frozenset("*?[]{}")
 FORBIDDEN_PATH_CHARACTERS = frozenset("?#%@\\")
 
 
-def check_query(sql: str, lake_root: str) -> None:
-    """Raise PermissionDenied unless `sql` (one query) can only read inside `lake_root`."""
-    _approved(sql, lake_root)
+class Checked(NamedTuple):
+    """A query the sandbox approved, as it runs: its lake-relative paths made full."""
+
+    text: str
+    splices: tuple[tuple[int, int, int], ...] = ()  # (where in the text as written, length written, length now)
+
+    def position_as_written(self, position: int | None) -> int | None:
+        """A character position in `text` as a position in the query as written (a path's own start
+        for a position inside a path made full), so an error's caret points where the user wrote it."""
+        if position is None:
+            return None
+        shift = 0
+        for at, written, full in self.splices:
+            if position < at + shift:
+                break
+            if position < at + shift + full:
+                return at
+            shift += full - written
+        return position - shift
+
+
+def check_query(sql: str, lake_root: str | None) -> Checked:
+    """Raise PermissionDenied unless `sql` (one query) can only read inside `lake_root` (None: no file
+    at all); the query as it runs, its lake-relative paths made full."""
+    return _approved(sql, lake_root)
 
 
 # The check is a function of the text and the lake alone, so a text asked again (a repeated query, a
 # saved view used by every query) is not parsed and walked again; a refusal raises and is not kept.
 @functools.lru_cache(maxsize=128)
-def _approved(sql: str, lake_root: str) -> bool:
+def _approved(sql: str, lake_root: str | None) -> Checked:
     _refuse_unmaterialized_ctes(sql)
+    walk = _Walk(sql, lake_root)
     try:
-        _Walk(sql, lake_root).visit(_parse(sql)["statements"])
+        walk.visit(_parse(sql)["statements"])
     except RecursionError:  # from the JSON decoder: a tree deeper than Python's stack
         raise PermissionDenied("this query is nested too deeply to be checked for what it reads") from None
-    return True
+    checked = walk.with_full_paths()
+    if checked.splices and _approved(checked.text, lake_root).splices:  # what runs is checked as it runs, too
+        raise PermissionDenied("this query's lake-relative paths cannot be made full, so it cannot run here")
+    return checked
 
 
 def may_call(name: str, table: bool = False) -> bool:
@@ -155,10 +185,11 @@ def _parse(sql: str) -> dict:
 class _Walk:
     """One check over a parse tree: every node (sql.walk), whatever the key holding it."""
 
-    def __init__(self, sql: str, lake_root: str):
+    def __init__(self, sql: str, lake_root: str | None):
         self.sql = sql
-        self.root = lake_root.rstrip("/")
+        self.root = None if lake_root is None else lake_root.rstrip("/")
         self._offsets: list[int] | None = None
+        self._relative: list[tuple[int, str, str]] = []  # (character offset, quoted as written, full path quoted so)
 
     def visit(self, tree) -> None:
         for node in walk(tree):
@@ -243,40 +274,74 @@ class _Walk:
             self._path(value["value"], item)
 
     def _path(self, path: str, node: dict) -> None:
-        problem = lake_path_problem(path, self.root)
+        if self.root is None:
+            self._deny("this query may read no file", node)
+        full = full_path(path, self.root)
+        problem = lake_path_problem(full, self.root, written=path)
         if problem is not None:
             self._deny(problem, node)
+        if full != path:
+            self._relative.append(self._written(path, full, node))
 
-    def _deny(self, message: str, node: dict, enclosing: dict | None = None) -> None:
+    def _written(self, path: str, full: str, node: dict) -> tuple[int, str, str]:
+        """Where the parser places `path`'s literal, and how to write `full` there: the text at that
+        place must be `path` quoted whole, as a string or a name, else the query is refused."""
+        at = self._character(start_of(node))
+        for quote in (quote_literal, quote_identifier):
+            if at is not None and self.sql.startswith(quote(path), at):
+                return at, quote(path), quote(full)
+        self._deny(f"write the lake-relative path {path!r} as one quoted string, or give its full path", node)
+
+    def with_full_paths(self) -> Checked:
+        """The query with each lake-relative path replaced by its full path, at the parser's places."""
+        splices = sorted(set(self._relative))
+        text = self.sql
+        for at, written, full in reversed(splices):
+            text = text[:at] + full + text[at + len(written):]
+        return Checked(text, tuple((at, len(written), len(full)) for at, written, full in splices))
+
+    def _character(self, location: int | None) -> int | None:
+        """A parser location (UTF-8 bytes) in characters of the text."""
+        if location is None:
+            return None
+        if self._offsets is None:
+            self._offsets = character_offsets(self.sql)
+        return self._offsets[location] if location < len(self._offsets) else None
+
+    def _deny(self, message: str, node: dict, enclosing: dict | None = None) -> NoReturn:
         """Refuse, pointing at where `node` starts in the SQL (else at `enclosing`), in characters."""
         location = start_of(node)
         if location is None and enclosing is not None:
             location = start_of(enclosing)
-        position = None
-        if location is not None:
-            if self._offsets is None:
-                self._offsets = character_offsets(self.sql)
-            position = self._offsets[location] if location < len(self._offsets) else None
-        raise PermissionDenied(message, position)
+        raise PermissionDenied(message, self._character(location))
 
 
-def lake_path_problem(path: str, lake_root: str) -> str | None:
+def full_path(path: str, lake_root: str) -> str:
+    """`path` as the lake reads it: a full path (a URL, from the file system's root or a home
+    folder) as it is, any other relative to the lake's root."""
+    if path.startswith(("/", "~")) or "://" in path:
+        return path
+    return lake_root.rstrip("/") + "/" + path
+
+
+def lake_path_problem(path: str, lake_root: str, written: str | None = None) -> str | None:
     """Why `path` may not be read, or None where it is inside the lake once normalized and outside
-    its `_lakemagic/` area, by construction."""
+    its `_lakemagic/` area, by construction. The reasons name the path as `written` (as the query gives it)."""
+    shown = repr(path if written is None else written)
     prefix = lake_root.rstrip("/") + "/"
     if not path.startswith(prefix):
-        return f"{path!r} is outside the lake: paths must start with {prefix!r}"
+        return f"{shown} is outside the lake: paths must start with {prefix!r}"
     rest = path[len(prefix):]
     if any(char in FORBIDDEN_PATH_CHARACTERS or not char.isprintable() for char in rest):
-        return f"{path!r}: lake paths cannot contain ?, #, %, @, backslashes or control characters"
+        return f"{shown}: lake paths cannot contain ?, #, %, @, backslashes or control characters"
     segments = rest.split("/")
     if any(segment in ("", ".", "..") for segment in segments):
-        return f"{path!r}: lake paths cannot have empty, '.' or '..' segments"
+        return f"{shown}: lake paths cannot have empty, '.' or '..' segments"
     first = segments[0]
     if any(char in GLOB_CHARACTERS for char in first):
-        return f"{path!r}: the first folder under the lake must be named, without wildcards"
+        return f"{shown}: the first folder under the lake must be named, without wildcards"
     if first[0] in "_.":
-        return f"{path!r}: folders starting with '_' or '.' belong to the lake's bookkeeping"
+        return f"{shown}: folders starting with '_' or '.' belong to the lake's bookkeeping"
     return None
 
 

@@ -45,7 +45,9 @@ $(HIGHLIGHT)/node_modules/.package-lock.json: $(HIGHLIGHT)/package-lock.json
 # The build: TypeScript to lib/, then JupyterLab's builder (jupyter-builder, from the venv) to labextension/.
 $(BUILT): $(HIGHLIGHT_SOURCES) $(HIGHLIGHT)/node_modules/.package-lock.json | $(VENV)/.python
 	@$(NEEDS_NPM)
-	cd $(HIGHLIGHT) && PATH="$(CURDIR)/$(BIN):$$PATH" npm run build
+	@# jupyter-builder leaves a folder of its own in the temp directory: it is given one, removed after.
+	cd $(HIGHLIGHT) && scratch=$$(mktemp -d) && { PATH="$(CURDIR)/$(BIN):$$PATH" TMPDIR=$$scratch npm run build; \
+		built=$$?; rm -rf $$scratch; exit $$built; }
 	touch $@
 
 # The editable install leaves out data_files (or copies them once, by setuptools' version), so the build is

@@ -129,8 +129,10 @@ def check_rows(relation: duckdb.DuckDBPyRelation, rows: int) -> None:
 @functools.lru_cache(maxsize=1)
 def _decoder() -> duckdb.DuckDBPyConnection:
     """One in-memory database for decoding; opening one costs more than a small page.
-    It installs and loads nothing, whatever a page holds."""
-    return duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    It installs and loads nothing, whatever a page holds, and its configuration is locked."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.execute("SET lock_configuration = true")
+    return con
 
 
 @functools.lru_cache(maxsize=1)

@@ -2,8 +2,8 @@
 
 Each column's header is a Button: a click sorts the whole result by it
 (ascending, descending, off), and the filter box cuts it to the rows where an
-SQL condition holds; both are done by the engine over the stored result (or
-in the kernel's DuckDB for a result it holds whole) and give a new result
+SQL condition holds; both are done by the engine that holds the result (the
+function, the embedded handler, or the kernel engine) and give a new result
 that is paged like the first. A column's profile and an export of what is
 shown are one call each. Only a bounded number of decoded pages stay in the
 kernel, so paging through a result of any size does not grow memory. The

@@ -1,7 +1,7 @@
 """Running a query fanned out over many invocations: list, prune, plan, run the tasks at once, merge.
 
-One extra invocation lists the partitioned tables a splittable query reads
-(the `partitions` operation); each task is one `task` invocation over its
+The query's own invocation answers with the listing of the partitioned tables
+a splittable query reads (or runs it, where none is); each task is one `task` invocation over its
 share of the files, at most `max_fanout` of them, run at once on bounded
 threads over the engine (boto3's Lambda client is thread-safe). A task that
 fails in a way another try may cure (throttled, crashed, timed out) is run

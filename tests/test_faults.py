@@ -430,6 +430,10 @@ def test_fifty_concurrent_calls_are_each_right_or_cleanly_throttled(s3_lake, aws
         assert len(right) + len(throttled) == len(calls)
         assert len(right) >= 10, f"only {len(right)} of {len(calls)} were served"
 
+        # A worker the pool replaced may take a moment to exit after its successor started.
+        deadline = time.monotonic() + 5
+        while len(worker_pids() - before) > 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert len(worker_pids() - before) <= 3
         for sql, expected in calls[:4]:  # still serving, one at a time
             assert rows(run_query(engine, sql)) == expected

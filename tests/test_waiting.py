@@ -162,8 +162,9 @@ def test_the_embedded_engine_shows_duckdbs_own_progress_then_the_result(ipython,
         assert ipython.run_cell("%%lakesql\nSELECT count(*) AS n FROM numbers WHERE md5(repeat(s, 4000)) < '1'").success
     percents = [float(line.split("% done")[0].rsplit("· ", 1)[1]) for line in shown_lines(captured.outputs)
                 if "% done" in line]
-    assert percents and all(0 < percent < 100 for percent in percents), shown_lines(captured.outputs)
-    assert percents == sorted(percents)
+    # DuckDB may say 100% while it hands the result over; some step before that is shown
+    assert any(0 < percent < 100 for percent in percents), shown_lines(captured.outputs)
+    assert all(0 < percent <= 100 for percent in percents) and percents == sorted(percents)
     (table,) = fold(captured.outputs)  # the result took the line's place
     expected = duckdb.sql(f"SELECT count(*) FROM '{row_group_lake}/dataset/numbers.parquet' "
                           "WHERE md5(repeat(s, 4000)) < '1'").fetchone()[0]

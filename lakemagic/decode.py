@@ -21,7 +21,8 @@ from typing import Iterable
 import duckdb
 import pandas as pd
 
-from lakelambda.protocol import Column
+from lakelambda.page_format import decoded_size
+from lakelambda.protocol import MAX_DECODED_BYTES, Column
 from lakelambda.sql import quote_identifier
 
 from .errors import EngineError
@@ -49,7 +50,7 @@ def page_text(page: str, columns: tuple[Column, ...], rows: int) -> tuple[TextRo
 
 @contextlib.contextmanager
 def _page_files(pages: Iterable[str]):
-    """`pages` (base64 Parquet) as files, for the `with` block."""
+    """`pages` (base64 Parquet) as files, for the `with` block, each measured (check_decoded_size)."""
     paths = []
     try:
         for data in pages:
@@ -57,6 +58,7 @@ def _page_files(pages: Iterable[str]):
             with os.fdopen(handle, "wb") as page_file:
                 page_file.write(base64.b64decode(data))
             paths.append(path)
+            check_decoded_size(path)
         yield paths
     finally:
         for path in paths:
@@ -124,6 +126,15 @@ def check_rows(relation: duckdb.DuckDBPyRelation, rows: int) -> None:
     held = relation.aggregate("count(*)").fetchone()[0]
     if held != rows:
         raise EngineError(f"the engine's answer says its rows are {rows:,}, but its data holds {held:,}")
+
+
+def check_decoded_size(path: str) -> None:
+    """Refuse a page's or an inline result's file at `path` that decodes past MAX_DECODED_BYTES: a page of
+    the rows it declares can still hold one value of gigabytes, which a few KB of Parquet can."""
+    size = decoded_size(path)[1]
+    if size > MAX_DECODED_BYTES:
+        raise EngineError(f"the engine's answer carries data that decodes to more than the {MAX_DECODED_BYTES:,} "
+                          f"bytes a page or an inline result may (at least {size:,})")
 
 
 @functools.lru_cache(maxsize=1)

@@ -34,7 +34,7 @@ from lakelambda.protocol import Column, ErrorAnswer, PageAnswer
 from lakelambda.results import OPERATIONS, ResultStore, StoredResult
 from lakelambda.sql import duckdb_error, parameter_names, quote_literal
 
-from ..decode import check_rows, restored
+from ..decode import check_decoded_size, check_rows, restored
 from ..errors import EngineError
 from .base import Engine, Reply
 
@@ -74,14 +74,16 @@ class KernelEngine(Engine):
     def adopt(self, answer: PageAnswer) -> PageAnswer:
         """An inline answer's result, kept here from now on: the same answer, naming it by an id of this engine.
 
-        An inline answer's page is the result's whole file; its column types were
-        checked on arrival to be DuckDB's own printing of one type (protocol.parse_answer),
-        and its rows and columns are counted here to be as many as it declares.
+        An inline answer's page is the result's whole file, of the size it declares;
+        its column types were checked on arrival to be DuckDB's own printing of one
+        type (protocol.parse_answer). Its rows and columns are counted here to be as
+        many as it declares, and it is measured to decode within MAX_DECODED_BYTES.
         """
         result_id, path = self._results.new_result()
         with open(path, "wb") as kept:
             kept.write(base64.b64decode(answer.page.data))
         try:
+            check_decoded_size(path)
             with self._database.cursor() as con:
                 kept_rows = con.read_parquet([path])
                 check_rows(kept_rows, answer.result.total_rows)

@@ -96,6 +96,10 @@ class PageAnswer:
         rows = self.page.row_count
         if rows and self.page.offset + rows > self.result.total_rows:
             raise ProtocolError(f"the page holds rows past the result's {self.result.total_rows}")
+        if self.result.inline and (self.page.offset, rows, len(self.page.data)) != (
+                0, self.result.total_rows, 4 * -(-self.result.result_bytes // 3)):
+            raise ProtocolError(f"an inline result's page is not its whole file: all {self.result.total_rows} rows "
+                                f"in the {self.result.result_bytes} bytes 'result_bytes' says")
         return self
 
 

@@ -70,7 +70,7 @@ class ResultTooLarge(LakeError):
 
 
 class RowTooLarge(LakeError):
-    """One row alone is larger than a response may be."""
+    """One row alone is larger than a response may be, or decodes past what a page may (MAX_DECODED_BYTES)."""
 
 
 class QueryTimeout(LakeError):

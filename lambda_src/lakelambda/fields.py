@@ -27,6 +27,13 @@ ENVELOPE_ALLOWANCE_BYTES = 256 * 1024
 MAX_PAGE_ROWS = 1_000_000
 # The most bytes of a stored result one part request returns (base64 grows them by 4/3).
 MAX_PART_BYTES = (MAX_RESPONSE_BYTES - ENVELOPE_ALLOWANCE_BYTES) * 3 // 4
+# The most a page, or a result that travels inline, may decode to (page_format.decoded_size): sixteen
+# responses' worth. A response carries 6 MB at most (Lambda's synchronous limit), and ordinary rows
+# compress four to six times (zstd, taxi rows), so only data far more repetitive than that comes near it,
+# and the handler then sends fewer rows a page; beyond it, a few KB of Parquet could be gigabytes decoded.
+MAX_DECODED_BYTES = 16 * MAX_RESPONSE_BYTES
+# A page's data: the base64 of at most MAX_PART_BYTES of Parquet, the most a page holds (results.page).
+MAX_PAGE_DATA_CHARS = 4 * -(-MAX_PART_BYTES // 3)
 # A result whose Parquet file is at most this big comes back whole in the query's
 # answer and is never stored: no upload, and no further call for its pages.
 INLINE_RESULT_BYTES = 1024 * 1024
@@ -90,7 +97,7 @@ ParamValue = Annotated[Any, Via(decode_value, encode=encode_value)]
 Params = Annotated[dict[Annotated[str, Text(MAX_NAME_CHARS, pattern=PARAM_NAME_PATTERN, says="a parameter name")],
                         ParamValue], Items(MAX_PARAMS, noun="parameters")]
 AnswerText = Annotated[str, Text(MAX_ANSWER_CHARS)]
-Base64 = Annotated[str, Text(MAX_ANSWER_CHARS, pattern=r"[A-Za-z0-9+/]*={0,2}", says="base64 data")]
+Base64 = Annotated[str, Text(MAX_PAGE_DATA_CHARS, pattern=r"[A-Za-z0-9+/]*={0,2}", says="base64 data")]
 
 
 def _duckdb_type(text: str) -> str:

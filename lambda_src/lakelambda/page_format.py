@@ -13,11 +13,14 @@ pages equals `duckdb.sql(...).df()` of the same query.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from typing import Sequence
 
-from .protocol import Column
-from .sql import quote_identifier
+import duckdb
+
+from .protocol import MAX_DECODED_BYTES, Column
+from .sql import quote_identifier, quote_literal
 
 # Leaf types whose Parquet form loses information (a negative INTERVAL cannot
 # be written at all). They travel as VARCHAR; a LIST or STRUCT holding one
@@ -52,3 +55,55 @@ PAGE_COMPRESSION = "zstd"
 def encode_file(path: str) -> str:
     with open(path, "rb") as page_file:
         return base64.b64encode(page_file.read()).decode("ascii")
+
+
+def decoded_size(path: str) -> tuple[int, int]:
+    """(rows, bytes) of the Parquet file at `path` as DuckDB holds it decoded: 16 bytes a value, plus each
+    string's and blob's bytes, in every element of every list, map and struct. Summed by DuckDB over its
+    vectors, so a value that many rows share (a Parquet dictionary entry, a run) counts once for each row
+    without being copied. A page and an inline result may decode to MAX_DECODED_BYTES at most; a file
+    whose reading needs more memory than the measuring database has is said to be one byte more."""
+    with _measurer().cursor() as con:
+        relation = con.read_parquet([path])
+        sizes = [_value_bytes(quote_identifier(name), kind, 0) for name, kind in zip(relation.columns, relation.types)]
+        try:
+            rows, size = relation.aggregate(f"count(*), sum({' + '.join(sizes) or '0'})::HUGEINT").fetchone()
+        except duckdb.OutOfMemoryException:  # one Parquet page alone decompresses past the bound
+            return relation.aggregate("count(*)").fetchone()[0], MEASURER_MEMORY_BYTES + 1
+    return rows, int(size or 0)
+
+
+# What the measuring database may hold: a page's one Parquet page decompressed, and its vectors.
+MEASURER_MEMORY_BYTES = 2 * MAX_DECODED_BYTES
+
+
+@functools.lru_cache(maxsize=1)
+def _measurer() -> duckdb.DuckDBPyConnection:
+    """The database that measures pages (and only that): in memory, one thread, at most
+    MEASURER_MEMORY_BYTES (DuckDB's Parquet reader decompresses pages within its memory limit, so a
+    few KB that would decompress to gigabytes fail here), no extensions, in UTC, locked."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                                 "threads": 1, "memory_limit": f"{MEASURER_MEMORY_BYTES}B"})
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def _value_bytes(value: str, kind, depth: int) -> str:
+    """SQL for the bytes `value` (SQL of a `kind`, a DuckDBPyType read from the file) takes decoded."""
+    if kind.id in ("varchar", "blob", "bit"):
+        length = {"varchar": "strlen", "blob": "octet_length", "bit": "bit_length"}[kind.id]
+        return f"(16 + coalesce({length}({value}), 0))"
+    if kind.id in ("list", "array", "map"):
+        element = f"e{depth}"
+        parts = ([("key", f"map_keys({value})"), ("value", f"map_values({value})")] if kind.id == "map"
+                 else [("child", value)])
+        children = dict(kind.children)
+        return "(16" + "".join(
+            f" + coalesce(list_sum(list_transform({items}, lambda {element}: "
+            f"{_value_bytes(element, children[part], depth + 1)})), 0)" for part, items in parts) + ")"
+    if kind.id in ("struct", "union"):
+        pick = "struct_extract" if kind.id == "struct" else "union_extract"
+        return "(16" + "".join(f" + {_value_bytes(f'{pick}({value}, {quote_literal(name)})', child, depth)}"
+                               for name, child in kind.children if name) + ")"
+    return "16"

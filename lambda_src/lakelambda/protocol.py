@@ -33,7 +33,7 @@ from .answers import (Column, HandlerStats, Page, Part, ResultInfo, Result, Page
                       ProfileAnswer, Summary, SummariesAnswer, PartitionFile, PartitionedTable, PartitionsAnswer,
                       ErrorAnswer, Answer, ANSWERS, parse_answer, LOOPBACK_HOSTS)
 from .fields import (FilePath, KeyName, VERSION, MAX_RESPONSE_BYTES, ENVELOPE_ALLOWANCE_BYTES, MAX_PAGE_ROWS,
-                     MAX_PART_BYTES, INLINE_RESULT_BYTES, MAX_SQL_CHARS, MAX_PARAMS, MAX_VIEWS, MAX_NAME_CHARS, MAX_FILTER_CHARS,
+                     MAX_PART_BYTES, MAX_DECODED_BYTES, MAX_PAGE_DATA_CHARS, INLINE_RESULT_BYTES, MAX_SQL_CHARS, MAX_PARAMS, MAX_VIEWS, MAX_NAME_CHARS, MAX_FILTER_CHARS,
                      MAX_SORT_KEYS, MAX_LISTED_TABLES, MAX_TASK_FILES, MAX_FILE_PATH_CHARS, MAX_TASK_FILE_CHARS,
                      MAX_PARTITION_KEYS, MAX_COUNT, MAX_ANSWER_CHARS, MAX_COLUMNS, MAX_TABLES, MAX_LISTED_FILES,
                      MAX_BARS, MAX_URL_CHARS, MAX_DOWNLOAD_SECONDS, MIN_REUSE_SCOPE_CHARS, MAX_REUSE_SCOPE_CHARS,

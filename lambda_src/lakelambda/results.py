@@ -27,7 +27,7 @@ import duckdb
 from . import explore, page_format
 from .lake import Lake
 from .errors import ResultNotFound, RowTooLarge
-from .protocol import (INLINE_RESULT_BYTES, MAX_PART_BYTES, MAX_RESPONSE_BYTES, Answer, Column, DeriveRequest,
+from .protocol import (INLINE_RESULT_BYTES, MAX_DECODED_BYTES, MAX_PART_BYTES, MAX_RESPONSE_BYTES, Answer, Column, DeriveRequest,
                        DownloadAnswer, DownloadRequest, Page, PageAnswer, PageRequest, Part, PartAnswer, PartRequest,
                        ProfileAnswer, ProfileRequest, ResultInfo, SummariesAnswer, SummarizeRequest)
 from .sql import quote_identifier, quote_literal
@@ -94,14 +94,14 @@ class ResultStore:
         """The result just written to `path` (`size` bytes): stored for every container, or, if small, only in memory.
 
         A small result is read back and its file removed at once: it travels
-        whole in the query's answer (PROTOCOL.md, "Answers"). One written
-        straight into the lake is there already.
+        whole in the query's answer (PROTOCOL.md, "Answers"), unless it decodes
+        past what a page may. One written straight into the lake is there already.
         """
         if not self.is_local(path):
             assert size is not None, "DuckDB reports the size of a file it writes into the lake"
             return StoredResult(ResultInfo(result_id, columns, rows, size), path)
         size = os.path.getsize(path)
-        if size <= self.inline_bytes:
+        if size <= self.inline_bytes and page_format.decoded_size(path)[1] <= MAX_DECODED_BYTES:
             with open(path, "rb") as small:
                 data = small.read()
             os.remove(path)
@@ -146,8 +146,8 @@ class ResultStore:
 
         Rows are picked by their row number in the file, which DuckDB resolves
         from row-group statistics: the cost does not grow with the offset. A
-        page that would not fit in a Lambda response holds fewer rows;
-        `row_count` says how many.
+        page that would not fit in a Lambda response, or would decode past
+        MAX_DECODED_BYTES, holds fewer rows; `row_count` says how many.
         """
         info = result.info
         if result.inline_data is not None:
@@ -159,11 +159,14 @@ class ResultStore:
         try:
             while True:
                 size = _write_rows(con, result, offset, limit, page_path)
-                if size <= budget or limit <= 1:
+                over = max(size / budget, page_format.decoded_size(page_path)[1] / MAX_DECODED_BYTES)
+                if over <= 1 or limit <= 1:
                     break
-                limit = max(1, math.floor(limit * budget / size * 0.9))
+                limit = max(1, math.floor(limit / over * 0.9))
             if size > budget:
                 raise RowTooLarge(f"row {offset} alone is larger than the {MAX_RESPONSE_BYTES}-byte response limit")
+            if over > 1:
+                raise RowTooLarge(f"row {offset} alone decodes to more than the {MAX_DECODED_BYTES:,} bytes a page may")
             return Page(offset, limit, page_format.encode_file(page_path))
         finally:
             if os.path.exists(page_path):

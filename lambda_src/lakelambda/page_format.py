@@ -67,10 +67,11 @@ def decoded_size(path: str) -> tuple[int, int]:
         relation = con.read_parquet([path])
         sizes = [_value_bytes(quote_identifier(name), kind, 0) for name, kind in zip(relation.columns, relation.types)]
         try:
-            rows, size = relation.aggregate(f"count(*), sum({' + '.join(sizes) or '0'})::HUGEINT").fetchone()
+            measured = relation.aggregate(f"count(*), sum({' + '.join(sizes) or '0'})::HUGEINT").fetchone()
         except duckdb.OutOfMemoryException:  # one Parquet page alone decompresses past the bound
-            return relation.aggregate("count(*)").fetchone()[0], MEASURER_MEMORY_BYTES + 1
-    return rows, int(size or 0)
+            measured = relation.aggregate(f"count(*), {MEASURER_MEMORY_BYTES + 1}").fetchone()
+    assert measured is not None  # an aggregate gives one row
+    return measured[0], int(measured[1] or 0)
 
 
 # What the measuring database may hold: a page's one Parquet page decompressed, and its vectors.

@@ -207,3 +207,41 @@ def test_connections_beyond_the_cap_are_refused_with_429_and_idle_ones_closed(en
         for connection in idle:
             connection.close()
     assert_healthy(client)
+
+
+# --- DNS rebinding: a request must name this server -----------------------------------------------
+
+def raw_invoke(endpoint, host_lines: bytes, body: bytes = b'{"ordinary": 1}') -> bytes:
+    """One signed-looking invocation of echo with these Host header lines, as a page whose own domain was
+    made to resolve to 127.0.0.1 could send it (same origin, so it may set any header); the whole reply."""
+    port = int(endpoint.endpoint_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"POST /2015-03-31/functions/echo/invocations HTTP/1.1\r\n" + host_lines +
+                           b"Authorization: AWS4-HMAC-SHA256 Credential=x\r\nConnection: close\r\n"
+                           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    return reply
+
+
+@pytest.mark.parametrize("hosts", [
+    "evil.example:{port}", "evil.example", "127.0.0.1.nip.io:{port}", "localhost.evil.example:{port}",
+    "127.0.0.1", "127.0.0.1:1", "127.0.0.1:{port}0", "127.0.0.2:{port}", "[::1]:{port}", ":{port}", "",
+    "127.0.0.1:{port}\r\nHost: evil.example:{port}", "evil.example:{port}\r\nHost: 127.0.0.1:{port}", None,
+])
+def test_a_request_whose_host_is_not_this_server_is_refused_and_runs_nothing(endpoint, client, hosts):
+    port = endpoint.endpoint_url.rsplit(":", 1)[1]
+    lines = b"" if hosts is None else f"Host: {hosts.format(port=port)}\r\n".encode()
+    reply = raw_invoke(endpoint, lines)
+    assert reply.startswith(b"HTTP/1.1 400 ") and b"x-amzn-ErrorType: InvalidRequestContentException" in reply, reply
+    assert b"must name the address this endpoint listens on" in reply
+    assert endpoint.recycle() == 0  # no worker was started: nothing ran
+    assert_healthy(client)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}"])
+def test_a_request_naming_this_server_is_served(endpoint, host):
+    port = endpoint.endpoint_url.rsplit(":", 1)[1]
+    reply = raw_invoke(endpoint, f"Host: {host.format(port=port)}\r\n".encode())
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b'{"ordinary": 1}'), reply

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import ipaddress
 import json
 import math
 import re
@@ -285,6 +286,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         elif body_size > SYNC_REQUEST_LIMIT_BYTES:
             self._discard_body(body_size)  # read it all, or the client sees a reset connection
             reply = _request_too_large()
+        elif not self._addressed_to_this_server():
+            self.rfile.read(body_size)
+            reply = _aws_error(400, "InvalidRequestContentException", {"Type": "User", "message": (
+                "the Host header must name the address this endpoint listens on (a web page that renamed "
+                "127.0.0.1 to its own domain, DNS rebinding, names that domain)")})
         elif path == RECYCLE_PATH and "Origin" in self.headers:
             self.rfile.read(body_size)
             reply = _aws_error(403, "AccessDeniedException", {"Type": "User", "message": (
@@ -311,6 +317,26 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._send(reply, request_id)
         if match is not None and reply.outcome is not None:
             _log_invocation(_function_name(match["function"]), request_id, started, reply.outcome)
+
+    def _addressed_to_this_server(self) -> bool:
+        """Exactly one Host, naming this server's port and the address it listens on (any address, if it
+        listens on all of them), or `localhost` for a loopback one, never another name: a browser sends
+        the page's own host, so a page whose domain was made to resolve to 127.0.0.1 after it loaded
+        (DNS rebinding) is refused, whatever else it can send."""
+        hosts = self.headers.get_all("Host", [])
+        if len(hosts) != 1:
+            return False
+        name, colon, port = hosts[0].strip().lower().rpartition(":")
+        listening = ipaddress.ip_address(self.server.server_address[0])
+        if not colon or port != str(self.server.server_address[1]):
+            return False
+        if name == "localhost":
+            return listening.is_loopback or listening.is_unspecified
+        try:
+            address = ipaddress.ip_address(name.removeprefix("[").removesuffix("]"))
+        except ValueError:  # a domain name
+            return False
+        return address == listening or listening.is_unspecified
 
     def _from_an_aws_client(self) -> bool:
         """A browser cannot send a SigV4 Authorization header to another origin without a preflight

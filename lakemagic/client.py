@@ -161,19 +161,22 @@ class QueryResult:
         on this machine (the kernel engine, the embedded one), or fetched with
         one GET of a URL the function presigned with its own role (the
         notebook signs nothing for S3), or, where there is no URL this
-        notebook can reach, in parts as large as a response allows. A path
-        from a remote engine is never opened here.
+        notebook can reach or the engine cannot vouch for, in parts as large
+        as a response allows. A path from a remote engine is never opened
+        here, and a URL is read only where the engine keeps the result
+        (Engine.may_download).
         """
         answer, self.last_call = _call(self.engine, protocol.DownloadRequest(self.info.result_id),
                                        protocol.DownloadAnswer, self.sql)
+        readable = self.engine.may_download(answer.url, self.info.result_id)
         is_url = answer.url.startswith(("https://", "http://"))
-        if not is_url and self.engine.shares_files:
+        if readable and not is_url and self.engine.shares_files:
             yield [answer.url]
             return
         with tempfile.TemporaryDirectory(prefix="lakemagic-result-") as folder:
             path = os.path.join(folder, "result.parquet")
             try:
-                if not is_url:  # a path on the function's machine (a local lake behind a Lambda endpoint)
+                if not (readable and is_url):  # a path on the function's machine, or a URL none can vouch for
                     raise FileNotFoundError(answer.url)
                 _download(answer.url, path, self.info.result_bytes, progress)
             except OSError:  # not reachable from here: through the function instead

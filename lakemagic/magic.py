@@ -38,7 +38,8 @@ class LakeMagic(Magics):
     """Query the lake with SQL. Configure with %config LakeMagic.<name> = value."""
 
     engine = Enum(["local", "lambda"], help="Where queries run: 'local' (in this kernel) or 'lambda'.").tag(config=True)
-    lake = Unicode(help="The lake folder of the 'local' engine (the Lambda function has its own).").tag(config=True)
+    lake = Unicode(help="The lake folder of the 'local' engine; for 'lambda', the function's lake (s3://bucket[/prefix]), "
+                        "the one place its download URLs may lead.").tag(config=True)
     page_size = Int(help="Rows per page in the result table.").tag(config=True)
     function_name = Unicode(help="The Lambda function of the 'lambda' engine.").tag(config=True)
     region = Unicode("", help="AWS region of the function (default: boto3's own resolution).").tag(config=True)
@@ -86,7 +87,8 @@ class LakeMagic(Magics):
     def current_engine(self) -> Engine:
         if self._engine is None:
             if self.engine == "lambda":  # the trait's value names the engine to make
-                self._engine = LambdaEngine(self.function_name, self.region or None, self.profile or None)
+                self._engine = LambdaEngine(self.function_name, self.region or None, self.profile or None,
+                                            lake=self.lake if self.lake.startswith("s3://") else None)
             else:
                 self._engine = EmbeddedEngine(self.lake)
         return self._engine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 import urllib.request
 
@@ -15,7 +16,8 @@ from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import EngineError
 from lakemagic.locallambda.s3proxy import S3Proxy
 
-from servers import FUNCTION, start_function
+from servers import BUCKET, FUNCTION, OTHER_BUCKET, start_function
+from test_sandbox import Listener
 
 SQL = "SELECT * FROM taxi_2019_04 ORDER BY pickup_at, dropoff_at, total_amount, pickup_location_id"
 STORE_ALL = {"LAKEMAGIC_INLINE_RESULT_BYTES": "0"}
@@ -31,6 +33,9 @@ class Recording:
     def call(self, request: dict):
         self.ops.append(request.op)
         return self.inner.call(request)
+
+    def may_download(self, url: str, result_id: str) -> bool:
+        return self.inner.may_download(url, result_id)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +54,7 @@ def test_lambda_answers_a_url_the_notebook_gets_with_a_plain_get(s3_lake, aws_en
     local = start_function(s3_lake, aws_environment, env=STORE_ALL)
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", local.endpoint_url)
-        engine = Recording(LambdaEngine(FUNCTION))
+        engine = Recording(LambdaEngine(FUNCTION, lake=s3_lake))
         result = client.run_query(engine, SQL, page_size=50)
         answer = protocol.parse_answer(engine.call(protocol.DownloadRequest(result.result_id)).answer)
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(answer.url).query)
@@ -70,7 +75,8 @@ def test_an_unreachable_url_falls_back_to_parts_through_the_function(s3_lake, aw
     local = start_function(s3_lake, aws_environment, env=dict(STORE_ALL, AWS_ENDPOINT_URL_S3=proxy.endpoint_url))
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", local.endpoint_url)
-        engine = Recording(LambdaEngine(FUNCTION))
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint_url)  # the lake's endpoint, as both ends know it
+        engine = Recording(LambdaEngine(FUNCTION, lake=s3_lake))
         result = client.run_query(engine, SQL, page_size=50, reuse=False)  # computed here, so its copy is in /tmp
         proxy.stop()  # the URL the function signs now leads nowhere; its warm copy in /tmp still serves parts
         engine.ops.clear()
@@ -134,4 +140,84 @@ def test_a_download_that_is_not_https_is_refused_on_arrival(local_taxi_lake, sto
     engine = FtpAnswering(EmbeddedEngine(str(local_taxi_lake)))
     result = client.run_query(engine, SQL, page_size=50)
     with pytest.raises(EngineError, match="'download.url' is neither https"):  # no ftp client is ever opened
+        result.to_dataframe()
+
+
+class Redirecting(Recording):
+    """A function whose download answers lead elsewhere: `forge` turns the true URL into another."""
+
+    def __init__(self, inner, forge):
+        super().__init__(inner)
+        self.forge = forge
+
+    def call(self, request):
+        reply = super().call(request)
+        if request.op == "download":
+            reply.answer["download"]["url"] = self.forge(reply.answer["download"]["url"])
+        return reply
+
+
+def _elsewhere(url: str, port: int) -> str:
+    """The URL with its scheme, host and port made 127.0.0.1:`port` (a listener of the test's)."""
+    target = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(target._replace(netloc=f"127.0.0.1:{port}"))
+
+
+FORGERIES = {
+    "another port on this machine": lambda url, port: _elsewhere(url, port),
+    "https to another port": lambda url, port: _elsewhere(url, port).replace("http://", "https://"),
+    "localhost, another port": lambda url, port: _elsewhere(url, port).replace("127.0.0.1", "localhost"),
+    "another host named like the bucket": lambda url, port: _elsewhere(url, port).replace(
+        "127.0.0.1", f"{BUCKET}.127.0.0.1.nip.io"),
+    "another bucket": lambda url, port: url.replace(f"/{BUCKET}/", f"/{OTHER_BUCKET}/"),
+    "another prefix": lambda url, port: url.replace(f"/{BUCKET}/", f"/{BUCKET}/other/"),
+    "a query S3 would read": lambda url, port: url + "&response-content-type=text%2Fhtml",
+    "a second signature": lambda url, port: url + "&X-Amz-Signature=0",
+    "no signature": lambda url, port: url.split("?")[0] + "?X-Amz-Expires=900",
+    "a fragment": lambda url, port: url + "#x",
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_a_download_url_leads_only_to_the_results_object_in_the_lake(forgery, s3_lake, storing_function,
+                                                                     monkeypatch):
+    """Whatever else the answer says, a URL that is not the result's own object in the configured lake,
+    presigned, is refused before anything reads it: the listener it names gets nothing, and no part
+    is fetched in its place."""
+    listener = Listener()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", storing_function.endpoint_url)
+        engine = Redirecting(LambdaEngine(FUNCTION, lake=s3_lake), lambda url: FORGERIES[forgery](url, listener.port))
+        result = client.run_query(engine, SQL, page_size=50)
+        engine.ops.clear()
+        with pytest.raises(EngineError, match="download"):
+            result.to_dataframe()
+        assert engine.ops == ["download"]
+        time.sleep(0.2)
+        assert listener.connections == 0
+    finally:
+        listener.close()
+
+
+def test_without_a_lake_to_check_against_a_result_comes_in_parts(storing_function, expected, monkeypatch):
+    listener = Listener()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", storing_function.endpoint_url)
+        engine = Redirecting(LambdaEngine(FUNCTION), lambda url: _elsewhere(url, listener.port))
+        result = client.run_query(engine, SQL, page_size=50)
+        engine.ops.clear()
+        pd.testing.assert_frame_equal(result.to_dataframe(), expected)
+        assert engine.ops[0] == "download" and set(engine.ops[1:]) == {"part"}
+        assert listener.connections == 0
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("path", ["{lake}/_lakemagic/results/{other}.parquet", "/tmp/_lakemagic/results/{id}.parquet",
+                                  "{lake}/x/_lakemagic/results/{id}.parquet"])
+def test_an_engine_on_this_machine_reads_only_its_own_results_file(path, local_taxi_lake, stored_results):
+    inner = EmbeddedEngine(str(local_taxi_lake))
+    engine = Redirecting(inner, lambda url: path.format(lake=inner.lake, id=url.rsplit("/", 1)[1][:-8], other="O" * 32))
+    result = client.run_query(engine, SQL, page_size=50)
+    with pytest.raises(EngineError, match="download"):
         result.to_dataframe()

@@ -15,6 +15,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 
 import boto3
 from botocore.config import Config
@@ -48,6 +49,9 @@ CONNECT_TIMEOUT_S = 10
 # Retries only where the invocation cannot have run: Lambda throttled it, or it was never sent.
 NOT_RUN_ERRORS = (EndpointConnectionError, ConnectTimeoutError)
 RETRY_BASE_DELAY_S = 0.2
+# The query of an S3 URL presigned with Signature Version 4 (a role's temporary credentials add the token).
+PRESIGNED_QUERY = {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders",
+                   "X-Amz-Signature", "X-Amz-Security-Token"}
 
 # Function errors that a second invocation would only repeat; any other (a crash, a timeout) may pass.
 NOT_CURED_BY_RETRY = {"Function.ResponseSizeTooLarge", "Runtime.OutOfMemory"}
@@ -85,8 +89,11 @@ class LambdaEngine(Engine):
         max_attempts: int = 3,
         read_margin_s: float = READ_TIMEOUT_MARGIN_S,
         client=None,
+        lake: str | None = None,
     ):
         self.function_name = function_name
+        # The function's lake (its LAKEMAGIC_LAKE, s3://bucket[/prefix]): the one place a download URL may lead.
+        self.lake = lake
         self.region = region
         self.profile = profile
         self.timeout_s = timeout_s
@@ -119,6 +126,34 @@ class LambdaEngine(Engine):
     def seconds_since_answer(self) -> float | None:
         """How long ago the function last answered this engine (None: never), to guess whether a call starts a container."""
         return None if self._last_answer_at is None else time.monotonic() - self._last_answer_at
+
+    def may_download(self, url: str, result_id: str) -> bool:
+        """A download URL is read only if it is the stored result's object in the lake this engine was given,
+        at the S3 endpoint this notebook's boto3 resolves for the function's region, presigned (SigV4)
+        and nothing more; without a lake to check against, the result comes in parts through the function."""
+        if self.lake is None:
+            return False
+        bucket, _, prefix = self.lake.removeprefix("s3://").partition("/")
+        key = "/".join(filter(None, (prefix.strip("/"), protocol.RESULTS_FOLDER, f"{result_id}.parquet")))
+        target = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qsl(target.query, keep_blank_values=True)
+        names = [name for name, _ in query]
+        if (url.split("?")[0] not in self._object_urls(bucket, key) or target.fragment or "#" in url
+                or len(set(names)) != len(names) or not PRESIGNED_QUERY >= set(names) >= {"X-Amz-Signature"}):
+            raise EngineError(f"the function's download URL is not result {result_id}'s object in the lake "
+                              f"{self.lake}, presigned: {url[:300]!r}")
+        return True
+
+    def _object_urls(self, bucket: str, key: str) -> set[str]:
+        """The URLs of an object as the function's S3 client presigns them (addressed either way), without
+        their query: made here by botocore with keys of no account, so nothing is looked up or sent."""
+        session = boto3.Session(profile_name=self.profile, region_name=self._lambda().meta.region_name,
+                                aws_access_key_id="unused", aws_secret_access_key="unused")
+        urls = set()
+        for style in ("auto", "virtual", "path"):
+            s3 = session.client("s3", config=Config(signature_version="s3v4", s3={"addressing_style": style}))
+            urls.add(s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}).split("?")[0])
+        return urls
 
     def _invoke(self, payload: str) -> tuple[dict, bytes]:
         for attempt in itertools.count(1):

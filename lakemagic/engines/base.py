@@ -13,7 +13,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from lakelambda.protocol import RESULTS_FOLDER
+
+from ..errors import EngineError
+
 DEFAULT_LAKE = os.path.join("~", ".lakemagic", "lake")
+
+
+def check_result_path(path: str, lake: str, result_id: str) -> bool:
+    """True if `path` is stored result `result_id`'s file in the local lake `lake` (as the handler names
+    it, storage.LocalFolder), else EngineError: a download answer of an engine on this machine."""
+    if path != "/".join((lake, RESULTS_FOLDER, f"{result_id}.parquet")):
+        raise EngineError(f"the engine's download answer names {path[:300]!r}, not result {result_id}'s file "
+                          f"in its lake {lake}")
+    return True
 
 
 @dataclass(frozen=True)
@@ -55,3 +68,10 @@ class Engine:
     def seconds_since_answer(self) -> float | None:
         """How long since the engine last answered, where that says whether the next call starts cold."""
         return None
+
+    def may_download(self, url: str, result_id: str) -> bool:
+        """Whether a download answer's `url` may be read: True where it is where this engine keeps stored
+        result `result_id`; False where the engine cannot tell (the result then comes in parts through
+        the engine, and nothing the answer names is read). EngineError where it can tell and `url` is
+        elsewhere: a forged or broken answer, refused before anything reads it."""
+        return False

@@ -8,7 +8,7 @@ import os
 from lakelambda import protocol
 
 from ..errors import EngineError
-from .base import DEFAULT_LAKE, Engine, Reply
+from .base import DEFAULT_LAKE, Engine, Reply, check_result_path
 
 
 class EmbeddedEngine(Engine):
@@ -35,6 +35,9 @@ class EmbeddedEngine(Engine):
     def call(self, request) -> Reply:
         event = json.loads(json.dumps(protocol.encode(request)))
         return Reply(json.loads(json.dumps(self._handler(event, None))))
+
+    def may_download(self, url: str, result_id: str) -> bool:
+        return check_result_path(url, self.lake, result_id)
 
     def interrupt(self) -> None:
         """Interrupt DuckDB in the calls now running (from another thread than theirs)."""

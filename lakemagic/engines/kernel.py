@@ -36,7 +36,7 @@ from lakelambda.sql import duckdb_error, parameter_names, quote_literal
 
 from ..decode import check_decoded_size, check_rows, restored
 from ..errors import EngineError
-from .base import Engine, Reply
+from .base import Engine, Reply, check_result_path
 
 # The most bytes of results one kernel holds; the oldest go first beyond it (a query shown again runs again).
 KEPT_BYTES = 2 * 1024**3
@@ -119,6 +119,9 @@ class KernelEngine(Engine):
             stored = self._results.keep(result_id, path, merged, rows)
             answer = PageAnswer(stored.info, self._results.page(cursor, stored, 0, page_size))
         return _timed(answer, started)
+
+    def may_download(self, url: str, result_id: str) -> bool:
+        return check_result_path(url, self.folder, result_id)
 
     def forget(self, result_id: str) -> None:
         """Let a result go (a fan-out task's part, once merged)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from .errors import LakeError, ProtocolError
-from .fields import (FilePath, KeyName, AnswerText, Base64, Count, DASHBOARD_FOLDER, DASHBOARD_PATH_PATTERN,
+from .fields import (CATALOG_NAME_PATTERN, FilePath, KeyName, AnswerText, Base64, Count, DASHBOARD_FOLDER, DASHBOARD_PATH_PATTERN,
                      DuckDBType, MAX_ANSWER_CHARS, MAX_BARS, MAX_COLUMNS, MAX_DOWNLOAD_SECONDS, MAX_FILE_PATH_CHARS,
                      MAX_LISTED_FILES, MAX_LISTED_TABLES, MAX_PARTITION_KEYS, MAX_PART_BYTES, MAX_RESPONSE_BYTES,
                      MAX_SQL_CHARS, MAX_TABLES, MAX_URL_CHARS, PAGE_FORMAT, RESULTS_FOLDER, ResultId, TableName,
@@ -153,7 +153,7 @@ TABLE_KINDS = get_args(TableKind)
 class TableInfo:
     """One table of the lake, as its name resolves; rows and bytes from the files' Parquet footers."""
 
-    name: Annotated[str, Text(MAX_FILE_PATH_CHARS, least=1, says="a table's name")]
+    name: Annotated[str, Text(MAX_FILE_PATH_CHARS, pattern=CATALOG_NAME_PATTERN, says="a lake table's name")]
     kind: TableKind
     location: Annotated[str, Text(MAX_URL_CHARS)]  # the file, or the partitioned table's folder
     # The key=value folder names of a partitioned table, outermost first.

@@ -77,6 +77,8 @@ RESULT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22,64}")
 PARAM_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A lake table's name as the catalog resolves it (one path segment), and a partition key's type name.
 TABLE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
+# Any name the lake's catalog lists (lake._CATALOG_NAME): completion offers these, so none is SQL.
+CATALOG_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
 KEY_TYPE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_ ]{0,63}")
 # The lake folder materialized views are written to, and the only one requests may name.
 DASHBOARD_FOLDER = "dashboard"

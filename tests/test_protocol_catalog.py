@@ -1,0 +1,53 @@
+"""The catalog an answer lists is names the lake can have: completion inserts them into the user's SQL,
+so a forged `tables` answer must not offer SQL, quotes or lines of its own as a table's name."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from lakelambda import protocol
+from lakelambda.errors import ProtocolError
+from lakemagic import client
+from lakemagic.catalog import CatalogCache
+from lakemagic.engines import Reply
+from lakemagic.errors import EngineError
+
+TABLE = protocol.TableInfo("events", "partitioned", "s3://lake/events", ("day",), 2, 220, 3)
+
+
+class Forged:
+    """An engine whose every answer is `wire`."""
+
+    name, concurrency, shares_files = "forged", 1, False
+
+    def __init__(self, wire: dict):
+        self.wire = wire
+
+    def call(self, request) -> Reply:
+        return Reply(copy.deepcopy(self.wire))
+
+
+def tables_answer(name: str) -> dict:
+    wire = protocol.encode(protocol.TablesAnswer((TABLE,)))
+    wire["tables"][0]["name"] = name
+    return wire
+
+
+@pytest.mark.parametrize("name", [
+    "taxi FROM read_text('/etc/passwd') --", "taxi; SELECT 1", 'taxi"', "taxi'", "taxi\nFROM x", "taxi.x",
+    "_lakemagic", "-taxi", "taxi x", "täxi", "taxi\u200b", "", "dataset/taxi", "../taxi", "taxi%2F",
+])
+def test_a_tables_answer_names_only_what_a_lake_table_can_be_called(name):
+    with pytest.raises(ProtocolError, match=r"'tables\[0\].name'"):
+        protocol.parse_answer(tables_answer(name))
+    with pytest.raises(EngineError):
+        client.tables(Forged(tables_answer(name)))
+    assert CatalogCache(wait_s=5).table_names(Forged(tables_answer(name))) == []  # completion offers nothing
+
+
+@pytest.mark.parametrize("name", ["taxi_2019_04", "Partitioned", "a-b", "9lives", "x" * 300])
+def test_every_name_the_lake_lists_arrives(name):
+    assert [table.name for table in client.tables(Forged(tables_answer(name)))] == [name]
+    assert CatalogCache(wait_s=5).table_names(Forged(tables_answer(name))) == [name]

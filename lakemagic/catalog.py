@@ -23,7 +23,7 @@ from lakelambda.sql import quote_identifier, referenced_tables
 from . import client
 from .display import render
 from .engines import Engine
-from .errors import LakeMagicError, LakeQueryError
+from .errors import EngineError, LakeMagicError, LakeQueryError
 from .views import ViewRegistry
 
 # How long completion trusts what it fetched: the function's own catalog of an S3 lake is up to 30 s old too.
@@ -32,6 +32,8 @@ CATALOG_TTL_S = 30.0
 COLD_WAIT_S = 0.3
 # More columns than any table has: DESCRIBE comes back in one page.
 DESCRIBE_ROWS = 10_000
+# What DESCRIBE answers first: each column's name and type.
+DESCRIBED = ["column_name", "column_type"]
 TABLE_COLUMNS = ["name", "kind", "partition keys", "files", "bytes", "rows", "location"]
 
 
@@ -83,7 +85,11 @@ def describe(engine: Engine, name: str, views: ViewRegistry) -> Listing:
     sql = _describe_sql(name)
     with saved_views_named(engine, views):
         result = client.run_query(engine, sql, {}, DESCRIBE_ROWS, views.resolve(sql))
-    return Listing(result.to_dataframe()[["column_name", "column_type"]])
+    if [column.type for column in result.columns[:2]] != ["VARCHAR", "VARCHAR"] or \
+            [column.name for column in result.columns[:2]] != DESCRIBED:
+        raise EngineError(f"the engine answered {sql} with the columns {[c.name for c in result.columns]!r}, "
+                          f"not DuckDB's {DESCRIBED!r}")
+    return Listing(result.to_dataframe()[DESCRIBED])
 
 
 @contextlib.contextmanager

@@ -103,6 +103,7 @@ class LambdaEngine(Engine):
         # without one, one is made as _lambda() says.
         self._client = client
         self._client_lock = threading.Lock()
+        self._signers: list | None = None  # S3 clients that presign nothing real: see _object_urls
         self._last_answer_at: float | None = None
 
     def call(self, request) -> Reply:
@@ -147,13 +148,16 @@ class LambdaEngine(Engine):
     def _object_urls(self, bucket: str, key: str) -> set[str]:
         """The URLs of an object as the function's S3 client presigns them (addressed either way), without
         their query: made here by botocore with keys of no account, so nothing is looked up or sent."""
-        session = boto3.Session(profile_name=self.profile, region_name=self._lambda().meta.region_name,
-                                aws_access_key_id="unused", aws_secret_access_key="unused")
-        urls = set()
-        for style in ("auto", "virtual", "path"):
-            s3 = session.client("s3", config=Config(signature_version="s3v4", s3={"addressing_style": style}))
-            urls.add(s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}).split("?")[0])
-        return urls
+        region = self._lambda().meta.region_name  # the function's: its own client presigns there
+        with self._client_lock:
+            if self._signers is None:
+                session = boto3.Session(profile_name=self.profile, region_name=region,
+                                        aws_access_key_id="unused", aws_secret_access_key="unused")
+                self._signers = [session.client("s3", config=Config(signature_version="s3v4",
+                                                                    s3={"addressing_style": style}))
+                                 for style in ("auto", "virtual", "path")]
+        return {s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}).split("?")[0]
+                for s3 in self._signers}
 
     def _invoke(self, payload: str) -> tuple[dict, bytes]:
         for attempt in itertools.count(1):

@@ -221,3 +221,12 @@ def test_an_engine_on_this_machine_reads_only_its_own_results_file(path, local_t
     result = client.run_query(engine, SQL, page_size=50)
     with pytest.raises(EngineError, match="download"):
         result.to_dataframe()
+
+
+def test_the_magics_lake_setting_is_where_the_lambda_engines_downloads_may_lead(ipython, tmp_path):
+    magic = ipython.magics_manager.registry["LakeMagic"]
+    ipython.run_line_magic("config", "LakeMagic.engine = 'lambda'")
+    ipython.run_line_magic("config", f"LakeMagic.lake = 's3://{BUCKET}/team'")
+    assert magic.current_engine().lake == f"s3://{BUCKET}/team"
+    ipython.run_line_magic("config", f"LakeMagic.lake = '{tmp_path}'")  # a folder: no lake to check against
+    assert magic.current_engine().lake is None

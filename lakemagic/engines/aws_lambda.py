@@ -136,10 +136,8 @@ class LambdaEngine(Engine):
             return False
         bucket, _, prefix = self.lake.removeprefix("s3://").partition("/")
         key = "/".join(filter(None, (prefix.strip("/"), protocol.RESULTS_FOLDER, f"{result_id}.parquet")))
-        target = urllib.parse.urlsplit(url)
-        query = urllib.parse.parse_qsl(target.query, keep_blank_values=True)
-        names = [name for name, _ in query]
-        if (url.split("?")[0] not in self._object_urls(bucket, key) or target.fragment or "#" in url
+        names = [name for name, _ in urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True)]
+        if (url.split("?")[0] not in self._object_urls(bucket, key) or "#" in url
                 or len(set(names)) != len(names) or not PRESIGNED_QUERY >= set(names) >= {"X-Amz-Signature"}):
             raise EngineError(f"the function's download URL is not result {result_id}'s object in the lake "
                               f"{self.lake}, presigned: {url[:300]!r}")

@@ -5,6 +5,8 @@ before the notebook decodes or the kernel engine adopts them; the handler pages 
 from __future__ import annotations
 
 import base64
+import copy
+import json
 import subprocess
 import sys
 
@@ -44,7 +46,7 @@ def parquet_of(sql: str, tmp_path) -> tuple[bytes, list[tuple[str, str]]]:
                              text=True).stdout
     data = path.read_bytes()
     path.unlink()
-    return data, [tuple(column) for column in __import__("json").loads(columns)]
+    return data, [tuple(column) for column in json.loads(columns)]
 
 
 class Forged:
@@ -56,7 +58,7 @@ class Forged:
         self.wire = wire
 
     def call(self, request) -> Reply:
-        return Reply(__import__("copy").deepcopy(self.wire))
+        return Reply(copy.deepcopy(self.wire))
 
 
 def answer(data: bytes, columns, rows: int, result_id: str | None) -> dict:

@@ -19,7 +19,9 @@ import urllib.request
 
 import pytest
 
+from lakelambda.errors import PermissionDenied
 from lakelambda.handler import LakeHandler
+from lakelambda.sandbox import check_query
 from lakemagic.locallambda import FunctionSpec, LocalLambda
 import events
 
@@ -123,3 +125,36 @@ def test_a_file_rewritten_in_place_with_its_old_size_and_time_is_read_again(hand
     second = handler(events.query_request(sql, {}, 10, reuse_scope=SCOPE))
     assert "error" not in first and "reused_from" not in second, second
     assert second["result_id"] != first["result_id"]
+
+
+# A lake-relative path written every other way a string can be: refused, or run as its full path inside the lake.
+RELATIVE_FORMS = {
+    "SELECT * FROM read_parquet(E'dataset/a.parquet')": None,
+    "SELECT * FROM read_parquet('dataset/'\n'a.parquet')": None,  # adjacent literals: one constant, two texts
+    "SELECT * FROM read_parquet(U&'dataset/a.parquet')": None,
+    "SELECT * FROM read_parquet($$dataset/a.parquet$$)": None,
+    "SELECT * FROM read_parquet($x$dataset/a.parquet$x$)": None,
+    "SELECT * FROM read_parquet('dataset/a.parquet' COLLATE nocase)": None,
+    "SELECT * FROM read_parquet('dataset/a.parquet'::VARCHAR)": None,
+    "SELECT * FROM read_parquet(('dataset/a.parquet'))": "{root}/dataset/a.parquet",
+    "SELECT * FROM parquet_scan('file:dataset/a.parquet')": "{root}/file:dataset/a.parquet",
+    "SELECT * FROM parquet_scan('s3:dataset/a.parquet')": "{root}/s3:dataset/a.parquet",
+    "SELECT * FROM parquet_scan('c:/dataset/a.parquet')": "{root}/c:/dataset/a.parquet",
+    "SELECT * FROM \"dataset/a.parquet\" AS \"dataset/b.parquet\"": "{root}/dataset/a.parquet",
+    "WITH \"dataset/a.parquet\" AS (SELECT 1 AS x) SELECT * FROM \"dataset/a.parquet\"": "{root}/dataset/a.parquet",
+}
+
+
+@pytest.mark.parametrize("sql", RELATIVE_FORMS)
+def test_a_relative_path_in_any_written_form_is_refused_or_read_inside_the_lake(sql, tmp_path):
+    """The text that runs is spliced at the parser's places, then checked again as it runs: whatever the
+    form, what runs names only full paths inside the lake, or the query is refused."""
+    root = str(tmp_path / "lake")
+    expected = RELATIVE_FORMS[sql]
+    if expected is None:
+        with pytest.raises(PermissionDenied):
+            check_query(sql, root)
+        return
+    checked = check_query(sql, root)
+    assert expected.format(root=root) in checked.text and "'dataset/" not in checked.text.replace(root, "")
+    assert check_query(checked.text, root).text == checked.text  # nothing relative is left in what runs

@@ -13,10 +13,12 @@ import pandas as pd
 import pytest
 
 from lakelambda import protocol
+from lakelambda import explore
 from lakelambda.explore import HISTOGRAM_BINS
 from lakelambda.errors import ProtocolError
 from lakelambda.protocol import SortKey
 from lakemagic import client
+from lakemagic.display import render
 from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.engines.kernel import kernel_engine
@@ -88,8 +90,9 @@ def test_a_profile_is_duckdbs_own_aggregates(result, column):
     profile = result.profile(column)
     whole = result.to_dataframe()  # noqa: F841
     rows, nulls, distinct = duckdb.sql(
-        f"SELECT count(*), count(*) - count({column}), approx_count_distinct({column}) FROM whole").fetchone()
+        f"SELECT count(*), count(*) - count({column}), count(DISTINCT {column}) FROM whole").fetchone()
     assert (profile.rows, profile.nulls, profile.distinct) == (rows, nulls, distinct)
+    assert profile.distinct_exact  # 6,000 rows: counted, not estimated
     if column == "payment_type":
         assert profile.bars_kind == "top" and profile.min is None
         top = duckdb.sql(f"SELECT {column}, count(*) AS n FROM whole WHERE {column} IS NOT NULL "
@@ -102,6 +105,16 @@ def test_a_profile_is_duckdbs_own_aggregates(result, column):
     assert profile.bars_kind == "histogram"
     assert sum(bar.count for bar in profile.bars) == rows - nulls
     assert 2 <= len(profile.bars) <= HISTOGRAM_BINS + 1  # bins of one round width (bin_width), from below the least
+
+
+def test_a_profile_estimates_distinct_values_above_the_exact_count_limit_and_says_so(local_taxi_lake, monkeypatch):
+    monkeypatch.setattr(explore, "EXACT_DISTINCT_ROWS", 5_999)  # the embedded handler runs in this process
+    result = client.run_query(EmbeddedEngine(str(local_taxi_lake)), SQL, page_size=50)
+    profile = result.profile("fare_amount")
+    whole = result.to_dataframe()  # noqa: F841
+    estimate = duckdb.sql("SELECT approx_count_distinct(fare_amount) FROM whole").fetchone()[0]
+    assert not profile.distinct_exact and profile.distinct == estimate
+    assert f"distinct (estimate) <b>about {estimate:,}</b>" in render.profile_html(profile)
 
 
 def test_a_profile_of_a_filtered_result_counts_only_its_rows(result):

@@ -184,12 +184,13 @@ class Profile:
     type: DuckDBType
     rows: Count
     nulls: Count
-    distinct: Count  # approximate (approx_count_distinct)
+    distinct: Count  # exact (count(DISTINCT)) when distinct_exact, else approx_count_distinct's estimate
     min: AnswerText | None  # min, max and mean: for numbers and times only
     max: AnswerText | None
     mean: AnswerText | None
     bars_kind: Literal["histogram", "top"]  # equal-width bins, or the most frequent values
     bars: Annotated[tuple[Bar, ...], Items(MAX_BARS, noun="bars")]
+    distinct_exact: bool = False  # said only when counted: an estimate is the safe reading
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,10 @@ HISTOGRAM_BINS = 12
 TOP_VALUES = 10
 # Above this many rows, a result's summaries are computed on a sample of this many (fixed seed: the same each time).
 SUMMARY_SAMPLE_ROWS = 100_000
+# Up to this many rows a profile counts distinct values exactly (count(DISTINCT): about 50 ms here for 100,000
+# different texts, half a second for a million); above, it estimates them (approx_count_distinct, HyperLogLog,
+# which can miss either way) and says so.
+EXACT_DISTINCT_ROWS = 100_000
 SAMPLE_SEED = 42
 # Readable bin widths for times, in microseconds: round seconds, minutes, hours, days, then whole days.
 _SECOND, _DAY = 1_000_000, 86_400_000_000
@@ -227,19 +231,22 @@ def column_named(columns: tuple[Column, ...], name: str) -> Column:
     raise ColumnNotFound(f"the result has no column {name!r}")
 
 
-def profile(con, source: str, column: Column) -> Profile:
-    """What one column of the result holds: counts, range, mean, and a histogram or its top values."""
+def profile(con, source: str, column: Column, total_rows: int) -> Profile:
+    """What one column of the result (of `total_rows` rows) holds: counts, range, mean, and a histogram or
+    its top values. Its distinct values are counted exactly up to EXACT_DISTINCT_ROWS rows, else estimated."""
     name = quote_identifier(column.name)
     kind = _kind(column.type)
     ranged = kind in ("numeric", "temporal")
-    aggregates = f"count(*), count({name}), approx_count_distinct({name})"
+    exact = total_rows <= EXACT_DISTINCT_ROWS
+    aggregates = f"count(*), count({name}), {'count(DISTINCT ' if exact else 'approx_count_distinct('}{name})"
     if ranged:
         aggregates += f", CAST(min({name}) AS VARCHAR), CAST(max({name}) AS VARCHAR), CAST(avg({name}) AS VARCHAR)"
     row = Derived(f"SELECT {aggregates} FROM {source} AS result").run(con).fetchone()
     rows, non_null, distinct = row[:3]
     low, high, mean = row[3:] if ranged else (None, None, None)
     bars_kind, bars = _bars(con, source, column)
-    return Profile(column.name, column.type, rows, rows - non_null, distinct, low, high, mean, bars_kind, bars)
+    return Profile(column.name, column.type, rows, rows - non_null, distinct, low, high, mean, bars_kind, bars,
+                   distinct_exact=exact)
 
 
 def summaries(con, source: str, columns: tuple[Column, ...], total_rows: int) -> tuple[int, tuple[Summary, ...]]:

@@ -242,7 +242,8 @@ def derive(con, store: ResultStore, request: DeriveRequest) -> PageAnswer:
 def profile(con, store: ResultStore, request: ProfileRequest) -> ProfileAnswer:
     result = store.open(con, request.result_id)
     column = explore.column_named(result.info.columns, request.column)
-    return ProfileAnswer(result.info, explore.profile(con, explore.source_sql(result.path, result.info.columns), column))
+    source = explore.source_sql(result.path, result.info.columns)
+    return ProfileAnswer(result.info, explore.profile(con, source, column, result.info.total_rows))
 
 
 def summarize(con, store: ResultStore, request: SummarizeRequest) -> SummariesAnswer:

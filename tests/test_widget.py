@@ -9,8 +9,9 @@ import re
 import duckdb
 import pytest
 
+from lakelambda import protocol
 from lakemagic import client
-from lakemagic.display import widget
+from lakemagic.display import conditions, widget
 from lakemagic.engines.embedded import EmbeddedEngine
 
 SQL = "SELECT range AS n, 'row ' || range AS label FROM range(1234) ORDER BY n DESC"
@@ -143,8 +144,9 @@ def test_each_column_is_summarized_under_its_header_after_the_first_page(table):
     calls = table.ran_on.calls
     table.show_summaries()
     glances = table.glances.value
-    assert glances.count("class='lm-bin'") == 7 and "title='1,200 – 1,400: 34 (2.8%)'" in glances
-    assert "row 0 &lt;0.1% · row 1 &lt;0.1% · row 10 &lt;0.1%" in glances  # 1 in 1,234 each
+    assert glances.count("class='lm-bin'") == 7 and "title='1,200 – 1,400: 34 (2.8%)\nclick to filter" in glances
+    values = [html.unescape(text) for text in re.findall(r"<span class='lm-value'[^>]*>([^<]*)</span>", glances)]
+    assert values[:3] == ["row 0 <0.1%", "row 1 <0.1%", "row 10 <0.1%"]  # 1 in 1,234 each
     assert table.ran_on.calls == calls + (0 if table.result.inline else 1)  # one call for every column
     assert glances.count("class='lm-bin'") == table._repr_mimebundle_()["text/html"].count("class='lm-bin'")
     header(table, "n").click()  # sorted: the same rows, the same summaries (on the sorted page's column widths)
@@ -286,3 +288,79 @@ def test_the_tools_row_can_be_put_away_and_brought_back(table):
     assert "filter n &lt; 10" in table.footer.value  # put away, the filter goes on
     table.tools_button.click()
     assert table.tools.layout.display is None and table.filter_text.value == "n < 10"
+
+
+# --- the summary strip: a click filters to a bar, keys turn pages ---------------------------------------------
+
+STRIP_SQL = """SELECT range AS n, CASE WHEN range % 7 = 0 THEN NULL ELSE 'it''s ' || (range % 3) END AS word,
+  TIMESTAMPTZ '2019-04-01 00:00:00+00' + range * INTERVAL 37 MINUTE AS at, DATE '2019-04-01' + (range % 40)::INTEGER AS day,
+  (range / 7.0)::FLOAT AS f FROM range(1234)"""
+
+
+def from_the_front_end(table, content) -> None:
+    """A message as the strip's front end sends it, through the widget's comm handler."""
+    table.glances._handle_custom_msg(content, [])
+
+
+@pytest.fixture
+def summarized(tmp_path):
+    table = widget.ResultTable(client.run_query(EmbeddedEngine(str(tmp_path)), STRIP_SQL, page_size=50), page_size=50)
+    table.show_summaries()
+    return table
+
+
+def duckdb_count(condition: str) -> int:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con.sql(f"SELECT count(*) FROM ({STRIP_SQL}) WHERE {condition}").fetchone()[0]
+
+
+@pytest.mark.parametrize("name", ["n", "word", "at", "day", "f"])
+def test_a_click_on_a_bar_filters_to_its_rows(summarized, name):
+    index = [column.name for column in summarized.base.columns].index(name)
+    summary = summarized.summaries.columns[index]
+    for bar, shown in enumerate(summary.bars):
+        summarized.apply_filter("")  # the whole result's summaries again
+        from_the_front_end(summarized, {"kind": "bar", "column": index, "bar": bar})
+        condition = summarized.filter_text.value
+        assert summarized.where == condition and condition.startswith(f'"{name}" ')
+        assert summarized.result.total_rows == duckdb_count(condition), condition
+        if name != "f":  # a FLOAT's edges are compared as FLOATs there, as DOUBLEs in the histogram
+            assert summarized.result.total_rows == shown.count, (condition, shown)
+        assert f"filter {html.escape(condition)} ({summarized.result.total_rows:,} of 1,234 rows)" in summarized.footer.value
+    assert summarized.glances.value == ""  # filtered: the whole result's summaries are not of these rows
+
+
+def test_a_click_on_a_null_share_filters_to_the_nulls(summarized):
+    from_the_front_end(summarized, {"kind": "nulls", "column": 1})
+    assert summarized.filter_text.value == '"word" IS NULL'
+    assert summarized.result.total_rows == duckdb_count("word IS NULL") == summarized.summaries.columns[1].nulls == 177
+
+
+@pytest.mark.parametrize("content", [
+    {"kind": "bar", "column": 0, "bar": 99}, {"kind": "bar", "column": 5, "bar": 0},
+    {"kind": "bar", "column": True, "bar": 0}, {"kind": "bar", "column": "0", "bar": 0},
+    {"kind": "bar", "column": 0, "bar": 0, "where": "1 = 1"}, {"kind": "filter", "where": "n = 1"},
+    {"kind": "nulls", "column": -1}, {"kind": "page", "to": "somewhere"}, ["page", "next"], "next"])
+def test_a_message_the_strip_never_sends_changes_nothing(summarized, content):
+    before = (summarized.table.value, summarized.footer.value, summarized.where)
+    from_the_front_end(summarized, content)
+    assert (summarized.table.value, summarized.footer.value, summarized.where) == before
+    assert summarized.tools is None  # not even opened
+
+
+def test_a_forged_bin_label_is_refused_not_spliced(summarized):
+    forged = protocol.Summary("n", 0, "histogram", (protocol.Bar("0 – 1) OR (1 = 1", 5), protocol.Bar("1 – 2", 1)))
+    with pytest.raises(conditions.NoCondition):
+        conditions.bar(summarized.base.columns[0], forged, 0)
+    quoted = conditions.bar(summarized.base.columns[1], protocol.Summary("word", 0, "top", (protocol.Bar("x' OR '1'='1", 1),)), 0)
+    assert quoted == """"word" = 'x'' OR ''1''=''1'"""
+    assert duckdb_count(quoted) == 0
+
+
+def test_paging_keys_turn_the_page(summarized):
+    for to, position in [("next", "page 2 of 25"), ("last", "page 25 of 25"), ("previous", "page 24 of 25"),
+                         ("first", "page 1 of 25")]:
+        from_the_front_end(summarized, {"kind": "page", "to": to})
+        assert summarized.position.value.startswith(position)
+    assert summarized.next_button.tooltip == "Next (PageDown)"

@@ -55,6 +55,11 @@ _STYLE = """<style>
   text-overflow: ellipsis; line-height: 14px;}
 .lm-strip {display: flex; align-items: flex-end; gap: 1px; height: 16px;}
 .lm-strip .lm-bin {flex: 1 1 0; background: var(--jp-brand-color1, #4c8bf5); min-width: 2px;}
+.lm-glance [data-column], .lm-strip [data-column] {cursor: pointer;}
+.lm-strip .lm-bin[data-column]:hover {background: var(--jp-brand-color0, #1a5fd0) !important;}
+.lm-glance .lm-value[data-column]:hover, .lm-glance .lm-nulls[data-column]:hover {text-decoration: underline;
+  color: var(--jp-content-font-color1, #000);}
+.lm-scroll:focus-visible {outline: 1px solid var(--jp-brand-color1, #4c8bf5);}
 </style>"""
 # Pixels per character of the table's 12 px monospace font, and each cell's padding and border.
 CHAR_PX = 7.5
@@ -191,29 +196,42 @@ def type_row(columns: tuple[Column, ...], widths: list[int]) -> str:
 STRIP_PX = 16
 
 
-def glance_html(summary: Summary, rows: int) -> str:
+def glance_html(summary: Summary, rows: int, column: int | None = None) -> str:
     """One column at a glance, under its header: a strip of its histogram's bars, or its top values with their
-    shares; and its nulls' share. Sizes and colours are inline too, for static output without the stylesheet."""
-    nulls = f"null {_share(summary.nulls, rows)} " if summary.nulls else ""
+    shares; and its nulls' share. Sizes and colours are inline too, for static output without the stylesheet.
+
+    In the widget (`column`: the column's position) each bar and the null share carry their position, which
+    the summary strip sends back when clicked to filter to them."""
+    def mark(bar: int | None = None) -> str:
+        if column is None:
+            return ""
+        return f" data-column='{column}' " + ("data-nulls=''" if bar is None else f"data-bar='{bar}'")
+
+    def title(text: str) -> str:
+        return html.escape(text + ("\nclick to filter to these rows" if column is not None else ""))
+
+    nulls = (f"<span class='lm-nulls'{mark()} title='{title(f'{summary.nulls:,} NULL')}'>"
+             f"{html.escape(f'null {_share(summary.nulls, rows)}')}</span> ") if summary.nulls else ""
     if summary.bars_kind == "histogram":
         most = max((bar.count for bar in summary.bars), default=0) or 1
         bins = "".join(
-            f"<span class='lm-bin' title='{html.escape(f'{bar.label}: {bar.count:,} ({_share(bar.count, rows)})')}' "
+            f"<span class='lm-bin'{mark(index)} title='{title(f'{bar.label}: {bar.count:,} ({_share(bar.count, rows)})')}' "
             f"style='display:inline-block;width:6px;background:#4c8bf5;"
             f"height:{max(1, round(STRIP_PX * bar.count / most)) if bar.count else 0}px'></span>"
-            for bar in summary.bars)
+            for index, bar in enumerate(summary.bars))
         strip = f"<div class='lm-strip' style='height:{STRIP_PX}px'>{bins}</div>"
-        return f"<div class='lm-glance'>{strip}{html.escape(nulls)}</div>" if nulls else strip
-    values = " · ".join(f"{_short(bar.label, 20)} {_share(bar.count, rows)}" for bar in summary.bars)
-    every = "\n".join(f"{bar.label}: {bar.count:,} ({_share(bar.count, rows)})" for bar in summary.bars)
-    return (f"<div class='lm-glance' title='{html.escape(every)}'>"
-            f"{html.escape(nulls + (values or 'no values'))}</div>")
+        return f"<div class='lm-glance'>{strip}{nulls}</div>" if nulls else strip
+    values = " · ".join(
+        f"<span class='lm-value'{mark(index)} title='{title(f'{bar.label}: {bar.count:,} ({_share(bar.count, rows)})')}'>"
+        f"{html.escape(f'{_short(bar.label, 20)} {_share(bar.count, rows)}')}</span>"
+        for index, bar in enumerate(summary.bars))
+    return f"<div class='lm-glance'>{nulls}{values or 'no values'}</div>"
 
 
 def glance_row(summaries: SummariesAnswer, widths: list[int]) -> str:
-    """The widget's row of column summaries, on the table's grid under the types."""
+    """The widget's row of column summaries, on the table's grid under the types, each bar marked to be clicked."""
     template = " ".join(f"{width}px" for width in widths)
-    glances = "".join(f"<div>{glance_html(s, summaries.rows)}</div>" for s in summaries.columns)
+    glances = "".join(f"<div>{glance_html(s, summaries.rows, index)}</div>" for index, s in enumerate(summaries.columns))
     return (f"<div class='lm-types' style='grid-template-columns:{template}'>"
             f"<div class='lm-corner'></div>{glances}</div>")
 

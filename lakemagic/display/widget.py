@@ -4,7 +4,10 @@ Each column's header is a Button: a click sorts the whole result by it
 (ascending, descending, off), and the filter box cuts it to the rows where an
 SQL condition holds; both are done by the engine that holds the result (the
 function, the embedded handler, or the kernel engine) and give a new result
-that is paged like the first. A column's profile and an export of what is
+that is paged like the first. Above the columns, the summary strip (the one
+front-end module, strip.py) draws each column at a glance: a click on a bar
+or a null share filters to its rows, and PageDown, PageUp, Home and End turn
+the page while the table has focus. A column's profile and an export of what is
 shown are one call each. Only a bounded number of decoded pages stay in the
 kernel, so paging through a result of any size does not grow memory. The
 widget also carries a static HTML and text form, which is what papermill,
@@ -14,7 +17,6 @@ nbconvert and GitHub show where no widget front end runs.
 from __future__ import annotations
 
 import difflib
-import functools
 import html
 import math
 import os
@@ -22,8 +24,6 @@ import re
 from collections import OrderedDict
 
 import ipywidgets as widgets
-from ipywidgets.widgets.widget_description import DescriptionStyle
-from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
 
 from lakelambda.protocol import SortKey, SummariesAnswer
 
@@ -31,7 +31,8 @@ from .. import export
 from ..client import QueryResult
 from ..decode import TextRow
 from ..errors import EngineError, LakeMagicError, LakeQueryError
-from . import cells, frontend, render
+from . import cells, conditions, frontend, render, strip
+from .parts import Parts
 
 PAGE_SIZES = (10, 25, 50, 100, 250, 500)
 CACHED_PAGES = 8
@@ -40,42 +41,6 @@ SORT_ARROWS = {False: "▲", True: "▼"}  # an unsorted header shows a faint �
 GRID_HEIGHT = "520px"
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a bare column name where an error points
 _GO_TO = re.compile(r"\s*(?:(p|page)\s*)?([\d,]+)\s*", re.I)
-
-
-class _Parts:
-    """The layouts and styles a table's controls share. Each is a widget model of its own (built, serialized
-    and sent to the front end), so one per kind instead of one per control keeps a table cheap to show."""
-
-    def __init__(self):
-        self.fit = widgets.Layout(width="auto", flex="0 0 auto")
-        self.wrap = widgets.Layout(flex_flow="row wrap")
-        self.header_layout = widgets.Layout(width="100%", margin="0", padding="0 8px")
-        self.narrow = widgets.Layout(width="160px")
-        self.plain = widgets.Layout()
-        self.button_style = widgets.ButtonStyle()
-        self.html_style = HTMLStyle()
-        self.description = DescriptionStyle()
-
-    @functools.cached_property
-    def text(self) -> TextStyle:
-        return TextStyle()
-
-    def button(self, tooltip: str, icon: str, action) -> widgets.Button:
-        button = widgets.Button(tooltip=tooltip, icon=icon, description=tooltip, layout=self.fit,
-                                style=self.button_style)
-        button.on_click(lambda _: action())
-        return button
-
-    def header(self, column, sort_by) -> widgets.Button:
-        """A column's name, aligned as its values are; a click sorts by it."""
-        button = widgets.Button(description=column.name, tooltip=f"{column.name} {column.type}: click to sort",
-                                layout=self.header_layout, style=self.button_style,
-                                _dom_classes=("lm-num" if cells.is_number(column.type) else "lm-text",))
-        button.on_click(lambda _: sort_by(column.name))
-        return button
-
-    def html(self) -> widgets.HTML:
-        return widgets.HTML(layout=self.plain, style=self.html_style)
 
 
 class ResultTable(widgets.VBox):
@@ -93,14 +58,14 @@ class ResultTable(widgets.VBox):
         self._busy: widgets.Widget | None = None  # an export's progress bar while it runs
         self._pages: OrderedDict[tuple[int, int], tuple[TextRow, ...]] = OrderedDict()
 
-        parts = _Parts()
+        parts = Parts()
         self.table, self.footer = parts.html(), parts.html()
         self.table.layout = parts.fit
         self.position = widgets.Label(layout=parts.fit)
-        self.first_button = parts.button("First", "angle-double-left", self.first)
-        self.previous_button = parts.button("Previous", "angle-left", self.previous)
-        self.next_button = parts.button("Next", "angle-right", self.next)
-        self.last_button = parts.button("Last", "angle-double-right", self.last)
+        self.first_button = parts.button("First", "angle-double-left", self.first, "Home")
+        self.previous_button = parts.button("Previous", "angle-left", self.previous, "PageUp")
+        self.next_button = parts.button("Next", "angle-right", self.next, "PageDown")
+        self.last_button = parts.button("Last", "angle-double-right", self.last, "End")
         sizes = sorted(set(PAGE_SIZES) | {page_size})
         self.size_choice = widgets.Dropdown(options=sizes, value=page_size, description="rows/page",
                                             layout=parts.narrow, style=parts.description)
@@ -111,7 +76,10 @@ class ResultTable(widgets.VBox):
         self.headers = [parts.header(column, self.sort_by) for column in result.columns]
         corner = widgets.HTML(layout=parts.plain, style=parts.html_style, _dom_classes=("lm-corner",))
         self.header_row = widgets.GridBox([corner] + self.headers, layout=widgets.Layout(grid_gap="0px"))
-        self.types, self.glances = parts.html(), parts.html()
+        self.types = parts.html()
+        # The summaries, whose bars filter when clicked; it also hears the table's paging keys.
+        self.glances = strip.SummaryStrip(layout=parts.plain)
+        self.glances.on_msg(self._on_strip_message)
         self._widths: list[int] = []  # the shown page's columns, in pixels
         self._summaries_asked = False
         self.summaries: SummariesAnswer | None = None  # the whole result's column summaries, once they came
@@ -121,7 +89,7 @@ class ResultTable(widgets.VBox):
         self.grid = widgets.VBox([head, self.table], _dom_classes=("lm-scroll",), layout=widgets.Layout(
             overflow="auto", max_height=GRID_HEIGHT, align_items="flex-start"))
         self._parts = parts
-        super().__init__(layout=parts.plain)
+        super().__init__(layout=parts.plain, _dom_classes=("lakemagic-widget",))
         self._arrange()
         self._show(0)
         frontend.after_this_cell(self.show_summaries)
@@ -142,6 +110,34 @@ class ResultTable(widgets.VBox):
     def _glances_shown(self) -> SummariesAnswer | None:
         """The summaries, while they describe what is shown: the whole result, in any order (not a filter's rows)."""
         return self.summaries if self.where is None else None
+
+    def _on_strip_message(self, _strip, content, _buffers) -> None:
+        """A click on a summary filters to its rows; a paging key turns the page. Anything else is dropped."""
+        message = strip.read_message(content)
+        if message is None:
+            return
+        if message["kind"] == "page":
+            {"first": self.first, "previous": self.previous, "next": self.next, "last": self.last}[message["to"]]()
+            return
+        glances = self._glances_shown()
+        if glances is None or message["column"] >= min(len(glances.columns), len(self.base.columns)):
+            return  # a click on summaries no longer shown
+        column, summary = self.base.columns[message["column"]], glances.columns[message["column"]]
+        if message["kind"] == "nulls":
+            self.filter_to(conditions.nulls(column))
+        elif message["bar"] < len(summary.bars):
+            try:
+                self.filter_to(conditions.bar(column, summary, message["bar"]))
+            except conditions.NoCondition as exc:
+                self._tell(render.error_html(str(exc)))
+
+    def filter_to(self, condition: str) -> None:
+        """Filter as if `condition` were typed in the filter box, which shows it."""
+        self.show_tools()
+        if self.filter_text.value != condition:
+            self.filter_text.value = condition  # its observer applies it
+        else:
+            self.apply_filter(condition)
 
     def _draw_glances(self) -> None:
         glances = self._glances_shown()

@@ -260,6 +260,12 @@ def tables(engine: Engine) -> tuple[protocol.TableInfo, ...]:
     return answer.tables
 
 
+def estimate(engine: Engine, sql: str, params: dict, views: tuple[protocol.View, ...] = ()
+             ) -> tuple[protocol.EstimateAnswer, CallStats]:
+    """What `sql` would read, source by source, from the lake's listings and Parquet footers: nothing of it runs."""
+    return _call(engine, protocol.EstimateRequest(sql, dict(params), tuple(views)), protocol.EstimateAnswer, sql)
+
+
 def _call(engine: Engine, request: protocol.Request, expected: type | tuple[type, ...], sql: str | None):
     """One engine call: the answer, checked to be of the `expected` type (or one of them), and what it cost."""
     started = time.perf_counter()

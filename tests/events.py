@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lakelambda.protocol import (MAX_PART_BYTES, DeriveRequest, DownloadRequest, MaterializeRequest,
+from lakelambda.protocol import (MAX_PART_BYTES, DeriveRequest, DownloadRequest, EstimateRequest, MaterializeRequest,
                                  PageRequest, PartitionsRequest, PartRequest, ProfileRequest, QueryRequest,
                                  SortKey, SummarizeRequest, TablesRequest, TaskRequest, View, encode)
 
@@ -76,3 +76,8 @@ def task_request(sql: str, params: dict[str, Any], page_size: int, table: str, f
     """The event that runs one fan-out task: `sql`, reading `table` as just `files`."""
     return encode(TaskRequest(sql, dict(params), page_size, table, tuple(files), tuple(key_types.items()),
                               tuple(views)))
+
+
+def estimate_request(sql: str, params: dict[str, Any], views: tuple[View, ...] = ()) -> dict:
+    """The event that asks what `sql` would read, from the lake's listings and footers, running nothing of it."""
+    return encode(EstimateRequest(sql, dict(params), tuple(views)))

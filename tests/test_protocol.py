@@ -45,6 +45,8 @@ ANSWERS = {
     "tables": protocol.TablesAnswer((protocol.TableInfo(
         "events", "partitioned", "s3://lake/events", ("day",), 2, 220, 3),), STATS),
     "partitioned_tables": protocol.PartitionsAnswer((LISTING,), STATS),
+    "estimate": protocol.EstimateAnswer((protocol.SourceEstimate(
+        "events", True, 2, 1, 220, 90, 2, 1, 3, 2),), 2048, STATS),
     "error": protocol.ErrorAnswer("BinderException", "Referenced column \"x\" not found", 7, STATS),
 }
 
@@ -61,6 +63,8 @@ REQUESTS = [
     protocol.DeriveRequest(RESULT_ID, (protocol.SortKey("n", True),), "n > 1", 50),
     protocol.ProfileRequest(RESULT_ID, "n"),
     protocol.SummarizeRequest(RESULT_ID),
+    protocol.EstimateRequest("SELECT count(*) FROM events WHERE day = $d", {"d": "2019-04-01"},
+                             (protocol.View("v", "SELECT 1"),)),
 ]
 
 
@@ -109,7 +113,7 @@ DATA_TEXT = {"columns[0].name", "columns[1].name", "profile.column", "profile.mi
              "profile.bars[0].label", "profile.bars[1].label", "summaries.columns[0].bars[0].label",
              "summaries.columns[0].bars[1].label", "summaries.columns[1].bars[0].label", "tables[0].name",
              "tables[0].location",
-             "tables[0].partition_keys[0]", "error.message"}
+             "tables[0].partition_keys[0]", "estimate.sources[0].name", "error.message"}
 SQL_FRAGMENTS = [
     "BIGINT) IS NOT NULL OR (SELECT count(*) FROM duckdb_settings()) > 0 OR CAST(NULL AS BIGINT",
     "VARCHAR) AS a, (SELECT content FROM read_text('/etc/hostname')) AS leaked, CAST(NULL AS VARCHAR",
@@ -159,7 +163,8 @@ def hostile_values(path: str, value) -> list:
     return [7, True, None, ["x"], {"x": "y"}, "ok\ud800", "\udfff", *([] if path in DATA_TEXT else SQL_FRAGMENTS)]
 
 
-NULLABLE = {"result_id", "error.position", "reused_from", "profile.min", "profile.max", "profile.mean"}
+NULLABLE = {"result_id", "error.position", "estimate.memory_mb", "reused_from",
+            "profile.min", "profile.max", "profile.mean"}
 FUZZ = [(kind, path, bad) for kind, answer in ANSWERS.items() for path, value in leaves(crossed(answer))
         if path != "version" for bad in [REMOVED, *hostile_values(path, value)]
         if not (bad is None and path in NULLABLE) and not (bad is REMOVED and (path == "reused_from" or path[-1] == "]"))]
@@ -298,6 +303,7 @@ GOOD = {
     "task": events.task_request("SELECT count(*) FROM events", {"a": "x"}, 10, "events",
                                   ["events/day=1/a.parquet"], {"day": "BIGINT"}, (protocol.View("v", "SELECT 1"),)),
     "materialize": events.materialize_request("SELECT 1", "dashboard/x.parquet", (protocol.View("v", "SELECT 1"),)),
+    "estimate": events.estimate_request("SELECT $a AS a", {"a": "x"}, (protocol.View("v", "SELECT 1"),)),
 }
 STRING_FIELDS = [(op, path) for op, event in GOOD.items() for path, value in leaves(event)
                  if isinstance(value, str) and path != "op"]

@@ -274,6 +274,42 @@ class PartitionsAnswer:
 
 
 @dataclass(frozen=True)
+class SourceEstimate:
+    """One lake table or file pattern a query reads: what it holds, and what the query's filters and
+    columns leave to read (from its listing and Parquet footers). `bytes_read` counts only the column
+    chunks of the columns read, in the row groups left, and the footers; a file that is not Parquet
+    counts whole, without row groups."""
+
+    name: Annotated[str, Text(MAX_URL_CHARS, least=1)]  # a table's name, or a path as the query gives it
+    partitioned: bool
+    files: Count
+    files_read: Count
+    bytes: Count
+    bytes_read: Count
+    row_groups: Count
+    row_groups_read: Count
+    rows: Count
+    rows_read: Count
+
+    def check_arrival(self) -> "SourceEstimate":
+        for part in ("files", "bytes", "row_groups", "rows"):
+            if getattr(self, f"{part}_read") > getattr(self, part):
+                raise ProtocolError(f"the estimate of {self.name[:200]!r} reads more {part} than there are")
+        return self
+
+
+@dataclass(frozen=True)
+class EstimateAnswer:
+    """What a query would read, source by source, and the memory of the function that would run it
+    (None where it does not say: not on Lambda)."""
+
+    kind: ClassVar[str] = "estimate"
+    sources: Annotated[tuple[SourceEstimate, ...], Items(MAX_TABLES, noun="sources"), at("estimate", "sources")]
+    memory_mb: Annotated[Annotated[int, Range(128, 1 << 20)] | None, at("estimate", "memory_mb")]
+    stats: HandlerStats = field(default_factory=HandlerStats)
+
+
+@dataclass(frozen=True)
 class ErrorAnswer:
     kind: ClassVar[str] = "error"
     type: Annotated[str, Text(128, pattern=r"[A-Za-z][A-Za-z0-9_]*", says="an error type"),
@@ -288,7 +324,7 @@ class ErrorAnswer:
 
 
 Answer = Union[PageAnswer, PartAnswer, DownloadAnswer, MaterializeAnswer, TablesAnswer, ProfileAnswer,
-               SummariesAnswer, PartitionsAnswer, ErrorAnswer]
+               SummariesAnswer, PartitionsAnswer, EstimateAnswer, ErrorAnswer]
 ANSWERS = {cls.kind: cls for cls in get_args(Answer)}
 
 

@@ -23,12 +23,13 @@ from typing import Any, Callable
 
 import duckdb
 
-from . import protocol, run, tasks
+from . import estimate, protocol, run, tasks
 from .database import Settings, open_database
 from .errors import InternalError, LakeError, QueryTimeout
 from .lake import Lake
-from .protocol import (ErrorAnswer, MaterializeAnswer, MaterializeRequest, PageAnswer, PartitionsAnswer,
-                       PartitionsRequest, QueryRequest, TablesAnswer, TablesRequest, TaskRequest)
+from .protocol import (ErrorAnswer, EstimateAnswer, EstimateRequest, MaterializeAnswer, MaterializeRequest,
+                       PageAnswer, PartitionsAnswer, PartitionsRequest, QueryRequest, TablesAnswer, TablesRequest,
+                       TaskRequest)
 from .results import OPERATIONS, ResultStore
 from .reuse import ResultReuse
 from .sql import duckdb_error
@@ -67,7 +68,8 @@ class LakeHandler:
         # The requests about an existing result are answered by the result operations every host shares.
         self._operations: dict[type, Callable[[Any, Any], protocol.Answer]] = {
             QueryRequest: self.query, MaterializeRequest: self.materialize, TablesRequest: self.tables,
-            PartitionsRequest: self.partitions, TaskRequest: self.task, **dict.fromkeys(OPERATIONS, self.serve)}
+            PartitionsRequest: self.partitions, TaskRequest: self.task, EstimateRequest: self.estimate,
+            **dict.fromkeys(OPERATIONS, self.serve)}
 
     def __call__(self, event, context=None) -> dict:
         started = time.perf_counter()
@@ -154,6 +156,10 @@ class LakeHandler:
 
     def partitions(self, con, request: PartitionsRequest) -> PartitionsAnswer:
         return tasks.partitions(con, self.lake, request.tables)
+
+    def estimate(self, con, request: EstimateRequest) -> EstimateAnswer:
+        """What the query would read, from listings and footers: nothing of it runs."""
+        return estimate.reads(con, self.lake, request, self.settings.memory_mb)
 
     def task(self, con, request: TaskRequest) -> PageAnswer:
         result = tasks.run_task(con, self.lake, self.results, request)

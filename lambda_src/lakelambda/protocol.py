@@ -31,7 +31,7 @@ from .wire import OMITTED, Items, Range, Text, decode_fields, encode_fields
 from .answers import (Column, HandlerStats, Page, Part, ResultInfo, Result, PageAnswer, PartAnswer, DownloadAnswer,
                       MaterializeAnswer, TableKind, TABLE_KINDS, TableInfo, TablesAnswer, Bar, Profile,
                       ProfileAnswer, Summary, SummariesAnswer, PartitionFile, PartitionedTable, PartitionsAnswer,
-                      ErrorAnswer, Answer, ANSWERS, parse_answer, LOOPBACK_HOSTS)
+                      SourceEstimate, EstimateAnswer, ErrorAnswer, Answer, ANSWERS, parse_answer, LOOPBACK_HOSTS)
 from .fields import (FilePath, KeyName, VERSION, MAX_RESPONSE_BYTES, ENVELOPE_ALLOWANCE_BYTES, MAX_PAGE_ROWS,
                      MAX_PART_BYTES, MAX_DECODED_BYTES, MAX_PAGE_DATA_CHARS, INLINE_RESULT_BYTES, MAX_SQL_CHARS, MAX_PARAMS, MAX_VIEWS, MAX_NAME_CHARS, MAX_FILTER_CHARS,
                      MAX_SORT_KEYS, MAX_LISTED_TABLES, MAX_TASK_FILES, MAX_FILE_PATH_CHARS, MAX_TASK_FILE_CHARS,
@@ -85,6 +85,20 @@ class MaterializeRequest:
     views: Views = ()
 
     def check_arrival(self) -> "MaterializeRequest":
+        _check_sql_size(self.sql, self.views)
+        return self
+
+
+@dataclass(frozen=True)
+class EstimateRequest:
+    """What `sql` would read, from the lake's listings and Parquet footers alone: nothing of it runs."""
+
+    op: ClassVar[str] = "estimate"
+    sql: Sql
+    params: Params
+    views: Views = ()
+
+    def check_arrival(self) -> "EstimateRequest":
         _check_sql_size(self.sql, self.views)
         return self
 
@@ -195,7 +209,7 @@ class SummarizeRequest:
 
 
 Request = Union[QueryRequest, PageRequest, PartRequest, DownloadRequest, MaterializeRequest, TablesRequest,
-                DeriveRequest, ProfileRequest, SummarizeRequest, PartitionsRequest, TaskRequest]
+                DeriveRequest, ProfileRequest, SummarizeRequest, PartitionsRequest, TaskRequest, EstimateRequest]
 REQUESTS = {cls.op: cls for cls in get_args(Request)}
 
 

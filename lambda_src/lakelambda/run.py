@@ -46,7 +46,7 @@ def execute_and_store(con: duckdb.DuckDBPyConnection, lake: Lake, results: Resul
     `defined`: tables the handler itself put in front of `sql` as CTEs (a fan-out task's reader), which every
     reference in it means: never looked up in the lake.
     """
-    prepared = _check(con, lake, sql, views, defined)
+    prepared = prepare(con, lake, sql, views, defined)
     key = reuse.key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
     if reuse is not None and key is not None:
         found = reuse.find(con, key)
@@ -63,7 +63,7 @@ def execute_and_store(con: duckdb.DuckDBPyConnection, lake: Lake, results: Resul
     return result
 
 
-def _write_held(con, lake: Lake, results: ResultStore, prepared: "_Prepared", body: _Placed, params: dict, sql: str):
+def _write_held(con, lake: Lake, results: ResultStore, prepared: "Prepared", body: _Placed, params: dict, sql: str):
     """Where a bind costs a request (S3): bind the query once, into a temporary table of the call's
     cursor, then write the file from it.
 
@@ -94,7 +94,7 @@ def _write_held(con, lake: Lake, results: ResultStore, prepared: "_Prepared", bo
     return result_id, path, columns, rows, size
 
 
-def _write_streamed(con, lake: Lake, results: ResultStore, prepared: "_Prepared", body: _Placed, params: dict,
+def _write_streamed(con, lake: Lake, results: ResultStore, prepared: "Prepared", body: _Placed, params: dict,
                     sql: str):
     """Where a bind is free (a local lake): describe the query, then copy it into the file as it runs.
 
@@ -154,7 +154,7 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
     The file appears whole or not at all (storage.LakeStorage.writing), so a failed query leaves
     the previous file as it was. A materialized view may not take a name the lake has, in any case.
     """
-    prepared = _check(con, lake, sql, views)
+    prepared = prepare(con, lake, sql, views)
     folder, _, file_name = path.rpartition("/")
     name = file_name[: -len(".parquet")]
     taken = lake.names_taken(con, name, path) if folder == DASHBOARD_FOLDER else []
@@ -171,7 +171,7 @@ def materialize(con: duckdb.DuckDBPyConnection, lake: Lake, scratch: str, sql: s
     return lake.path(path), rows, size
 
 
-class _Prepared(NamedTuple):
+class Prepared(NamedTuple):
     statement: Statement
     views: tuple[tuple[View, str], ...]  # each view the request carries, with its checked statement's text
     tables: dict[str, str | None]  # the names the query may mean as lake tables, and what each reads
@@ -183,7 +183,7 @@ class _Prepared(NamedTuple):
         return (self.statement.text, *(text for _, text in self.views))
 
 
-def _check(con, lake: Lake, sql: str, views: tuple[View, ...], defined: tuple[str, ...] = ()) -> _Prepared:
+def prepare(con, lake: Lake, sql: str, views: tuple[View, ...], defined: tuple[str, ...] = ()) -> Prepared:
     """Check the query and its views, and find the lake tables they use (nothing is bound yet).
 
     SHOW TABLES is answered from the lake's catalog, by a query of the handler's own.
@@ -206,10 +206,10 @@ def _check(con, lake: Lake, sql: str, views: tuple[View, ...], defined: tuple[st
     # A view, or a table the handler defines, shadows a lake table, whatever the case.
     shadowed = {view.name.lower() for view in views} | {name.lower() for name in defined}
     tables = lake.find_tables(con, {name for name in mentioned if name.lower() not in shadowed})
-    return _Prepared(statement, tuple(view_statements), tables, checked)
+    return Prepared(statement, tuple(view_statements), tables, checked)
 
 
-def _with_fresh_views(con, lake: Lake, prepared: _Prepared, run):
+def _with_fresh_views(con, lake: Lake, prepared: Prepared, run):
     """Make the lake tables' and the request's views, then `run()`; once more over freshly made
     catalog views if it failed over reused ones: a dataset rewritten with another schema since its
     view was made fails to bind."""
@@ -228,7 +228,7 @@ def _with_fresh_views(con, lake: Lake, prepared: _Prepared, run):
         raise _naming_the_lake(con, lake, prepared, error) from None
 
 
-def _make_views(con, lake: Lake, prepared: _Prepared, refresh: bool = False) -> bool:
+def _make_views(con, lake: Lake, prepared: Prepared, refresh: bool = False) -> bool:
     """The lake tables' views (kept by the container), then the request's (the cursor's own); say
     whether a lake table's view was reused."""
     reused = lake.register_tables(con, prepared.tables, refresh)
@@ -242,7 +242,7 @@ def _make_views(con, lake: Lake, prepared: _Prepared, refresh: bool = False) -> 
     return reused
 
 
-def _naming_the_lake(con, lake: Lake, prepared: _Prepared, error: SqlError) -> SqlError:
+def _naming_the_lake(con, lake: Lake, prepared: Prepared, error: SqlError) -> SqlError:
     """An unknown table's error names the lake's closest tables and views (listed only for that error)."""
     if error.missing_table is None:
         return error

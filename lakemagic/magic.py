@@ -18,7 +18,7 @@ from traitlets import Bool, Enum, Int, Unicode, default, observe
 from lakelambda import DEFAULT_FUNCTION_NAME
 from lakelambda.protocol import DASHBOARD_FOLDER, MAX_PAGE_ROWS
 
-from . import catalog, charts, client, export, waiting
+from . import catalog, charts, client, dryrun, export, waiting
 from .decode import FRAME_KINDS
 from .display.widget import ResultTable
 from .engines import DEFAULT_LAKE, Engine
@@ -50,6 +50,8 @@ class LakeMagic(Magics):
                           ).tag(config=True)
     max_fanout = Int(help="On the 'lambda' engine, the most invocations one query over a Hive-partitioned "
                           "table fans out to (1: never).").tag(config=True)
+    max_scan_bytes = Int(help="Refuse a %%lakesql query the engine estimates would read more bytes of the lake "
+                              "(0: no limit; see --dry-run).").tag(config=True)
 
     @default("function_name")
     def _default_function_name(self):
@@ -70,6 +72,10 @@ class LakeMagic(Magics):
     @default("max_fanout")
     def _default_max_fanout(self):
         return int(os.environ.get("LAKEMAGIC_MAX_FANOUT", str(DEFAULT_MAX_FANOUT)))
+
+    @default("max_scan_bytes")
+    def _default_max_scan_bytes(self):
+        return int(os.environ.get("LAKEMAGIC_MAX_SCAN_BYTES", "0"))
 
     @default("page_size")
     def _default_page_size(self):
@@ -101,6 +107,9 @@ class LakeMagic(Magics):
               help="On the lambda engine, fan the query out to at most N invocations (1: one; default: LakeMagic.max_fanout).")
     @argument("--explain", action="store_true",
               help="Print the fan-out plan (tasks, their partitions, task and merge SQL) or why there is none; run nothing.")
+    @argument("--dry-run", action="store_true",
+              help="Say what the query would read (files, bytes, row groups) and cost, from the lake's listings "
+                   "and Parquet footers; run nothing.")
     @argument("--save", metavar="NAME", help="Keep the query as view NAME; later queries and views use it by name.")
     @argument("--materialize", action="store_true",
               help="With --save NAME: write the view's result into the lake (dashboard/NAME.parquet); "
@@ -152,8 +161,8 @@ class LakeMagic(Magics):
             raise UsageError("no SQL to run")
         page_size, fanout = self._sizes(options)
         _check_output_options(options, target is not None or cell is None)
-        if options.explain:
-            return self._explain(sql, fanout)
+        if options.explain or options.dry_run:
+            return self._explain(sql, fanout, options.dry_run)
         return self._run(options, sql, target, cell is None, page_size, fanout)
 
     def _catalog(self, options, rest: str, cell: str | None):
@@ -182,6 +191,7 @@ class LakeMagic(Magics):
         with waiting.Wait(engine) as wait:
             with catalog.saved_views_named(engine, self.views):
                 views = self.views.resolve(sql)
+                self._guard(engine, sql, params, views)
                 result = wait.run(lambda: self._run_query(engine, sql, params, page_size, views, reuse, fanout))
             if options.export:
                 _export(result, options.export)
@@ -209,13 +219,26 @@ class LakeMagic(Magics):
             return client.run_query(engine, sql, params, page_size, views, reuse)
         return fanout_runner.run(engine, sql, params, page_size, views, fanout, waiting.current().tasks, reuse)
 
-    def _explain(self, sql: str, fanout: int) -> None:
-        engine = self.current_engine()
+    def _guard(self, engine: Engine, sql: str, params: dict, views: tuple) -> None:
+        """LakeMagic.max_scan_bytes: refuse, before it runs, a query estimated to read more."""
+        if self.max_scan_bytes > 0:
+            refusal = dryrun.refusal(dryrun.estimate(engine, sql, params, views), self.max_scan_bytes)
+            if refusal:
+                raise UsageError(refusal)
+
+    def _explain(self, sql: str, fanout: int, dry_run: bool):
+        """--explain prints the fan-out plan and what the query reads; --dry-run shows that and its cost."""
+        engine, params = self.current_engine(), bind_parameters(sql, self.shell.user_ns)
         with catalog.saved_views_named(engine, self.views):
-            text = fanout_runner.explain(engine, sql, self.views.resolve(sql), fanout)
+            views = self.views.resolve(sql)
+            if dry_run:
+                return dryrun.dry_run(engine, sql, params, views, fanout)
+            text = fanout_runner.explain(engine, sql, views, fanout)
+            text += "\n" + dryrun.estimate(engine, sql, params, views).line()
         if not engine.can_fan_out:
             text += f"\n(The {engine.name} engine runs every query in this kernel as one; this is the plan on the lambda engine.)"
         print(text)
+        return None
 
     @magic_arguments()
     @argument("kind", choices=["hist", "bar", "line"], help="hist: a histogram of X; bar: the top values of X; line: X in order")

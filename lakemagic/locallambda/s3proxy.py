@@ -3,9 +3,10 @@
 What a query costs on S3 is mostly requests (tens of ms each on real S3,
 about 1 ms on a local server) and, for big reads, bandwidth (bounded per
 connection on real S3, unbounded on a local server), so the tests and
-benchmarks count requests here, by method, and can add a fixed delay per
-request, or model real S3 (`S3Model`): a wait before each answer's first
-byte, then its body at a bounded rate per connection. That model is why
+benchmarks count requests here, by method, and the bytes of their answers,
+and can add a fixed delay per request, or model real S3 (`S3Model`): a wait
+before each answer's first byte, then its body at a bounded rate per
+connection. That model is why
 splitting a scan over several Lambdas pays on S3. It listens on 127.0.0.1
 and forwards only to the one upstream it is given.
 """
@@ -58,6 +59,7 @@ class S3Proxy:
         self.model = model
         self.requests: Counter[str] = Counter()  # by method
         self.objects: Counter[tuple[str, str]] = Counter()  # by method and path (bucket/key, no query string)
+        self.bytes: Counter[tuple[str, str]] = Counter()  # of the answers' bodies, by method and path as `objects`
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -84,11 +86,16 @@ class S3Proxy:
         with self._lock:
             self.requests.clear()
             self.objects.clear()
+            self.bytes.clear()
 
     def _record(self, method: str, path: str) -> None:
         with self._lock:
             self.requests[method] += 1
             self.objects[method, urllib.parse.unquote(path.partition("?")[0])] += 1
+
+    def _sent(self, method: str, path: str, size: int) -> None:
+        with self._lock:
+            self.bytes[method, urllib.parse.unquote(path.partition("?")[0])] += size
 
     def __enter__(self) -> "S3Proxy":
         return self.start()
@@ -126,6 +133,7 @@ def _handler_for(proxy: S3Proxy):
             self.end_headers()
             if self.command != "HEAD":
                 self._write_body(data)
+                proxy._sent(self.command, self.path, len(data))
 
         def _write_body(self, data: bytes) -> None:
             """All at once, or at the model's rate on this connection (each connection is its own thread)."""

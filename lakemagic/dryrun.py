@@ -48,14 +48,13 @@ class Reads:
     def bytes_read(self) -> int:
         return self.total("bytes_read")
 
-    def line(self) -> str:
-        """One line: `Reads 3 of 30 files, 4.1 MB of 130 MB, 6 of 60 row groups (an estimate; nothing ran).`"""
+    def line(self, note: str = " (an estimate from the files' footers; nothing ran)") -> str:
+        """One line: `Reads 3 of 30 files, 4.1 MB of 130 MB, 6 of 60 row groups (an estimate ...).`"""
         if not self.sources:
             return "Reads no file of the lake."
         return (f"Reads {self.total('files_read'):,} of {self.total('files'):,} files, "
                 f"{human_size(self.bytes_read)} of {human_size(self.total('bytes'))}, "
-                f"{self.total('row_groups_read'):,} of {self.total('row_groups'):,} row groups "
-                "(an estimate from the files' footers; nothing ran).")
+                f"{self.total('row_groups_read'):,} of {self.total('row_groups'):,} row groups{note}.")
 
 
 def estimate(engine: Engine, sql: str, params: dict, views: tuple[View, ...]) -> Reads:
@@ -109,12 +108,12 @@ class DryRun:
         return self.gb_seconds * price + self.invocations * PRICE_PER_REQUEST_USD
 
     def lines(self) -> list[str]:
-        lines = [f"Dry run on the {self.engine} engine: nothing ran.", self.reads.line(), self.plan]
+        lines = [f"Dry run on the {self.engine} engine: nothing ran; the lake's listing and Parquet footers say",
+                 self.reads.line(note=""), self.plan]
         if self.cost_usd is not None:
             lines.append(f"Costs about ${self.cost_usd:.7f}: {self.gb_seconds:.3f} GB-s at {self.reads.memory_mb:,} MB "
-                         f"({self.reads.architecture or 'x86_64'}) and {self.invocations} requests, at Lambda's "
-                         "list price (scanning about "
-                         f"{SCAN_BYTES_PER_S_PER_VCPU / 1e6:.0f} MB/s per vCPU).")
+                         f"({self.reads.architecture or 'x86_64'}) and {self.invocations} requests at Lambda's "
+                         f"list price, scanning {SCAN_BYTES_PER_S_PER_VCPU / 1e6:.0f} MB/s per vCPU.")
         return lines
 
     def __repr__(self) -> str:

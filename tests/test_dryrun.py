@@ -2,8 +2,8 @@
 nothing of it run; checked against what queries really read from S3, as the proxy in front of moto counts it.
 
 The estimate may differ from the bytes a scan fetches by what DuckDB reads around the column chunks (it
-coalesces nearby ranges, and reads a footer with what precedes it): within FACTOR either way (README; seen
-here: the scans fetched 1 to 14% more than estimated).
+merges nearby ranges into one request) and of the footer: within FACTOR either way (README; seen here:
+0.90 to 1.14 times the estimate).
 """
 
 from __future__ import annotations

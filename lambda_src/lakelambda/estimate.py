@@ -216,19 +216,27 @@ def _types(con, lake: Lake, source: Source) -> dict[str, str]:
 
 def _estimate(con, lake: Lake, source: Source, columns: set[str] | None, terms: list[Term],
               types: dict[str, str]) -> SourceEstimate:
-    listed = con.execute(f"SELECT filename, size FROM read_blob({quote_literal(source.location)}) "
-                         "ORDER BY filename").fetchall()
-    files = {path: size for path, size in listed}
+    files = _sizes(con, lake, source)
     total = sum(files.values())
     if not source.parquet:  # read whole
         return SourceEstimate(source.name, False, len(files), len(files), total, total, 0, 0, 0, 0)
     kept = _partitions_kept(lake, source, list(files), terms, types) if source.partitioned else set(files)
-    groups, footers = _footers(con, list(files), columns, terms, types) if files else ([], {})
+    groups, footers = _footers(con, files, columns, terms, types) if files else ([], {})
     read = [group for group in groups if group[0] in kept and not group[4]]
     return SourceEstimate(
         source.name, source.partitioned, len(files), len(kept), total,
         sum(group[3] for group in read) + sum(footers[path] for path in kept),
         len(groups), len(read), sum(group[2] for group in groups), sum(group[2] for group in read))
+
+
+def _sizes(con, lake: Lake, source: Source) -> dict[str, int]:
+    """The source's files and their sizes: a partitioned table's from the catalog's listing (kept a while on
+    S3, one LIST), others' as DuckDB finds them (a HEAD a file on S3)."""
+    if source.table and source.partitioned:
+        folder = source.location[len(lake.root) + 1:].split("/", 1)[0]
+        return {lake.path(relative): size for relative, size in lake.partition_files(con, folder) or []}
+    return dict(con.execute(f"SELECT filename, size FROM read_blob({quote_literal(source.location)}) "
+                            "ORDER BY filename").fetchall())
 
 
 def _partitions_kept(lake: Lake, source: Source, paths: list[str], terms: list[Term],
@@ -258,10 +266,10 @@ def _literal_or_null(value: str | None) -> str:
     return "NULL" if value is None or value == "" or value.upper() == "NULL" else quote_literal(value)
 
 
-def _footers(con, paths: list[str], columns: set[str] | None, terms: list[Term], types: dict[str, str]):
+def _footers(con, files: dict[str, int], columns: set[str] | None, terms: list[Term], types: dict[str, str]):
     """Each row group of the files as (file, id, rows, bytes of the columns read, ruled out by a term), and
-    the bytes of each file's footer (with its length and magic number), from the footers alone."""
-    listed = "[" + ", ".join(quote_literal(path) for path in paths) + "]"
+    the bytes of each file's footer: all that follows its last column chunk. One statement over the footers."""
+    listed = "[" + ", ".join(quote_literal(path) for path in files) + "]"
     column = "lower(split_part(path_in_schema, ', ', 1))"
     named = ("true" if columns is None else
              f"{column} IN ({', '.join(quote_literal(name) for name in sorted(columns)) or 'NULL'})")
@@ -272,13 +280,15 @@ def _footers(con, paths: list[str], columns: set[str] | None, terms: list[Term],
         highest = f"CASE WHEN max_is_exact IS DISTINCT FROM false THEN TRY_CAST(stats_max_value AS {kind}) END"
         cannot = _cannot_match(term, f"TRY_CAST(stats_min_value AS {kind})", highest, kind)
         skips.append(f"({column} = {quote_literal(term.column)} AND coalesce({cannot}, false))")
-    groups = con.execute(
+    rows = con.execute(
         f"SELECT file_name, row_group_id, any_value(row_group_num_rows), "
-        f"coalesce(sum(total_compressed_size) FILTER (WHERE {named}), 0), bool_or({' OR '.join(skips) or 'false'}) "
+        f"coalesce(sum(total_compressed_size) FILTER (WHERE {named}), 0), bool_or({' OR '.join(skips) or 'false'}), "
+        "max(least(nullif(dictionary_page_offset, 0), data_page_offset) + total_compressed_size) "
         f"FROM parquet_metadata({listed}) GROUP BY file_name, row_group_id").fetchall()
-    footers = {path: int(size or 0) + 8 for path, size in con.execute(
-        f"SELECT file_name, footer_size FROM parquet_file_metadata({listed})").fetchall()}
-    return groups, footers
+    ends: dict[str, int] = {}
+    for row in rows:
+        ends[row[0]] = max(ends.get(row[0], 0), row[5] or 0)
+    return [row[:5] for row in rows], {path: size - min(ends.get(path, 0), size) for path, size in files.items()}
 
 
 def _cannot_match(term: Term, lowest: str, highest: str, kind: str) -> str:

@@ -1,9 +1,9 @@
 """--dry-run and LakeMagic.max_scan_bytes: what a query would read, from listings and Parquet footers, with
 nothing of it run; checked against what queries really read from S3, as the proxy in front of moto counts it.
 
-The estimate may differ from the bytes a scan fetches by what DuckDB reads around the column chunks (it
-merges nearby ranges into one request) and of the footer: within FACTOR either way (README; seen here:
-0.90 to 1.14 times the estimate).
+The estimate may differ from the bytes a scan fetches by what DuckDB reads around the column chunks it needs
+(it merges nearby ranges into one request, the columns between them too): within FACTOR either way (README;
+seen here: 0.95 to 1.40 times the estimate, exactly it for most of these queries).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import events
 ROWS = 200_000
 GROUP_ROWS = 20_480  # a multiple of DuckDB's vector (2,048 rows), so row groups hold exactly this many
 DAYS = 10
-FACTOR = 1.25  # the estimate and the bytes read from S3 are within this factor of each other (README)
+FACTOR = 1.5  # the estimate and the bytes read from S3 are within this factor of each other (README)
+FUNCTION_MB = 2048  # lakemagic deploy's and lakemagic serve's default
 BUCKET = "dryrun-lake"  # a bucket of this module's own: the session's lake keeps the tables other tests count
 
 
@@ -100,6 +101,18 @@ def test_only_the_columns_the_query_names_count(handler):
     assert counted.bytes_read < 0.01 * everything.bytes  # the footer alone
 
 
+def test_a_limit_with_nothing_past_it_reads_the_row_groups_that_hold_its_rows(handler):
+    limited = estimated(handler, "SELECT id FROM ids LIMIT 50000 OFFSET 10")
+    assert limited.row_groups_read == -(-50_010 // GROUP_ROWS) and limited.rows_read >= 50_010
+    first = estimated(handler, "SELECT * FROM events LIMIT 5")
+    assert (first.files_read, first.row_groups_read) == (1, 1)
+    for sql in ("SELECT id FROM ids ORDER BY x LIMIT 10", "SELECT id FROM ids WHERE x = 3 LIMIT 10",
+                "SELECT count(*) FROM ids LIMIT 1", "SELECT DISTINCT x FROM ids LIMIT 10"):
+        assert estimated(handler, sql).row_groups_read == ROWS // GROUP_ROWS + 1, sql
+    described = estimated(handler, "DESCRIBE ids")
+    assert described.bytes_read < 0.01 * described.bytes
+
+
 @pytest.mark.parametrize("sql", [
     "SELECT sum(x) FROM ids WHERE id % 2 = 0",  # no simple comparison
     "SELECT sum(x) FROM ids WHERE id < 1000 OR x > 5",  # not a top-level AND term
@@ -156,6 +169,9 @@ REAL_QUERIES = [
     "SELECT avg(r) FROM events WHERE day BETWEEN DATE '2019-04-03' AND '2019-04-05'",
     "SELECT id, s FROM ids WHERE id BETWEEN 100000 AND 101000",
     "SELECT * FROM events WHERE day = DATE '2019-04-08' AND id < 150000",
+    "SELECT * FROM ids LIMIT 100",  # the scan stops in its first row group
+    "SELECT id, s FROM events LIMIT 100 OFFSET 10",  # in its first file
+    "DESCRIBE ids",  # the footer alone
 ]
 
 
@@ -175,7 +191,8 @@ def test_the_estimate_is_within_its_factor_of_what_a_query_reads_from_s3(s3_dryr
     with S3Proxy(moto_endpoint) as proxy:
         environment = dict(aws_environment, AWS_ENDPOINT_URL_S3=proxy.endpoint_url)
         # A handler of its own for each: nothing of the files is cached from an earlier query, or from the estimate.
-        fresh = LakeHandler(s3_dryrun_lake, Settings(environment=environment))
+        # The function's default memory, as on Lambda: DuckDB's one thread then stops a LIMIT's scan where it is.
+        fresh = LakeHandler(s3_dryrun_lake, Settings(environment=environment, memory_mb=FUNCTION_MB))
         try:
             proxy.reset()
             answer = fresh(events.query_request(sql, {}, 10, reuse=False))
@@ -184,7 +201,7 @@ def test_the_estimate_is_within_its_factor_of_what_a_query_reads_from_s3(s3_dryr
                        if method == "GET" and path.endswith(".parquet"))
         finally:
             fresh.close()
-        estimator = LakeHandler(s3_dryrun_lake, Settings(environment=environment))
+        estimator = LakeHandler(s3_dryrun_lake, Settings(environment=environment, memory_mb=FUNCTION_MB))
         try:
             estimate = estimated(estimator, sql)
         finally:

@@ -34,7 +34,7 @@ from . import run
 from .lake import Lake, is_pattern
 from .protocol import EstimateAnswer, EstimateRequest, SourceEstimate
 from .sandbox import lake_path_problem
-from .sql import parse_tree, parser, quote_identifier, quote_literal, walk
+from .sql import function_catalog, parse_tree, parser, quote_identifier, quote_literal, walk
 from .tasks import partition_values
 
 # Table functions that read a file's rows from its Parquet column chunks; other readers read files whole.
@@ -46,6 +46,9 @@ FLIPPED = {"=": "=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 # Column types whose values order as their statistics do (DuckDB's own printing of them, from DESCRIBE).
 ORDERED_TYPE = re.compile(r"(BOOLEAN|U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)|FLOAT|DOUBLE|DATE|TIME|"
                           r"TIMESTAMP(_S|_MS|_NS| WITH TIME ZONE)?|VARCHAR|DECIMAL\(\d+,\d+\))")
+# What DuckDB's reader fetches of a file's tail at the least, to find its footer (and the footer's length
+# and magic number): seen as 16,384 bytes for a 5 KB footer on S3 (tests/test_dryrun.py).
+FOOTER_READ_BYTES = 16 * 1024
 # A parameter's value stands for a constant when it is one of these (a list or a struct is not).
 SCALAR_VALUES = (bool, int, float, str, decimal.Decimal, datetime.date, datetime.datetime, datetime.time)
 
@@ -67,18 +70,28 @@ class Source(NamedTuple):
     table: bool  # a lake table (else a path the query names)
 
 
+class Scan(NamedTuple):
+    """What the query's own SELECT says of the one source it reads: its name, the simple comparisons of its
+    WHERE clause, and the rows its LIMIT (and OFFSET) stops the scan after, where nothing else needs more."""
+
+    source: str | None = None
+    terms: tuple[Term, ...] = ()
+    rows: int | None = None
+
+
 def reads(con, lake: Lake, request: EstimateRequest, memory_mb: int | None) -> EstimateAnswer:
     """The estimate of what `request.sql` would read, source by source."""
     prepared = run.prepare(con, lake, request.sql, request.views)
     trees = [parse_tree(text) for text in prepared.texts]
-    columns = _columns_named(trees)
-    sources = _sources(lake, prepared, trees)
-    filtered, terms = _filter(lake, prepared, trees[0], request.params)
+    # DESCRIBE reads its sources' footers alone.
+    columns = set() if prepared.statement.keyword == "DESCRIBE" else _columns_named(trees)
+    scan = _scan(lake, prepared, trees[0], request.params)
     found = []
-    for source in sources:
-        types = _types(con, lake, source) if source.name == filtered and terms else {}
-        usable = [term for term in terms if ORDERED_TYPE.fullmatch(types.get(term.column, ""))]
-        found.append(_estimate(con, lake, source, columns, usable, types))
+    for source in _sources(lake, prepared, trees):
+        ours = source.name == scan.source
+        types = _types(con, lake, source) if ours and scan.terms else {}
+        terms = [term for term in scan.terms if ours and ORDERED_TYPE.fullmatch(types.get(term.column, ""))]
+        found.append(_estimate(con, lake, source, columns, terms, types, scan.rows if ours else None))
     return EstimateAnswer(tuple(found), memory_mb)
 
 
@@ -124,13 +137,13 @@ def _columns_named(trees: list[dict]) -> set[str] | None:
     return names
 
 
-def _filter(lake: Lake, prepared: run.Prepared, tree: dict, params: dict) -> tuple[str | None, list[Term]]:
-    """The one source the query's own SELECT reads, and the simple comparisons of its WHERE clause."""
+def _scan(lake: Lake, prepared: run.Prepared, tree: dict, params: dict) -> Scan:
+    """The one source the query's own SELECT reads (no join, no CTE of its name), as a Scan."""
     statements = tree.get("statements") or [{}]
     node = statements[0].get("node") or {}
     table = node.get("from_table") or {}
     if node.get("type") != "SELECT_NODE" or table.get("type") not in ("BASE_TABLE", "TABLE_FUNCTION"):
-        return None, []
+        return Scan()
     ctes = {str(entry.get("key", "")).lower() for entry in node.get("cte_map", {}).get("map", [])}
     names = {str(table.get("alias") or "").lower()}
     source: str | None
@@ -143,10 +156,31 @@ def _filter(lake: Lake, prepared: run.Prepared, tree: dict, params: dict) -> tup
         source = paths[0][0] if len(paths) == 1 and paths[0][1] else None
     if source is None or source.lower() in ctes or (source not in prepared.tables
                                                     and lake_path_problem(source, lake.root) is not None):
-        return None, []
-    terms = [term for where in _and_terms(node.get("where_clause"))
-             for term in [_term(where, names - {""}, params)] if term is not None]
-    return source, terms
+        return Scan()
+    terms = tuple(term for where in _and_terms(node.get("where_clause"))
+                  for term in [_term(where, names - {""}, params)] if term is not None)
+    return Scan(source, terms, _rows_needed(node))
+
+
+def _rows_needed(node: dict) -> int | None:
+    """The rows a scan stops after: LIMIT plus OFFSET, given as numbers, where the SELECT has nothing that
+    reads on past them (a filter, grouping, an aggregate, a window, an order, DISTINCT)."""
+    modifiers = node.get("modifiers", [])
+    if (node.get("where_clause") or node.get("group_expressions") or node.get("having") or node.get("qualify")
+            or [modifier.get("type") for modifier in modifiers] != ["LIMIT_MODIFIER"]):
+        return None
+    aggregates = {function.name for function in function_catalog() if function.kind == "aggregate"}
+    for part in walk(node.get("select_list", [])):
+        if part.get("class") == "WINDOW" or str(part.get("function_name", "")).lower() in aggregates | {"count_star"}:
+            return None
+    counts = [_count(modifiers[0].get(key)) for key in ("limit", "offset")]
+    return None if counts[0] is None else counts[0] + (counts[1] or 0)
+
+
+def _count(node) -> int | None:
+    value = node.get("value") if isinstance(node, dict) and node.get("class") == "CONSTANT" else None
+    number = value.get("value") if isinstance(value, dict) and not value.get("is_null") else None
+    return number if isinstance(number, int) and not isinstance(number, bool) and number >= 0 else None
 
 
 def _and_terms(node: dict | None) -> list[dict]:
@@ -215,14 +249,24 @@ def _types(con, lake: Lake, source: Source) -> dict[str, str]:
 
 
 def _estimate(con, lake: Lake, source: Source, columns: set[str] | None, terms: list[Term],
-              types: dict[str, str]) -> SourceEstimate:
+              types: dict[str, str], rows_needed: int | None) -> SourceEstimate:
     files = _sizes(con, lake, source)
     total = sum(files.values())
     if not source.parquet:  # read whole
         return SourceEstimate(source.name, False, len(files), len(files), total, total, 0, 0, 0, 0)
     kept = _partitions_kept(lake, source, list(files), terms, types) if source.partitioned else set(files)
     groups, footers = _footers(con, files, columns, terms, types) if files else ([], {})
-    read = [group for group in groups if group[0] in kept and not group[4]]
+    order = {path: index for index, path in enumerate(files)}  # as DuckDB's scan takes them
+    read = sorted((group for group in groups if group[0] in kept and not group[4]),
+                  key=lambda group: (order.get(group[0], len(order)), group[1]))
+    if rows_needed is not None:  # the scan stops once it has them
+        taken, covered = [], 0
+        for group in read:
+            if covered >= rows_needed:
+                break
+            taken.append(group)
+            covered += group[2]
+        read, kept = taken, {group[0] for group in taken}
     return SourceEstimate(
         source.name, source.partitioned, len(files), len(kept), total,
         sum(group[3] for group in read) + sum(footers[path] for path in kept),
@@ -268,7 +312,7 @@ def _literal_or_null(value: str | None) -> str:
 
 def _footers(con, files: dict[str, int], columns: set[str] | None, terms: list[Term], types: dict[str, str]):
     """Each row group of the files as (file, id, rows, bytes of the columns read, ruled out by a term), and
-    the bytes of each file's footer: all that follows its last column chunk. One statement over the footers."""
+    the bytes of each file DuckDB reads to find its footer."""
     listed = "[" + ", ".join(quote_literal(path) for path in files) + "]"
     column = "lower(split_part(path_in_schema, ', ', 1))"
     named = ("true" if columns is None else
@@ -280,15 +324,13 @@ def _footers(con, files: dict[str, int], columns: set[str] | None, terms: list[T
         highest = f"CASE WHEN max_is_exact IS DISTINCT FROM false THEN TRY_CAST(stats_max_value AS {kind}) END"
         cannot = _cannot_match(term, f"TRY_CAST(stats_min_value AS {kind})", highest, kind)
         skips.append(f"({column} = {quote_literal(term.column)} AND coalesce({cannot}, false))")
-    rows = con.execute(
+    groups = con.execute(
         f"SELECT file_name, row_group_id, any_value(row_group_num_rows), "
-        f"coalesce(sum(total_compressed_size) FILTER (WHERE {named}), 0), bool_or({' OR '.join(skips) or 'false'}), "
-        "max(least(nullif(dictionary_page_offset, 0), data_page_offset) + total_compressed_size) "
+        f"coalesce(sum(total_compressed_size) FILTER (WHERE {named}), 0), bool_or({' OR '.join(skips) or 'false'}) "
         f"FROM parquet_metadata({listed}) GROUP BY file_name, row_group_id").fetchall()
-    ends: dict[str, int] = {}
-    for row in rows:
-        ends[row[0]] = max(ends.get(row[0], 0), row[5] or 0)
-    return [row[:5] for row in rows], {path: size - min(ends.get(path, 0), size) for path, size in files.items()}
+    footers = {path: min(files[path], max(FOOTER_READ_BYTES, int(size or 0) + 8)) for path, size in con.execute(
+        f"SELECT file_name, footer_size FROM parquet_file_metadata({listed})").fetchall()}
+    return groups, footers
 
 
 def _cannot_match(term: Term, lowest: str, highest: str, kind: str) -> str:

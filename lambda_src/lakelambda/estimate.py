@@ -14,8 +14,10 @@ A simple comparison is a top-level AND term of the WHERE clause of the query's
 own SELECT over one source (no join, no CTE of that name): a column compared
 (=, <, <=, >, >=, BETWEEN) with a constant, a cast of one, or a bound
 $parameter. Anything else prunes nothing, so the estimate is what a full scan
-of what is left reads (a LIMIT may stop it sooner). Nothing of the user's SQL
-runs: constants are evaluated on the parse-only database, and what the lake's
+of what is left reads, unless a LIMIT with nothing past it (no filter, order,
+grouping, aggregate, window or DISTINCT) stops the scan at the row groups that
+hold its rows; DESCRIBE reads footers alone. Nothing of the user's SQL runs:
+constants are evaluated on the parse-only database, and what the lake's
 footers say is compared in SQL where every value is quoted.
 """
 
@@ -119,7 +121,7 @@ def _paths_read(node: dict) -> list[tuple[str, bool]]:
     for argument in function.get("children", []):
         items = argument.get("children", []) if argument.get("function_name") == "list_value" else [argument]
         for item in items:
-            value = item.get("value") if item.get("class") == "CONSTANT" else None
+            value = item.get("value") if item.get("class") == "CONSTANT" and not item.get("alias") else None
             if isinstance(value, dict) and isinstance(value.get("value"), str):
                 found.append((value["value"], parquet))
     return found

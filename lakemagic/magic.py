@@ -227,7 +227,8 @@ class LakeMagic(Magics):
                 raise UsageError(refusal)
 
     def _explain(self, sql: str, fanout: int, dry_run: bool):
-        """--explain prints the fan-out plan and what the query reads; --dry-run shows that and its cost."""
+        """--explain prints the fan-out plan and a line of what the query reads; --dry-run returns what it reads,
+        its invocations and its cost (a DryRun, shown as a table)."""
         engine, params = self.current_engine(), bind_parameters(sql, self.shell.user_ns)
         with catalog.saved_views_named(engine, self.views):
             views = self.views.resolve(sql)

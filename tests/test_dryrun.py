@@ -120,7 +120,6 @@ def test_a_limit_with_nothing_past_it_reads_the_row_groups_that_hold_its_rows(ha
     "SELECT sum(a.x) FROM ids a JOIN ids b ON a.id = b.id WHERE a.id < 1000",  # a join: no one source
     "WITH ids AS (SELECT id + 100000 AS id, x FROM ids) SELECT sum(x) FROM ids WHERE id < 1000",  # a CTE
     "SELECT sum(x) FROM events WHERE day + 1 = DATE '2019-04-02'",  # an expression of the key
-    "SELECT sum(x) FROM ids WHERE id < $limit",  # a parameter with no value (the query would fail on it)
     "SELECT sum(x) FROM ids WHERE id < CAST('many' AS INTEGER)",  # a cast that fails (so would the query)
 ])
 def test_a_query_the_estimate_cannot_prune_reads_everything(handler, sql):
@@ -137,6 +136,16 @@ def test_files_named_by_path_are_estimated_too_and_paths_outside_the_lake_refuse
     assert dataclasses.replace(by_path, name=by_name.name) == by_name
     answer = handler(events.estimate_request("SELECT * FROM read_parquet('/etc/*.parquet')", {}))
     assert answer["error"]["type"] == "PermissionException"
+
+
+def test_a_query_that_would_fail_fails_its_estimate_alike(handler):
+    """The estimate binds the query (nothing runs): its errors are the query's, where they are in its text."""
+    unknown_column = handler(events.estimate_request("SELECT sum(x)\nFROM ids WHERE nope > 1", {}))["error"]
+    assert unknown_column["type"] == "BinderException" and unknown_column["position"] == len("SELECT sum(x)\nFROM ids WHERE ")
+    unknown_table = handler(events.estimate_request("SELECT x FROM idz", {}))["error"]
+    assert unknown_table["type"] == "CatalogException" and "did you mean ids" in unknown_table["message"]
+    unbound = handler(events.estimate_request("SELECT sum(x) FROM ids WHERE id < $limit", {}))["error"]
+    assert unbound["type"] == "InvalidInputException" and "limit" in unbound["message"]
 
 
 def test_the_dry_run_shows_what_it_would_read_and_runs_nothing(ipython, lake):

@@ -84,6 +84,7 @@ class Scan(NamedTuple):
 def reads(con, lake: Lake, request: EstimateRequest, memory_mb: int | None) -> EstimateAnswer:
     """The estimate of what `request.sql` would read, source by source."""
     prepared = run.prepare(con, lake, request.sql, request.views)
+    run.describe(con, lake, prepared, request.params)  # what would fail to run fails here, as it would
     trees = [parse_tree(text) for text in prepared.texts]
     # DESCRIBE reads its sources' footers alone.
     columns = set() if prepared.statement.keyword == "DESCRIBE" else _columns_named(trees)
@@ -269,10 +270,13 @@ def _estimate(con, lake: Lake, source: Source, columns: set[str] | None, terms: 
             taken.append(group)
             covered += group[2]
         read, kept = taken, {group[0] for group in taken}
-    return SourceEstimate(
-        source.name, source.partitioned, len(files), len(kept), total,
-        sum(group[3] for group in read) + sum(footers[path] for path in kept),
-        len(groups), len(read), sum(group[2] for group in groups), sum(group[2] for group in read))
+    chunks = dict.fromkeys(kept, 0)
+    for group in read:
+        chunks[group[0]] += group[3]
+    # A small file's tail, read for its footer, holds column chunks too: no file is read past its size.
+    read_bytes = sum(min(files[path], chunks[path] + footers.get(path, 0)) for path in kept)
+    return SourceEstimate(source.name, source.partitioned, len(files), len(kept), total, read_bytes,
+                          len(groups), len(read), sum(group[2] for group in groups), sum(group[2] for group in read))
 
 
 def _sizes(con, lake: Lake, source: Source) -> dict[str, int]:

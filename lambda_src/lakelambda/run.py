@@ -63,6 +63,17 @@ def execute_and_store(con: duckdb.DuckDBPyConnection, lake: Lake, results: Resul
     return result
 
 
+def describe(con: duckdb.DuckDBPyConnection, lake: Lake, prepared: "Prepared", params: dict) -> tuple[Column, ...]:
+    """The columns the prepared query would give: bound, not run, so it fails as running it would (an unknown
+    table naming the lake's closest, a column, a type), at its place in the text as written."""
+    body = _Placed(prepared.statement.text)
+    if prepared.statement.keyword in _NEEDS_SUBQUERY:
+        body = body.wrapped("SELECT * FROM (", ")")
+    described = body.wrapped("DESCRIBE SELECT * FROM (", ")")
+    return _with_fresh_views(con, lake, prepared, lambda: _described(
+        _execute(con, described, params, prepared.checked.text).fetchall()))
+
+
 def _write_held(con, lake: Lake, results: ResultStore, prepared: "Prepared", body: _Placed, params: dict, sql: str):
     """Where a bind costs a request (S3): bind the query once, into a temporary table of the call's
     cursor, then write the file from it.

@@ -1,4 +1,5 @@
-"""Running a user's query once: checked, stored as a result, or materialized into the lake.
+"""Running a user's query once: checked, stored as a result, or materialized into the lake (or only bound,
+for an estimate of what it reads).
 
 Plain functions over a DuckDB connection, testable without Lambda. A query
 is checked (one statement, then the sandbox's reading of its parse tree)

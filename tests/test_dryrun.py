@@ -14,6 +14,7 @@ import boto3
 import duckdb
 import pytest
 from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
 
 from lakelambda import protocol
 from lakelambda.database import Settings
@@ -154,6 +155,9 @@ def test_the_dry_run_shows_what_it_would_read_and_runs_nothing(ipython, lake):
     text = repr(shown)
     assert "nothing ran" in text and "Reads 2 of 10 files" in text and "2/10 files" in text
     assert "events" in shown._repr_html_() and "Runs in this kernel" in text
+    with capture_output() as explained:
+        ipython.run_cell_magic("lakesql", "--explain", "SELECT sum(x) FROM events WHERE day >= '2019-04-09'")
+    assert "Fan-out over 2 tasks" in explained.stdout and "Reads 2 of 10 files" in explained.stdout
     assert not list(lake.rglob("_lakemagic/**/*.parquet"))  # no result was stored
 
 

@@ -111,8 +111,8 @@ def _with_reader(lake: Lake, request: TaskRequest) -> str:
     reader = parse_tree(f"WITH {quote_identifier(request.table)} AS ({_reader_sql(lake, request)}) SELECT 1")
     statement["node"]["cte_map"]["map"].insert(0, reader["statements"][0]["node"]["cte_map"]["map"][0])
     with parser() as con:
-        tree = json.dumps({"error": False, "statements": [statement]})
-        row = con.execute(f"SELECT json_deserialize_sql({text_value(tree)})").fetchone()
+        edited = json.dumps({"error": False, "statements": [statement]})
+        row = con.execute(f"SELECT json_deserialize_sql({text_value(edited)})").fetchone()
     assert row is not None  # a SELECT without FROM gives one row
     return row[0]
 

@@ -16,7 +16,8 @@ figures for each S3, days and N, and each line says which it is:
     workers here share them: not what N Lambdas give (on real S3's pace,
     where a task mostly waits, closer to it);
   - simulated N Lambdas: the listing call and each task run alone, one
-    after another, then the merge, each timed here; N Lambdas would take
+    after another, then the merge, each timed here (the fastest of K runs,
+    as timeit takes it: this machine is shared); N Lambdas would take
     listing + slowest task + merge (each invocation's overhead is in its
     round trip), and the speedup is the one invocation's time over it, timed
     alone in the same state: a first read from S3 (a started container that
@@ -80,9 +81,11 @@ def fanned_out(engine: LambdaEngine, sql: str, fanout: int):
 
 
 def simulated(alone: LambdaEngine, proxy: S3Proxy, sql: str, fanout: int, repeat: int, prepare) -> dict:
-    """The fan-out's parts timed alone (medians, seconds): listing and planning, each task, the merge,
-    and the one invocation; each task's and the one invocation's run after `prepare()`, with the S3
-    requests of each."""
+    """The fan-out's parts timed alone (seconds): listing and planning, each task, the merge, and the
+    one invocation; each task's and the one invocation's run after `prepare()`, with the S3 requests of
+    each. Each part is the fastest of `repeat` runs, as timeit takes it: slower runs time the other
+    work on this shared machine, which the slowest of N tasks would pick up N times to the one
+    invocation's once."""
     # Each timed listing plans a text the kernel has not seen (the planner keeps what it parsed and split).
     listing = [timed(lambda: runner.decide(alone, f"{sql}\n-- timed {number}", (), fanout)) for number in range(repeat)]
     planned = runner.decide(alone, sql, (), fanout)
@@ -95,12 +98,12 @@ def simulated(alone: LambdaEngine, proxy: S3Proxy, sql: str, fanout: int, repeat
         outcome = action()
         return outcome, proxy.count()
 
-    def median_time(action) -> float:
+    def fastest(action) -> float:
         samples = []
         for _ in range(repeat):
             prepare()
             samples.append(timed(action))
-        return statistics.median(samples)
+        return min(samples)
 
     task_s, s3_requests, results = [], [], []
     for request in requests:
@@ -108,19 +111,19 @@ def simulated(alone: LambdaEngine, proxy: S3Proxy, sql: str, fanout: int, repeat
         assert result.first_page.row_count == result.total_rows, "a task's result did not come in one page"
         results.append(result)
         s3_requests.append(count)
-        task_s.append(median_time(lambda: client.run_request(alone, request, sql)))
+        task_s.append(fastest(lambda: client.run_request(alone, request, sql)))
     with contextlib.ExitStack() as held:
         files = [path for result in results for path in held.enter_context(result.local_files())]
 
         def merge(kernel: KernelEngine) -> None:
             kernel.merge(files, results[0].columns, planned.plan.merge_sql, PARTIALS, {}, MAX_PAGE_ROWS)
 
-        merge_s = statistics.median([timed(lambda: merge(kernel_engine())) for _ in range(repeat)])
-        first_merge_s = statistics.median([timed(lambda: merge(KernelEngine())) for _ in range(repeat)])
+        merge_s = min(timed(lambda: merge(kernel_engine())) for _ in range(repeat))
+        first_merge_s = min(timed(lambda: merge(KernelEngine())) for _ in range(repeat))
     _, single_requests = counted(one_invocation(alone, sql))
-    return {"listing": statistics.median(listing), "tasks": task_s, "merge": merge_s, "first_merge": first_merge_s,
+    return {"listing": min(listing), "tasks": task_s, "merge": merge_s, "first_merge": first_merge_s,
             "s3": s3_requests, "files": [len(task.files) for task in planned.plan.tasks],
-            "single": median_time(one_invocation(alone, sql)), "single_s3": single_requests}
+            "single": fastest(one_invocation(alone, sql)), "single_s3": single_requests}
 
 
 def fresh_container(local: LocalLambda, alone: LambdaEngine):

@@ -49,8 +49,13 @@ def compare(label: str, ours, theirs, repeat: int, goal: float | None) -> Ratio:
     return show(Ratio(label, statistics.median(our_times), statistics.median(their_times), goal))
 
 
+# Every figure shown in this process, for a summary of the goals after several benchmarks (__main__.py).
+SHOWN: list[Ratio] = []
+
+
 def show(result: Ratio) -> Ratio:
     print(result.line(), flush=True)
+    SHOWN.append(result)
     return result
 
 

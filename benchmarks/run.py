@@ -73,10 +73,10 @@ def main(argv=None) -> int:
                     lambda: duckdb.sql(AGGREGATE.format(table=f"'{month}'")).df(), options.repeat, 1.1),
             compare("%%lakesql x << aggregate over 200k rows vs DuckDB .df()",
                     cell(f"%%lakesql x <<\n{AGGREGATE.format(table='taxi_small')}"),
-                    lambda: duckdb.sql(AGGREGATE.format(table=f"'{small}'")).df(), options.repeat, 1.5),
+                    lambda: duckdb.sql(AGGREGATE.format(table=f"'{small}'")).df(), options.repeat, 1.3),
             compare("%%lakesql table widget of it vs a DuckDB cell showing its DataFrame",
                     magic(AGGREGATE.format(table="taxi_small")),
-                    duckdb_cell(AGGREGATE.format(table=f"'{small}'")), options.repeat, 2.0),
+                    duckdb_cell(AGGREGATE.format(table=f"'{small}'")), options.repeat, 1.5),
         ]
 
         big = client.run_query(engine, "SELECT * FROM wide", page_size=50, reuse=False)
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         results.append(compare("%%lakesql df << of a 2M-row result vs DuckDB .df()",
                                cell(f"%%lakesql df <<\n{two_million}"),
                                lambda: duckdb.sql(two_million.replace("taxi_2019_04", f"'{month}'")).df(),
-                               max(3, options.repeat // 2), 2.0))
+                               max(3, options.repeat // 2), 1.3))
     return verdict(results, options.check)
 
 

@@ -108,6 +108,7 @@ def lake_and_imports(event, context):
     from lakelambda.handler import handler
 
     answer = handler(event, context)
-    files = {name: getattr(sys.modules.get(name), "__file__", None) for name in ("duckdb", "boto3", "lakelambda")}
-    return {"answer": answer, "path": sys.path, "files": files, "pandas_imported": "pandas" in sys.modules,
+    files = {name: getattr(importlib.util.find_spec(name), "origin", None) for name in ("duckdb", "boto3", "lakelambda")}
+    return {"answer": answer, "path": sys.path, "files": files,
+            "imported": sorted(name for name in ("pandas", "boto3") if name in sys.modules),
             "pandas_importable": importlib.util.find_spec("pandas") is not None}

@@ -30,9 +30,11 @@ _CHUNK_BYTES = 1 << 16
 class S3Model:
     """Real S3 as a Lambda in its region sees it; the defaults' sources are in the README ("Performance").
 
-    first_byte_s: from the request to the first byte of its answer (AWS: the median of a small request
-    is "often in the range of tens of milliseconds"); bytes_per_s: a body's rate on one connection
-    (AWS: one connection per 85-90 MB/s of throughput wanted).
+    first_byte_s: from the request to the first byte of its answer, for every request (HEAD and LIST
+    too); AWS: the median of a small request is "often in the range of tens of milliseconds", and S3
+    Express One Zone's "single-digit millisecond" first byte is "up to 10x faster than S3 Standard".
+    bytes_per_s: a body's rate on one connection (AWS: one connection per 85-90 MB/s of throughput
+    wanted). Not modelled: connection set-up (TLS), request-rate limits per prefix, slow outliers.
     """
 
     first_byte_s: float = 0.030

@@ -47,7 +47,6 @@ class LakeHandler:
     def __init__(self, lake: str, settings: Settings | None = None, s3=None, track_progress: bool = False):
         self.settings = settings or Settings.from_environment()
         self.lake = Lake(lake, s3, s3_request_timeout_s(self.settings.function_timeout_s))
-        self.lake.storage.warm_up()
         self._cold = True
         self.lake.storage.prepare()
         self.results = ResultStore(self.lake, self.settings.results_folder, self.settings.pages_folder,

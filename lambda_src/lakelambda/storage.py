@@ -151,9 +151,6 @@ class LakeStorage:
     def attach(self, con: duckdb.DuckDBPyConnection, environment: dict, function_timeout_s: float | None) -> None:
         """Let a database being set up reach this storage (before its configuration is locked)."""
 
-    def warm_up(self) -> None:
-        """Start, in the background, what the first request to the storage would wait for."""
-
 
 def _read_local(path: str, start: int, length: int) -> bytes:
     with open(path, "rb") as stored:
@@ -257,7 +254,9 @@ class S3Bucket(LakeStorage):
 
     `s3` is the boto3 client for the raw byte moves DuckDB has no statement for; by default
     one is made as boto3 finds its settings, each request given up after `request_timeout_s`
-    (see s3_request_timeout_s).
+    (see s3_request_timeout_s), when first needed: importing boto3 and making a client take
+    about 200 ms of CPU, which a query over datasets, answered inline, never needs (nor is it
+    made in the background: a Lambda of 2 GB has about one vCPU, which the query needs).
     """
 
     listing_ttl_s = CATALOG_TTL_SECONDS
@@ -266,7 +265,6 @@ class S3Bucket(LakeStorage):
     def __init__(self, root: str, s3=None, request_timeout_s: int = S3_REQUEST_TIMEOUT_MAX_S):
         super().__init__(root)
         self._s3 = s3
-        self._made_client = s3 is None
         self._s3_lock = threading.Lock()
         self._request_timeout_s = request_timeout_s
 
@@ -283,12 +281,6 @@ class S3Bucket(LakeStorage):
                                 retries={"mode": "standard", "total_max_attempts": S3_ATTEMPTS})
                 self._s3 = boto3.client("s3", config=config)
             return self._s3
-
-    def warm_up(self) -> None:
-        """Import boto3 and make the client in the background: on a cold start that overlaps
-        DuckDB's own setup and first query instead of adding a few hundred ms after them."""
-        if self._made_client:
-            threading.Thread(target=lambda: self.s3, name="s3-client-warm-up", daemon=True).start()
 
     def parquet_files(self, con, folder: str) -> list[str]:
         """Listed by DuckDB's glob, kept CATALOG_TTL_SECONDS."""

@@ -25,7 +25,7 @@ from .errors import PermissionDenied, ProtocolError
 from .lake import DATASET_FOLDER, Lake, is_partition_file, is_pattern
 from .protocol import DASHBOARD_FOLDER, Column, PartitionedTable, PartitionFile, PartitionsAnswer, TaskRequest
 from .results import ResultStore, StoredResult
-from .sql import parse_tree, parser, quote_identifier, quote_literal
+from .sql import parse_tree, parser, quote_identifier, quote_literal, text_value
 
 
 # The keys' types of each table listing this container described: binding the table to
@@ -111,8 +111,8 @@ def _with_reader(lake: Lake, request: TaskRequest) -> str:
     reader = parse_tree(f"WITH {quote_identifier(request.table)} AS ({_reader_sql(lake, request)}) SELECT 1")
     statement["node"]["cte_map"]["map"].insert(0, reader["statements"][0]["node"]["cte_map"]["map"][0])
     with parser() as con:
-        row = con.execute("SELECT json_deserialize_sql(?)",
-                          [json.dumps({"error": False, "statements": [statement]})]).fetchone()
+        edited = json.dumps({"error": False, "statements": [statement]})
+        row = con.execute(f"SELECT json_deserialize_sql({text_value(edited)})").fetchone()
     assert row is not None  # a SELECT without FROM gives one row
     return row[0]
 

@@ -145,13 +145,14 @@ class MaterializeAnswer:
 
 
 # What a lake table is, by where its files are (README, "The lake's tables").
-TableKind = Literal["file", "partitioned", "materialized view"]
+TableKind = Literal["file", "partitioned", "materialized view", "iceberg", "delta"]
 TABLE_KINDS = get_args(TableKind)
 
 
 @dataclass(frozen=True)
 class TableInfo:
-    """One table of the lake, as its name resolves; rows and bytes from the files' Parquet footers."""
+    """One table of the lake, as its name resolves; rows and bytes from the files' Parquet footers, or from an
+    Iceberg or Delta table's own metadata."""
 
     name: Annotated[str, Text(MAX_FILE_PATH_CHARS, pattern=CATALOG_NAME_PATTERN, says="a lake table's name")]
     kind: TableKind
@@ -161,6 +162,8 @@ class TableInfo:
     files: Count
     bytes: Count
     rows: Count
+    # An Iceberg table's current snapshot id, a Delta table's current version; None for the other kinds.
+    snapshot: Annotated[str, Text(40, pattern=r"-?[0-9]+", says="a snapshot id or version")] | None = None
 
 
 @dataclass(frozen=True)

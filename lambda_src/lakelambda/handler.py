@@ -24,7 +24,7 @@ from typing import Any, Callable
 import duckdb
 
 from . import protocol, run, tasks
-from .database import Settings, open_database
+from .database import NeedsTableFormats, Settings, open_database
 from .errors import InternalError, LakeError, QueryTimeout
 from .lake import Lake
 from .protocol import (ErrorAnswer, MaterializeAnswer, MaterializeRequest, PageAnswer, PartitionsAnswer,
@@ -58,6 +58,8 @@ class LakeHandler:
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.
         self._database = open_database(self.lake, self.settings)
+        self._table_formats = False  # whether it has the Iceberg/Delta extensions (_open_table_formats)
+        self._reopen_lock = threading.Lock()
         self._running: set = set()  # the cursors of calls in progress, for interrupt() and progress()
         self._track_progress = track_progress
         # Whenever the handler goes (closed, collected, or the interpreter exits), so do its
@@ -86,26 +88,46 @@ class LakeHandler:
         """The event's answer: every failure the protocol names (SQL errors included) is an error answer."""
         try:
             request = protocol.parse_request(event)
-            with self._database.cursor() as con, _time_budget(con, context) as budget:
-                if self._track_progress:
-                    # The PRAGMAs, unlike SET, pass the configuration lock; nothing is printed.
-                    con.execute("PRAGMA enable_progress_bar; PRAGMA disable_print_progress_bar")
-                self._running.add(con)
-                try:
-                    return self._operations[type(request)](con, request)
-                except (LakeError, duckdb.InterruptException) as exc:
-                    if budget.expired:
-                        raise QueryTimeout(
-                            f"the query exceeded its time budget of {budget.seconds:.1f} s "
-                            "(the function's timeout, less time to answer)"
-                        ) from exc
-                    raise
-                finally:
-                    self._running.discard(con)
+            try:
+                return self._run(request, context)
+            except NeedsTableFormats:
+                self._open_table_formats()
+                return self._run(request, context)
         except LakeError as exc:
             return ErrorAnswer.of(exc)
         except duckdb.Error as exc:  # in a statement of the handler's own: the catalog, a stored result
             return ErrorAnswer.of(duckdb_error(exc))
+
+    def _run(self, request, context) -> protocol.Answer:
+        """One request on a cursor of its own, within the time budget."""
+        with self._database.cursor() as con, _time_budget(con, context) as budget:
+            if self._track_progress:
+                # The PRAGMAs, unlike SET, pass the configuration lock; nothing is printed.
+                con.execute("PRAGMA enable_progress_bar; PRAGMA disable_print_progress_bar")
+            self._running.add(con)
+            try:
+                return self._operations[type(request)](con, request)
+            except (LakeError, duckdb.InterruptException) as exc:
+                if budget.expired:
+                    raise QueryTimeout(
+                        f"the query exceeded its time budget of {budget.seconds:.1f} s "
+                        "(the function's timeout, less time to answer)"
+                    ) from exc
+                raise
+            finally:
+                self._running.discard(con)
+
+    def _open_table_formats(self) -> None:
+        """Replace the database by one with the table formats' extensions, once per container: a locked
+        database loads none (database.open_database). Calls running on the old one finish there."""
+        with self._reopen_lock:
+            if self._table_formats:
+                return
+            database = open_database(self.lake, self.settings, table_formats=True)
+            self.close.detach()
+            self._database, self._table_formats = database, True
+            self.close = weakref.finalize(self, _close, database, self.settings.scratch)
+            self.lake.forget_listings()  # the lake's views were the old database's
 
     def interrupt(self) -> None:
         """Interrupt the statements of every call in progress: each ends with an error answer.

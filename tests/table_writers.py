@@ -22,9 +22,11 @@ def _trips(first: int, count: int, tip: bool = False) -> pa.Table:
     return pa.table(columns)
 
 
-def write_iceberg(warehouse: str, name: str, catalog_folder: Path, s3: dict | None = None) -> list[int]:
+def write_iceberg(warehouse: str, name: str, catalog_folder: Path, s3: dict | None = None,
+                  data_path: str | None = None) -> list[int]:
     """Table `name` under `warehouse` (`file:///...` or `s3://bucket`), partitioned by zone and the pickup's
-    month: two appends, a new column, a third append, a delete. Its snapshot ids, oldest first."""
+    month: two appends, a new column, a third append, a delete. Its snapshot ids, oldest first.
+    `data_path`: where its data files go instead of the table's folder (pyiceberg's write.data.path)."""
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.expressions import EqualTo
     from pyiceberg.transforms import MonthTransform
@@ -36,7 +38,8 @@ def write_iceberg(warehouse: str, name: str, catalog_folder: Path, s3: dict | No
                            "s3.secret-access-key": "testing", "s3.region": "us-east-1"})
     catalog = SqlCatalog("tests", **properties)
     catalog.create_namespace_if_not_exists("lake")
-    table = catalog.create_table(f"lake.{name}", schema=_trips(0, 1).schema, location=f"{warehouse}/{name}")
+    table = catalog.create_table(f"lake.{name}", schema=_trips(0, 1).schema, location=f"{warehouse}/{name}",
+                                 properties={"write.data.path": data_path} if data_path else {})
     with table.update_spec() as spec:
         spec.add_identity("zone")
         spec.add_field("pickup", MonthTransform(), "pickup_month")
@@ -64,8 +67,8 @@ def write_delta(location: str, storage_options: dict | None = None) -> int:
     return DeltaTable(location, **options).version()
 
 
-def reference(sql: str, secret: str = "") -> list[tuple]:
-    """What DuckDB itself answers, with the same extensions (and, for S3, a secret for the local server)."""
+def reference(sql: str, secret: str = ""):
+    """What DuckDB itself answers, as a DataFrame, with the same extensions (and, for S3, a secret for the local server)."""
     import duckdb
 
     from lakelambda.database import extension_path
@@ -79,9 +82,9 @@ def reference(sql: str, secret: str = "") -> list[tuple]:
         con.execute(f"LOAD '{httpfs_path()}'")
         con.execute(secret)
     con.execute("SET TimeZone = 'UTC'")
-    rows = con.execute(sql).fetchall()
+    frame = con.execute(sql).df()
     con.close()
-    return rows
+    return frame
 
 
 def s3_secret(endpoint: str) -> str:

@@ -44,6 +44,8 @@ MAX_THREADS = 64
 TASK_ATTEMPTS = 6
 RETRY_MAX_DELAY_S = 2.0
 RETRY_BASE_DELAY_S = 0.25
+# How a reason names a table format.
+FORMAT_NAMES = {"iceberg": "an Iceberg", "delta": "a Delta"}
 # Error answers another try may cure: the task ran out of time, or storage did not answer.
 RETRYABLE_ANSWERS = {"QueryTimeout", "LakeUnavailable"}
 
@@ -94,6 +96,11 @@ def _plan_over(answer: protocol.PartitionsAnswer, listing: CallStats, tables: tu
                views: tuple[View, ...], max_fanout: int, params: dict | None) -> Decision:
     """The plan of `sql` over the partitioned tables the listing found, or why it is not split."""
     decision = Decision(calls=[listing])
+    if answer.table_formats:  # not split, whatever else the query reads: said, as a Hive table's reason would be
+        name, kind = answer.table_formats[0]
+        decision.table, decision.partitioned = name, True
+        decision.reason = f"{name} is {FORMAT_NAMES[kind]} table; Iceberg/Delta tables run in one invocation"
+        return decision
     if not answer.tables:
         decision.reason = f"{' or '.join(tables)} is not a Hive-partitioned table"
         return decision

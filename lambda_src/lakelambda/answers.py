@@ -269,11 +269,15 @@ class PartitionedTable:
 
 @dataclass(frozen=True)
 class PartitionsAnswer:
-    """The asked-for tables that are Hive-partitioned in the lake; the others are left out."""
+    """The asked-for tables that are Hive-partitioned in the lake, and those that are Iceberg or Delta tables
+    (which run in one invocation: a fan-out does not split them yet); the others are left out."""
 
     kind: ClassVar[str] = "partitioned_tables"
     tables: Annotated[tuple[PartitionedTable, ...], Items(MAX_LISTED_TABLES, noun="tables"), at("partitioned_tables")]
     stats: HandlerStats = field(default_factory=HandlerStats)
+    # (name, "iceberg" or "delta") of each asked-for table of a table format.
+    table_formats: Annotated[tuple[tuple[TableName, Literal["iceberg", "delta"]], ...],
+                             Items(MAX_LISTED_TABLES, noun="tables")] = ()
 
 
 @dataclass(frozen=True)

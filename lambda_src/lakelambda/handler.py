@@ -153,7 +153,7 @@ class LakeHandler:
     def query(self, con, request: QueryRequest) -> PageAnswer | PartitionsAnswer:
         if request.fanout_tables:
             listing = tasks.partitions(con, self.lake, request.fanout_tables)
-            if listing.tables:  # the notebook plans the fan-out over them, or asks again without
+            if listing.tables or listing.table_formats:  # the notebook plans the fan-out over them, or asks again without
                 return listing
         # Without a scope nothing is reused or kept: its caller shares no secret with any other.
         reuse = self.reuse.scoped(request.reuse_scope) if request.reuse and request.reuse_scope else None

@@ -145,6 +145,13 @@ class Lake:
         return self.storage.listed(("partition sizes", folder), lambda: sorted(
             (relative, size) for relative, size in self.storage.files_under(folder) if is_partition_file(relative)))
 
+    def table_format(self, con, name: str) -> str | None:
+        """ICEBERG or DELTA where `name` means a table of that format, else None (from the listing)."""
+        if not _CATALOG_NAME.fullmatch(name):
+            return None
+        objects = self._objects(con, {name.lower()}).get(name.lower(), [])
+        return objects[0].kind if objects and objects[0].kind in (ICEBERG, DELTA) else None
+
     def forget_listings(self) -> None:
         self.storage.forget_listings()
         with self._views_lock:

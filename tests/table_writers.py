@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-EXTENSIONS = ("avro", "iceberg", "delta")
+EXTENSIONS = ("avro", "iceberg", "delta")  # all of them: a reference reads both formats
 
 
 def _trips(first: int, count: int, tip: bool = False) -> pa.Table:

@@ -64,7 +64,34 @@ def local_lake(tmp_path_factory) -> Lake:
 
 
 @pytest.fixture(scope="module")
-def s3_lake(aws_environment, moto_endpoint, tmp_path_factory) -> Lake:
+def listener():
+    """A TCP listener on 127.0.0.1 that records every connection it gets."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    connections: list = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                connections.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], connections
+    stop.set()
+    thread.join()
+    server.close()
+    for connection in connections:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def s3_lake(aws_environment, moto_endpoint, tmp_path_factory, listener) -> Lake:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     s3.create_bucket(Bucket=OTHER_BUCKET) if OTHER_BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]] else None
@@ -76,6 +103,7 @@ def s3_lake(aws_environment, moto_endpoint, tmp_path_factory) -> Lake:
     s3.put_object(Bucket=OTHER_BUCKET, Key="data/secret.parquet", Body=b"PAR1")
     write_iceberg(f"s3://{BUCKET}", "stolen", tmp_path_factory.mktemp("iceberg-catalog"),
                   s3={"endpoint": moto_endpoint}, data_path=f"s3://{OTHER_BUCKET}/data")
+    S3_ATTACKS["rides_elsewhere_host"] = f"s3://{BUCKET}/rides/x.parquet?s3_endpoint=127.0.0.1:{listener[0]}"
     for name, bad in S3_ATTACKS.items():
         for item in s3.list_objects_v2(Bucket=BUCKET, Prefix="rides/")["Contents"]:
             s3.copy_object(Bucket=BUCKET, Key=name + item["Key"][len("rides"):],
@@ -83,6 +111,12 @@ def s3_lake(aws_environment, moto_endpoint, tmp_path_factory) -> Lake:
         action = {"add": {"path": bad, "partitionValues": {"zone": "0"}, "size": 4, "modificationTime": 0,
                           "dataChange": True}}
         s3.put_object(Bucket=BUCKET, Key=f"{name}/_delta_log/{version + 1:020d}.json", Body=json.dumps(action).encode())
+    # An Iceberg table whose newest metadata file sends the manifest list's read to another host.
+    metadata = current_iceberg_metadata(open_storage(f"s3://{BUCKET}", s3), "trips")
+    document = json.loads(s3.get_object(Bucket=BUCKET, Key=metadata.split("/", 3)[3])["Body"].read())
+    for item in document["snapshots"]:
+        item["manifest-list"] = f"s3://{BUCKET}/trips/x.avro?s3_endpoint=127.0.0.1:{listener[0]}"
+    s3.put_object(Bucket=BUCKET, Key="hijacked/metadata/99999-tampered.metadata.json", Body=json.dumps(document).encode())
     return Lake(f"s3://{BUCKET}", snapshots, version, s3_secret(moto_endpoint))
 
 
@@ -206,33 +240,6 @@ def test_the_sandbox_admits_table_formats_only_inside_the_lake(sql, problem):
 # --- hostile metadata ------------------------------------------------------------
 
 
-@pytest.fixture
-def listener():
-    """A TCP listener on 127.0.0.1 that records every connection it gets."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    server.settimeout(0.2)
-    connections: list = []
-    stop = threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                connections.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], connections
-    stop.set()
-    thread.join()
-    server.close()
-    for connection in connections:
-        connection.close()
-
-
 def _refused(engine, sql: str, *named: str) -> str:
     with pytest.raises(LakeQueryError) as raised:
         client.run_query(engine, sql)
@@ -276,11 +283,16 @@ def test_local_metadata_that_points_outside_the_lake_is_refused(local_lake, tmp_
     assert connections == []
 
 
-def test_s3_metadata_that_points_at_another_bucket_is_refused(s3_lake, formats_function):
+def test_s3_metadata_that_points_at_another_bucket_or_host_is_refused(s3_lake, formats_function, listener):
     engine = LambdaEngine(FUNCTION)
     _refused(engine, "SELECT count(*) FROM stolen", "will not read", f"s3://{OTHER_BUCKET}/data")
     for name, bad in S3_ATTACKS.items():
         _refused(engine, f"SELECT count(*) FROM {name}", "_delta_log", bad)
+    _refused(engine, "SELECT count(*) FROM hijacked", "99999-tampered.metadata.json", "s3_endpoint")
+    metadata = f"s3://{BUCKET}/hijacked/metadata/99999-tampered.metadata.json"
+    _refused(engine, f"SELECT count(*) FROM iceberg_scan('{metadata}')", "s3_endpoint")
+    _refused(engine, f"SELECT * FROM iceberg_metadata('{metadata}')", "s3_endpoint")
+    assert listener[1] == []
 
 
 def test_missing_or_corrupt_metadata_names_the_file(local_lake, tmp_path):
@@ -297,16 +309,16 @@ def test_missing_or_corrupt_metadata_names_the_file(local_lake, tmp_path):
     _refused(engine, "SELECT count(*) FROM rides", str(commit))
 
 
-def test_a_parquet_query_loads_no_table_format_extension(local_lake):
+def test_each_format_loads_its_extensions_at_its_first_query_and_parquet_none(local_lake):
     from lakelambda.handler import LakeHandler
 
     handler = LakeHandler(local_lake.root)
+    query = lambda sql: handler({"version": 1, "op": "query", "sql": sql, "params": {}, "page_size": 10})  # noqa: E731
     try:
-        handler({"version": 1, "op": "query", "sql": "SELECT 42", "params": {}, "page_size": 10})
-        assert not handler._table_formats
-        answer = handler({"version": 1, "op": "query", "sql": "SELECT count(*) FROM rides", "params": {},
-                          "page_size": 10})
-        assert "error" not in answer and handler._table_formats
+        assert "error" not in query("SELECT 42") and handler.table_formats == set()
+        assert "error" not in query("SELECT count(*) FROM rides") and handler.table_formats == {"delta"}
+        assert "error" not in query("SELECT count(*) FROM trips JOIN rides USING (id)")
+        assert handler.table_formats == {"delta", "iceberg"}
     finally:
         handler.close()
 

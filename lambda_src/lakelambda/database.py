@@ -112,22 +112,28 @@ class Settings:
         return os.path.join(self.scratch, "results")
 
 
-# The extensions Iceberg and Delta tables need (Iceberg's manifests are Avro), from their PyPI wheels.
-TABLE_FORMAT_EXTENSIONS = ("avro", "iceberg", "delta")
+# The extensions each table format needs (Iceberg's manifests are Avro), from their PyPI wheels, and a
+# function each adds (how a database is asked whether it has them).
+TABLE_FORMAT_EXTENSIONS = {"iceberg": ("avro", "iceberg"), "delta": ("delta",)}
+_ADDED_FUNCTION = {"avro": "read_avro", "iceberg": "iceberg_scan", "delta": "delta_scan"}
 
 
 class NeedsTableFormats(Exception):
-    """A request reads an Iceberg or Delta table on a database opened without their extensions: the
-    handler opens one with them and runs the request again (never an answer of its own)."""
+    """A request reads an Iceberg or Delta table on a database opened without that format's extensions:
+    the handler opens one with them and runs the request again (never an answer of its own)."""
+
+    def __init__(self, table_format: str):
+        super().__init__(table_format)
+        self.table_format = table_format
 
 
-def open_database(lake: Lake, settings: Settings, table_formats: bool = False) -> duckdb.DuckDBPyConnection:
+def open_database(lake: Lake, settings: Settings, table_formats: frozenset[str] = frozenset()) -> duckdb.DuckDBPyConnection:
     """A sandboxed in-memory database over `lake`; one per container, a cursor per call.
 
-    `table_formats`: with the Iceberg, Delta and Avro extensions loaded. A locked database
+    `table_formats` ("iceberg", "delta"): with those formats' extensions loaded. A locked database
     (enable_external_access false) loads no extension, so they are loaded here, before the lock, and
-    only in the database the handler reopens at the first request that reads such a table (about
-    2 s): a container that reads only Parquet never loads them.
+    only in the database the handler reopens at the first request that reads such a table: a
+    container that reads only Parquet never loads them (README, "Iceberg and Delta tables").
     """
     for folder in ("home", "extensions", "spill", "pages", "results"):
         os.makedirs(os.path.join(settings.scratch, folder), exist_ok=True)
@@ -146,7 +152,7 @@ def open_database(lake: Lake, settings: Settings, table_formats: bool = False) -
         con.execute(f"SET memory_limit = '{duckdb_memory_mb(settings.memory_mb)}MB'")
         con.execute(f"SET threads = {max(1, min(6, round(settings.memory_mb / MB_PER_VCPU)))}")
     lake.storage.attach(con, settings.environment, settings.function_timeout_s)
-    for name in TABLE_FORMAT_EXTENSIONS if table_formats else ():
+    for name in sorted({name for kind in table_formats for name in TABLE_FORMAT_EXTENSIONS[kind]}):
         con.execute(f"LOAD {quote_literal(extension_path(name))}")
     # The handler reads DuckDB's errors as JSON, with the error's position.
     con.execute("SET GLOBAL errors_as_json = true")
@@ -217,13 +223,14 @@ def _secret_options(options: dict) -> str:
     return ", ".join(f"{key} {quote_literal(value)}" for key, value in options.items() if value)
 
 
-def require_table_formats(con: duckdb.DuckDBPyConnection) -> None:
-    """NeedsTableFormats unless `con`'s database has the table formats' extensions loaded."""
+def require_table_format(con: duckdb.DuckDBPyConnection, table_format: str) -> None:
+    """NeedsTableFormats unless `con`'s database has the extensions of `table_format` loaded."""
     # By the functions they add: duckdb_extensions() would list the extension folder, which the sandbox closes.
-    loaded = con.execute("SELECT count(DISTINCT function_name) FROM duckdb_functions() WHERE function_name IN "
-                         "('read_avro', 'iceberg_scan', 'delta_scan')").fetchone()
-    if not loaded or loaded[0] < len(TABLE_FORMAT_EXTENSIONS):
-        raise NeedsTableFormats()
+    wanted = [_ADDED_FUNCTION[name] for name in TABLE_FORMAT_EXTENSIONS[table_format]]
+    loaded = con.execute("SELECT count(DISTINCT function_name) FROM duckdb_functions() WHERE function_name IN ("
+                         + ", ".join(quote_literal(name) for name in wanted) + ")").fetchone()
+    if not loaded or loaded[0] < len(wanted):
+        raise NeedsTableFormats(table_format)
 
 
 def extension_path(name: str) -> str:

@@ -13,7 +13,7 @@ files (checked); a Delta table's log is read here, in Python, and each added
 file and deletion vector is checked. Only then does iceberg_scan/delta_scan
 run, pinned to the snapshot that was checked. DuckDB's allowed_directories
 stays the outer layer. Reading Avro and Iceberg needs the extensions, which
-only the database reopened for table formats has (database.TABLE_FORMAT_EXTENSIONS).
+only the database reopened for that format has (database.TABLE_FORMAT_EXTENSIONS).
 """
 
 from __future__ import annotations
@@ -306,9 +306,9 @@ def checked_reader(con, lake, source: str) -> str | None:
 def check(con, lake, function: str, path: str, snapshot: int | None) -> None:
     """Refuse unless the table-format read `function(path[, snapshot])` opens only files inside the lake;
     on a database without the extensions, database.NeedsTableFormats (the handler reopens it with them)."""
-    from .database import require_table_formats  # the lake's storage imports database: imported at use
+    from .database import require_table_format  # the lake's storage imports database: imported at use
 
-    require_table_formats(con)
+    require_table_format(con, FORMAT_FUNCTIONS[function])
     if function == "iceberg_snapshots":
         return  # reads the metadata file alone, which the sandbox checked
     key = (function, path, lake.storage.version_of(path), snapshot)

@@ -58,7 +58,8 @@ class LakeHandler:
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.
         self._database = open_database(self.lake, self.settings)
-        self._table_formats = False  # whether it has the Iceberg/Delta extensions (_open_table_formats)
+        # The table formats ("iceberg", "delta") whose extensions it has loaded (_open_table_format).
+        self.table_formats: frozenset[str] = frozenset()
         self._reopen_lock = threading.Lock()
         self._running: set = set()  # the cursors of calls in progress, for interrupt() and progress()
         self._track_progress = track_progress
@@ -90,9 +91,13 @@ class LakeHandler:
             request = protocol.parse_request(event)
             try:
                 return self._run(request, context)
-            except NeedsTableFormats:
-                self._open_table_formats()
-                return self._run(request, context)
+            except NeedsTableFormats as needed:  # a query may read both formats: each is added once
+                self._open_table_format(needed.table_format)
+                try:
+                    return self._run(request, context)
+                except NeedsTableFormats as more:
+                    self._open_table_format(more.table_format)
+                    return self._run(request, context)
         except LakeError as exc:
             return ErrorAnswer.of(exc)
         except duckdb.Error as exc:  # in a statement of the handler's own: the catalog, a stored result
@@ -117,15 +122,16 @@ class LakeHandler:
             finally:
                 self._running.discard(con)
 
-    def _open_table_formats(self) -> None:
-        """Replace the database by one with the table formats' extensions, once per container: a locked
-        database loads none (database.open_database). Calls running on the old one finish there."""
+    def _open_table_format(self, table_format: str) -> None:
+        """Replace the database by one that has `table_format`'s extensions too, once per container and
+        format: a locked database loads none (database.open_database). Calls running on the old one finish there."""
         with self._reopen_lock:
-            if self._table_formats:
+            if table_format in self.table_formats:
                 return
-            database = open_database(self.lake, self.settings, table_formats=True)
+            formats = self.table_formats | {table_format}
+            database = open_database(self.lake, self.settings, table_formats=formats)
             self.close.detach()
-            self._database, self._table_formats = database, True
+            self._database, self.table_formats = database, formats
             self.close = weakref.finalize(self, _close, database, self.settings.scratch)
             self.lake.forget_listings()  # the lake's views were the old database's
 

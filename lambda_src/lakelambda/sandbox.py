@@ -293,9 +293,9 @@ class _Walk:
                 (literal.get("type") or {}).get("id") != "VARCHAR" or literal.get("is_null"):
             self._deny(f"{name}() takes exactly one path, a string literal: the table's folder or metadata file",
                        function)
+        self._path(literal["value"], positional[0])
         if any(char in GLOB_CHARACTERS for char in literal["value"]):
             self._deny(f"{name}() reads one table: its path has no wildcards", positional[0], function)
-        self._path(literal["value"], positional[0])
 
     def _paths(self, function: dict, argument: dict) -> None:
         """A path argument is a string literal or a list of them: never a column, parameter or expression."""

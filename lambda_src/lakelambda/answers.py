@@ -147,6 +147,7 @@ class MaterializeAnswer:
 # What a lake table is, by where its files are (README, "The lake's tables").
 TableKind = Literal["file", "partitioned", "materialized view", "iceberg", "delta"]
 TABLE_KINDS = get_args(TableKind)
+TableFormat = Literal["iceberg", "delta"]  # the kinds that are a table format's (lakelambda/formats.py)
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,7 @@ class PartitionsAnswer:
     tables: Annotated[tuple[PartitionedTable, ...], Items(MAX_LISTED_TABLES, noun="tables"), at("partitioned_tables")]
     stats: HandlerStats = field(default_factory=HandlerStats)
     # (name, "iceberg" or "delta") of each asked-for table of a table format.
-    table_formats: Annotated[tuple[tuple[TableName, Literal["iceberg", "delta"]], ...],
+    table_formats: Annotated[tuple[tuple[TableName, TableFormat], ...],
                              Items(MAX_LISTED_TABLES, noun="tables")] = ()
 
 

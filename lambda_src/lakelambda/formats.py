@@ -356,7 +356,7 @@ def call_arguments(function: dict) -> tuple[str, dict[str, int]]:
         value = (argument.get("right") if argument.get("type") == "COMPARE_EQUAL" else argument).get("value") or {}
         name = option_name(argument)
         if name is None:
-            path = value.get("value")
+            path = str(value["value"])
         else:
-            options[name.lower()] = int(value.get("value"))
+            options[name.lower()] = int(value["value"])
     return path, options

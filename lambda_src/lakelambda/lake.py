@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from . import formats
 from .errors import AmbiguousName
-from .protocol import DASHBOARD_FOLDER, TABLE_KINDS, TableInfo, TableKind
+from .protocol import DASHBOARD_FOLDER, TABLE_KINDS, TableFormat, TableInfo, TableKind
 from .sql import quote_identifier, quote_literal
 from .storage import S3_REQUEST_TIMEOUT_MAX_S, open_storage
 
@@ -145,12 +145,13 @@ class Lake:
         return self.storage.listed(("partition sizes", folder), lambda: sorted(
             (relative, size) for relative, size in self.storage.files_under(folder) if is_partition_file(relative)))
 
-    def table_format(self, con, name: str) -> str | None:
+    def table_format(self, con, name: str) -> TableFormat | None:
         """ICEBERG or DELTA where `name` means a table of that format, else None (from the listing)."""
         if not _CATALOG_NAME.fullmatch(name):
             return None
         objects = self._objects(con, {name.lower()}).get(name.lower(), [])
-        return objects[0].kind if objects and objects[0].kind in (ICEBERG, DELTA) else None
+        kind = objects[0].kind if objects else None
+        return kind if kind == "iceberg" or kind == "delta" else None
 
     def forget_listings(self) -> None:
         self.storage.forget_listings()

@@ -43,7 +43,7 @@ ANSWERS = {
         protocol.Summary("s", 1, "top", (protocol.Bar("a", 2),))), STATS),
     "materialized": protocol.MaterializeAnswer("s3://lake/dashboard/by_day.parquet", 30, 4096, STATS),
     "tables": protocol.TablesAnswer((protocol.TableInfo(
-        "events", "partitioned", "s3://lake/events", ("day",), 2, 220, 3),), STATS),
+        "events", "iceberg", "s3://lake/events/metadata/00001-a.metadata.json", ("day",), 2, 220, 3, "42"),), STATS),
     "partitioned_tables": protocol.PartitionsAnswer((LISTING,), STATS),
     "error": protocol.ErrorAnswer("BinderException", "Referenced column \"x\" not found", 7, STATS),
 }
@@ -159,7 +159,8 @@ def hostile_values(path: str, value) -> list:
     return [7, True, None, ["x"], {"x": "y"}, "ok\ud800", "\udfff", *([] if path in DATA_TEXT else SQL_FRAGMENTS)]
 
 
-NULLABLE = {"result_id", "error.position", "reused_from", "profile.min", "profile.max", "profile.mean"}
+NULLABLE = {"result_id", "error.position", "reused_from", "profile.min", "profile.max", "profile.mean",
+            "tables[0].snapshot"}
 FUZZ = [(kind, path, bad) for kind, answer in ANSWERS.items() for path, value in leaves(crossed(answer))
         if path != "version" for bad in [REMOVED, *hostile_values(path, value)]
         if not (bad is None and path in NULLABLE) and not (bad is REMOVED and (path == "reused_from" or path[-1] == "]"))]

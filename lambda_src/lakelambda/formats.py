@@ -61,7 +61,8 @@ class Snapshot(NamedTuple):
 
 
 def format_of(storage, folder: str) -> str | None:
-    """ICEBERG, DELTA, or None, for a lake folder, from its listing alone."""
+    """ICEBERG, DELTA, or None, for a lake folder, from the first page or so of its listing (a metadata
+    file's name starts with digits, so it comes early)."""
     if any(_DELTA_COMMIT.fullmatch(name) for name in storage.list_files(f"{folder}/{DELTA_LOG_FOLDER}")):
         return DELTA
     if any(_ICEBERG_METADATA.fullmatch(name) for name in storage.list_files(f"{folder}/{ICEBERG_METADATA_FOLDER}")):
@@ -74,11 +75,18 @@ def snapshot(con, storage, folder: str, kind: str) -> Snapshot:
     return _iceberg_snapshot(storage, folder) if kind == ICEBERG else _delta_replay(con, storage, folder)[0]
 
 
+def listed(storage, folder: str) -> set[str]:
+    """The names of the files directly in a lake folder, however many (storage.list_files stops at a
+    few thousand, and an Iceberg table's metadata folder or a Delta log can hold more)."""
+    return {relative.rpartition("/")[2] for relative, _ in storage.files_under(folder)
+            if relative.rpartition("/")[0] == folder}
+
+
 def current_iceberg_metadata(storage, folder: str) -> str:
     """The table's current metadata file (full path): the one `version-hint.text` names where there is
     one, else the highest committed version (see the README's "Iceberg and Delta tables")."""
     metadata = f"{folder}/{ICEBERG_METADATA_FOLDER}"
-    names = storage.list_files(metadata)
+    names = listed(storage, metadata)
     if VERSION_HINT in names:
         hint_path = storage.path(metadata, VERSION_HINT)
         hint = _read(storage, hint_path).decode(errors="replace").strip()
@@ -153,7 +161,7 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
     """The table's state at `version` (the latest: None), and its files' add actions by path, replayed
     from its log: the newest checkpoint at or below it, then the commits after it."""
     log = f"{folder}/{DELTA_LOG_FOLDER}"
-    names = storage.list_files(log)
+    names = listed(storage, log)
     commits = sorted(int(found.group(1)) for found in map(_DELTA_COMMIT.fullmatch, names) if found)
     if not commits:
         raise TableMetadataError(f"{storage.path(log)} holds no commit")
@@ -276,7 +284,7 @@ def current_source(storage, folder: str, kind: str) -> str:
     if kind == ICEBERG:
         return current_iceberg_metadata(storage, folder)
     log = f"{folder}/{DELTA_LOG_FOLDER}"
-    commits = sorted(name for name in storage.list_files(log) if _DELTA_COMMIT.fullmatch(name))
+    commits = sorted(name for name in listed(storage, log) if _DELTA_COMMIT.fullmatch(name))
     if not commits:
         raise TableMetadataError(f"{storage.path(log)} holds no commit")
     return storage.path(log, commits[-1])
@@ -311,17 +319,22 @@ def check(con, lake, function: str, path: str, snapshot: int | None) -> None:
     require_table_format(con, FORMAT_FUNCTIONS[function])
     if function == "iceberg_snapshots":
         return  # reads the metadata file alone, which the sandbox checked
-    key = (function, path, lake.storage.version_of(path), snapshot)
+    # Kept by what pins the read: the metadata file (and its version), or the Delta version's commit file.
+    relative = path[len(lake.root) + 1:].rstrip("/")
+    if FORMAT_FUNCTIONS[function] == ICEBERG:
+        pinned = path if _ICEBERG_METADATA.fullmatch(path.rpartition("/")[2]) else \
+            current_iceberg_metadata(lake.storage, relative)
+    else:
+        pinned = current_source(lake.storage, relative, DELTA) if snapshot is None else \
+            lake.storage.path(relative, DELTA_LOG_FOLDER, f"{snapshot:020d}.json")
+    key = (function, pinned, lake.storage.version_of(pinned), snapshot)
     with _checked_lock:
         if key in _checked:
             return
     if FORMAT_FUNCTIONS[function] == ICEBERG:
-        metadata = path
-        if not _ICEBERG_METADATA.fullmatch(path.rpartition("/")[2]):
-            metadata = current_iceberg_metadata(lake.storage, path[len(lake.root) + 1:].rstrip("/"))
-        check_iceberg(con, lake, metadata, snapshot)
+        check_iceberg(con, lake, pinned, snapshot)
     else:
-        check_delta(con, lake, path.rstrip("/"), snapshot)
+        check_delta(con, lake, path.rstrip("/"), int(pinned.rpartition("/")[2][: -len(".json")]))
     with _checked_lock:
         if len(_checked) >= MAX_CHECKED:
             _checked.clear()

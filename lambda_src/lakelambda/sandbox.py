@@ -10,6 +10,9 @@ own parser (json_serialize_sql) and its whole tree is walked:
 
 - table functions come from an allow-list; the lake readers' paths must be
   string literals inside the lake, and their options come from an allow-list;
+  the table formats' functions (iceberg_scan, delta_scan, ...) take one such
+  path and a whole-number time-travel option at most (formats.py then proves
+  the files the table's metadata names inside the lake before one runs);
 - files named in FROM (replacement scans) obey the same path rules;
 - a lake-relative path ('dataset/x.parquet') is the lake root, '/' and itself,
   under the same rules, and the query that runs names it so (`check_query`
@@ -259,7 +262,7 @@ class _Walk:
         if lowered not in READERS:
             self._deny(f"{name}() is not available to queries; the table functions here are the lake "
                        "readers (read_parquet, read_csv, read_json, read_text, read_blob, parquet_metadata, "
-                       "glob, ...) and range, generate_series, unnest", function)
+                       "glob, iceberg_scan, delta_scan, ...) and range, generate_series, unnest", function)
         positional = []
         for argument in function.get("children", []):
             option = option_name(argument)

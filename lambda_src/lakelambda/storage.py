@@ -138,7 +138,7 @@ class LakeStorage:
 
     def read_whole(self, path: str, limit: int) -> bytes | None:
         """A file of the lake, up to `limit` bytes and one more (so a larger one shows); None if it is not there."""
-        raise NotImplementedError
+        return self.read_range(path, 0, limit + 1) if self.version_of(path) else None
 
     def version_of(self, path: str) -> tuple:
         """What identifies the file's current version; () if it is not there."""
@@ -236,12 +236,6 @@ class LocalFolder(LakeStorage):
 
     def read_range(self, path: str, start: int, length: int) -> bytes:
         return _read_local(path, start, length)
-
-    def read_whole(self, path: str, limit: int) -> bytes | None:
-        try:
-            return _read_local(path, 0, limit + 1)
-        except (FileNotFoundError, IsADirectoryError):
-            return None
 
     def version_of(self, path: str) -> tuple:
         """Size, modification and change times (no tool sets the change time back, as `cp -p` does
@@ -367,19 +361,6 @@ class S3Bucket(LakeStorage):
         with s3_errors(f"reading {path}"):
             answer = self.s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
             return answer["Body"].read()
-
-    def read_whole(self, path: str, limit: int) -> bytes | None:
-        bucket, key = split_s3_path(path)
-        s3 = self.s3
-        from botocore.exceptions import ClientError  # loaded with boto3, which made the client
-
-        with s3_errors(f"reading {path}"):
-            try:
-                return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit}")["Body"].read()
-            except ClientError as error:
-                if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                    return None
-                raise
 
     def version_of(self, path: str) -> tuple:
         """ETag and size, from one HEAD."""

@@ -326,3 +326,18 @@ def test_each_format_loads_its_extensions_at_its_first_query_and_parquet_none(lo
 def test_the_tables_answer_carries_the_snapshot():
     table = protocol.TableInfo("t", "iceberg", "/l/t/metadata/1-a.metadata.json", ("zone",), 1, 2, 3, "123")
     assert protocol.parse_answer(protocol.encode(protocol.TablesAnswer((table,)))).tables[0].snapshot == "123"
+
+
+def test_table_format_folders_share_the_resolver_with_every_other_table(local_lake, tmp_path):
+    lake = tmp_path / "lake"
+    shutil.copytree(local_lake.root, lake)
+    reference(f"COPY (SELECT 1 AS x, 2 AS day) TO '{lake}/Trips' (FORMAT parquet, PARTITION_BY (day))")
+    engine = EmbeddedEngine(str(lake))
+    message = _refused(engine, "SELECT count(*) FROM TRIPS", "ambiguous", f"{lake}/trips", f"{lake}/Trips")
+    assert "iceberg" in message and "partitioned" in message
+    shutil.rmtree(lake / "Trips")
+    (lake / "dataset").mkdir()
+    reference(f"COPY (SELECT 7 AS id) TO '{lake}/dataset/rides.parquet'")  # a dataset file comes first
+    assert rows(answer(engine, "SELECT id FROM Rides")) == [(7,)]
+    with pytest.raises(LakeQueryError, match="already has a table named TRIPS: trips \\(iceberg"):
+        client.materialize(engine, "SELECT 1 AS x", "dashboard/TRIPS.parquet")

@@ -118,9 +118,12 @@ def _iceberg_snapshot(storage, folder: str) -> Snapshot:
         found = [item for item in metadata.get("snapshots", []) if item["snapshot-id"] == current]
         summary = found[0].get("summary", {}) if found else {}
         total = lambda key: int(summary.get(key, 0))  # noqa: E731
-        schema = next(item for item in metadata["schemas"] if item["schema-id"] == metadata["current-schema-id"])
+        # Format version 1 may give one schema and one spec instead of lists of them.
+        schema = next(item for item in metadata.get("schemas") or [metadata["schema"]]
+                      if item.get("schema-id", 0) == metadata.get("current-schema-id", 0))
         names = {column["id"]: column["name"] for column in schema["fields"]}
-        spec = next(item for item in metadata["partition-specs"] if item["spec-id"] == metadata["default-spec-id"])
+        specs = metadata.get("partition-specs") or [{"spec-id": 0, "fields": metadata.get("partition-spec", [])}]
+        spec = next(item for item in specs if item["spec-id"] == metadata.get("default-spec-id", 0))
         keys = tuple(_partition_key(field["transform"], names.get(field["source-id"], field["name"]))
                      for field in spec["fields"])
     except (KeyError, TypeError, ValueError, StopIteration, AttributeError):
@@ -140,6 +143,8 @@ def check_iceberg(con, lake, path: str, snapshot_id: int | None = None) -> None:
     metadata = read_json(lake.storage, path)
     snapshots = metadata.get("snapshots") or []
     wanted = metadata.get("current-snapshot-id") if snapshot_id is None else snapshot_id
+    if not isinstance(snapshots, list) or not all(isinstance(item, dict) for item in snapshots):
+        raise TableMetadataError(f"{path} has snapshots that are not a list of objects")
     for item in snapshots:
         _inside(lake, item.get("manifest-list"), path)
     lists = [item.get("manifest-list") for item in snapshots if item.get("snapshot-id") == wanted]
@@ -192,12 +197,16 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
         commit = storage.path(log, f"{number:020d}.json")
         for line in _read(storage, commit).decode(errors="replace").splitlines():
             action = _json_line(line, commit)
-            if "add" in action:
-                files[action["add"]["path"]] = action["add"]
-            elif "remove" in action:
-                files.pop(action["remove"]["path"], None)
-            elif "metaData" in action:
-                metadata = action["metaData"]
+            try:
+                if "add" in action:
+                    files[str(action["add"]["path"])] = dict(action["add"])
+                elif "remove" in action:
+                    files.pop(str(action["remove"]["path"]), None)
+                elif "metaData" in action:
+                    metadata = dict(action["metaData"])
+            except (KeyError, TypeError, ValueError):
+                raise TableMetadataError(f"{commit} holds an action this reader does not understand: "
+                                         f"{line[:200]}") from None
     try:
         rows = sum(json.loads(entry.get("stats") or "{}").get("numRecords", 0)
                    - ((entry.get("deletionVector") or {}).get("cardinality") or 0) for entry in files.values())

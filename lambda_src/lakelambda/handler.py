@@ -124,7 +124,8 @@ class LakeHandler:
 
     def _open_table_format(self, table_format: str) -> None:
         """Replace the database by one that has `table_format`'s extensions too, once per container and
-        format: a locked database loads none (database.open_database). Calls running on the old one finish there."""
+        format: a locked database loads none (database.open_database). Calls running on the old one finish there,
+        and it is freed with their cursors (closing it would end them)."""
         with self._reopen_lock:
             if table_format in self.table_formats:
                 return

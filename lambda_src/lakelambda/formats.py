@@ -61,11 +61,14 @@ class Snapshot(NamedTuple):
 
 
 def format_of(storage, folder: str) -> str | None:
-    """ICEBERG, DELTA, or None, for a lake folder, from the first page or so of its listing (a metadata
-    file's name starts with digits, so it comes early)."""
-    if any(_DELTA_COMMIT.fullmatch(name) for name in storage.list_files(f"{folder}/{DELTA_LOG_FOLDER}")):
+    """ICEBERG, DELTA, or None, for a lake folder: one listing of its folders (a Hive-partitioned table's
+    first query pays no more), then, where it has a `metadata` folder, the first page or so of that (a
+    metadata file's name starts with digits, so it comes early)."""
+    folders = storage.folders(folder)
+    if DELTA_LOG_FOLDER in folders:
         return DELTA
-    if any(_ICEBERG_METADATA.fullmatch(name) for name in storage.list_files(f"{folder}/{ICEBERG_METADATA_FOLDER}")):
+    if ICEBERG_METADATA_FOLDER in folders and any(
+            _ICEBERG_METADATA.fullmatch(name) for name in storage.list_files(f"{folder}/{ICEBERG_METADATA_FOLDER}")):
         return ICEBERG
     return None
 

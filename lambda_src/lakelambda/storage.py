@@ -99,8 +99,8 @@ class LakeStorage:
         """The names of the Parquet files directly in a lake folder."""
         raise NotImplementedError
 
-    def folders(self) -> list[str]:
-        """The names of the folders directly in the lake."""
+    def folders(self, folder: str = "") -> list[str]:
+        """The names of the folders directly in the lake (or in one of its folders)."""
         raise NotImplementedError
 
     def list_files(self, folder: str) -> dict[str, float]:
@@ -176,8 +176,9 @@ class LocalFolder(LakeStorage):
         directory = self.path(folder)
         return [name for name in os.listdir(directory) if name.endswith(".parquet")] if os.path.isdir(directory) else []
 
-    def folders(self) -> list[str]:
-        return [entry.name for entry in os.scandir(self.root) if entry.is_dir()] if os.path.isdir(self.root) else []
+    def folders(self, folder: str = "") -> list[str]:
+        directory = self.path(folder) if folder else self.root
+        return [entry.name for entry in os.scandir(directory) if entry.is_dir()] if os.path.isdir(directory) else []
 
     def list_files(self, folder: str) -> dict[str, float]:
         directory = self.path(folder)
@@ -301,10 +302,11 @@ class S3Bucket(LakeStorage):
             row[0] for row in con.execute(f"SELECT file FROM glob({pattern})").fetchall()])
         return [file.rpartition("/")[2] for file in files]
 
-    def folders(self) -> list[str]:
-        return self.listed(("folders",), lambda: [common["Prefix"].rstrip("/").rpartition("/")[2]
-                                                  for page in self._pages(self.root, Delimiter="/")
-                                                  for common in page.get("CommonPrefixes", [])])
+    def folders(self, folder: str = "") -> list[str]:
+        return self.listed(("folders", folder), lambda: [
+            common["Prefix"].rstrip("/").rpartition("/")[2]
+            for page in self._pages(self.path(folder) if folder else self.root, Delimiter="/")
+            for common in page.get("CommonPrefixes", [])])
 
     def list_files(self, folder: str) -> dict[str, float]:
         """At most LISTED_FILES_MAX_PAGES pages of 1,000 keys, kept CATALOG_TTL_SECONDS: what is

@@ -9,6 +9,7 @@ import json
 import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 
 import boto3
@@ -341,3 +342,27 @@ def test_table_format_folders_share_the_resolver_with_every_other_table(local_la
     assert rows(answer(engine, "SELECT id FROM Rides")) == [(7,)]
     with pytest.raises(LakeQueryError, match="already has a table named TRIPS: trips \\(iceberg"):
         client.materialize(engine, "SELECT 1 AS x", "dashboard/TRIPS.parquet")
+
+
+def test_the_magic_lists_describes_and_completes_them(ipython, local_lake):
+    from IPython.core.completer import provisionalcompleter
+    from IPython.utils.capture import capture_output
+
+    ipython.run_line_magic("config", f"LakeMagic.lake = {local_lake.root!r}")
+    with capture_output():
+        listed = ipython.run_line_magic("lakesql", "--tables")
+        columns = ipython.run_line_magic("lakesql", "--columns rides")
+    kinds = dict(zip(listed["name"], zip(listed["kind"], listed["partition keys"], listed["snapshot"])))
+    assert kinds["trips"] == ("iceberg", "zone, month(pickup)", str(local_lake.snapshots[-1]))
+    assert kinds["rides"] == ("delta", "zone", str(local_lake.version))
+    wanted = local_lake.expected(f"DESCRIBE SELECT * FROM {local_lake.reader('rides')}")
+    assert rows(columns) == rows(wanted[["column_name", "column_type"]])
+    cell = "%%lakesql\nSELECT * FROM ri"
+    deadline = time.monotonic() + 30
+    while True:
+        with provisionalcompleter():
+            offered = [(found.text, found.type) for found in ipython.Completer.completions(cell, len(cell))]
+        if ("rides", "table") in offered or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert ("rides", "table") in offered

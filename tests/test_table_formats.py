@@ -209,14 +209,19 @@ def test_show_tables_lists_them(engine_and_lake):
     assert set(rows(listed[["name", "kind"]])) >= {("trips", "iceberg"), ("rides", "delta")}
 
 
-def test_a_query_over_a_table_format_runs_in_one_invocation_and_says_why(formats_function):
+def test_a_query_over_a_table_format_runs_in_one_invocation_and_says_why(formats_function, capsys):
     from lakemagic.fanout import runner
 
     engine = LambdaEngine(FUNCTION)
     assert runner.explain(engine, "SELECT zone, count(*) FROM trips GROUP BY zone", (), 8) == \
         "Runs on one invocation: trips is an Iceberg table; Iceberg/Delta tables run in one invocation."
+    capsys.readouterr()
     result = runner.run(engine, "SELECT zone, count(*) FROM rides GROUP BY zone", {}, 50, (), 8)
     assert result.stats.fanout.not_split == "rides is a Delta table; Iceberg/Delta tables run in one invocation"
+    assert len(result.to_dataframe()) == 3
+    time.sleep(0.5)  # each invocation's log line is written just after its answer is sent
+    calls = [line for line in capsys.readouterr().err.splitlines() if line.startswith("local-lambda ")]
+    assert len(calls) == 1, calls  # the query ran in the call that asked for the listing
 
 
 # --- the sandbox -----------------------------------------------------------------

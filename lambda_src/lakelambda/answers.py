@@ -81,6 +81,11 @@ class ResultInfo:
 Result = Annotated[ResultInfo, at()]  # its fields travel in the answer's own object
 
 
+# What a table format is, and the (name, format) of each asked-for table of one (PageAnswer, PartitionsAnswer).
+TableFormat = Literal["iceberg", "delta"]
+TableFormats = Annotated[tuple[tuple[TableName, TableFormat], ...], Items(MAX_LISTED_TABLES, noun="tables"), OMITTED]
+
+
 @dataclass(frozen=True)
 class PageAnswer:
     """The answer to `query`, `page`, `derive` and `task`."""
@@ -91,6 +96,8 @@ class PageAnswer:
     stats: HandlerStats = field(default_factory=HandlerStats)
     # A query answered from an earlier run's result: when that ran (Unix time).
     reused_from: Annotated[Annotated[float, Range(0, 2**40)] | None, OMITTED] = None
+    # Of a query's fanout_tables, the Iceberg and Delta tables, which it ran in one invocation.
+    table_formats: TableFormats = ()
 
     def check_arrival(self) -> "PageAnswer":
         rows = self.page.row_count
@@ -147,7 +154,6 @@ class MaterializeAnswer:
 # What a lake table is, by where its files are (README, "The lake's tables").
 TableKind = Literal["file", "partitioned", "materialized view", "iceberg", "delta"]
 TABLE_KINDS = get_args(TableKind)
-TableFormat = Literal["iceberg", "delta"]  # the kinds that are a table format's (lakelambda/formats.py)
 
 
 @dataclass(frozen=True)
@@ -164,7 +170,8 @@ class TableInfo:
     bytes: Count
     rows: Count
     # An Iceberg table's current snapshot id, a Delta table's current version; None for the other kinds.
-    snapshot: Annotated[str, Text(40, pattern=r"-?[0-9]+", says="a snapshot id or version")] | None = None
+    snapshot: Annotated[Annotated[str, Text(40, pattern=r"-?[0-9]+", says="a snapshot id or version")] | None,
+                        OMITTED] = None
 
 
 @dataclass(frozen=True)
@@ -276,9 +283,7 @@ class PartitionsAnswer:
     kind: ClassVar[str] = "partitioned_tables"
     tables: Annotated[tuple[PartitionedTable, ...], Items(MAX_LISTED_TABLES, noun="tables"), at("partitioned_tables")]
     stats: HandlerStats = field(default_factory=HandlerStats)
-    # (name, "iceberg" or "delta") of each asked-for table of a table format.
-    table_formats: Annotated[tuple[tuple[TableName, TableFormat], ...],
-                             Items(MAX_LISTED_TABLES, noun="tables")] = ()
+    table_formats: TableFormats = ()
 
 
 @dataclass(frozen=True)

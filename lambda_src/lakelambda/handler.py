@@ -158,15 +158,17 @@ class LakeHandler:
         return percent if percent > 0 else None
 
     def query(self, con, request: QueryRequest) -> PageAnswer | PartitionsAnswer:
+        table_formats: protocol.TableFormats = ()
         if request.fanout_tables:
             listing = tasks.partitions(con, self.lake, request.fanout_tables)
-            if listing.tables or listing.table_formats:  # the notebook plans the fan-out over them, or asks again without
+            if listing.tables:  # the notebook plans the fan-out over them, or asks again without
                 return listing
+            table_formats = listing.table_formats  # run here, in one invocation: the answer says which
         # Without a scope nothing is reused or kept: its caller shares no secret with any other.
         reuse = self.reuse.scoped(request.reuse_scope) if request.reuse and request.reuse_scope else None
         result = run.execute_and_store(con, self.lake, self.results, request.sql, request.params, request.views, reuse)
         return PageAnswer(result.info, self.results.page(con, result, 0, request.page_size),
-                          reused_from=result.reused_from)
+                          reused_from=result.reused_from, table_formats=table_formats)
 
     def serve(self, con, request) -> protocol.Answer:
         """A request about a stored result, answered by the result operations every host shares."""

@@ -305,6 +305,12 @@ def test_missing_or_corrupt_metadata_names_the_file(local_lake, tmp_path):
     lake = tmp_path / "lake"
     shutil.copytree(local_lake.root, lake)
     engine = EmbeddedEngine(str(lake))
+    write_iceberg(f"file://{lake}", "broken", tmp_path)  # in this lake: the copied tables name the first one's files
+    broken = json.loads(Path(current_iceberg_metadata(open_storage(str(lake)), "broken")).read_text())
+    manifest_list = next(item["manifest-list"] for item in broken["snapshots"]
+                         if item["snapshot-id"] == broken["current-snapshot-id"]).removeprefix("file://")
+    Path(manifest_list).write_bytes(b"not avro at all")
+    _refused(engine, "SELECT count(*) FROM broken", manifest_list, "could not be read")
     metadata = Path(current_iceberg_metadata(open_storage(str(lake)), "trips"))
     metadata.write_text("{not json")
     _refused(engine, "SELECT count(*) FROM trips", str(metadata), "not valid JSON")

@@ -24,9 +24,11 @@ import threading
 from typing import NamedTuple
 from urllib.parse import unquote
 
+import duckdb
+
 from .errors import PermissionDenied, TableMetadataError, UnsupportedTableFeature
 from .sandbox import FORMAT_FUNCTIONS, lake_path_problem, option_name
-from .sql import parse_tree, quote_literal, walk
+from .sql import duckdb_error, parse_tree, quote_literal, walk
 
 ICEBERG, DELTA = "iceberg", "delta"
 ICEBERG_METADATA_FOLDER = "metadata"
@@ -155,13 +157,13 @@ def check_iceberg(con, lake, path: str, snapshot_id: int | None = None) -> None:
         if snapshot_id is not None:
             raise TableMetadataError(f"{path} has no snapshot {snapshot_id}")
         return  # a table with no snapshot: nothing to read
-    manifests = [row[0] for row in con.execute(
-        f"SELECT manifest_path FROM read_avro({quote_literal(_readable(lake, lists[0]))})").fetchall()]
+    manifests = [row[0] for row in _rows(con, f"SELECT manifest_path FROM read_avro("
+                                           f"{quote_literal(_readable(lake, lists[0]))})", lists[0])]
     for manifest in manifests:
         _inside(lake, manifest, lists[0])
     option = "" if snapshot_id is None else f", snapshot_from_id => {int(snapshot_id)}"
-    for manifest, data_file in con.execute(
-            f"SELECT DISTINCT manifest_path, file_path FROM iceberg_metadata({quote_literal(path)}{option})").fetchall():
+    for manifest, data_file in _rows(con, f"SELECT DISTINCT manifest_path, file_path FROM iceberg_metadata("
+                                          f"{quote_literal(path)}{option})", f"the manifests of {path}"):
         _inside(lake, data_file, manifest)
 
 
@@ -188,9 +190,9 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
     if checkpoints:
         start = max(checkpoints) + 1
         checkpoint = storage.path(log, f"{max(checkpoints):020d}.checkpoint.parquet")
-        for added, meta in con.execute(f"SELECT to_json(add), to_json(metaData) FROM read_parquet("
-                                       f"{quote_literal(checkpoint)}) WHERE add IS NOT NULL OR metaData IS NOT NULL"
-                                       ).fetchall():
+        for added, meta in _rows(con, f"SELECT to_json(add), to_json(metaData) FROM read_parquet("
+                                      f"{quote_literal(checkpoint)}) WHERE add IS NOT NULL OR metaData IS NOT NULL",
+                                      checkpoint):
             if added:
                 entry = json.loads(added)
                 files[entry["path"]] = entry
@@ -258,6 +260,16 @@ def _readable(lake, path: str) -> str:
     if path.startswith("file://") and not lake.root.startswith("s3://"):
         return path[len("file://"):]
     return path
+
+
+def _rows(con, sql: str, what: str) -> list[tuple]:
+    """A statement of the check's own over a table's metadata files: DuckDB's failure names `what` it read."""
+    try:
+        return con.execute(sql).fetchall()
+    except duckdb.InterruptException:
+        raise
+    except duckdb.Error as exc:
+        raise TableMetadataError(f"{what} could not be read: {duckdb_error(exc).message}") from None
 
 
 def _read(storage, path: str) -> bytes:

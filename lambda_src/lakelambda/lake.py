@@ -11,9 +11,10 @@ layout, so there is nothing to register:
 
 Every name resolves through one resolver (`_objects`), without regard to
 case, as DuckDB compares identifiers: to a dataset file before a table
-folder (partitioned, Iceberg or Delta) before a materialized view, so nothing written under dashboard/ can
-change what a dataset's name means. Two tables of that first kind whose
-names differ only in case make the name ambiguous: a query naming it is
+folder (partitioned, Iceberg or Delta) before a materialized view, so
+nothing written under dashboard/ can change what a dataset's name means.
+Two tables of that first rank whose names differ only in case (two
+datasets, two table folders of any kind, two views) make the name ambiguous: a query naming it is
 refused with both named, nothing is picked, and the catalog lists both. A
 materialized view may not take a name the lake has in any case
 (run.materialize), so no caller can make a name mean something else.

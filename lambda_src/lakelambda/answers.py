@@ -163,8 +163,9 @@ class TableInfo:
 
     name: Annotated[str, Text(MAX_FILE_PATH_CHARS, pattern=CATALOG_NAME_PATTERN, says="a lake table's name")]
     kind: TableKind
-    location: Annotated[str, Text(MAX_URL_CHARS)]  # the file, or the partitioned table's folder
-    # The key=value folder names of a partitioned table, outermost first.
+    location: Annotated[str, Text(MAX_URL_CHARS)]  # the file, the table's folder, or an Iceberg table's metadata file
+    # The key=value folder names of a partitioned table, outermost first; an Iceberg or Delta table's
+    # partition columns (an Iceberg transform as `month(pickup)`).
     partition_keys: Annotated[tuple[KeyName, ...], Items(MAX_PARTITION_KEYS, noun="keys")]
     files: Count
     bytes: Count

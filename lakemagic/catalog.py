@@ -34,7 +34,7 @@ COLD_WAIT_S = 0.3
 DESCRIBE_ROWS = 10_000
 # What DESCRIBE answers first: each column's name and type.
 DESCRIBED = ["column_name", "column_type"]
-TABLE_COLUMNS = ["name", "kind", "partition keys", "files", "bytes", "rows", "location"]
+TABLE_COLUMNS = ["name", "kind", "partition keys", "files", "bytes", "rows", "snapshot", "location"]
 
 
 # A location or a view's path is shown whole, however long.
@@ -73,8 +73,8 @@ def human_size(size: int) -> str:
 def tables_frame(tables: tuple[TableInfo, ...], views: ViewRegistry) -> Listing:
     """The lake's tables, then the notebook's saved views (which shadow a lake table of their name)."""
     rows = [[table.name, table.kind, ", ".join(table.partition_keys), table.files, table.bytes, table.rows,
-             table.location] for table in tables]
-    rows += [[view["view"], "saved view", "", None, None, None, view["materialized"] or "this notebook"]
+             table.snapshot or "", table.location] for table in tables]
+    rows += [[view["view"], "saved view", "", None, None, None, "", view["materialized"] or "this notebook"]
              for view in views.listing()]
     frame = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     return Listing(frame.astype({"files": "Int64", "bytes": "Int64", "rows": "Int64"}))

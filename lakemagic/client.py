@@ -211,14 +211,16 @@ def run_query(
 
 def run_query_unless_partitioned(engine: Engine, sql: str, params: dict, page_size: int,
                                  views: tuple[protocol.View, ...], reuse: bool | str,
-                                 tables: tuple[str, ...]) -> QueryResult | tuple[protocol.PartitionsAnswer, CallStats]:
+                                 tables: tuple[str, ...]
+                                 ) -> tuple[QueryResult | protocol.PartitionsAnswer, CallStats, protocol.TableFormats]:
     """`run_query`, unless one of `tables` is Hive-partitioned in the lake: then their listing, and nothing
-    has run. One call either way, so a query a fan-out cannot split pays no call of its own for the listing."""
+    has run. One call either way, so a query a fan-out cannot split pays no call of its own for the listing.
+    With what the call cost and the Iceberg and Delta tables among `tables` (which run in one invocation)."""
     request = _query_request(sql, params, page_size, views, reuse, fanout_tables=tables)
     answer, stats = _call(engine, request, (protocol.PageAnswer, protocol.PartitionsAnswer), sql)
     if isinstance(answer, protocol.PartitionsAnswer):
-        return answer, stats
-    return result_of(engine, sql, answer, stats)
+        return answer, stats, answer.table_formats
+    return result_of(engine, sql, answer, stats), stats, answer.table_formats
 
 
 def _query_request(sql: str, params: dict, page_size: int, views: tuple[protocol.View, ...], reuse: bool | str,

@@ -83,7 +83,7 @@ def catalog(handler) -> list[tuple[str, str, str]]:
     answer = call(handler, events.tables_request())
     assert isinstance(answer, protocol.TablesAnswer), answer
     listed = sorted((table.name, table.kind, table.location) for table in answer.tables)
-    shown = sorted((name, kind, location) for name, kind, _, _, _, _, location in rows_of(handler, "SHOW TABLES"))
+    shown = sorted((name, kind, location) for name, kind, _, _, _, _, _, location in rows_of(handler, "SHOW TABLES"))
     assert shown == listed
     return listed
 

@@ -44,6 +44,8 @@ MAX_THREADS = 64
 TASK_ATTEMPTS = 6
 RETRY_MAX_DELAY_S = 2.0
 RETRY_BASE_DELAY_S = 0.25
+# How a reason names a table format.
+FORMAT_NAMES = {"iceberg": "an Iceberg", "delta": "a Delta"}
 # Error answers another try may cure: the task ran out of time, or storage did not answer.
 RETRYABLE_ANSWERS = {"QueryTimeout", "LakeUnavailable"}
 
@@ -94,6 +96,10 @@ def _plan_over(answer: protocol.PartitionsAnswer, listing: CallStats, tables: tu
                views: tuple[View, ...], max_fanout: int, params: dict | None) -> Decision:
     """The plan of `sql` over the partitioned tables the listing found, or why it is not split."""
     decision = Decision(calls=[listing])
+    if answer.table_formats:  # not split, whatever else the query reads: said, as a Hive table's reason would be
+        decision.table, decision.partitioned = answer.table_formats[0][0], True
+        decision.reason = _one_invocation(answer.table_formats)
+        return decision
     if not answer.tables:
         decision.reason = f"{' or '.join(tables)} is not a Hive-partitioned table"
         return decision
@@ -121,6 +127,12 @@ def _plan_over(answer: protocol.PartitionsAnswer, listing: CallStats, tables: tu
     return decision
 
 
+def _one_invocation(table_formats: protocol.TableFormats) -> str:
+    """Why a query over an Iceberg or Delta table is not split (a fan-out does not split them yet)."""
+    name, kind = table_formats[0]
+    return f"{name} is {FORMAT_NAMES[kind]} table; Iceberg/Delta tables run in one invocation"
+
+
 def _fits_a_request(files) -> bool:
     """A task's files, as few and as short as a task request may name (protocol.py)."""
     return len(files) <= MAX_TASK_FILES and sum(len(file.path) for file in files) <= MAX_TASK_FILE_CHARS
@@ -143,10 +155,14 @@ def run(engine: Engine, sql: str, params: dict, page_size: int, views: tuple[Vie
     if not tables:
         return client.run_query(engine, sql, params, page_size, views, reuse)
     # One call: the query runs there unless a table it could be split over is partitioned, whose listing comes back.
-    first = client.run_query_unless_partitioned(engine, sql, params, page_size, views, reuse, tables)
+    first, stats, table_formats = client.run_query_unless_partitioned(engine, sql, params, page_size, views, reuse,
+                                                                      tables)
     if isinstance(first, QueryResult):
+        if table_formats:  # it ran, in one invocation: the footer says why it was not split
+            first.stats = first.last_call = _with_receipt(first.stats, FanoutReceipt(not_split=_one_invocation(
+                table_formats)))
         return first
-    decision = _plan_over(*first, tables, sql, views, max_fanout, params)
+    decision = _plan_over(first, stats, tables, sql, views, max_fanout, params)
     if decision.plan is None:
         result = client.run_query(engine, sql, params, page_size, views, reuse)
         # The reason is news to someone who may have expected a fan-out.

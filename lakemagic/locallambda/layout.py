@@ -19,8 +19,10 @@ import os
 import shutil
 import tempfile
 
-# The deployment package (deploy/package.py): the handler, DuckDB and its httpfs extension.
-LAKE_PACKAGES = ("lakelambda", "duckdb", "_duckdb", "duckdb_extension_httpfs")
+# The deployment package (deploy/package.py): the handler, DuckDB, its httpfs extension and the table
+# formats' extensions (loaded only by a request that reads an Iceberg or Delta table).
+LAKE_PACKAGES = ("lakelambda", "duckdb", "_duckdb", "duckdb_extension_httpfs", "duckdb_extension_iceberg",
+                 "duckdb_extension_delta", "duckdb_extension_avro")
 # What Lambda's Python runtime provides beside the package: boto3 and what it imports.
 RUNTIME_PACKAGES = ("boto3", "botocore", "jmespath", "s3transfer", "dateutil", "six", "urllib3")
 

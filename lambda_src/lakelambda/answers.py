@@ -81,6 +81,11 @@ class ResultInfo:
 Result = Annotated[ResultInfo, at()]  # its fields travel in the answer's own object
 
 
+# What a table format is, and the (name, format) of each asked-for table of one (PageAnswer, PartitionsAnswer).
+TableFormat = Literal["iceberg", "delta"]
+TableFormats = Annotated[tuple[tuple[TableName, TableFormat], ...], Items(MAX_LISTED_TABLES, noun="tables"), OMITTED]
+
+
 @dataclass(frozen=True)
 class PageAnswer:
     """The answer to `query`, `page`, `derive` and `task`."""
@@ -91,6 +96,8 @@ class PageAnswer:
     stats: HandlerStats = field(default_factory=HandlerStats)
     # A query answered from an earlier run's result: when that ran (Unix time).
     reused_from: Annotated[Annotated[float, Range(0, 2**40)] | None, OMITTED] = None
+    # Of a query's fanout_tables, the Iceberg and Delta tables, which it ran in one invocation.
+    table_formats: TableFormats = ()
 
     def check_arrival(self) -> "PageAnswer":
         rows = self.page.row_count
@@ -145,22 +152,27 @@ class MaterializeAnswer:
 
 
 # What a lake table is, by where its files are (README, "The lake's tables").
-TableKind = Literal["file", "partitioned", "materialized view"]
+TableKind = Literal["file", "partitioned", "materialized view", "iceberg", "delta"]
 TABLE_KINDS = get_args(TableKind)
 
 
 @dataclass(frozen=True)
 class TableInfo:
-    """One table of the lake, as its name resolves; rows and bytes from the files' Parquet footers."""
+    """One table of the lake, as its name resolves; rows and bytes from the files' Parquet footers, or from an
+    Iceberg or Delta table's own metadata."""
 
     name: Annotated[str, Text(MAX_FILE_PATH_CHARS, pattern=CATALOG_NAME_PATTERN, says="a lake table's name")]
     kind: TableKind
-    location: Annotated[str, Text(MAX_URL_CHARS)]  # the file, or the partitioned table's folder
-    # The key=value folder names of a partitioned table, outermost first.
+    location: Annotated[str, Text(MAX_URL_CHARS)]  # the file, the table's folder, or an Iceberg table's metadata file
+    # The key=value folder names of a partitioned table, outermost first; an Iceberg or Delta table's
+    # partition columns (an Iceberg transform as `month(pickup)`).
     partition_keys: Annotated[tuple[KeyName, ...], Items(MAX_PARTITION_KEYS, noun="keys")]
     files: Count
     bytes: Count
     rows: Count
+    # An Iceberg table's current snapshot id, a Delta table's current version; None for the other kinds.
+    snapshot: Annotated[Annotated[str, Text(40, pattern=r"-?[0-9]+", says="a snapshot id or version")] | None,
+                        OMITTED] = None
 
 
 @dataclass(frozen=True)
@@ -266,11 +278,13 @@ class PartitionedTable:
 
 @dataclass(frozen=True)
 class PartitionsAnswer:
-    """The asked-for tables that are Hive-partitioned in the lake; the others are left out."""
+    """The asked-for tables that are Hive-partitioned in the lake, and those that are Iceberg or Delta tables
+    (which run in one invocation: a fan-out does not split them yet); the others are left out."""
 
     kind: ClassVar[str] = "partitioned_tables"
     tables: Annotated[tuple[PartitionedTable, ...], Items(MAX_LISTED_TABLES, noun="tables"), at("partitioned_tables")]
     stats: HandlerStats = field(default_factory=HandlerStats)
+    table_formats: TableFormats = ()
 
 
 @dataclass(frozen=True)

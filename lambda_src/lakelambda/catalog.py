@@ -19,7 +19,7 @@ from .sql import Statement, parse_tree, quote_literal
 SHOW_TABLES = ("SHOW TABLES", "SHOW ALL TABLES")
 # Columns of the SHOW TABLES answer, as the handler's own SQL types them.
 _COLUMNS = (("name", "VARCHAR"), ("kind", "VARCHAR"), ("partition_keys", "VARCHAR[]"), ("files", "BIGINT"),
-            ("bytes", "BIGINT"), ("rows", "BIGINT"), ("location", "VARCHAR"))
+            ("bytes", "BIGINT"), ("rows", "BIGINT"), ("snapshot", "VARCHAR"), ("location", "VARCHAR"))
 SUGGESTIONS = 3
 
 
@@ -46,7 +46,9 @@ def show_tables(tables: tuple[TableInfo, ...]) -> Statement:
     rows = [typed] + [
         "(" + ", ".join((quote_literal(table.name), quote_literal(table.kind),
                          "[" + ", ".join(quote_literal(key) for key in table.partition_keys) + "]::VARCHAR[]",
-                         str(table.files), str(table.bytes), str(table.rows), quote_literal(table.location))) + ")"
+                         str(table.files), str(table.bytes), str(table.rows),
+                         "NULL" if table.snapshot is None else quote_literal(table.snapshot),
+                         quote_literal(table.location))) + ")"
         for table in tables
     ]
     names = ", ".join(name for name, _ in _COLUMNS)

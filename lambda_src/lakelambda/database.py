@@ -112,8 +112,29 @@ class Settings:
         return os.path.join(self.scratch, "results")
 
 
-def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
-    """A sandboxed in-memory database over `lake`; one per container, a cursor per call."""
+# The extensions each table format needs (Iceberg's manifests are Avro), from their PyPI wheels, and a
+# function each adds (how a database is asked whether it has them).
+TABLE_FORMAT_EXTENSIONS = {"iceberg": ("avro", "iceberg"), "delta": ("delta",)}
+_ADDED_FUNCTION = {"avro": "read_avro", "iceberg": "iceberg_scan", "delta": "delta_scan"}
+
+
+class NeedsTableFormats(Exception):
+    """A request reads an Iceberg or Delta table on a database opened without that format's extensions:
+    the handler opens one with them and runs the request again (never an answer of its own)."""
+
+    def __init__(self, table_format: str):
+        super().__init__(table_format)
+        self.table_format = table_format
+
+
+def open_database(lake: Lake, settings: Settings, table_formats: frozenset[str] = frozenset()) -> duckdb.DuckDBPyConnection:
+    """A sandboxed in-memory database over `lake`; one per container, a cursor per call.
+
+    `table_formats` ("iceberg", "delta"): with those formats' extensions loaded. A locked database
+    (enable_external_access false) loads no extension, so they are loaded here, before the lock, and
+    only in the database the handler reopens at the first request that reads such a table: a
+    container that reads only Parquet never loads them (README, "Iceberg and Delta tables").
+    """
     for folder in ("home", "extensions", "spill", "pages", "results"):
         os.makedirs(os.path.join(settings.scratch, folder), exist_ok=True)
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
@@ -131,6 +152,8 @@ def open_database(lake: Lake, settings: Settings) -> duckdb.DuckDBPyConnection:
         con.execute(f"SET memory_limit = '{duckdb_memory_mb(settings.memory_mb)}MB'")
         con.execute(f"SET threads = {max(1, min(6, round(settings.memory_mb / MB_PER_VCPU)))}")
     lake.storage.attach(con, settings.environment, settings.function_timeout_s)
+    for name in sorted({name for kind in table_formats for name in TABLE_FORMAT_EXTENSIONS[kind]}):
+        con.execute(f"LOAD {quote_literal(extension_path(name))}")
     # The handler reads DuckDB's errors as JSON, with the error's position.
     con.execute("SET GLOBAL errors_as_json = true")
     # No logging: a log holds other callers' queries. (The enable_logging() table function
@@ -198,6 +221,34 @@ def close_s3_side_doors(con: duckdb.DuckDBPyConnection, http_timeout_s: int, htt
 
 def _secret_options(options: dict) -> str:
     return ", ".join(f"{key} {quote_literal(value)}" for key, value in options.items() if value)
+
+
+def require_table_format(con: duckdb.DuckDBPyConnection, table_format: str) -> None:
+    """NeedsTableFormats unless `con`'s database has the extensions of `table_format` loaded."""
+    # By the functions they add: duckdb_extensions() would list the extension folder, which the sandbox closes.
+    wanted = [_ADDED_FUNCTION[name] for name in TABLE_FORMAT_EXTENSIONS[table_format]]
+    loaded = con.execute("SELECT count(DISTINCT function_name) FROM duckdb_functions() WHERE function_name IN ("
+                         + ", ".join(quote_literal(name) for name in wanted) + ")").fetchone()
+    if not loaded or loaded[0] < len(wanted):
+        raise NeedsTableFormats(table_format)
+
+
+def extension_path(name: str) -> str:
+    """A table format's extension shipped in its `duckdb-extension-<name>` wheel, matching this DuckDB."""
+    import importlib
+
+    from .errors import UnsupportedTableFeature
+
+    try:
+        folder = os.path.dirname(importlib.import_module(f"duckdb_extension_{name}").__file__ or "")
+    except ImportError:
+        folder = ""
+    path = os.path.join(folder, "extensions", f"v{duckdb.__version__}", f"{name}.duckdb_extension")
+    if not folder or not os.path.exists(path):
+        raise UnsupportedTableFeature(f"this engine has no {name} extension for DuckDB {duckdb.__version__}, which "
+                                      f"Iceberg and Delta tables need: install duckdb-extension-{name}=="
+                                      f"{duckdb.__version__} (lakemagic deploy ships it to the function)")
+    return path
 
 
 def httpfs_path() -> str:

@@ -89,6 +89,14 @@ class AmbiguousName(LakeError):
     """A name two lake tables answer to (their names differ only in case): nothing is picked."""
 
 
+class TableMetadataError(LakeError):
+    """An Iceberg or Delta table whose metadata is missing, unreadable or inconsistent; the message names the file."""
+
+
+class UnsupportedTableFeature(LakeError):
+    """An Iceberg or Delta table uses a feature lakemagic or DuckDB cannot read yet."""
+
+
 class InternalError(LakeError):
     """A failure the handler did not foresee (a bug): answered without its details, which could hold
     the request or the machine's paths; the handler's log has them in full, under the same incident."""

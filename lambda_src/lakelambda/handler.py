@@ -24,7 +24,7 @@ from typing import Any, Callable
 import duckdb
 
 from . import estimate, protocol, run, tasks
-from .database import Settings, open_database
+from .database import NeedsTableFormats, Settings, open_database
 from .errors import InternalError, LakeError, QueryTimeout
 from .lake import Lake
 from .protocol import (ErrorAnswer, EstimateAnswer, EstimateRequest, MaterializeAnswer, MaterializeRequest,
@@ -58,6 +58,9 @@ class LakeHandler:
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.
         self._database = open_database(self.lake, self.settings)
+        # The table formats ("iceberg", "delta") whose extensions it has loaded (_open_table_format).
+        self.table_formats: frozenset[str] = frozenset()
+        self._reopen_lock = threading.Lock()
         self._running: set = set()  # the cursors of calls in progress, for interrupt() and progress()
         self._track_progress = track_progress
         # Whenever the handler goes (closed, collected, or the interpreter exits), so do its
@@ -87,26 +90,52 @@ class LakeHandler:
         """The event's answer: every failure the protocol names (SQL errors included) is an error answer."""
         try:
             request = protocol.parse_request(event)
-            with self._database.cursor() as con, _time_budget(con, context) as budget:
-                if self._track_progress:
-                    # The PRAGMAs, unlike SET, pass the configuration lock; nothing is printed.
-                    con.execute("PRAGMA enable_progress_bar; PRAGMA disable_print_progress_bar")
-                self._running.add(con)
+            try:
+                return self._run(request, context)
+            except NeedsTableFormats as needed:  # a query may read both formats: each is added once
+                self._open_table_format(needed.table_format)
                 try:
-                    return self._operations[type(request)](con, request)
-                except (LakeError, duckdb.InterruptException) as exc:
-                    if budget.expired:
-                        raise QueryTimeout(
-                            f"the query exceeded its time budget of {budget.seconds:.1f} s "
-                            "(the function's timeout, less time to answer)"
-                        ) from exc
-                    raise
-                finally:
-                    self._running.discard(con)
+                    return self._run(request, context)
+                except NeedsTableFormats as more:
+                    self._open_table_format(more.table_format)
+                    return self._run(request, context)
         except LakeError as exc:
             return ErrorAnswer.of(exc)
         except duckdb.Error as exc:  # in a statement of the handler's own: the catalog, a stored result
             return ErrorAnswer.of(duckdb_error(exc))
+
+    def _run(self, request, context) -> protocol.Answer:
+        """One request on a cursor of its own, within the time budget."""
+        with self._database.cursor() as con, _time_budget(con, context) as budget:
+            if self._track_progress:
+                # The PRAGMAs, unlike SET, pass the configuration lock; nothing is printed.
+                con.execute("PRAGMA enable_progress_bar; PRAGMA disable_print_progress_bar")
+            self._running.add(con)
+            try:
+                return self._operations[type(request)](con, request)
+            except (LakeError, duckdb.InterruptException) as exc:
+                if budget.expired:
+                    raise QueryTimeout(
+                        f"the query exceeded its time budget of {budget.seconds:.1f} s "
+                        "(the function's timeout, less time to answer)"
+                    ) from exc
+                raise
+            finally:
+                self._running.discard(con)
+
+    def _open_table_format(self, table_format: str) -> None:
+        """Replace the database by one that has `table_format`'s extensions too, once per container and
+        format: a locked database loads none (database.open_database). Calls running on the old one finish there,
+        and it is freed with their cursors (closing it would end them)."""
+        with self._reopen_lock:
+            if table_format in self.table_formats:
+                return
+            formats = self.table_formats | {table_format}
+            database = open_database(self.lake, self.settings, table_formats=formats)
+            self.close.detach()
+            self._database, self.table_formats = database, formats
+            self.close = weakref.finalize(self, _close, database, self.settings.scratch)
+            self.lake.forget_listings()  # the lake's views were the old database's
 
     def interrupt(self) -> None:
         """Interrupt the statements of every call in progress: each ends with an error answer.
@@ -130,15 +159,17 @@ class LakeHandler:
         return percent if percent > 0 else None
 
     def query(self, con, request: QueryRequest) -> PageAnswer | PartitionsAnswer:
+        table_formats: protocol.TableFormats = ()
         if request.fanout_tables:
             listing = tasks.partitions(con, self.lake, request.fanout_tables)
             if listing.tables:  # the notebook plans the fan-out over them, or asks again without
                 return listing
+            table_formats = listing.table_formats  # run here, in one invocation: the answer says which
         # Without a scope nothing is reused or kept: its caller shares no secret with any other.
         reuse = self.reuse.scoped(request.reuse_scope) if request.reuse and request.reuse_scope else None
         result = run.execute_and_store(con, self.lake, self.results, request.sql, request.params, request.views, reuse)
         return PageAnswer(result.info, self.results.page(con, result, 0, request.page_size),
-                          reused_from=result.reused_from)
+                          reused_from=result.reused_from, table_formats=table_formats)
 
     def serve(self, con, request) -> protocol.Answer:
         """A request about a stored result, answered by the result operations every host shares."""

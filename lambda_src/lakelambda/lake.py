@@ -5,13 +5,16 @@ layout, so there is nothing to register:
 
     <lake>/dataset/<name>.parquet          single-file datasets
     <lake>/<name>/key=value/.../*.parquet  Hive-partitioned datasets
+    <lake>/<name>/metadata/*.metadata.json Iceberg tables (formats.py)
+    <lake>/<name>/_delta_log/              Delta tables (formats.py)
     <lake>/dashboard/<name>.parquet        materialized views
 
 Every name resolves through one resolver (`_objects`), without regard to
-case, as DuckDB compares identifiers: to a dataset file before a partitioned
-folder before a materialized view, so nothing written under dashboard/ can
-change what a dataset's name means. Two tables of that first kind whose
-names differ only in case make the name ambiguous: a query naming it is
+case, as DuckDB compares identifiers: to a dataset file before a table
+folder (partitioned, Iceberg or Delta) before a materialized view, so
+nothing written under dashboard/ can change what a dataset's name means.
+Two tables of that first rank whose names differ only in case (two
+datasets, two table folders of any kind, two views) make the name ambiguous: a query naming it is
 refused with both named, nothing is picked, and the catalog lists both. A
 materialized view may not take a name the lake has in any case
 (run.materialize), so no caller can make a name mean something else.
@@ -23,8 +26,9 @@ import re
 import threading
 from typing import NamedTuple
 
+from . import formats
 from .errors import AmbiguousName
-from .protocol import DASHBOARD_FOLDER, TABLE_KINDS, TableInfo, TableKind
+from .protocol import DASHBOARD_FOLDER, TABLE_KINDS, TableFormat, TableInfo, TableKind
 from .sql import quote_identifier, quote_literal
 from .storage import S3_REQUEST_TIMEOUT_MAX_S, open_storage
 
@@ -32,7 +36,9 @@ DATASET_FOLDER = "dataset"
 # A name the catalog may resolve: one path segment, no hidden or internal folders.
 _CATALOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
 _RESERVED_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER}
-SINGLE_FILE, PARTITIONED, MATERIALIZED_VIEW = TABLE_KINDS
+SINGLE_FILE, PARTITIONED, MATERIALIZED_VIEW, ICEBERG, DELTA = TABLE_KINDS
+# The resolver's order: a kind of a lower rank shadows the others; two tables of one rank are ambiguous.
+_RANK = {SINGLE_FILE: 0, PARTITIONED: 1, ICEBERG: 1, DELTA: 1, MATERIALIZED_VIEW: 2}
 # The characters that make a path a pattern for DuckDB's glob.
 GLOB_CHARACTERS = frozenset("*?[]{}")
 
@@ -42,8 +48,8 @@ class LakeObject(NamedTuple):
 
     name: str
     kind: TableKind
-    location: str  # the file, or the partitioned table's folder
-    source: str  # what DuckDB reads: the file, or the folder's pattern
+    location: str  # the file, or the table's folder
+    source: str  # what DuckDB reads: the file, the folder's pattern, or the table format's current metadata
 
     def described(self) -> str:
         return f"{self.name} ({self.kind}, {self.location})"
@@ -94,7 +100,8 @@ class Lake:
                 elif self._views.get(name) == source and not refresh:
                     reused = True
                 else:
-                    reader = f"read_parquet({quote_literal(source)}{', hive_partitioning = true' if is_pattern(source) else ''})"
+                    reader = formats.checked_reader(con, self, source) or (
+                        f"read_parquet({quote_literal(source)}{', hive_partitioning = true' if is_pattern(source) else ''})")
                     con.execute(f"CREATE OR REPLACE VIEW main.{quote_identifier(name)} AS SELECT * FROM {reader}")
                     self._views[name] = source
         return reused
@@ -139,6 +146,14 @@ class Lake:
         return self.storage.listed(("partition sizes", folder), lambda: sorted(
             (relative, size) for relative, size in self.storage.files_under(folder) if is_partition_file(relative)))
 
+    def table_format(self, con, name: str) -> TableFormat | None:
+        """ICEBERG or DELTA where `name` means a table of that format, else None (from the listing)."""
+        if not _CATALOG_NAME.fullmatch(name):
+            return None
+        objects = self._objects(con, {name.lower()}).get(name.lower(), [])
+        kind = objects[0].kind if objects else None
+        return kind if kind == "iceberg" or kind == "delta" else None
+
     def forget_listings(self) -> None:
         self.storage.forget_listings()
         with self._views_lock:
@@ -153,7 +168,7 @@ class Lake:
         def add(name: str, kind: TableKind, location: str, source: str) -> None:
             if _CATALOG_NAME.fullmatch(name) and (wanted is None or name.lower() in wanted):
                 named = found.setdefault(name.lower(), [])
-                if not named or named[0].kind == kind:  # a kind further up the order shadows this one
+                if not named or _RANK[named[0].kind] == _RANK[kind]:  # a kind further up the order shadows this one
                     named.append(LakeObject(name, kind, location, source))
 
         for stem in self._stems(con, DATASET_FOLDER):
@@ -165,8 +180,13 @@ class Lake:
             return {name: found[name] for name in sorted(found)}
         for folder in sorted(self.storage.folders()):
             shadowed = any(named.kind == SINGLE_FILE for named in found.get(folder.lower(), ()))
-            if (wanted is None or folder.lower() in wanted) and not shadowed and self._is_partitioned(con, folder):
-                add(folder, PARTITIONED, self.path(folder), self._partition_pattern(folder))
+            if (wanted is None or folder.lower() in wanted) and not shadowed and self._is_table_folder(folder):
+                kind = self.storage.listed(("format", folder), lambda: formats.format_of(self.storage, folder))
+                if kind is not None:
+                    add(folder, kind, self.path(folder), self.storage.listed(
+                        ("current", folder), lambda: formats.current_source(self.storage, folder, kind)))
+                elif self._is_partitioned(con, folder):
+                    add(folder, PARTITIONED, self.path(folder), self._partition_pattern(folder))
         for stem in self._stems(con, DASHBOARD_FOLDER):
             path = self.path(DASHBOARD_FOLDER, f"{stem}.parquet")
             add(stem, MATERIALIZED_VIEW, path, path)
@@ -174,16 +194,22 @@ class Lake:
 
     def _described(self, con, objects: list[LakeObject]) -> tuple[TableInfo, ...]:
         """The tables with their keys, rows and bytes, every file's footer read in one statement."""
-        files = {found: self._files_of(con, found) for found in objects}
+        snapshots = {found: formats.snapshot(con, self.storage, found.name, found.kind)
+                     for found in objects if found.kind in (ICEBERG, DELTA)}
+        files = {found: self._files_of(con, found) for found in objects if found not in snapshots}
         listed = sorted({file for table in files.values() for file in table})
         footers = {}
         if listed:
             footers = {name: (rows, size) for name, rows, size in con.execute(
                 "SELECT file_name, num_rows, file_size_bytes FROM parquet_file_metadata(["
                 + ", ".join(quote_literal(file) for file in listed) + "])").fetchall()}
-        return tuple(TableInfo(found.name, found.kind, found.location, self._keys(found, table), len(table),
-                               sum(footers[file][1] for file in table), sum(footers[file][0] for file in table))
-                     for found, table in files.items())
+        return tuple(TableInfo(found.name, found.kind, snapshots[found].location, snapshots[found].partition_keys,
+                               snapshots[found].files, snapshots[found].bytes, snapshots[found].rows,
+                               snapshots[found].version) if found in snapshots else
+                     TableInfo(found.name, found.kind, found.location, self._keys(found, files[found]),
+                               len(files[found]), sum(footers[file][1] for file in files[found]),
+                               sum(footers[file][0] for file in files[found]))
+                     for found in objects)
 
     def _files_of(self, con, found: LakeObject) -> list[str]:
         if found.kind != PARTITIONED:
@@ -201,9 +227,10 @@ class Lake:
     def _partition_pattern(self, folder: str) -> str:
         return self.path(folder, "*=*", "**", "*.parquet")
 
+    def _is_table_folder(self, folder: str) -> bool:
+        return folder.lower() not in _RESERVED_FOLDERS and bool(_CATALOG_NAME.fullmatch(folder))
+
     def _is_partitioned(self, con, folder: str) -> bool:
-        if folder.lower() in _RESERVED_FOLDERS or not _CATALOG_NAME.fullmatch(folder):
-            return False
         pattern = quote_literal(self._partition_pattern(folder))
         return self.storage.listed(("partitioned", folder), lambda: con.execute(
             f"SELECT 1 FROM glob({pattern}) LIMIT 1").fetchone() is not None)

@@ -29,7 +29,7 @@ from .errors import ProtocolError
 from .wire import OMITTED, Items, Range, Text, decode_fields, encode_fields
 # The answers and the fields' limits and types, given from here too: the protocol is one import.
 from .answers import (Column, HandlerStats, Page, Part, ResultInfo, Result, PageAnswer, PartAnswer, DownloadAnswer,
-                      MaterializeAnswer, TableKind, TABLE_KINDS, TableInfo, TablesAnswer, Bar, Profile,
+                      MaterializeAnswer, TableKind, TABLE_KINDS, TableFormat, TableFormats, TableInfo, TablesAnswer, Bar, Profile,
                       ProfileAnswer, Summary, SummariesAnswer, PartitionFile, PartitionedTable, PartitionsAnswer,
                       SourceEstimate, EstimateAnswer, ErrorAnswer, Answer, ANSWERS, parse_answer, LOOPBACK_HOSTS)
 from .fields import (FilePath, KeyName, VERSION, MAX_RESPONSE_BYTES, ENVELOPE_ALLOWANCE_BYTES, MAX_PAGE_ROWS,

@@ -17,6 +17,7 @@ import json
 
 import duckdb
 
+from .formats import calls_table_formats
 from .lake import GLOB_CHARACTERS, Lake, is_pattern
 from .protocol import View
 from .sql import literal_paths, nondeterministic_parts
@@ -31,8 +32,8 @@ def reuse_key(lake: Lake, texts: tuple[str, ...], params: dict, views: tuple[Vie
     """The key, within the reuse `scope`, of a query whose checked statement and views' statements are
     `texts`, over the lake `tables` (Lake.find_tables), or None if its answer may differ from run to run.
     Costs the input files' version checks (see `versions`)."""
-    if any(nondeterministic_parts(text) for text in texts):
-        return None
+    if any(nondeterministic_parts(text) for text in texts) or any(calls_table_formats(text) for text in texts):
+        return None  # a table format's folder has no one version to key on: such a call is run every time
     inside = lake.root + "/"
     paths = {source for source in tables.values() if source}.union(*(
         {path for path in literal_paths(text) if path.startswith(inside)} for text in texts))

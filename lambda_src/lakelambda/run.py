@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import duckdb
 
-from . import catalog, page_format, sandbox
+from . import catalog, formats, page_format, sandbox
 from .lake import Lake
 from .reuse import ScopedReuse
 from .errors import LakeError, NameTaken, ResultTooLarge, SqlError, UnsupportedType
@@ -214,6 +214,8 @@ def prepare(con, lake: Lake, sql: str, views: tuple[View, ...], defined: tuple[s
         except LakeError as error:
             raise error.within(view.name) from None
         view_statements.append((view, text))
+    for text in (statement.text, *(text for _, text in view_statements)):
+        formats.check_calls(con, lake, text)  # iceberg_scan(...) and delta_scan(...) the query calls itself
     mentioned = referenced_tables(statement.text).union(*(referenced_tables(text) for _, text in view_statements))
     # A view, or a table the handler defines, shadows a lake table, whatever the case.
     shadowed = {view.name.lower() for view in views} | {name.lower() for name in defined}

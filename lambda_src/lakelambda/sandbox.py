@@ -10,6 +10,9 @@ own parser (json_serialize_sql) and its whole tree is walked:
 
 - table functions come from an allow-list; the lake readers' paths must be
   string literals inside the lake, and their options come from an allow-list;
+  the table formats' functions (iceberg_scan, delta_scan, ...) take one such
+  path and a whole-number time-travel option at most (formats.py then proves
+  the files the table's metadata names inside the lake before one runs);
 - files named in FROM (replacement scans) obey the same path rules;
 - a lake-relative path ('dataset/x.parquet') is the lake root, '/' and itself,
   under the same rules, and the query that runs names it so (`check_query`
@@ -41,6 +44,13 @@ READERS = frozenset({
     "read_json_objects", "read_json_objects_auto", "read_ndjson_objects",
     "read_text", "read_blob", "glob",
 })
+# Table functions that read an Iceberg or Delta table (formats.py proves the files its metadata names are
+# inside the lake before one runs), by format, with the options each may take: time travel only (no catalog,
+# no moved paths, no encryption keys, nothing that names another file or host). Their one path is a string.
+FORMAT_FUNCTIONS = {"iceberg_scan": "iceberg", "iceberg_metadata": "iceberg", "iceberg_snapshots": "iceberg",
+                    "delta_scan": "delta"}
+FORMAT_OPTIONS = {"iceberg_scan": frozenset({"snapshot_from_id"}), "iceberg_metadata": frozenset({"snapshot_from_id"}),
+                  "iceberg_snapshots": frozenset(), "delta_scan": frozenset({"version"})}
 # Table functions that compute rows from their arguments alone (which are walked like any expression).
 # pg_timezone_names and icu_calendar_names list fixed tables of the ICU library.
 COMPUTING = frozenset({
@@ -102,6 +112,8 @@ TABLE_REFS = frozenset({"BASE_TABLE", "TABLE_FUNCTION", "SUBQUERY", "JOIN", "EXP
 QUERY_NODES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"})
 
 GLOB_CHARACTERS = frozenset("*?[]{}")
+INTEGER_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                           "UBIGINT"})
 # A query string or fragment (httpfs options per request), escapes, userinfo, Windows separators.
 FORBIDDEN_PATH_CHARACTERS = frozenset("?#%@\\")
 
@@ -154,7 +166,7 @@ def may_call(name: str, table: bool = False) -> bool:
     completion offers by too."""
     lowered = name.lower()
     if table:
-        return lowered in READERS or lowered in COMPUTING
+        return lowered in READERS or lowered in COMPUTING or lowered in FORMAT_FUNCTIONS
     return name.isascii() and lowered not in DENIED_FUNCTIONS and not lowered.startswith(DENIED_PREFIXES)
 
 
@@ -245,13 +257,15 @@ class _Walk:
         lowered = name.lower()
         if lowered in COMPUTING:
             return
+        if lowered in FORMAT_FUNCTIONS:
+            return self._format_function(function)
         if lowered not in READERS:
             self._deny(f"{name}() is not available to queries; the table functions here are the lake "
                        "readers (read_parquet, read_csv, read_json, read_text, read_blob, parquet_metadata, "
-                       "glob, ...) and range, generate_series, unnest", function)
+                       "glob, iceberg_scan, delta_scan, ...) and range, generate_series, unnest", function)
         positional = []
         for argument in function.get("children", []):
-            option = _option_name(argument)
+            option = option_name(argument)
             if option is None:
                 positional.append(argument)
             elif option.lower() not in READER_OPTIONS:
@@ -259,6 +273,32 @@ class _Walk:
         if len(positional) != 1:
             self._deny(f"{name}() takes exactly one path (a string, or a list of strings)", function)
         self._paths(function, positional[0])
+
+    def _format_function(self, function: dict) -> None:
+        """One path, a string literal naming a table's folder or metadata file; integer time-travel options only."""
+        name = function["function_name"]
+        allowed = FORMAT_OPTIONS[name.lower()]
+        positional = []
+        for argument in function.get("children", []):
+            option = option_name(argument)
+            if option is None:
+                positional.append(argument)
+                continue
+            value = (argument.get("right") if argument.get("type") == "COMPARE_EQUAL" else argument) or {}
+            constant = value.get("value") or {}
+            if option.lower() not in allowed:
+                self._deny(f"{name}() option {option} is not allowed here; "
+                           + (f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"), argument, function)
+            if value.get("class") != "CONSTANT" or (constant.get("type") or {}).get("id") not in INTEGER_TYPES:
+                self._deny(f"{name}() option {option} must be a whole number", argument, function)
+        literal = (positional[0].get("value") or {}) if len(positional) == 1 else {}
+        if (positional[0].get("class") if len(positional) == 1 else None) != "CONSTANT" or \
+                (literal.get("type") or {}).get("id") != "VARCHAR" or literal.get("is_null"):
+            self._deny(f"{name}() takes exactly one path, a string literal: the table's folder or metadata file",
+                       function)
+        self._path(literal["value"], positional[0])
+        if any(char in GLOB_CHARACTERS for char in literal["value"]):
+            self._deny(f"{name}() reads one table: its path has no wildcards", positional[0], function)
 
     def _paths(self, function: dict, argument: dict) -> None:
         """A path argument is a string literal or a list of them: never a column, parameter or expression."""
@@ -363,7 +403,7 @@ def _is_table_ref(node: dict) -> bool:
     return ("sample" in node and "alias" in node) or (isinstance(kind, str) and kind in TABLE_REFS)
 
 
-def _option_name(argument: dict) -> str | None:
+def option_name(argument: dict) -> str | None:
     """A table function argument's option name, as DuckDB's binder finds it: `name = value`
     (an unqualified column on the left of =) or `name => value` / `name := value` (an alias)."""
     if argument.get("type") == "COMPARE_EQUAL":

@@ -99,8 +99,8 @@ class LakeStorage:
         """The names of the Parquet files directly in a lake folder."""
         raise NotImplementedError
 
-    def folders(self) -> list[str]:
-        """The names of the folders directly in the lake."""
+    def folders(self, folder: str = "") -> list[str]:
+        """The names of the folders directly in the lake (or in one of its folders)."""
         raise NotImplementedError
 
     def list_files(self, folder: str) -> dict[str, float]:
@@ -136,6 +136,10 @@ class LakeStorage:
         """Bytes [start, start + length) of a file in the lake, or of a local file."""
         raise NotImplementedError
 
+    def read_whole(self, path: str, limit: int) -> bytes | None:
+        """A file of the lake, up to `limit` bytes and one more (so a larger one shows); None if it is not there."""
+        return self.read_range(path, 0, limit + 1) if self.version_of(path) else None
+
     def version_of(self, path: str) -> tuple:
         """What identifies the file's current version; () if it is not there."""
         raise NotImplementedError
@@ -169,8 +173,9 @@ class LocalFolder(LakeStorage):
         directory = self.path(folder)
         return [name for name in os.listdir(directory) if name.endswith(".parquet")] if os.path.isdir(directory) else []
 
-    def folders(self) -> list[str]:
-        return [entry.name for entry in os.scandir(self.root) if entry.is_dir()] if os.path.isdir(self.root) else []
+    def folders(self, folder: str = "") -> list[str]:
+        directory = self.path(folder) if folder else self.root
+        return [entry.name for entry in os.scandir(directory) if entry.is_dir()] if os.path.isdir(directory) else []
 
     def list_files(self, folder: str) -> dict[str, float]:
         directory = self.path(folder)
@@ -289,10 +294,11 @@ class S3Bucket(LakeStorage):
             row[0] for row in con.execute(f"SELECT file FROM glob({pattern})").fetchall()])
         return [file.rpartition("/")[2] for file in files]
 
-    def folders(self) -> list[str]:
-        return self.listed(("folders",), lambda: [common["Prefix"].rstrip("/").rpartition("/")[2]
-                                                  for page in self._pages(self.root, Delimiter="/")
-                                                  for common in page.get("CommonPrefixes", [])])
+    def folders(self, folder: str = "") -> list[str]:
+        return self.listed(("folders", folder), lambda: [
+            common["Prefix"].rstrip("/").rpartition("/")[2]
+            for page in self._pages(self.path(folder) if folder else self.root, Delimiter="/")
+            for common in page.get("CommonPrefixes", [])])
 
     def list_files(self, folder: str) -> dict[str, float]:
         """At most LISTED_FILES_MAX_PAGES pages of 1,000 keys, kept CATALOG_TTL_SECONDS: what is

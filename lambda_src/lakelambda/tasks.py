@@ -38,8 +38,11 @@ NOT_TABLE_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER}
 
 
 def partitions(con, lake: Lake, tables: tuple[str, ...]) -> PartitionsAnswer:
-    """Of `tables`, those that are Hive-partitioned in the lake, with their files and their keys' types."""
+    """Of `tables`, those that are Hive-partitioned in the lake, with their files and their keys' types,
+    and those that are Iceberg or Delta tables."""
     found = []
+    table_formats = tuple((name, kind) for name in dict.fromkeys(tables)
+                          for kind in [lake.table_format(con, name)] if kind is not None)
     for name in dict.fromkeys(tables):
         listed = lake.partition_files(con, name)
         if not listed:
@@ -55,7 +58,7 @@ def partitions(con, lake: Lake, tables: tuple[str, ...]) -> PartitionsAnswer:
                     _described.clear()
                 _described[key] = types
         found.append(PartitionedTable(name, types, files))
-    return PartitionsAnswer(tuple(found))
+    return PartitionsAnswer(tuple(found), table_formats=table_formats)
 
 
 def run_task(con, lake: Lake, results: ResultStore, request: TaskRequest) -> StoredResult:

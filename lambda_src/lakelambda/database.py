@@ -12,6 +12,7 @@ proves each query reads nothing but the lake before it runs.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import tempfile
@@ -164,7 +165,7 @@ def connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:
                                f"extension repository (the function needs outbound internet access): {exc}") from None
         con.execute("LOAD httpfs")
     else:
-        con.execute(f"LOAD {quote_literal(httpfs_path())}")
+        con.execute(f"LOAD {quote_literal(extension_path('httpfs'))}")
     options = {
         "KEY_ID": environment.get("AWS_ACCESS_KEY_ID"),
         "SECRET": environment.get("AWS_SECRET_ACCESS_KEY"),
@@ -200,13 +201,18 @@ def _secret_options(options: dict) -> str:
     return ", ".join(f"{key} {quote_literal(value)}" for key, value in options.items() if value)
 
 
-def httpfs_path() -> str:
-    """The httpfs extension shipped in the `duckdb-extension-httpfs` wheel, matching this DuckDB."""
-    import duckdb_extension_httpfs
-
-    folder = os.path.dirname(duckdb_extension_httpfs.__file__)
-    path = os.path.join(folder, "extensions", f"v{duckdb.__version__}", "httpfs.duckdb_extension")
+def extension_path(name: str) -> str:
+    """The `name` extension (httpfs, iceberg, ...) shipped in its `duckdb-extension-<name>` wheel, matching this
+    DuckDB: in the deployment package on Lambda, in site-packages elsewhere. Importing the wheel's module only
+    finds its folder; DuckDB loads nothing until `LOAD` is given this path."""
+    try:
+        module = importlib.import_module(f"duckdb_extension_{name}")
+    except ModuleNotFoundError:
+        raise RuntimeError(f"the {name} extension is not installed here: install duckdb-extension-{name}=="
+                           f"{duckdb.__version__}") from None
+    folder = os.path.dirname(module.__file__ or "")
+    path = os.path.join(folder, "extensions", f"v{duckdb.__version__}", f"{name}.duckdb_extension")
     if not os.path.exists(path):
-        raise RuntimeError(f"no httpfs extension for DuckDB {duckdb.__version__} at {path}; "
-                           f"install duckdb-extension-httpfs=={duckdb.__version__}")
+        raise RuntimeError(f"no {name} extension for DuckDB {duckdb.__version__} at {path}; "
+                           f"install duckdb-extension-{name}=={duckdb.__version__}")
     return path

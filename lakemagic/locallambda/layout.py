@@ -19,8 +19,8 @@ import os
 import shutil
 import tempfile
 
-# The deployment package (deploy/package.py): the handler, DuckDB and its extensions (httpfs, and the table
-# formats': lakelambda.database.extension_path finds each from its module).
+# The deployment package (deploy/package.py): the handler, DuckDB, its httpfs extension and the table
+# formats' extensions (loaded only by a request that reads an Iceberg or Delta table).
 LAKE_PACKAGES = ("lakelambda", "duckdb", "_duckdb", "duckdb_extension_httpfs", "duckdb_extension_iceberg",
                  "duckdb_extension_delta", "duckdb_extension_avro")
 # What Lambda's Python runtime provides beside the package: boto3 and what it imports.

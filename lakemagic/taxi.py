@@ -67,6 +67,9 @@ Progress = Callable[[str], None]
 # How often a long step says how far it is: a month takes tens of seconds to generate.
 PROGRESS_EVERY_S = 5.0
 
+# Where the lake holds the Iceberg table, from its root.
+ICEBERG_FOLDER = f"{DATASET_FOLDER}/{ICEBERG_TABLE}"
+
 TLC_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/yellow_tripdata_{month}.parquet"
 DATASET_FILE = "taxi_2019_04.parquet"
 
@@ -186,8 +189,8 @@ def build_lake(
 
     dataset_file = os.path.join(lake_dir, DATASET_FOLDER, DATASET_FILE)
     partitioned_dir = os.path.join(lake_dir, "partitioned")
-    iceberg_dir = os.path.join(lake_dir, DATASET_FOLDER, ICEBERG_TABLE)
-    iceberg_location = f"{(lake_location or os.path.abspath(lake_dir)).rstrip('/')}/{DATASET_FOLDER}/{ICEBERG_TABLE}"
+    iceberg_dir = os.path.join(lake_dir, *ICEBERG_FOLDER.split("/"))
+    iceberg_location = f"{(lake_location or os.path.abspath(lake_dir)).rstrip('/')}/{ICEBERG_FOLDER}"
     os.makedirs(os.path.dirname(dataset_file), exist_ok=True)
     staging = tempfile.mkdtemp(prefix="_taxi_build_", dir=lake_dir)
     try:
@@ -250,14 +253,14 @@ def load_lake(lake: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", 
     bucket, prefix = split_s3_path(lake)
     prefix = f"{prefix}/" if prefix else ""
     root = f"{S3_SCHEME}{bucket}/{prefix}"
-    iceberg = f"{DATASET_FOLDER}/{ICEBERG_TABLE}/"
+    iceberg = f"{ICEBERG_FOLDER}/"
     with tempfile.TemporaryDirectory(prefix="lakemagic-load-") as folder:
         summary = build_lake(folder, rows, source, seed, progress, lake_location=root)
         _tell(progress, f"uploading to {lake}...")
         files = sorted(
             os.path.relpath(os.path.join(parent, name), folder).replace(os.sep, "/")
             for parent, _, names in os.walk(folder) for name in names)
-        files = [relative for relative in files if relative.startswith((f"{DATASET_FOLDER}/", "partitioned/"))]
+        files = [relative for relative in files if relative.startswith((f"{DATASET_FOLDER}/", "partitioned/", iceberg))]
         metadata = [relative for relative in files if relative.startswith(f"{iceberg}metadata/")]
         for relative in [relative for relative in files if relative not in metadata]:
             s3.upload_file(os.path.join(folder, relative), bucket, prefix + relative)

@@ -97,7 +97,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert summary["rows"] == ROWS
     assert summary["dataset"] == str(lake_dir / "dataset" / "taxi_2019_04.parquet")
     assert summary["partitioned"] == str(lake_dir / "partitioned")
-    assert summary["iceberg"] == str(lake_dir / "dataset" / "taxi_iceberg")
+    assert summary["iceberg"] == str(lake_dir / taxi.ICEBERG_FOLDER)
     return lake_dir
 
 
@@ -463,7 +463,7 @@ def test_partitioned_copy_has_the_same_rows(lake: Path, trips: str) -> None:
 
 
 def test_iceberg_table_holds_the_month_one_file_a_day_of_pickup(lake: Path, trips: str) -> None:
-    table = lake / "dataset" / "taxi_iceberg"
+    table = lake / taxi.ICEBERG_FOLDER
     metadata = current_metadata(table)
     with iceberg_reader() as con:
         scan = f"iceberg_scan({sql_path(metadata)})"
@@ -505,10 +505,10 @@ def test_building_twice_replaces_cleanly(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
     assert sorted(os.listdir(tmp_path / "dataset")) == ["other.parquet", "taxi_2019_04.parquet", "taxi_iceberg"]
     with iceberg_reader() as con:  # the Iceberg table too holds the new rows, in files of its own alone
-        scan = f"iceberg_scan({sql_path(current_metadata(tmp_path / 'dataset' / 'taxi_iceberg'))})"
+        scan = f"iceberg_scan({sql_path(current_metadata(tmp_path / taxi.ICEBERG_FOLDER))})"
         assert con.execute(f"SELECT count(*) FROM {scan}").fetchone() == (4_000,)
         (listed,) = con.execute(f"SELECT count(*) FROM iceberg_metadata{scan[len('iceberg_scan'):]}").fetchone()
-    assert len(list((tmp_path / "dataset" / "taxi_iceberg" / "data").rglob("*.parquet"))) == listed
+    assert len(list((tmp_path / taxi.ICEBERG_FOLDER / "data").rglob("*.parquet"))) == listed
     assert other.read_bytes() == b"someone else's data"
 
 
@@ -632,10 +632,10 @@ def test_loading_an_s3_lake_names_the_iceberg_tables_files_in_the_bucket(moto_en
                 for item in page.get("Contents", [])]
 
     taxi.load_lake(lake, rows=3_000, seed=1, s3=s3)
-    first = set(keys("lake/dataset/taxi_iceberg/"))
+    first = set(keys(f"lake/{taxi.ICEBERG_FOLDER}/"))
     summary = taxi.load_lake(lake, rows=2_000, seed=2, s3=s3)
-    assert summary["iceberg"] == "s3://taxi-iceberg/lake/dataset/taxi_iceberg"
-    table = keys("lake/dataset/taxi_iceberg/")
+    assert summary["iceberg"] == f"s3://taxi-iceberg/lake/{taxi.ICEBERG_FOLDER}"
+    table = keys(f"lake/{taxi.ICEBERG_FOLDER}/")
     assert not first & set(table)  # the earlier load's files are gone, so its metadata cannot be mistaken for current
     (metadata,) = [key for key in table if key.endswith(".metadata.json")]
 

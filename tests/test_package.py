@@ -29,6 +29,7 @@ from lakedeploy.package import (
     duckdb_version,
 )
 from lakedeploy.wheels import InstalledPackages, PipDownload, Target
+from lakemagic.taxi import load_lake
 from servers import FAKE_KEYS
 
 # What Lambda's Python runtime provides beside the function's code: boto3 and what it imports.
@@ -236,3 +237,49 @@ def test_missing_extension_wheels_are_left_out_and_said(tmp_path, monkeypatch):
         f"lake's {tables}" for name, tables in (("avro", "Iceberg tables (their manifests are Avro)"),
                                                 ("iceberg", "Iceberg tables"), ("delta", "Delta tables"))]
     assert "extensions are" not in info.size_report()
+
+
+def test_packaged_handler_loads_a_table_formats_extensions_at_its_first_query_of_one(local_package, moto_endpoint,
+                                                                                      tmp_path):
+    """From the package's own files: a Parquet query loads no table format's extension; the first query over the
+    demo lake's Iceberg table loads Iceberg's (avro, iceberg) from the package, and not Delta's."""
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION, **FAKE_KEYS)
+    s3.create_bucket(Bucket="package-iceberg-lake")
+    load_lake("s3://package-iceberg-lake", rows=2_000, seed=3, s3=s3)
+    task = tmp_path / "task"
+    with zipfile.ZipFile(local_package) as package:
+        package.extractall(task)
+    runtime = _lambda_runtime_folder(tmp_path / "runtime")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    queries = [dict(QUERY, sql=f"SELECT count(*) AS n FROM {table}") for table in ("taxi_2019_04", "taxi_iceberg")]
+    code = "\n".join([
+        "import json, sys",
+        f"sys.path[:0] = [{str(task)!r}, {str(runtime)!r}]",
+        "import lakelambda.handler",
+        "steps = []",
+        f"for query in json.loads({json.dumps(queries)!r}):",
+        "    answer = lakelambda.handler.handler(query, None)",
+        f"    readers = lakelambda.handler._lambda_handler._database.execute({READERS!r}).fetchall()",
+        "    steps.append({'answer': answer, 'readers': sorted(name for name, in readers)})",
+        "files = {name: getattr(module, '__file__', None) or '' for name, module in sys.modules.items()}",
+        "print(json.dumps({'steps': steps, 'files': files}))",
+    ])
+    environment = {
+        "PATH": "/usr/bin:/bin", "TMPDIR": str(scratch), "LAKEMAGIC_LAKE": "s3://package-iceberg-lake",
+        "AWS_ENDPOINT_URL_S3": moto_endpoint, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048", **CREDENTIALS,
+    }
+    done = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], cwd=tmp_path, env=environment,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    parquet, iceberg = report["steps"]
+    for step in (parquet, iceberg):
+        assert "error" not in step["answer"], step["answer"]
+        page = tmp_path / "page.parquet"
+        page.write_bytes(base64.b64decode(step["answer"]["page"]["data"]))
+        assert duckdb.sql(f"SELECT n FROM '{page}'").fetchall() == [(2_000,)]
+    assert parquet["readers"] == []
+    assert iceberg["readers"] == ["iceberg_scan", "read_avro"]
+    assert report["files"]["duckdb_extension_iceberg"].startswith(str(task))
+    assert list(scratch.iterdir()) == []

@@ -38,7 +38,7 @@ import duckdb
 import pandas as pd
 from moto.server import ThreadedMotoServer
 
-from lakelambda.database import httpfs_path
+from lakelambda.database import extension_path
 from lakemagic import client
 from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.locallambda import FunctionSpec, LocalLambda
@@ -56,7 +56,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "
 
 def raw_duckdb_over_s3(endpoint: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
-    con.execute(f"LOAD '{httpfs_path()}'")
+    con.execute(f"LOAD '{extension_path('httpfs')}'")
     host = endpoint.split("://", 1)[1]
     con.execute(f"CREATE SECRET (TYPE s3, KEY_ID 'bench', SECRET 'bench', REGION 'us-east-1', "
                 f"ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)")

@@ -8,7 +8,7 @@ import duckdb
 import pandas as pd
 
 _con = duckdb.connect()
-_con.execute(f"LOAD '{__import__('lakelambda.database', fromlist=['httpfs_path']).httpfs_path()}'")
+_con.execute(f"LOAD '{__import__('lakelambda.database', fromlist=['extension_path']).extension_path('httpfs')}'")
 _host = os.environ["AWS_ENDPOINT_URL_S3"].split("://", 1)[1]
 _con.execute(f"CREATE SECRET (TYPE s3, KEY_ID '{os.environ['AWS_ACCESS_KEY_ID']}', SECRET '{os.environ['AWS_SECRET_ACCESS_KEY']}', "
              f"REGION 'us-east-1', ENDPOINT '{_host}', URL_STYLE 'path', USE_SSL false)")

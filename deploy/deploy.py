@@ -121,6 +121,7 @@ def _package(options: DeployOptions, target: Target, source: WheelSource | None,
     else:
         package = build_package(target, source, cache_dir, log=out)
     package.check_target(target)
+    out(f"package contents: {package.contents()}")
     out(f"package size: {package.size_report(direct_upload_limit)}")
     through_s3 = package.upload_method(direct_upload_limit) == "s3"  # or refused: over the unzipped limit
     for note in package.notes:

@@ -1,11 +1,22 @@
-"""The deployment zip: the lake handler plus DuckDB and its httpfs extension, for one Lambda runtime.
+"""The deployment zip: the lake handler plus DuckDB and its extensions, for one Lambda runtime.
 
 What goes in, at the zip's root (Lambda unpacks it into /var/task, first on sys.path):
 
     lakelambda/                 the handler's sources (no __pycache__)
     duckdb/, _duckdb.*.so       the `duckdb` wheel for the runtime's Python and architecture
-    duckdb_extension_httpfs/    the `duckdb-extension-httpfs` wheel: httpfs, loaded from the package
+    duckdb_extension_httpfs/    the `duckdb-extension-httpfs` wheel: httpfs, loaded at every cold start
+    duckdb_extension_iceberg/   the Iceberg, Delta and Avro (Iceberg's manifests) extensions' wheels,
+    duckdb_extension_delta/     loaded only by a query that reads such a table
+    duckdb_extension_avro/
     *.dist-info/                the wheels' metadata and licences (RECORD dropped: files were stripped)
+
+The handler finds each extension the same way here and in a local
+environment: `lakelambda.database.extension_path(name)`, from the wheel's
+module. The table formats' extensions are about 60% of the unzipped package
+and it still fits Lambda's 250 MB with room to spare (the README has the
+measured sizes), so they ship in the package itself: a layer would count
+against the same 250 MB and add a second thing to deploy and destroy, and
+a container image would need a registry and an image build.
 
 boto3 is not bundled: every Lambda Python runtime has it. Type stubs
 (`.pyi`, `_duckdb-stubs/`), `__pycache__` and `tests/` folders are dropped.
@@ -45,9 +56,22 @@ DIRECT_UPLOAD_LIMIT = 50 * MB  # zipped, sent in the CreateFunction/UpdateFuncti
 UNZIPPED_LIMIT = 250 * MB  # unzipped, layers included; uploading through S3 does not lift it
 
 DUCKDB = "duckdb"
-HTTPFS = "duckdb-extension-httpfs"
+HTTPFS = "httpfs"
+# Read only by a query over an Iceberg or Delta table. In load order: Iceberg's manifests are Avro, and
+# iceberg's LOAD fails (trying to install avro) unless avro is loaded first.
+TABLE_FORMAT_EXTENSIONS = ("avro", "iceberg", "delta")
+EXTENSIONS = (HTTPFS, *TABLE_FORMAT_EXTENSIONS)
 # Bumped whenever what the builder puts in a zip changes, so old cached packages are not reused.
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
+# What a package lacking each extension's wheel means for the function.
+_WITHOUT = {
+    HTTPFS: "the function installs httpfs from DuckDB's extension repository into /tmp at each cold start instead "
+            "(LAKEMAGIC_INSTALL_HTTPFS=1; about 1-3 s and a ~7 MB download, and the function needs outbound internet "
+            "access)",
+    "iceberg": "the function cannot read the lake's Iceberg tables",
+    "delta": "the function cannot read the lake's Delta tables",
+    "avro": "the function cannot read the lake's Iceberg tables (their manifests are Avro)",
+}
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say; the same for every entry
 _DUCKDB_LIBRARY = re.compile(rf"^_duckdb\.cpython-3(\d+)-({'|'.join(LAMBDA_ARCHITECTURES)})-linux-gnu\.so$")
 _DROPPED = ("*.pyc", "*.pyo", "*.pyi", "*.dist-info/RECORD", "*.dist-info/INSTALLER", "*.dist-info/REQUESTED",
@@ -63,12 +87,17 @@ class PackageInfo:
     sha256: str
     zipped_bytes: int
     unzipped_bytes: int
-    has_httpfs: bool
+    # Each of EXTENSIONS the package holds for its DuckDB, with its files' (zipped, unzipped) bytes.
+    extensions: dict[str, tuple[int, int]]
     duckdb_version: str | None
     python_version: str | None  # of the bundled DuckDB library, like "3.12"
     machine: str | None  # x86_64 or aarch64
     built_from: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_httpfs(self) -> bool:
+        return HTTPFS in self.extensions
 
     @property
     def code_sha256(self) -> str:
@@ -90,8 +119,21 @@ class PackageInfo:
         else:
             zipped = f"within the {direct_limit / MB:g} MB Lambda takes in a direct upload"
         fits = "within" if self.unzipped_bytes <= UNZIPPED_LIMIT else "over"
-        return (f"{self.zipped_bytes / MB:.1f} MB zipped ({zipped}), {self.unzipped_bytes / MB:.1f} MB unzipped "
-                f"({fits} Lambda's {UNZIPPED_LIMIT // MB} MB limit on unzipped code)")
+        report = (f"{self.zipped_bytes / MB:.1f} MB zipped ({zipped}), {self.unzipped_bytes / MB:.1f} MB unzipped "
+                  f"({fits} Lambda's {UNZIPPED_LIMIT // MB} MB limit on unzipped code)")
+        formats = [name for name in TABLE_FORMAT_EXTENSIONS if name in self.extensions]
+        if formats:
+            zipped_share = sum(self.extensions[name][0] for name in formats)
+            unzipped_share = sum(self.extensions[name][1] for name in formats)
+            report += (f", of which the {', '.join(formats)} extensions are {zipped_share / MB:.1f} MB zipped and "
+                       f"{unzipped_share / MB:.1f} MB unzipped")
+        return report
+
+    def contents(self) -> str:
+        """What the package ships, in a line: DuckDB, its Python and machine, and the extensions."""
+        extensions = ", ".join(name for name in EXTENSIONS if name in self.extensions) or "no"
+        return (f"DuckDB {self.duckdb_version} for Python {self.python_version} on {self.machine}, with "
+                f"{extensions} extensions, and the handler")
 
     @classmethod
     def from_zip(cls, path: str | os.PathLike, built_from=(), notes=()) -> "PackageInfo":
@@ -101,20 +143,23 @@ class PackageInfo:
                 entries = [entry for entry in archive.infolist() if not entry.is_dir()]
         except (OSError, zipfile.BadZipFile) as exc:
             raise DeployError(f"{path} is not a readable zip file ({exc})") from None
-        names = {entry.filename for entry in entries}
+        names = {entry.filename: entry for entry in entries}
         if "lakelambda/handler.py" not in names:
             raise DeployError(f"{path} is not a lakemagic package: it has no lakelambda/handler.py at its root")
         versions = [re.match(r"^duckdb-([^/]+)\.dist-info/METADATA$", name) for name in names]
         duckdb_version = next((match.group(1) for match in versions if match), None)
         library = next((match for match in map(_DUCKDB_LIBRARY.match, names) if match), None)
-        has_httpfs = duckdb_version is not None and (
-            f"duckdb_extension_httpfs/extensions/v{duckdb_version}/httpfs.duckdb_extension" in names)
+        extensions = {}
+        for name in EXTENSIONS if duckdb_version is not None else ():
+            if f"duckdb_extension_{name}/extensions/v{duckdb_version}/{name}.duckdb_extension" in names:
+                files = [entry for entry in entries if entry.filename.startswith(f"duckdb_extension_{name}")]
+                extensions[name] = (sum(entry.compress_size for entry in files), sum(entry.file_size for entry in files))
         return cls(
             path=path,
             sha256=_file_sha256(path),
             zipped_bytes=os.path.getsize(path),
             unzipped_bytes=sum(entry.file_size for entry in entries),
-            has_httpfs=has_httpfs,
+            extensions=extensions,
             duckdb_version=duckdb_version,
             python_version=f"3.{library.group(1)}" if library else None,
             machine=library.group(2) if library else None,
@@ -170,12 +215,11 @@ def build_package(target: Target | None = None, source: WheelSource | None = Non
         root = Path(staging)
         built_from, notes = [], []
         built_from.append(source.extract(DUCKDB, version, root))
-        try:
-            built_from.append(source.extract(HTTPFS, version, root))
-        except MissingWheel as missing:
-            notes.append(f"{missing}: the function installs httpfs from DuckDB's extension repository into /tmp at "
-                         "each cold start instead (LAKEMAGIC_INSTALL_HTTPFS=1; about 1-3 s and a ~7 MB download, "
-                         "and the function needs outbound internet access)")
+        for name in EXTENSIONS:
+            try:
+                built_from.append(source.extract(f"duckdb-extension-{name}", version, root))
+            except MissingWheel as missing:
+                notes.append(f"{missing}: {_WITHOUT[name]}")
         for name, path in handler_files.items():
             target_path = root / "lakelambda" / name
             target_path.parent.mkdir(parents=True, exist_ok=True)

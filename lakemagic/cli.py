@@ -92,7 +92,8 @@ def _load(options: argparse.Namespace) -> int:
 
     print(f"loading the taxi month into {options.lake} ({options.rows:,} trips, {options.source}d)...", flush=True)
     summary = load_lake(options.lake, rows=options.rows, source=options.source, progress=_say)
-    print(f"done: {summary['rows']:,} trips in {summary['dataset']} and {summary['partitioned']}/")
+    tables = [summary["dataset"], f"{summary['partitioned']}/"] + ([f"{summary['iceberg']}/"] if summary["iceberg"] else [])
+    print(f"done: {summary['rows']:,} trips in {', '.join(tables[:-1])} and {tables[-1]}")
     return 0
 
 

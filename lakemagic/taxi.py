@@ -9,6 +9,8 @@ The lake built by `build_lake`::
 
     <lake_dir>/dataset/taxi_2019_04.parquet          one file
     <lake_dir>/partitioned/date=2019-04-01/*.parquet  same rows, Hive-partitioned
+    <lake_dir>/taxi_iceberg/                          same rows, an Iceberg table (taxi_iceberg.py),
+                                                      where pyiceberg is installed
 
 DuckDB and urllib are imported inside the functions so importing this module stays cheap.
 """
@@ -27,6 +29,8 @@ from lakelambda.lake import DATASET_FOLDER
 from lakelambda.storage import S3_SCHEME, split_s3_path
 from lakelambda.sql import quote_literal
 
+from .taxi_iceberg import TABLE as ICEBERG_TABLE
+from .taxi_iceberg import pyiceberg_missing, write_table
 from .taxi_model import generator_sql
 
 if TYPE_CHECKING:
@@ -62,6 +66,9 @@ Progress = Callable[[str], None]
 
 # How often a long step says how far it is: a month takes tens of seconds to generate.
 PROGRESS_EVERY_S = 5.0
+
+# Where the lake holds the Iceberg table, from its root.
+ICEBERG_FOLDER = ICEBERG_TABLE  # a table folder of the lake, beside the partitioned ones
 
 TLC_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/yellow_tripdata_{month}.parquet"
 DATASET_FILE = "taxi_2019_04.parquet"
@@ -99,6 +106,7 @@ class LakeSummary(TypedDict):
 
     dataset: str
     partitioned: str
+    iceberg: str | None  # the Iceberg table's folder; None where pyiceberg is not installed
     rows: int
 
 
@@ -163,16 +171,17 @@ def download(path: str, month: str = "2019-04") -> None:
 
 def build_lake(
     lake_dir: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", seed: int = 0,
-    progress: Progress | None = None,
+    progress: Progress | None = None, lake_location: str | None = None,
 ) -> LakeSummary:
-    """Write the taxi month into `lake_dir` as one file and as a date-partitioned copy.
+    """Write the taxi month into `lake_dir` as one file, a date-partitioned copy and an Iceberg table.
 
     `source` is "generate" (offline, `rows` trips from `seed`) or "download"
     (the real TLC file; `rows` and `seed` do not apply). Everything is built in
     a `_taxi_build_*` folder inside `lake_dir` and renamed into place, so an
     older copy is replaced whole and a failure never leaves a half-written
     dataset. Returns the paths and the row count. `progress`, if given, is
-    told each step and, every PROGRESS_EVERY_S, DuckDB's percent done.
+    told each step and, every PROGRESS_EVERY_S, DuckDB's percent done. The Iceberg table names
+    its files under `lake_location`, the lake as its readers find it (by default `lake_dir`).
     """
     _check_rows(rows)
     if source not in ("generate", "download"):
@@ -180,6 +189,8 @@ def build_lake(
 
     dataset_file = os.path.join(lake_dir, DATASET_FOLDER, DATASET_FILE)
     partitioned_dir = os.path.join(lake_dir, "partitioned")
+    iceberg_dir = os.path.join(lake_dir, *ICEBERG_FOLDER.split("/"))
+    iceberg_location = f"{(lake_location or os.path.abspath(lake_dir)).rstrip('/')}/{ICEBERG_FOLDER}"
     os.makedirs(os.path.dirname(dataset_file), exist_ok=True)
     staging = tempfile.mkdtemp(prefix="_taxi_build_", dir=lake_dir)
     try:
@@ -201,15 +212,25 @@ def build_lake(
             (written,) = con.execute(
                 f"SELECT count(*) FROM read_parquet({quote_literal(new_file)})"
             ).fetchone()
+            missing = pyiceberg_missing()
+            if missing:
+                _tell(progress, f"note: {missing}")
+            else:
+                _tell(progress, f"writing them again as the Iceberg table {ICEBERG_TABLE}, partitioned by day of pickup...")
+                write_table(con, new_partitioned, SCHEMA, iceberg_location, staging, progress, PROGRESS_EVERY_S)
         # A directory cannot be renamed over a non-empty one: move the old copy
-        # into staging (deleted below), then move the new one in.
-        if os.path.exists(partitioned_dir):
-            os.replace(partitioned_dir, os.path.join(staging, "old_partitioned"))
-        os.replace(new_partitioned, partitioned_dir)
+        # into staging (deleted below), then move the new one in. An old Iceberg
+        # table goes even where no new one is written: it would hold other rows.
+        for old, new in ((partitioned_dir, new_partitioned), (iceberg_dir, os.path.join(staging, ICEBERG_TABLE))):
+            if os.path.exists(old):
+                os.replace(old, os.path.join(staging, f"old_{os.path.basename(old)}"))
+            if os.path.exists(new):
+                os.replace(new, old)
         os.replace(new_file, dataset_file)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"dataset": dataset_file, "partitioned": partitioned_dir, "rows": written}
+    return {"dataset": dataset_file, "partitioned": partitioned_dir, "iceberg": None if missing else iceberg_dir,
+            "rows": written}
 
 
 def load_lake(lake: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", seed: int = 0, s3=None,
@@ -218,8 +239,10 @@ def load_lake(lake: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", 
 
     An S3 lake is built in a local folder first and uploaded with the boto3
     client `s3` (by default one made as boto3 finds credentials and endpoint).
-    Each object is put whole, and partition files of an earlier load that the
-    new one does not have are removed. `progress` is told each step (see `build_lake`).
+    Each object is put whole, and the files of an earlier load's partitioned
+    copy and Iceberg table that the new one does not have are removed; the
+    Iceberg table's metadata goes last, once the files it names are there.
+    `progress` is told each step (see `build_lake`).
     """
     if not lake.startswith(S3_SCHEME):
         return build_lake(os.path.expanduser(lake), rows, source, seed, progress)
@@ -229,26 +252,32 @@ def load_lake(lake: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", 
         s3 = boto3.client("s3")
     bucket, prefix = split_s3_path(lake)
     prefix = f"{prefix}/" if prefix else ""
-    with tempfile.TemporaryDirectory(prefix="lakemagic-load-") as folder:
-        summary = build_lake(folder, rows, source, seed, progress)
-        _tell(progress, f"uploading to {lake}...")
-        uploaded = set()
-        for root, _, files in os.walk(folder):
-            for name in files:
-                relative = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
-                if relative.startswith((f"{DATASET_FOLDER}/", "partitioned/")):
-                    s3.upload_file(os.path.join(root, name), bucket, prefix + relative)
-                    uploaded.add(prefix + relative)
-    stale = [
-        item["Key"]
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "partitioned/")
-        for item in page.get("Contents", [])
-        if item["Key"] not in uploaded
-    ]
-    for start in range(0, len(stale), 1000):
-        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in stale[start : start + 1000]]})
     root = f"{S3_SCHEME}{bucket}/{prefix}"
-    return {"dataset": f"{root}{DATASET_FOLDER}/{DATASET_FILE}", "partitioned": root + "partitioned", "rows": summary["rows"]}
+    iceberg = f"{ICEBERG_FOLDER}/"
+    with tempfile.TemporaryDirectory(prefix="lakemagic-load-") as folder:
+        summary = build_lake(folder, rows, source, seed, progress, lake_location=root)
+        _tell(progress, f"uploading to {lake}...")
+        files = sorted(
+            os.path.relpath(os.path.join(parent, name), folder).replace(os.sep, "/")
+            for parent, _, names in os.walk(folder) for name in names)
+        files = [relative for relative in files if relative.startswith((f"{DATASET_FOLDER}/", "partitioned/", iceberg))]
+        metadata = [relative for relative in files if relative.startswith(f"{iceberg}metadata/")]
+        for relative in [relative for relative in files if relative not in metadata]:
+            s3.upload_file(os.path.join(folder, relative), bucket, prefix + relative)
+        uploaded = {prefix + relative for relative in files}
+        stale = [
+            item["Key"]
+            for replaced in ("partitioned/", iceberg)
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + replaced)
+            for item in page.get("Contents", [])
+            if item["Key"] not in uploaded
+        ]
+        for start in range(0, len(stale), 1000):
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key} for key in stale[start : start + 1000]]})
+        for relative in metadata:
+            s3.upload_file(os.path.join(folder, relative), bucket, prefix + relative)
+    return {"dataset": f"{root}{DATASET_FOLDER}/{DATASET_FILE}", "partitioned": root + "partitioned",
+            "iceberg": f"{root}{iceberg}".rstrip("/") if summary["iceberg"] else None, "rows": summary["rows"]}
 
 
 def _check_rows(rows: int) -> None:

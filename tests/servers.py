@@ -16,7 +16,7 @@ from moto.server import ThreadedMotoServer
 
 from lakemagic.locallambda import FunctionSpec, LocalLambda
 from lakemagic.locallambda.layout import LAKE_PACKAGES
-from lakemagic.taxi import build_lake
+from lakemagic.taxi import build_lake, load_lake
 
 BUCKET = "lake"
 OTHER_BUCKET = "not-the-lake"
@@ -45,22 +45,24 @@ def aws_environment(moto_endpoint):
     os.environ.update(saved)
 
 
+TAXI_ROWS = 20_000
+
+
 @pytest.fixture(scope="session")
 def local_taxi_lake(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("local-lake")
-    build_lake(str(folder), rows=20_000)
+    build_lake(str(folder), rows=TAXI_ROWS)
     return folder
 
 
 @pytest.fixture(scope="session")
-def s3_lake(aws_environment, local_taxi_lake) -> str:
-    """The same taxi lake as `local_taxi_lake`, uploaded to the S3 server, plus a bucket that is off limits."""
+def s3_lake(aws_environment) -> str:
+    """The same taxi lake as `local_taxi_lake` (the same rows), loaded into the S3 server as `lakemagic load`
+    does it, its Iceberg table's files named in the bucket; plus a bucket that is off limits."""
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     s3.create_bucket(Bucket=OTHER_BUCKET)
-    for path in local_taxi_lake.rglob("*.parquet"):
-        if "_lakemagic" not in path.parts:
-            s3.upload_file(str(path), BUCKET, path.relative_to(local_taxi_lake).as_posix())
+    load_lake(f"s3://{BUCKET}", rows=TAXI_ROWS, s3=s3)
     s3.put_object(Bucket=OTHER_BUCKET, Key="secret.csv", Body=b"password\nhunter2\n")
     return f"s3://{BUCKET}"
 

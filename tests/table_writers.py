@@ -77,9 +77,7 @@ def reference(sql: str, secret: str = ""):
     for extension in EXTENSIONS:
         con.execute(f"LOAD '{extension_path(extension)}'")
     if secret:
-        from lakelambda.database import httpfs_path
-
-        con.execute(f"LOAD '{httpfs_path()}'")
+        con.execute(f"LOAD '{extension_path('httpfs')}'")
         con.execute(secret)
     con.execute("SET TimeZone = 'UTC'")
     frame = con.execute(sql).df()

@@ -124,6 +124,7 @@ def test_deploy_redeploy_destroy(clients, local_package, capsys):
                                  '    %config LakeMagic.function_name = "lakemagic"\n'
                                  f'    %config LakeMagic.region = "{REGION}"')
     assert "MB zipped" in out and "MB unzipped" in out
+    assert "with httpfs, avro, iceberg, delta extensions, and the handler" in out  # what it shipped
     assert ("network: the function has Lambda's default internet egress; to take it away, deploy with --subnet-ids "
             "and --security-group-ids") in out
 

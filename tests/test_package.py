@@ -1,8 +1,8 @@
 """The deployment package: it answers a query from a read-only folder with nothing else installed, and fits Lambda.
 
 The local package is built for this machine's Python from the installed
-duckdb + duckdb-extension-httpfs (copied file by file from site-packages by
-`InstalledPackages`), so it runs here; the real one, for the default target
+duckdb and its extensions' wheels (httpfs, iceberg, delta, avro; copied file
+by file from site-packages by `InstalledPackages`), so it runs here; the real one, for the default target
 (python3.12 on x86_64, and arm64), comes from PyPI through `pip download`.
 """
 
@@ -24,8 +24,12 @@ import duckdb
 import pytest
 
 from lakedeploy.errors import DeployError
-from lakedeploy.package import DIRECT_UPLOAD_LIMIT, MB, UNZIPPED_LIMIT, build_package, default_cache_dir, duckdb_version
+from lakedeploy.package import (
+    DIRECT_UPLOAD_LIMIT, EXTENSIONS, MB, TABLE_FORMAT_EXTENSIONS, UNZIPPED_LIMIT, build_package, default_cache_dir,
+    duckdb_version,
+)
 from lakedeploy.wheels import InstalledPackages, PipDownload, Target
+from lakemagic.taxi import load_lake
 from servers import FAKE_KEYS
 
 # What Lambda's Python runtime provides beside the function's code: boto3 and what it imports.
@@ -33,6 +37,9 @@ RUNTIME_DISTRIBUTIONS = ("boto3", "botocore", "jmespath", "s3transfer", "python-
 REGION = "us-east-1"
 CREDENTIALS = {**{name.upper(): value for name, value in FAKE_KEYS.items()}, "AWS_DEFAULT_REGION": REGION}
 BUCKET = "package-lake"
+# The table readers the iceberg, delta and avro extensions add: present in a database only once they are loaded.
+READERS = ("SELECT DISTINCT function_name FROM duckdb_functions() "
+           "WHERE function_name IN ('iceberg_scan', 'delta_scan', 'read_avro')")
 QUERY = {"version": 1, "op": "query", "sql": "SELECT count(*) AS n FROM trips", "params": {}, "page_size": 10}
 
 
@@ -94,7 +101,19 @@ def test_local_package_answers_a_query_from_a_read_only_folder(local_package, s3
         "files = {name: getattr(module, '__file__', None) or '' for name, module in sorted(sys.modules.items())}",
         "scratch = lakelambda.handler._lambda_handler.settings.scratch",
         "boto3 = importlib.util.find_spec('boto3').origin",
-        "print(json.dumps({'answer': answer, 'files': files, 'path': sys.path, 'scratch': scratch, 'boto3': boto3}))",
+        # Which extensions the Parquet query left loaded in the handler's database; then where the handler's
+        # lookup finds the table formats' extensions, and whether this DuckDB loads each file found there.
+        # (duckdb_extensions() lists the extension folder, which the sandbox closes: their functions tell.)
+        "functions = lakelambda.handler._lambda_handler._database.execute(",
+        f"    {READERS!r}).fetchall()",
+        "import duckdb, lakelambda.database",
+        f"found = {{name: lakelambda.database.extension_path(name) for name in {TABLE_FORMAT_EXTENSIONS!r}}}",
+        "fresh = duckdb.connect(config={'autoinstall_known_extensions': False, 'autoload_known_extensions': False})",
+        "for path in found.values():",
+        "    fresh.execute(f\"LOAD '{path}'\")",
+        f"loaded = sorted(name for name, in fresh.execute({READERS!r}).fetchall())",
+        "print(json.dumps({'answer': answer, 'files': files, 'path': sys.path, 'scratch': scratch, 'boto3': boto3,",
+        "                  'functions': functions, 'found': found, 'loaded': loaded}))",
     ])
     environment = {
         "PATH": "/usr/bin:/bin", "TMPDIR": str(scratch), "LAKEMAGIC_LAKE": f"s3://{BUCKET}",
@@ -123,6 +142,11 @@ def test_local_package_answers_a_query_from_a_read_only_folder(local_package, s3
     assert files["duckdb_extension_httpfs"].startswith(str(task))
     assert "boto3" not in files and "botocore" not in files and report["boto3"].startswith(str(runtime))
     assert not [name for name, file in files.items() if "site-packages" in file]
+    # A Parquet query's cold start loads none of the table formats' extensions, which the handler finds in
+    # the package all the same, and which load in the packaged DuckDB without reaching for the network.
+    assert report["functions"] == []
+    assert all(path.startswith(str(task)) for path in report["found"].values()), report["found"]
+    assert report["loaded"] == ["delta_scan", "iceberg_scan", "read_avro"]
     # The small result went nowhere, the scratch files to TMPDIR (gone with the process), nothing into the package.
     listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="_lakemagic/results/")
     assert answer["result_id"] is None and "Contents" not in listing  # a one-row result travels inline
@@ -140,7 +164,8 @@ def test_package_holds_the_handler_and_wheels_and_nothing_lambda_has(local_packa
     assert names == sorted(names)
     assert {entry.date_time for entry in entries} == {(1980, 1, 1, 0, 0, 0)}
     assert "lakelambda/handler.py" in names and "duckdb/__init__.py" in names
-    assert f"duckdb_extension_httpfs/extensions/v{duckdb_version()}/httpfs.duckdb_extension" in names
+    for name in EXTENSIONS:
+        assert f"duckdb_extension_{name}/extensions/v{duckdb_version()}/{name}.duckdb_extension" in names
     assert not [name for name in names if name.split("/")[0] in ("boto3", "botocore", "s3transfer")]
     assert not [name for name in names if "__pycache__" in name or name.endswith((".pyc", ".pyi"))]
 
@@ -166,12 +191,16 @@ def test_real_package_for_lambda_fits_its_limits(architecture):
     target = Target("python3.12", architecture)
     info = _build_or_skip(target)
     assert (info.python_version, info.machine, info.duckdb_version) == ("3.12", target.machine, duckdb_version())
-    assert info.has_httpfs, "PyPI has the httpfs wheel for both architectures"
+    assert list(info.extensions) == list(EXTENSIONS), "PyPI has every extension's wheel for both architectures"
+    assert info.notes == []
     assert info.unzipped_bytes < UNZIPPED_LIMIT
     assert info.zipped_bytes < DIRECT_UPLOAD_LIMIT or info.upload_method() == "s3"
     report = info.size_report()
     assert f"{info.zipped_bytes / MB:.1f} MB zipped" in report and f"{info.unzipped_bytes / MB:.1f} MB unzipped" in report
     assert "50 MB" in report and "250 MB" in report
+    formats = [info.extensions[name] for name in TABLE_FORMAT_EXTENSIONS]
+    assert (f"the avro, iceberg, delta extensions are {sum(zipped for zipped, _ in formats) / MB:.1f} MB zipped and "
+            f"{sum(unzipped for _, unzipped in formats) / MB:.1f} MB unzipped") in report
     with zipfile.ZipFile(info.path) as package:
         names = package.namelist()
     assert f"_duckdb.cpython-312-{target.machine}-linux-gnu.so" in names
@@ -179,8 +208,8 @@ def test_real_package_for_lambda_fits_its_limits(architecture):
     print(f"\n{target.runtime} {architecture}: {report}")
 
 
-def test_missing_httpfs_wheel_is_installed_at_cold_start_instead(tmp_path, monkeypatch):
-    """pip finds no httpfs wheel (an index holding only DuckDB's): the package goes without, and says what happens."""
+def test_missing_extension_wheels_are_left_out_and_said(tmp_path, monkeypatch):
+    """pip finds only DuckDB's wheel: the package goes without its extensions, and says what each absence means."""
     target = Target("python3.12", "x86_64")
     wheels = default_cache_dir() / "wheels" / "cp312-x86_64"
     try:
@@ -198,8 +227,61 @@ def test_missing_httpfs_wheel_is_installed_at_cold_start_instead(tmp_path, monke
     info = build_package(target, source, cache_dir=tmp_path / "cache")
     assert not info.has_httpfs
     with zipfile.ZipFile(info.path) as package:
-        assert not [name for name in package.namelist() if name.startswith("duckdb_extension_httpfs")]
-    assert len(info.notes) == 1
-    assert info.notes[0].startswith(f"the package index has no duckdb-extension-httpfs=={duckdb_version()} wheel for "
-                                    "CPython 3.12 on manylinux x86_64: the function installs httpfs from DuckDB's "
-                                    "extension repository into /tmp at each cold start")
+        assert not [name for name in package.namelist() if name.startswith("duckdb_extension_")]
+    assert info.extensions == {}
+    assert len(info.notes) == len(EXTENSIONS)
+    missing = "wheel for CPython 3.12 on manylinux x86_64: "
+    assert info.notes[0].startswith(f"the package index has no duckdb-extension-httpfs=={duckdb_version()} {missing}"
+                                    "the function installs httpfs from DuckDB's extension repository into /tmp at "
+                                    "each cold start")
+    assert info.notes[1:] == [
+        f"the package index has no duckdb-extension-{name}=={duckdb_version()} {missing}the function cannot read the "
+        f"lake's {tables}" for name, tables in (("avro", "Iceberg tables (their manifests are Avro)"),
+                                                ("iceberg", "Iceberg tables"), ("delta", "Delta tables"))]
+    assert "extensions are" not in info.size_report()
+
+
+def test_packaged_handler_loads_a_table_formats_extensions_at_its_first_query_of_one(local_package, moto_endpoint,
+                                                                                      tmp_path):
+    """From the package's own files: a Parquet query loads no table format's extension; the first query over the
+    demo lake's Iceberg table loads Iceberg's (avro, iceberg) from the package, and not Delta's."""
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION, **FAKE_KEYS)
+    s3.create_bucket(Bucket="package-iceberg-lake")
+    load_lake("s3://package-iceberg-lake", rows=2_000, seed=3, s3=s3)
+    task = tmp_path / "task"
+    with zipfile.ZipFile(local_package) as package:
+        package.extractall(task)
+    runtime = _lambda_runtime_folder(tmp_path / "runtime")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    queries = [dict(QUERY, sql=f"SELECT count(*) AS n FROM {table}") for table in ("taxi_2019_04", "taxi_iceberg")]
+    code = "\n".join([
+        "import json, sys",
+        f"sys.path[:0] = [{str(task)!r}, {str(runtime)!r}]",
+        "import lakelambda.handler",
+        "steps = []",
+        f"for query in json.loads({json.dumps(queries)!r}):",
+        "    answer = lakelambda.handler.handler(query, None)",
+        f"    readers = lakelambda.handler._lambda_handler._database.execute({READERS!r}).fetchall()",
+        "    steps.append({'answer': answer, 'readers': sorted(name for name, in readers)})",
+        "files = {name: getattr(module, '__file__', None) or '' for name, module in sys.modules.items()}",
+        "print(json.dumps({'steps': steps, 'files': files}))",
+    ])
+    environment = {
+        "PATH": "/usr/bin:/bin", "TMPDIR": str(scratch), "LAKEMAGIC_LAKE": "s3://package-iceberg-lake",
+        "AWS_ENDPOINT_URL_S3": moto_endpoint, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048", **CREDENTIALS,
+    }
+    done = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], cwd=tmp_path, env=environment,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    parquet, iceberg = report["steps"]
+    for step in (parquet, iceberg):
+        assert "error" not in step["answer"], step["answer"]
+        page = tmp_path / "page.parquet"
+        page.write_bytes(base64.b64decode(step["answer"]["page"]["data"]))
+        assert duckdb.sql(f"SELECT n FROM '{page}'").fetchall() == [(2_000,)]
+    assert parquet["readers"] == []
+    assert iceberg["readers"] == ["iceberg_scan", "read_avro"]
+    assert report["files"]["duckdb_extension_iceberg"].startswith(str(task))
+    assert list(scratch.iterdir()) == []

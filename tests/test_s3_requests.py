@@ -12,7 +12,7 @@ import secrets
 import duckdb
 import pytest
 
-from lakelambda.database import Settings, httpfs_path
+from lakelambda.database import Settings, extension_path
 from lakelambda.handler import LakeHandler
 from lakemagic.locallambda.s3proxy import S3Proxy
 
@@ -53,7 +53,7 @@ def handler(proxy, aws_environment):
 def raw(proxy):
     """DuckDB with httpfs in this process, reading the same objects through the same proxy."""
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    con.execute(f"LOAD '{httpfs_path()}'")
+    con.execute(f"LOAD '{extension_path('httpfs')}'")
     host = proxy.endpoint_url.split("://", 1)[1]
     con.execute(f"CREATE SECRET (TYPE s3, KEY_ID '{CREDENTIALS['AWS_ACCESS_KEY_ID']}', "
                 f"SECRET '{CREDENTIALS['AWS_SECRET_ACCESS_KEY']}', REGION 'us-east-1', ENDPOINT '{host}', "

@@ -19,7 +19,7 @@ import duckdb
 import pytest
 
 from lakelambda import protocol, sandbox
-from lakelambda.database import Settings, httpfs_path, open_database
+from lakelambda.database import Settings, extension_path, open_database
 from lakelambda.handler import LakeHandler
 from lakelambda.lake import Lake
 from lakelambda.errors import PermissionDenied
@@ -505,7 +505,7 @@ test_vector_types truncate_duckdb_logs which_secret
 def functions() -> dict[str, set[str]]:
     """Every function name of DuckDB with httpfs loaded, and its kinds (scalar, aggregate, macro, table, ...)."""
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    con.execute(f"LOAD '{httpfs_path()}'")
+    con.execute(f"LOAD '{extension_path('httpfs')}'")
     rows = con.execute("SELECT function_name, list(DISTINCT function_type) FROM duckdb_functions() GROUP BY 1").fetchall()
     return {name: set(kinds) for name, kinds in rows}
 
@@ -635,7 +635,7 @@ def test_httpfs_copied_the_environment_credentials_and_they_are_blanked(marker_e
     # The threat is real: loading httpfs with AWS_* set copies them into the s3_* settings.
     with process_environment(marker_environment):
         plain = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-        plain.execute(f"LOAD '{httpfs_path()}'")
+        plain.execute(f"LOAD '{extension_path('httpfs')}'")
     assert plain.execute("SELECT current_setting('s3_secret_access_key')").fetchone()[0] == MARKERS["AWS_SECRET_ACCESS_KEY"]
     plain.close()
     with marker_database.cursor() as cursor:  # what every call's cursor sees

@@ -14,10 +14,13 @@ import urllib.request
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import boto3
 import duckdb
 import pytest
 
+from lakelambda.database import extension_path
 from lakemagic import taxi, taxi_model
+from servers import FAKE_KEYS
 
 ROWS = 20_000
 MONTH_ROWS = 200_000
@@ -69,6 +72,20 @@ def checksum(relation: str) -> tuple[int, int]:
     ).fetchone()
 
 
+def iceberg_reader() -> duckdb.DuckDBPyConnection:
+    """DuckDB with the avro and iceberg extensions the Lambda package ships, loaded from their wheels."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    for name in ("avro", "iceberg"):
+        con.execute(f"LOAD {sql_path(extension_path(name))}")
+    return con
+
+
+def current_metadata(table: Path) -> Path:
+    """The table's one metadata file: a build writes the table in one commit, replacing any older table."""
+    (found,) = (table / "metadata").glob("*.metadata.json")
+    return found
+
+
 def leftovers(lake: Path) -> list[str]:
     return [p.name for p in lake.iterdir() if p.name.startswith(("_", "."))]
 
@@ -80,6 +97,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert summary["rows"] == ROWS
     assert summary["dataset"] == str(lake_dir / "dataset" / "taxi_2019_04.parquet")
     assert summary["partitioned"] == str(lake_dir / "partitioned")
+    assert summary["iceberg"] == str(lake_dir / taxi.ICEBERG_FOLDER)
     return lake_dir
 
 
@@ -444,6 +462,28 @@ def test_partitioned_copy_has_the_same_rows(lake: Path, trips: str) -> None:
     assert misplaced == 0
 
 
+def test_iceberg_table_holds_the_month_one_file_a_day_of_pickup(lake: Path, trips: str) -> None:
+    table = lake / taxi.ICEBERG_FOLDER
+    metadata = current_metadata(table)
+    with iceberg_reader() as con:
+        scan = f"iceberg_scan({sql_path(metadata)})"
+        # The same rows (passenger_count is an int: Iceberg has no 8-bit integer).
+        same_types = COLUMNS.replace("passenger_count", "CAST(passenger_count AS INTEGER)")
+        checksums = [con.execute(f"SELECT count(*), sum(hash({same_types})::HUGEINT) FROM {rows}").fetchone()
+                     for rows in (scan, trips)]
+        assert checksums[0] == checksums[1] and checksums[0][0] == ROWS
+        (snapshots,) = con.execute(f"SELECT count(*) FROM iceberg_snapshots({sql_path(metadata)})").fetchone()
+        files = con.execute(f"SELECT file_path, record_count FROM iceberg_metadata({sql_path(metadata)})").fetchall()
+        days = dict(con.execute(f"SELECT CAST(pickup_at AS DATE) AS day, count(*) FROM {trips} GROUP BY day").fetchall())
+    assert snapshots == 1
+    # Named where the lake's readers find them (inside the lake), one a day under Iceberg's day transform's folder.
+    assert {Path(path).parent.relative_to(table / "data").as_posix(): rows for path, rows in files} == {
+        f"pickup_at_day={day}": rows for day, rows in days.items()}
+    assert all(Path(path).is_file() for path, _ in files)
+    assert not [path for path in (table / "data").rglob("*") if path.is_file() and str(path) not in dict(files)]
+    assert leftovers(lake) == []
+
+
 def test_building_twice_replaces_cleanly(tmp_path: Path) -> None:
     other = tmp_path / "dataset" / "other.parquet"
     other.parent.mkdir()
@@ -463,7 +503,13 @@ def test_building_twice_replaces_cleanly(tmp_path: Path) -> None:
     assert checksum(partitioned(tmp_path)) == checksum(parquet(fresh))
     assert not stale.exists()
     assert leftovers(tmp_path) == []
-    assert sorted(os.listdir(tmp_path / "dataset")) == ["other.parquet", "taxi_2019_04.parquet"]
+    assert sorted(path.name for path in (tmp_path / "dataset").glob("*.parquet")) == ["other.parquet", "taxi_2019_04.parquet"]
+    assert sorted(os.listdir(tmp_path / taxi.ICEBERG_FOLDER)) == ["data", "metadata"]
+    with iceberg_reader() as con:  # the Iceberg table too holds the new rows, in files of its own alone
+        scan = f"iceberg_scan({sql_path(current_metadata(tmp_path / taxi.ICEBERG_FOLDER))})"
+        assert con.execute(f"SELECT count(*) FROM {scan}").fetchone() == (4_000,)
+        (listed,) = con.execute(f"SELECT count(*) FROM iceberg_metadata{scan[len('iceberg_scan'):]}").fetchone()
+    assert len(list((tmp_path / taxi.ICEBERG_FOLDER / "data").rglob("*.parquet"))) == listed
     assert other.read_bytes() == b"someone else's data"
 
 
@@ -556,9 +602,54 @@ def test_a_build_tells_its_steps_and_how_far_a_long_one_is(tmp_path: Path, monke
     summary = taxi.build_lake(str(tmp_path), rows=300_000, seed=0, progress=told.append)
     assert summary["rows"] == 300_000
     steps = [line for line in told if not line.startswith("  ")]
-    assert steps == ["generating 300,000 trips...", "writing them again partitioned by date..."]
-    percents = [int(re.fullmatch(r"  (\d+)% after \d+ s", line).group(1)) for line in told if line.startswith("  ")]
+    assert steps == ["generating 300,000 trips...", "writing them again partitioned by date...",
+                     "writing them again as the Iceberg table taxi_iceberg, partitioned by day of pickup..."]
+    percents = [int(percent.group(1)) for percent in (re.fullmatch(r"  (\d+)% after \d+ s", line) for line in told)
+                if percent]
     assert percents and all(0 <= percent <= 100 for percent in percents)
+    days = [line for line in told if re.fullmatch(r"  \d+ of 30 days after \d+ s", line)]
+    assert days and len(days) + len(steps) + len(percents) == len(told)
+
+
+def test_without_pyiceberg_the_lake_has_no_iceberg_table_and_says_so(tmp_path: Path, monkeypatch) -> None:
+    taxi.build_lake(str(tmp_path), rows=2_000, seed=1)
+    monkeypatch.setitem(sys.modules, "pyiceberg", None)  # as if not installed: importing it fails
+    told: list[str] = []
+    summary = taxi.build_lake(str(tmp_path), rows=3_000, seed=2, progress=told.append)
+    assert summary["iceberg"] is None and summary["rows"] == 3_000
+    assert "note: pyiceberg is not installed, so the lake gets no Iceberg table taxi_iceberg (pip install " \
+           "'lakemagic[notebooks]' adds it)" in told
+    assert sorted(os.listdir(tmp_path / "dataset")) == ["taxi_2019_04.parquet"]  # the old table held other rows
+    assert leftovers(tmp_path) == []
+
+
+def test_loading_an_s3_lake_names_the_iceberg_tables_files_in_the_bucket(moto_endpoint, tmp_path: Path) -> None:
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", **FAKE_KEYS)
+    s3.create_bucket(Bucket="taxi-iceberg")
+    lake = "s3://taxi-iceberg/lake"
+
+    def keys(prefix: str) -> list[str]:
+        return [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="taxi-iceberg", Prefix=prefix)
+                for item in page.get("Contents", [])]
+
+    taxi.load_lake(lake, rows=3_000, seed=1, s3=s3)
+    first = set(keys(f"lake/{taxi.ICEBERG_FOLDER}/"))
+    summary = taxi.load_lake(lake, rows=2_000, seed=2, s3=s3)
+    assert summary["iceberg"] == f"s3://taxi-iceberg/lake/{taxi.ICEBERG_FOLDER}"
+    table = keys(f"lake/{taxi.ICEBERG_FOLDER}/")
+    assert not first & set(table)  # the earlier load's files are gone, so its metadata cannot be mistaken for current
+    (metadata,) = [key for key in table if key.endswith(".metadata.json")]
+
+    host = moto_endpoint.split("://", 1)[1]
+    with iceberg_reader() as con:
+        con.execute(f"LOAD {sql_path(extension_path('httpfs'))}")
+        con.execute(f"CREATE SECRET (TYPE s3, KEY_ID 'testing', SECRET 'testing', REGION 'us-east-1', ENDPOINT '{host}', "
+                    "URL_STYLE 'path', USE_SSL false)")
+        scan = f"iceberg_scan('s3://taxi-iceberg/{metadata}')"
+        assert con.execute(f"SELECT count(*) FROM {scan}").fetchone() == (2_000,)
+        files = [path for (path,) in con.execute(f"SELECT file_path FROM iceberg_metadata('s3://taxi-iceberg/{metadata}')").fetchall()]
+    assert files and all(path.startswith(f"{summary['iceberg']}/data/pickup_at_day=2019-04-") for path in files)
+    assert sorted(f"s3://taxi-iceberg/{key}" for key in table if "/data/" in key) == sorted(files)
 
 
 def test_lakemagic_load_prints_its_steps(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ proves each query reads nothing but the lake before it runs.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from .errors import UnsupportedTableFeature
 from .protocol import INLINE_RESULT_BYTES
 from .sql import quote_literal
 
@@ -187,7 +189,7 @@ def connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:
                                f"extension repository (the function needs outbound internet access): {exc}") from None
         con.execute("LOAD httpfs")
     else:
-        con.execute(f"LOAD {quote_literal(httpfs_path())}")
+        con.execute(f"LOAD {quote_literal(extension_path('httpfs'))}")
     options = {
         "KEY_ID": environment.get("AWS_ACCESS_KEY_ID"),
         "SECRET": environment.get("AWS_SECRET_ACCESS_KEY"),
@@ -234,30 +236,21 @@ def require_table_format(con: duckdb.DuckDBPyConnection, table_format: str) -> N
 
 
 def extension_path(name: str) -> str:
-    """A table format's extension shipped in its `duckdb-extension-<name>` wheel, matching this DuckDB."""
-    import importlib
-
-    from .errors import UnsupportedTableFeature
-
+    """The `name` extension (httpfs, iceberg, ...) shipped in its `duckdb-extension-<name>` wheel, matching this
+    DuckDB: in the deployment package on Lambda, in site-packages elsewhere. Importing the wheel's module only
+    finds its folder; DuckDB loads nothing until `LOAD` is given this path. A missing table format's extension
+    is the user's to act on (UnsupportedTableFeature); a missing httpfs is a broken install."""
     try:
-        folder = os.path.dirname(importlib.import_module(f"duckdb_extension_{name}").__file__ or "")
-    except ImportError:
+        module = importlib.import_module(f"duckdb_extension_{name}")
+        folder = os.path.dirname(module.__file__ or "")
+    except ModuleNotFoundError:
         folder = ""
     path = os.path.join(folder, "extensions", f"v{duckdb.__version__}", f"{name}.duckdb_extension")
-    if not folder or not os.path.exists(path):
-        raise UnsupportedTableFeature(f"this engine has no {name} extension for DuckDB {duckdb.__version__}, which "
-                                      f"Iceberg and Delta tables need: install duckdb-extension-{name}=="
-                                      f"{duckdb.__version__} (lakemagic deploy ships it to the function)")
-    return path
-
-
-def httpfs_path() -> str:
-    """The httpfs extension shipped in the `duckdb-extension-httpfs` wheel, matching this DuckDB."""
-    import duckdb_extension_httpfs
-
-    folder = os.path.dirname(duckdb_extension_httpfs.__file__)
-    path = os.path.join(folder, "extensions", f"v{duckdb.__version__}", "httpfs.duckdb_extension")
-    if not os.path.exists(path):
-        raise RuntimeError(f"no httpfs extension for DuckDB {duckdb.__version__} at {path}; "
-                           f"install duckdb-extension-httpfs=={duckdb.__version__}")
-    return path
+    if folder and os.path.exists(path):
+        return path
+    install = f"install duckdb-extension-{name}=={duckdb.__version__}"
+    if name == "httpfs":
+        raise RuntimeError(f"no httpfs extension for DuckDB {duckdb.__version__} here: {install}")
+    raise UnsupportedTableFeature(f"this engine has no {name} extension for DuckDB {duckdb.__version__}, which "
+                                  f"Iceberg and Delta tables need: {install} (lakemagic deploy ships it to the "
+                                  "function)")

@@ -220,14 +220,16 @@ def test_tables_lists_the_lake_and_the_saved_views(shell, local_taxi_lake):
     outcome, _ = run(shell, "%lakesql --tables")
     outcome.raise_error()
     frame = outcome.result
-    assert frame["name"].tolist() == ["partitioned", "taxi_2019_04", "busy_zones"]
-    assert frame["kind"].tolist() == ["partitioned", "file", "saved view"]
-    assert frame["partition keys"].tolist() == ["date", "", ""]
+    # the demo lake's month three ways: Hive-partitioned, one file, and an Iceberg table read from its metadata
+    assert frame["name"].tolist() == ["partitioned", "taxi_2019_04", "taxi_iceberg", "busy_zones"]
+    assert frame["kind"].tolist() == ["partitioned", "file", "iceberg", "saved view"]
+    assert frame["partition keys"].tolist() == ["date", "", "day(pickup_at)", ""]
+    assert frame["snapshot"].tolist()[2]
     con = duckdb.connect()
     rows = con.execute(f"SELECT count(*) FROM '{local_taxi_lake}/dataset/taxi_2019_04.parquet'").fetchone()[0]
     files = con.execute(f"SELECT count(*) FROM glob('{local_taxi_lake}/partitioned/*/*.parquet')").fetchone()[0]
-    assert frame["rows"].tolist()[:2] == [rows, rows]
-    assert frame["files"].tolist()[:2] == [files, 1]
+    assert frame["rows"].tolist()[:3] == [rows, rows, rows]
+    assert frame["files"].tolist()[:3] == [files, 1, files]
     shown, _ = shell.display_formatter.format(frame)  # the result table's look in every front end: HTML and text
     assert "<table class='lakemagic-table'" in shown["text/html"] and "taxi_2019_04" in shown["text/plain"]
     size = frame["bytes"].tolist()[1]
@@ -241,7 +243,7 @@ def test_tables_lists_the_lake_and_the_saved_views(shell, local_taxi_lake):
 def test_show_tables_in_a_cell_lists_the_lake(shell):
     outcome, _ = run(shell, "%%lakesql tables <<\nSHOW TABLES")
     outcome.raise_error()
-    assert shell.user_ns["tables"]["name"].tolist() == ["partitioned", "taxi_2019_04"]
+    assert shell.user_ns["tables"]["name"].tolist() == ["partitioned", "taxi_2019_04", "taxi_iceberg"]
 
 
 def test_columns_are_what_describe_says(shell, local_taxi_lake):

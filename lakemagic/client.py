@@ -25,7 +25,8 @@ from lakelambda import protocol
 from lakelambda.errors import ProtocolError
 from lakelambda.protocol import Column
 
-from .decode import decode_files, decode_pages
+from .decode import (TextRow, decode_data, decode_files, decode_pages, file_rows, file_text, in_this_zone, page_text,
+                     takes_as_is)
 from .engines import Engine, LambdaFigures
 from .engines.kernel import kernel_engine
 from .errors import EngineError, LakeQueryError
@@ -41,6 +42,27 @@ class Page:
 
     def frame(self) -> pd.DataFrame:
         return decode_pages([self.data], self.columns, self.row_count)
+
+    def text(self) -> tuple[TextRow, ...]:
+        """Each value as DuckDB writes it (decode.page_text)."""
+        return page_text(self.data, self.columns, self.row_count)
+
+
+@dataclass(frozen=True)
+class HeldPage:
+    """Rows [offset, offset + row_count) of a result whose file is on this machine, read where it is: the first
+    page of a query its engine ran in this process, which no page file, base64 or JSON ever carried."""
+
+    offset: int
+    row_count: int
+    path: str
+    columns: tuple[Column, ...]
+
+    def frame(self) -> pd.DataFrame:
+        return file_rows(self.path, self.columns, self.offset, self.row_count)
+
+    def text(self) -> tuple[TextRow, ...]:
+        return file_text(self.path, self.columns, self.offset, self.row_count)
 
 
 @dataclass(frozen=True)
@@ -74,7 +96,7 @@ class QueryResult:
     engine: Engine
     sql: str
     info: protocol.ResultInfo
-    first_page: Page
+    first_page: Page | HeldPage
     stats: CallStats
     reused_from: float | None = None  # answered from an earlier run's stored result: when that ran (Unix time)
     inline: bool = False  # travelled whole in its query's answer; the kernel engine holds it
@@ -118,7 +140,7 @@ class QueryResult:
         page = self.page(offset, limit)
         return page.row_count, page.frame()
 
-    def page(self, offset: int, limit: int) -> Page:
+    def page(self, offset: int, limit: int) -> Page | HeldPage:
         """Rows [offset, offset + limit) of the result, from its engine (possibly fewer: see Page.row_count)."""
         if offset == 0 and self.first_page.row_count == min(limit, self.total_rows):
             return self.first_page
@@ -230,9 +252,58 @@ def _query_request(sql: str, params: dict, page_size: int, views: tuple[protocol
 
 
 def run_request(engine: Engine, request: protocol.Request, sql: str) -> QueryResult:
-    """A request answered with a result's first page (`query`, a fan-out's `task`) as a QueryResult."""
+    """A request answered with a result's first page (`query`, a fan-out's `task`) as a QueryResult.
+
+    An engine that hosts the handler in this process answers a query there: its
+    result stays where the handler wrote it, and the first page is read from that file.
+    """
+    if isinstance(request, protocol.QueryRequest) and engine.in_process:
+        here, stats = _here(engine, request, sql)
+        stored = here.stored
+        if stored.inline_data is not None:  # too small to store: the kernel engine holds it, as an inline answer's
+            engine, stored = kernel_engine(), kernel_engine().hold(stored.inline_data, stored.info)
+        first = HeldPage(0, min(request.page_size, stored.info.total_rows), stored.path, stored.info.columns)
+        return QueryResult(engine, sql, stored.info, first, stats, stored.reused_from,
+                           inline=here.stored.inline_data is not None)
     answer, stats = _call(engine, request, protocol.PageAnswer, sql)
     return result_of(engine, sql, answer, stats)
+
+
+def query_frame(engine: Engine, sql: str, params: dict | None = None, views: tuple[protocol.View, ...] = (),
+                reuse: bool | str = True, kind: str = "pandas"):
+    """The whole result of `sql` as a DataFrame (`kind`: decode.FRAME_KINDS), for `VAR <<`.
+
+    Where the engine hosts the handler in this process, the rows come straight from its cursor and
+    nothing is stored that nobody will page or reuse; values are as the decoder gives them (instants
+    in this machine's zone). Elsewhere, the result run_query makes, fetched whole.
+    """
+    if not engine.in_process:
+        return run_query(engine, sql, params, protocol.MAX_PAGE_ROWS, views, reuse).to_dataframe(kind=kind)
+
+    def take(con, columns: tuple[Column, ...]):
+        if not takes_as_is(columns, kind):
+            return None  # stored, and decoded from its file here
+        if kind == "arrow":
+            return con.fetch_arrow_table()
+        return con.pl() if kind == "polars" else in_this_zone(con.df(), columns)
+
+    here, _ = _here(engine, _query_request(sql, params or {}, 1, views, reuse), sql, take)
+    stored = here.stored
+    if stored is None:
+        return here.rows
+    if stored.inline_data is not None:
+        return decode_data(stored.inline_data, stored.info.columns, stored.info.total_rows, kind)
+    return decode_files([stored.path], stored.info.columns, stored.info.total_rows, kind)
+
+
+def _here(engine: Engine, request: protocol.QueryRequest, sql: str, take=None):
+    """A query answered in the engine's own process (Engine.query_here), and what it cost."""
+    started = time.perf_counter()
+    here = engine.query_here(request, take)
+    round_trip_ms = round((time.perf_counter() - started) * 1000, 3)
+    if isinstance(here, protocol.ErrorAnswer):
+        raise LakeQueryError(here.type, here.message, sql, here.position)
+    return here, CallStats(here.stats, round_trip_ms)
 
 
 def result_of(engine: Engine, sql: str, answer: protocol.PageAnswer, stats: CallStats) -> QueryResult:

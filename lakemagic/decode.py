@@ -48,15 +48,37 @@ def page_text(page: str, columns: tuple[Column, ...], rows: int) -> tuple[TextRo
         return tuple(relation.select(", ".join(f"CAST({name} AS VARCHAR) AS {name}" for name in names)).fetchall())
 
 
+@functools.lru_cache(maxsize=16)
+def file_text(path: str, columns: tuple[Column, ...], offset: int, limit: int) -> tuple[TextRow, ...]:
+    """Rows [offset, offset + limit) of a result's file on this machine (in the page format), as page_text
+    writes them: read where the file is, for a result whose engine runs in this process."""
+    with _text_decoder().cursor() as con:
+        relation = restored(con, [path], columns).limit(limit, offset)
+        names = [quote_identifier(column.name) for column in columns]
+        return tuple(relation.select(", ".join(f"CAST({name} AS VARCHAR) AS {name}" for name in names)).fetchall())
+
+
+def file_rows(path: str, columns: tuple[Column, ...], offset: int, limit: int) -> pd.DataFrame:
+    """Rows [offset, offset + limit) of a result's file on this machine, as decode_files gives them."""
+    with _decoder().cursor() as con:
+        return restored(con, [path], columns).limit(limit, offset).df()
+
+
+def decode_data(data: bytes, columns: tuple[Column, ...], rows: int, kind: str = "pandas"):
+    """A result's whole file, held in memory (an inline result), as decode_files gives it."""
+    with _page_files([data]) as paths:
+        return decode_files(paths, columns, rows, kind)
+
+
 @contextlib.contextmanager
-def _page_files(pages: Iterable[str]):
-    """`pages` (base64 Parquet) as files, for the `with` block, each measured (check_decoded_size)."""
+def _page_files(pages: Iterable[str | bytes]):
+    """`pages` (base64 Parquet, or its bytes) as files, for the `with` block, each measured (check_decoded_size)."""
     paths = []
     try:
         for data in pages:
             handle, path = tempfile.mkstemp(suffix=".parquet", dir=_pages_folder())
             with os.fdopen(handle, "wb") as page_file:
-                page_file.write(base64.b64decode(data))
+                page_file.write(data if isinstance(data, bytes) else base64.b64decode(data))
             paths.append(path)
             check_decoded_size(path)
         yield paths
@@ -89,6 +111,35 @@ def decode_files(paths: list[str], columns: tuple[Column, ...], rows: int, kind:
         if kind == "arrow":
             return relation.to_arrow_table()
         return relation.pl() if kind == "polars" else relation.df()
+
+
+ZONED = "WITH TIME ZONE"  # in a type that DuckDB converts to a DataFrame in its database's time zone
+_INSTANT = "TIMESTAMP WITH TIME ZONE"
+
+
+def takes_as_is(columns: tuple[Column, ...], kind: str) -> bool:
+    """Whether rows of `columns` taken as a DataFrame (`kind`) from a database computing in UTC can be given
+    as the decoder gives them here (in_this_zone): not where a zone is inside a nested value, or an
+    instant in an Arrow or polars frame, unless this machine's zone is UTC too. Those are decoded from a file."""
+    zoned = [column.type for column in columns if ZONED in column.type]
+    return not zoned or local_zone() == "UTC" or (kind == "pandas" and all(type_name == _INSTANT for type_name in zoned))
+
+
+def in_this_zone(frame, columns: tuple[Column, ...]):
+    """A pandas DataFrame taken from a database computing in UTC, with its instants in this machine's zone,
+    as `.df()` here gives them (takes_as_is said it can be done)."""
+    if local_zone() != "UTC":
+        for index, column in enumerate(columns):
+            if column.type == _INSTANT:
+                frame.isetitem(index, frame.iloc[:, index].dt.tz_convert(local_zone()))
+    return frame
+
+
+@functools.lru_cache(maxsize=1)
+def local_zone() -> str:
+    """The time zone the DataFrame decoder converts instants to: DuckDB's reading of this machine's."""
+    with _decoder().cursor() as con:
+        return con.execute("SELECT current_setting('TimeZone')").fetchone()[0]
 
 
 def copy_files(paths: list[str], columns: tuple[Column, ...], rows: int, target: str, file_format: str) -> None:

@@ -16,7 +16,7 @@ from IPython.display import HTML, display
 from traitlets import Bool, Enum, Int, Unicode, default, observe
 
 from lakelambda import DEFAULT_FUNCTION_NAME
-from lakelambda.protocol import DASHBOARD_FOLDER, MAX_PAGE_ROWS
+from lakelambda.protocol import DASHBOARD_FOLDER
 
 from . import catalog, charts, client, dryrun, export, waiting
 from .decode import FRAME_KINDS
@@ -188,17 +188,25 @@ class LakeMagic(Magics):
         params = bind_parameters(sql, self.shell.user_ns)
         reuse = self._reuse(not options.no_reuse)
         engine = self.current_engine()
+        # Only the whole result is wanted, and its engine runs here: its rows come straight from the query.
+        whole_here = (target is not None or line) and not options.export and engine.in_process
         with waiting.Wait(engine) as wait:
             with catalog.saved_views_named(engine, self.views):
                 views = self.views.resolve(sql)
                 self._guard(engine, sql, params, views)
-                result = wait.run(lambda: self._run_query(engine, sql, params, page_size, views, reuse, fanout))
+                if whole_here:
+                    frame = wait.run(lambda: client.query_frame(engine, sql, params, views, reuse, options.kind))
+                else:
+                    result = wait.run(lambda: self._run_query(engine, sql, params, page_size, views, reuse, fanout))
+            if whole_here:
+                self._keep(options, sql)
+                if line:
+                    return frame
+                self.shell.user_ns[target] = frame
+                return None
             if options.export:
                 _export(result, options.export)
-            if options.save:  # only a query that ran is kept
-                self.views.save(options.save, sql)
-                if options.materialize:
-                    self._materialize(options.save, options.to)
+            self._keep(options, sql)
             if target is not None:
                 self.shell.user_ns[target] = _whole_frame(result, options.kind)
                 return None
@@ -206,6 +214,13 @@ class LakeMagic(Magics):
                 return _whole_frame(result, options.kind)
             wait.show(ResultTable(result, page_size))  # in place of the waiting line
         return None
+
+    def _keep(self, options, sql: str) -> None:
+        """--save NAME (and --materialize) once the query ran: only a query that ran is kept."""
+        if options.save:
+            self.views.save(options.save, sql)
+            if options.materialize:
+                self._materialize(options.save, options.to)
 
     def _reuse(self, wanted: bool) -> bool | str:
         """client.run_query's `reuse`: False, or the scope to reuse results within (True: the user's own)."""
@@ -274,11 +289,10 @@ class LakeMagic(Magics):
             raise UsageError(str(exc)) from None
 
     def _run_to_frame(self, sql: str) -> pd.DataFrame:
-        """A chart's aggregate, in one call: the first page holds as many rows as a response does."""
+        """A chart's aggregate, whole, in one call (client.query_frame)."""
         views, engine = self.views.resolve(sql), self.current_engine()
         with waiting.Wait(engine) as wait:
-            result = wait.run(lambda: client.run_query(engine, sql, {}, MAX_PAGE_ROWS, views, self._reuse(True)))
-        return result.to_dataframe()
+            return wait.run(lambda: client.query_frame(engine, sql, {}, views, self._reuse(True)))
 
     def _materialize(self, name: str, path: str | None):
         if name not in self.views:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from lakemagic import charts, client
-from lakemagic.engines import Reply
+from lakemagic.engines import Engine, Reply
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
 from lakemagic.taxi import build_lake
@@ -27,8 +27,8 @@ MILLION = 1_000_000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-class CountingEngine:
-    """The embedded engine, counting the bytes of every answer as they would cross the wire."""
+class CountingEngine(Engine):
+    """The embedded engine, counting the bytes of every answer as they cross the wire."""
 
     name = "counting"
     concurrency = 1

@@ -11,6 +11,7 @@ import pytest
 
 from lakelambda import protocol
 from lakemagic import client
+from lakemagic.engines import Engine
 from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import EngineError
@@ -23,8 +24,8 @@ SQL = "SELECT * FROM taxi_2019_04 ORDER BY pickup_at, dropoff_at, total_amount, 
 STORE_ALL = {"LAKEMAGIC_INLINE_RESULT_BYTES": "0"}
 
 
-class Recording:
-    """An engine that keeps the ops it was asked for."""
+class Recording(Engine):
+    """An engine that keeps the ops it was asked for (each call through the wire)."""
 
     def __init__(self, inner):
         self.inner, self.ops = inner, []
@@ -86,7 +87,7 @@ def test_an_unreachable_url_falls_back_to_parts_through_the_function(s3_lake, aw
         local.stop()
 
 
-class PathAnswering:
+class PathAnswering(Engine):
     """A remote engine whose function answers a download with a path on this machine."""
 
     name, concurrency, shares_files = "lambda", 1, False

@@ -199,6 +199,10 @@ def test_an_inline_result_is_explored_by_the_kernel_engine_without_a_call_to_its
             Counting.calls += 1
             return super().call(request)
 
+        def query_here(self, request, take=None):
+            Counting.calls += 1
+            return super().query_here(request, take)
+
     result = client.run_query(Counting(str(tmp_path)), "SELECT range AS n, range % 3 AS m FROM range(1000)")
     derived = result.derive((SortKey("n", True),), "m = 0")
     profile = derived.profile("n")
@@ -248,6 +252,10 @@ def test_one_call_sorts_and_filters_and_a_page_anywhere_in_it_is_one_more(local_
         def call(self, request):
             Counting.requests.append(request.op)
             return super().call(request)
+
+        def query_here(self, request, take=None):
+            Counting.requests.append(request.op)
+            return super().query_here(request, take)
 
     result = client.run_query(Counting(str(local_taxi_lake)), SQL, page_size=50)
     derived = result.derive((SortKey("fare_amount", True),), "payment_type = '1'")

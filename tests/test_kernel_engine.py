@@ -131,6 +131,8 @@ HOSTILE_NAMES = ["n\") AS a, (SELECT content FROM read_text('/etc/hostname')) AS
 class Renaming(EmbeddedEngine):
     """An engine whose inline answers name their columns with SQL of their own."""
 
+    in_process = False  # every answer crosses the wire, where it can be forged
+
     def call(self, request: dict):
         reply = super().call(request)
         for column, name in zip(reply.answer.get("columns", []), HOSTILE_NAMES):

@@ -1,10 +1,12 @@
-"""Every DuckDB type must reach pandas through the wire exactly as DuckDB gives it locally.
+"""Every DuckDB type must reach pandas exactly as DuckDB gives it locally, through the wire and in-process.
 
-Each query runs through EmbeddedEngine (a JSON round trip, as to Lambda) and
-the notebook client, and the DataFrame it yields is compared with
-`duckdb.sql(q).df()` of the same query. Because `.df()` turns HUGEINT and
-wide DECIMALs into float64, the values are also compared exactly, as Python
-objects, by restoring the pages with DuckDB (test_values_survive_exactly).
+Each query runs through EmbeddedEngine and the notebook client: in-process, as
+the notebook runs it, and through `call` (a JSON round trip, as to Lambda).
+The DataFrame it yields is compared with `duckdb.sql(q).df()` of the same
+query. Because `.df()` turns HUGEINT and wide DECIMALs into float64, the
+values are also compared exactly, as Python objects, by restoring the pages
+with DuckDB (test_values_survive_exactly). `VAR <<`'s whole frame, taken
+straight from the handler's cursor, is compared too (test_whole_frame_equals_local_df).
 """
 
 from __future__ import annotations
@@ -25,10 +27,16 @@ from lakemagic.errors import LakeQueryError
 from lakemagic.engines.embedded import EmbeddedEngine
 
 
-@pytest.fixture
-def engine(tmp_path):
+class WireEngine(EmbeddedEngine):
+    """The embedded handler, every query through the JSON round trip, as to Lambda."""
+
+    in_process = False
+
+
+@pytest.fixture(params=["in_process", "wire"])
+def engine(tmp_path, request):
     (tmp_path / "lake").mkdir()
-    return EmbeddedEngine(str(tmp_path / "lake"))
+    return (EmbeddedEngine if request.param == "in_process" else WireEngine)(str(tmp_path / "lake"))
 
 
 def typed_query(type_sql: str, literals: list[str]) -> str:
@@ -115,6 +123,26 @@ def test_dataframe_equals_local_df(engine, name, type_sql, literals):
 
 
 @pytest.mark.parametrize("name, type_sql, literals", TYPE_CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("rows", ["given", "all_null", "none"])
+def test_whole_frame_equals_local_df(engine, name, type_sql, literals, rows):
+    sql = typed_query(type_sql, ["NULL", "NULL", "NULL"] if rows == "all_null" else literals)
+    if rows == "none":
+        sql = f"SELECT * FROM ({sql}) WHERE i < 0"
+    expected, expected_error = local_frame_or_error(sql)
+    if expected_error is None:
+        pd.testing.assert_frame_equal(client.query_frame(engine, sql), expected)
+        return
+    # DuckDB cannot make a DataFrame of this type itself; the engine says so in DuckDB's words.
+    with pytest.raises((LakeQueryError, type(expected_error))) as raised:
+        client.query_frame(engine, sql)
+    if isinstance(raised.value, LakeQueryError):
+        assert raised.value.error_type == type(expected_error).__name__
+        assert raised.value.message in str(expected_error)
+    else:
+        assert str(raised.value) == str(expected_error)
+
+
+@pytest.mark.parametrize("name, type_sql, literals", TYPE_CASES, ids=CASE_IDS)
 def test_all_null_column_equals_local_df(engine, name, type_sql, literals):
     sql = typed_query(type_sql, ["NULL", "NULL", "NULL"])
     assert_same_as_local(client.run_query(engine, sql), sql)
@@ -153,6 +181,10 @@ def exact_rows(result: client.QueryResult, folder) -> list[tuple]:
     try:
         rows = []
         for number, page in enumerate(pages):
+            if isinstance(page, client.HeldPage):  # read where the engine in this process wrote it
+                rows.extend(con.execute(f"SELECT {projection} FROM read_parquet(?) LIMIT {page.row_count} "
+                                        f"OFFSET {page.offset}", [page.path]).fetchall())
+                continue
             path = folder / f"page-{number}.parquet"
             path.write_bytes(base64.b64decode(page.data))
             rows.extend(con.execute(f"SELECT {projection} FROM read_parquet(?)", [str(path)]).fetchall())
@@ -235,7 +267,7 @@ _NOTEBOOK_SCRIPT = textwrap.dedent(
     import duckdb, pandas as pd
     from lakemagic import client
     from lakelambda import protocol
-    from lakemagic.engines import Reply
+    from lakemagic.engines import Engine, Reply
 
     HANDLER = '''
     import json, sys
@@ -244,7 +276,7 @@ _NOTEBOOK_SCRIPT = textwrap.dedent(
     print(json.dumps(LakeHandler(sys.argv[1])(event)))
     '''
 
-    class SubprocessEngine:
+    class SubprocessEngine(Engine):
         # The handler in its own process with its own TZ, as in a Lambda container.
         name = "subprocess"
         concurrency = 1
@@ -265,6 +297,7 @@ _NOTEBOOK_SCRIPT = textwrap.dedent(
     else:
         engine = SubprocessEngine(lake, handler_tz)
     got = client.run_query(engine, sql).to_dataframe()
+    pd.testing.assert_frame_equal(client.query_frame(engine, sql), got)  # VAR <<'s frame: the same zone
     utc = duckdb.connect()
     utc.execute("SET TimeZone = 'UTC'")
     expected = utc.sql(sql).df()

@@ -26,6 +26,10 @@ class CountingEngine(EmbeddedEngine):
         self.calls += 1
         return super().call(request)
 
+    def query_here(self, request, take=None):
+        self.calls += 1
+        return super().query_here(request, take)
+
 
 @pytest.fixture(params=["inline", "stored"])
 def table(request, tmp_path, monkeypatch):

@@ -11,7 +11,6 @@ import re
 
 from lakelambda.protocol import Column
 
-from .. import decode
 from ..client import QueryResult
 from ..decode import TextRow
 
@@ -24,10 +23,8 @@ def text_rows(result: QueryResult, offset: int, limit: int) -> tuple[TextRow, ..
     """Rows [offset, offset + limit) of `result` as DuckDB writes each value: from its first page where that
     holds them (written as text once), else the page its engine serves."""
     if min(offset + limit, result.total_rows) <= result.first_page.row_count:
-        first = result.first_page
-        return decode.page_text(first.data, result.columns, first.row_count)[offset : offset + limit]
-    page = result.page(offset, limit)
-    return decode.page_text(page.data, result.columns, page.row_count)
+        return result.first_page.text()[offset : offset + limit]
+    return result.page(offset, limit).text()
 
 
 def is_number(type_name: str) -> bool:

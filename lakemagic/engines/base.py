@@ -53,10 +53,16 @@ class Engine:
     shares_files = False  # runs on this machine, so a stored result's local path may be read directly
     can_fan_out = False  # each call has a machine of its own, so a query split over many calls runs faster
     interruptible = False  # interrupt() stops a running call (else a call, once sent, runs to its end)
+    in_process = False  # hosts the handler in this process: query_here() answers a query without the wire
 
     def call(self, request) -> Reply:
         """The answer to `request` (a protocol request dataclass), as the wire carries it."""
         raise NotImplementedError
+
+    def query_here(self, request, take=None):
+        """A query request answered in this process, as an object (lakelambda.handler.LakeHandler.query_here:
+        a run.Here, or an ErrorAnswer); only where the engine hosts the handler (`in_process`)."""
+        raise NotImplementedError(f"the {self.name} engine does not run queries in this process")
 
     def interrupt(self) -> None:
         """Stop the calls now running, from another thread than theirs, where the engine can."""

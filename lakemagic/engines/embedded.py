@@ -12,14 +12,16 @@ from .base import DEFAULT_LAKE, Engine, Reply, check_result_path
 
 
 class EmbeddedEngine(Engine):
-    """Requests and answers pass through JSON exactly as they would to and
-    from Lambda, so anything that would not survive the wire fails here too.
+    """Through `call`, requests and answers pass through JSON exactly as they would to and from Lambda,
+    so anything that would not survive the wire fails here too. A query the notebook runs takes
+    `query_here` instead: the same handler and the same checks, its rows handed over in this process.
     """
 
     name = "local"
     concurrency = 1  # one handler, one database: calls take turns
     shares_files = True
     interruptible = True
+    in_process = True
 
     def __init__(self, lake: str = DEFAULT_LAKE):
         from lakelambda.handler import LakeHandler
@@ -38,6 +40,9 @@ class EmbeddedEngine(Engine):
 
     def may_download(self, url: str, result_id: str) -> bool:
         return check_result_path(url, self.lake, result_id)
+
+    def query_here(self, request, take=None):
+        return self._handler.query_here(request, take)
 
     def interrupt(self) -> None:
         """Interrupt DuckDB in the calls now running (from another thread than theirs)."""

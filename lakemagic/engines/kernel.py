@@ -30,7 +30,7 @@ from lakelambda import protocol
 from lakelambda.errors import LakeError, ProtocolError, ResultNotFound
 from lakelambda.lake import Lake
 from lakelambda.page_format import storage_projection
-from lakelambda.protocol import Column, ErrorAnswer, PageAnswer
+from lakelambda.protocol import Column, ErrorAnswer, PageAnswer, ResultInfo
 from lakelambda.results import OPERATIONS, ResultStore, StoredResult
 from lakelambda.sql import duckdb_error, parameter_names, quote_literal
 
@@ -79,22 +79,34 @@ class KernelEngine(Engine):
         type (protocol.parse_answer). Its rows and columns are counted here to be as
         many as it declares, and it is measured to decode within MAX_DECODED_BYTES.
         """
+        stored = self._hold(base64.b64decode(answer.page.data), answer.result, self._check_answer)
+        return dataclasses.replace(answer, result=stored.info)
+
+    def hold(self, data: bytes, info: ResultInfo) -> StoredResult:
+        """A result too small to store, computed by the handler in this process (its whole file, `data`),
+        kept here from now on. It comes from no answer, so it is not checked as one."""
+        return self._hold(data, info, None)
+
+    def _hold(self, data: bytes, info: ResultInfo, check) -> StoredResult:
         result_id, path = self._results.new_result()
         with open(path, "wb") as kept:
-            kept.write(base64.b64decode(answer.page.data))
+            kept.write(data)
         try:
-            check_decoded_size(path)
-            with self._database.cursor() as con:
-                kept_rows = con.read_parquet([path])
-                check_rows(kept_rows, answer.result.total_rows)
-                if len(kept_rows.columns) != len(answer.result.columns):  # read by position: one more would be the row number
-                    raise EngineError(f"the engine's answer declares {len(answer.result.columns)} columns, but its "
-                                      f"rows hold {len(kept_rows.columns)}")
+            if check is not None:
+                check(path, info)
         except BaseException:
             os.remove(path)
             raise
-        stored = self._results.keep(result_id, path, answer.result.columns, answer.result.total_rows)
-        return dataclasses.replace(answer, result=stored.info)
+        return self._results.keep(result_id, path, info.columns, info.total_rows)
+
+    def _check_answer(self, path: str, info: ResultInfo) -> None:
+        check_decoded_size(path)
+        with self._database.cursor() as con:
+            kept_rows = con.read_parquet([path])
+            check_rows(kept_rows, info.total_rows)
+            if len(kept_rows.columns) != len(info.columns):  # read by position: one more would be the row number
+                raise EngineError(f"the engine's answer declares {len(info.columns)} columns, but its "
+                                  f"rows hold {len(kept_rows.columns)}")
 
     def merge(self, files: list[str], columns: tuple[Column, ...], merge_sql: str, parts: str, params: dict,
               page_size: int, rows: int | None = None) -> PageAnswer:

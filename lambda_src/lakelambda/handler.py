@@ -25,12 +25,13 @@ import duckdb
 
 from . import estimate, protocol, run, tasks
 from .database import NeedsTableFormats, Settings, open_database
-from .errors import InternalError, LakeError, QueryTimeout
+from .errors import InternalError, LakeError, ProtocolError, QueryTimeout
 from .lake import Lake
 from .protocol import (ErrorAnswer, EstimateAnswer, EstimateRequest, MaterializeAnswer, MaterializeRequest,
                        PageAnswer, PartitionsAnswer, PartitionsRequest, QueryRequest, TablesAnswer, TablesRequest,
                        TaskRequest)
 from .results import OPERATIONS, ResultStore
+from .run import Here
 from .reuse import ResultReuse
 from .sql import duckdb_error
 from .storage import s3_request_timeout_s
@@ -90,29 +91,70 @@ class LakeHandler:
         """The event's answer: every failure the protocol names (SQL errors included) is an error answer."""
         try:
             request = protocol.parse_request(event)
+        except LakeError as exc:
+            return ErrorAnswer.of(exc)
+        return self._answered(context, lambda con: self._operations[type(request)](con, request))
+
+    def query_here(self, request: QueryRequest, take: Callable | None = None) -> Here | ErrorAnswer:
+        """A query for a host in this process (the embedded engine): its answer as an object, never encoded.
+
+        The request is checked as the edge checks an event, and the query as
+        `query` checks it, within the same budget. With `take`, the rows are
+        taken from the cursor (run.execute_here) and nothing is stored that
+        nobody will page or reuse; without, the result is stored as `query`
+        stores it, and the host reads its first page where it is.
+        """
+        started = time.perf_counter()
+        cold, self._cold = self._cold, False
+        try:
+            checked = protocol.parse_request(protocol.encode(request))
+            if not isinstance(checked, QueryRequest) or checked.fanout_tables:
+                raise ProtocolError("only a query without fan-out tables is answered in-process")
+        except LakeError as exc:
+            return ErrorAnswer.of(exc)
+
+        def answer(con) -> Here:
+            reuse = self.reuse.scoped(checked.reuse_scope) if checked.reuse and checked.reuse_scope else None
+            if take is not None:
+                return run.execute_here(con, self.lake, self.results, checked.sql, checked.params, checked.views,
+                                        reuse, take)
+            return Here(stored=run.execute_and_store(con, self.lake, self.results, checked.sql, checked.params,
+                                                     checked.views, reuse))
+
+        here = self._answered(None, answer)
+        if isinstance(here, ErrorAnswer):
+            return here
+        rows = here.stored.info.total_rows if here.stored is not None else len(here.rows)  # a DataFrame's
+        return here._replace(stats=protocol.HandlerStats(engine_ms=round((time.perf_counter() - started) * 1000, 3),
+                                                         cold=cold, rows=rows, duckdb_version=duckdb.__version__))
+
+    def _answered(self, context, operation: Callable[[Any], Any]):
+        """`operation(cursor)`, the database given a table format's extensions where a query needs them; every
+        failure the protocol names (SQL errors included) is an error answer."""
+        try:
             try:
-                return self._run(request, context)
+                return self._run(operation, context)
             except NeedsTableFormats as needed:  # a query may read both formats: each is added once
                 self._open_table_format(needed.table_format)
                 try:
-                    return self._run(request, context)
+                    return self._run(operation, context)
                 except NeedsTableFormats as more:
                     self._open_table_format(more.table_format)
-                    return self._run(request, context)
+                    return self._run(operation, context)
         except LakeError as exc:
             return ErrorAnswer.of(exc)
         except duckdb.Error as exc:  # in a statement of the handler's own: the catalog, a stored result
             return ErrorAnswer.of(duckdb_error(exc))
 
-    def _run(self, request, context) -> protocol.Answer:
-        """One request on a cursor of its own, within the time budget."""
+    def _run(self, operation: Callable[[Any], Any], context):
+        """`operation(cursor)` on a cursor of its own, within the time budget."""
         with self._database.cursor() as con, _time_budget(con, context) as budget:
             if self._track_progress:
                 # The PRAGMAs, unlike SET, pass the configuration lock; nothing is printed.
                 con.execute("PRAGMA enable_progress_bar; PRAGMA disable_print_progress_bar")
             self._running.add(con)
             try:
-                return self._operations[type(request)](con, request)
+                return operation(con)
             except (LakeError, duckdb.InterruptException) as exc:
                 if budget.expired:
                     raise QueryTimeout(

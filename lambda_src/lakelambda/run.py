@@ -10,7 +10,7 @@ views of the call's cursor, over the lake tables' views the container keeps.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import duckdb
 
@@ -18,7 +18,7 @@ from . import catalog, formats, page_format, sandbox
 from .lake import Lake
 from .reuse import ScopedReuse
 from .errors import LakeError, NameTaken, ResultTooLarge, SqlError, UnsupportedType
-from .protocol import DASHBOARD_FOLDER, Column, View
+from .protocol import DASHBOARD_FOLDER, Column, HandlerStats, View
 from .results import ResultStore, StoredResult
 from .sql import Statement, duckdb_error, quote_identifier, quote_literal, referenced_tables, single_query
 
@@ -49,6 +49,46 @@ def execute_and_store(con: duckdb.DuckDBPyConnection, lake: Lake, results: Resul
     """
     prepared = prepare(con, lake, sql, views, defined)
     key = reuse.key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
+    return _store(con, lake, results, prepared, params, reuse if key is not None else None, key)
+
+
+class Here(NamedTuple):
+    """A query's answer to a host in this process: the rows it took from the cursor itself, or, where the
+    result was stored after all (reused, kept for reuse, or rows the host could not take as they are), that."""
+
+    rows: object = None
+    stored: StoredResult | None = None
+    stats: HandlerStats | None = None  # the handler's figures, as an answer would carry them
+
+
+def execute_here(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, sql: str, params: dict,
+                 views: tuple[View, ...], reuse: ScopedReuse | None,
+                 take: Callable[[duckdb.DuckDBPyConnection, tuple[Column, ...]], object]) -> Here:
+    """Run `sql`, checked exactly as execute_and_store checks it, for a host in this process, which takes the
+    rows from the cursor itself: `take(con, columns)` right after the statement ran on `con`.
+
+    Nothing is written unless the result is one reuse answers or keeps, or `take` answers None (rows
+    it cannot take as they are, such as times it must show in another zone): then it is stored as
+    execute_and_store stores it, for the host to read where it is.
+    """
+    prepared = _check(con, lake, sql, views)
+    key = reuse.key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
+    if reuse is not None and key is not None:
+        return Here(stored=_store(con, lake, results, prepared, params, reuse, key))
+
+    def run():
+        _execute(con, _Placed(prepared.statement.text), params, prepared.checked.text)
+        return take(con, _described([(name, str(kind)) for name, kind, *_ in con.description]))
+
+    rows = _with_fresh_views(con, lake, prepared, run)
+    if rows is None:
+        return Here(stored=_store(con, lake, results, prepared, params, None, None))
+    return Here(rows)
+
+
+def _store(con, lake: Lake, results: ResultStore, prepared: "_Prepared", params: dict, reuse: ScopedReuse | None,
+           key: str | None) -> StoredResult:
+    """The checked query's stored result: found by its reuse `key`, or run, written and kept (for reuse too)."""
     if reuse is not None and key is not None:
         found = reuse.find(con, key)
         if found is not None:

@@ -146,12 +146,13 @@ def parse_tree(sql: str) -> dict:
     return json.loads(row[0])
 
 
-def parameter_names(sql: str) -> set[str]:
+@functools.lru_cache(maxsize=128)  # a repeated cell binds the same parameters: its text is parsed once
+def parameter_names(sql: str) -> frozenset[str]:
     """The `$name` parameters DuckDB's parser finds (none inside strings or comments)."""
     try:
-        return {name for statement in duckdb.extract_statements(sql) for name in statement.named_parameters}
+        return frozenset(name for statement in duckdb.extract_statements(sql) for name in statement.named_parameters)
     except duckdb.Error:
-        return set()  # the engine reports the syntax error, with its position
+        return frozenset()  # the engine reports the syntax error, with its position
 
 
 NO_LOCATION = 2**64 - 1  # what the parser writes for a node that has no place in the text
@@ -205,7 +206,8 @@ def _tree_of(statement: str) -> dict | None:
     return None if tree.get("error") else tree
 
 
-def referenced_tables(statement: str) -> set[str]:
+@functools.lru_cache(maxsize=128)  # asked of every query twice (the notebook's views, the handler's lookup)
+def referenced_tables(statement: str) -> frozenset[str]:
     """The plain table names `statement` reads: the lake tables and views it may mean.
 
     A CTE's name is one of them too: `WITH trips AS (SELECT ... FROM trips)` reads the lake's
@@ -214,9 +216,9 @@ def referenced_tables(statement: str) -> set[str]:
     """
     tree = _tree_of(statement)
     if tree is None:
-        return set()  # the query itself reports the error
-    return {node["table_name"] for node in walk(tree)
-            if node.get("type") == "BASE_TABLE" and not node.get("schema_name") and not node.get("catalog_name")}
+        return frozenset()  # the query itself reports the error
+    return frozenset(node["table_name"] for node in walk(tree)
+                     if node.get("type") == "BASE_TABLE" and not node.get("schema_name") and not node.get("catalog_name"))
 
 
 # Values that are not fixed by a function's arguments although DuckDB calls the function CONSISTENT:

@@ -259,12 +259,12 @@ def run_request(engine: Engine, request: protocol.Request, sql: str) -> QueryRes
     """
     if isinstance(request, protocol.QueryRequest) and engine.in_process:
         here, stats = _here(engine, request, sql)
-        stored = here.stored
-        if stored.inline_data is not None:  # too small to store: the kernel engine holds it, as an inline answer's
-            engine, stored = kernel_engine(), kernel_engine().hold(stored.inline_data, stored.info)
+        stored, inline = here.stored, here.stored.inline_data is not None
+        if inline:  # too small to store: the kernel engine holds it, as it holds an inline answer's
+            engine = kernel_engine()
+            stored = engine.hold(here.stored.inline_data, here.stored.info)
         first = HeldPage(0, min(request.page_size, stored.info.total_rows), stored.path, stored.info.columns)
-        return QueryResult(engine, sql, stored.info, first, stats, stored.reused_from,
-                           inline=here.stored.inline_data is not None)
+        return QueryResult(engine, sql, stored.info, first, stats, here.stored.reused_from, inline=inline)
     answer, stats = _call(engine, request, protocol.PageAnswer, sql)
     return result_of(engine, sql, answer, stats)
 

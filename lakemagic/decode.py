@@ -23,7 +23,7 @@ import pandas as pd
 
 from lakelambda.page_format import decoded_size
 from lakelambda.protocol import MAX_DECODED_BYTES, Column
-from lakelambda.sql import quote_identifier
+from lakelambda.sql import quote_identifier, quote_literal
 
 from .errors import EngineError
 
@@ -52,10 +52,14 @@ def page_text(page: str, columns: tuple[Column, ...], rows: int) -> tuple[TextRo
 def file_text(path: str, columns: tuple[Column, ...], offset: int, limit: int) -> tuple[TextRow, ...]:
     """Rows [offset, offset + limit) of a result's file on this machine (in the page format), as page_text
     writes them: read where the file is, for a result whose engine runs in this process."""
+    # One statement, columns by position, each cast to its declared type (a lossy one is stored as text) and
+    # then written as text: the file is read once.
+    stored = [f"c{index}" for index in range(len(columns))]
+    texts = ", ".join(f"CAST(CAST({name} AS {checked_type(column.type)}) AS VARCHAR)"
+                      for name, column in zip(stored, columns))
     with _text_decoder().cursor() as con:
-        relation = restored(con, [path], columns).limit(limit, offset)
-        names = [quote_identifier(column.name) for column in columns]
-        return tuple(relation.select(", ".join(f"CAST({name} AS VARCHAR) AS {name}" for name in names)).fetchall())
+        return tuple(con.execute(f"SELECT {texts} FROM read_parquet({quote_literal(path)}) AS r({', '.join(stored)}) "
+                                 f"LIMIT {int(limit)} OFFSET {int(offset)}").fetchall())
 
 
 def file_rows(path: str, columns: tuple[Column, ...], offset: int, limit: int) -> pd.DataFrame:

@@ -200,7 +200,7 @@ class LakeMagic(Magics):
                     result = wait.run(lambda: self._run_query(engine, sql, params, page_size, views, reuse, fanout))
             if whole_here:
                 self._keep(options, sql)
-                if line:
+                if target is None:
                     return frame
                 self.shell.user_ns[target] = frame
                 return None

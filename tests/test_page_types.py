@@ -143,6 +143,20 @@ def test_whole_frame_equals_local_df(engine, name, type_sql, literals, rows):
 
 
 @pytest.mark.parametrize("name, type_sql, literals", TYPE_CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("stored", [False, True], ids=["inline", "stored"])
+def test_a_first_page_read_in_process_shows_what_a_wire_page_shows(tmp_path, monkeypatch, name, type_sql, literals,
+                                                                   stored):
+    if stored:
+        monkeypatch.setenv("LAKEMAGIC_INLINE_RESULT_BYTES", "0")
+    sql = typed_query(type_sql, literals)
+    here = client.run_query(EmbeddedEngine(str(tmp_path)), sql, page_size=2)
+    wire = client.run_query(WireEngine(str(tmp_path)), sql, page_size=2)
+    assert isinstance(here.first_page, client.HeldPage) and here.inline == (not stored)
+    assert here.first_page.text() == wire.first_page.text()
+    assert here.page(2, 2).text() == wire.page(2, 2).text()
+
+
+@pytest.mark.parametrize("name, type_sql, literals", TYPE_CASES, ids=CASE_IDS)
 def test_all_null_column_equals_local_df(engine, name, type_sql, literals):
     sql = typed_query(type_sql, ["NULL", "NULL", "NULL"])
     assert_same_as_local(client.run_query(engine, sql), sql)

@@ -131,8 +131,9 @@ def test_tasks_done_of_total_show_in_the_line(local_shell):
     assert fold(captured.outputs) == []  # emptied when the cell ends without showing anything there
 
 
-def test_interrupt_stops_duckdb_at_once_and_the_kernel_goes_on(local_shell):
-    outcome, captured, took = interrupted_cell(local_shell, f"%%lakesql\n{ENDLESS}")
+@pytest.mark.parametrize("target", ["", "x <<"], ids=["table", "variable"])
+def test_interrupt_stops_duckdb_at_once_and_the_kernel_goes_on(local_shell, target):
+    outcome, captured, took = interrupted_cell(local_shell, f"%%lakesql {target}\n{ENDLESS}")
     assert isinstance(outcome.error_in_exec, QueryInterrupted)
     assert took < INTERRUPT_AFTER_S + 1.5
     assert captured.stdout.strip() == "QueryInterrupted: interrupted after 2 s; the local engine stopped the query"

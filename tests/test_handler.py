@@ -444,6 +444,8 @@ def test_big_rows_are_cut_to_fit_a_lambda_response(handler):
 class _MeasuringEngine(EmbeddedEngine):
     """The embedded engine, recording how big each answer is on the wire."""
 
+    in_process = False  # every answer through the wire, as to Lambda
+
     def __init__(self, lake: str):
         super().__init__(lake)
         self.answer_sizes: list[int] = []

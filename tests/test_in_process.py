@@ -57,9 +57,9 @@ def test_a_reused_result_gives_the_same_frame(lake, ipython):
 
 
 @pytest.mark.parametrize("sql, refusal", [
-    ("SELECT * FROM read_text('/etc/hostname')", "PermissionDenied"),
-    ("SELECT current_setting('TimeZone') AS zone", "PermissionDenied"),
-    ("SELECT * FROM '_lakemagic/results/x.parquet'", "PermissionDenied"),
+    ("SELECT * FROM read_text('/etc/hostname')", "PermissionException"),
+    ("SELECT current_setting('TimeZone') AS zone", "PermissionException"),
+    ("SELECT * FROM '_lakemagic/results/x.parquet'", "PermissionException"),
     ("SELECT 1; SELECT 2", "UnsupportedStatement"),
     ("COPY (SELECT 1) TO '/tmp/lakemagic-in-process-canary.csv'", "UnsupportedStatement"),
 ])

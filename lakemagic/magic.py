@@ -198,21 +198,17 @@ class LakeMagic(Magics):
                     frame = wait.run(lambda: client.query_frame(engine, sql, params, views, reuse, options.kind))
                 else:
                     result = wait.run(lambda: self._run_query(engine, sql, params, page_size, views, reuse, fanout))
-            if whole_here:
-                self._keep(options, sql)
-                if target is None:
-                    return frame
-                self.shell.user_ns[target] = frame
-                return None
-            if options.export:
+            if options.export:  # never whole_here: the export writes the stored result
                 _export(result, options.export)
             self._keep(options, sql)
-            if target is not None:
-                self.shell.user_ns[target] = _whole_frame(result, options.kind)
+            if target is None and not line:
+                wait.show(ResultTable(result, page_size))  # in place of the waiting line
                 return None
-            if line:
-                return _whole_frame(result, options.kind)
-            wait.show(ResultTable(result, page_size))  # in place of the waiting line
+            if not whole_here:
+                frame = _whole_frame(result, options.kind)
+        if target is None:
+            return frame
+        self.shell.user_ns[target] = frame
         return None
 
     def _keep(self, options, sql: str) -> None:

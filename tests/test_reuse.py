@@ -249,8 +249,11 @@ def test_the_magic_turns_reuse_off(ipython, local_taxi_lake, tmp_path, stored, s
         ipython.run_line_magic("config", "LakeMagic.reuse_results = False")
     for _ in range(2):
         with capture_output():
-            ipython.run_cell(f"%%lakesql {option}df <<\n{BY_PAYMENT}").raise_error()
-    assert stored_result_files(str(folder)) == 3  # each ran again
+            ipython.run_cell(f"%%lakesql {option}\n{BY_PAYMENT}").raise_error()
+    assert stored_result_files(str(folder)) == 3  # each ran again, its table's result stored
+    with capture_output():
+        ipython.run_cell(f"%%lakesql {option}df <<\n{BY_PAYMENT}").raise_error()
+    assert stored_result_files(str(folder)) == 3  # ran again, nothing stored that nobody pages or reuses
 
 
 def test_the_reuse_field_must_be_a_boolean():

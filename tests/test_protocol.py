@@ -17,7 +17,7 @@ from lakelambda import protocol
 from lakelambda.errors import ProtocolError
 from lakelambda.handler import LakeHandler
 from lakemagic import client
-from lakemagic.engines import Reply
+from lakemagic.engines import Engine, Reply
 from lakemagic.errors import EngineError
 from lakemagic.fanout import runner
 import events
@@ -397,7 +397,7 @@ def test_the_notebook_sees_an_internal_error_as_a_query_error(tmp_path):
         engine.handler.close()
 
 
-class _Forged:
+class _Forged(Engine):
     """A forged engine: every call is answered with `wire`."""
 
     name, concurrency, shares_files = "forged", 1, False

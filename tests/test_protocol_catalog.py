@@ -11,13 +11,13 @@ from lakelambda import protocol
 from lakelambda.errors import ProtocolError
 from lakemagic import client
 from lakemagic.catalog import CatalogCache
-from lakemagic.engines import Reply
+from lakemagic.engines import Engine, Reply
 from lakemagic.errors import EngineError
 
 TABLE = protocol.TableInfo("events", "partitioned", "s3://lake/events", ("day",), 2, 220, 3)
 
 
-class Forged:
+class Forged(Engine):
     """An engine whose every answer is `wire`."""
 
     name, concurrency, shares_files = "forged", 1, False

@@ -16,7 +16,7 @@ from lakelambda import protocol
 from lakelambda.errors import ProtocolError
 from lakelambda.page_format import MEASURER_MEMORY_BYTES
 from lakemagic import client
-from lakemagic.engines import Reply
+from lakemagic.engines import Engine, Reply
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import EngineError, LakeQueryError
 
@@ -49,7 +49,7 @@ def parquet_of(sql: str, tmp_path) -> tuple[bytes, list[tuple[str, str]]]:
     return data, [tuple(column) for column in json.loads(columns)]
 
 
-class Forged:
+class Forged(Engine):
     """An engine whose every answer is `wire`, as a hostile or broken function would send it."""
 
     name, concurrency, shares_files = "forged", 1, False
@@ -120,11 +120,11 @@ def test_the_handler_pages_values_that_decode_large_within_the_bound(tmp_path):
     (tmp_path / "dataset").mkdir()
     engine = EmbeddedEngine(str(tmp_path))
     sql = "SELECT i, repeat(chr(65 + (i % 26)::INT), 1000000) AS s FROM range(300) t(i)"
-    result = client.run_query(engine, sql, page_size=200, reuse=False)
+    result = client.run_query(engine, sql, page_size=50, reuse=False)
     assert result.result_id is not None and result.total_rows == 300  # stored, not inline
-    page = result.page(0, 200)
+    page = result.page(0, 200)  # a page the handler serves (the first 50 rows were read where they are)
     assert 50 <= page.row_count < 100  # ~1 MB a row, ~100 MB a page at most
     frame = page.frame()
     assert frame.i.tolist() == list(range(page.row_count)) and frame.s[1] == "B" * 1_000_000
     with pytest.raises(LakeQueryError, match="decodes to more than"):
-        client.run_query(engine, f"SELECT repeat('x', {LIMIT + 1}) AS s FROM range(2)", reuse=False).page(0, 2)
+        client.run_query(engine, f"SELECT repeat('x', {LIMIT + 1}) AS s FROM range(2)", reuse=False).page(1, 1)

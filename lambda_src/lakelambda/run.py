@@ -71,7 +71,7 @@ def execute_here(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStor
     it cannot take as they are, such as times it must show in another zone): then it is stored as
     execute_and_store stores it, for the host to read where it is.
     """
-    prepared = _check(con, lake, sql, views)
+    prepared = prepare(con, lake, sql, views)
     key = reuse.key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
     if reuse is not None and key is not None:
         return Here(stored=_store(con, lake, results, prepared, params, reuse, key))
@@ -86,7 +86,7 @@ def execute_here(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStor
     return Here(rows)
 
 
-def _store(con, lake: Lake, results: ResultStore, prepared: "_Prepared", params: dict, reuse: ScopedReuse | None,
+def _store(con, lake: Lake, results: ResultStore, prepared: "Prepared", params: dict, reuse: ScopedReuse | None,
            key: str | None) -> StoredResult:
     """The checked query's stored result: found by its reuse `key`, or run, written and kept (for reuse too)."""
     if reuse is not None and key is not None:

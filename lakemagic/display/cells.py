@@ -1,6 +1,7 @@
 """Each value as the table shows it: DuckDB's own text of it, numbers grouped by thousands with their decimals lined up.
 
-The text comes from the decoder (decode.page_text), so the live table, the
+The text comes from the decoder (decode.page_text; file_text for a first page
+read where its result is, in-process), so the live table, the
 static HTML and the text form all read what DuckDB's CLI would print, never
 pandas' idea of a FLOAT, a DATE or a HUGEINT.
 """

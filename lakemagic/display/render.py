@@ -75,14 +75,23 @@ def rows_label(offset: int, row_count: int, total_rows: int) -> str:
     return f"rows {offset + 1:,}–{offset + row_count:,} of {total_rows:,}"
 
 
-def stats_label(stats: CallStats, total_rows: int, reuse_note: str = "") -> str:
-    """The footer's figures; `reuse_note` says when the engine answered from an earlier run's result."""
+def stats_label(stats: CallStats, total_rows: int, reuse_note: str = "", rows_call: CallStats | None = None) -> str:
+    """The footer's figures: those of the query that made the result (`stats`), and where the rows on show
+    came by a later call to a remote engine (a page or a sort and filter: `rows_call`), that call's.
+    A later call's figures on this machine (the kernel engine holding an inline result, the embedded
+    engine) are left out: a millisecond of local work is no news, and read as the query's it would be false.
+    `reuse_note` says when the engine answered from an earlier run's result."""
     engine = stats.engine
     parts = [count(total_rows, "row")] + ([reuse_note] if reuse_note else [])
-    parts += [f"engine {engine.engine_ms:,.0f} ms", f"round trip {stats.round_trip_ms:,.0f} ms"]
+    parts += [f"query: engine {engine.engine_ms:,.0f} ms", f"round trip {stats.round_trip_ms:,.0f} ms"]
     warmth = _warmth(stats)
     parts += ([warmth] if warmth else []) + [f"DuckDB {engine.duckdb_version or '?'}"]
-    return " · ".join(parts) + _lambda_label(stats.lambda_figures) + _fanout_label(stats.fanout)
+    label = " · ".join(parts) + _lambda_label(stats.lambda_figures) + _fanout_label(stats.fanout)
+    if rows_call is not None:
+        warmth = _warmth(rows_call)
+        label += (f" · these rows: round trip {rows_call.round_trip_ms:,.0f} ms" + (f", {warmth}" if warmth else "")
+                  + _lambda_label(rows_call.lambda_figures))
+    return label
 
 
 def count(number: int, noun: str) -> str:

@@ -285,7 +285,7 @@ def test_values_are_shown_as_duckdb_writes_them(where, tmp_path, monkeypatch):
     assert shown[0][1:3] == ["0.41", "1,234,567.25"] and shown[0][10] == "100,000,000,000,000,000,000"
     # a column's decimal points line up: padded on the right to the longest decimals of the page
     texts = re.findall(r"<td class='lm-num'[^>]*>([^<]*)</td>", table.table.value)
-    assert texts[:2] == ["0.41", "1,234,567.25"] and texts[4:6] == ["15.5 ", "-3.0 "]
+    assert texts[:2] == ["0.41", "1,234,567.25"] and texts[4:6] == ["15.5\u2007", "-3.0\u2007"]  # a figure space
     plain = table._repr_mimebundle_()["text/plain"].splitlines()
     assert plain[1].split()[:2] == ["f", "d"] and plain[2].split()[:3] == ["0.41", "1,234,567.25", "2019-04-01"]
 

@@ -19,16 +19,19 @@ from ..engines import LambdaFigures
 from . import cells
 
 # Colours are the front end's own (JupyterLab's CSS variables, light or dark), with fallbacks for pages without them.
+# `table.lakemagic-table` outranks JupyterLab's rules for static HTML (`.jp-RenderedHTMLCommon table`, 13 px and
+# 0.5em padding), which would otherwise write a static table's values (a listing, a papermill copy) wider than the
+# columns made for them, and cut them.
 _STYLE = """<style>
-.lakemagic-table {border-collapse: separate; border-spacing: 0; table-layout: fixed; font-size: 12px;
-  font-family: var(--jp-code-font-family, monospace); color: var(--jp-content-font-color1, inherit);}
-.lakemagic-table th, .lakemagic-table td {padding: 2px 8px; border-bottom: 1px solid var(--jp-border-color2, #ddd);
+table.lakemagic-table {border-collapse: separate; border-spacing: 0; table-layout: fixed; font-size: 12px;
+  font-variant-numeric: tabular-nums;  font-family: var(--jp-code-font-family, monospace); color: var(--jp-content-font-color1, inherit);}
+table.lakemagic-table th, table.lakemagic-table td {padding: 2px 8px; border-bottom: 1px solid var(--jp-border-color2, #ddd);
   text-align: left; white-space: pre; line-height: 1.4; overflow: hidden; text-overflow: ellipsis; box-sizing: border-box;}
-.lakemagic-table th {vertical-align: bottom; position: sticky; top: 0; background: var(--jp-layout-color1, #fff);}
-.lakemagic-table .lm-num {text-align: right;}
+table.lakemagic-table th {vertical-align: bottom; position: sticky; top: 0; background: var(--jp-layout-color1, #fff);}
+table.lakemagic-table .lm-num {text-align: right;}
 .lm-type {font-weight: normal; color: var(--jp-ui-font-color2, #777); font-size: 10px;}
-.lakemagic-table .lm-null {color: var(--jp-ui-font-color3, #999); font-style: italic;}
-.lakemagic-table .lm-rownum {color: var(--jp-ui-font-color2, #777); text-align: right;}
+table.lakemagic-table .lm-null {color: var(--jp-ui-font-color3, #999); font-style: italic;}
+table.lakemagic-table .lm-rownum {color: var(--jp-ui-font-color2, #777); text-align: right;}
 .lakemagic-table td[title] {cursor: help;}
 .lakemagic-summary {font-size: 12px; color: var(--jp-ui-font-color2, #555); margin: 4px 0;}
 .lakemagic-profile {font-size: 12px; font-family: var(--jp-code-font-family, monospace); margin: 4px 0;
@@ -158,7 +161,7 @@ def html_table(rows: tuple[TextRow, ...], columns: tuple[Column, ...], first_row
     Alignment is written on each
     cell as well, for static output shown without the stylesheet (untrusted notebooks, GitHub).
     """
-    shown = cells.shown_columns(rows, columns)
+    shown = cells.shown_columns(rows, columns, cells.FIGURE_SPACE)
     numbers = [cells.is_number(column.type) for column in columns]
     last_number = first_row_number + len(rows) - 1
     chars = [len(f"{max(1, last_number):,}")]
@@ -169,6 +172,9 @@ def html_table(rows: tuple[TextRow, ...], columns: tuple[Column, ...], first_row
     cell_lists = [[_cell(text, number, widest) for text in texts] for texts, number in zip(shown, numbers)]
     body = "".join(f"<tr><td class='lm-rownum'>{number:,}</td>{''.join(row)}</tr>"
                    for number, row in enumerate(zip(*cell_lists), start=first_row_number))
+    if not rows:  # said in the grid, where the eye looks for rows (an empty listing, a filter that keeps none)
+        body = (f"<tr><td class='lm-rownum'></td><td class='lm-null' colspan='{len(columns)}' "
+                f"style='color:#999;font-style:italic'>no rows</td></tr>")
     names = "".join(f"<th{_align(number)}>{html.escape(c.name)}{_type_line(c) if types else ''}</th>"
                     for c, number in zip(columns, numbers))
     glances = "" if summaries is None else (
@@ -183,7 +189,7 @@ def _type_line(column: Column) -> str:
 
 
 def _align(number: bool) -> str:
-    return " class='lm-num' style='text-align:right'" if number else " style='text-align:left'"
+    return " class='lm-num' style='text-align:right;font-variant-numeric:tabular-nums'" if number else " style='text-align:left'"
 
 
 def _cell(text: str | None, number: bool, widest: int) -> str:

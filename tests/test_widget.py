@@ -203,7 +203,7 @@ def test_a_filter_shows_its_rows_and_their_count_and_keeps_the_sort(table):
     table.filter_text.value = "n % 100 = 7"
     assert shown_numbers(table) == [n for n in range(1234) if n % 100 == 7]
     assert "rows 1–13 of 13" in table.position.value
-    assert "filter n % 100 = 7 (13 of 1,234 rows)" in table.footer.value
+    assert "filter n % 100 = 7 (13 of 1,234 rows) · query: engine" in table.footer.value  # the count said once
     assert "sorted by n ascending" in table.footer.value
     bundle = table._repr_mimebundle_()
     assert "filter n % 100 = 7 (13 of 1,234 rows)" in bundle["text/html"] and shown_rows(bundle["text/html"])[-1][1] == "1,207"

@@ -78,14 +78,15 @@ def rows_label(offset: int, row_count: int, total_rows: int) -> str:
     return f"rows {offset + 1:,}–{offset + row_count:,} of {total_rows:,}"
 
 
-def stats_label(stats: CallStats, total_rows: int, reuse_note: str = "", rows_call: CallStats | None = None) -> str:
+def stats_label(stats: CallStats, total_rows: int | None, reuse_note: str = "", rows_call: CallStats | None = None) -> str:
     """The footer's figures: those of the query that made the result (`stats`), and where the rows on show
     came by a later call to a remote engine (a page or a sort and filter: `rows_call`), that call's.
     A later call's figures on this machine (the kernel engine holding an inline result, the embedded
     engine) are left out: a millisecond of local work is no news, and read as the query's it would be false.
-    `reuse_note` says when the engine answered from an earlier run's result."""
+    `reuse_note` says when the engine answered from an earlier run's result; `total_rows` None leaves the
+    count to a filter's label, which says it with the whole result's."""
     engine = stats.engine
-    parts = [count(total_rows, "row")] + ([reuse_note] if reuse_note else [])
+    parts = ([] if total_rows is None else [count(total_rows, "row")]) + ([reuse_note] if reuse_note else [])
     parts += [f"query: engine {engine.engine_ms:,.0f} ms", f"round trip {stats.round_trip_ms:,.0f} ms"]
     warmth = _warmth(stats)
     parts += ([warmth] if warmth else []) + [f"DuckDB {engine.duckdb_version or '?'}"]
@@ -321,7 +322,8 @@ def static_html(first_page_table: str, row_count: int, total_rows: int, stats: C
                 reuse_note: str = "") -> str:
     """The result as an executed notebook keeps it: the first page's table (scrolling under its names where
     a stylesheet applies) and a summary (`view`: its sort and filter, as view_label says them)."""
-    summary = f"showing {rows_label(0, row_count, total_rows)} · {stats_label(stats, total_rows, reuse_note)}"
+    figures = stats_label(stats, None if view else total_rows, reuse_note)
+    summary = f"showing {rows_label(0, row_count, total_rows)} · {figures}"
     return (f"<div class='lm-static' style='overflow:auto; max-height:560px'>{first_page_table}</div>"
             f"<div class='lakemagic-summary'>{view}{html.escape(summary)}</div>")
 

@@ -366,7 +366,8 @@ class ResultTable(widgets.VBox):
         view = render.view_label(self.sort, self.where, self.result.total_rows, self.base.total_rows)
         note = render.glance_note(self._glances_shown())
         rows_call = self._pages.get((self.offset, self.page_size), ((), None))[1]
-        figures = render.stats_label(self.base.stats, self.result.total_rows, self.base.reuse_note, rows_call)
+        shown_rows = None if self.where is not None else self.result.total_rows  # a filter's label says them
+        figures = render.stats_label(self.base.stats, shown_rows, self.base.reuse_note, rows_call)
         self.footer.value = (f"<div class='lakemagic-summary'>{view}{html.escape(figures)}"
                              f"{html.escape(' · ' + note) if note else ''}</div>")
 

@@ -5,8 +5,9 @@ Each column's header is a Button: a click sorts the whole result by it
 SQL condition holds; both are done by the engine that holds the result (the
 function, the embedded handler, or the kernel engine) and give a new result
 that is paged like the first. Above the columns, the summary strip (the one
-front-end module, strip.py) draws each column at a glance: a click on a bar
-or a null share filters to its rows, and PageDown, PageUp, Home and End turn
+front-end module, strip.py) draws each column at a glance, of the whole result
+or of a filter's rows: a click on a bar or a null share filters (or narrows the
+filter) to its rows, and PageDown, PageUp, Home and End turn
 the page while the table has focus. A column's profile and an export of what is
 shown are one call each. Only a bounded number of decoded pages stay in the
 kernel, so paging through a result of any size does not grow memory. The

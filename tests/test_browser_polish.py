@@ -2,6 +2,7 @@
 
 - A column's decimal points line up down the page, live and in a papermill copy opened untrusted (no
   stylesheet) or converted by nbconvert: the padding is a figure space, which no renderer collapses.
+- The profile writes numbers as the cells do.
 - The catalog listings are static HTML under JupyterLab's own table rules: no value is cut.
 - A table's footer gives the time of the query that made its result, even after calls served in this
   kernel (the dashboard's pattern: `to_dataframe()`, then the table).
@@ -19,7 +20,7 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from browser_support import JupyterServer
-from test_browser import KERNEL_READY, SCREENSHOTS, browser, code_cell, open_and_run_all, widget_screenshot  # noqa: F401
+from test_browser import KERNEL_READY, SCREENSHOTS, browser, button, code_cell, open_and_run_all, widget_screenshot  # noqa: F401
 
 NOTEBOOK = "polish.ipynb"
 EXECUTED = "polish-executed.ipynb"
@@ -98,6 +99,10 @@ def expect_points_aligned(output: Locator) -> None:
 def test_lab_lines_up_a_column_s_decimal_points(lab_page):
     output = code_cell(lab_page, "AS t(revenue)").locator(".jp-OutputArea-output")
     expect_points_aligned(output)
+    # The profile writes numbers as the cells do, grouped by thousands.
+    button(output, "Filter, profile, go to, export").click()
+    output.locator(".widget-dropdown", has_text="profile").locator("select").select_option("revenue")
+    expect(output.locator(".lakemagic-profile")).to_contain_text("min -3.5 · max 1,234,567.25")
     widget_screenshot(output, "polish-decimals-live.png")
 
 

@@ -223,7 +223,7 @@ def test_a_bad_filter_shows_the_error_inline_and_changes_nothing(table, where, e
 def test_a_profile_shows_the_columns_figures_and_bars(table):
     table.tools_button.click()
     table.profile_choice.value = "n"
-    assert "min <b>0</b>" in table.profile.value and "max <b>1233</b>" in table.profile.value
+    assert "min <b>0</b>" in table.profile.value and "max <b>1,233</b>" in table.profile.value  # grouped, as the cells are
     assert table.profile.value.count("class='lm-bar'") == 7  # 0 – 200, …, 1,200 – 1,400
     assert ">1,200 – 1,400</td><td class='lm-num' style='text-align:right'>34<" in table.profile.value
     table.profile_choice.value = "profile…"
@@ -419,3 +419,14 @@ def test_the_footer_times_the_rows_a_remote_engine_sent_after_the_query(tmp_path
     assert "these rows" not in table.footer.value
     table.apply_filter("n > 5")  # a filter's first page came with its derive call
     assert f"these rows: round trip {table.result.stats.round_trip_ms:,.0f} ms" in table.footer.value
+
+
+def test_a_number_s_top_values_read_as_its_cells_do(tmp_path):
+    result = client.run_query(EmbeddedEngine(str(tmp_path)), "SELECT 1234567.25::DOUBLE AS d, 'x' AS t", page_size=50)
+    table = widget.ResultTable(result, page_size=50)
+    table.show_summaries()
+    assert "1,234,567.25 100%" in table.glances.value and ">x 100%<" in table.glances.value
+    assert "1,234,567.25 100%" in table._repr_mimebundle_()["text/html"]  # the static table's summaries
+    table.show_tools()
+    table.profile_choice.value = "d"
+    assert "1,234,567.25" in table.profile.value and "1234567.25" not in table.profile.value

@@ -48,13 +48,13 @@ def shown_columns(rows: tuple[TextRow, ...], columns: tuple[Column, ...], pad: s
 
 
 def _aligned(texts: list[str | None], pad: str) -> list[str | None]:
-    grouped = [None if text is None else _grouped(text) for text in texts]
+    grouped = [None if text is None else grouped_number(text) for text in texts]
     tails = [_decimals(text) for text in grouped]
     width = max(tails, default=0)
     return [None if text is None else text + pad * (width - tail) for text, tail in zip(grouped, tails)]
 
 
-def _grouped(text: str) -> str:
+def grouped_number(text: str) -> str:
     """`1234567.25` as `1,234,567.25`; DuckDB's other number texts (`1e+20`, `inf`, `nan`) as they are."""
     match = _PLAIN_NUMBER.fullmatch(text)
     return f"{match[1]}{int(match[2]):,}{match[3] or ''}" if match else text

@@ -180,7 +180,8 @@ def html_table(rows: tuple[TextRow, ...], columns: tuple[Column, ...], first_row
                     for c, number in zip(columns, numbers))
     glances = "" if summaries is None else (
         "<tr><th class='lm-corner'></th>"
-        + "".join(f"<th>{glance_html(s, summaries.rows)}</th>" for s in summaries.columns) + "</tr>")
+        + "".join(f"<th>{glance_html(s, summaries.rows, number=number)}</th>"
+                  for s, number in zip(summaries.columns, numbers)) + "</tr>")
     return Table(widths, f"<thead><tr><th class='lm-corner'></th>{names}</tr>{glances}</thead>",
                  f"<tbody>{body}</tbody>")
 
@@ -212,9 +213,10 @@ def type_row(columns: tuple[Column, ...], widths: list[int]) -> str:
 STRIP_PX = 16
 
 
-def glance_html(summary: Summary, rows: int, column: int | None = None) -> str:
+def glance_html(summary: Summary, rows: int, column: int | None = None, number: bool = False) -> str:
     """One column at a glance, under its header: a strip of its histogram's bars, or its top values with their
-    shares; and its nulls' share. Sizes and colours are inline too, for static output without the stylesheet.
+    shares (a `number` column's grouped by thousands, as its cells are); and its nulls' share. Sizes and colours
+    are inline too, for static output without the stylesheet.
 
     In the widget (`column`: the column's position) each bar and the null share carry their position, which
     the summary strip sends back when clicked to filter to them."""
@@ -237,17 +239,20 @@ def glance_html(summary: Summary, rows: int, column: int | None = None) -> str:
             for index, bar in enumerate(summary.bars))
         strip = f"<div class='lm-strip' style='height:{STRIP_PX}px'>{bins}</div>"
         return f"<div class='lm-glance'>{strip}{nulls}</div>" if nulls else strip
+    labels = [cells.grouped_number(bar.label) if number else bar.label for bar in summary.bars]
     values = " · ".join(
-        f"<span class='lm-value'{mark(index)} title='{title(f'{bar.label}: {bar.count:,} ({_share(bar.count, rows)})')}'>"
-        f"{html.escape(f'{_short(bar.label, 20)} {_share(bar.count, rows)}')}</span>"
-        for index, bar in enumerate(summary.bars))
+        f"<span class='lm-value'{mark(index)} title='{title(f'{label}: {bar.count:,} ({_share(bar.count, rows)})')}'>"
+        f"{html.escape(f'{_short(label, 20)} {_share(bar.count, rows)}')}</span>"
+        for index, (bar, label) in enumerate(zip(summary.bars, labels)))
     return f"<div class='lm-glance'>{nulls}{values or 'no values'}</div>"
 
 
 def glance_row(summaries: SummariesAnswer, widths: list[int]) -> str:
     """The widget's row of column summaries, on the table's grid under the types, each bar marked to be clicked."""
     template = " ".join(f"{width}px" for width in widths)
-    glances = "".join(f"<div>{glance_html(s, summaries.rows, index)}</div>" for index, s in enumerate(summaries.columns))
+    numbers = [cells.is_number(column.type) for column in summaries.result.columns]
+    glances = "".join(f"<div>{glance_html(s, summaries.rows, index, number)}</div>"
+                      for index, (s, number) in enumerate(zip(summaries.columns, numbers)))
     return (f"<div class='lm-types' style='grid-template-columns:{template}'>"
             f"<div class='lm-corner'></div>{glances}</div>")
 
@@ -293,11 +298,13 @@ def profile_html(profile: Profile) -> str:
                                                              ("mean", profile.mean)) if value is not None]
     head = " · ".join(f"{name} <b>{html.escape(value)}</b>" for name, value in figures)
     most = max((bar.count for bar in profile.bars), default=0) or 1
+    number = profile.bars_kind == "top" and cells.is_number(profile.type)  # top values: grouped as the cells are
+    labels = [cells.grouped_number(bar.label) if number else bar.label for bar in profile.bars]
     rows = "".join(
-        f"<tr><td title='{html.escape(bar.label)}'>{html.escape(_short(bar.label))}</td>"
+        f"<tr><td title='{html.escape(label)}'>{html.escape(_short(label))}</td>"
         f"<td class='lm-num' style='text-align:right'>{bar.count:,}</td>"
         f"<td><span class='lm-bar' style='width:{max(1, round(200 * bar.count / most)) if bar.count else 0}px'></span></td></tr>"
-        for bar in profile.bars
+        for bar, label in zip(profile.bars, labels)
     )
     kind = "histogram" if profile.bars_kind == "histogram" else "top values"
     return (f"{_STYLE}<div class='lakemagic-profile'><b>{html.escape(profile.column)}</b> "
@@ -306,12 +313,13 @@ def profile_html(profile: Profile) -> str:
 
 
 def _rounded(text: str) -> str:
-    """A long decimal number (a mean) to 6 significant digits; any other text as it is."""
+    """A long decimal number (a mean) to 6 significant digits, a short one grouped by thousands as the cells are;
+    any other text as it is."""
     try:
         number = float(text)
     except ValueError:
         return text
-    return text if len(text) <= 10 else f"{number:,.6g}"
+    return cells.grouped_number(text) if len(text) <= 10 else f"{number:,.6g}"
 
 
 def _short(text: str, limit: int = 60) -> str:

@@ -175,7 +175,7 @@ def html_table(rows: tuple[TextRow, ...], columns: tuple[Column, ...], first_row
                    for number, row in enumerate(zip(*cell_lists), start=first_row_number))
     if not rows:  # said in the grid, where the eye looks for rows (an empty listing, a filter that keeps none)
         body = (f"<tr><td class='lm-rownum'></td><td class='lm-null' colspan='{len(columns)}' "
-                f"style='color:#999;font-style:italic'>no rows</td></tr>")
+                f"style='color:#999;font-style:italic;text-align:left'>no rows</td></tr>")
     names = "".join(f"<th{_align(number)}>{html.escape(c.name)}{_type_line(c) if types else ''}</th>"
                     for c, number in zip(columns, numbers))
     glances = "" if summaries is None else (

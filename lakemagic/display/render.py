@@ -24,7 +24,8 @@ from . import cells
 # columns made for them, and cut them.
 _STYLE = """<style>
 table.lakemagic-table {border-collapse: separate; border-spacing: 0; table-layout: fixed; font-size: 12px;
-  font-variant-numeric: tabular-nums;  font-family: var(--jp-code-font-family, monospace); color: var(--jp-content-font-color1, inherit);}
+  font-variant-numeric: tabular-nums; font-family: var(--jp-code-font-family, monospace);
+  color: var(--jp-content-font-color1, inherit);}
 table.lakemagic-table th, table.lakemagic-table td {padding: 2px 8px; border-bottom: 1px solid var(--jp-border-color2, #ddd);
   text-align: left; white-space: pre; line-height: 1.4; overflow: hidden; text-overflow: ellipsis; box-sizing: border-box;}
 table.lakemagic-table th {vertical-align: bottom; position: sticky; top: 0; background: var(--jp-layout-color1, #fff);}

@@ -17,7 +17,6 @@ nbconvert and GitHub show where no widget front end runs.
 
 from __future__ import annotations
 
-import difflib
 import html
 import math
 import os
@@ -40,7 +39,6 @@ CACHED_PAGES = 8
 SORT_ARROWS = {False: "▲", True: "▼"}  # an unsorted header shows a faint ⇅ (render's stylesheet)
 # The cells scroll inside this height under the header row; the pager and footer stay in view.
 GRID_HEIGHT = "520px"
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a bare column name where an error points
 _GO_TO = re.compile(r"\s*(?:(p|page)\s*)?([\d,]+)\s*", re.I)
 
 
@@ -274,7 +272,7 @@ class ResultTable(widgets.VBox):
         try:
             view = self.base if not sort and where is None else self.base.derive(sort, where, self.page_size)
         except (LakeQueryError, EngineError) as exc:
-            self._tell(render.error_html(exc.shown() + self._did_you_mean(exc)))
+            self._tell(render.error_html(exc.shown() + conditions.did_you_mean(exc, self.base.columns)))
             return
         self.result, self.sort, self.where = view, sort, where
         self._pages.clear()
@@ -287,18 +285,6 @@ class ResultTable(widgets.VBox):
             header.description = column.name + (f" {SORT_ARROWS[key.descending]}" if key else "")
             (header.add_class if key else header.remove_class)("lm-sorted")
         self._show(0)
-
-    def _did_you_mean(self, error: Exception) -> str:
-        """For a filter naming no column of the result: the columns closest to the name it gave, as a
-        cell's error names them."""
-        if not isinstance(error, LakeQueryError) or error.sql is None or error.position is None:
-            return ""
-        word = _WORD.match(error.sql, error.position)
-        names = [column.name for column in self.base.columns]
-        if word is None or word.group() in names:
-            return ""
-        close = difflib.get_close_matches(word.group(), names, n=3, cutoff=0.6)
-        return f"\ndid you mean {' or '.join(close)}?" if close else ""
 
     def _on_profile_choice(self, change) -> None:
         if change["new"] == "profile…":
@@ -373,14 +359,12 @@ class ResultTable(widgets.VBox):
                              f"{html.escape(' · ' + note) if note else ''}</div>")
 
     def _page(self, offset: int) -> tuple[TextRow, ...]:
-        return self._kept_page(offset)[0]
-
-    def _kept_page(self, offset: int) -> tuple[tuple[TextRow, ...], CallStats | None]:
-        """A page's rows, and the remote call that fetched them (a derived result's first page: its derive call)."""
+        """A page's rows, kept with the remote call that fetched them (a sort or filter's first page: its derive
+        call), which the footer times."""
         key = (offset, self.page_size)
         if key in self._pages:
             self._pages.move_to_end(key)
-            return self._pages[key]
+            return self._pages[key][0]
         before = self.result.last_call
         rows = cells.text_rows(self.result, offset, self.page_size)
         fetched = self.result.last_call is not before  # a page call of its own, not rows of the first page
@@ -389,7 +373,7 @@ class ResultTable(widgets.VBox):
         self._pages[key] = rows, (self.result.last_call if remote and (fetched or derived) else None)
         while len(self._pages) > CACHED_PAGES:
             self._pages.popitem(last=False)
-        return self._pages[key]
+        return rows
 
     # --- static forms ---------------------------------------------------------
 

@@ -170,3 +170,21 @@ def test_lab_footer_gives_the_query_s_time_after_calls_the_kernel_served(lab_pag
     expect(footer).not_to_contain_text("these rows")
     table.scroll_into_view_if_needed()
     widget_screenshot(table, "polish-footer.png")
+
+
+def test_notebook7_lines_up_decimals_and_shows_listings_whole(browser, folder, tmp_path_factory):  # noqa: F811
+    server = JupyterServer("notebook", folder, tmp_path_factory.mktemp("polish-notebook7-home"))
+    server.start()
+    page = browser.new_page()
+    try:
+        page.set_viewport_size({"width": 1280, "height": 1000})
+        open_and_run_all(page, server.page_url(NOTEBOOK), cells=6)
+        output = code_cell(page, "AS t(revenue)").locator(".jp-OutputArea-output")
+        expect_points_aligned(output)
+        columns = code_cell(page, "--columns").locator(".jp-OutputArea-output")
+        expect(columns).to_contain_text("improvement_surcharge")
+        assert cut_cells(columns) == []
+        columns.screenshot(path=SCREENSHOTS / "polish-notebook7-catalog-columns.png")
+    finally:
+        page.close()
+        assert server.stop() == [], f"processes left after Jupyter Notebook stopped:\n{server.log()}"

@@ -281,7 +281,7 @@ def test_lab_shows_the_first_page_and_pages_through_the_result(lab_run, expected
     widget = result_widget(lab_run)
     expect_page(widget, "page 1 of 6 · rows 1–50 of 265", expected, 0, 50)
     assert shown_header(widget) == [["pickup_location_id", "INTEGER"], ["trips", "BIGINT"]]
-    expect(widget.locator(".lakemagic-summary")).to_contain_text("265 rows · engine")
+    expect(widget.locator(".lakemagic-summary")).to_contain_text("265 rows · query: engine")
     expect(button(widget, "First")).to_be_disabled()
     expect(button(widget, "Previous")).to_be_disabled()
     widget_screenshot(widget, "lab-1-first-page.png")

@@ -8,8 +8,11 @@ Screenshots go to ci-artifacts/screenshots/.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
+import nbconvert
+import nbformat
 import papermill
 import pytest
 from playwright.sync_api import expect
@@ -63,5 +66,30 @@ def test_lab_shows_the_dashboard_live(browser, server):  # noqa: F811
         board.screenshot(path=path)
         if not DOCS_SCREENSHOT.exists() or os.environ.get("LAKEMAGIC_UPDATE_DOCS") == "1":
             save_small_png(path, DOCS_SCREENSHOT)
+    finally:
+        page.close()
+
+
+def test_nbconvert_html_of_the_executed_dashboard_shows_it_offline(browser, server, tmp_path):  # noqa: F811
+    """Run by papermill, the dashboard keeps its static form alone: nbconvert's HTML, opened with every request off
+    this machine refused, shows its time, both charts and its table (a saved widget would be blank there)."""
+    executed = tmp_path / NOTEBOOK
+    papermill.execute_notebook(str(demo_notebooks() / NOTEBOOK), str(executed), parameters={"lake": str(server.root / "lake")},
+                               cwd=str(tmp_path), progress_bar=False, kernel_name="python3")
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    (tmp_path / "explore.html").write_text(body)
+    page = browser.new_page()
+    refused = []
+    page.route(re.compile(r"^https?://"), lambda route: (refused.append(route.request.url), route.abort()))
+    try:
+        page.goto((tmp_path / "explore.html").as_uri())
+        boards = page.locator(".jp-OutputArea-output").filter(has_text="one round trip")
+        expect(boards).to_have_count(2)  # as first shown, and after the slider's change
+        last = boards.last
+        expect(last).to_contain_text("top 10 zones")
+        expect(last.locator("img")).to_have_count(2)
+        expect(last.locator("table.lakemagic-table tbody tr")).to_have_count(10)
+        expect(last.locator(".lakemagic-summary")).to_contain_text("showing rows 1–10 of 300 · 300 rows · query: engine")
+        last.screenshot(path=SCREENSHOTS / "dashboard-nbconvert-offline.png")
     finally:
         page.close()

@@ -94,6 +94,17 @@ def expect_filtered(table: Locator, lake_file: Path, starts: str) -> str:
     return condition
 
 
+def check_filtered_summaries(table: Locator, lake_file: Path, condition: str) -> None:
+    """The filtered result shows its own summaries: the top payment type's share is the filtered rows' share."""
+    expect(glance(table, 3).locator(".lm-bin").first).to_be_visible()
+    top = glance(table, 2).locator(".lm-value").first
+    expect(top).to_be_visible()
+    value, count = top.get_attribute("title").split("\n")[0].rsplit(": ", 1)
+    rows = count_in_duckdb(lake_file, condition)
+    assert int(count.split(" ")[0].replace(",", "")) == count_in_duckdb(lake_file, f"{condition} AND payment_type = '{value}'")
+    assert count_in_duckdb(lake_file, f"{condition} AND payment_type = '{value}'") < rows
+
+
 def clear_filter(table: Locator) -> None:
     box = table.get_by_placeholder(re.compile("^filter"))
     box.fill("")
@@ -110,7 +121,12 @@ def check_clicks_filter(table: Locator, lake_file: Path, prefix: str) -> None:
     fare_bins.nth(2).click()  # a histogram bin: a range of fare_amount
     condition = expect_filtered(table, lake_file, '"fare_amount" >= ')
     assert re.fullmatch(r'"fare_amount" >= [\d.]+ AND "fare_amount" < [\d.]+', condition), condition
+    check_filtered_summaries(table, lake_file, condition)
     widget_screenshot(table, f"{prefix}-2-filtered-to-a-bin.png")
+    # A click on the filtered result's summaries narrows it: the filter box holds both conditions.
+    glance(table, 2).locator(".lm-value").first.click()
+    narrowed = expect_filtered(table, lake_file, condition + ' AND "payment_type" = ')
+    assert count_in_duckdb(lake_file, narrowed) < count_in_duckdb(lake_file, condition)
 
     clear_filter(table)
     glance(table, 2).locator(".lm-value", has_text=re.compile("^2 ")).click()  # a top value: payment type 2

@@ -68,6 +68,22 @@ def test_pages_are_found_after_the_warm_worker_is_gone(storing_function, local_t
     pd.testing.assert_frame_equal(page.frame(), embedded.rows(15_000, 50)[1])
 
 
+def test_the_table_s_footer_times_the_query_and_the_page_the_function_sent(storing_function, monkeypatch):
+    """The query's figures stay; a later page, a call to the function, is timed as 'these rows'."""
+    from lakemagic.display.widget import ResultTable
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", storing_function.endpoint_url)
+    table = ResultTable(client.run_query(LambdaEngine(FUNCTION), QUERIES[2], page_size=50), page_size=50)
+    query = f"query: engine {table.result.stats.engine.engine_ms:,.0f} ms · round trip {table.result.stats.round_trip_ms:,.0f} ms"
+    assert query in table.footer.value and "billed" in table.footer.value and "these rows" not in table.footer.value
+    table.next_button.click()
+    page = table.result.last_call
+    warmth = "cold start" if page.engine.cold else "warm"
+    assert query in table.footer.value
+    assert (f"these rows: round trip {page.round_trip_ms:,.0f} ms, {warmth} · billed {page.lambda_figures.billed_ms:,} ms"
+            in table.footer.value)
+
+
 def results_in_the_lake() -> set[str]:
     listing = boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="_lakemagic/results/")
     return {item["Key"] for item in listing.get("Contents", [])}

@@ -118,11 +118,28 @@ def test_a_fetch_error_shows_inline_and_keeps_the_table(stored_table):
 def test_footer_shows_rows_engine_time_round_trip_and_warmth(stored_table):
     table = stored_table
     footer = table.footer.value
-    assert "1,234 rows" in footer and "engine" in footer and "round trip" in footer
+    query = stats_figures(table.result.stats)
+    assert "1,234 rows" in footer and query in footer
     assert "first query in this kernel" in footer  # the embedded engine's first call: no container to start
     assert "cold start" not in footer
     table.next_button.click()
-    assert "first query" not in table.footer.value and "warm" not in table.footer.value
+    assert table.result.last_call is not table.result.stats  # a page call, on this machine: not the query's figures
+    assert query in table.footer.value and "these rows" not in table.footer.value and "warm" not in table.footer.value
+
+
+def stats_figures(stats) -> str:
+    return f"query: engine {stats.engine.engine_ms:,.0f} ms · round trip {stats.round_trip_ms:,.0f} ms"
+
+
+def test_the_footer_keeps_the_query_s_figures_after_calls_on_this_machine(table):
+    """The query's time stays in the footer; a page, a download or a filter served in this kernel adds none
+    (it would say `engine 0 ms`, read as the query's)."""
+    query = stats_figures(table.result.stats)
+    table.result.to_dataframe()  # a download call, as the dashboard makes before showing its table
+    table.next_button.click()
+    table.apply_filter("n > 5")
+    assert query in table.footer.value and "these rows" not in table.footer.value
+    assert query in table._repr_mimebundle_()["text/plain"]
 
 
 def test_an_inline_result_pages_without_calling_the_engine_it_ran_on(table):
@@ -190,7 +207,7 @@ def test_a_filter_shows_its_rows_and_their_count_and_keeps_the_sort(table):
     table.filter_text.value = "n % 100 = 7"
     assert shown_numbers(table) == [n for n in range(1234) if n % 100 == 7]
     assert "rows 1–13 of 13" in table.position.value
-    assert "filter n % 100 = 7 (13 of 1,234 rows)" in table.footer.value
+    assert "filter n % 100 = 7 (13 of 1,234 rows) · query: engine" in table.footer.value  # the count said once
     assert "sorted by n ascending" in table.footer.value
     bundle = table._repr_mimebundle_()
     assert "filter n % 100 = 7 (13 of 1,234 rows)" in bundle["text/html"] and shown_rows(bundle["text/html"])[-1][1] == "1,207"
@@ -210,7 +227,7 @@ def test_a_bad_filter_shows_the_error_inline_and_changes_nothing(table, where, e
 def test_a_profile_shows_the_columns_figures_and_bars(table):
     table.tools_button.click()
     table.profile_choice.value = "n"
-    assert "min <b>0</b>" in table.profile.value and "max <b>1233</b>" in table.profile.value
+    assert "min <b>0</b>" in table.profile.value and "max <b>1,233</b>" in table.profile.value  # grouped, as the cells are
     assert table.profile.value.count("class='lm-bar'") == 7  # 0 – 200, …, 1,200 – 1,400
     assert ">1,200 – 1,400</td><td class='lm-num' style='text-align:right'>34<" in table.profile.value
     table.profile_choice.value = "profile…"
@@ -272,7 +289,7 @@ def test_values_are_shown_as_duckdb_writes_them(where, tmp_path, monkeypatch):
     assert shown[0][1:3] == ["0.41", "1,234,567.25"] and shown[0][10] == "100,000,000,000,000,000,000"
     # a column's decimal points line up: padded on the right to the longest decimals of the page
     texts = re.findall(r"<td class='lm-num'[^>]*>([^<]*)</td>", table.table.value)
-    assert texts[:2] == ["0.41", "1,234,567.25"] and texts[4:6] == ["15.5 ", "-3.0 "]
+    assert texts[:2] == ["0.41", "1,234,567.25"] and texts[4:6] == ["15.5\u2007", "-3.0\u2007"]  # a figure space
     plain = table._repr_mimebundle_()["text/plain"].splitlines()
     assert plain[1].split()[:2] == ["f", "d"] and plain[2].split()[:3] == ["0.41", "1,234,567.25", "2019-04-01"]
 
@@ -335,6 +352,22 @@ def test_a_click_on_a_bar_filters_to_its_rows(summarized, name):
     assert summarized.glances.value == ""  # filtered: the whole result's summaries are not of these rows
 
 
+def test_a_filtered_result_shows_its_own_summaries_and_a_click_on_them_narrows_it(summarized):
+    from_the_front_end(summarized, {"kind": "nulls", "column": 1})  # word IS NULL: 177 rows
+    assert summarized.glances.value == ""  # until this view's summaries come, after its first page
+    summarized.show_summaries()
+    glances = summarized._glances_shown()
+    assert glances.result.total_rows == 177 and glances.columns[1].nulls == 177
+    assert "data-nulls" in summarized.glances.value and "null 100%" in summarized.glances.value
+    day = [column.name for column in summarized.base.columns].index("day")
+    from_the_front_end(summarized, {"kind": "bar", "column": day, "bar": 0})
+    condition = summarized.filter_text.value
+    assert condition.startswith('"word" IS NULL AND "day" ')
+    assert summarized.result.total_rows == duckdb_count(condition) == glances.columns[day].bars[0].count
+    summarized.apply_filter("")
+    assert summarized._glances_shown() is summarized.summaries  # the whole result's, kept
+
+
 def test_a_click_on_a_null_share_filters_to_the_nulls(summarized):
     from_the_front_end(summarized, {"kind": "nulls", "column": 1})
     assert summarized.filter_text.value == '"word" IS NULL'
@@ -368,3 +401,36 @@ def test_paging_keys_turn_the_page(summarized):
         from_the_front_end(summarized, {"kind": "page", "to": to})
         assert summarized.position.value.startswith(position)
     assert summarized.next_button.tooltip == "Next (PageDown)"
+
+
+class FarEngine(EmbeddedEngine):
+    """The embedded handler as an engine elsewhere (as the Lambda is): its pages are calls worth timing."""
+
+    shares_files = False
+
+
+def test_the_footer_times_the_rows_a_remote_engine_sent_after_the_query(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAKEMAGIC_INLINE_RESULT_BYTES", "0")
+    table = widget.ResultTable(client.run_query(FarEngine(str(tmp_path)), SQL, page_size=50), page_size=50)
+    query = stats_figures(table.result.stats)
+    assert "these rows" not in table.footer.value  # the first page came with the query
+    table.next_button.click()
+    page_call = table.result.last_call
+    assert page_call is not table.result.stats
+    assert f"{query}" in table.footer.value
+    assert f"these rows: round trip {page_call.round_trip_ms:,.0f} ms" in table.footer.value
+    table.first_button.click()  # the first page again: the query's rows
+    assert "these rows" not in table.footer.value
+    table.apply_filter("n > 5")  # a filter's first page came with its derive call
+    assert f"these rows: round trip {table.result.stats.round_trip_ms:,.0f} ms" in table.footer.value
+
+
+def test_a_number_s_top_values_read_as_its_cells_do(tmp_path):
+    result = client.run_query(EmbeddedEngine(str(tmp_path)), "SELECT 1234567.25::DOUBLE AS d, 'x' AS t", page_size=50)
+    table = widget.ResultTable(result, page_size=50)
+    table.show_summaries()
+    assert "1,234,567.25 100%" in table.glances.value and ">x 100%<" in table.glances.value
+    assert "1,234,567.25 100%" in table._repr_mimebundle_()["text/html"]  # the static table's summaries
+    table.show_tools()
+    table.profile_choice.value = "d"
+    assert "1,234,567.25" in table.profile.value and "1234567.25" not in table.profile.value

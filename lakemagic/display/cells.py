@@ -18,6 +18,9 @@ from ..decode import TextRow
 NUMBER_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
                           "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE"})
 _PLAIN_NUMBER = re.compile(r"(-?)(\d+)(\.\d+)?")
+# A blank as wide as a digit, which no HTML renderer collapses (trailing spaces need a stylesheet's
+# `white-space: pre`, which an untrusted notebook or GitHub drops): what pads decimals in HTML.
+FIGURE_SPACE = "\u2007"
 
 
 def text_rows(result: QueryResult, offset: int, limit: int) -> tuple[TextRow, ...]:
@@ -32,24 +35,24 @@ def is_number(type_name: str) -> bool:
     return type_name in NUMBER_TYPES or type_name.startswith("DECIMAL(")
 
 
-def shown_columns(rows: tuple[TextRow, ...], columns: tuple[Column, ...]) -> list[list[str | None]]:
-    """Each column's texts (None for NULL), numbers with thousands separators and, padded on the right,
-    their decimal points in one line down the page."""
+def shown_columns(rows: tuple[TextRow, ...], columns: tuple[Column, ...], pad: str = " ") -> list[list[str | None]]:
+    """Each column's texts (None for NULL), numbers with thousands separators and, padded on the right with
+    `pad`, their decimal points in one line down the page (no digit added: `6,148.3` stays DuckDB's text)."""
     shown = []
     for index, column in enumerate(columns):
         texts = [row[index] for row in rows]
-        shown.append(_aligned(texts) if is_number(column.type) else texts)
+        shown.append(_aligned(texts, pad) if is_number(column.type) else texts)
     return shown
 
 
-def _aligned(texts: list[str | None]) -> list[str | None]:
-    grouped = [None if text is None else _grouped(text) for text in texts]
+def _aligned(texts: list[str | None], pad: str) -> list[str | None]:
+    grouped = [None if text is None else grouped_number(text) for text in texts]
     tails = [_decimals(text) for text in grouped]
     width = max(tails, default=0)
-    return [None if text is None else text + " " * (width - tail) for text, tail in zip(grouped, tails)]
+    return [None if text is None else text + pad * (width - tail) for text, tail in zip(grouped, tails)]
 
 
-def _grouped(text: str) -> str:
+def grouped_number(text: str) -> str:
     """`1234567.25` as `1,234,567.25`; DuckDB's other number texts (`1e+20`, `inf`, `nan`) as they are."""
     match = _PLAIN_NUMBER.fullmatch(text)
     return f"{match[1]}{int(match[2]):,}{match[3] or ''}" if match else text

@@ -1,4 +1,5 @@
-"""The filter a click on a column's summary stands for, as a condition the filter box takes.
+"""The filter a click on a column's summary stands for, as a condition the filter box takes; and the columns a
+mistyped filter may have meant.
 
 Names and labels come from the engine's answer, which is input like any other: a name is quoted as an
 identifier, a top value as a string literal (DuckDB casts it to the column's type, so it matches the value
@@ -10,13 +11,17 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import difflib
 import re
 
 from lakelambda.protocol import Column, Summary
 from lakelambda.sql import quote_identifier, quote_literal
 
+from ..errors import LakeQueryError
+
 _NUMBER = re.compile(r"-?[\d,]+(\.\d+)?(e[+-]?\d+)?", re.I)  # an edge as explore's _number_label writes it
 _RANGE = " – "  # between a bin's edges
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a bare column name where an error points
 
 
 class NoCondition(ValueError):
@@ -61,3 +66,16 @@ def _edge(text: str, type_name: str) -> str:
     if type_name == "DATE" and moment.time() == datetime.time():
         return f"DATE {quote_literal(moment.date().isoformat())}"
     return f"TIMESTAMP {quote_literal(moment.isoformat(sep=' '))}"
+
+
+def did_you_mean(error: Exception, columns: tuple[Column, ...]) -> str:
+    """For a filter naming no column of the result: the columns closest to the name it gave, as a
+    cell's error names them."""
+    if not isinstance(error, LakeQueryError) or error.sql is None or error.position is None:
+        return ""
+    word = _WORD.match(error.sql, error.position)
+    names = [column.name for column in columns]
+    if word is None or word.group() in names:
+        return ""
+    close = difflib.get_close_matches(word.group(), names, n=3, cutoff=0.6)
+    return f"\ndid you mean {' or '.join(close)}?" if close else ""

@@ -19,16 +19,20 @@ from ..engines import LambdaFigures
 from . import cells
 
 # Colours are the front end's own (JupyterLab's CSS variables, light or dark), with fallbacks for pages without them.
+# `table.lakemagic-table` outranks JupyterLab's rules for static HTML (`.jp-RenderedHTMLCommon table`, 13 px and
+# 0.5em padding), which would otherwise write a static table's values (a listing, a papermill copy) wider than the
+# columns made for them, and cut them.
 _STYLE = """<style>
-.lakemagic-table {border-collapse: separate; border-spacing: 0; table-layout: fixed; font-size: 12px;
-  font-family: var(--jp-code-font-family, monospace); color: var(--jp-content-font-color1, inherit);}
-.lakemagic-table th, .lakemagic-table td {padding: 2px 8px; border-bottom: 1px solid var(--jp-border-color2, #ddd);
+table.lakemagic-table {border-collapse: separate; border-spacing: 0; table-layout: fixed; font-size: 12px;
+  font-variant-numeric: tabular-nums; font-family: var(--jp-code-font-family, monospace);
+  color: var(--jp-content-font-color1, inherit);}
+table.lakemagic-table th, table.lakemagic-table td {padding: 2px 8px; border-bottom: 1px solid var(--jp-border-color2, #ddd);
   text-align: left; white-space: pre; line-height: 1.4; overflow: hidden; text-overflow: ellipsis; box-sizing: border-box;}
-.lakemagic-table th {vertical-align: bottom; position: sticky; top: 0; background: var(--jp-layout-color1, #fff);}
-.lakemagic-table .lm-num {text-align: right;}
+table.lakemagic-table th {vertical-align: bottom; position: sticky; top: 0; background: var(--jp-layout-color1, #fff);}
+table.lakemagic-table .lm-num {text-align: right;}
 .lm-type {font-weight: normal; color: var(--jp-ui-font-color2, #777); font-size: 10px;}
-.lakemagic-table .lm-null {color: var(--jp-ui-font-color3, #999); font-style: italic;}
-.lakemagic-table .lm-rownum {color: var(--jp-ui-font-color2, #777); text-align: right;}
+table.lakemagic-table .lm-null {color: var(--jp-ui-font-color3, #999); font-style: italic;}
+table.lakemagic-table .lm-rownum {color: var(--jp-ui-font-color2, #777); text-align: right;}
 .lakemagic-table td[title] {cursor: help;}
 .lakemagic-summary {font-size: 12px; color: var(--jp-ui-font-color2, #555); margin: 4px 0;}
 .lakemagic-profile {font-size: 12px; font-family: var(--jp-code-font-family, monospace); margin: 4px 0;
@@ -75,14 +79,24 @@ def rows_label(offset: int, row_count: int, total_rows: int) -> str:
     return f"rows {offset + 1:,}–{offset + row_count:,} of {total_rows:,}"
 
 
-def stats_label(stats: CallStats, total_rows: int, reuse_note: str = "") -> str:
-    """The footer's figures; `reuse_note` says when the engine answered from an earlier run's result."""
+def stats_label(stats: CallStats, total_rows: int | None, reuse_note: str = "", rows_call: CallStats | None = None) -> str:
+    """The footer's figures: those of the query that made the result (`stats`), and where the rows on show
+    came by a later call to a remote engine (a page or a sort and filter: `rows_call`), that call's.
+    A later call's figures on this machine (the kernel engine holding an inline result, the embedded
+    engine) are left out: a millisecond of local work is no news, and read as the query's it would be false.
+    `reuse_note` says when the engine answered from an earlier run's result; `total_rows` None leaves the
+    count to a filter's label, which says it with the whole result's."""
     engine = stats.engine
-    parts = [count(total_rows, "row")] + ([reuse_note] if reuse_note else [])
-    parts += [f"engine {engine.engine_ms:,.0f} ms", f"round trip {stats.round_trip_ms:,.0f} ms"]
+    parts = ([] if total_rows is None else [count(total_rows, "row")]) + ([reuse_note] if reuse_note else [])
+    parts += [f"query: engine {engine.engine_ms:,.0f} ms", f"round trip {stats.round_trip_ms:,.0f} ms"]
     warmth = _warmth(stats)
     parts += ([warmth] if warmth else []) + [f"DuckDB {engine.duckdb_version or '?'}"]
-    return " · ".join(parts) + _lambda_label(stats.lambda_figures) + _fanout_label(stats.fanout)
+    label = " · ".join(parts) + _lambda_label(stats.lambda_figures) + _fanout_label(stats.fanout)
+    if rows_call is not None:
+        warmth = _warmth(rows_call)
+        label += (f" · these rows: round trip {rows_call.round_trip_ms:,.0f} ms" + (f", {warmth}" if warmth else "")
+                  + _lambda_label(rows_call.lambda_figures))
+    return label
 
 
 def count(number: int, noun: str) -> str:
@@ -149,7 +163,7 @@ def html_table(rows: tuple[TextRow, ...], columns: tuple[Column, ...], first_row
     Alignment is written on each
     cell as well, for static output shown without the stylesheet (untrusted notebooks, GitHub).
     """
-    shown = cells.shown_columns(rows, columns)
+    shown = cells.shown_columns(rows, columns, cells.FIGURE_SPACE)
     numbers = [cells.is_number(column.type) for column in columns]
     last_number = first_row_number + len(rows) - 1
     chars = [len(f"{max(1, last_number):,}")]
@@ -160,11 +174,15 @@ def html_table(rows: tuple[TextRow, ...], columns: tuple[Column, ...], first_row
     cell_lists = [[_cell(text, number, widest) for text in texts] for texts, number in zip(shown, numbers)]
     body = "".join(f"<tr><td class='lm-rownum'>{number:,}</td>{''.join(row)}</tr>"
                    for number, row in enumerate(zip(*cell_lists), start=first_row_number))
+    if not rows:  # said in the grid, where the eye looks for rows (an empty listing, a filter that keeps none)
+        body = (f"<tr><td class='lm-rownum'></td><td class='lm-null' colspan='{len(columns)}' "
+                f"style='color:#999;font-style:italic;text-align:left'>no rows</td></tr>")
     names = "".join(f"<th{_align(number)}>{html.escape(c.name)}{_type_line(c) if types else ''}</th>"
                     for c, number in zip(columns, numbers))
     glances = "" if summaries is None else (
         "<tr><th class='lm-corner'></th>"
-        + "".join(f"<th>{glance_html(s, summaries.rows)}</th>" for s in summaries.columns) + "</tr>")
+        + "".join(f"<th>{glance_html(s, summaries.rows, number=number)}</th>"
+                  for s, number in zip(summaries.columns, numbers)) + "</tr>")
     return Table(widths, f"<thead><tr><th class='lm-corner'></th>{names}</tr>{glances}</thead>",
                  f"<tbody>{body}</tbody>")
 
@@ -174,7 +192,7 @@ def _type_line(column: Column) -> str:
 
 
 def _align(number: bool) -> str:
-    return " class='lm-num' style='text-align:right'" if number else " style='text-align:left'"
+    return " class='lm-num' style='text-align:right;font-variant-numeric:tabular-nums'" if number else " style='text-align:left'"
 
 
 def _cell(text: str | None, number: bool, widest: int) -> str:
@@ -196,9 +214,10 @@ def type_row(columns: tuple[Column, ...], widths: list[int]) -> str:
 STRIP_PX = 16
 
 
-def glance_html(summary: Summary, rows: int, column: int | None = None) -> str:
+def glance_html(summary: Summary, rows: int, column: int | None = None, number: bool = False) -> str:
     """One column at a glance, under its header: a strip of its histogram's bars, or its top values with their
-    shares; and its nulls' share. Sizes and colours are inline too, for static output without the stylesheet.
+    shares (a `number` column's grouped by thousands, as its cells are); and its nulls' share. Sizes and colours
+    are inline too, for static output without the stylesheet.
 
     In the widget (`column`: the column's position) each bar and the null share carry their position, which
     the summary strip sends back when clicked to filter to them."""
@@ -221,17 +240,20 @@ def glance_html(summary: Summary, rows: int, column: int | None = None) -> str:
             for index, bar in enumerate(summary.bars))
         strip = f"<div class='lm-strip' style='height:{STRIP_PX}px'>{bins}</div>"
         return f"<div class='lm-glance'>{strip}{nulls}</div>" if nulls else strip
+    labels = [cells.grouped_number(bar.label) if number else bar.label for bar in summary.bars]
     values = " · ".join(
-        f"<span class='lm-value'{mark(index)} title='{title(f'{bar.label}: {bar.count:,} ({_share(bar.count, rows)})')}'>"
-        f"{html.escape(f'{_short(bar.label, 20)} {_share(bar.count, rows)}')}</span>"
-        for index, bar in enumerate(summary.bars))
+        f"<span class='lm-value'{mark(index)} title='{title(f'{label}: {bar.count:,} ({_share(bar.count, rows)})')}'>"
+        f"{html.escape(f'{_short(label, 20)} {_share(bar.count, rows)}')}</span>"
+        for index, (bar, label) in enumerate(zip(summary.bars, labels)))
     return f"<div class='lm-glance'>{nulls}{values or 'no values'}</div>"
 
 
 def glance_row(summaries: SummariesAnswer, widths: list[int]) -> str:
     """The widget's row of column summaries, on the table's grid under the types, each bar marked to be clicked."""
     template = " ".join(f"{width}px" for width in widths)
-    glances = "".join(f"<div>{glance_html(s, summaries.rows, index)}</div>" for index, s in enumerate(summaries.columns))
+    numbers = [cells.is_number(column.type) for column in summaries.result.columns]
+    glances = "".join(f"<div>{glance_html(s, summaries.rows, index, number)}</div>"
+                      for index, (s, number) in enumerate(zip(summaries.columns, numbers)))
     return (f"<div class='lm-types' style='grid-template-columns:{template}'>"
             f"<div class='lm-corner'></div>{glances}</div>")
 
@@ -277,11 +299,13 @@ def profile_html(profile: Profile) -> str:
                                                              ("mean", profile.mean)) if value is not None]
     head = " · ".join(f"{name} <b>{html.escape(value)}</b>" for name, value in figures)
     most = max((bar.count for bar in profile.bars), default=0) or 1
+    number = profile.bars_kind == "top" and cells.is_number(profile.type)  # top values: grouped as the cells are
+    labels = [cells.grouped_number(bar.label) if number else bar.label for bar in profile.bars]
     rows = "".join(
-        f"<tr><td title='{html.escape(bar.label)}'>{html.escape(_short(bar.label))}</td>"
+        f"<tr><td title='{html.escape(label)}'>{html.escape(_short(label))}</td>"
         f"<td class='lm-num' style='text-align:right'>{bar.count:,}</td>"
         f"<td><span class='lm-bar' style='width:{max(1, round(200 * bar.count / most)) if bar.count else 0}px'></span></td></tr>"
-        for bar in profile.bars
+        for bar, label in zip(profile.bars, labels)
     )
     kind = "histogram" if profile.bars_kind == "histogram" else "top values"
     return (f"{_STYLE}<div class='lakemagic-profile'><b>{html.escape(profile.column)}</b> "
@@ -290,12 +314,13 @@ def profile_html(profile: Profile) -> str:
 
 
 def _rounded(text: str) -> str:
-    """A long decimal number (a mean) to 6 significant digits; any other text as it is."""
+    """A long decimal number (a mean) to 6 significant digits, a short one grouped by thousands as the cells are;
+    any other text as it is."""
     try:
         number = float(text)
     except ValueError:
         return text
-    return text if len(text) <= 10 else f"{number:,.6g}"
+    return cells.grouped_number(text) if len(text) <= 10 else f"{number:,.6g}"
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -306,7 +331,8 @@ def static_html(first_page_table: str, row_count: int, total_rows: int, stats: C
                 reuse_note: str = "") -> str:
     """The result as an executed notebook keeps it: the first page's table (scrolling under its names where
     a stylesheet applies) and a summary (`view`: its sort and filter, as view_label says them)."""
-    summary = f"showing {rows_label(0, row_count, total_rows)} · {stats_label(stats, total_rows, reuse_note)}"
+    figures = stats_label(stats, None if view else total_rows, reuse_note)
+    summary = f"showing {rows_label(0, row_count, total_rows)} · {figures}"
     return (f"<div class='lm-static' style='overflow:auto; max-height:560px'>{first_page_table}</div>"
             f"<div class='lakemagic-summary'>{view}{html.escape(summary)}</div>")
 

@@ -5,8 +5,9 @@ Each column's header is a Button: a click sorts the whole result by it
 SQL condition holds; both are done by the engine that holds the result (the
 function, the embedded handler, or the kernel engine) and give a new result
 that is paged like the first. Above the columns, the summary strip (the one
-front-end module, strip.py) draws each column at a glance: a click on a bar
-or a null share filters to its rows, and PageDown, PageUp, Home and End turn
+front-end module, strip.py) draws each column at a glance, of the whole result
+or of a filter's rows: a click on a bar or a null share filters (or narrows the
+filter) to its rows, and PageDown, PageUp, Home and End turn
 the page while the table has focus. A column's profile and an export of what is
 shown are one call each. Only a bounded number of decoded pages stay in the
 kernel, so paging through a result of any size does not grow memory. The
@@ -16,7 +17,6 @@ nbconvert and GitHub show where no widget front end runs.
 
 from __future__ import annotations
 
-import difflib
 import html
 import math
 import os
@@ -28,7 +28,7 @@ import ipywidgets as widgets
 from lakelambda.protocol import SortKey, SummariesAnswer
 
 from .. import export
-from ..client import QueryResult
+from ..client import CallStats, QueryResult
 from ..decode import TextRow
 from ..errors import EngineError, LakeMagicError, LakeQueryError
 from . import cells, conditions, frontend, render, strip
@@ -39,7 +39,6 @@ CACHED_PAGES = 8
 SORT_ARROWS = {False: "▲", True: "▼"}  # an unsorted header shows a faint ⇅ (render's stylesheet)
 # The cells scroll inside this height under the header row; the pager and footer stay in view.
 GRID_HEIGHT = "520px"
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a bare column name where an error points
 _GO_TO = re.compile(r"\s*(?:(p|page)\s*)?([\d,]+)\s*", re.I)
 
 
@@ -56,7 +55,8 @@ class ResultTable(widgets.VBox):
         self.profile: widgets.HTML | None = None  # built with the tools
         self._message: widgets.HTML | None = None  # made by the first message (see `message`)
         self._busy: widgets.Widget | None = None  # an export's progress bar while it runs
-        self._pages: OrderedDict[tuple[int, int], tuple[TextRow, ...]] = OrderedDict()
+        # Each kept page's rows, and the call to a remote engine that fetched them (None: none, or one on this machine).
+        self._pages: OrderedDict[tuple[int, int], tuple[tuple[TextRow, ...], CallStats | None]] = OrderedDict()
 
         parts = Parts()
         self.table, self.footer = parts.html(), parts.html()
@@ -81,8 +81,9 @@ class ResultTable(widgets.VBox):
         self.glances = strip.SummaryStrip(layout=parts.plain)
         self.glances.on_msg(self._on_strip_message)
         self._widths: list[int] = []  # the shown page's columns, in pixels
-        self._summaries_asked = False
-        self.summaries: SummariesAnswer | None = None  # the whole result's column summaries, once they came
+        # Column summaries by filter (None: the whole result, in any order), once asked; None while none came.
+        self._summaries: dict[str | None, SummariesAnswer | None] = {}
+        self._clicked_where: str | None = None  # the filter the last click on a summary made
         head = widgets.VBox([self.header_row, self.types, self.glances],
                             layout=widgets.Layout(flex="0 0 auto", overflow="visible"), _dom_classes=("lm-head",))
         # The one box that scrolls: the header sticks to its top, the row numbers to its left.
@@ -94,22 +95,29 @@ class ResultTable(widgets.VBox):
         self._show(0)
         frontend.after_this_cell(self.show_summaries)
 
+    @property
+    def summaries(self) -> SummariesAnswer | None:
+        """The whole result's column summaries, once they came."""
+        return self._summaries.get(None)
+
     def show_summaries(self) -> None:
-        """Each column at a glance under its header (render.glance_row): one call for every column of the
-        whole result, made once the first page is shown. Summaries are a help: if they fail, the table stays."""
-        if self._summaries_asked:  # once: by this cell's end, or by a headless static form first
+        """Each column at a glance under its header (render.glance_row) for what is shown, the whole result or
+        its filter's rows: one call for every column, made once that first page is shown (after the cell or
+        the click), once per filter. Summaries are a help: if they fail, the table stays."""
+        where, shown = self.where, self.result
+        if where in self._summaries:  # asked already: by this cell's end, or by a headless static form first
             return
-        self._summaries_asked = True
+        self._summaries[where] = None
         try:
-            self.summaries = self.base.summaries()
+            self._summaries[where] = shown.summaries()
         except (LakeQueryError, EngineError):
             return
         self._draw_glances()
         self._show_footer()
 
     def _glances_shown(self) -> SummariesAnswer | None:
-        """The summaries, while they describe what is shown: the whole result, in any order (not a filter's rows)."""
-        return self.summaries if self.where is None else None
+        """The summaries of what is shown (in any order: a sort keeps them), once they came."""
+        return self._summaries.get(self.where)
 
     def _on_strip_message(self, _strip, content, _buffers) -> None:
         """A click on a summary filters to its rows; a paging key turns the page. Anything else is dropped."""
@@ -132,7 +140,12 @@ class ResultTable(widgets.VBox):
                 self._tell(render.error_html(str(exc)))
 
     def filter_to(self, condition: str) -> None:
-        """Filter as if `condition` were typed in the filter box, which shows it."""
+        """Narrow what is shown to the rows where `condition` also holds, as if typed in the filter box, which
+        shows it: a click on a filtered result's summary drills down."""
+        if self.where is not None:
+            kept = self.where if self.where == self._clicked_where else f"({self.where})"
+            condition = f"{kept} AND {condition}"
+        self._clicked_where = condition
         self.show_tools()
         if self.filter_text.value != condition:
             self.filter_text.value = condition  # its observer applies it
@@ -211,7 +224,7 @@ class ResultTable(widgets.VBox):
         self._show(max(0, self.offset - self.page_size))
 
     def next(self) -> None:
-        shown = len(self._pages.get((self.offset, self.page_size), ())) or self.page_size
+        shown = len(self._pages.get((self.offset, self.page_size), ((), None))[0]) or self.page_size
         self._show(min(self.offset + shown, (self.page_count - 1) * self.page_size))
 
     def last(self) -> None:
@@ -259,10 +272,12 @@ class ResultTable(widgets.VBox):
         try:
             view = self.base if not sort and where is None else self.base.derive(sort, where, self.page_size)
         except (LakeQueryError, EngineError) as exc:
-            self._tell(render.error_html(exc.shown() + self._did_you_mean(exc)))
+            self._tell(render.error_html(exc.shown() + conditions.did_you_mean(exc, self.base.columns)))
             return
         self.result, self.sort, self.where = view, sort, where
         self._pages.clear()
+        self._summaries = {key: value for key, value in self._summaries.items() if key in (None, where)}
+        frontend.after_this_cell(self.show_summaries)  # this view's, once its first page is shown
         if self.tools is not None:
             self.profile.value = ""
         for header, column in zip(self.headers, self.base.columns):
@@ -270,18 +285,6 @@ class ResultTable(widgets.VBox):
             header.description = column.name + (f" {SORT_ARROWS[key.descending]}" if key else "")
             (header.add_class if key else header.remove_class)("lm-sorted")
         self._show(0)
-
-    def _did_you_mean(self, error: Exception) -> str:
-        """For a filter naming no column of the result: the columns closest to the name it gave, as a
-        cell's error names them."""
-        if not isinstance(error, LakeQueryError) or error.sql is None or error.position is None:
-            return ""
-        word = _WORD.match(error.sql, error.position)
-        names = [column.name for column in self.base.columns]
-        if word is None or word.group() in names:
-            return ""
-        close = difflib.get_close_matches(word.group(), names, n=3, cutoff=0.6)
-        return f"\ndid you mean {' or '.join(close)}?" if close else ""
 
     def _on_profile_choice(self, change) -> None:
         if change["new"] == "profile…":
@@ -349,19 +352,28 @@ class ResultTable(widgets.VBox):
     def _show_footer(self) -> None:
         view = render.view_label(self.sort, self.where, self.result.total_rows, self.base.total_rows)
         note = render.glance_note(self._glances_shown())
-        self.footer.value = (f"<div class='lakemagic-summary'>{view}"
-                             f"{render.stats_label(self.result.last_call, self.result.total_rows, self.base.reuse_note)}"
+        rows_call = self._pages.get((self.offset, self.page_size), ((), None))[1]
+        shown_rows = None if self.where is not None else self.result.total_rows  # a filter's label says them
+        figures = render.stats_label(self.base.stats, shown_rows, self.base.reuse_note, rows_call)
+        self.footer.value = (f"<div class='lakemagic-summary'>{view}{html.escape(figures)}"
                              f"{html.escape(' · ' + note) if note else ''}</div>")
 
     def _page(self, offset: int) -> tuple[TextRow, ...]:
+        """A page's rows, kept with the remote call that fetched them (a sort or filter's first page: its derive
+        call), which the footer times."""
         key = (offset, self.page_size)
         if key in self._pages:
             self._pages.move_to_end(key)
-            return self._pages[key]
-        self._pages[key] = cells.text_rows(self.result, offset, self.page_size)
+            return self._pages[key][0]
+        before = self.result.last_call
+        rows = cells.text_rows(self.result, offset, self.page_size)
+        fetched = self.result.last_call is not before  # a page call of its own, not rows of the first page
+        derived = offset == 0 and self.result is not self.base  # a sort or filter's first page: its derive call's
+        remote = not self.result.engine.shares_files
+        self._pages[key] = rows, (self.result.last_call if remote and (fetched or derived) else None)
         while len(self._pages) > CACHED_PAGES:
             self._pages.popitem(last=False)
-        return self._pages[key]
+        return rows
 
     # --- static forms ---------------------------------------------------------
 
@@ -390,8 +402,8 @@ class ResultTable(widgets.VBox):
         if (shown_for, size) != (result, self.page_size) or glances is not None:
             table = render.html_table(first_rows, result.columns, summaries=glances).html()
         view = render.view_label(self.sort, self.where, result.total_rows, self.base.total_rows)
-        bundle["text/html"] = render.static_html(table, len(first_rows), result.total_rows, result.stats, view,
+        bundle["text/html"] = render.static_html(table, len(first_rows), result.total_rows, self.base.stats, view,
                                                  self.base.reuse_note)
-        bundle["text/plain"] = render.static_text(first_rows, result.columns, result.total_rows, result.stats,
+        bundle["text/plain"] = render.static_text(first_rows, result.columns, result.total_rows, self.base.stats,
                                                   self.base.reuse_note)
         return bundle

@@ -41,6 +41,7 @@ SNAPSHOT_OPTIONS = {ICEBERG: "snapshot_from_id", DELTA: "version"}
 _ICEBERG_METADATA = re.compile(r"(?:v(\d+)|(\d+)-[0-9A-Za-z\-]+)\.metadata\.json")
 _DELTA_COMMIT = re.compile(r"(\d{20})\.json")
 _DELTA_CHECKPOINT = re.compile(r"(\d{20})\.checkpoint\.parquet")
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 
 
 class Snapshot(NamedTuple):
@@ -167,9 +168,11 @@ def check_iceberg(con, lake, path: str, snapshot_id: int | None = None) -> None:
         _inside(lake, data_file, manifest)
 
 
-def _delta_replay(con, storage, folder: str, version: int | None = None) -> tuple[Snapshot, dict[str, dict]]:
-    """The table's state at `version` (the latest: None), and its files' add actions by path, replayed
-    from its log: the newest checkpoint at or below it, then the commits after it."""
+def _delta_replay(con, storage, folder: str, version: int | None = None) -> tuple[Snapshot, list[dict]]:
+    """The table's state at `version` (the latest: None), and every add action the replay met, replayed
+    from its log: the newest checkpoint at or below it, then the commits after it. Every add, removed
+    later or not: Delta's reader matches a remove to an add by path *and* deletion vector, so a remove
+    this replay takes for the add's may leave it live there."""
     log = f"{folder}/{DELTA_LOG_FOLDER}"
     names = listed(storage, log)
     commits = sorted(int(found.group(1)) for found in map(_DELTA_COMMIT.fullmatch, names) if found)
@@ -180,22 +183,27 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
         raise TableMetadataError(f"{storage.path(log)} has no version {version} (it has {commits[0]} to {commits[-1]})")
     checkpoints = [int(found.group(1)) for found in map(_DELTA_CHECKPOINT.fullmatch, names)
                    if found and int(found.group(1)) <= version]
-    if any(".checkpoint." in name and not _DELTA_CHECKPOINT.fullmatch(name) and name.endswith((".json", ".parquet"))
-           for name in names):
-        raise UnsupportedTableFeature(f"{storage.path(log)} has multi-part or v2 checkpoints, which lakemagic "
-                                      "does not read yet")
+    if any((".checkpoint." in name and not _DELTA_CHECKPOINT.fullmatch(name) and name.endswith((".json", ".parquet")))
+           or name.endswith(".compacted.json") for name in names):
+        raise UnsupportedTableFeature(f"{storage.path(log)} has multi-part or v2 checkpoints or compacted commits, "
+                                      "which lakemagic does not read yet")
     files: dict[str, dict] = {}
+    named: list[dict] = []
     metadata: dict = {}
     start = 0
     if checkpoints:
         start = max(checkpoints) + 1
         checkpoint = storage.path(log, f"{max(checkpoints):020d}.checkpoint.parquet")
+        if _rows(con, f"SELECT 1 FROM parquet_schema({quote_literal(checkpoint)}) WHERE name = 'sidecar'", checkpoint):
+            raise UnsupportedTableFeature(f"{checkpoint} names sidecar files (a v2 checkpoint), which lakemagic "
+                                          "does not read yet")
         for added, meta in _rows(con, f"SELECT to_json(add), to_json(metaData) FROM read_parquet("
                                       f"{quote_literal(checkpoint)}) WHERE add IS NOT NULL OR metaData IS NOT NULL",
                                       checkpoint):
             if added:
                 entry = json.loads(added)
                 files[entry["path"]] = entry
+                named.append(entry)
             if meta:
                 metadata = json.loads(meta)
     for number in (commit for commit in commits if start <= commit <= version):
@@ -205,6 +213,7 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
             try:
                 if "add" in action:
                     files[str(action["add"]["path"])] = dict(action["add"])
+                    named.append(dict(action["add"]))
                 elif "remove" in action:
                     files.pop(str(action["remove"]["path"]), None)
                 elif "metaData" in action:
@@ -217,32 +226,39 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
                    - ((entry.get("deletionVector") or {}).get("cardinality") or 0) for entry in files.values())
         return Snapshot(DELTA, storage.path(folder), storage.path(log, f"{version:020d}.json"), str(version),
                         tuple(metadata.get("partitionColumns") or ()), len(files),
-                        sum(int(entry.get("size", 0)) for entry in files.values()), rows), files
+                        sum(int(entry.get("size", 0)) for entry in files.values()), rows), named
     except (TypeError, ValueError, AttributeError):
         raise TableMetadataError(f"{storage.path(log)} holds a commit this reader does not understand") from None
 
 
 def check_delta(con, lake, folder: str, version: int | None = None) -> None:
-    """Refuse unless every data file and deletion vector of the Delta table at `folder` (at `version`)
-    lies inside the lake."""
+    """Refuse unless every data file and deletion vector the log of the Delta table at `folder` names (at
+    `version`, from its checkpoint on) lies inside the lake."""
     relative = folder[len(lake.root) + 1:]
-    _, files = _delta_replay(con, lake.storage, relative, version)
+    _, named = _delta_replay(con, lake.storage, relative, version)
     log = f"{folder}/{DELTA_LOG_FOLDER}"
-    for path, entry in files.items():
-        _inside(lake, _delta_path(folder, path), log)
+    for entry in named:
+        _inside(lake, _delta_path(folder, entry.get("path")), log)
         vector = entry.get("deletionVector") or {}
-        where = vector.get("pathOrInlineDv") or ""
-        if vector.get("storageType") == "p":
+        kind, where = (vector.get("storageType"), vector.get("pathOrInlineDv")) if isinstance(vector, dict) else ("?", "")
+        if kind == "p":
             _inside(lake, _delta_path(folder, where), log)
-        elif vector.get("storageType") == "u" and not where[:-20].isalnum() and where[:-20]:
-            raise PermissionDenied(f"{log} names a deletion vector under {where[:-20]!r}, which is no plain folder "
-                                   "of the table")
+        elif kind == "u" and not (isinstance(where, str) and (where[:-20].isascii() and where[:-20].isalnum()
+                                                              or not where[:-20])):
+            raise PermissionDenied(f"{log} names a deletion vector under {str(where)[:-20]!r}, which is no plain "
+                                   "folder of the table")
+        elif kind not in (None, "i", "u"):
+            raise TableMetadataError(f"{log} names a deletion vector this reader does not understand: {vector!r:.200}")
 
 
-def _delta_path(folder: str, path: str) -> str:
-    """An added file's path as the log gives it (a URI, relative to the table or absolute), as a path."""
+def _delta_path(folder: str, path):
+    """An added file's path as the log gives it (a URI, relative to the table or absolute), as a path.
+    Whatever parses as a URL, encoded or not (`file:/x` too), is absolute, as Delta's reader parses it."""
+    if not isinstance(path, str):
+        return path  # _inside names it
     decoded = unquote(path)
-    return decoded if "://" in decoded or decoded.startswith("/") else f"{folder}/{decoded}"
+    absolute = decoded.startswith("/") or any(_URL_SCHEME.match(text) for text in (path, decoded))
+    return decoded if absolute else f"{folder}/{decoded}"
 
 
 def _inside(lake, path, named_in: str) -> None:

@@ -12,14 +12,18 @@ import boto3
 import pytest
 
 from lakelambda.database import Settings, open_database
+from lakelambda.format_calls import pin_calls
+from lakelambda.formats import current_iceberg_metadata
 from lakelambda.lake import Lake
+from lakelambda.sandbox import check_query
+from lakelambda.storage import open_storage
 from lakemagic import client
 from lakemagic.engines.aws_lambda import LambdaEngine
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
 
 from servers import FUNCTION, OTHER_BUCKET, start_function
-from table_writers import delta_s3_options, reference, write_delta
+from table_writers import delta_s3_options, reference, write_delta, write_iceberg
 
 BUCKET = "attacks-lake"
 # A deletion vector stored beside the table (storageType "u"): a remove that carries it is, for Delta's
@@ -154,3 +158,50 @@ def test_s3_an_add_that_a_remove_does_not_cancel_reaches_no_other_bucket(aws_env
             _refused(LambdaEngine(FUNCTION), "SELECT count(*) FROM rides", "_delta_log", secret, "will not read")
     finally:
         function.stop()
+
+
+@pytest.fixture(scope="module")
+def trips(tmp_path_factory) -> Path:
+    """An Iceberg table as pyiceberg writes it (in a folder that is a lake of its own), with a version hint."""
+    lake = tmp_path_factory.mktemp("iceberg")
+    write_iceberg(f"file://{lake}", "trips", tmp_path_factory.mktemp("iceberg-catalog"))
+    metadata = Path(current_iceberg_metadata(open_storage(str(lake)), "trips"))
+    (metadata.parent / "version-hint.text").write_text(metadata.name.split("-")[0].lstrip("0") or "0")
+    metadata.rename(metadata.parent / f"v{int(metadata.name.split('-')[0])}.metadata.json")
+    return lake / "trips"
+
+
+def test_a_version_hint_the_check_refuses_is_never_followed(trips, tmp_path):
+    lake, outside = tmp_path / "lake", tmp_path / "outside"
+    shutil.copytree(trips, lake / "trips")
+    outside.mkdir()
+    hint = lake / "trips" / "metadata" / "version-hint.text"
+    (outside / "evil.metadata.json").write_text((lake / "trips" / "metadata" / f"v{hint.read_text()}.metadata.json")
+                                                .read_text())
+    engine = EmbeddedEngine(str(lake))
+    assert len(client.run_query(engine, "SELECT * FROM iceberg_snapshots('trips')").to_dataframe()) == 4
+    hint.write_text("../../../outside/evil")
+    for sql in ("SELECT * FROM iceberg_snapshots('trips')", "SELECT count(*) FROM iceberg_scan('trips')"):
+        _refused(engine, sql, "version-hint.text", "../../../outside/evil")
+
+
+def test_a_call_runs_pinned_to_the_snapshot_it_checked(local, rides):
+    """What a query calls itself runs at the version checked: a commit written between the check and the
+    read (here, after the pin) is not read, and an error still points where the query was written."""
+    engine, lake, secret, write = local
+    settings = Settings(scratch=str(lake.parent / "scratch"))
+    con = open_database(Lake(str(lake)), settings, frozenset({"delta"}))
+    try:
+        checked = pin_calls(con, Lake(str(lake)), check_query("SELECT max(id) AS top FROM delta_scan('rides')",
+                                                               str(lake)))
+        assert f"version => {rides[1]}" in checked.text
+        _commits(write, rides[1], _add(str(secret), secret.stat().st_size))  # a commit the check never saw
+        assert 4242 in reference(f"SELECT id FROM delta_scan('{lake}/rides')")["id"].tolist()
+        assert con.execute(checked.text).fetchone()[0] < 4242
+    finally:
+        con.close()
+    sql = "SELECT id FROM delta_scan('rides') WHERE nosuch = 1"
+    (lake / "rides" / "_delta_log" / f"{rides[1] + 1:020d}.json").unlink()
+    with pytest.raises(LakeQueryError) as raised:
+        client.run_query(engine, sql)
+    assert "nosuch" in raised.value.message and raised.value.position == sql.index("nosuch")

@@ -27,8 +27,8 @@ from urllib.parse import unquote
 import duckdb
 
 from .errors import PermissionDenied, TableMetadataError, UnsupportedTableFeature
-from .sandbox import FORMAT_FUNCTIONS, lake_path_problem, option_name
-from .sql import duckdb_error, parse_tree, quote_literal, walk
+from .sandbox import FORMAT_FUNCTIONS, lake_path_problem
+from .sql import duckdb_error, quote_literal
 
 ICEBERG, DELTA = "iceberg", "delta"
 ICEBERG_METADATA_FOLDER = "metadata"
@@ -151,6 +151,9 @@ def check_iceberg(con, lake, path: str, snapshot_id: int | None = None) -> None:
     wanted = metadata.get("current-snapshot-id") if snapshot_id is None else snapshot_id
     if not isinstance(snapshots, list) or not all(isinstance(item, dict) for item in snapshots):
         raise TableMetadataError(f"{path} has snapshots that are not a list of objects")
+    ids = [item.get("snapshot-id") for item in snapshots]
+    if len(set(map(repr, ids))) < len(ids):  # which one a reader takes would be its choice: the check's is no proof
+        raise TableMetadataError(f"{path} lists a snapshot id twice")
     for item in snapshots:
         _inside(lake, item.get("manifest-list"), path)
     lists = [item.get("manifest-list") for item in snapshots if item.get("snapshot-id") == wanted]
@@ -351,14 +354,13 @@ def checked_reader(con, lake, source: str) -> str | None:
     return None
 
 
-def check(con, lake, function: str, path: str, snapshot: int | None) -> None:
+def check(con, lake, function: str, path: str, snapshot: int | None) -> str:
     """Refuse unless the table-format read `function(path[, snapshot])` opens only files inside the lake;
-    on a database without the extensions, database.NeedsTableFormats (the handler reopens it with them)."""
+    on a database without the extensions, database.NeedsTableFormats (the handler reopens it with them).
+    What pins the read: the Iceberg metadata file, or the Delta version's commit file."""
     from .database import require_table_format  # the lake's storage imports database: imported at use
 
     require_table_format(con, FORMAT_FUNCTIONS[function])
-    if function == "iceberg_snapshots":
-        return  # reads the metadata file alone, which the sandbox checked
     # Kept by what pins the read: the metadata file (and its version), or the Delta version's commit file.
     relative = path[len(lake.root) + 1:].rstrip("/")
     if FORMAT_FUNCTIONS[function] == ICEBERG:
@@ -367,10 +369,12 @@ def check(con, lake, function: str, path: str, snapshot: int | None) -> None:
     else:
         pinned = current_source(lake.storage, relative, DELTA) if snapshot is None else \
             lake.storage.path(relative, DELTA_LOG_FOLDER, f"{snapshot:020d}.json")
+    if function == "iceberg_snapshots":
+        return pinned  # reads the metadata file alone, which is in the lake
     key = (function, pinned, lake.storage.version_of(pinned), snapshot)
     with _checked_lock:
         if key in _checked:
-            return
+            return pinned
     if FORMAT_FUNCTIONS[function] == ICEBERG:
         check_iceberg(con, lake, pinned, snapshot)
     else:
@@ -379,37 +383,4 @@ def check(con, lake, function: str, path: str, snapshot: int | None) -> None:
         if len(_checked) >= MAX_CHECKED:
             _checked.clear()
         _checked.add(key)
-
-
-def check_calls(con, lake, statement: str) -> None:
-    """Check every table-format function the (sandbox-approved) `statement` calls itself."""
-    for name, function in _format_calls(statement):
-        path, options = call_arguments(function)
-        check(con, lake, name, path, options.get(SNAPSHOT_OPTIONS[FORMAT_FUNCTIONS[name]]))
-
-
-def calls_table_formats(statement: str) -> bool:
-    """Whether `statement` calls iceberg_scan, delta_scan, ... itself (rather than reading a table by name)."""
-    return any(True for _ in _format_calls(statement))
-
-
-def _format_calls(statement: str):
-    tree = parse_tree(statement)
-    for node in walk({} if tree.get("error") else tree):
-        function = node.get("function") if node.get("type") == "TABLE_FUNCTION" else None
-        name = function.get("function_name", "").lower() if isinstance(function, dict) else ""
-        if name in FORMAT_FUNCTIONS:
-            yield name, function
-
-
-def call_arguments(function: dict) -> tuple[str, dict[str, int]]:
-    """A sandbox-approved table-format call's path and its integer options, from its parse tree."""
-    path, options = "", {}
-    for argument in function.get("children", []):
-        value = (argument.get("right") if argument.get("type") == "COMPARE_EQUAL" else argument).get("value") or {}
-        name = option_name(argument)
-        if name is None:
-            path = str(value["value"])
-        else:
-            options[name.lower()] = int(value["value"])
-    return path, options
+    return pinned

@@ -5,13 +5,16 @@ this reader does not replay, and the database reopened with the formats' extensi
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import socket
 from pathlib import Path
 
 import boto3
 import pytest
 
 from lakelambda.database import Settings, open_database
+from lakelambda.errors import PermissionDenied
 from lakelambda.format_calls import pin_calls
 from lakelambda.formats import current_iceberg_metadata
 from lakelambda.lake import Lake
@@ -142,7 +145,10 @@ def test_the_database_reopened_for_table_formats_is_sandboxed_and_locked_as_the_
     assert formats["unsafe_enable_version_guessing"] == "false"
 
 
-def test_s3_an_add_that_a_remove_does_not_cancel_reaches_no_other_bucket(aws_environment, moto_endpoint, rides):
+def test_s3_neither_a_log_nor_a_version_hint_reaches_another_bucket_or_host(aws_environment, moto_endpoint, rides,
+                                                                           tmp_path):
+    listener = socket.create_server(("127.0.0.1", 0))  # must hear nothing
+    listener.settimeout(0.5)
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     if OTHER_BUCKET not in [bucket["Name"] for bucket in s3.list_buckets()["Buckets"]]:
@@ -151,13 +157,25 @@ def test_s3_an_add_that_a_remove_does_not_cancel_reaches_no_other_bucket(aws_env
     secret = f"s3://{BUCKET}/../{OTHER_BUCKET}/data/secret.parquet"  # DuckDB's outer layer admits it
     write = lambda name, text: s3.put_object(Bucket=BUCKET, Key=f"rides/{name}", Body=text.encode())  # noqa: E731
     _commits(write, version, _add(secret, 4), _remove(secret, VECTOR))
+    write_iceberg(f"s3://{BUCKET}", "trips", tmp_path, s3={"endpoint": moto_endpoint})
+    # A hint whose query string would send the metadata file's signed request to the listener.
+    hint = f"1?s3_endpoint=127.0.0.1:{listener.getsockname()[1]}&x="
+    s3.put_object(Bucket=BUCKET, Key="trips/metadata/version-hint.text", Body=hint.encode())
     function = start_function(f"s3://{BUCKET}", aws_environment)
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("AWS_ENDPOINT_URL_LAMBDA", function.endpoint_url)
-            _refused(LambdaEngine(FUNCTION), "SELECT count(*) FROM rides", "_delta_log", secret, "will not read")
+            engine = LambdaEngine(FUNCTION)
+            _refused(engine, "SELECT count(*) FROM rides", "_delta_log", secret, "will not read")
+            _refused(engine, "SELECT count(*) FROM delta_scan('rides')", secret, "will not read")
+            for sql in ("SELECT * FROM iceberg_snapshots('trips')", "SELECT * FROM iceberg_scan('trips')",
+                        "SELECT * FROM trips"):
+                _refused(engine, sql, "version-hint.text", "s3_endpoint")
+        with pytest.raises(OSError):
+            listener.accept()[0].close()
     finally:
         function.stop()
+        listener.close()
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +223,26 @@ def test_a_call_runs_pinned_to_the_snapshot_it_checked(local, rides):
     with pytest.raises(LakeQueryError) as raised:
         client.run_query(engine, sql)
     assert "nosuch" in raised.value.message and raised.value.position == sql.index("nosuch")
+
+
+@pytest.mark.parametrize("sql, problem", [
+    ("SELECT * FROM delta_scan('rides', version => 1, VERSION => 3)", "option VERSION is given twice"),
+    ("SELECT * FROM iceberg_scan('trips', snapshot_from_id = 1, snapshot_from_id => 2)", "given twice"),
+    ("SELECT * FROM (SELECT 'rides' AS p) t, LATERAL delta_scan(t.p)", "a string literal"),
+    ("SELECT * FROM delta_scan($p)", "a string literal"),
+    ("SELECT * FROM delta_scan('ri' || 'des')", "a string literal"),
+    ("WITH t AS (SELECT * FROM (SELECT 1) WHERE EXISTS (SELECT * FROM delta_scan(concat('rides')))) FROM t",
+     "a string literal"),
+    ("SELECT * FROM delta_scan(path => 'rides')", "option path is not allowed"),
+    ("SELECT * FROM iceberg_scan('trips', metadata_compression_codec => 'gzip')", "not allowed"),
+    ("SELECT * FROM iceberg_scan('trips', version => '1')", "option version is not allowed"),
+    ("SELECT * FROM iceberg_scan('trips', snapshot_from_timestamp => TIMESTAMP '2020-01-01')", "not allowed"),
+    ("SELECT * FROM delta_scan('rides/../../etc')", "'..'"),
+    ("SELECT * FROM delta_scan('FILE:///etc/x')", "outside the lake"),
+    ("SELECT * FROM delta_scan('rides%2F..%2F..%2Fetc')", "cannot contain ?, #, %"),
+    ("SELECT * FROM iceberg_scan('trips?s3_endpoint=127.0.0.1:9')", "cannot contain ?"),
+    ("SELECT * FROM iceberg_scan('_lakemagic/results')", "bookkeeping"),
+])
+def test_the_sandbox_takes_a_table_format_call_only_as_one_literal_path_and_whole_number_options(sql, problem):
+    with pytest.raises(PermissionDenied, match=re.escape(problem)):
+        check_query(sql, "/lake")

@@ -246,3 +246,20 @@ def test_a_call_runs_pinned_to_the_snapshot_it_checked(local, rides):
 def test_the_sandbox_takes_a_table_format_call_only_as_one_literal_path_and_whole_number_options(sql, problem):
     with pytest.raises(PermissionDenied, match=re.escape(problem)):
         check_query(sql, "/lake")
+
+
+@pytest.mark.parametrize("where", ["iceberg metadata", "delta commit", "delta stats"])
+def test_metadata_nested_deeper_than_python_reads_is_a_clear_refusal(local, rides, trips, where):
+    engine, lake, secret, write = local
+    bomb = "[" * 200_000 + "]" * 200_000
+    if where == "iceberg metadata":
+        shutil.copytree(trips, lake / "trips")
+        folder = lake / "trips" / "metadata"
+        metadata = folder / f"v{(folder / 'version-hint.text').read_text()}.metadata.json"
+        metadata.write_text(bomb)
+        _refused(engine, "SELECT count(*) FROM trips", str(metadata), "not valid JSON")
+    else:
+        action = bomb if where == "delta commit" else json.dumps(_add("zone=0/x.parquet", 1)).replace(
+            json.dumps(json.dumps({"numRecords": 1})), json.dumps(bomb))
+        write(f"_delta_log/{rides[1] + 1:020d}.json", action + "\n")
+        _refused(engine, "SELECT count(*) FROM rides", "_delta_log")

@@ -9,9 +9,10 @@ a read will open are listed first, in steps that each open only files
 already proven inside the lake: Iceberg's metadata file names its manifest
 lists (checked), those name the manifests (read with read_avro, checked),
 and iceberg_metadata() over the checked manifests names the data and delete
-files (checked); a Delta table's log is read here, in Python, and each added
-file and deletion vector is checked. Only then does iceberg_scan/delta_scan
-run, pinned to the snapshot that was checked. DuckDB's allowed_directories
+files (checked); a Delta table's log is read here, in Python, and the file
+and deletion vector of every add it replays are checked. Only then does
+iceberg_scan/delta_scan run, pinned to the snapshot that was checked
+(format_calls.py pins the calls a query makes itself). DuckDB's allowed_directories
 stays the outer layer. Reading Avro and Iceberg needs the extensions, which
 only the database reopened for that format has (database.TABLE_FORMAT_EXTENSIONS).
 """
@@ -230,7 +231,7 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
         return Snapshot(DELTA, storage.path(folder), storage.path(log, f"{version:020d}.json"), str(version),
                         tuple(metadata.get("partitionColumns") or ()), len(files),
                         sum(int(entry.get("size", 0)) for entry in files.values()), rows), named
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError, RecursionError):
         raise TableMetadataError(f"{storage.path(log)} holds a commit this reader does not understand") from None
 
 
@@ -303,7 +304,7 @@ def _read(storage, path: str) -> bytes:
 def read_json(storage, path: str) -> dict:
     try:
         found = json.loads(_read(storage, path))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python's stack
         raise TableMetadataError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(found, dict):
         raise TableMetadataError(f"{path} is not a JSON object")
@@ -315,7 +316,7 @@ def _json_line(line: str, commit: str) -> dict:
         return {}
     try:
         found = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise TableMetadataError(f"{commit} is not valid Delta log JSON ({exc})") from None
     return found if isinstance(found, dict) else {}
 

@@ -178,25 +178,21 @@ def test_s3_neither_a_log_nor_a_version_hint_reaches_another_bucket_or_host(aws_
         listener.close()
 
 
-@pytest.fixture(scope="module")
-def trips(tmp_path_factory) -> Path:
-    """An Iceberg table as pyiceberg writes it (in a folder that is a lake of its own), with a version hint."""
-    lake = tmp_path_factory.mktemp("iceberg")
-    write_iceberg(f"file://{lake}", "trips", tmp_path_factory.mktemp("iceberg-catalog"))
+@pytest.fixture
+def trips(local, tmp_path) -> Path:
+    """An Iceberg table as pyiceberg writes it, in the `local` lake, given a version hint; its current metadata file."""
+    lake = local[1]
+    write_iceberg(f"file://{lake}", "trips", tmp_path)
     metadata = Path(current_iceberg_metadata(open_storage(str(lake)), "trips"))
-    (metadata.parent / "version-hint.text").write_text(metadata.name.split("-")[0].lstrip("0") or "0")
-    metadata.rename(metadata.parent / f"v{int(metadata.name.split('-')[0])}.metadata.json")
-    return lake / "trips"
+    version = int(metadata.name.split("-")[0])
+    (metadata.parent / "version-hint.text").write_text(str(version))
+    return metadata.rename(metadata.parent / f"v{version}.metadata.json")
 
 
-def test_a_version_hint_the_check_refuses_is_never_followed(trips, tmp_path):
-    lake, outside = tmp_path / "lake", tmp_path / "outside"
-    shutil.copytree(trips, lake / "trips")
-    outside.mkdir()
-    hint = lake / "trips" / "metadata" / "version-hint.text"
-    (outside / "evil.metadata.json").write_text((lake / "trips" / "metadata" / f"v{hint.read_text()}.metadata.json")
-                                                .read_text())
-    engine = EmbeddedEngine(str(lake))
+def test_a_version_hint_the_check_refuses_is_never_followed(local, trips):
+    engine, lake, secret, write = local
+    hint = trips.parent / "version-hint.text"
+    (secret.parent / "evil.metadata.json").write_text(trips.read_text())
     assert len(client.run_query(engine, "SELECT * FROM iceberg_snapshots('trips')").to_dataframe()) == 4
     hint.write_text("../../../outside/evil")
     for sql in ("SELECT * FROM iceberg_snapshots('trips')", "SELECT count(*) FROM iceberg_scan('trips')"):
@@ -253,13 +249,30 @@ def test_metadata_nested_deeper_than_python_reads_is_a_clear_refusal(local, ride
     engine, lake, secret, write = local
     bomb = "[" * 200_000 + "]" * 200_000
     if where == "iceberg metadata":
-        shutil.copytree(trips, lake / "trips")
-        folder = lake / "trips" / "metadata"
-        metadata = folder / f"v{(folder / 'version-hint.text').read_text()}.metadata.json"
-        metadata.write_text(bomb)
-        _refused(engine, "SELECT count(*) FROM trips", str(metadata), "not valid JSON")
+        trips.write_text(bomb)
+        _refused(engine, "SELECT count(*) FROM trips", str(trips), "not valid JSON")
     else:
         action = bomb if where == "delta commit" else json.dumps(_add("zone=0/x.parquet", 1)).replace(
             json.dumps(json.dumps({"numRecords": 1})), json.dumps(bomb))
         write(f"_delta_log/{rides[1] + 1:020d}.json", action + "\n")
         _refused(engine, "SELECT count(*) FROM rides", "_delta_log")
+
+
+def test_a_table_file_rewritten_in_place_after_a_query_is_checked_again(local, rides, trips):
+    """The view a table's name reads is kept while its snapshot's file is the same; rewritten in place
+    (same name, other contents), that file is checked again before the next read. Here it names a file
+    DuckDB's outer layer admits (inside the lake) that another caller's result could be."""
+    engine, lake, secret, write = local
+    stored = lake / "_lakemagic" / "results" / "other-caller.parquet"
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(secret, stored)
+    both = "SELECT (SELECT count(*) FROM trips) AS trips, (SELECT count(*) FROM rides) AS rides"
+    assert client.run_query(engine, both).to_dataframe()["rides"][0] > 0  # both views made, in one database
+    commit = lake / "rides" / "_delta_log" / f"{rides[1]:020d}.json"
+    commit.write_text(commit.read_text().rstrip("\n") + "\n" + json.dumps(_add(str(stored), stored.stat().st_size)) + "\n")
+    _refused(engine, "SELECT max(id) FROM rides", "_delta_log", str(stored), "will not read")
+    document = json.loads(trips.read_text())
+    for item in document["snapshots"]:
+        item["manifest-list"] = str(stored)
+    trips.write_text(json.dumps(document))
+    _refused(engine, "SELECT count(*) FROM trips", str(trips), str(stored), "will not read")

@@ -50,7 +50,7 @@ def _spliced(checked: Checked, pins: list[tuple[int, int, str]]) -> Checked:
         shift += full - written
     splices = dict((at, (written, full)) for at, written, full in checked.splices)
     for at, length, replacement in pins:
-        original, written = now.get(at) or (checked.position_as_written(at), length)
+        original, written = now.get(at) or (checked.position_as_written(at) or 0, length)  # at is never None
         splices[original] = (written, len(replacement))
     return Checked(text, tuple((at, written, full) for at, (written, full) in sorted(splices.items())))
 

@@ -9,9 +9,10 @@ a read will open are listed first, in steps that each open only files
 already proven inside the lake: Iceberg's metadata file names its manifest
 lists (checked), those name the manifests (read with read_avro, checked),
 and iceberg_metadata() over the checked manifests names the data and delete
-files (checked); a Delta table's log is read here, in Python, and each added
-file and deletion vector is checked. Only then does iceberg_scan/delta_scan
-run, pinned to the snapshot that was checked. DuckDB's allowed_directories
+files (checked); a Delta table's log is read here, in Python, and the file
+and deletion vector of every add it replays are checked. Only then does
+iceberg_scan/delta_scan run, pinned to the snapshot that was checked
+(format_calls.py pins the calls a query makes itself). DuckDB's allowed_directories
 stays the outer layer. Reading Avro and Iceberg needs the extensions, which
 only the database reopened for that format has (database.TABLE_FORMAT_EXTENSIONS).
 """
@@ -27,8 +28,8 @@ from urllib.parse import unquote
 import duckdb
 
 from .errors import PermissionDenied, TableMetadataError, UnsupportedTableFeature
-from .sandbox import FORMAT_FUNCTIONS, lake_path_problem, option_name
-from .sql import duckdb_error, parse_tree, quote_literal, walk
+from .sandbox import FORMAT_FUNCTIONS, lake_path_problem
+from .sql import duckdb_error, quote_literal
 
 ICEBERG, DELTA = "iceberg", "delta"
 ICEBERG_METADATA_FOLDER = "metadata"
@@ -41,6 +42,7 @@ SNAPSHOT_OPTIONS = {ICEBERG: "snapshot_from_id", DELTA: "version"}
 _ICEBERG_METADATA = re.compile(r"(?:v(\d+)|(\d+)-[0-9A-Za-z\-]+)\.metadata\.json")
 _DELTA_COMMIT = re.compile(r"(\d{20})\.json")
 _DELTA_CHECKPOINT = re.compile(r"(\d{20})\.checkpoint\.parquet")
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 
 
 class Snapshot(NamedTuple):
@@ -150,6 +152,9 @@ def check_iceberg(con, lake, path: str, snapshot_id: int | None = None) -> None:
     wanted = metadata.get("current-snapshot-id") if snapshot_id is None else snapshot_id
     if not isinstance(snapshots, list) or not all(isinstance(item, dict) for item in snapshots):
         raise TableMetadataError(f"{path} has snapshots that are not a list of objects")
+    ids = [item.get("snapshot-id") for item in snapshots]
+    if len(set(map(repr, ids))) < len(ids):  # which one a reader takes would be its choice: the check's is no proof
+        raise TableMetadataError(f"{path} lists a snapshot id twice")
     for item in snapshots:
         _inside(lake, item.get("manifest-list"), path)
     lists = [item.get("manifest-list") for item in snapshots if item.get("snapshot-id") == wanted]
@@ -167,9 +172,11 @@ def check_iceberg(con, lake, path: str, snapshot_id: int | None = None) -> None:
         _inside(lake, data_file, manifest)
 
 
-def _delta_replay(con, storage, folder: str, version: int | None = None) -> tuple[Snapshot, dict[str, dict]]:
-    """The table's state at `version` (the latest: None), and its files' add actions by path, replayed
-    from its log: the newest checkpoint at or below it, then the commits after it."""
+def _delta_replay(con, storage, folder: str, version: int | None = None) -> tuple[Snapshot, list[dict]]:
+    """The table's state at `version` (the latest: None), and every add action the replay met, replayed
+    from its log: the newest checkpoint at or below it, then the commits after it. Every add, removed
+    later or not: Delta's reader matches a remove to an add by path *and* deletion vector, so a remove
+    this replay takes for the add's may leave it live there."""
     log = f"{folder}/{DELTA_LOG_FOLDER}"
     names = listed(storage, log)
     commits = sorted(int(found.group(1)) for found in map(_DELTA_COMMIT.fullmatch, names) if found)
@@ -180,22 +187,27 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
         raise TableMetadataError(f"{storage.path(log)} has no version {version} (it has {commits[0]} to {commits[-1]})")
     checkpoints = [int(found.group(1)) for found in map(_DELTA_CHECKPOINT.fullmatch, names)
                    if found and int(found.group(1)) <= version]
-    if any(".checkpoint." in name and not _DELTA_CHECKPOINT.fullmatch(name) and name.endswith((".json", ".parquet"))
-           for name in names):
-        raise UnsupportedTableFeature(f"{storage.path(log)} has multi-part or v2 checkpoints, which lakemagic "
-                                      "does not read yet")
+    if any((".checkpoint." in name and not _DELTA_CHECKPOINT.fullmatch(name) and name.endswith((".json", ".parquet")))
+           or name.endswith(".compacted.json") for name in names):
+        raise UnsupportedTableFeature(f"{storage.path(log)} has multi-part or v2 checkpoints or compacted commits, "
+                                      "which lakemagic does not read yet")
     files: dict[str, dict] = {}
+    named: list[dict] = []
     metadata: dict = {}
     start = 0
     if checkpoints:
         start = max(checkpoints) + 1
         checkpoint = storage.path(log, f"{max(checkpoints):020d}.checkpoint.parquet")
+        if _rows(con, f"SELECT 1 FROM parquet_schema({quote_literal(checkpoint)}) WHERE name = 'sidecar'", checkpoint):
+            raise UnsupportedTableFeature(f"{checkpoint} names sidecar files (a v2 checkpoint), which lakemagic "
+                                          "does not read yet")
         for added, meta in _rows(con, f"SELECT to_json(add), to_json(metaData) FROM read_parquet("
                                       f"{quote_literal(checkpoint)}) WHERE add IS NOT NULL OR metaData IS NOT NULL",
                                       checkpoint):
             if added:
                 entry = json.loads(added)
                 files[entry["path"]] = entry
+                named.append(entry)
             if meta:
                 metadata = json.loads(meta)
     for number in (commit for commit in commits if start <= commit <= version):
@@ -205,6 +217,7 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
             try:
                 if "add" in action:
                     files[str(action["add"]["path"])] = dict(action["add"])
+                    named.append(dict(action["add"]))
                 elif "remove" in action:
                     files.pop(str(action["remove"]["path"]), None)
                 elif "metaData" in action:
@@ -217,32 +230,39 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
                    - ((entry.get("deletionVector") or {}).get("cardinality") or 0) for entry in files.values())
         return Snapshot(DELTA, storage.path(folder), storage.path(log, f"{version:020d}.json"), str(version),
                         tuple(metadata.get("partitionColumns") or ()), len(files),
-                        sum(int(entry.get("size", 0)) for entry in files.values()), rows), files
-    except (TypeError, ValueError, AttributeError):
+                        sum(int(entry.get("size", 0)) for entry in files.values()), rows), named
+    except (TypeError, ValueError, AttributeError, RecursionError):
         raise TableMetadataError(f"{storage.path(log)} holds a commit this reader does not understand") from None
 
 
 def check_delta(con, lake, folder: str, version: int | None = None) -> None:
-    """Refuse unless every data file and deletion vector of the Delta table at `folder` (at `version`)
-    lies inside the lake."""
+    """Refuse unless every data file and deletion vector the log of the Delta table at `folder` names (at
+    `version`, from its checkpoint on) lies inside the lake."""
     relative = folder[len(lake.root) + 1:]
-    _, files = _delta_replay(con, lake.storage, relative, version)
+    _, named = _delta_replay(con, lake.storage, relative, version)
     log = f"{folder}/{DELTA_LOG_FOLDER}"
-    for path, entry in files.items():
-        _inside(lake, _delta_path(folder, path), log)
+    for entry in named:
+        _inside(lake, _delta_path(folder, entry.get("path")), log)
         vector = entry.get("deletionVector") or {}
-        where = vector.get("pathOrInlineDv") or ""
-        if vector.get("storageType") == "p":
+        kind, where = (vector.get("storageType"), vector.get("pathOrInlineDv")) if isinstance(vector, dict) else ("?", "")
+        if kind == "p":
             _inside(lake, _delta_path(folder, where), log)
-        elif vector.get("storageType") == "u" and not where[:-20].isalnum() and where[:-20]:
-            raise PermissionDenied(f"{log} names a deletion vector under {where[:-20]!r}, which is no plain folder "
-                                   "of the table")
+        elif kind == "u" and not (isinstance(where, str) and (where[:-20].isascii() and where[:-20].isalnum()
+                                                              or not where[:-20])):
+            raise PermissionDenied(f"{log} names a deletion vector under {str(where)[:-20]!r}, which is no plain "
+                                   "folder of the table")
+        elif kind not in (None, "i", "u"):
+            raise TableMetadataError(f"{log} names a deletion vector this reader does not understand: {vector!r:.200}")
 
 
-def _delta_path(folder: str, path: str) -> str:
-    """An added file's path as the log gives it (a URI, relative to the table or absolute), as a path."""
+def _delta_path(folder: str, path):
+    """An added file's path as the log gives it (a URI, relative to the table or absolute), as a path.
+    Whatever parses as a URL, encoded or not (`file:/x` too), is absolute, as Delta's reader parses it."""
+    if not isinstance(path, str):
+        return path  # _inside names it
     decoded = unquote(path)
-    return decoded if "://" in decoded or decoded.startswith("/") else f"{folder}/{decoded}"
+    absolute = decoded.startswith("/") or any(_URL_SCHEME.match(text) for text in (path, decoded))
+    return decoded if absolute else f"{folder}/{decoded}"
 
 
 def _inside(lake, path, named_in: str) -> None:
@@ -284,7 +304,7 @@ def _read(storage, path: str) -> bytes:
 def read_json(storage, path: str) -> dict:
     try:
         found = json.loads(_read(storage, path))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python's stack
         raise TableMetadataError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(found, dict):
         raise TableMetadataError(f"{path} is not a JSON object")
@@ -296,7 +316,7 @@ def _json_line(line: str, commit: str) -> dict:
         return {}
     try:
         found = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise TableMetadataError(f"{commit} is not valid Delta log JSON ({exc})") from None
     return found if isinstance(found, dict) else {}
 
@@ -335,14 +355,13 @@ def checked_reader(con, lake, source: str) -> str | None:
     return None
 
 
-def check(con, lake, function: str, path: str, snapshot: int | None) -> None:
+def check(con, lake, function: str, path: str, snapshot: int | None) -> str:
     """Refuse unless the table-format read `function(path[, snapshot])` opens only files inside the lake;
-    on a database without the extensions, database.NeedsTableFormats (the handler reopens it with them)."""
+    on a database without the extensions, database.NeedsTableFormats (the handler reopens it with them).
+    What pins the read: the Iceberg metadata file, or the Delta version's commit file."""
     from .database import require_table_format  # the lake's storage imports database: imported at use
 
     require_table_format(con, FORMAT_FUNCTIONS[function])
-    if function == "iceberg_snapshots":
-        return  # reads the metadata file alone, which the sandbox checked
     # Kept by what pins the read: the metadata file (and its version), or the Delta version's commit file.
     relative = path[len(lake.root) + 1:].rstrip("/")
     if FORMAT_FUNCTIONS[function] == ICEBERG:
@@ -351,10 +370,12 @@ def check(con, lake, function: str, path: str, snapshot: int | None) -> None:
     else:
         pinned = current_source(lake.storage, relative, DELTA) if snapshot is None else \
             lake.storage.path(relative, DELTA_LOG_FOLDER, f"{snapshot:020d}.json")
+    if function == "iceberg_snapshots":
+        return pinned  # reads the metadata file alone, which is in the lake
     key = (function, pinned, lake.storage.version_of(pinned), snapshot)
     with _checked_lock:
         if key in _checked:
-            return
+            return pinned
     if FORMAT_FUNCTIONS[function] == ICEBERG:
         check_iceberg(con, lake, pinned, snapshot)
     else:
@@ -363,37 +384,4 @@ def check(con, lake, function: str, path: str, snapshot: int | None) -> None:
         if len(_checked) >= MAX_CHECKED:
             _checked.clear()
         _checked.add(key)
-
-
-def check_calls(con, lake, statement: str) -> None:
-    """Check every table-format function the (sandbox-approved) `statement` calls itself."""
-    for name, function in _format_calls(statement):
-        path, options = call_arguments(function)
-        check(con, lake, name, path, options.get(SNAPSHOT_OPTIONS[FORMAT_FUNCTIONS[name]]))
-
-
-def calls_table_formats(statement: str) -> bool:
-    """Whether `statement` calls iceberg_scan, delta_scan, ... itself (rather than reading a table by name)."""
-    return any(True for _ in _format_calls(statement))
-
-
-def _format_calls(statement: str):
-    tree = parse_tree(statement)
-    for node in walk({} if tree.get("error") else tree):
-        function = node.get("function") if node.get("type") == "TABLE_FUNCTION" else None
-        name = function.get("function_name", "").lower() if isinstance(function, dict) else ""
-        if name in FORMAT_FUNCTIONS:
-            yield name, function
-
-
-def call_arguments(function: dict) -> tuple[str, dict[str, int]]:
-    """A sandbox-approved table-format call's path and its integer options, from its parse tree."""
-    path, options = "", {}
-    for argument in function.get("children", []):
-        value = (argument.get("right") if argument.get("type") == "COMPARE_EQUAL" else argument).get("value") or {}
-        name = option_name(argument)
-        if name is None:
-            path = str(value["value"])
-        else:
-            options[name.lower()] = int(value["value"])
-    return path, options
+    return pinned

@@ -97,10 +97,14 @@ class Lake:
                 if source is None:  # not in the lake (any more): the query reports the unknown name
                     if self._views.pop(name, None) is not None:
                         con.execute(f"DROP VIEW IF EXISTS main.{quote_identifier(name)}")
-                elif self._views.get(name) == source and not refresh:
+                    continue
+                # A table format's snapshot is checked again whenever its file changed, even in place under
+                # the same name, which leaves its view as it was (formats.check keeps it by the file's version).
+                checked = formats.checked_reader(con, self, source)
+                if self._views.get(name) == source and not refresh:
                     reused = True
                 else:
-                    reader = formats.checked_reader(con, self, source) or (
+                    reader = checked or (
                         f"read_parquet({quote_literal(source)}{', hive_partitioning = true' if is_pattern(source) else ''})")
                     con.execute(f"CREATE OR REPLACE VIEW main.{quote_identifier(name)} AS SELECT * FROM {reader}")
                     self._views[name] = source

@@ -17,7 +17,7 @@ import json
 
 import duckdb
 
-from .formats import calls_table_formats
+from .format_calls import calls_table_formats
 from .lake import GLOB_CHARACTERS, Lake, is_pattern
 from .protocol import View
 from .sql import literal_paths, nondeterministic_parts

@@ -14,7 +14,8 @@ from typing import Callable, NamedTuple
 
 import duckdb
 
-from . import catalog, formats, page_format, sandbox
+from . import catalog, page_format, sandbox
+from .format_calls import pin_calls
 from .lake import Lake
 from .reuse import ScopedReuse
 from .errors import LakeError, NameTaken, ResultTooLarge, SqlError, UnsupportedType
@@ -244,18 +245,17 @@ def prepare(con, lake: Lake, sql: str, views: tuple[View, ...], defined: tuple[s
     if catalog.lists_tables(statement):
         statement = catalog.show_tables(lake.tables(con))
         checked = sandbox.Checked(statement.text)
-    else:  # what runs names the lake's files by their full paths, lake-relative ones too
-        checked = sandbox.check_query(statement.text, lake.root)
+    else:  # what runs names the lake's files by their full paths, lake-relative ones too, and the
+        # snapshots of the iceberg_scan(...) and delta_scan(...) it calls itself, checked
+        checked = pin_calls(con, lake, sandbox.check_query(statement.text, lake.root))
         statement = Statement(checked.text, statement.keyword)
     view_statements = []
     for view in views:
         try:
-            text = sandbox.check_query(single_query(view.sql).text, lake.root).text
+            text = pin_calls(con, lake, sandbox.check_query(single_query(view.sql).text, lake.root)).text
         except LakeError as error:
             raise error.within(view.name) from None
         view_statements.append((view, text))
-    for text in (statement.text, *(text for _, text in view_statements)):
-        formats.check_calls(con, lake, text)  # iceberg_scan(...) and delta_scan(...) the query calls itself
     mentioned = referenced_tables(statement.text).union(*(referenced_tables(text) for _, text in view_statements))
     # A view, or a table the handler defines, shadows a lake table, whatever the case.
     shadowed = {view.name.lower() for view in views} | {name.lower() for name in defined}

@@ -278,12 +278,15 @@ class _Walk:
         """One path, a string literal naming a table's folder or metadata file; integer time-travel options only."""
         name = function["function_name"]
         allowed = FORMAT_OPTIONS[name.lower()]
-        positional = []
+        positional, given = [], set()
         for argument in function.get("children", []):
             option = option_name(argument)
             if option is None:
                 positional.append(argument)
                 continue
+            if option.lower() in given:  # which one the extension takes would be its choice, not the check's
+                self._deny(f"{name}() option {option} is given twice", argument, function)
+            given.add(option.lower())
             value = (argument.get("right") if argument.get("type") == "COMPARE_EQUAL" else argument) or {}
             constant = value.get("value") or {}
             if option.lower() not in allowed:

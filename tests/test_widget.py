@@ -7,11 +7,13 @@ import os
 import re
 
 import duckdb
+import ipywidgets
 import pytest
+from ipywidgets.widgets.widget import _instances
 
 from lakelambda import protocol
 from lakemagic import client
-from lakemagic.display import conditions, widget
+from lakemagic.display import conditions, frontend, widget
 from lakemagic.engines.embedded import EmbeddedEngine
 
 SQL = "SELECT range AS n, 'row ' || range AS label FROM range(1234) ORDER BY n DESC"
@@ -260,6 +262,43 @@ def test_the_filter_profile_go_to_and_export_controls_are_built_on_first_use(tab
     header(table, "n").click()
     table.tools_button.click()  # built once: the filter box keeps what it has
     assert table.tools is table.children[1] and table.filter_text.value == ""
+
+
+def models_made(make) -> tuple[object, list[ipywidgets.Widget]]:
+    """The widget models `make()` created: each is built, serialized and sent to the front end."""
+    before = set(_instances)
+    made = make()
+    return made, [model for key, model in _instances.items() if key not in before]
+
+
+def test_a_small_result_s_table_makes_few_widget_models(tmp_path):
+    result = client.run_query(EmbeddedEngine(str(tmp_path)), "SELECT range AS n, 'row ' || range AS label FROM range(4)",
+                              page_size=50)
+    widget.ResultTable(result, page_size=50).show_tools()  # the kernel's first makes the layouts and styles all share
+    table, made = models_made(lambda: widget.ResultTable(result, page_size=50))
+    # The table; the pager (4 buttons, page size, position, tools button, their row); a header per column in a
+    # grid with its corner and layout; the types, the summary strip, the cells, their two boxes; the footer.
+    assert len(made) == 1 + 8 + (3 + len(result.columns)) + 5 + 1 == 20
+    assert [type(model).__name__ for model in made].count("Layout") == 1  # the header row's: its widths change
+    # A one-page result shows its whole pager as every result does, the page turns disabled.
+    assert table.position.value == "page 1 of 1 · rows 1–4 of 4"
+    assert all(button.disabled for button in (table.first_button, table.previous_button, table.next_button,
+                                              table.last_button))
+    assert table.tools is None  # the filter, go to, profile and export come when first opened
+    _, tools = models_made(table.show_tools)
+    # 3 boxes, the profile choice, 4 buttons, their row and its layout, the profile, the tools button's own layout
+    assert len(tools) == 12 and table.children[1] is table.tools
+
+
+def test_a_headless_table_closes_its_parts_and_the_next_table_makes_them_again(tmp_path):
+    result = client.run_query(EmbeddedEngine(str(tmp_path)), "SELECT 1 AS n", page_size=50)
+    closed = widget.ResultTable(result, page_size=50)
+    frontend.close_tree(closed)  # what a headless run does once its static form is out
+    assert closed.grid.layout.comm is None
+    table = widget.ResultTable(result, page_size=50)
+    shared = (table.grid.layout, table.footer.layout, table.footer.style, table.first_button.style)
+    assert all(part.comm is not None for part in shared)
+    assert table._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]["model_id"] == table.model_id
 
 
 # --- every value as DuckDB writes it; messages next to their controls ------------------------------------

@@ -32,13 +32,11 @@ from ..client import CallStats, QueryResult
 from ..decode import TextRow
 from ..errors import EngineError, LakeMagicError, LakeQueryError
 from . import cells, conditions, frontend, render, strip
-from .parts import Parts
+from .parts import shared_parts
 
 PAGE_SIZES = (10, 25, 50, 100, 250, 500)
 CACHED_PAGES = 8
 SORT_ARROWS = {False: "▲", True: "▼"}  # an unsorted header shows a faint ⇅ (render's stylesheet)
-# The cells scroll inside this height under the header row; the pager and footer stay in view.
-GRID_HEIGHT = "520px"
 _GO_TO = re.compile(r"\s*(?:(p|page)\s*)?([\d,]+)\s*", re.I)
 
 
@@ -58,10 +56,9 @@ class ResultTable(widgets.VBox):
         # Each kept page's rows, and the call to a remote engine that fetched them (None: none, or one on this machine).
         self._pages: OrderedDict[tuple[int, int], tuple[tuple[TextRow, ...], CallStats | None]] = OrderedDict()
 
-        parts = Parts()
-        self.table, self.footer = parts.html(), parts.html()
-        self.table.layout = parts.fit
-        self.position = widgets.Label(layout=parts.fit)
+        parts = shared_parts()
+        self.table, self.footer = parts.html(parts.fit), parts.html()
+        self.position = widgets.Label(layout=parts.fit, style=parts.label_style)
         self.first_button = parts.button("First", "angle-double-left", self.first, "Home")
         self.previous_button = parts.button("Previous", "angle-left", self.previous, "PageUp")
         self.next_button = parts.button("Next", "angle-right", self.next, "PageDown")
@@ -84,14 +81,11 @@ class ResultTable(widgets.VBox):
         # Column summaries by filter (None: the whole result, in any order), once asked; None while none came.
         self._summaries: dict[str | None, SummariesAnswer | None] = {}
         self._clicked_where: str | None = None  # the filter the last click on a summary made
-        head = widgets.VBox([self.header_row, self.types, self.glances],
-                            layout=widgets.Layout(flex="0 0 auto", overflow="visible"), _dom_classes=("lm-head",))
+        head = widgets.VBox([self.header_row, self.types, self.glances], layout=parts.head, _dom_classes=("lm-head",))
         # The one box that scrolls: the header sticks to its top, the row numbers to its left.
-        self.grid = widgets.VBox([head, self.table], _dom_classes=("lm-scroll",), layout=widgets.Layout(
-            overflow="auto", max_height=GRID_HEIGHT, align_items="flex-start"))
+        self.grid = widgets.VBox([head, self.table], layout=parts.scroll, _dom_classes=("lm-scroll",))
         self._parts = parts
-        super().__init__(layout=parts.plain, _dom_classes=("lakemagic-widget",))
-        self._arrange()
+        super().__init__(self._shown_parts(), layout=parts.plain, _dom_classes=("lakemagic-widget",))
         self._show(0)
         frontend.after_this_cell(self.show_summaries)
 
@@ -157,12 +151,15 @@ class ResultTable(widgets.VBox):
         self.glances.value = "" if glances is None else render.glance_row(glances, self._widths)
 
     def _arrange(self) -> None:
+        self.children = self._shown_parts()
+
+    def _shown_parts(self) -> list[widgets.Widget]:
         """The pager, then the tools and a message under them (next to what caused it), the grid, the profile
         and the footer: only those that exist."""
         tools = [self.tools] if self.tools is not None else []
         below = [child for child in (self._busy, self._message) if child is not None]
         profile = [self.profile] if self.profile is not None else []
-        self.children = [self.controls, *tools, *below, self.grid, *profile, self.footer]
+        return [self.controls, *tools, *below, self.grid, *profile, self.footer]
 
     def show_tools(self) -> None:
         """The filter box, go-to box, profile choice and export, built on first use: most tables are only read,
@@ -174,10 +171,10 @@ class ResultTable(widgets.VBox):
         parts = self._parts
         # Enter (or leaving the box) applies, as the button does.
         self.filter_text = widgets.Text(value=self.where or "", placeholder="filter: an SQL condition, e.g. fare_amount > 10",
-                                        continuous_update=False, layout=widgets.Layout(width="300px"), style=parts.text)
+                                        continuous_update=False, layout=parts.wide, style=parts.text)
         self.filter_text.observe(lambda _: self.apply_filter(), names="value")
-        self.go_text = widgets.Text(placeholder="row or p N", continuous_update=False,
-                                    layout=widgets.Layout(width="100px"), style=parts.text)
+        self.go_text = widgets.Text(placeholder="row or p N", continuous_update=False, layout=parts.short,
+                                    style=parts.text)
         self.go_text.observe(lambda _: self.go_to(), names="value")
         self.profile_choice = widgets.Dropdown(options=["profile…"] + [c.name for c in self.base.columns],
                                                layout=parts.narrow, style=parts.description)
@@ -332,8 +329,9 @@ class ResultTable(widgets.VBox):
         if offset == 0:  # the static form's table, kept for this view and page size
             self._first_table = (self.result, self.page_size, table.html())
         template = " ".join(f"{width}px" for width in table.widths)
-        self.header_row.layout.grid_template_columns = template
-        self.header_row.layout.width = f"{sum(table.widths)}px"
+        with self.header_row.layout.hold_sync():  # one message for both
+            self.header_row.layout.grid_template_columns = template
+            self.header_row.layout.width = f"{sum(table.widths)}px"
         self.types.value = render.type_row(self.result.columns, table.widths)
         self._widths = table.widths
         self._draw_glances()

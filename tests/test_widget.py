@@ -277,8 +277,8 @@ def test_a_small_result_s_table_makes_few_widget_models(tmp_path):
     widget.ResultTable(result, page_size=50).show_tools()  # the kernel's first makes the layouts and styles all share
     table, made = models_made(lambda: widget.ResultTable(result, page_size=50))
     # The table; the pager (4 buttons, page size, position, tools button, their row); a header per column in a
-    # grid with its corner and layout; the types, the summary strip, the cells, their two boxes; the footer.
-    assert len(made) == 1 + 8 + (3 + len(result.columns)) + 5 + 1 == 20
+    # grid with its layout; the types, the summary strip, the cells, their two boxes; the footer.
+    assert len(made) == 1 + 8 + (2 + len(result.columns)) + 5 + 1 == 19
     assert [type(model).__name__ for model in made].count("Layout") == 1  # the header row's: its widths change
     # A one-page result shows its whole pager as every result does, the page turns disabled.
     assert table.position.value == "page 1 of 1 · rows 1–4 of 4"

@@ -41,6 +41,8 @@ class Parts:
         self.html_style = HTMLStyle()
         self.label_style = LabelStyle()
         self.description = DescriptionStyle()
+        # The header row's top left cell, empty and never changed: one model drawn in every table.
+        self.corner = widgets.HTML(layout=self.plain, style=self.html_style, _dom_classes=("lm-corner",))
 
     def is_open(self) -> bool:
         return all(part.comm is not None for part in vars(self).values() if isinstance(part, widgets.Widget))

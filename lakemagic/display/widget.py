@@ -71,8 +71,7 @@ class ResultTable(widgets.VBox):
         self.controls = widgets.HBox([self.first_button, self.previous_button, self.next_button, self.last_button,
                                       self.size_choice, self.position, self.tools_button], layout=parts.wrap)
         self.headers = [parts.header(column, self.sort_by) for column in result.columns]
-        corner = widgets.HTML(layout=parts.plain, style=parts.html_style, _dom_classes=("lm-corner",))
-        self.header_row = widgets.GridBox([corner] + self.headers, layout=widgets.Layout(grid_gap="0px"))
+        self.header_row = widgets.GridBox([parts.corner, *self.headers], layout=widgets.Layout(grid_gap="0px"))
         self.types = parts.html()
         # The summaries, whose bars filter when clicked; it also hears the table's paging keys.
         self.glances = strip.SummaryStrip(layout=parts.plain)

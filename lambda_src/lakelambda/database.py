@@ -152,7 +152,7 @@ def open_database(lake: Lake, settings: Settings, table_formats: frozenset[str] 
     con.execute("SET GLOBAL TimeZone = 'UTC'")
     if settings.memory_mb:
         con.execute(f"SET memory_limit = '{duckdb_memory_mb(settings.memory_mb)}MB'")
-        con.execute(f"SET threads = {max(1, min(6, round(settings.memory_mb / MB_PER_VCPU)))}")
+        con.execute(f"SET threads = {duckdb_threads(settings.memory_mb)}")
     lake.storage.attach(con, settings.environment, settings.function_timeout_s)
     for name in sorted({name for kind in table_formats for name in TABLE_FORMAT_EXTENSIONS[kind]}):
         con.execute(f"LOAD {quote_literal(extension_path(name))}")
@@ -174,6 +174,11 @@ def duckdb_memory_mb(function_memory_mb: int) -> int:
     """DuckDB's share of the function's memory: three quarters, leaving at least HANDLER_BASE_MB beside it
     (a quarter at the least, for the smallest functions)."""
     return max(function_memory_mb // 4, min(function_memory_mb * 3 // 4, function_memory_mb - HANDLER_BASE_MB))
+
+
+def duckdb_threads(function_memory_mb: int) -> int:
+    """DuckDB's threads: the function's vCPUs (one per MB_PER_VCPU of memory, rounded), one to six."""
+    return max(1, min(6, round(function_memory_mb / MB_PER_VCPU)))
 
 
 def connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:

@@ -170,15 +170,15 @@ def open_database(lake: Lake, settings: Settings, table_formats: frozenset[str] 
     return con
 
 
+def duckdb_threads(function_memory_mb: int) -> int:
+    """DuckDB's threads in a function of this memory: its vCPUs, rounded (one for a 2,048 MB function), at most 6."""
+    return max(1, min(6, round(function_memory_mb / MB_PER_VCPU)))
+
+
 def duckdb_memory_mb(function_memory_mb: int) -> int:
     """DuckDB's share of the function's memory: three quarters, leaving at least HANDLER_BASE_MB beside it
     (a quarter at the least, for the smallest functions)."""
     return max(function_memory_mb // 4, min(function_memory_mb * 3 // 4, function_memory_mb - HANDLER_BASE_MB))
-
-
-def duckdb_threads(function_memory_mb: int) -> int:
-    """DuckDB's threads: the function's vCPUs (one per MB_PER_VCPU of memory, rounded), one to six."""
-    return max(1, min(6, round(function_memory_mb / MB_PER_VCPU)))
 
 
 def connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:

@@ -152,7 +152,7 @@ def open_database(lake: Lake, settings: Settings, table_formats: frozenset[str] 
     con.execute("SET GLOBAL TimeZone = 'UTC'")
     if settings.memory_mb:
         con.execute(f"SET memory_limit = '{duckdb_memory_mb(settings.memory_mb)}MB'")
-        con.execute(f"SET threads = {max(1, min(6, round(settings.memory_mb / MB_PER_VCPU)))}")
+        con.execute(f"SET threads = {duckdb_threads(settings.memory_mb)}")
     lake.storage.attach(con, settings.environment, settings.function_timeout_s)
     for name in sorted({name for kind in table_formats for name in TABLE_FORMAT_EXTENSIONS[kind]}):
         con.execute(f"LOAD {quote_literal(extension_path(name))}")
@@ -168,6 +168,11 @@ def open_database(lake: Lake, settings: Settings, table_formats: frozenset[str] 
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
+
+
+def duckdb_threads(function_memory_mb: int) -> int:
+    """DuckDB's threads in a function of this memory: its vCPUs, rounded (one for a 2,048 MB function), at most 6."""
+    return max(1, min(6, round(function_memory_mb / MB_PER_VCPU)))
 
 
 def duckdb_memory_mb(function_memory_mb: int) -> int:

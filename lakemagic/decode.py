@@ -178,18 +178,24 @@ def restored(con, paths: list[str], columns: tuple[Column, ...], rows: int | Non
 def check_rows(relation: duckdb.DuckDBPyRelation, rows: int) -> None:
     """Refuse Parquet data (`relation`, as read) that does not hold the `rows` rows its answer says.
     Counted from the row groups: a page of a few KB can hold a million copies of one long value."""
-    held = relation.aggregate("count(*)").fetchone()[0]
+    check_row_count(relation.aggregate("count(*)").fetchone()[0], rows)
+
+
+def check_row_count(held: int, rows: int) -> None:
+    """Refuse data that holds `held` rows where its answer says `rows`."""
     if held != rows:
         raise EngineError(f"the engine's answer says its rows are {rows:,}, but its data holds {held:,}")
 
 
-def check_decoded_size(path: str) -> None:
+def check_decoded_size(path: str) -> int:
     """Refuse a page's or an inline result's file at `path` that decodes past MAX_DECODED_BYTES: a page of
-    the rows it declares can still hold one value of gigabytes, which a few KB of Parquet can."""
-    size = decoded_size(path)[1]
+    the rows it declares can still hold one value of gigabytes, which a few KB of Parquet can. The rows it
+    holds, counted by the same read (check_row_count)."""
+    rows, size = decoded_size(path)
     if size > MAX_DECODED_BYTES:
         raise EngineError(f"the engine's answer carries data that decodes to more than the {MAX_DECODED_BYTES:,} "
                           f"bytes a page or an inline result may (at least {size:,})")
+    return rows
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,12 +7,14 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import subprocess
 import sys
 
+import duckdb
 import pytest
 
-from lakelambda import protocol
+from lakelambda import page_format, protocol
 from lakelambda.errors import ProtocolError
 from lakelambda.page_format import MEASURER_MEMORY_BYTES
 from lakemagic import client
@@ -128,3 +130,25 @@ def test_the_handler_pages_values_that_decode_large_within_the_bound(tmp_path):
     assert frame.i.tolist() == list(range(page.row_count)) and frame.s[1] == "B" * 1_000_000
     with pytest.raises(LakeQueryError, match="decodes to more than"):
         client.run_query(engine, f"SELECT repeat('x', {LIMIT + 1}) AS s FROM range(2)", reuse=False).page(1, 1)
+
+
+def test_a_result_of_fixed_size_columns_is_counted_as_the_measure_would_count_it(tmp_path):
+    """ResultStore.keep decides whether a result travels inline by its decoded size: for columns of
+    fixed-size types it is counted, without reading the file, and the count is the measure's; a string
+    column is measured."""
+    con = duckdb.connect()
+    fixed = ("(i % 100)::TINYINT AS a, i AS b, i::UBIGINT AS c, i / 3 AS d, (i / 7)::DECIMAL(18,3) AS e, "
+             "DATE '2024-01-01' + i::INT AS f, TIMESTAMPTZ '2024-01-01 00:00:00+00' AS g, TIME '01:02:03' AS h, "
+             "CASE WHEN i % 2 = 0 THEN true END AS k, TIMESTAMP_NS '2024-01-01' AS l, i::FLOAT AS m")
+    for select, counted in ((fixed, True), (fixed + ", repeat('x', i::INT) AS s", False)):
+        path = str(tmp_path / "result.parquet")
+        relation = con.sql(f"SELECT {select} FROM range(1000) t(i)")
+        columns = [protocol.Column(name, str(kind)) for name, kind in zip(relation.columns, relation.types)]
+        relation.write_parquet(path)
+        assert page_format.written_size(path, columns, 1000) == page_format.decoded_size(path)[1]
+        os.remove(path)
+        if counted:
+            assert page_format.written_size(path, columns, 1000) == 16 * len(columns) * 1000
+        else:
+            with pytest.raises(duckdb.IOException):
+                page_format.written_size(path, columns, 1000)

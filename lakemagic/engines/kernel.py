@@ -34,7 +34,7 @@ from lakelambda.protocol import Column, ErrorAnswer, PageAnswer, ResultInfo
 from lakelambda.results import OPERATIONS, ResultStore, StoredResult
 from lakelambda.sql import duckdb_error, parameter_names, quote_literal
 
-from ..decode import check_decoded_size, check_rows, restored
+from ..decode import check_decoded_size, check_row_count, restored
 from ..errors import EngineError
 from .base import Engine, Reply, check_result_path
 
@@ -100,10 +100,9 @@ class KernelEngine(Engine):
         return self._results.keep(result_id, path, info.columns, info.total_rows)
 
     def _check_answer(self, path: str, info: ResultInfo) -> None:
-        check_decoded_size(path)
+        check_row_count(check_decoded_size(path), info.total_rows)
         with self._database.cursor() as con:
             kept_rows = con.read_parquet([path])
-            check_rows(kept_rows, info.total_rows)
             if len(kept_rows.columns) != len(info.columns):  # read by position: one more would be the row number
                 raise EngineError(f"the engine's answer declares {len(info.columns)} columns, but its "
                                   f"rows hold {len(kept_rows.columns)}")

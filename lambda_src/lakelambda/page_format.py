@@ -74,6 +74,25 @@ def decoded_size(path: str) -> tuple[int, int]:
     return measured[0], int(measured[1] or 0)
 
 
+# Declared types that are stored as they are and read back as a type of fixed size: 16 bytes a value in
+# decoded_size's measure, whatever the value (strings, blobs, nested and lossy types are not among them).
+_FIXED_SIZE = re.compile(r"BOOLEAN|U?(?:TINY|SMALL|BIG)?INT(?:EGER)?|FLOAT|DOUBLE|DECIMAL\(\d+,\d+\)|DATE|TIME|"
+                         r"TIMESTAMP(?:_S|_MS|_NS| WITH TIME ZONE)?")
+
+
+def written_size(path: str, columns: Sequence[Column], rows: int) -> int:
+    """The bytes decoded_size gives for a result file of `rows` rows of `columns`, written by a query whose
+    columns these are (or, adopted from an answer, measured on arrival already: ResultStore.keep's callers).
+
+    Where every column is of a fixed-size type it is counted, 16 bytes a
+    value, without reading the file: decoded_size's own figure for those
+    types, whatever the data (about 1.5 ms of a small answer's time); else measured.
+    """
+    if all(_FIXED_SIZE.fullmatch(storage_type(column.type)) for column in columns):
+        return 16 * len(columns) * rows
+    return decoded_size(path)[1]
+
+
 # What the measuring database may hold: a page's one Parquet page decompressed, and its vectors.
 MEASURER_MEMORY_BYTES = 2 * MAX_DECODED_BYTES
 

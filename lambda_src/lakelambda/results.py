@@ -101,7 +101,7 @@ class ResultStore:
             assert size is not None, "DuckDB reports the size of a file it writes into the lake"
             return StoredResult(ResultInfo(result_id, columns, rows, size), path)
         size = os.path.getsize(path)
-        if size <= self.inline_bytes and page_format.decoded_size(path)[1] <= MAX_DECODED_BYTES:
+        if size <= self.inline_bytes and page_format.written_size(path, columns, rows) <= MAX_DECODED_BYTES:
             with open(path, "rb") as small:
                 data = small.read()
             os.remove(path)

@@ -134,8 +134,9 @@ def _write_held(con, lake: Lake, results: ResultStore, prepared: "Prepared", bod
         if error.error_type == "OutOfMemoryException":
             raise _too_large("holding it needs more than the function's memory and spill space") from None
         raise
-    columns = _described(con.execute(f"DESCRIBE {_RESULT_TABLE}").fetchall())
-    held = _held_bytes(con)
+    described = con.execute(
+        f"SELECT column_name, column_type, ({_HELD_BYTES}) FROM (DESCRIBE {_RESULT_TABLE})").fetchall()
+    columns, held = _described(described), described[0][2]
     if results.max_result_bytes is not None and held > results.max_result_bytes:
         raise _too_large(f"it holds {held / 2**20:,.0f} MiB in the engine, more than the "
                          f"{results.max_result_bytes / 2**20:,.0f} MiB one result may (LAKEMAGIC_MAX_RESULT_BYTES)")
@@ -307,11 +308,10 @@ def _naming_the_lake(con, lake: Lake, prepared: Prepared, error: SqlError) -> Sq
     return catalog.naming_the_lake(error, names + [view.name for view, _ in prepared.views])
 
 
-def _held_bytes(con) -> int:
-    """What the result table takes in DuckDB, in memory and spilled: more than its Parquet file
-    (which compresses), known before that file is written."""
-    return con.execute("SELECT coalesce(sum(memory_usage_bytes + temporary_storage_bytes), 0) FROM duckdb_memory() "
-                       "WHERE tag = 'IN_MEMORY_TABLE'").fetchone()[0]
+# What the result table takes in DuckDB, in memory and spilled: more than its Parquet file (which
+# compresses), known before that file is written; asked beside its description, in one statement.
+_HELD_BYTES = ("SELECT coalesce(sum(memory_usage_bytes + temporary_storage_bytes), 0) FROM duckdb_memory() "
+               "WHERE tag = 'IN_MEMORY_TABLE'")
 
 
 def _execute(con, placed: _Placed, params: dict, sql: str | None):

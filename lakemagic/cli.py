@@ -76,14 +76,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _errors_in_one_line(run: Run) -> Run:
-    """For load and demo, an expected failure (a bad lake, a failing notebook) is a sentence, not a traceback."""
+    """For load and demo, an expected failure (a bad lake, a failing notebook, AWS refusing an S3 lake's upload or
+    finding no credentials) is a sentence, not a traceback."""
     def run_with_short_errors(options: argparse.Namespace) -> int:
         try:
             return run(options)
-        except (ValueError, RuntimeError, OSError) as exc:
+        except _expected_errors() as exc:  # evaluated only when something is raised: boto3 is imported then
             print(f"lakemagic {options.command}: {exc}", file=sys.stderr)
             return 1
     return run_with_short_errors
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return ValueError, RuntimeError, OSError, Boto3Error, BotoCoreError, ClientError
 
 
 def _lake_options(parser: argparse.ArgumentParser, lake: str) -> None:

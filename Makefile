@@ -35,10 +35,12 @@ $(VENV)/.python: setup.cfg pyproject.toml setup.py
 	PYTHONWARNINGS='ignore:Editable installation:UserWarning' $(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# npm installs exactly what package-lock.json says, again only when that changes.
+# npm installs exactly what package-lock.json says, again only when that changes. No package's install script
+# runs: the build needs none (the lock's one, @fortawesome/fontawesome-free's, prints its licence), and npm 11
+# prints a warning block about any it was not told to allow.
 $(HIGHLIGHT)/node_modules/.package-lock.json: $(HIGHLIGHT)/package-lock.json
 	@$(NEEDS_NPM)
-	cd $(HIGHLIGHT) && npm ci --no-audit --no-fund
+	cd $(HIGHLIGHT) && npm ci --no-audit --no-fund --ignore-scripts
 	touch $@
 
 # The build: TypeScript to lib/, then JupyterLab's builder (jupyter-builder, from the venv) to labextension/.

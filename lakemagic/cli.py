@@ -39,12 +39,20 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lakemagic", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    load = commands.add_parser("load", help="put the NYC taxi month into a lake (a folder or s3://bucket[/prefix])")
-    _lake_options(load)
+    load = commands.add_parser(
+        "load", help="put the NYC taxi month into a lake (a folder or s3://bucket[/prefix])",
+        description="Put the NYC taxi month into a lake: dataset/taxi_2019_04.parquet, the same trips "
+                    "Hive-partitioned by date under partitioned/, and the Iceberg table taxi_iceberg/ (where "
+                    "pyiceberg is installed), replacing an earlier load's.")
+    _lake_options(load, "the lake: a folder, or s3://bucket[/prefix] to upload it to")
     load.set_defaults(run=_errors_in_one_line(_load))
 
-    demo = commands.add_parser("demo", help="build the demo lake if needed and run the demo notebooks with papermill")
-    _lake_options(demo)
+    demo = commands.add_parser(
+        "demo", help="build the demo lake and run the demo notebooks on the embedded engine",
+        description="Build the demo lake (as `lakemagic load` does, every run) and run the four demo notebooks "
+                    "in order on the embedded engine with papermill, then say where the executed copies are and "
+                    "how to open them.")
+    _lake_options(demo, "the lake folder")
     demo.add_argument("--output", default=DEFAULT_EXECUTED,
                       help="where the executed notebooks (and the models they save) go (default: %(default)s)")
     demo.set_defaults(run=_errors_in_one_line(_demo))
@@ -68,21 +76,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _errors_in_one_line(run: Run) -> Run:
-    """For load and demo, an expected failure (a bad lake, a failing notebook) is a sentence, not a traceback."""
+    """For load and demo, an expected failure (a bad lake, a failing notebook, AWS refusing an S3 lake's upload or
+    finding no credentials) is a sentence, not a traceback."""
     def run_with_short_errors(options: argparse.Namespace) -> int:
         try:
             return run(options)
-        except (ValueError, RuntimeError, OSError) as exc:
+        except _expected_errors() as exc:  # evaluated only when something is raised: boto3 is imported then
             print(f"lakemagic {options.command}: {exc}", file=sys.stderr)
             return 1
     return run_with_short_errors
 
 
-def _lake_options(parser: argparse.ArgumentParser) -> None:
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return ValueError, RuntimeError, OSError, Boto3Error, BotoCoreError, ClientError
+
+
+def _lake_options(parser: argparse.ArgumentParser, lake: str) -> None:
     from .taxi import TAXI_MONTH_ROWS
 
-    parser.add_argument("--lake", default=os.environ.get("LAKEMAGIC_LAKE", DEFAULT_LAKE), help="the lake folder (default: %(default)s)")
-    parser.add_argument("--rows", type=int, default=TAXI_MONTH_ROWS, help="trips to generate (default: the real month's %(default)s)")
+    parser.add_argument("--lake", default=os.environ.get("LAKEMAGIC_LAKE", DEFAULT_LAKE),
+                        help=f"{lake} (default: LAKEMAGIC_LAKE or {DEFAULT_LAKE})")
+    parser.add_argument("--rows", type=int, default=TAXI_MONTH_ROWS, help=f"trips to generate (default: the real month's {TAXI_MONTH_ROWS:,})")
     parser.add_argument("--source", choices=("generate", "download"), default="generate",
                         help="generate data offline, or download the public NYC TLC file (default: %(default)s)")
 

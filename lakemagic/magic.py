@@ -106,7 +106,7 @@ class LakeMagic(Magics):
     @argument("--fanout", type=int, metavar="N",
               help="On the lambda engine, fan the query out to at most N invocations (1: one; default: LakeMagic.max_fanout).")
     @argument("--explain", action="store_true",
-              help="Print the fan-out plan (tasks, their partitions, task and merge SQL) or why there is none; run nothing.")
+              help="Print the fan-out plan (tasks, partitions, task and merge SQL) or why none, and what it reads; run nothing.")
     @argument("--dry-run", action="store_true",
               help="Say what the query would read (files, bytes, row groups) and cost, from the lake's listings "
                    "and Parquet footers; run nothing.")
@@ -119,7 +119,7 @@ class LakeMagic(Magics):
     @argument("--save-views", metavar="FOLDER", help="Write every view to FOLDER/<name>.sql (one model per file).")
     @argument("--load-views", metavar="FOLDER", help="Read views from FOLDER/*.sql.")
     @argument("--tables", action="store_true",
-              help="List the lake's tables (kind, partition keys, files, bytes, rows) and the saved views.")
+              help="List the lake's tables (kind, partition keys, files, bytes, rows, snapshot, location) and saved views.")
     @argument("--columns", metavar="NAME", help="The columns of table or saved view NAME, with their types.")
     @argument("--export", metavar="PATH", help="Write the whole result to a local .parquet or .csv file (atomically).")
     @argument("--as", dest="kind", choices=sorted(FRAME_KINDS), default="pandas",
@@ -139,7 +139,8 @@ class LakeMagic(Magics):
           %lakesql [options] [VAR <<] SELECT ...
 
         As a cell magic the result appears as a table that fetches pages on
-        demand; click a header to sort the whole result, filter it with an SQL
+        demand; click a header to sort the whole result, or a bar or value of
+        the summary row to filter it to those rows; filter it with an SQL
         condition, profile a column, go to a row, export it. `VAR <<` assigns
         the whole result to VAR as a pandas DataFrame instead (`--as arrow`,
         `--as polars` for those). The line magic returns the whole result as a DataFrame, so

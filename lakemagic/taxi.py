@@ -233,6 +233,19 @@ def build_lake(
             "rows": written}
 
 
+def _bucket_must_exist(s3, bucket: str) -> None:
+    """Asked before the month is built, so a missing bucket costs one request, not a build and a traceback."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        problem = "does not exist" if code in ("404", "NoSuchBucket") else f"cannot be read ({code or exc})"
+        raise ValueError(f"the lake's bucket {bucket} {problem}: create it (lakemagic deploy --create-bucket "
+                         "makes it with the function) or name another with --lake") from None
+
+
 def load_lake(lake: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", seed: int = 0, s3=None,
               progress: Progress | None = None) -> LakeSummary:
     """Put the taxi month into a lake: a local folder, or `s3://bucket[/prefix]`.
@@ -251,6 +264,7 @@ def load_lake(lake: str, rows: int = TAXI_MONTH_ROWS, source: str = "generate", 
 
         s3 = boto3.client("s3")
     bucket, prefix = split_s3_path(lake)
+    _bucket_must_exist(s3, bucket)
     prefix = f"{prefix}/" if prefix else ""
     root = f"{S3_SCHEME}{bucket}/{prefix}"
     iceberg = f"{ICEBERG_FOLDER}/"

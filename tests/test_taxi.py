@@ -659,3 +659,17 @@ def test_lakemagic_load_prints_its_steps(tmp_path: Path) -> None:
     lines = ran.stdout.splitlines()
     assert lines[1:3] == ["generating 3,000 trips...", "writing them again partitioned by date..."]
     assert lines[-1].startswith("done: 3,000 trips in ")
+
+
+def test_a_missing_bucket_is_one_line_before_anything_is_built(aws_environment: dict, tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    ran = subprocess.run([sys.executable, "-m", "lakemagic.cli", "load", "--lake", "s3://no-such-lake/trips"],
+                         capture_output=True, text=True, timeout=120, env=dict(os.environ, TMPDIR=str(scratch)))
+
+    assert ran.returncode == 1
+    assert ran.stderr.splitlines() == [
+        "lakemagic load: the lake's bucket no-such-lake does not exist: create it (lakemagic deploy "
+        "--create-bucket makes it with the function) or name another with --lake"]
+    assert "generating" not in ran.stdout  # asked first: the month is not built for nothing
+    assert list(scratch.iterdir()) == []

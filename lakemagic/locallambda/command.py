@@ -22,10 +22,12 @@ def _env_assignment(text: str) -> tuple[str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `lakemagic serve`: one function, configured as on Lambda."""
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9001)
-    parser.add_argument("--function-name", default="lakemagic")
-    parser.add_argument("--handler", default="lakelambda.handler.handler")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=9001, help="the port to listen on (default: %(default)s)")
+    parser.add_argument("--function-name", default="lakemagic",
+                        help="the function's name, which invocations must give (default: %(default)s)")
+    parser.add_argument("--handler", default="lakelambda.handler.handler",
+                        help="the handler as Lambda names it, module.function (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default: 60)")
     parser.add_argument("--memory", type=int, default=2048, help="MB the function has: reported to the handler, and enforced as on Lambda (a worker past it is killed: Runtime.OutOfMemory) (default: 2048)")
     parser.add_argument("--max-workers", type=int, default=4, help="concurrent invocations (default: 4)")

@@ -383,6 +383,8 @@ def _line_chart(data: pd.DataFrame, x: str, label: str, title: str, sql: str | N
     if pd.api.types.is_datetime64_any_dtype(data.iloc[:, 0]):
         from matplotlib.dates import ConciseDateFormatter
 
-        # Month and year once, days below: dates stay readable without turning them.
+        # Month and year once, days below: dates stay readable without turning them. No margin past the data,
+        # or a tick on the next month's first day names that month under a chart of this one.
+        axes.margins(x=0)
         axes.xaxis.set_major_formatter(ConciseDateFormatter(axes.xaxis.get_major_locator()))
     return Chart(figure, data, sql, title)

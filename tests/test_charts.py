@@ -7,6 +7,7 @@ DuckDB directly and aggregated with numpy or pandas, never from the engine.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -213,6 +214,9 @@ def test_line_over_partitioned_has_one_point_per_day_in_order(run, trips):
     (plotted,) = chart.figure.axes[0].lines
     assert len(plotted.get_xdata()) == 30
     assert chart.figure.axes[0].get_xlabel() == "date" and chart.figure.axes[0].get_ylabel() == "count"
+    # the month under the axis is the data's own, not the next one's first day in a margin
+    chart.figure.savefig(io.BytesIO(), format="png")
+    assert chart.figure.axes[0].xaxis.get_major_formatter().get_offset() == "2019-Apr"
 
 
 def test_line_of_an_expression_with_an_aggregate(run, trips):

@@ -120,8 +120,9 @@ def _plan_over(answer: protocol.PartitionsAnswer, listing: CallStats, tables: tu
                            f"tasks (one names at most {MAX_TASK_FILES} files, {MAX_TASK_FILE_CHARS} characters "
                            "of them); a larger --fanout splits them finer")
     elif len(planned.tasks) == 1:
-        decision.reason = (f"the {len(kept)} file{'s' * (len(kept) != 1)} of {table.name} it reads "
-                           f"(of {len(files)}, after pruning) make one task")
+        one = len(kept) == 1
+        decision.reason = (f"{'the file' if one else f'the {len(kept)} files'} of {table.name} it reads "
+                           f"({'one ' if one else ''}of {len(files)}, after pruning) make{'s' * one} one task")
     else:
         decision.plan = planned
     return decision

@@ -115,6 +115,22 @@ def test_an_inline_results_page_is_its_whole_file_of_the_size_it_declares(forge)
         protocol.parse_answer(wire)
 
 
+def test_a_small_result_that_decodes_large_travels_stored_and_is_held_whole_in_process(tmp_path):
+    """A few KB of Parquet that decode past the bound (one long value on every row) never travel inline
+    in an answer: the handler stores the result. In-process no answer carries it, so it is not measured:
+    the kernel engine holds it, and its pages are bounded there as anywhere."""
+    (tmp_path / "dataset").mkdir()
+    engine = EmbeddedEngine(str(tmp_path))
+    rows = LIMIT // 100_000 + 10
+    sql = f"SELECT i, repeat('x', 100000) AS v FROM range({rows}) t(i)"
+    answer, _ = client.call(engine, protocol.QueryRequest(sql, {}, 50, (), False), protocol.PageAnswer, sql)
+    assert not answer.result.inline and answer.result.total_rows == rows  # through the wire, as to Lambda
+    result = client.run_query(engine, sql, page_size=50, reuse=False)  # in-process
+    assert result.inline and result.total_rows == rows
+    page = result.page(0, rows)
+    assert 50 < page.row_count < rows and page.frame().i.tolist() == list(range(page.row_count))
+
+
 def test_the_handler_pages_values_that_decode_large_within_the_bound(tmp_path):
     """What a hostile answer is refused for, a true one never is: rows of 1 MB each compress to almost
     nothing, so the handler stores the result rather than inline it, and each page holds fewer rows than

@@ -119,7 +119,7 @@ class LakeHandler:
                 return run.execute_here(con, self.lake, self.results, checked.sql, checked.params, checked.views,
                                         reuse, take)
             return Here(stored=run.execute_and_store(con, self.lake, self.results, checked.sql, checked.params,
-                                                     checked.views, reuse))
+                                                     checked.views, reuse, carried=False))
 
         here = self._answered(None, answer)
         if isinstance(here, ErrorAnswer):

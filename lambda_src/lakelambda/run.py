@@ -40,17 +40,18 @@ class _Placed(NamedTuple):
 
 def execute_and_store(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, sql: str, params: dict,
               views: tuple[View, ...] = (), reuse: ScopedReuse | None = None,
-              defined: tuple[str, ...] = ()) -> StoredResult:
+              defined: tuple[str, ...] = (), carried: bool = True) -> StoredResult:
     """Run `sql` once into a Parquet file; keep it as a stored result unless it is small enough to answer inline.
 
     With `reuse`, a query already answered over the same inputs in the same
     scope is answered from its result instead, and a new result is kept for later reuse.
     `defined`: tables the handler itself put in front of `sql` as CTEs (a fan-out task's reader), which every
-    reference in it means: never looked up in the lake.
+    reference in it means: never looked up in the lake. `carried`: whether an answer carries a small result
+    (ResultStore.keep); a host in this process takes it as it is.
     """
     prepared = prepare(con, lake, sql, views, defined)
     key = reuse.key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
-    return _store(con, lake, results, prepared, params, reuse if key is not None else None, key)
+    return _store(con, lake, results, prepared, params, reuse if key is not None else None, key, carried)
 
 
 class Here(NamedTuple):
@@ -75,7 +76,7 @@ def execute_here(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStor
     prepared = prepare(con, lake, sql, views)
     key = reuse.key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
     if reuse is not None and key is not None:
-        return Here(stored=_store(con, lake, results, prepared, params, reuse, key))
+        return Here(stored=_store(con, lake, results, prepared, params, reuse, key, carried=False))
 
     def run():
         _execute(con, _Placed(prepared.statement.text), params, prepared.checked.text)
@@ -83,13 +84,14 @@ def execute_here(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStor
 
     rows = _with_fresh_views(con, lake, prepared, run)
     if rows is None:
-        return Here(stored=_store(con, lake, results, prepared, params, None, None))
+        return Here(stored=_store(con, lake, results, prepared, params, None, None, carried=False))
     return Here(rows)
 
 
 def _store(con, lake: Lake, results: ResultStore, prepared: "Prepared", params: dict, reuse: ScopedReuse | None,
-           key: str | None) -> StoredResult:
-    """The checked query's stored result: found by its reuse `key`, or run, written and kept (for reuse too)."""
+           key: str | None, carried: bool = True) -> StoredResult:
+    """The checked query's stored result: found by its reuse `key`, or run, written and kept (for reuse too).
+    One kept for reuse may be carried by a later answer (over the wire), whoever asked first."""
     if reuse is not None and key is not None:
         found = reuse.find(con, key)
         if found is not None:
@@ -99,7 +101,7 @@ def _store(con, lake: Lake, results: ResultStore, prepared: "Prepared", params: 
         body = body.wrapped("SELECT * FROM (", ")")
     write = _write_held if lake.storage.binds_cost_requests else _write_streamed
     result_id, path, columns, rows, size = write(con, lake, results, prepared, body, params, prepared.checked.text)
-    result = results.keep(result_id, path, columns, rows, size)
+    result = results.keep(result_id, path, columns, rows, size, carried or (reuse is not None and key is not None))
     if reuse is not None and key is not None:
         reuse.remember(key, result)
     return result

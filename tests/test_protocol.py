@@ -17,10 +17,11 @@ from lakelambda import protocol
 from lakelambda.errors import ProtocolError
 from lakelambda.handler import LakeHandler
 from lakemagic import client
-from lakemagic.engines import Engine, Reply
+from lakemagic.engines import Reply
 from lakemagic.errors import EngineError
 from lakemagic.fanout import runner
 import events
+from forged import Forged
 
 RESULT_ID = "R" * 32
 PAGE_DATA = "UEFSMQ=="  # any base64: the codec checks its alphabet, the decoder its content
@@ -397,18 +398,6 @@ def test_the_notebook_sees_an_internal_error_as_a_query_error(tmp_path):
         engine.handler.close()
 
 
-class _Forged(Engine):
-    """A forged engine: every call is answered with `wire`."""
-
-    name, concurrency, shares_files = "forged", 1, False
-
-    def __init__(self, wire: dict):
-        self.wire = wire
-
-    def call(self, request) -> Reply:
-        return Reply(copy.deepcopy(self.wire))
-
-
 def test_a_page_that_holds_more_rows_than_it_says_is_refused_before_they_are_read(tmp_path):
     """A repeated value compresses to almost nothing: this page of a few KB holds 50,000 rows of 1,000
     characters (50 MB as text, within what a page may decode to) and says it holds one. Neither the kernel
@@ -422,11 +411,11 @@ def test_a_page_that_holds_more_rows_than_it_says_is_refused_before_they_are_rea
     path.unlink()
     assert len(data) < 10_000
     info = protocol.ResultInfo(None, (protocol.Column("s", "VARCHAR"),), 1, size)
-    forged = _Forged(protocol.encode(protocol.PageAnswer(info, protocol.Page(0, 1, data))))
+    forged = Forged(protocol.encode(protocol.PageAnswer(info, protocol.Page(0, 1, data))))
     with pytest.raises(EngineError, match="says its rows are 1, but its data holds 50,000"):
         client.run_query(forged, "SELECT 'x'", reuse=False)
     told = protocol.ResultInfo(None, info.columns, 50_000, size)
-    result = client.run_query(_Forged(protocol.encode(protocol.PageAnswer(told, protocol.Page(0, 50_000, data)))),
+    result = client.run_query(Forged(protocol.encode(protocol.PageAnswer(told, protocol.Page(0, 50_000, data)))),
                               "SELECT 'x'", reuse=False)
     assert result.total_rows == 50_000 and result.engine.name == "kernel"  # the same page, told truly
 
@@ -442,9 +431,9 @@ def test_an_inline_result_with_a_column_it_does_not_declare_is_refused(tmp_path)
     path.unlink()
     declared = protocol.ResultInfo(None, (protocol.Column("a", "BIGINT"),), 100, size)
     with pytest.raises(EngineError, match="declares 1 columns, but its rows hold 2"):
-        client.run_query(_Forged(protocol.encode(protocol.PageAnswer(declared, protocol.Page(0, 100, data)))),
+        client.run_query(Forged(protocol.encode(protocol.PageAnswer(declared, protocol.Page(0, 100, data)))),
                          "SELECT 1", reuse=False)
     both = protocol.ResultInfo(None, (protocol.Column("a", "BIGINT"), protocol.Column("row", "BIGINT")), 100, size)
-    result = client.run_query(_Forged(protocol.encode(protocol.PageAnswer(both, protocol.Page(0, 100, data)))),
+    result = client.run_query(Forged(protocol.encode(protocol.PageAnswer(both, protocol.Page(0, 100, data)))),
                               "SELECT 1", reuse=False)
     assert result.page(10, 5).frame().a.tolist() == [10, 11, 12, 13, 14]  # declared truly, read truly

@@ -3,7 +3,6 @@ so a forged `tables` answer must not offer SQL, quotes or lines of its own as a 
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 
@@ -11,22 +10,11 @@ from lakelambda import protocol
 from lakelambda.errors import ProtocolError
 from lakemagic import client
 from lakemagic.catalog import CatalogCache
-from lakemagic.engines import Engine, Reply
 from lakemagic.errors import EngineError
 
+from forged import Forged
+
 TABLE = protocol.TableInfo("events", "partitioned", "s3://lake/events", ("day",), 2, 220, 3)
-
-
-class Forged(Engine):
-    """An engine whose every answer is `wire`."""
-
-    name, concurrency, shares_files = "forged", 1, False
-
-    def __init__(self, wire: dict):
-        self.wire = wire
-
-    def call(self, request) -> Reply:
-        return Reply(copy.deepcopy(self.wire))
 
 
 def tables_answer(name: str) -> dict:

@@ -5,7 +5,6 @@ before the notebook decodes or the kernel engine adopts them; the handler pages 
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import os
 import subprocess
@@ -18,9 +17,10 @@ from lakelambda import page_format, protocol
 from lakelambda.errors import ProtocolError
 from lakelambda.page_format import MEASURER_MEMORY_BYTES
 from lakemagic import client
-from lakemagic.engines import Engine, Reply
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import EngineError, LakeQueryError
+
+from forged import Forged
 
 LIMIT = protocol.MAX_DECODED_BYTES
 RESULT_ID = "R" * 32
@@ -49,18 +49,6 @@ def parquet_of(sql: str, tmp_path) -> tuple[bytes, list[tuple[str, str]]]:
     data = path.read_bytes()
     path.unlink()
     return data, [tuple(column) for column in json.loads(columns)]
-
-
-class Forged(Engine):
-    """An engine whose every answer is `wire`, as a hostile or broken function would send it."""
-
-    name, concurrency, shares_files = "forged", 1, False
-
-    def __init__(self, wire: dict):
-        self.wire = wire
-
-    def call(self, request) -> Reply:
-        return Reply(copy.deepcopy(self.wire))
 
 
 def answer(data: bytes, columns, rows: int, result_id: str | None) -> dict:

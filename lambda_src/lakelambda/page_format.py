@@ -104,7 +104,7 @@ def _measurer() -> duckdb.DuckDBPyConnection:
     few KB that would decompress to gigabytes fail here), no extensions, in UTC, locked."""
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
                                  "threads": 1, "memory_limit": f"{MEASURER_MEMORY_BYTES}B"})
-    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: each page is measured on a cursor of its own
     con.execute("SET lock_configuration = true")
     return con
 

@@ -118,10 +118,15 @@ def duckdb_error(exc: duckdb.Error, sql: str | None = None, prefix: str = "") ->
 
 @functools.lru_cache(maxsize=1)
 def _parser_database() -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(config={
+    # It evaluates constants too (casts of literals for estimates and summaries): in UTC like every database
+    # that computes values, set GLOBAL for the cursors it is used through, then locked.
+    con = duckdb.connect(config={
         "errors_as_json": True, "enable_external_access": False, "autoinstall_known_extensions": False,
-        "autoload_known_extensions": False, "lock_configuration": True,
+        "autoload_known_extensions": False,
     })
+    con.execute("SET GLOBAL TimeZone = 'UTC'")
+    con.execute("SET lock_configuration = true")
+    return con
 
 
 def parser() -> duckdb.DuckDBPyConnection:

@@ -40,7 +40,8 @@ def prune(sql: str, table: str, files: Sequence[PartitionFile],
         return list(files)
     alias, keys = ref["alias"] or ref["table_name"], {key.lower() for key in types}
     bound = set(params or {})
-    conditions = [term for term in _and_terms(node["where_clause"]) if _reads_keys_only(term, alias, keys, bound)]
+    conditions = [term for term in and_terms(node["where_clause"])
+                  if (read := columns_read(term, alias, bound)) is not None and read <= keys]
     if not conditions:
         return list(files)
     try:
@@ -50,27 +51,33 @@ def prune(sql: str, table: str, files: Sequence[PartitionFile],
     return [file for index, file in enumerate(files) if index in passing]
 
 
-def _and_terms(node: dict | None) -> list[dict]:
+def and_terms(node: dict | None) -> list[dict]:
+    """The top-level AND terms of a WHERE clause: each must hold for a row to pass."""
     if node is None:
         return []
     if node.get("class") == "CONJUNCTION" and node["type"] == "CONJUNCTION_AND":
-        return [term for child in node["children"] for term in _and_terms(child)]
+        return [term for child in node["children"] for term in and_terms(child)]
     return [node]
 
 
-def _reads_keys_only(term: dict, alias: str, keys: set[str], bound: set[str]) -> bool:
+def columns_read(term: dict, alias: str, bound: set[str]) -> set[str] | None:
+    """The lower-cased columns of the table named `alias` that `term` reads, where it reads nothing else
+    whose value a row alone does not fix (other tables, subqueries, unbound parameters, aggregates,
+    windows, lambdas, values that change from run to run); else None."""
+    read = set()
     for part in walk(term):
         if part.get("class") == "PARAMETER" and part.get("identifier") in bound:
             continue
         if part.get("class") in ("SUBQUERY", "PARAMETER", "WINDOW", "LAMBDA"):
-            return False
+            return None
         if is_aggregate(part) or changing_value(part):
-            return False
+            return None
         if part.get("class") == "COLUMN_REF":
             *qualifier, name = [piece.lower() for piece in part["column_names"]]
-            if name not in keys or qualifier not in ([], [alias.lower()]):
-                return False
-    return True
+            if qualifier not in ([], [alias.lower()]):
+                return None
+            read.add(name)
+    return read
 
 
 def _passing(files: Sequence[PartitionFile], types: Mapping[str, str], alias: str,
@@ -93,8 +100,7 @@ def _passing(files: Sequence[PartitionFile], types: Mapping[str, str], alias: st
     where = conditions[0]
     for condition in conditions[1:]:
         where = expression("a AND b", a=where, b=condition)
-    query["where_clause"] = where
-    text = to_sql(query)
+    text = to_sql({**query, "where_clause": where})  # a copy: the parsed tree is shared (parse_tree's cache)
     used = {name: value for name, value in params.items() if name in parameter_names(text)}
     with parser() as con:
         return {index for (index,) in con.execute(text, used or None).fetchall()}

@@ -174,9 +174,10 @@ def check_iceberg(con, lake, path: str, snapshot_id: int | None = None) -> None:
 
 def _delta_replay(con, storage, folder: str, version: int | None = None) -> tuple[Snapshot, list[dict]]:
     """The table's state at `version` (the latest: None), and every add action the replay met, replayed
-    from its log: the newest checkpoint at or below it, then the commits after it. Every add, removed
-    later or not: Delta's reader matches a remove to an add by path *and* deletion vector, so a remove
-    this replay takes for the add's may leave it live there."""
+    from its log: the newest checkpoint at or below it, then the commits after it. A remove takes out the
+    add of its path and deletion vector (the protocol's key for a file: a commit that gives a file a vector
+    adds it with the vector and removes it without, in either order). Every add, removed later or not, is
+    returned: the check proves them all, whatever a reader makes of a log this replay misreads."""
     log = f"{folder}/{DELTA_LOG_FOLDER}"
     names = listed(storage, log)
     commits = sorted(int(found.group(1)) for found in map(_DELTA_COMMIT.fullmatch, names) if found)
@@ -191,7 +192,7 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
            or name.endswith(".compacted.json") for name in names):
         raise UnsupportedTableFeature(f"{storage.path(log)} has multi-part or v2 checkpoints or compacted commits, "
                                       "which lakemagic does not read yet")
-    files: dict[str, dict] = {}
+    files: dict[tuple[str, str], dict] = {}  # by _file_key
     named: list[dict] = []
     metadata: dict = {}
     start = 0
@@ -206,7 +207,7 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
                                       checkpoint):
             if added:
                 entry = json.loads(added)
-                files[entry["path"]] = entry
+                files[_file_key(entry)] = entry
                 named.append(entry)
             if meta:
                 metadata = json.loads(meta)
@@ -216,13 +217,13 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
             action = _json_line(line, commit)
             try:
                 if "add" in action:
-                    files[str(action["add"]["path"])] = dict(action["add"])
+                    files[_file_key(action["add"])] = dict(action["add"])
                     named.append(dict(action["add"]))
                 elif "remove" in action:
-                    files.pop(str(action["remove"]["path"]), None)
+                    files.pop(_file_key(action["remove"]), None)
                 elif "metaData" in action:
                     metadata = dict(action["metaData"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, AttributeError):
                 raise TableMetadataError(f"{commit} holds an action this reader does not understand: "
                                          f"{line[:200]}") from None
     try:
@@ -233,6 +234,17 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
                         sum(int(entry.get("size", 0)) for entry in files.values()), rows), named
     except (TypeError, ValueError, AttributeError, RecursionError):
         raise TableMetadataError(f"{storage.path(log)} holds a commit this reader does not understand") from None
+
+
+def _file_key(action: dict) -> tuple[str, str]:
+    """A Delta file's key: its path and its deletion vector's unique id (storage type, path or inline
+    vector, and offset; none: ''), as the protocol matches a remove to its add."""
+    vector = action.get("deletionVector") or {}
+    if not isinstance(vector, dict):
+        return str(action["path"]), repr(vector)
+    offset = vector.get("offset")
+    return str(action["path"]), (f"{vector.get('storageType') or ''}{vector.get('pathOrInlineDv') or ''}"
+                                 f"{'' if offset is None else f'@{offset}'}")
 
 
 def check_delta(con, lake, folder: str, version: int | None = None) -> None:

@@ -66,6 +66,24 @@ class HeldPage:
 
 
 @dataclass(frozen=True)
+class TextPage:
+    """Rows [0, row_count) of a result the engine in this process keeps in memory: their text as DuckDB writes
+    it, written by the handler in the call that ran the query; a DataFrame of them is one page call."""
+
+    offset: int
+    row_count: int
+    rows: tuple[TextRow, ...]
+    columns: tuple[Column, ...]
+    fetch: Callable[[], Page] = field(repr=False, compare=False)
+
+    def frame(self) -> pd.DataFrame:
+        return self.fetch().frame()
+
+    def text(self) -> tuple[TextRow, ...]:
+        return self.rows
+
+
+@dataclass(frozen=True)
 class CallStats:
     """What one engine call cost: the handler's own figures, the platform's, and the round trip."""
 
@@ -96,7 +114,7 @@ class QueryResult:
     engine: Engine
     sql: str
     info: protocol.ResultInfo
-    first_page: Page | HeldPage
+    first_page: Page | HeldPage | TextPage
     stats: CallStats
     reused_from: float | None = None  # answered from an earlier run's stored result: when that ran (Unix time)
     inline: bool = False  # travelled whole in its query's answer; the kernel engine holds it
@@ -140,7 +158,7 @@ class QueryResult:
         page = self.page(offset, limit)
         return page.row_count, page.frame()
 
-    def page(self, offset: int, limit: int) -> Page | HeldPage:
+    def page(self, offset: int, limit: int) -> Page | HeldPage | TextPage:
         """Rows [offset, offset + limit) of the result, from its engine (possibly fewer: see Page.row_count)."""
         if offset == 0 and self.first_page.row_count == min(limit, self.total_rows):
             return self.first_page
@@ -254,11 +272,18 @@ def _query_request(sql: str, params: dict, page_size: int, views: tuple[protocol
 def run_request(engine: Engine, request: protocol.Request, sql: str) -> QueryResult:
     """A request answered with a result's first page (`query`, a fan-out's `task`) as a QueryResult.
 
-    An engine that hosts the handler in this process answers a query there: its
-    result stays where the handler wrote it, and the first page is read from that file.
+    An engine that hosts the handler in this process answers a query there: a small result stays in its
+    database's memory, its first page's text with the answer; a larger one stays where the handler wrote it,
+    and the first page is read from that file.
     """
     if isinstance(request, protocol.QueryRequest) and engine.in_process:
         here, stats = _here(engine, request, sql)
+        if here.text is not None:
+            info = here.stored.info
+            first = TextPage(0, len(here.text), here.text, info.columns,
+                             lambda: _page_of(_call(engine, protocol.PageRequest(info.result_id, 0, len(here.text)),
+                                                    protocol.PageAnswer, sql)[0]))
+            return QueryResult(engine, sql, info, first, stats)
         stored, inline = here.stored, here.stored.inline_data is not None
         if inline:  # too small to store: the kernel engine holds it, as it holds an inline answer's
             engine = kernel_engine()

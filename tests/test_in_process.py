@@ -19,6 +19,7 @@ from IPython.utils.capture import capture_output
 from lakemagic import client
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
+from lakelambda.results import ResultStore
 
 SQL = "SELECT range AS n, range % 7 AS m, 'row ' || range AS label FROM range(5000) ORDER BY n DESC"
 
@@ -75,10 +76,18 @@ def test_every_check_runs_in_process_as_on_lambda(lake, sql, refusal, path):
     assert not os.path.exists("/tmp/lakemagic-in-process-canary.csv")
 
 
-def test_the_tables_first_page_is_read_where_the_result_is(lake):
+@pytest.mark.parametrize("kept", ["in memory", "in its file"])
+def test_the_tables_first_page_is_read_where_the_result_is(lake, kept, monkeypatch):
+    if kept == "in its file":
+        monkeypatch.setattr(ResultStore, "memory_rows", 4999)  # one row fewer than the result
+        monkeypatch.setenv("LAKEMAGIC_INLINE_RESULT_BYTES", "0")  # stored, not inline: the file is the lake's
+    before = stored_files(lake)
     engine = EmbeddedEngine(lake)
     result = client.run_query(engine, "SELECT n, label FROM numbers ORDER BY n", page_size=20, reuse=False)
-    assert isinstance(result.first_page, client.HeldPage) and result.first_page.row_count == 20
+    page_kind = client.TextPage if kept == "in memory" else client.HeldPage
+    assert isinstance(result.first_page, page_kind) and result.first_page.row_count == 20
+    assert result.engine is engine and result.total_rows == 5000
+    assert (stored_files(lake) == before) == (kept == "in memory")  # no file until one is asked for
     expected = duckdb.sql(f"SELECT CAST(n AS VARCHAR), label FROM '{lake}/dataset/numbers.parquet' ORDER BY n "
                           "LIMIT 20").fetchall()
     assert list(result.first_page.text()) == expected

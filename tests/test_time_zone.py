@@ -31,7 +31,7 @@ MERGED = {
 }
 KERNEL = r"""
 import json, sys
-from lakelambda.protocol import SortKey
+from lakelambda.protocol import PageAnswer, QueryRequest, SortKey
 from lakemagic import client
 from lakemagic.decode import page_text
 from lakemagic.engines.embedded import EmbeddedEngine
@@ -43,12 +43,18 @@ for name, sql in json.loads(sys.argv[2]).items():
     fanned = runner.run(engine, sql, {}, 50, (), 4, reuse=False)
     answers[name] = {"tasks": fanned.stats.fanout.tasks, "merged": fanned.to_dataframe().values.tolist(),
                      "single": client.run_query(engine, sql, reuse=False).to_dataframe().values.tolist()}
-inline = client.run_query(engine, "SELECT t, n FROM events", reuse=False)
+sql = "SELECT t, n FROM events"
+inline = client.result_of(engine, sql, *client.call(engine, QueryRequest(sql, {}, 50), PageAnswer, sql))
 derived = inline.derive((SortKey("t", True),), "hour(t) = 0")
 profile = inline.profile("t")
 answers["inline"] = {"held": inline.inline, "filtered": derived.total_rows,
                      "first": derived.to_dataframe()["n"].tolist()[:3], "min": profile.min, "max": profile.max,
                      "shown": page_text(derived.first_page.data, derived.columns, derived.first_page.row_count)[0][0]}
+kept = client.run_query(engine, "SELECT t, n FROM events ORDER BY t DESC", reuse=False)
+derived = kept.derive((SortKey("t", False),), "hour(t) = 0")
+answers["in memory"] = {"page": type(kept.first_page).__name__, "shown": kept.first_page.text()[0][0],
+                        "max": kept.profile("t").max, "filtered": derived.total_rows,
+                        "page 2": kept.page(50, 1).text()[0][0]}
 print(json.dumps(answers))
 """
 
@@ -84,3 +90,10 @@ def test_an_inline_result_is_sorted_filtered_profiled_and_shown_in_utc(answers):
     assert inline["filtered"] == 60 and inline["first"] == [299, 298, 297]
     assert (inline["min"], inline["max"]) == ("2024-03-01 20:00:00+00", "2024-03-02 00:59:00+00")
     assert inline["shown"] == "2024-03-02 00:59:00+00"  # the table writes it as the engine computed it
+
+
+def test_a_result_kept_in_memory_is_shown_profiled_and_filtered_in_utc(answers):
+    kept = answers["in memory"]
+    assert kept["page"] == "TextPage"  # kept by the embedded handler, its first page written with it
+    assert kept["shown"] == kept["max"] == "2024-03-02 00:59:00+00"
+    assert kept["filtered"] == 60 and kept["page 2"] == "2024-03-02 00:09:00+00"

@@ -97,6 +97,14 @@ def source_sql(path: str, columns: tuple[Column, ...]) -> str:
             f"FROM read_parquet({quote_literal(path)}, file_row_number = true) AS r({', '.join(stored)}, row_number))")
 
 
+def table_source_sql(table: str, columns: tuple[Column, ...]) -> str:
+    """source_sql's subquery over a result kept in memory (results.ResultStore.keep_in_memory): the table
+    made from the query, of the declared types already, its row id the row number."""
+    held = [f"c{i}" for i in range(len(columns))]
+    named = ", ".join(f"{h} AS {quote_identifier(c.name)}" for h, c in zip(held, columns))
+    return f"(SELECT {named}, rowid AS {quote_identifier(row_column(columns))} FROM {table} AS r({', '.join(held)}))"
+
+
 class Derived(NamedTuple):
     """A statement of this module's making, with the user's filter (if any) right after `prefix`."""
 

@@ -59,6 +59,7 @@ class LakeHandler:
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.
         self._database = open_database(self.lake, self.settings)
+        self.results.open_memory(self._database)
         # The table formats ("iceberg", "delta") whose extensions it has loaded (_open_table_format).
         self.table_formats: frozenset[str] = frozenset()
         self._reopen_lock = threading.Lock()
@@ -101,8 +102,9 @@ class LakeHandler:
         The request is checked as the edge checks an event, and the query as
         `query` checks it, within the same budget. With `take`, the rows are
         taken from the cursor (run.execute_here) and nothing is stored that
-        nobody will page or reuse; without, the result is stored as `query`
-        stores it, and the host reads its first page where it is.
+        nobody will page or reuse; without, a small result is kept in the
+        database's memory, its first page's text with it, and a larger one is
+        stored as `query` stores it, for the host to read its first page where it is.
         """
         started = time.perf_counter()
         cold, self._cold = self._cold, False
@@ -118,8 +120,8 @@ class LakeHandler:
             if take is not None:
                 return run.execute_here(con, self.lake, self.results, checked.sql, checked.params, checked.views,
                                         reuse, take)
-            return Here(stored=run.execute_and_store(con, self.lake, self.results, checked.sql, checked.params,
-                                                     checked.views, reuse, carried=False))
+            return run.execute_and_keep_in_memory(con, self.lake, self.results, checked.sql, checked.params,
+                                                  checked.views, reuse, checked.page_size)
 
         here = self._answered(None, answer)
         if isinstance(here, ErrorAnswer):
@@ -174,6 +176,7 @@ class LakeHandler:
                 return
             formats = self.table_formats | {table_format}
             database = open_database(self.lake, self.settings, table_formats=formats)
+            self.results.open_memory(database)
             self.close.detach()
             self._database, self.table_formats = database, formats
             self.close = weakref.finalize(self, _close, database, self.settings.scratch)

@@ -93,6 +93,17 @@ def written_size(path: str, columns: Sequence[Column], rows: int) -> int:
     return decoded_size(path)[1]
 
 
+def table_size(con, table: str, columns: Sequence[Column], rows: int) -> int:
+    """decoded_size's bytes for a result held as a table (`table`, SQL) of `rows` rows of `columns`: counted,
+    16 bytes a value, where every column is of a fixed-size type, else summed over the table on `con`."""
+    if all(_FIXED_SIZE.fullmatch(column.type) for column in columns):
+        return 16 * len(columns) * rows
+    relation = con.table(table)
+    sizes = [_value_bytes(quote_identifier(name), kind, 0) for name, kind in zip(relation.columns, relation.types)]
+    measured = relation.aggregate(f"sum({' + '.join(sizes) or '0'})::HUGEINT").fetchone()
+    return int(measured[0] or 0)
+
+
 # What the measuring database may hold: a page's one Parquet page decompressed, and its vectors.
 MEASURER_MEMORY_BYTES = 2 * MAX_DECODED_BYTES
 

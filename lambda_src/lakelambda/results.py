@@ -7,7 +7,13 @@ inline answers or merged from a fan-out. So a result is sorted, filtered,
 profiled and paged by the same code wherever it is held.
 
 A result must outlive the container that made it, so it goes to
-`<lake>/_lakemagic/results/`, where any container finds it. On an S3 lake the
+`<lake>/_lakemagic/results/`, where any container finds it. The one
+exception is a small result of a query run in this process (the embedded
+engine: run.execute_and_keep_in_memory), which only that process pages: it
+stays a table of the handler's in-memory database, made straight from the
+query (so every type is exactly DuckDB's), read by the same operations, and
+written as the file only when something asks for the file itself (a part, a
+download). On an S3 lake the
 file is first written to local scratch, answered from there, and uploaded
 once (PROTOCOL.md, "Stored results", says why); later pages served by the
 same warm container read the local copy too.
@@ -16,10 +22,12 @@ same warm container read the local copy too.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import os
 import secrets
+import threading
 from typing import Any, Callable, NamedTuple, Sequence
 
 import duckdb
@@ -43,6 +51,13 @@ RESULT_ROW_GROUP_SIZE = 16_384
 DOWNLOAD_URL_SECONDS = 900
 # The key of the stored file's key-value metadata that holds the declared column types.
 COLUMNS_KEY = "lakemagic_columns"
+# Results kept in memory (see above): the schema of their tables, which a query's plain table names never
+# reach (sandbox: base tables are plain names), the most rows one may have, the most bytes (as
+# page_format.decoded_size counts them) one may take, and all of them: the oldest go first beyond it.
+MEMORY_SCHEMA = "lakemagic_in_memory"
+MEMORY_ROWS = 10_000
+MEMORY_RESULT_BYTES = 64 * 1024 * 1024
+MEMORY_BYTES = 512 * 1024 * 1024
 
 
 class StoredResult(NamedTuple):
@@ -50,9 +65,11 @@ class StoredResult(NamedTuple):
     path: str  # the local copy if this container has one, else the lake's
     inline_data: bytes | None = None  # the whole file of a result too small to store
     reused_from: float | None = None  # when the result was computed, if this answer reuses it (Unix time)
+    table: str | None = None  # the in-memory table that holds it, written as SQL; None: `path` holds it
 
 
 class ResultStore:
+    memory_rows = MEMORY_ROWS  # the most rows of a result kept in memory
     def __init__(self, lake: Lake, local_folder: str, pages_folder: str, inline_bytes: int = INLINE_RESULT_BYTES,
                  scratch_bytes: int = DEFAULT_SCRATCH_BYTES, max_result_bytes: int | None = None):
         self.lake = lake
@@ -63,6 +80,8 @@ class ResultStore:
         # Where results are written: straight into a local lake, or to local copies uploaded to S3.
         self.local_folder = lake.storage.working_folder(RESULTS_PREFIX, local_folder)
         self.pages_folder = pages_folder
+        self._in_memory: dict[str, tuple[StoredResult, int]] = {}  # with their bytes, oldest first
+        self._in_memory_lock = threading.Lock()
 
     def prepare(self) -> None:
         """Make the local folder, and drop results older than a day (on S3 a lifecycle rule on the
@@ -118,8 +137,70 @@ class ResultStore:
             self._trim_local_copies(keep=path)
         return StoredResult(ResultInfo(result_id, columns, rows, size), path)
 
+    def open_memory(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Make a new database (`con`) the one results are kept in memory in: those of the one before are let go
+        (a page of one then says to run the query again)."""
+        with self._in_memory_lock:
+            self._in_memory.clear()
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {MEMORY_SCHEMA}")
+
+    def memory_table(self, result_id: str) -> str:
+        """The table a result kept in memory is made as, written as SQL."""
+        return f"{MEMORY_SCHEMA}.{quote_identifier(result_id)}"
+
+    def keep_in_memory(self, con, result_id: str, columns: tuple[Column, ...], rows: int) -> StoredResult:
+        """The result just made as memory_table(result_id) (at most memory_rows rows): kept there, the oldest
+        let go beyond MEMORY_BYTES; or, past MEMORY_RESULT_BYTES alone, written as a stored result's file."""
+        table = self.memory_table(result_id)
+        size = page_format.table_size(con, table, columns, rows)
+        if size > MEMORY_RESULT_BYTES:
+            try:
+                return self.keep(result_id, self._write_table(con, result_id, table, columns), columns, rows,
+                                 carried=False)
+            finally:
+                con.execute(f"DROP TABLE {table}")
+        kept = StoredResult(ResultInfo(result_id, columns, rows, 0), "", table=table)
+        with self._in_memory_lock:
+            self._in_memory[result_id] = (kept, size)
+            total = sum(held for _, held in self._in_memory.values())
+            gone = []
+            for old in list(self._in_memory):
+                if total <= MEMORY_BYTES or old == result_id:
+                    break
+                total -= self._in_memory.pop(old)[1]
+                gone.append(old)
+        for old in gone:
+            con.execute(f"DROP TABLE IF EXISTS {self.memory_table(old)}")
+        return kept
+
+    def written(self, con, result: StoredResult) -> StoredResult:
+        """`result` as a stored file (a part or a download reads the file itself): one kept in memory is written
+        now, and let go from memory."""
+        if result.table is None:
+            return result
+        info = result.info
+        path = self._write_table(con, info.result_id, result.table, info.columns)
+        if path != self.lake_path(info.result_id):  # a local copy, which the lake gets for every container
+            self.lake.storage.put(path, f"{RESULTS_PREFIX}/{info.result_id}.parquet")
+        with self._in_memory_lock:
+            self._in_memory.pop(info.result_id, None)
+        con.execute(f"DROP TABLE IF EXISTS {result.table}")
+        return StoredResult(dataclasses.replace(info, result_bytes=os.path.getsize(path)), path)
+
+    def _write_table(self, con, result_id: str, table: str, columns: tuple[Column, ...]) -> str:
+        """Write a result kept in memory as its stored file, locally; where it is."""
+        os.makedirs(self.local_folder, exist_ok=True)
+        path = self._local_path(result_id)
+        con.execute(f"COPY (SELECT {page_format.storage_projection(columns)} FROM {table} ORDER BY rowid) "
+                    f"TO {quote_literal(path)} ({self.copy_options(columns)})")
+        return path
+
     def open(self, con: duckdb.DuckDBPyConnection, result_id: str) -> StoredResult:
-        """Find a stored result by id, from any container that can see the lake."""
+        """Find a result by id: kept in memory here, or stored, from any container that can see the lake."""
+        with self._in_memory_lock:
+            kept = self._in_memory.get(result_id)
+        if kept is not None:
+            return kept[0]
         local = self._local_path(result_id)
         path = local if os.path.exists(local) else self.lake_path(result_id)
         try:
@@ -202,11 +283,21 @@ def _rows_that_fit(info: ResultInfo, budget: int) -> int:
     """A first guess from the stored file's bytes per row, with room for worse compression."""
     if info.total_rows == 0:
         return 1
+    if info.result_bytes == 0:  # kept in memory, no file yet: the page itself is measured
+        return info.total_rows
     bytes_per_row = info.result_bytes / info.total_rows
     return max(1, math.floor(budget / bytes_per_row * 0.6))
 
 
 def _write_rows(con, result: StoredResult, offset: int, limit: int, page_path: str) -> int:
+    if result.table is not None:
+        columns = result.info.columns
+        con.execute(
+            f"COPY (SELECT {page_format.storage_projection(columns)} FROM {explore.table_source_sql(result.table, columns)} "
+            f"WHERE {quote_identifier(explore.row_column(columns))} BETWEEN {offset} AND {offset + limit - 1} "
+            f"ORDER BY {quote_identifier(explore.row_column(columns))}) "
+            f"TO {quote_literal(page_path)} (FORMAT parquet, COMPRESSION {page_format.PAGE_COMPRESSION})")
+        return os.path.getsize(page_path)
     stored = [f"c{i}" for i in range(len(result.info.columns))]
     # Columns are read by position, so a user's column named row_number cannot clash.
     select = ", ".join(f"{s} AS {quote_identifier(c.name)}" for s, c in zip(stored, result.info.columns))
@@ -218,18 +309,35 @@ def _write_rows(con, result: StoredResult, offset: int, limit: int, page_path: s
     return os.path.getsize(page_path)
 
 
+def source_sql(result: StoredResult) -> str:
+    """A subquery of the result's rows, typed as declared, with their row number (explore.source_sql)."""
+    if result.table is not None:
+        return explore.table_source_sql(result.table, result.info.columns)
+    return explore.source_sql(result.path, result.info.columns)
+
+
+def first_text(con, result: StoredResult, limit: int) -> tuple[tuple[str | None, ...], ...]:
+    """The first `limit` rows of a result kept in memory as the table shows them: each value as DuckDB writes
+    it (CAST to VARCHAR, in the database's UTC), as the notebook's decoder writes a page's."""
+    columns = result.info.columns
+    texts = ", ".join(f"CAST({quote_identifier(c.name)} AS VARCHAR)" for c in columns)
+    row = quote_identifier(explore.row_column(columns))
+    return tuple(con.execute(f"SELECT {texts} FROM {source_sql(result)} WHERE {row} < {int(limit)} "
+                             f"ORDER BY {row}").fetchall())
+
+
 def page(con, store: ResultStore, request: PageRequest) -> PageAnswer:
     result = store.open(con, request.result_id)
     return PageAnswer(result.info, store.page(con, result, request.offset, request.limit))
 
 
 def part(con, store: ResultStore, request: PartRequest) -> PartAnswer:
-    result = store.open(con, request.result_id)
+    result = store.written(con, store.open(con, request.result_id))
     return PartAnswer(result.info, store.part(result, request.start, request.length))
 
 
 def download(con, store: ResultStore, request: DownloadRequest) -> DownloadAnswer:
-    result = store.open(con, request.result_id)
+    result = store.written(con, store.open(con, request.result_id))
     return DownloadAnswer(result.info, store.download_url(request.result_id), DOWNLOAD_URL_SECONDS)
 
 
@@ -237,7 +345,7 @@ def derive(con, store: ResultStore, request: DeriveRequest) -> PageAnswer:
     """The result sorted and filtered, as a new result of the same store, with its first page."""
     result = store.open(con, request.result_id)
     columns = result.info.columns
-    select = explore.derived_select(explore.source_sql(result.path, columns), columns, request.sort, request.filter)
+    select = explore.derived_select(source_sql(result), columns, request.sort, request.filter)
     derived = explore.store_derived(con, store, select, columns)
     return PageAnswer(derived.info, store.page(con, derived, 0, request.page_size))
 
@@ -245,7 +353,7 @@ def derive(con, store: ResultStore, request: DeriveRequest) -> PageAnswer:
 def profile(con, store: ResultStore, request: ProfileRequest) -> ProfileAnswer:
     result = store.open(con, request.result_id)
     column = explore.column_named(result.info.columns, request.column)
-    source = explore.source_sql(result.path, result.info.columns)
+    source = source_sql(result)
     return ProfileAnswer(result.info, explore.profile(con, source, column, result.info.total_rows))
 
 
@@ -253,7 +361,7 @@ def summarize(con, store: ResultStore, request: SummarizeRequest) -> SummariesAn
     """Every column at a glance, over the whole result or, above explore.SUMMARY_SAMPLE_ROWS, a fixed sample."""
     result = store.open(con, request.result_id)
     info = result.info
-    rows, summaries = explore.summaries(con, explore.source_sql(result.path, info.columns), info.columns,
+    rows, summaries = explore.summaries(con, source_sql(result), info.columns,
                                         info.total_rows)
     return SummariesAnswer(info, rows, rows < info.total_rows, summaries)
 

@@ -10,6 +10,7 @@ views of the call's cursor, over the lake tables' views the container keeps.
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Callable, NamedTuple
 
 import duckdb
@@ -20,7 +21,7 @@ from .lake import Lake
 from .reuse import ScopedReuse
 from .errors import LakeError, NameTaken, ResultTooLarge, SqlError, UnsupportedType
 from .protocol import DASHBOARD_FOLDER, Column, HandlerStats, View
-from .results import ResultStore, StoredResult
+from .results import ResultStore, StoredResult, first_text
 from .sql import Statement, duckdb_error, quote_identifier, quote_literal, referenced_tables, single_query
 
 # Statements that DuckDB runs as queries but that CREATE TABLE AS cannot take directly.
@@ -56,11 +57,48 @@ def execute_and_store(con: duckdb.DuckDBPyConnection, lake: Lake, results: Resul
 
 class Here(NamedTuple):
     """A query's answer to a host in this process: the rows it took from the cursor itself, or, where the
-    result was stored after all (reused, kept for reuse, or rows the host could not take as they are), that."""
+    result was stored after all (reused, kept for reuse, or rows the host could not take as they are), that;
+    or a result kept in memory, with its first page as the table shows it (`text`)."""
 
     rows: object = None
     stored: StoredResult | None = None
     stats: HandlerStats | None = None  # the handler's figures, as an answer would carry them
+    text: tuple | None = None  # the first page's rows, each value as DuckDB writes it (results.first_text)
+
+
+def execute_and_keep_in_memory(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, sql: str,
+                               params: dict, views: tuple[View, ...], reuse: ScopedReuse | None,
+                               page_size: int) -> Here:
+    """Run `sql`, checked exactly as execute_and_store checks it, for a host in this process that shows it as a
+    table: a small result (at most the store's memory_rows) is made straight into a table of the database,
+    DuckDB to DuckDB, and kept there (ResultStore.keep_in_memory), its first page written as text at once.
+
+    A result reuse answers or keeps, or one of more rows, is stored as execute_and_store stores it (a query
+    of more rows runs again, into its file: the first run stopped at the bound).
+    """
+    prepared = prepare(con, lake, sql, views)
+    key = reuse.key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
+    if reuse is not None and key is not None:
+        return Here(stored=_store(con, lake, results, prepared, params, reuse, key, carried=False))
+    result_id = secrets.token_urlsafe(24)
+    table = results.memory_table(result_id)
+    body = _Placed(prepared.statement.text)
+    if prepared.statement.keyword in _NEEDS_SUBQUERY:
+        body = body.wrapped("SELECT * FROM (", ")")
+    create = body.wrapped(f"CREATE TABLE {table} AS SELECT * FROM (",
+                          f") LIMIT {results.memory_rows + 1}")
+    rows = _with_fresh_views(con, lake, prepared,
+                             lambda: _execute(con, create, params, prepared.checked.text).fetchone()[0])
+    try:
+        if rows > results.memory_rows:
+            con.execute(f"DROP TABLE {table}")
+            return Here(stored=_store(con, lake, results, prepared, params, None, None, carried=False))
+        columns = _described(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall())
+        kept = results.keep_in_memory(con, result_id, columns, rows)
+    except BaseException:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+        raise
+    return Here(stored=kept, text=first_text(con, kept, page_size) if kept.table is not None else None)
 
 
 def execute_here(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStore, sql: str, params: dict,

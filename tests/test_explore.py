@@ -31,10 +31,11 @@ import events
 SQL = "SELECT * FROM taxi_2019_04 LIMIT 6000"
 
 
-@pytest.fixture(params=["lambda", "embedded", "inline", "merged"])
+@pytest.fixture(params=["lambda", "embedded", "in memory", "inline", "merged"])
 def result(request, local_taxi_lake, monkeypatch):
-    """Taxi rows stored by the function, stored by the embedded handler, inline (so held by the kernel
-    engine), or merged by the kernel engine from a fan-out's tasks."""
+    """Taxi rows stored by the function, stored by the embedded handler, kept in its database's memory (a
+    query run in-process, not kept for reuse), inline (so held by the kernel engine), or merged by the kernel
+    engine from a fan-out's tasks."""
     if request.param == "lambda":
         function = request.getfixturevalue("storing_function")
         monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", function.endpoint_url)
@@ -46,6 +47,9 @@ def result(request, local_taxi_lake, monkeypatch):
     if request.param == "merged":
         result = runner.run(engine, "SELECT * FROM partitioned LIMIT 6000", {}, 50, (), 4)
         assert result.stats.fanout.tasks > 1 and result.engine is kernel_engine()
+    elif request.param == "in memory":
+        result = client.run_query(engine, SQL, page_size=50, reuse=False)
+        assert isinstance(result.first_page, client.TextPage) and result.engine is engine
     else:
         result = client.run_query(engine, SQL, page_size=50)
         assert result.inline == (request.param == "inline")

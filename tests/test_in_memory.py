@@ -64,7 +64,8 @@ def assert_same_frames(kept, stored) -> None:
 
 @pytest.mark.parametrize("name, type_sql, literals", TYPE_CASES, ids=CASE_IDS)
 def test_a_result_in_memory_is_served_as_its_stored_file_is(lake, monkeypatch, name, type_sql, literals):
-    kept, stored = kept_and_stored(lake, typed_query(type_sql, literals), monkeypatch)
+    # Sorted inside: a query that sorts all its rows at its top goes to its file at once (the next test).
+    kept, stored = kept_and_stored(lake, f"SELECT * FROM ({typed_query(type_sql, literals)})", monkeypatch)
     assert kept.columns == stored.columns and kept.total_rows == stored.total_rows == len(literals)
     assert kept.first_page.text() == stored.first_page.text()
     assert kept.page(1, 2).text() == stored.page(1, 2).text()
@@ -112,6 +113,23 @@ def test_a_result_too_large_for_memory_is_stored_and_one_of_more_rows_runs_into_
         assert isinstance(result.first_page, client.HeldPage) and result.total_rows == rows
         assert os.path.exists(result.first_page.path)
     assert rows_over.to_dataframe()["n"].tolist() == list(range(100))
+
+
+@pytest.mark.parametrize("sql, kept_in_memory", [
+    ("SELECT range AS n FROM range(20000) ORDER BY n DESC", False),  # it sorts every row: to its file at once
+    ("SELECT range AS n FROM range(20000) ORDER BY n DESC LIMIT 10000", True),
+    ("SELECT range AS n FROM range(20000) ORDER BY n DESC LIMIT 10001", False),
+    ("SELECT n FROM (SELECT range AS n FROM range(20000) ORDER BY n DESC) WHERE n < 10000", True),
+    ("SELECT n % 3 AS m, max(n) AS n FROM range(20000) AS t(n) GROUP BY m ORDER BY m", True),
+    ("SELECT * FROM (SELECT range AS n FROM range(20000) ORDER BY n DESC)", False),  # tried, then run into its file
+])
+def test_which_results_are_kept_in_memory(lake, sql, kept_in_memory):
+    result = client.run_query(EmbeddedEngine(lake), sql, page_size=3, reuse=False)
+    assert isinstance(result.first_page, client.TextPage if kept_in_memory else client.HeldPage)
+    whole = duckdb.sql(sql).fetchall()
+    assert result.total_rows == len(whole)
+    assert result.first_page.text() == tuple(tuple(str(value) for value in row) for row in whole[:3])
+    assert [tuple(row) for row in result.to_dataframe().itertuples(index=False)] == whole
 
 
 def test_no_query_reads_a_result_kept_in_memory(lake):

@@ -83,7 +83,9 @@ def test_the_tables_first_page_is_read_where_the_result_is(lake, kept, monkeypat
         monkeypatch.setenv("LAKEMAGIC_INLINE_RESULT_BYTES", "0")  # stored, not inline: the file is the lake's
     before = stored_files(lake)
     engine = EmbeddedEngine(lake)
-    result = client.run_query(engine, "SELECT n, label FROM numbers ORDER BY n", page_size=20, reuse=False)
+    # Its LIMIT keeps it within the rows kept in memory; above them (4999), it sorts them all: to its file.
+    result = client.run_query(engine, "SELECT n, label FROM numbers ORDER BY n LIMIT 5000", page_size=20,
+                              reuse=False)
     page_kind = client.TextPage if kept == "in memory" else client.HeldPage
     assert isinstance(result.first_page, page_kind) and result.first_page.row_count == 20
     assert result.engine is engine and result.total_rows == 5000

@@ -22,7 +22,8 @@ from .reuse import ScopedReuse
 from .errors import LakeError, NameTaken, ResultTooLarge, SqlError, UnsupportedType
 from .protocol import DASHBOARD_FOLDER, Column, HandlerStats, View
 from .results import ResultStore, StoredResult, first_text
-from .sql import Statement, duckdb_error, quote_identifier, quote_literal, referenced_tables, single_query
+from .sql import (Statement, duckdb_error, parse_tree, quote_identifier, quote_literal, referenced_tables,
+                  single_query)
 
 # Statements that DuckDB runs as queries but that CREATE TABLE AS cannot take directly.
 _NEEDS_SUBQUERY = {"DESCRIBE", "SHOW", "SUMMARIZE"}
@@ -73,12 +74,13 @@ def execute_and_keep_in_memory(con: duckdb.DuckDBPyConnection, lake: Lake, resul
     table: a small result (at most the store's memory_rows) is made straight into a table of the database,
     DuckDB to DuckDB, and kept there (ResultStore.keep_in_memory), its first page written as text at once.
 
-    A result reuse answers or keeps, or one of more rows, is stored as execute_and_store stores it (a query
-    of more rows runs again, into its file: the first run stopped at the bound).
+    A result reuse answers or keeps, or one of more rows, is stored as execute_and_store stores it: a query
+    that sorts more rows than that, ungrouped, at once; any other of more rows runs again, into its file (the
+    first run stopped at the bound, which a query that streams its rows reaches soon).
     """
     prepared = prepare(con, lake, sql, views)
     key = reuse.key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
-    if reuse is not None and key is not None:
+    if reuse is not None and key is not None or _sorts_every_row(prepared.statement.text, results.memory_rows):
         return Here(stored=_store(con, lake, results, prepared, params, reuse, key, carried=False))
     result_id = secrets.token_urlsafe(24)
     table = results.memory_table(result_id)
@@ -124,6 +126,19 @@ def execute_here(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStor
     if rows is None:
         return Here(stored=_store(con, lake, results, prepared, params, None, None, carried=False))
     return Here(rows)
+
+
+def _sorts_every_row(text: str, rows: int) -> bool:
+    """Whether the query sorts rows it does not group, keeping more than `rows` of them (no LIMIT, or a larger
+    one): a result likely as large as its input, each of whose rows it must have before its first, which
+    trying into memory first would run twice (execute_and_keep_in_memory). From DuckDB's parse tree."""
+    node = (parse_tree(text).get("statements") or [{}])[0].get("node") or {}
+    modifiers = {modifier["type"]: modifier for modifier in node.get("modifiers") or ()}
+    if node.get("type") != "SELECT_NODE" or "ORDER_MODIFIER" not in modifiers or node.get("group_expressions"):
+        return False
+    limit = (modifiers.get("LIMIT_MODIFIER") or {}).get("limit") or {}
+    kept = (limit.get("value") or {}).get("value") if limit.get("class") == "CONSTANT" else None
+    return not (isinstance(kept, int) and 0 <= kept <= rows)
 
 
 def _store(con, lake: Lake, results: ResultStore, prepared: "Prepared", params: dict, reuse: ScopedReuse | None,

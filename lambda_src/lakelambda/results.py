@@ -318,12 +318,9 @@ def source_sql(result: StoredResult) -> str:
 
 def first_text(con, result: StoredResult, limit: int) -> tuple[tuple[str | None, ...], ...]:
     """The first `limit` rows of a result kept in memory as the table shows them: each value as DuckDB writes
-    it (CAST to VARCHAR, in the database's UTC), as the notebook's decoder writes a page's."""
-    columns = result.info.columns
-    texts = ", ".join(f"CAST({quote_identifier(c.name)} AS VARCHAR)" for c in columns)
-    row = quote_identifier(explore.row_column(columns))
-    return tuple(con.execute(f"SELECT {texts} FROM {source_sql(result)} WHERE {row} < {int(limit)} "
-                             f"ORDER BY {row}").fetchall())
+    it (CAST to VARCHAR, in the database's UTC), as the notebook's decoder writes a page's. A table's scan
+    keeps the order its rows were made in (DuckDB's preserve_insertion_order)."""
+    return tuple(con.execute(f"SELECT CAST(COLUMNS(*) AS VARCHAR) FROM {result.table} LIMIT {int(limit)}").fetchall())
 
 
 def page(con, store: ResultStore, request: PageRequest) -> PageAnswer:

@@ -95,7 +95,8 @@ def execute_and_keep_in_memory(con: duckdb.DuckDBPyConnection, lake: Lake, resul
         if rows > results.memory_rows:
             con.execute(f"DROP TABLE {table}")
             return Here(stored=_store(con, lake, results, prepared, params, None, None, carried=False))
-        columns = _described(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall())
+        made = con.table(table)  # bound, not run: the names and types DESCRIBE would give
+        columns = _described([(name, str(kind)) for name, kind in zip(made.columns, made.types)])
         kept = results.keep_in_memory(con, result_id, columns, rows)
     except BaseException:
         con.execute(f"DROP TABLE IF EXISTS {table}")

@@ -248,12 +248,17 @@ def test_the_magic_turns_reuse_off(ipython, local_taxi_lake, tmp_path, stored, s
     if switch == "%config":
         ipython.run_line_magic("config", "LakeMagic.reuse_results = False")
     for _ in range(2):
-        with capture_output():
+        with capture_output() as shown:
             ipython.run_cell(f"%%lakesql {option}\n{BY_PAYMENT}").raise_error()
-    assert stored_result_files(str(folder)) == 3  # each ran again, its table's result stored
+        assert "reused result" not in shown.outputs[-1].data["text/plain"]  # it ran again
+    with capture_output() as shown:
+        ipython.run_cell(f"%%lakesql\n{BY_PAYMENT}").raise_error()
+    assert ("reused result" in shown.outputs[-1].data["text/plain"]) == (switch == "--no-reuse")
+    # Its table's result kept in the embedded database's memory (test_in_memory.py): nothing stored.
+    assert stored_result_files(str(folder)) == 1
     with capture_output():
         ipython.run_cell(f"%%lakesql {option}df <<\n{BY_PAYMENT}").raise_error()
-    assert stored_result_files(str(folder)) == 3  # ran again, nothing stored that nobody pages or reuses
+    assert stored_result_files(str(folder)) == 1  # ran again, nothing stored that nobody pages or reuses
 
 
 def test_the_reuse_field_must_be_a_boolean():

@@ -178,12 +178,13 @@ class ResultStore:
         now, and let go from memory."""
         if result.table is None:
             return result
-        info = result.info
-        path = self._write_table(con, info.result_id, result.table, info.columns)
-        if path != self.lake_path(info.result_id):  # a local copy, which the lake gets for every container
-            self.lake.storage.put(path, f"{RESULTS_PREFIX}/{info.result_id}.parquet")
+        info, result_id = result.info, result.info.result_id
+        assert result_id is not None  # a result kept in memory has an id, as a stored one does
+        path = self._write_table(con, result_id, result.table, info.columns)
+        if path != self.lake_path(result_id):  # a local copy, which the lake gets for every container
+            self.lake.storage.put(path, f"{RESULTS_PREFIX}/{result_id}.parquet")
         with self._in_memory_lock:
-            self._in_memory.pop(info.result_id, None)
+            self._in_memory.pop(result_id, None)
         con.execute(f"DROP TABLE IF EXISTS {result.table}")
         return StoredResult(dataclasses.replace(info, result_bytes=os.path.getsize(path)), path)
 

@@ -21,6 +21,7 @@ from lakemagic import client
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
 
+from table_writers import write_iceberg
 from test_page_types import CASE_IDS, TYPE_CASES, typed_query
 
 
@@ -140,3 +141,19 @@ def test_no_query_reads_a_result_kept_in_memory(lake):
         with pytest.raises(LakeQueryError) as refused:
             client.run_query(engine, sql, reuse=False)
         assert refused.value.error_type in ("PermissionException", "CatalogException"), refused.value
+
+
+def test_results_in_memory_are_let_go_with_the_database_a_table_format_replaces(tmp_path):
+    lake, catalog = tmp_path / "lake", tmp_path / "catalog"
+    lake.mkdir()
+    catalog.mkdir()
+    write_iceberg(f"file://{lake}", "trips", catalog)
+    engine = EmbeddedEngine(str(lake))
+    before = client.run_query(engine, "SELECT range AS n FROM range(100)", page_size=10, reuse=False)
+    # The first query of an Iceberg table opens the database again, with the format's extensions.
+    iceberg = client.run_query(engine, "SELECT count(*) AS n FROM trips", reuse=False)
+    assert isinstance(iceberg.first_page, client.TextPage) and int(iceberg.first_page.text()[0][0]) > 0
+    with pytest.raises(LakeQueryError) as gone:
+        before.page(50, 10)
+    assert gone.value.error_type == "ResultNotFound" and "run the query again" in gone.value.message
+    assert iceberg.profile("n").max == iceberg.first_page.text()[0][0]

@@ -1,70 +1,96 @@
 """The fan-out exactness suite over TPC-H lineitem (scale factor 0.01) written by the formats' own writers:
 an Iceberg table partitioned by month(l_shipdate) (pyiceberg) and a Delta table partitioned by ship_month
-(deltalake), with supplier and nation beside them in the lake.
+(deltalake), with supplier and nation beside them in the lake, in a local folder and in a bucket on the
+local S3 server.
 
-Two things are proven against DuckDB itself reading the table (iceberg_scan / delta_scan):
-- what lakemagic answers today through the fan-out runner: the query runs in one invocation, says why,
-  and is exact;
-- the premise of fanning these tables out (docs/table-format-fanout.md): each data file of a snapshot with
-  no delete files, read alone by name with read_parquet as a task's share of the table (a Delta file's
-  partition values added from its log), gives the whole query's answer once the plan's tasks are merged.
-  The tasks here run in a test database, not through the handler's `task` operation (which reads only
-  Hive files today): when the handler reads table-format files, these plans run through it instead.
+Every query of the Hive suite is planned over the handler's own listing of the table's data files (the
+snapshot it pins), each task is sent as production sends it to the handler's `task` operation (which reads
+its files alone, by name, as the table), and the merge over their results must give the same columns,
+types and rows as DuckDB itself reading the table (iceberg_scan / delta_scan). The fan-out runner does the
+same end to end on the embedded engine and on a handler over the bucket.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import tempfile
 from pathlib import Path
 
+import boto3
 import duckdb
 import pyarrow as pa
 import pytest
 
+from lakelambda import protocol
+from lakelambda.database import Settings
 from lakelambda.formats import current_iceberg_metadata
+from lakelambda.handler import LakeHandler
 from lakelambda.sql import quote_identifier, quote_literal
 from lakelambda.storage import open_storage
+from lakemagic.decode import restored
+from lakemagic.engines import Engine, Reply
 from lakemagic.engines.embedded import EmbeddedEngine
-from lakemagic.fanout import PARTIALS, Plan, PartitionFile, plan
-from lakemagic.fanout import runner
+from lakemagic.fanout import PARTIALS, runner
 
-from table_writers import EXTENSIONS
-from test_fanout_plan import TPCH_QUERIES, same_value, sort_key
+from table_writers import EXTENSIONS, delta_s3_options, s3_secret
+from test_fanout_plan import TPCH_QUERIES, same_value, sort_key, task_pages
 
 TASK_COUNTS = (3, 10)
 SMALL_TABLES = ("supplier", "nation")
 
 
-def format_database() -> duckdb.DuckDBPyConnection:
-    """DuckDB with the formats' extensions, in UTC: the reference reader."""
+def format_database(secret: str = "") -> duckdb.DuckDBPyConnection:
+    """DuckDB with the formats' extensions (and, for a bucket, a secret for the local S3 server), in UTC: the
+    reference reader."""
     from lakelambda.database import extension_path
 
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    for extension in EXTENSIONS:
+    for extension in EXTENSIONS + (("httpfs",) if secret else ()):
         con.execute(f"LOAD {quote_literal(extension_path(extension))}")
+    if secret:
+        con.execute(secret)
     con.execute("SET TimeZone = 'UTC'")
     return con
 
 
-class FormatLake:
-    """A lake folder holding lineitem in one table format, and the tables its queries join."""
+class HandlerEngine(Engine):
+    """The handler over a bucket, each request and answer through JSON as to and from Lambda."""
 
-    def __init__(self, root: Path, kind: str):
-        self.root, self.kind = root, kind
+    name, concurrency, shares_files = "handler", 4, False
+
+    def __init__(self, handler: LakeHandler):
+        self.handler = handler
+
+    def call(self, request) -> Reply:
+        return Reply(json.loads(json.dumps(self.handler(json.loads(json.dumps(protocol.encode(request))), None))))
+
+
+class FormatLake:
+    """A lake (a folder, or a bucket on the local S3 server) holding lineitem in one table format, and the
+    tables its queries join."""
+
+    def __init__(self, root: str, kind: str, endpoint: str = ""):
+        self.root, self.kind, self.endpoint = root, kind, endpoint
+        self._handler: LakeHandler | None = None
+
+    @property
+    def s3(self):
+        return boto3.client("s3") if self.endpoint else None
 
     @property
     def source(self) -> str:
         """What DuckDB itself reads the table with."""
         if self.kind == "iceberg":
-            metadata = current_iceberg_metadata(open_storage(str(self.root), None), "lineitem")
-            return f"iceberg_scan({quote_literal(metadata)})"
-        return f"delta_scan({quote_literal(str(self.root / 'lineitem'))})"
+            return f"iceberg_scan({quote_literal(current_iceberg_metadata(open_storage(self.root, self.s3), 'lineitem'))})"
+        return f"delta_scan({quote_literal(self.root + '/lineitem')})"
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """DuckDB with the formats' extensions and the small tables as views, in UTC."""
-        con = format_database()
+        con = format_database(s3_secret(self.endpoint) if self.endpoint else "")
         for name in SMALL_TABLES:
-            path = quote_literal(str(self.root / "dataset" / f"{name}.parquet"))
+            path = quote_literal(f"{self.root}/dataset/{name}.parquet")
             con.execute(f"CREATE VIEW {quote_identifier(name)} AS SELECT * FROM read_parquet({path})")
         return con
 
@@ -73,26 +99,18 @@ class FormatLake:
         con.execute(f"CREATE VIEW lineitem AS SELECT * FROM {self.source}")
         return con.sql(sql)
 
-    def data_files(self, con) -> list[tuple[str, int, dict[str, str]]]:
-        """The snapshot's data files: path, bytes, and (Delta) the partition values its log gives them.
-        Refuses (fails the test) where the snapshot has delete files or deletion vectors: no exact split."""
-        if self.kind == "iceberg":
-            metadata = self.source[len("iceberg_scan("):-1]
-            rows = con.execute(f"SELECT file_path, record_count, manifest_content, content "
-                               f"FROM iceberg_metadata({metadata}) WHERE status <> 'DELETED'").fetchall()
-            assert {content for *_, content in rows} == {"EXISTING"} and \
-                {content for _, _, content, _ in rows} == {"DATA"}, rows[:3]  # no delete files
-            return [(path.removeprefix("file://"), records, {}) for path, records, *_ in rows]
-        from deltalake import DeltaTable
+    def handler(self) -> LakeHandler:
+        """The lake's own handler, for the tasks (a scratch folder of its own, removed when it is closed)."""
+        if self._handler is None:
+            self._handler = LakeHandler(self.root, Settings(), s3=self.s3)
+        return self._handler
 
-        table = DeltaTable(str(self.root / "lineitem"))
-        actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
-        log = [json.loads(line) for commit in sorted((self.root / "lineitem" / "_delta_log").glob("*.json"))
-               for line in commit.read_text().splitlines() if line.strip()]
-        assert not any(action["add"].get("deletionVector") for action in log if "add" in action)
-        return [(str(self.root / "lineitem" / action["path"]), action["size_bytes"],
-                 {key[len("partition."):]: value for key, value in action.items() if key.startswith("partition.")})
-                for action in actions]
+    def engine(self) -> Engine:
+        return HandlerEngine(self.handler()) if self.endpoint else EmbeddedEngine(self.root)
+
+    def close(self) -> None:
+        if self._handler is not None:
+            self._handler.close()
 
 
 def _write_tpch(root: Path) -> pa.Table:
@@ -108,18 +126,18 @@ def _write_tpch(root: Path) -> pa.Table:
         return con.sql("SELECT *, strftime(l_shipdate, '%Y-%m') AS ship_month FROM lineitem").to_arrow_table()
 
 
-@pytest.fixture(scope="module", params=["iceberg", "delta"])
-def lake(request, tmp_path_factory) -> FormatLake:
-    root = tmp_path_factory.mktemp(f"tpch-{request.param}-lake")
-    lineitem = _write_tpch(root)
-    if request.param == "iceberg":
+def _write_lineitem(kind: str, lineitem: pa.Table, location: str, catalog_folder: Path, endpoint: str = "") -> None:
+    """lineitem as an Iceberg table partitioned by month(l_shipdate), or as a Delta table partitioned by ship_month."""
+    if kind == "iceberg":
         from pyiceberg.catalog.sql import SqlCatalog
         from pyiceberg.transforms import MonthTransform
 
-        catalog_folder = tmp_path_factory.mktemp("tpch-iceberg-catalog")
-        catalog = SqlCatalog("tpch", uri=f"sqlite:///{catalog_folder}/catalog.db", warehouse=f"file://{root}")
+        warehouse = location.rpartition("/")[0]
+        options = {"s3.endpoint": endpoint, "s3.access-key-id": "testing", "s3.secret-access-key": "testing",
+                   "s3.region": "us-east-1"} if endpoint else {}
+        catalog = SqlCatalog("tpch", uri=f"sqlite:///{catalog_folder}/catalog.db", warehouse=warehouse, **options)
         catalog.create_namespace_if_not_exists("lake")
-        table = catalog.create_table("lake.lineitem", schema=lineitem.schema, location=f"file://{root}/lineitem")
+        table = catalog.create_table("lake.lineitem", schema=lineitem.schema, location=location)
         with table.update_spec() as spec:
             spec.add_field("l_shipdate", MonthTransform(), "l_shipdate_month")
         table.append(lineitem)
@@ -127,34 +145,55 @@ def lake(request, tmp_path_factory) -> FormatLake:
     else:
         from deltalake import write_deltalake
 
-        write_deltalake(str(root / "lineitem"), lineitem, partition_by=["ship_month"])
-    return FormatLake(root, request.param)
+        options = {"storage_options": delta_s3_options(endpoint)} if endpoint else {}
+        write_deltalake(location, lineitem, partition_by=["ship_month"], **options)
 
 
-def _task_reader(lake: FormatLake, con, files: tuple[PartitionFile, ...], partition_values: dict) -> str:
-    """The design's task reader: the task's data files alone, by name, in the table's columns and types
-    (a Delta file's partition columns are constants its log gives, cast to the column's type)."""
-    columns = con.execute(f"DESCRIBE SELECT * FROM {lake.source}").fetchall()
-    parts = []
-    for file in files:
-        values = partition_values[file.path]
-        selected = ", ".join(f"CAST({quote_literal(values[name])} AS {kind}) AS {quote_identifier(name)}"
-                             if name in values else f"CAST({quote_identifier(name)} AS {kind}) AS {quote_identifier(name)}"
-                             for name, kind, *_ in columns)
-        parts.append(f"SELECT {selected} FROM read_parquet({quote_literal(file.path)})")
-    return " UNION ALL ".join(parts)
+@pytest.fixture(scope="module", params=["iceberg", "delta"])
+def lake(request, tmp_path_factory) -> FormatLake:
+    root = tmp_path_factory.mktemp(f"tpch-{request.param}-lake")
+    lineitem = _write_tpch(root)
+    _write_lineitem(request.param, lineitem, f"file://{root}/lineitem" if request.param == "iceberg"
+                    else str(root / "lineitem"), tmp_path_factory.mktemp("tpch-catalog"))
+    found = FormatLake(str(root), request.param)
+    yield found
+    found.close()
 
 
-def _run_design_plan(lake: FormatLake, planned: Plan, partition_values: dict) -> duckdb.DuckDBPyRelation:
-    """Each task's SQL over its files alone (the table is the task's reader), its rows kept in `partials`
-    with their types (an Arrow round trip would make a HUGEINT a DECIMAL), then the merge."""
-    con = lake.connect()
-    for number, task in enumerate(planned.tasks):
-        con.execute(f"CREATE OR REPLACE VIEW lineitem AS {_task_reader(lake, con, task.files, partition_values)}")
-        into = f"CREATE TABLE {PARTIALS} AS " if number == 0 else f"INSERT INTO {PARTIALS} "
-        con.execute(into + planned.task_sql)
-    con.execute("DROP VIEW lineitem")
-    return con.sql(planned.merge_sql)
+@pytest.fixture(scope="module", params=["iceberg", "delta"])
+def s3_lake(request, aws_environment, moto_endpoint, tmp_path_factory) -> FormatLake:
+    bucket = f"tpch-{request.param}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    local = tmp_path_factory.mktemp(f"tpch-{request.param}-files")
+    lineitem = _write_tpch(local)
+    for name in SMALL_TABLES:
+        s3.upload_file(str(local / "dataset" / f"{name}.parquet"), bucket, f"dataset/{name}.parquet")
+    _write_lineitem(request.param, lineitem, f"s3://{bucket}/lineitem", tmp_path_factory.mktemp("tpch-catalog"),
+                    moto_endpoint)
+    found = FormatLake(f"s3://{bucket}", request.param, moto_endpoint)
+    yield found
+    found.close()
+
+
+def _run_tasks(lake: FormatLake, decision: runner.Decision) -> duckdb.DuckDBPyRelation:
+    """Every task sent as the fan-out sends it (runner.task_requests: the pin and the files) to the handler's
+    `task` operation, then the merge over their pages as `partials` alone, in UTC."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    with tempfile.TemporaryDirectory(prefix="format-fanout-partials-") as folder:
+        paths, columns = [], None
+        for request in runner.task_requests(decision, {}, ()):
+            assert request.pin == decision.pin and not request.key_types
+            task_columns, pages = task_pages(lake.handler(), request)
+            assert columns is None or task_columns == columns, (task_columns, columns)
+            columns = task_columns
+            for data in pages:
+                paths.append(os.path.join(folder, f"part-{len(paths)}.parquet"))
+                with open(paths[-1], "wb") as part:
+                    part.write(base64.b64decode(data))
+        restored(con, paths, columns).to_table(PARTIALS)
+    return con.sql(decision.plan.merge_sql)
 
 
 def _assert_same(got_relation, want_relation, ordered: bool) -> None:
@@ -168,25 +207,31 @@ def _assert_same(got_relation, want_relation, ordered: bool) -> None:
         assert all(map(same_value, got_row, want_row)), (got_row, want_row)
 
 
+def _assert_handler_tasks_exact(lake: FormatLake, sql: str, ordered: bool, max_tasks: int) -> None:
+    decision = runner.decide(lake.engine(), sql, (), max_tasks)
+    if decision.plan is None:  # a Delta filter on its partition column left one file: one task's worth
+        assert lake.kind == "delta" and "(one of" in decision.reason and "after pruning" in decision.reason, \
+            decision.reason
+        return
+    assert decision.pin is not None and len(decision.plan.tasks) == max_tasks
+    _assert_same(_run_tasks(lake, decision), lake.reference(sql), ordered)
+
+
 @pytest.mark.parametrize("max_tasks", TASK_COUNTS)
 @pytest.mark.parametrize(("sql", "ordered"), TPCH_QUERIES)
-def test_each_data_file_read_alone_merges_to_what_duckdb_reads(lake, sql, ordered, max_tasks):
-    con = lake.connect()
-    listed = lake.data_files(con)
-    con.close()
-    files = [PartitionFile(path, size) for path, size, _ in listed]
-    planned = plan(sql, "lineitem", files, max_tasks)
-    assert isinstance(planned, Plan), planned
-    assert len(planned.tasks) == max_tasks
-    _assert_same(_run_design_plan(lake, planned, {path: values for path, _, values in listed}),
-                 lake.reference(sql), ordered)
+def test_the_handlers_tasks_over_the_snapshots_data_files_merge_to_what_duckdb_reads(lake, sql, ordered, max_tasks):
+    _assert_handler_tasks_exact(lake, sql, ordered, max_tasks)
 
 
 @pytest.mark.parametrize(("sql", "ordered"), TPCH_QUERIES)
-def test_today_the_runner_reads_it_in_one_invocation_exactly(lake, sql, ordered):
-    result = runner.run(EmbeddedEngine(str(lake.root)), sql, {}, 1000, (), 8)
-    kind = "an Iceberg" if lake.kind == "iceberg" else "a Delta"
-    assert result.stats.fanout.not_split == f"lineitem is {kind} table; Iceberg/Delta tables run in one invocation"
+def test_the_same_on_a_bucket(s3_lake, sql, ordered):
+    _assert_handler_tasks_exact(s3_lake, sql, ordered, TASK_COUNTS[0])
+
+
+def _assert_runner_exact(lake: FormatLake, sql: str, ordered: bool) -> None:
+    result = runner.run(lake.engine(), sql, {}, 1000, (), 8)
+    receipt = result.stats.fanout
+    assert receipt.tasks == 8 or "after pruning" in (receipt.not_split or ""), receipt
     # Both as a user takes the whole result, as Arrow (where a HUGEINT is a DECIMAL(38, 0)).
     got = result.to_dataframe(kind="arrow").to_pylist()
     want = lake.reference(sql).to_arrow_table().to_pylist()
@@ -196,3 +241,13 @@ def test_today_the_runner_reads_it_in_one_invocation_exactly(lake, sql, ordered)
     assert len(rows) == len(expected)
     for got_row, want_row in zip(rows, expected):
         assert all(map(same_value, got_row, want_row)), (got_row, want_row)
+
+
+@pytest.mark.parametrize(("sql", "ordered"), TPCH_QUERIES)
+def test_the_runner_fans_it_out_exactly(lake, sql, ordered):
+    _assert_runner_exact(lake, sql, ordered)
+
+
+@pytest.mark.parametrize(("sql", "ordered"), TPCH_QUERIES[:3])
+def test_the_runner_fans_it_out_exactly_from_a_bucket(s3_lake, sql, ordered):
+    _assert_runner_exact(s3_lake, sql, ordered)

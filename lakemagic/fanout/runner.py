@@ -58,7 +58,8 @@ class Decision:
     reason: str | None = None
     table: str | None = None
     key_types: dict[str, str] = field(default_factory=dict)
-    partitioned: bool = False  # the query reads a Hive-partitioned table (so not splitting it is news)
+    partitioned: bool = False  # the query reads a partitioned table (so not splitting it is news)
+    pin: str | None = None  # an Iceberg or Delta table's: the snapshot the listing read, which every task reads
     calls: list[CallStats] = field(default_factory=list)  # the listing's
 
 
@@ -94,24 +95,31 @@ def _splittable_tables(sql: str, views: tuple[View, ...], max_fanout: int) -> tu
 
 def _plan_over(answer: protocol.PartitionsAnswer, listing: CallStats, tables: tuple[str, ...], sql: str,
                views: tuple[View, ...], max_fanout: int, params: dict | None) -> Decision:
-    """The plan of `sql` over the partitioned tables the listing found, or why it is not split."""
+    """The plan of `sql` over the partitioned tables the listing found (Hive, or Iceberg and Delta tables split
+    over their data files), or why it is not split. An Iceberg or Delta table that is not split, read beside
+    the split one, is read whole by every task, as a dataset is."""
     decision = Decision(calls=[listing])
-    if answer.table_formats:  # not split, whatever else the query reads: said, as a Hive table's reason would be
-        decision.table, decision.partitioned = answer.table_formats[0][0], True
-        decision.reason = _one_invocation(answer.table_formats)
+    listed: list[protocol.PartitionedTable | protocol.FormatTable] = [*answer.tables, *answer.format_tables]
+    if not listed:
+        if answer.table_formats:  # said, as a Hive table's reason would be
+            decision.table, decision.partitioned = answer.table_formats[0][0], True
+            decision.reason = _one_invocation(answer.table_formats)
+        else:
+            decision.reason = f"{' or '.join(tables)} is not a Hive-partitioned table"
         return decision
-    if not answer.tables:
-        decision.reason = f"{' or '.join(tables)} is not a Hive-partitioned table"
-        return decision
-    table = max(answer.tables, key=lambda listed: sum(file.bytes for file in listed.files))
+    table = max(listed, key=lambda found: sum(file.bytes for file in found.files))
     decision.table, decision.partitioned = table.name, True
-    decision.key_types = {column.name: column.type for column in table.key_types}
     for view in views:
         if table.name.lower() in {name.lower() for name in referenced_tables(view.sql)}:
             decision.reason = f"the view {view.name} reads {table.name}, so each task would see only its share there too"
             return decision
-    files = [PartitionFile(file.path, file.bytes, dict(file.partition)) for file in table.files]
-    kept = prune(sql, table.name, files, decision.key_types, params)
+    if isinstance(table, protocol.FormatTable):
+        decision.pin = table.pin
+        files, kept = _format_files(sql, table, params)
+    else:
+        decision.key_types = {column.name: column.type for column in table.key_types}
+        files = [PartitionFile(file.path, file.bytes, dict(file.partition)) for file in table.files]
+        kept = prune(sql, table.name, files, decision.key_types, params)
     planned = plan(sql, table.name, kept, max_fanout, key_types=decision.key_types)
     if isinstance(planned, NotSplit):
         decision.reason = planned.reason
@@ -128,10 +136,38 @@ def _plan_over(answer: protocol.PartitionsAnswer, listing: CallStats, tables: tu
     return decision
 
 
+def _format_files(sql: str, table: protocol.FormatTable, params: dict | None
+                  ) -> tuple[list[PartitionFile], list[PartitionFile]]:
+    """An Iceberg or Delta table's data files, and those the query's filter leaves, as the planner takes them:
+    a file's partition is what --explain shows of it, `column` or `transform(column)` = value."""
+    def planned(file: protocol.FormatFile) -> PartitionFile:
+        return PartitionFile(file.path, file.bytes, {
+            column if how == "identity" else f"{how}({column})": "NULL" if value is None else value
+            for column, how, value in file.partition})
+
+    return list(map(planned, table.files)), list(map(planned, _kept_format_files(sql, table, params)))
+
+
+def _kept_format_files(sql: str, table: protocol.FormatTable, params: dict | None) -> list[protocol.FormatFile]:
+    """The data files whose partition values may pass the query's filter: a Delta table's by prune() (identity
+    values, typed as the table's columns); an Iceberg table's all, until its transforms prune."""
+    if table.kind == "iceberg":
+        return list(table.files)
+    types = {column.name: column.type for column in table.columns}
+    keys = {column: types[column] for file in table.files for column, _, _ in file.partition if column in types}
+    # prune() reads a Hive path's '' and 'NULL' as NULL: a Delta file whose value is the text 'NULL' (in any
+    # case), or that lacks a key's value (too long to travel), is kept, whatever the filter.
+    sure = {file.path: PartitionFile(file.path, file.bytes, {column: value or "" for column, _, value in file.partition})
+            for file in table.files if {column for column, _, _ in file.partition} == set(keys)
+            and all(value is None or value.upper() != "NULL" for _, _, value in file.partition)}
+    passing = {file.path for file in prune(sql, table.name, list(sure.values()), keys, params)}
+    return [file for file in table.files if file.path in passing or file.path not in sure]
+
+
 def _one_invocation(table_formats: protocol.TableFormats) -> str:
-    """Why a query over an Iceberg or Delta table is not split (a fan-out does not split them yet)."""
-    name, kind = table_formats[0]
-    return f"{name} is {FORMAT_NAMES[kind]} table; Iceberg/Delta tables run in one invocation"
+    """Why a query over an Iceberg or Delta table is not split, in the handler's words."""
+    name, kind, reason = table_formats[0]
+    return f"{name} is {FORMAT_NAMES[kind]} table that is not split over its data files: {reason}"
 
 
 def _fits_a_request(files) -> bool:
@@ -181,9 +217,9 @@ def task_requests(decision: Decision, params: dict, views: tuple[View, ...]) -> 
     """The `task` request of each task of a decision's plan."""
     planned = decision.plan
     task_params = {name: value for name, value in params.items() if name in parameter_names(planned.task_sql)}
+    key_types = () if decision.pin else tuple(dict(planned.key_types).items())
     return [protocol.TaskRequest(planned.task_sql, task_params, MAX_PAGE_ROWS, planned.shape.table,
-                                 tuple(file.path for file in task.files), tuple(dict(planned.key_types).items()),
-                                 tuple(views))
+                                 tuple(file.path for file in task.files), key_types, tuple(views), decision.pin)
             for task in planned.tasks]
 
 

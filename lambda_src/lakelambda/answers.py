@@ -13,18 +13,13 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from .errors import LakeError, ProtocolError
-from .fields import (CATALOG_NAME_PATTERN, FilePath, KeyName, AnswerText, Base64, Count, DASHBOARD_FOLDER, DASHBOARD_PATH_PATTERN,
+from .fields import (CATALOG_NAME_PATTERN, Column, FilePath, KeyName, AnswerText, Base64, Count, DASHBOARD_FOLDER, DASHBOARD_PATH_PATTERN,
                      DuckDBType, MAX_ANSWER_CHARS, MAX_BARS, MAX_COLUMNS, MAX_DOWNLOAD_SECONDS, MAX_FILE_PATH_CHARS,
                      MAX_LISTED_FILES, MAX_LISTED_TABLES, MAX_PARTITION_KEYS, MAX_PART_BYTES, MAX_RESPONSE_BYTES,
                      MAX_SQL_CHARS, MAX_TABLES, MAX_URL_CHARS, PAGE_FORMAT, RESULTS_FOLDER, ResultId, TableName,
                      VERSION)
+from .format_answers import FormatFile, FormatTable, PartitionTransform, TableFormat
 from .wire import OMITTED, Items, Range, Text, at, decode_fields
-
-
-@dataclass(frozen=True)
-class Column:
-    name: Annotated[str, Text(MAX_ANSWER_CHARS)]
-    type: DuckDBType  # DuckDB's type name, as DESCRIBE gives it
 
 
 @dataclass(frozen=True)
@@ -81,9 +76,11 @@ class ResultInfo:
 Result = Annotated[ResultInfo, at()]  # its fields travel in the answer's own object
 
 
-# What a table format is, and the (name, format) of each asked-for table of one (PageAnswer, PartitionsAnswer).
-TableFormat = Literal["iceberg", "delta"]
-TableFormats = Annotated[tuple[tuple[TableName, TableFormat], ...], Items(MAX_LISTED_TABLES, noun="tables"), OMITTED]
+# What a table format is, and (name, format, why it is not split) of each asked-for table of one that a
+# fan-out does not split (PageAnswer, PartitionsAnswer).
+MAX_REASON_CHARS = 1000
+TableFormats = Annotated[tuple[tuple[TableName, TableFormat, Annotated[str, Text(MAX_REASON_CHARS, least=1)]], ...],
+                         Items(MAX_LISTED_TABLES, noun="tables"), OMITTED]
 
 
 @dataclass(frozen=True)
@@ -278,13 +275,14 @@ class PartitionedTable:
 
 @dataclass(frozen=True)
 class PartitionsAnswer:
-    """The asked-for tables that are Hive-partitioned in the lake, and those that are Iceberg or Delta tables
-    (which run in one invocation: a fan-out does not split them yet); the others are left out."""
+    """The asked-for tables that are Hive-partitioned in the lake, the Iceberg and Delta tables a fan-out
+    may split over their data files, and (`table_formats`) those it may not, with why; the others are left out."""
 
     kind: ClassVar[str] = "partitioned_tables"
     tables: Annotated[tuple[PartitionedTable, ...], Items(MAX_LISTED_TABLES, noun="tables"), at("partitioned_tables")]
     stats: HandlerStats = field(default_factory=HandlerStats)
     table_formats: TableFormats = ()
+    format_tables: Annotated[tuple[FormatTable, ...], Items(MAX_LISTED_TABLES, noun="tables"), OMITTED] = ()
 
 
 @dataclass(frozen=True)

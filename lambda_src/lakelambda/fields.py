@@ -141,3 +141,9 @@ def reuse_scope_problem(scope: Any) -> str | None:
 
 FilePath = Annotated[str, Text(MAX_FILE_PATH_CHARS, least=1, says="a path")]
 KeyName = Annotated[str, Text(128, least=1, says="a partition key's name")]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: Annotated[str, Text(MAX_ANSWER_CHARS)]
+    type: DuckDBType  # DuckDB's type name, as DESCRIBE gives it

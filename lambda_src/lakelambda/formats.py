@@ -79,7 +79,7 @@ def format_of(storage, folder: str) -> str | None:
 
 def snapshot(con, storage, folder: str, kind: str) -> Snapshot:
     """The current snapshot of the table in the lake folder `folder`."""
-    return _iceberg_snapshot(storage, folder) if kind == ICEBERG else _delta_replay(con, storage, folder)[0]
+    return _iceberg_snapshot(storage, folder) if kind == ICEBERG else delta_replay(con, storage, folder).snapshot
 
 
 def listed(storage, folder: str) -> set[str]:
@@ -163,7 +163,7 @@ def check_iceberg(con, lake, path: str, snapshot_id: int | None = None) -> None:
             raise TableMetadataError(f"{path} has no snapshot {snapshot_id}")
         return  # a table with no snapshot: nothing to read
     manifests = [row[0] for row in _rows(con, f"SELECT manifest_path FROM read_avro("
-                                           f"{quote_literal(_readable(lake, lists[0]))})", lists[0])]
+                                           f"{quote_literal(readable(lake, lists[0]))})", lists[0])]
     for manifest in manifests:
         _inside(lake, manifest, lists[0])
     option = "" if snapshot_id is None else f", snapshot_from_id => {int(snapshot_id)}"
@@ -172,7 +172,15 @@ def check_iceberg(con, lake, path: str, snapshot_id: int | None = None) -> None:
         _inside(lake, data_file, manifest)
 
 
-def _delta_replay(con, storage, folder: str, version: int | None = None) -> tuple[Snapshot, list[dict]]:
+class DeltaReplay(NamedTuple):
+    snapshot: Snapshot
+    named: list[dict]  # every add the replay met
+    live: dict[tuple[str, str], dict]  # the adds no later remove took out, by _file_key
+    metadata: dict  # the last metaData action
+    protocol: dict  # the last protocol action
+
+
+def delta_replay(con, storage, folder: str, version: int | None = None) -> DeltaReplay:
     """The table's state at `version` (the latest: None), and every add action the replay met, replayed
     from its log: the newest checkpoint at or below it, then the commits after it. A remove takes out the
     add of its path and deletion vector (the protocol's key for a file: a commit that gives a file a vector
@@ -195,6 +203,7 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
     files: dict[tuple[str, str], dict] = {}  # by _file_key
     named: list[dict] = []
     metadata: dict = {}
+    protocol: dict = {}
     start = 0
     if checkpoints:
         start = max(checkpoints) + 1
@@ -202,15 +211,17 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
         if _rows(con, f"SELECT 1 FROM parquet_schema({quote_literal(checkpoint)}) WHERE name = 'sidecar'", checkpoint):
             raise UnsupportedTableFeature(f"{checkpoint} names sidecar files (a v2 checkpoint), which lakemagic "
                                           "does not read yet")
-        for added, meta in _rows(con, f"SELECT to_json(add), to_json(metaData) FROM read_parquet("
-                                      f"{quote_literal(checkpoint)}) WHERE add IS NOT NULL OR metaData IS NOT NULL",
-                                      checkpoint):
+        for added, meta, chosen in _rows(con, f"SELECT to_json(add), to_json(metaData), to_json(protocol) FROM "
+                                              f"read_parquet({quote_literal(checkpoint)}) WHERE add IS NOT NULL OR "
+                                              "metaData IS NOT NULL OR protocol IS NOT NULL", checkpoint):
             if added:
                 entry = json.loads(added)
                 files[_file_key(entry)] = entry
                 named.append(entry)
             if meta:
                 metadata = json.loads(meta)
+            if chosen:
+                protocol = json.loads(chosen)
     for number in (commit for commit in commits if start <= commit <= version):
         commit = storage.path(log, f"{number:020d}.json")
         for line in _read(storage, commit).decode(errors="replace").splitlines():
@@ -223,15 +234,18 @@ def _delta_replay(con, storage, folder: str, version: int | None = None) -> tupl
                     files.pop(_file_key(action["remove"]), None)
                 elif "metaData" in action:
                     metadata = dict(action["metaData"])
+                elif "protocol" in action:
+                    protocol = dict(action["protocol"])
             except (KeyError, TypeError, ValueError, AttributeError):
                 raise TableMetadataError(f"{commit} holds an action this reader does not understand: "
                                          f"{line[:200]}") from None
     try:
         rows = sum(json.loads(entry.get("stats") or "{}").get("numRecords", 0)
                    - ((entry.get("deletionVector") or {}).get("cardinality") or 0) for entry in files.values())
-        return Snapshot(DELTA, storage.path(folder), storage.path(log, f"{version:020d}.json"), str(version),
-                        tuple(metadata.get("partitionColumns") or ()), len(files),
-                        sum(int(entry.get("size", 0)) for entry in files.values()), rows), named
+        return DeltaReplay(Snapshot(DELTA, storage.path(folder), storage.path(log, f"{version:020d}.json"), str(version),
+                                    tuple(metadata.get("partitionColumns") or ()), len(files),
+                                    sum(int(entry.get("size", 0)) for entry in files.values()), rows),
+                           named, files, metadata, protocol)
     except (TypeError, ValueError, AttributeError, RecursionError):
         raise TableMetadataError(f"{storage.path(log)} holds a commit this reader does not understand") from None
 
@@ -251,14 +265,14 @@ def check_delta(con, lake, folder: str, version: int | None = None) -> None:
     """Refuse unless every data file and deletion vector the log of the Delta table at `folder` names (at
     `version`, from its checkpoint on) lies inside the lake."""
     relative = folder[len(lake.root) + 1:]
-    _, named = _delta_replay(con, lake.storage, relative, version)
+    named = delta_replay(con, lake.storage, relative, version).named
     log = f"{folder}/{DELTA_LOG_FOLDER}"
     for entry in named:
-        _inside(lake, _delta_path(folder, entry.get("path")), log)
+        _inside(lake, delta_path(folder, entry.get("path")), log)
         vector = entry.get("deletionVector") or {}
         kind, where = (vector.get("storageType"), vector.get("pathOrInlineDv")) if isinstance(vector, dict) else ("?", "")
         if kind == "p":
-            _inside(lake, _delta_path(folder, where), log)
+            _inside(lake, delta_path(folder, where), log)
         elif kind == "u" and not (isinstance(where, str) and (where[:-20].isascii() and where[:-20].isalnum()
                                                               or not where[:-20])):
             raise PermissionDenied(f"{log} names a deletion vector under {str(where)[:-20]!r}, which is no plain "
@@ -267,7 +281,7 @@ def check_delta(con, lake, folder: str, version: int | None = None) -> None:
             raise TableMetadataError(f"{log} names a deletion vector this reader does not understand: {vector!r:.200}")
 
 
-def _delta_path(folder: str, path):
+def delta_path(folder: str, path):
     """An added file's path as the log gives it (a URI, relative to the table or absolute), as a path.
     Whatever parses as a URL, encoded or not (`file:/x` too), is absolute, as Delta's reader parses it."""
     if not isinstance(path, str):
@@ -281,13 +295,13 @@ def _inside(lake, path, named_in: str) -> None:
     """Refuse `path` (as a table's metadata gives it) unless it lies inside the lake."""
     if not isinstance(path, str):
         raise TableMetadataError(f"{named_in} names a file that is not a path: {str(path)[:200]!r}")
-    problem = lake_path_problem(_readable(lake, path), lake.root)
+    problem = lake_path_problem(readable(lake, path), lake.root)
     if problem is not None:
         raise PermissionDenied(f"the table's metadata {named_in} references {path[:300]!r}, which lakemagic "
                                f"will not read: {problem}")
 
 
-def _readable(lake, path: str) -> str:
+def readable(lake, path: str) -> str:
     """A path as a table's writer gave it, as the lake names files: `file:///x` is `/x` on a local lake."""
     if path.startswith("file://") and not lake.root.startswith("s3://"):
         return path[len("file://"):]

@@ -207,7 +207,7 @@ class LakeHandler:
         table_formats: protocol.TableFormats = ()
         if request.fanout_tables:
             listing = tasks.partitions(con, self.lake, request.fanout_tables)
-            if listing.tables:  # the notebook plans the fan-out over them, or asks again without
+            if listing.tables or listing.format_tables:  # the notebook plans the fan-out over them, or asks again without
                 return listing
             table_formats = listing.table_formats  # run here, in one invocation: the answer says which
         # Without a scope nothing is reused or kept: its caller shares no secret with any other.

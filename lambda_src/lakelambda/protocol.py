@@ -30,7 +30,8 @@ from .wire import OMITTED, Items, Range, Text, decode_fields, encode_fields
 # The answers and the fields' limits and types, given from here too: the protocol is one import.
 from .answers import (Column, HandlerStats, Page, Part, ResultInfo, Result, PageAnswer, PartAnswer, DownloadAnswer,
                       MaterializeAnswer, TableKind, TABLE_KINDS, TableFormat, TableFormats, TableInfo, TablesAnswer, Bar, Profile,
-                      ProfileAnswer, Summary, SummariesAnswer, PartitionFile, PartitionedTable, PartitionsAnswer,
+                      ProfileAnswer, Summary, SummariesAnswer, PartitionFile, PartitionedTable, PartitionsAnswer, FormatFile, FormatTable,
+                      PartitionTransform,
                       SourceEstimate, EstimateAnswer, ErrorAnswer, Answer, ANSWERS, parse_answer, LOOPBACK_HOSTS)
 from .fields import (FilePath, KeyName, VERSION, MAX_RESPONSE_BYTES, ENVELOPE_ALLOWANCE_BYTES, MAX_PAGE_ROWS,
                      MAX_PART_BYTES, MAX_DECODED_BYTES, MAX_PAGE_DATA_CHARS, INLINE_RESULT_BYTES, MAX_SQL_CHARS, MAX_PARAMS, MAX_VIEWS, MAX_NAME_CHARS, MAX_FILTER_CHARS,
@@ -148,12 +149,14 @@ class PartitionsRequest:
 
 @dataclass(frozen=True)
 class TaskRequest:
-    """One fan-out task: `sql` over a share of the Hive-partitioned table `table`.
+    """One fan-out task: `sql` over a share of the Hive-partitioned table `table`, or of the data files of
+    the Iceberg or Delta table `table`'s snapshot that `pin` pins (a FormatTable's).
 
     The request names the files (paths relative to the lake), never SQL with
     paths in it: the handler checks each is one of the table's own files and
-    reads them itself under the table's name, with the keys typed as
-    `key_types` says (as the whole table reads them).
+    reads them itself under the table's name, with a Hive table's keys typed as
+    `key_types` says (as the whole table reads them). For a pinned snapshot it
+    carries no types or partition values: the handler reads them from the snapshot itself.
     """
 
     op: ClassVar[str] = "task"
@@ -166,9 +169,12 @@ class TaskRequest:
     key_types: Annotated[tuple[tuple[KeyName, Annotated[str, Text(64, pattern=KEY_TYPE_PATTERN, says="a type name")]],
                                ...], Items(MAX_PARTITION_KEYS, noun="partition keys and types")]
     views: Views = ()
+    pin: Annotated[FilePath | None, OMITTED] = None
 
     def check_arrival(self) -> "TaskRequest":
         _check_sql_size(self.sql, self.views)
+        if self.pin is not None and self.key_types:
+            raise ProtocolError("a task over a pinned snapshot carries no 'key_types': the handler reads its types")
         if any(view.name.lower() == self.table.lower() for view in self.views):
             raise ProtocolError(f"a task's views may not be named {self.table}, the table it splits")
         return self

@@ -20,7 +20,7 @@ import json
 import threading
 import urllib.parse
 
-from . import run, sandbox
+from . import format_tasks, run, sandbox
 from .errors import PermissionDenied, ProtocolError
 from .lake import DATASET_FOLDER, Lake, is_partition_file, is_pattern
 from .protocol import DASHBOARD_FOLDER, Column, PartitionedTable, PartitionFile, PartitionsAnswer, TaskRequest
@@ -39,10 +39,11 @@ NOT_TABLE_FOLDERS = {DATASET_FOLDER, DASHBOARD_FOLDER}
 
 def partitions(con, lake: Lake, tables: tuple[str, ...]) -> PartitionsAnswer:
     """Of `tables`, those that are Hive-partitioned in the lake, with their files and their keys' types,
-    and those that are Iceberg or Delta tables."""
+    and those that are Iceberg or Delta tables: with their data files where a fan-out over them is exact
+    (format_tasks.listed), else with why not."""
     found = []
-    table_formats = tuple((name, kind) for name in dict.fromkeys(tables)
-                          for kind in [lake.table_format(con, name)] if kind is not None)
+    listed_formats = [format_tasks.listed(con, lake, name, kind) for name in dict.fromkeys(tables)
+                      for kind in [lake.table_format(con, name)] if kind is not None]
     for name in dict.fromkeys(tables):
         listed = lake.partition_files(con, name)
         if not listed:
@@ -58,11 +59,14 @@ def partitions(con, lake: Lake, tables: tuple[str, ...]) -> PartitionsAnswer:
                     _described.clear()
                 _described[key] = types
         found.append(PartitionedTable(name, types, files))
-    return PartitionsAnswer(tuple(found), table_formats=table_formats)
+    return PartitionsAnswer(tuple(found), table_formats=tuple(item for item in listed_formats if isinstance(item, tuple)),
+                            format_tables=tuple(item for item in listed_formats if not isinstance(item, tuple)))
 
 
 def run_task(con, lake: Lake, results: ResultStore, request: TaskRequest) -> StoredResult:
     """The task's SQL over its files alone, read as the table `request.table`."""
+    if request.pin is not None:
+        return format_tasks.run_task(con, lake, results, request, with_reader)
     if request.table.lower() in NOT_TABLE_FOLDERS:
         raise PermissionDenied(f"{request.table} is not a Hive-partitioned table of the lake")
     for path in request.files:
@@ -74,8 +78,8 @@ def run_task(con, lake: Lake, results: ResultStore, request: TaskRequest) -> Sto
     if {key for key, _ in request.key_types} != keys:
         raise ProtocolError(f"'key_types' must type exactly the partition keys of the task's files: "
                             f"{', '.join(sorted(keys))}")
-    return run.execute_and_store(con, lake, results, _with_reader(lake, request), request.params, request.views,
-                                 defined=(request.table,))
+    return run.execute_and_store(con, lake, results, with_reader(request.sql, request.table, _reader_sql(lake, request)),
+                                 request.params, request.views, defined=(request.table,))
 
 
 def partition_values(path: str) -> tuple[tuple[str, str], ...]:
@@ -99,7 +103,7 @@ def _not_a_file_of(lake: Lake, table: str, path: str) -> str | None:
     return None
 
 
-def _with_reader(lake: Lake, request: TaskRequest) -> str:
+def with_reader(sql: str, table: str, reader_sql: str) -> str:
     """The task's SQL with the reader of its files first among its CTEs, under the table's name.
 
     A CTE read once is inlined (the task's filters and columns reach the
@@ -107,11 +111,11 @@ def _with_reader(lake: Lake, request: TaskRequest) -> str:
     made too, a HEAD request more per file. SQL that is not one statement
     DuckDB parses is left as it is: run_query refuses it before it runs.
     """
-    tree = parse_tree(request.sql)
+    tree = parse_tree(sql)
     if tree.get("error") or len(tree["statements"]) != 1:
-        return request.sql
+        return sql
     statement = copy.deepcopy(tree["statements"][0])  # parse trees are shared: never changed
-    reader = parse_tree(f"WITH {quote_identifier(request.table)} AS ({_reader_sql(lake, request)}) SELECT 1")
+    reader = parse_tree(f"WITH {quote_identifier(table)} AS ({reader_sql}) SELECT 1")
     statement["node"]["cte_map"]["map"].insert(0, reader["statements"][0]["node"]["cte_map"]["map"][0])
     with parser() as con:
         edited = json.dumps({"error": False, "statements": [statement]})

@@ -3,7 +3,8 @@
 protocol.py declares each message once, as a frozen dataclass whose field
 types say what may travel: str, int, float, bool, Literal choices, None in a
 union, nested dataclasses, tuples of them (JSON lists), tuples of
-(str, value) pairs (JSON objects) and dicts. Beside each type, in
+(str, value) pairs (JSON objects), tuples of a fixed length whose items
+each have their own type (JSON lists) and dicts. Beside each type, in
 `Annotated[...]`, stand its bounds (Text, Range, Items), any conversion
 (Via), where it is not the field's name its place on the wire (At), and
 whether it may be left out (OMITTED). `encode_fields` and `decode_fields`
@@ -139,6 +140,8 @@ def _require_bounds(kind, where: str) -> None:
     base, markers = _unpack(kind)
     origin, args = typing.get_origin(base), typing.get_args(base)
     needed = {str: Text, int: Range, float: Range, tuple: Items, dict: Items}.get(origin or base)
+    if origin is tuple and _is_fixed(args):
+        needed = None  # as many items as it declares
     if needed is not None and _marker(markers, needed) is None and _marker(markers, Via) is None:
         raise TypeError(f"{where} declares no {needed.__name__} bounds")
     if origin is tuple and _is_pairs(args):
@@ -153,6 +156,11 @@ def _is_pairs(args: tuple) -> bool:
     item = _unpack(args[0])[0] if args else None
     return typing.get_origin(item) is tuple and len(typing.get_args(item)) == 2 \
         and typing.get_args(item)[1] is not Ellipsis
+
+
+def _is_fixed(args: tuple) -> bool:
+    """tuple[A, B, C]: so many items, each of its own type, which travel as a JSON list."""
+    return bool(args) and args[-1] is not Ellipsis
 
 
 def _optional(args: tuple):
@@ -183,6 +191,9 @@ def _encoder(kind) -> Callable[[Any], Any]:
     if origin is tuple and _is_pairs(args):
         item = _encoder(typing.get_args(_unpack(args[0])[0])[1])
         return lambda value: {key: item(entry) for key, entry in value}
+    if origin is tuple and _is_fixed(args):
+        items = [_encoder(arg) for arg in args]
+        return lambda value: [encode(entry) for encode, entry in zip(items, value)]
     if origin is tuple:
         item = _encoder(args[0])
         return lambda value: [item(entry) for entry in value]
@@ -239,6 +250,8 @@ def _decoder(kind) -> Callable[[Any, str, str], Any]:
         plain = _object_decoder(base)
     elif origin is tuple and _is_pairs(args):
         plain = _pairs_decoder(typing.get_args(_unpack(args[0])[0]), _marker(markers, Items))
+    elif origin is tuple and _is_fixed(args):
+        plain = _fixed_decoder(args)
     elif origin is tuple:
         plain = _items_decoder(args[0], _marker(markers, Items))
     elif origin is dict:
@@ -398,6 +411,16 @@ def _items_decoder(item_kind, bounds: Items):
         items = tuple(item(entry, f"{where}[{index}]", "") for index, entry in enumerate(value))
         _check_together(bounds, items, where)
         return items
+    return decode
+
+
+def _fixed_decoder(args: tuple):
+    items = [_decoder(arg) for arg in args]
+
+    def decode(value, where: str, either: str) -> tuple:
+        if not isinstance(value, list) or len(value) != len(items):
+            raise ProtocolError(f"'{where}' must be {either}a list of {len(items)} items")
+        return tuple(item(entry, f"{where}[{index}]", "") for index, (item, entry) in enumerate(zip(items, value)))
     return decode
 
 

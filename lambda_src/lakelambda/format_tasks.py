@@ -1,0 +1,91 @@
+"""The handler's side of a fan-out over an Iceberg or Delta table: its listing, and one task over a share
+of a pinned snapshot's data files.
+
+A task names its table, the pin of the snapshot the listing read, and its
+files; nothing else of the table. The handler reads that snapshot itself
+(format_files.split: every file it references proven inside the lake, kept per
+container by pin), refuses a file that is not one of its live data files
+(PermissionDenied) and a snapshot that is not split exactly, and writes the
+reader: each file read alone by name, `SELECT CAST(col AS type) AS col, ...
+FROM read_parquet(<file>)`, a Delta partition column a constant from its log
+and a column the file lacks NULL (or an Iceberg identity partition's value),
+joined by UNION ALL, as the CTE named after the table. The whole then passes
+the sandbox like any query.
+"""
+
+from __future__ import annotations
+
+from . import format_files, run, sandbox
+from .errors import PermissionDenied, ProtocolError, UnsupportedTableFeature
+from .format_answers import FormatFile, FormatTable, format_file_problem, format_pin_problem
+from .fields import MAX_FILE_PATH_CHARS
+from .lake import Lake
+from .protocol import TaskRequest
+from .results import ResultStore, StoredResult
+from .sql import quote_identifier, quote_literal
+
+MAX_KEY_CHARS = 128  # fields.KeyName's
+
+
+def listed(con, lake: Lake, name: str, kind: str) -> FormatTable | tuple[str, str, str]:
+    """The table-format table `name` as a fan-out may split it, or (name, kind, why not)."""
+    source = lake.find_tables(con, {name}).get(name.lower())
+    pin = source[len(lake.root) + 1:] if source else ""
+    if not source or format_pin_problem(name, kind, pin) is not None:
+        return name, kind, f"the query names it {name}, not as its folder is spelled"
+    found = format_files.split(con, lake, name, pin)
+    if found.reason is not None:
+        return name, kind, found.reason[:1000]
+    for file in found.files:
+        problem = format_file_problem(name, file.path)
+        if problem is not None:
+            return name, kind, f"a data file's name {problem} ({file.path[:200]})"
+    # A value too long to travel is left out: the notebook then keeps the file, whatever the filter.
+    return FormatTable(name, kind, pin, found.columns, tuple(
+        FormatFile(file.path, file.bytes, tuple((column, how, value) for column, how, value in file.partition
+                                               if len(column) <= MAX_KEY_CHARS and len(value or "") <= MAX_FILE_PATH_CHARS))
+        for file in found.files))
+
+
+def run_task(con, lake: Lake, results: ResultStore, request: TaskRequest, with_reader) -> StoredResult:
+    """The task's SQL over its share of the pinned snapshot's data files, read as the table `request.table`."""
+    assert request.pin is not None
+    kind = format_files.pin_kind(request.table, request.pin)
+    problem = sandbox.lake_path_problem(lake.path(request.pin), lake.root) if kind else "it pins no snapshot of it"
+    if problem is not None or lake.table_format(con, request.table) != kind:
+        raise PermissionDenied(f"the task pins {request.pin[:300]!r}, which is not a snapshot of the "
+                               f"{kind or 'Iceberg or Delta'} table {request.table}: {problem or 'no such table'}")
+    found = format_files.split(con, lake, request.table, request.pin)
+    if found.reason is not None:
+        raise UnsupportedTableFeature(f"{request.table} is not split over its data files: {found.reason}")
+    live = {file.path: file for file in found.files}
+    for path in request.files:
+        if path not in live:
+            raise PermissionDenied(f"the task names {path[:300]!r}, which is not a live data file of the snapshot "
+                                   f"of {request.table} that {request.pin} pins")
+    footers = format_files.top_level_columns(con, [lake.path(path) for path in request.files])
+    if set(footers) != {lake.path(path) for path in request.files}:
+        raise ProtocolError("the footers read are not those of the task's files")  # parquet_schema names each file
+    problem = format_files.names_problem(found, footers)
+    if problem is not None:
+        raise UnsupportedTableFeature(f"{request.table} is not split over its data files: {problem}")
+    reader = " UNION ALL ".join(_file_reader(found, live[path], footers[lake.path(path)], lake.path(path))
+                                for path in request.files)
+    return run.execute_and_store(con, lake, results, with_reader(request.sql, request.table, reader), request.params,
+                                 request.views, defined=(request.table,))
+
+
+def _file_reader(found: format_files.Split, file: format_files.DataFile, present: dict, path: str) -> str:
+    """One data file as the table's rows: its columns cast to the table's types, by name; a Delta partition
+    column the constant its log gives; a column the file lacks its Iceberg identity partition value or NULL."""
+    constants = {column.lower(): value for column, how, value in file.partition if how == "identity"}
+    in_file = {name.lower() for name in present}
+    selected = []
+    for column in found.columns:
+        name, key = quote_identifier(column.name), column.name.lower()
+        if key in constants and (found.kind == format_files.formats.DELTA or key not in in_file):
+            value = "NULL" if constants[key] is None else quote_literal(constants[key])
+        else:
+            value = name if key in in_file else "NULL"
+        selected.append(f"CAST({value} AS {column.type}) AS {name}")
+    return f"SELECT {', '.join(selected)} FROM read_parquet({quote_literal(path)})"

@@ -33,7 +33,7 @@ LISTING = protocol.PartitionedTable("events", (protocol.Column("day", "DATE"),),
 
 ANSWERS = {
     "page": protocol.PageAnswer(RESULT, protocol.Page(0, 3, PAGE_DATA), STATS, reused_from=1_765_000_000.5,
-                                table_formats=(("rides", "delta"),)),
+                                table_formats=(("rides", "delta", "its log has deletion vectors"),)),
     "part": protocol.PartAnswer(RESULT, protocol.Part(0, 5, "UEFSMQA="), STATS),
     "download": protocol.DownloadAnswer(
         RESULT, f"https://lake.s3.amazonaws.com/_lakemagic/results/{RESULT_ID}.parquet?X-Amz-Expires=900", 900, STATS),
@@ -47,6 +47,11 @@ ANSWERS = {
     "tables": protocol.TablesAnswer((protocol.TableInfo(
         "events", "iceberg", "s3://lake/events/metadata/00001-a.metadata.json", ("day",), 2, 220, 3, "42"),), STATS),
     "partitioned_tables": protocol.PartitionsAnswer((LISTING,), STATS),
+    "partitioned_tables+formats": protocol.PartitionsAnswer((), STATS, (("rides", "delta", "it maps column names"),), (
+        protocol.FormatTable("trips", "iceberg", "trips/metadata/00002-a1b2.metadata.json", (
+            protocol.Column("day", "DATE"), protocol.Column("n", "BIGINT")), (
+            protocol.FormatFile("trips/data/day_month=2019-04/00000-0-a.parquet", 100, (("day", "month", "591"),)),
+            protocol.FormatFile("trips/data/day_month=null/00000-0-b.parquet", 80, (("day", "month", None),)))),)),
     "estimate": protocol.EstimateAnswer((protocol.SourceEstimate(
         "events", True, 2, 1, 220, 90, 2, 1, 3, 2),), 2048, STATS),
     "error": protocol.ErrorAnswer("BinderException", "Referenced column \"x\" not found", 7, STATS),
@@ -62,6 +67,8 @@ REQUESTS = [
     protocol.PartitionsRequest(("events",)),
     protocol.TaskRequest("SELECT count(*) FROM events", {}, 100, "events", ("events/day=2019-04-01/data_0.parquet",),
                          (("day", "DATE"),)),
+    protocol.TaskRequest("SELECT count(*) FROM trips", {}, 100, "trips", ("trips/data/00000-0-a.parquet",), (),
+                         pin="trips/metadata/00002-a1b2.metadata.json"),
     protocol.DeriveRequest(RESULT_ID, (protocol.SortKey("n", True),), "n > 1", 50),
     protocol.ProfileRequest(RESULT_ID, "n"),
     protocol.SummarizeRequest(RESULT_ID),
@@ -115,7 +122,9 @@ DATA_TEXT = {"columns[0].name", "columns[1].name", "profile.column", "profile.mi
              "profile.bars[0].label", "profile.bars[1].label", "summaries.columns[0].bars[0].label",
              "summaries.columns[0].bars[1].label", "summaries.columns[1].bars[0].label", "tables[0].name",
              "tables[0].location",
-             "tables[0].partition_keys[0]", "estimate.sources[0].name", "error.message"}
+             "tables[0].partition_keys[0]", "estimate.sources[0].name", "error.message", "table_formats[0][2]",
+             "format_tables[0].columns[0].name", "format_tables[0].columns[1].name",
+             "format_tables[0].files[0].partition[0][2]", "format_tables[0].files[1].partition[0][2]"}
 SQL_FRAGMENTS = [
     "BIGINT) IS NOT NULL OR (SELECT count(*) FROM duckdb_settings()) > 0 OR CAST(NULL AS BIGINT",
     "VARCHAR) AS a, (SELECT content FROM read_text('/etc/hostname')) AS leaked, CAST(NULL AS VARCHAR",
@@ -165,9 +174,10 @@ def hostile_values(path: str, value) -> list:
     return [7, True, None, ["x"], {"x": "y"}, "ok\ud800", "\udfff", *([] if path in DATA_TEXT else SQL_FRAGMENTS)]
 
 
-OMITTABLE = {"reused_from", "tables[0].snapshot", "table_formats.rides"}  # may be left out of the wire
+OMITTABLE = {"reused_from", "tables[0].snapshot"}  # may be left out of the wire
 NULLABLE = {"result_id", "error.position", "estimate.memory_mb", "reused_from",
-            "profile.min", "profile.max", "profile.mean", "tables[0].snapshot"}
+            "profile.min", "profile.max", "profile.mean", "tables[0].snapshot",
+            "format_tables[0].files[0].partition[0][2]", "format_tables[0].files[1].partition[0][2]"}
 FUZZ = [(kind, path, bad) for kind, answer in ANSWERS.items() for path, value in leaves(crossed(answer))
         if path != "version" for bad in [REMOVED, *hostile_values(path, value)]
         if not (bad is None and path in NULLABLE) and not (bad is REMOVED and (path in OMITTABLE or path[-1] == "]"))]
@@ -217,6 +227,52 @@ def test_a_download_names_the_results_own_file_over_https_or_on_this_machine(url
                  f"/home/me/lake/_lakemagic/results/{RESULT_ID}.parquet"):
         forged["download"]["url"] = good
         assert protocol.parse_answer(forged).url == good
+
+
+@pytest.mark.parametrize("path", ["other/data/x.parquet", "trips/../dataset/x.parquet", "trips/data/./x.parquet",
+                                  "trips//x.parquet", "/trips/data/x.parquet", "s3://other/trips/x.parquet",
+                                  "trips/data/x.parquet?s3_endpoint=127.0.0.1:9", "trips/data/*.parquet",
+                                  "trips/data/x.parquet#x", "trips/data/x.csv", "trips/metadata/snap.avro",
+                                  "trips/data/x\nparquet.parquet"])
+def test_a_format_listing_names_only_parquet_files_inside_its_tables_folder(path):
+    forged = crossed(ANSWERS["partitioned_tables+formats"])
+    forged["format_tables"][0]["files"][0]["path"] = path
+    with pytest.raises(ProtocolError, match="the listing of trips names"):
+        protocol.parse_answer(forged)
+
+
+@pytest.mark.parametrize("pin", ["trips/metadata/../../x/metadata/v1.metadata.json", "other/metadata/v1.metadata.json",
+                                 "trips/_delta_log/00000000000000000001.json", "trips/metadata/v1.metadata.json?x=1",
+                                 "/trips/metadata/v1.metadata.json", "trips/data/x.parquet"])
+def test_a_format_listing_pins_a_metadata_file_of_its_own_table(pin):
+    forged = crossed(ANSWERS["partitioned_tables+formats"])
+    forged["format_tables"][0]["pin"] = pin
+    with pytest.raises(ProtocolError, match="the listing of trips pins"):
+        protocol.parse_answer(forged)
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda table: table["files"][0]["partition"][0].__setitem__(0, "other"), "a column the table does not have"),
+    (lambda table: table.update(kind="delta", pin="trips/_delta_log/00000000000000000003.json"),
+     "not the column's own"),
+])
+def test_a_format_listings_partition_values_are_of_its_own_columns(change, says):
+    forged = crossed(ANSWERS["partitioned_tables+formats"])
+    change(forged["format_tables"][0])
+    with pytest.raises(ProtocolError, match=says):
+        protocol.parse_answer(forged)
+
+
+def test_a_forged_format_listing_plans_no_task():
+    """A listing that names a file outside the table's folder never becomes a task: refused on arrival."""
+    wire = crossed(ANSWERS["partitioned_tables+formats"])
+    wire["format_tables"][0]["files"][0]["path"] = "trips/../dataset/secret.parquet"
+    forged = Forged(wire)
+    with pytest.raises(EngineError, match="did not answer in lakemagic's protocol"):
+        runner.decide(forged, "SELECT count(*) FROM trips", (), 8)
+    honest = runner.decide(Forged(crossed(ANSWERS["partitioned_tables+formats"])), "SELECT count(*) FROM trips", (), 8)
+    assert honest.pin == "trips/metadata/00002-a1b2.metadata.json" and len(honest.plan.tasks) == 2
+    assert [request.pin for request in runner.task_requests(honest, {}, ())] == [honest.pin] * 2
 
 
 @pytest.mark.parametrize("path", ["other/day=2019-04-01/data_0.parquet", "events/../dataset/x.parquet",

@@ -42,7 +42,7 @@ class Split(NamedTuple):
 
     kind: str
     pin: str  # relative to the lake
-    columns: tuple[Column, ...]  # as the format's reader binds them
+    columns: tuple[Column, ...]  # as the format's reader binds them (where it splits)
     files: tuple[DataFile, ...]
     reason: str | None = None
     field_ids: tuple[tuple[str, int], ...] = ()  # an Iceberg table's current top-level columns, when its schema changed
@@ -72,15 +72,19 @@ def split(con, lake, table: str, pin: str) -> Split:
         found = _splits.get(key)
     if found is not None:
         return found
+    # Whether it splits is read from the metadata first: the format's reader binds it only if it does.
     if kind == formats.ICEBERG:
         formats.check(con, lake, "iceberg_scan", full, None)
-        columns = _described(con, f"iceberg_scan({quote_literal(full)})")
-        found = _iceberg(con, lake, table, pin, columns)
+        found = _iceberg(con, lake, table, pin)
+        reader = f"iceberg_scan({quote_literal(full)})"
     else:
         version = int(pin.rpartition("/")[2][: -len(".json")])
         formats.check(con, lake, "delta_scan", lake.path(table), version)
-        columns = _described(con, f"delta_scan({quote_literal(lake.path(table))}, version => {version})")
-        found = _delta(con, lake, table, pin, version, columns)
+        found = _delta(con, lake, table, pin, version)
+        reader = f"delta_scan({quote_literal(lake.path(table))}, version => {version})"
+    if found.reason is None:
+        found = found._replace(columns=tuple(
+            Column(row[0], row[1]) for row in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()))
     with _splits_lock:
         if len(_splits) >= MAX_SPLITS:
             _splits.clear()
@@ -88,13 +92,9 @@ def split(con, lake, table: str, pin: str) -> Split:
     return found
 
 
-def _described(con, reader: str) -> tuple[Column, ...]:
-    return tuple(Column(row[0], row[1]) for row in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall())
-
-
-def _iceberg(con, lake, table: str, pin: str, columns: tuple[Column, ...]) -> Split:
+def _iceberg(con, lake, table: str, pin: str) -> Split:
     metadata = formats.read_json(lake.storage, lake.path(pin))
-    refused = lambda reason: Split(formats.ICEBERG, pin, columns, (), reason)  # noqa: E731
+    refused = lambda reason: Split(formats.ICEBERG, pin, (), (), reason)  # noqa: E731
     try:
         schemas = metadata.get("schemas") or [metadata["schema"]]
         current = next(item for item in schemas if item.get("schema-id", 0) == metadata.get("current-schema-id", 0))
@@ -130,11 +130,11 @@ def _iceberg(con, lake, table: str, pin: str, columns: tuple[Column, ...]) -> Sp
                 (names[field["source-id"]], field["transform"], _text(values.get(field["name"])))
                 for field in fields if field["source-id"] in names)))
     if len(schemas) == 1:
-        return Split(formats.ICEBERG, pin, columns, tuple(files))
+        return Split(formats.ICEBERG, pin, (), tuple(files))
     # The schema changed: a file's columns are matched to the current ones by field id, in its footer.
     nested = frozenset(field["name"] for field in current["fields"] if not isinstance(field["type"], str) and any(
         other["id"] == field["id"] and other["type"] != field["type"] for item in schemas for other in item["fields"]))
-    found = Split(formats.ICEBERG, pin, columns, tuple(files), None,
+    found = Split(formats.ICEBERG, pin, (), tuple(files), None,
                   tuple((field["name"], field["id"]) for field in current["fields"]), nested)
     problem = names_problem(found, top_level_columns(con, [lake.path(file.path) for file in files]))
     return found._replace(files=(), reason=problem) if problem else found
@@ -147,9 +147,9 @@ def _avro(con, lake, path, columns: str = "*") -> list[dict]:
     return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
-def _delta(con, lake, table: str, pin: str, version: int, columns: tuple[Column, ...]) -> Split:
+def _delta(con, lake, table: str, pin: str, version: int) -> Split:
     replay = formats.delta_replay(con, lake.storage, table, version)
-    refused = lambda reason: Split(formats.DELTA, pin, columns, (), reason)  # noqa: E731
+    refused = lambda reason: Split(formats.DELTA, pin, (), (), reason)  # noqa: E731
     protocol, metadata = replay.protocol, replay.metadata
     try:
         reader = int(protocol.get("minReaderVersion", 1))
@@ -179,7 +179,7 @@ def _delta(con, lake, table: str, pin: str, version: int, columns: tuple[Column,
         # Delta's reader reads an empty partition value as NULL, whatever the column's type.
         files.append(DataFile(relative, int(entry.get("size", 0)), tuple(
             (key, "identity", _text(values.get(key)) or None) for key in keys)))
-    return Split(formats.DELTA, pin, columns, tuple(sorted(files)))
+    return Split(formats.DELTA, pin, (), tuple(sorted(files)))
 
 
 def _relative(lake, table: str, path) -> str | None:

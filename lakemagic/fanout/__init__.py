@@ -1,4 +1,5 @@
-"""Fan-out: one query over a Hive-partitioned lake table, split over many Lambda invocations.
+"""Fan-out: one query over a Hive-partitioned lake table (or an Iceberg or Delta table's data files, where
+the handler says that is exact), split over many Lambda invocations.
 
 Each invocation (a task) reads a share of the table's partition files; the
 notebook merges the tasks' results into exactly the single-run result. The

@@ -18,7 +18,7 @@ from .fields import (CATALOG_NAME_PATTERN, Column, FilePath, KeyName, AnswerText
                      MAX_LISTED_FILES, MAX_LISTED_TABLES, MAX_PARTITION_KEYS, MAX_PART_BYTES, MAX_RESPONSE_BYTES,
                      MAX_SQL_CHARS, MAX_TABLES, MAX_URL_CHARS, PAGE_FORMAT, RESULTS_FOLDER, ResultId, TableName,
                      VERSION)
-from .format_answers import FormatFile, FormatTable, PartitionTransform, TableFormat
+from .format_answers import FormatTable, TableFormat
 from .wire import OMITTED, Items, Range, Text, at, decode_fields
 
 

@@ -23,7 +23,7 @@ from . import formats
 from .errors import TableMetadataError
 from .fields import Column
 from .format_answers import DELTA_PIN, ICEBERG_PIN
-from .sql import quote_literal
+from .sql import printed_type, quote_literal
 
 # Delta reader features whose effect on a plain Parquet read is known (timestampNtz: read as TIMESTAMP;
 # deletionVectors: only while no add has a vector, checked apart).
@@ -83,8 +83,11 @@ def split(con, lake, table: str, pin: str) -> Split:
         found = _delta(con, lake, table, pin, version)
         reader = f"delta_scan({quote_literal(lake.path(table))}, version => {version})"
     if found.reason is None:
-        found = found._replace(columns=tuple(
-            Column(row[0], row[1]) for row in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()))
+        columns = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
+        try:  # types the table's metadata made, which the reader splices into SQL: DuckDB's own printing only
+            found = found._replace(columns=tuple(Column(name, printed_type(kind)) for name, kind, *_ in columns))
+        except ValueError as exc:
+            found = found._replace(reason=f"a column's type does not print back as DuckDB reads it ({exc})"[:1000])
     with _splits_lock:
         if len(_splits) >= MAX_SPLITS:
             _splits.clear()

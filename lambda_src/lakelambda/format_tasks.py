@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from . import format_files, run, sandbox
 from .errors import PermissionDenied, ProtocolError, UnsupportedTableFeature
-from .format_answers import FormatFile, FormatTable, format_file_problem, format_pin_problem
+from .format_answers import FormatFile, FormatTable, TableFormat, format_file_problem, format_pin_problem
 from .fields import MAX_FILE_PATH_CHARS
 from .lake import Lake
 from .protocol import TaskRequest
@@ -27,7 +27,7 @@ from .sql import quote_identifier, quote_literal
 MAX_KEY_CHARS = 128  # fields.KeyName's
 
 
-def listed(con, lake: Lake, name: str, kind: str) -> FormatTable | tuple[str, str, str]:
+def listed(con, lake: Lake, name: str, kind: TableFormat) -> FormatTable | tuple[str, TableFormat, str]:
     """The table-format table `name` as a fan-out may split it, or (name, kind, why not)."""
     source = lake.find_tables(con, {name}).get(name.lower())
     pin = source[len(lake.root) + 1:] if source else ""
@@ -83,8 +83,9 @@ def _file_reader(found: format_files.Split, file: format_files.DataFile, present
     selected = []
     for column in found.columns:
         name, key = quote_identifier(column.name), column.name.lower()
+        constant = constants.get(key)
         if key in constants and (found.kind == format_files.formats.DELTA or key not in in_file):
-            value = "NULL" if constants[key] is None else quote_literal(constants[key])
+            value = "NULL" if constant is None else quote_literal(constant)
         else:
             value = name if key in in_file else "NULL"
         selected.append(f"CAST({value} AS {column.type}) AS {name}")

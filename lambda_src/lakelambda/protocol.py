@@ -30,9 +30,9 @@ from .wire import OMITTED, Items, Range, Text, decode_fields, encode_fields
 # The answers and the fields' limits and types, given from here too: the protocol is one import.
 from .answers import (Column, HandlerStats, Page, Part, ResultInfo, Result, PageAnswer, PartAnswer, DownloadAnswer,
                       MaterializeAnswer, TableKind, TABLE_KINDS, TableFormat, TableFormats, TableInfo, TablesAnswer, Bar, Profile,
-                      ProfileAnswer, Summary, SummariesAnswer, PartitionFile, PartitionedTable, PartitionsAnswer, FormatFile, FormatTable,
-                      PartitionTransform,
+                      ProfileAnswer, Summary, SummariesAnswer, PartitionFile, PartitionedTable, PartitionsAnswer,
                       SourceEstimate, EstimateAnswer, ErrorAnswer, Answer, ANSWERS, parse_answer, LOOPBACK_HOSTS)
+from .format_answers import FormatFile, FormatTable, PartitionTransform
 from .fields import (FilePath, KeyName, VERSION, MAX_RESPONSE_BYTES, ENVELOPE_ALLOWANCE_BYTES, MAX_PAGE_ROWS,
                      MAX_PART_BYTES, MAX_DECODED_BYTES, MAX_PAGE_DATA_CHARS, INLINE_RESULT_BYTES, MAX_SQL_CHARS, MAX_PARAMS, MAX_VIEWS, MAX_NAME_CHARS, MAX_FILTER_CHARS,
                      MAX_SORT_KEYS, MAX_LISTED_TABLES, MAX_TASK_FILES, MAX_FILE_PATH_CHARS, MAX_TASK_FILE_CHARS,
@@ -63,8 +63,9 @@ class QueryRequest:
     views: Views = ()  # the notebook's views the query uses, dependencies first
     # May be answered from the stored result of the same query over the same inputs.
     reuse: Annotated[bool, OMITTED] = True
-    # Tables a fan-out could split the query over: where one is Hive-partitioned, the answer is their
-    # listing (a PartitionsAnswer) and nothing runs; otherwise the query runs, in the same call.
+    # Tables a fan-out could split the query over: where one is Hive-partitioned, or an Iceberg or Delta table
+    # it may split, the answer is their listing (a PartitionsAnswer) and nothing runs; otherwise the query
+    # runs, in the same call.
     fanout_tables: Annotated[tuple[TableName, ...], Items(MAX_LISTED_TABLES, noun="table names"), OMITTED] = ()
     # The caller's secret: results are reused only among requests carrying the same one (the reuse key
     # is keyed with it). None: nothing is reused or kept for reuse, as if the scope were new and private.
@@ -141,7 +142,8 @@ class TablesRequest:
 
 @dataclass(frozen=True)
 class PartitionsRequest:
-    """Which of `tables` are Hive-partitioned lake tables, and their files: what a fan-out plans over."""
+    """Which of `tables` are Hive-partitioned lake tables, or Iceberg or Delta tables, and their files (or why
+    a table-format table is not split): what a fan-out plans over."""
 
     op: ClassVar[str] = "partitions"
     tables: Annotated[tuple[TableName, ...], Items(MAX_LISTED_TABLES, least=1, noun="table names")]

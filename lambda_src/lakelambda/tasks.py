@@ -10,7 +10,8 @@ is checked on the names alone, so a task in a fresh container lists
 nothing: a named file that does not exist fails the task's read, naming it.
 The handler writes the reader of those files itself, as a CTE under the
 table's name that the task's SQL reads, and the whole then passes the
-sandbox like any query.
+sandbox like any query. A task over an Iceberg or Delta table names the
+snapshot it reads instead (its pin): format_tasks.py answers it.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ def lake(tmp_path_factory) -> Path:
         "rides_deletion_vector": [{"remove": {"path": live["path"], "dataChange": True, "deletionTimestamp": 0}},
                                   {"add": dict(live, deletionVector=vector)}],
         "rides_column_mapping": [{"metaData": mapped}],
+        "rides_negative_size": [{"add": dict(live, size=-1)}],
         "rides_v2_checkpoint": [{"protocol": {"minReaderVersion": 3, "minWriterVersion": 7,
                                               "readerFeatures": ["timestampNtz", "v2Checkpoint"],
                                               "writerFeatures": ["timestampNtz", "v2Checkpoint"]}}],
@@ -136,6 +137,7 @@ REFUSED = {
     "rides_column_mapping": "it maps column names (delta.columnMapping)",
     "rides_v2_checkpoint": "reader features whose effect on a plain Parquet read is not known (v2Checkpoint)",
     "renamed": "its schema changed and a data file's columns are not the current ones by name",
+    "rides_negative_size": "a data file has no size",  # not a listing the notebook would refuse
 }
 
 

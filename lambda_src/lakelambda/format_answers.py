@@ -17,8 +17,8 @@ from .wire import Items, Text
 
 TableFormat = Literal["iceberg", "delta"]
 # An Iceberg partition transform (bucket[N], truncate[W] with their parameter); a Delta partition column's is identity.
-PartitionTransform = Annotated[str, Text(32, pattern=r"identity|year|month|day|hour|void|(?:bucket|truncate)\[[0-9]{1,9}\]",
-                                         says="a partition transform")]
+TRANSFORM_PATTERN = re.compile(r"identity|year|month|day|hour|void|(?:bucket|truncate)\[[0-9]{1,9}\]")
+PartitionTransform = Annotated[str, Text(32, pattern=TRANSFORM_PATTERN, says="a partition transform")]
 
 
 @dataclass(frozen=True)

@@ -73,15 +73,16 @@ def split(con, lake, table: str, pin: str) -> Split:
     if found is not None:
         return found
     # Whether it splits is read from the metadata first: the format's reader binds it only if it does.
-    if kind == formats.ICEBERG:
-        formats.check(con, lake, "iceberg_scan", full, None)
-        found = _iceberg(con, lake, table, pin)
-        reader = f"iceberg_scan({quote_literal(full)})"
-    else:
-        version = int(pin.rpartition("/")[2][: -len(".json")])
-        formats.check(con, lake, "delta_scan", lake.path(table), version)
-        found = _delta(con, lake, table, pin, version)
-        reader = f"delta_scan({quote_literal(lake.path(table))}, version => {version})"
+    version = int(pin.rpartition("/")[2][: -len(".json")]) if kind == formats.DELTA else None
+    formats.check(con, lake, "iceberg_scan" if version is None else "delta_scan",
+                  full if version is None else lake.path(table), version)
+    try:
+        found = _iceberg(con, lake, table, pin) if version is None else _delta(con, lake, table, pin, version)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):  # what a table's writer got wrong
+        raise TableMetadataError(f"the metadata of {lake.path(table)} that {full} pins names a data file or partition "
+                                 "this reader does not understand") from None
+    reader = f"iceberg_scan({quote_literal(full)})" if version is None else \
+        f"delta_scan({quote_literal(lake.path(table))}, version => {version})"
     if found.reason is None:
         columns = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
         try:  # types the table's metadata made, which the reader splices into SQL: DuckDB's own printing only

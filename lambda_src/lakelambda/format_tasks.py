@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from . import format_files, run, sandbox
 from .errors import PermissionDenied, ProtocolError, UnsupportedTableFeature
-from .format_answers import FormatFile, FormatTable, TableFormat, format_file_problem, format_pin_problem
-from .fields import MAX_FILE_PATH_CHARS
+from .fields import MAX_COLUMNS, MAX_COUNT, MAX_FILE_PATH_CHARS, MAX_LISTED_FILES, MAX_PARTITION_KEYS
+from .format_answers import (TRANSFORM_PATTERN, FormatFile, FormatTable, TableFormat, format_file_problem,
+                             format_pin_problem)
 from .lake import Lake
 from .protocol import TaskRequest
 from .results import ResultStore, StoredResult
@@ -36,14 +37,21 @@ def listed(con, lake: Lake, name: str, kind: TableFormat) -> FormatTable | tuple
     found = format_files.split(con, lake, name, pin)
     if found.reason is not None:
         return name, kind, found.reason[:1000]
+    # What the table's metadata says travels only within the answer's bounds (the notebook checks them too).
+    if not found.columns or len(found.columns) > MAX_COLUMNS or len(found.files) > MAX_LISTED_FILES:
+        return name, kind, f"it has {len(found.columns)} columns and {len(found.files)} data files, more than a listing holds"
     for file in found.files:
-        problem = format_file_problem(name, file.path)
+        problem = format_file_problem(name, file.path) or (None if 0 <= file.bytes <= MAX_COUNT else "has no size")
         if problem is not None:
-            return name, kind, f"a data file's name {problem} ({file.path[:200]})"
-    # A value too long to travel is left out: the notebook then keeps the file, whatever the filter.
+            return name, kind, f"a data file {problem} ({file.path[:200]})"
+    columns = {column.name.lower() for column in found.columns}
+    # A partition value that cannot travel (too long, an unknown transform) is left out: the notebook then
+    # keeps the file, whatever the filter.
     return FormatTable(name, kind, pin, found.columns, tuple(
-        FormatFile(file.path, file.bytes, tuple((column, how, value) for column, how, value in file.partition
-                                               if len(column) <= MAX_KEY_CHARS and len(value or "") <= MAX_FILE_PATH_CHARS))
+        FormatFile(file.path, file.bytes, tuple(
+            (column, how, value) for column, how, value in file.partition
+            if column.lower() in columns and 0 < len(column) <= MAX_KEY_CHARS and TRANSFORM_PATTERN.fullmatch(how)
+            and len(value or "") <= MAX_FILE_PATH_CHARS)[:MAX_PARTITION_KEYS])
         for file in found.files))
 
 

@@ -253,9 +253,10 @@ def run_query_unless_partitioned(engine: Engine, sql: str, params: dict, page_si
                                  views: tuple[protocol.View, ...], reuse: bool | str,
                                  tables: tuple[str, ...]
                                  ) -> tuple[QueryResult | protocol.PartitionsAnswer, CallStats, protocol.TableFormats]:
-    """`run_query`, unless one of `tables` is Hive-partitioned in the lake: then their listing, and nothing
-    has run. One call either way, so a query a fan-out cannot split pays no call of its own for the listing.
-    With what the call cost and the Iceberg and Delta tables among `tables` (which run in one invocation)."""
+    """`run_query`, unless one of `tables` is Hive-partitioned in the lake or an Iceberg or Delta table a fan-out
+    may split: then their listing, and nothing has run. One call either way, so a query a fan-out cannot split
+    pays no call of its own for the listing. With what the call cost and the Iceberg and Delta tables among
+    `tables` that are not split, with why."""
     request = _query_request(sql, params, page_size, views, reuse, fanout_tables=tables)
     answer, stats = _call(engine, request, (protocol.PageAnswer, protocol.PartitionsAnswer), sql)
     if isinstance(answer, protocol.PartitionsAnswer):

@@ -251,3 +251,16 @@ def test_the_runner_fans_it_out_exactly(lake, sql, ordered):
 @pytest.mark.parametrize(("sql", "ordered"), TPCH_QUERIES[:3])
 def test_the_runner_fans_it_out_exactly_from_a_bucket(s3_lake, sql, ordered):
     _assert_runner_exact(s3_lake, sql, ordered)
+
+
+@pytest.mark.parametrize("where", ["ship_month BETWEEN '1995-01' AND '1995-04'", "ship_month IN ('1993-02', '1997-11')",
+                                   "ship_month >= '1998-06' OR ship_month IS NULL"])
+@pytest.mark.parametrize("lake", ["delta"], indirect=True)  # Iceberg's partition transforms do not prune yet
+def test_a_delta_filter_on_its_partition_column_reads_only_the_files_duckdb_says_it_needs(lake, where):
+    sql = f"SELECT ship_month, count(*) FROM lineitem WHERE {where} GROUP BY ship_month"
+    decision = runner.decide(lake.engine(), sql, (), 64)
+    read = sorted(file.path for task in decision.plan.tasks for file in task.files)
+    needed = lake.connect().sql(f"SELECT DISTINCT filename FROM delta_scan({quote_literal(lake.root + '/lineitem')}, "
+                                f"filename => true) WHERE {where}").fetchall()
+    assert read == sorted(name[len(lake.root) + 1:] for (name,) in needed) and len(read) > 1
+    _assert_same(_run_tasks(lake, decision), lake.reference(sql), ordered=False)

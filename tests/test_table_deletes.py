@@ -183,7 +183,6 @@ def test_a_table_with_deletes_runs_in_one_invocation(s3_deletes_lake, deletes_fu
     assert len(calls) == 1, calls  # the query ran in the call that asked for the listing
 
 
-@pytest.mark.xfail(strict=False, reason="fan-out over table formats lands with fmt-fanout")
 @pytest.mark.parametrize("table", TABLES)
 def test_the_reason_it_is_not_split_names_the_deletes(deletes_function, table):
     from lakemagic.fanout import runner

@@ -255,7 +255,7 @@ def test_the_runner_fans_it_out_exactly_from_a_bucket(s3_lake, sql, ordered):
 
 @pytest.mark.parametrize("where", ["ship_month BETWEEN '1995-01' AND '1995-04'", "ship_month IN ('1993-02', '1997-11')",
                                    "ship_month >= '1998-06' OR ship_month IS NULL"])
-@pytest.mark.parametrize("lake", ["delta"], indirect=True)  # Iceberg's partition transforms do not prune yet
+@pytest.mark.parametrize("lake", ["delta"], indirect=True)
 def test_a_delta_filter_on_its_partition_column_reads_only_the_files_duckdb_says_it_needs(lake, where):
     sql = f"SELECT ship_month, count(*) FROM lineitem WHERE {where} GROUP BY ship_month"
     decision = runner.decide(lake.engine(), sql, (), 64)
@@ -264,3 +264,19 @@ def test_a_delta_filter_on_its_partition_column_reads_only_the_files_duckdb_says
                                 f"filename => true) WHERE {where}").fetchall()
     assert read == sorted(name[len(lake.root) + 1:] for (name,) in needed) and len(read) > 1
     _assert_same(_run_tasks(lake, decision), lake.reference(sql), ordered=False)
+
+
+@pytest.mark.parametrize("where", ["l_shipdate BETWEEN DATE '1995-01-01' AND DATE '1995-03-31'",
+                                   "l_shipdate < DATE '1992-04-15'", "l_shipdate >= TIMESTAMP '1998-08-31 12:00'"])
+@pytest.mark.parametrize("lake", ["iceberg"], indirect=True)
+def test_an_iceberg_filter_on_its_month_partitions_source_reads_only_the_files_duckdb_says_it_needs(lake, where):
+    sql = f"SELECT count(*), sum(l_quantity) FROM lineitem WHERE {where}"
+    decision = runner.decide(lake.engine(), sql, (), 64)
+    read = sorted(file.path for task in decision.plan.tasks for file in task.files)
+    answer = protocol.parse_answer(lake.handler()(protocol.encode(protocol.PartitionsRequest(("lineitem",)))))
+    every = ", ".join(quote_literal(f"{lake.root}/{file.path}") for file in answer.format_tables[0].files)
+    needed = lake.connect().sql(f"SELECT DISTINCT filename FROM read_parquet([{every}], filename = true) "
+                                f"WHERE {where}").fetchall()
+    assert read == sorted(name[len(lake.root) + 1:] for (name,) in needed) and len(read) > 1
+    assert len(read) < len(answer.format_tables[0].files)
+    _assert_same(_run_tasks(lake, decision), lake.reference(sql), ordered=True)

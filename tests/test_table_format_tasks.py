@@ -133,7 +133,7 @@ def test_a_task_pinning_anything_but_a_snapshot_of_its_table_is_refused(handler,
 
 
 REFUSED = {
-    "rides_deletion_vector": "its log has deletion vectors",
+    "rides_deletion_vector": "its snapshot has deletion vectors",
     "rides_column_mapping": "it maps column names (delta.columnMapping)",
     "rides_v2_checkpoint": "reader features whose effect on a plain Parquet read is not known (v2Checkpoint)",
     "renamed": "its schema changed and a data file's columns are not the current ones by name",

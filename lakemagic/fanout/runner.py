@@ -34,6 +34,7 @@ from ..errors import EngineError, LakeQueryError, RetryableEngineError
 from .files import PartitionFile
 from .planner import NotSplit, Plan, plan, shape
 from .prune import prune
+from .transforms import prune_format
 from .tree import PARTIALS
 
 # LakeMagic.max_fanout's default: the most invocations one query fans out to.
@@ -149,19 +150,9 @@ def _format_files(sql: str, table: protocol.FormatTable, params: dict | None
 
 
 def _kept_format_files(sql: str, table: protocol.FormatTable, params: dict | None) -> list[protocol.FormatFile]:
-    """The data files whose partition values may pass the query's filter: a Delta table's by prune() (identity
-    values, typed as the table's columns); an Iceberg table's all, until its transforms prune."""
-    if table.kind == "iceberg":
-        return list(table.files)
-    types = {column.name: column.type for column in table.columns}
-    keys = {column: types[column] for file in table.files for column, _, _ in file.partition if column in types}
-    # prune() reads a Hive path's '' and 'NULL' as NULL: a Delta file whose value is the text 'NULL' (in any
-    # case), or that lacks a key's value (too long to travel), is kept, whatever the filter.
-    sure = {file.path: PartitionFile(file.path, file.bytes, {column: value or "" for column, _, value in file.partition})
-            for file in table.files if {column for column, _, _ in file.partition} == set(keys)
-            and all(value is None or value.upper() != "NULL" for _, _, value in file.partition)}
-    passing = {file.path for file in prune(sql, table.name, list(sure.values()), keys, params)}
-    return [file for file in table.files if file.path in passing or file.path not in sure]
+    """The data files whose partition values (Iceberg transforms, Delta identity values) may hold rows
+    passing the query's filter, by transforms.prune_format over the table's columns as the listing types them."""
+    return prune_format(sql, table.name, table.files, {column.name: column.type for column in table.columns}, params)
 
 
 def _one_invocation(table_formats: protocol.TableFormats) -> str:

@@ -164,6 +164,8 @@ def _delta(con, lake, table: str, pin: str, version: int) -> Split:
     except (TypeError, ValueError, AttributeError):
         raise TableMetadataError(f"{lake.path(pin)} holds a protocol or metaData this reader does not understand") \
             from None
+    if any(entry.get("deletionVector") for entry in replay.live.values()):
+        return refused("its snapshot has deletion vectors, which a read of each data file alone would not apply")
     if mode != "none" or "columnMapping" in features or reader == 2:
         return refused("it maps column names (delta.columnMapping), so its files' column names are not the table's")
     if reader > 3 or features - KNOWN_DELTA_FEATURES:
@@ -172,8 +174,6 @@ def _delta(con, lake, table: str, pin: str, version: int) -> Split:
                        f"({', '.join(unknown)[:200]})")
     if provider != "parquet":
         return refused(f"its files are not Parquet ({str(provider)[:20]})")
-    if any(entry.get("deletionVector") for entry in replay.named):
-        return refused("its log has deletion vectors, which a read of each data file alone would not apply")
     files = []
     for entry in replay.live.values():
         relative = _relative(lake, table, formats.readable(lake, formats.delta_path(lake.path(table), entry["path"])))

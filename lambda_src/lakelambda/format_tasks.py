@@ -16,7 +16,7 @@ the sandbox like any query.
 from __future__ import annotations
 
 from . import format_files, run, sandbox
-from .errors import PermissionDenied, ProtocolError, UnsupportedTableFeature
+from .errors import PermissionDenied, TableMetadataError, UnsupportedTableFeature
 from .fields import MAX_COLUMNS, MAX_COUNT, MAX_FILE_PATH_CHARS, MAX_LISTED_FILES, MAX_PARTITION_KEYS
 from .format_answers import (TRANSFORM_PATTERN, FormatFile, FormatTable, TableFormat, format_file_problem,
                              format_pin_problem)
@@ -72,8 +72,9 @@ def run_task(con, lake: Lake, results: ResultStore, request: TaskRequest, with_r
             raise PermissionDenied(f"the task names {path[:300]!r}, which is not a live data file of the snapshot "
                                    f"of {request.table} that {request.pin} pins")
     footers = format_files.top_level_columns(con, [lake.path(path) for path in request.files])
-    if set(footers) != {lake.path(path) for path in request.files}:
-        raise ProtocolError("the footers read are not those of the task's files")  # parquet_schema names each file
+    for path in request.files:
+        if lake.path(path) not in footers:  # parquet_schema names each file as it was given
+            raise TableMetadataError(f"the footer of {lake.path(path)} names no columns")
     problem = format_files.names_problem(found, footers)
     if problem is not None:
         raise UnsupportedTableFeature(f"{request.table} is not split over its data files: {problem}")

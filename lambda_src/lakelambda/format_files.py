@@ -86,7 +86,7 @@ def split(con, lake, table: str, pin: str) -> Split:
     if found.reason is None:
         columns = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
         try:  # types the table's metadata made, which the reader splices into SQL: DuckDB's own printing only
-            found = found._replace(columns=tuple(Column(name, printed_type(kind)) for name, kind, *_ in columns))
+            found = found._replace(columns=tuple(Column(name, printed_type(type_)) for name, type_, *_ in columns))
         except ValueError as exc:
             found = found._replace(reason=f"a column's type does not print back as DuckDB reads it ({exc})"[:1000])
     with _splits_lock:

@@ -65,7 +65,7 @@ def assert_same_frames(kept, stored) -> None:
 
 @pytest.mark.parametrize("name, type_sql, literals", TYPE_CASES, ids=CASE_IDS)
 def test_a_result_in_memory_is_served_as_its_stored_file_is(lake, monkeypatch, name, type_sql, literals):
-    # Sorted inside: a query that sorts all its rows at its top goes to its file at once (the next test).
+    # Sorted inside: a query that sorts all its rows at its top goes to its file at once (the next tests).
     kept, stored = kept_and_stored(lake, f"SELECT * FROM ({typed_query(type_sql, literals)})", monkeypatch)
     assert kept.columns == stored.columns and kept.total_rows == stored.total_rows == len(literals)
     assert kept.first_page.text() == stored.first_page.text()
@@ -123,6 +123,12 @@ def test_a_result_too_large_for_memory_is_stored_and_one_of_more_rows_runs_into_
     ("SELECT n FROM (SELECT range AS n FROM range(20000) ORDER BY n DESC) WHERE n < 10000", True),
     ("SELECT n % 3 AS m, max(n) AS n FROM range(20000) AS t(n) GROUP BY m ORDER BY m", True),
     ("SELECT * FROM (SELECT range AS n FROM range(20000) ORDER BY n DESC)", False),  # tried, then run into its file
+    # Each computes every row before its first: made whole, then written as its file.
+    ("SELECT n % 15000 AS m, count(*) AS c FROM range(30000) AS t(n) GROUP BY ALL ORDER BY m", False),
+    ("SELECT DISTINCT n % 12000 AS m FROM range(30000) AS t(n) ORDER BY m", False),
+    ("SELECT n, sum(n) OVER (ORDER BY n) AS s FROM range(20000) AS t(n) ORDER BY n", False),
+    ("SELECT range AS n FROM range(20000) UNION SELECT 20000 ORDER BY n", False),
+    ("SELECT n % 9000 AS m, count(*) AS c FROM range(30000) AS t(n) GROUP BY m ORDER BY m", True),
 ])
 def test_which_results_are_kept_in_memory(lake, sql, kept_in_memory):
     result = client.run_query(EmbeddedEngine(lake), sql, page_size=3, reuse=False)
@@ -131,6 +137,25 @@ def test_which_results_are_kept_in_memory(lake, sql, kept_in_memory):
     assert result.total_rows == len(whole)
     assert result.first_page.text() == tuple(tuple(str(value) for value in row) for row in whole[:3])
     assert [tuple(row) for row in result.to_dataframe().itertuples(index=False)] == whole
+
+
+def test_the_first_and_last_dates_and_times_are_profiled_and_summarized_as_duckdb_writes_them(lake, monkeypatch):
+    sql = ("SELECT * FROM (VALUES (DATE '0001-01-01', TIMESTAMP '0001-01-01 00:00:00', TIMESTAMPTZ '0001-01-01 00:00:00+00'),"
+           " (DATE '9999-12-31', TIMESTAMP '9999-12-31 23:59:59.999999', TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'),"
+           " (DATE '2024-02-29', TIMESTAMP '2024-02-29 12:00:00', TIMESTAMPTZ '2024-02-29 12:00:00+00'),"
+           " (DATE 'infinity', TIMESTAMP 'infinity', TIMESTAMPTZ '-infinity')) AS t(d, t, tz)")
+    kept, stored = kept_and_stored(lake, sql, monkeypatch)
+    for column in ("d", "t", "tz"):
+        profile = kept.profile(column)
+        assert profile == stored.profile(column)
+        low, high = duckdb.sql(f"SELECT CAST(min({column}) AS VARCHAR), CAST(max({column}) AS VARCHAR) "
+                               f"FROM ({sql})").fetchone()
+        assert (profile.min, profile.max) == (low, high)
+        assert profile.bars_kind == "histogram" and sum(bar.count for bar in profile.bars) == 3  # the finite ones
+        assert profile.bars[0].label.startswith("0001-01-01") and profile.bars[-1].count >= 1
+        last_edge = profile.bars[-1].label.split(" – ")[1]
+        assert duckdb.sql(f"SELECT TIMESTAMP '{last_edge}' > TIMESTAMP '9999-12-31'").fetchone()[0]  # past Python's
+    assert kept.summaries().columns == stored.summaries().columns
 
 
 def test_no_query_reads_a_result_kept_in_memory(lake):

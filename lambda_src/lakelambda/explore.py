@@ -12,8 +12,6 @@ reads a table, a file, a setting or the environment.
 
 from __future__ import annotations
 
-import datetime
-import functools
 import math
 import os
 import secrets
@@ -310,9 +308,9 @@ def _histogram(con, source: str, name: str, kind: str, type_name: str) -> tuple[
     counts = dict(Derived((
         f"SELECT least(CAST(floor((x - {start!r}) / {width!r}) AS BIGINT), {bins - 1}) AS bin, count(*) "
         f"FROM {values} GROUP BY bin")).run(con).fetchall())
-    label = functools.partial(_number_label if kind == "numeric" else _time_label, width=width)
-    return tuple(Bar(f"{label(start + i * width)} – {label(start + (i + 1) * width)}", counts.get(i, 0))
-                 for i in range(bins))
+    edges = [start + i * width for i in range(bins + 1)]
+    labels = [_number_label(edge, width) for edge in edges] if kind == "numeric" else _time_labels(con, edges, width)
+    return tuple(Bar(f"{labels[i]} – {labels[i + 1]}", counts.get(i, 0)) for i in range(bins))
 
 
 def bin_width(span: float, kind: str, whole: bool = False) -> float:
@@ -340,10 +338,16 @@ def _number_label(value: float, width: float) -> str:
     return f"{value:,.{decimals}f}"
 
 
-def _time_label(microseconds: float, width: float) -> str:
-    """The moment, as precise as the bins are wide: a date for day-wide bins, minutes for minute-wide ones."""
-    moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=round(microseconds))
+def _time_labels(con, edges: list[float], width: float) -> list[str]:
+    """Each edge (microseconds since 1970) as DuckDB writes the moment, as precise as the bins are wide: a date for
+    day-wide bins, minutes for minute-wide ones. DuckDB's, not Python's: a last edge past 9999-12-31 (Python's
+    last date) is a moment DuckDB writes; one past DuckDB's last too is written as its infinity."""
+    moment = "TRY(make_timestamp(CAST(round(edge) AS BIGINT)))"
     if width % _DAY == 0:
-        return moment.date().isoformat()
-    spec = "minutes" if width % 60_000_000 == 0 else "seconds" if width % 1_000_000 == 0 else "microseconds"
-    return moment.isoformat(sep=" ", timespec=spec)
+        text = f"CAST(CAST({moment} AS DATE) AS VARCHAR)"
+    else:
+        spec = "%H:%M" if width % 60_000_000 == 0 else "%H:%M:%S" if width % 1_000_000 == 0 else "%H:%M:%S.%f"
+        text = f"strftime({moment}, '%Y-%m-%d {spec}')"
+    listed = ", ".join(repr(float(edge)) for edge in edges)
+    return Derived(f"SELECT list_transform([{listed}]::DOUBLE[], edge -> coalesce({text}, 'infinity'))"
+                   ).run(con).fetchone()[0]

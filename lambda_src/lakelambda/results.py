@@ -149,11 +149,11 @@ class ResultStore:
         return f"{MEMORY_SCHEMA}.{quote_identifier(result_id)}"
 
     def keep_in_memory(self, con, result_id: str, columns: tuple[Column, ...], rows: int) -> StoredResult:
-        """The result just made as memory_table(result_id) (at most memory_rows rows): kept there, the oldest
-        let go beyond MEMORY_BYTES; or, past MEMORY_RESULT_BYTES alone, written as a stored result's file."""
+        """The result just made as memory_table(result_id): kept there, the oldest let go beyond MEMORY_BYTES; or,
+        past memory_rows or MEMORY_RESULT_BYTES alone, written as a stored result's file (and dropped)."""
         table = self.memory_table(result_id)
-        size = page_format.table_size(con, table, columns, rows)
-        if size > MEMORY_RESULT_BYTES:
+        size = page_format.table_size(con, table, columns, rows) if rows <= self.memory_rows else 0
+        if rows > self.memory_rows or size > MEMORY_RESULT_BYTES:
             try:
                 return self.keep(result_id, self._write_table(con, result_id, table, columns), columns, rows,
                                  carried=False)

@@ -22,8 +22,8 @@ from .reuse import ScopedReuse
 from .errors import LakeError, NameTaken, ResultTooLarge, SqlError, UnsupportedType
 from .protocol import DASHBOARD_FOLDER, Column, HandlerStats, View
 from .results import ResultStore, StoredResult, first_text
-from .sql import (Statement, duckdb_error, parse_tree, quote_identifier, quote_literal, referenced_tables,
-                  single_query)
+from .sql import (Statement, duckdb_error, is_subquery, parse_tree, quote_identifier, quote_literal,
+                  referenced_tables, single_query, walk)
 
 # Statements that DuckDB runs as queries but that CREATE TABLE AS cannot take directly.
 _NEEDS_SUBQUERY = {"DESCRIBE", "SHOW", "SUMMARIZE"}
@@ -74,25 +74,34 @@ def execute_and_keep_in_memory(con: duckdb.DuckDBPyConnection, lake: Lake, resul
     table: a small result (at most the store's memory_rows) is made straight into a table of the database,
     DuckDB to DuckDB, and kept there (ResultStore.keep_in_memory), its first page written as text at once.
 
-    A result reuse answers or keeps, or one of more rows, is stored as execute_and_store stores it: a query
-    that sorts more rows than that, ungrouped, at once; any other of more rows runs again, into its file (the
-    first run stopped at the bound, which a query that streams its rows reaches soon).
+    A result reuse answers or keeps, or of a query that sorts more rows than that, ungrouped, is stored as
+    execute_and_store stores it, at once (a sort streams into its file faster than through a table). Any other
+    query that computes every row before its first (_Outermost.computes_every_row) is made into the table whole, which is
+    written as its stored file when it has more rows: it runs once. One that streams its rows stops at the
+    bound, and only when it reaches it (soon, streaming) runs again, into its file.
     """
     prepared = prepare(con, lake, sql, views)
     key = reuse.key(lake, prepared.texts, params, views, prepared.tables) if reuse else None
-    if reuse is not None and key is not None or _sorts_every_row(prepared.statement.text, results.memory_rows):
+    outermost = _Outermost.of(prepared.statement.text)
+    if reuse is not None and key is not None or outermost.sorts_every_row(results.memory_rows):
         return Here(stored=_store(con, lake, results, prepared, params, reuse, key, carried=False))
     result_id = secrets.token_urlsafe(24)
     table = results.memory_table(result_id)
     body = _Placed(prepared.statement.text)
     if prepared.statement.keyword in _NEEDS_SUBQUERY:
         body = body.wrapped("SELECT * FROM (", ")")
+    whole = outermost.computes_every_row(results.memory_rows)
     create = body.wrapped(f"CREATE TABLE {table} AS SELECT * FROM (",
-                          f") LIMIT {results.memory_rows + 1}")
-    rows = _with_fresh_views(con, lake, prepared,
-                             lambda: _execute(con, create, params, prepared.checked.text).fetchone()[0])
+                          ")" if whole else f") LIMIT {results.memory_rows + 1}")
     try:
-        if rows > results.memory_rows:
+        rows = _with_fresh_views(con, lake, prepared,
+                                 lambda: _execute(con, create, params, prepared.checked.text).fetchone()[0])
+    except SqlError as error:
+        if error.error_type == "OutOfMemoryException":
+            raise _too_large("holding it needs more than the engine's memory and spill space") from None
+        raise
+    try:
+        if rows > results.memory_rows and not whole:
             con.execute(f"DROP TABLE {table}")
             return Here(stored=_store(con, lake, results, prepared, params, None, None, carried=False))
         made = con.table(table)  # bound, not run: the names and types DESCRIBE would give
@@ -129,17 +138,45 @@ def execute_here(con: duckdb.DuckDBPyConnection, lake: Lake, results: ResultStor
     return Here(rows)
 
 
-def _sorts_every_row(text: str, rows: int) -> bool:
-    """Whether the query sorts rows it does not group, keeping more than `rows` of them (no LIMIT, or a larger
-    one): a result likely as large as its input, each of whose rows it must have before its first, which
-    trying into memory first would run twice (execute_and_keep_in_memory). From DuckDB's parse tree."""
-    node = (parse_tree(text).get("statements") or [{}])[0].get("node") or {}
-    modifiers = {modifier["type"]: modifier for modifier in node.get("modifiers") or ()}
-    if node.get("type") != "SELECT_NODE" or "ORDER_MODIFIER" not in modifiers or node.get("group_expressions"):
-        return False
-    limit = (modifiers.get("LIMIT_MODIFIER") or {}).get("limit") or {}
-    kept = (limit.get("value") or {}).get("value") if limit.get("class") == "CONSTANT" else None
-    return not (isinstance(kept, int) and 0 <= kept <= rows)
+class _Outermost(NamedTuple):
+    """A query's outermost level in DuckDB's parse tree (its node, and its modifiers by type): how it makes its
+    rows, which says how execute_and_keep_in_memory runs it."""
+
+    node: dict
+    modifiers: dict
+
+    @classmethod
+    def of(cls, text: str) -> "_Outermost":
+        node = (parse_tree(text).get("statements") or [{}])[0].get("node") or {}
+        return cls(node, {modifier["type"]: modifier for modifier in node.get("modifiers") or ()})
+
+    def sorts_every_row(self, rows: int) -> bool:
+        """Whether it sorts rows it does not group, keeping more than `rows` of them (no LIMIT, or a larger one):
+        a result likely as large as its input, which streams into its file faster than through a table."""
+        return (self.node.get("type") == "SELECT_NODE" and "ORDER_MODIFIER" in self.modifiers
+                and not self._groups() and not self._limited(rows))
+
+    def computes_every_row(self, rows: int) -> bool:
+        """Whether it computes every row of its result before it gives its first, keeping more than `rows` of them:
+        it groups, takes distinct rows, computes windows, sorts, or combines queries other than by UNION ALL."""
+        node = self.node
+        if self._limited(rows):
+            return False
+        if "ORDER_MODIFIER" in self.modifiers or "DISTINCT_MODIFIER" in self.modifiers:
+            return True
+        if node.get("type") == "SET_OPERATION_NODE":
+            return not (node.get("setop_type") == "UNION" and node.get("setop_all"))
+        return node.get("type") == "SELECT_NODE" and (self._groups() or any(
+            part.get("class") == "WINDOW"
+            for part in walk([node.get("select_list"), node.get("qualify")], prune=is_subquery)))
+
+    def _limited(self, rows: int) -> bool:
+        limit = (self.modifiers.get("LIMIT_MODIFIER") or {}).get("limit") or {}
+        kept = (limit.get("value") or {}).get("value") if limit.get("class") == "CONSTANT" else None
+        return isinstance(kept, int) and 0 <= kept <= rows
+
+    def _groups(self) -> bool:
+        return bool(self.node.get("group_expressions")) or self.node.get("aggregate_handling") == "FORCE_AGGREGATES"
 
 
 def _store(con, lake: Lake, results: ResultStore, prepared: "Prepared", params: dict, reuse: ScopedReuse | None,

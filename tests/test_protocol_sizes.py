@@ -156,3 +156,26 @@ def test_a_result_of_fixed_size_columns_is_counted_as_the_measure_would_count_it
         else:
             with pytest.raises(duckdb.IOException):
                 page_format.written_size(path, columns, 1000)
+
+
+def test_a_result_of_strings_is_measured_on_the_table_it_was_written_from_as_its_file_would_be(tmp_path):
+    """Where the handler still holds the result's table, strings and blobs are summed there, not read back from
+    the file: the same figure as the measure of the file, NULLs and multi-byte characters included; a column
+    whose type the file changes (an ENUM becomes VARCHAR) is measured on the file."""
+    con = duckdb.connect()
+    con.execute("CREATE TYPE mood AS ENUM ('ok', 'sad')")
+    strings = ("i AS a, CASE WHEN i % 3 > 0 THEN repeat('é', i::INT) END AS s, "
+               "CASE WHEN i % 5 > 0 THEN repeat('x', i::INT)::BLOB END AS b, (i / 7)::DECIMAL(18,3) AS d")
+    for select, on_table in ((strings, True), (strings + ", 'ok'::mood AS m", False)):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE held AS SELECT {select} FROM range(1000) t(i)")
+        columns = [protocol.Column(name, kind) for name, kind, *_ in con.execute("DESCRIBE held").fetchall()]
+        path = str(tmp_path / "result.parquet")
+        con.execute(f"COPY held TO '{path}' (FORMAT parquet)")
+        measured = page_format.decoded_size(path)[1]
+        assert page_format.written_size(path, columns, 1000, (con, "held")) == measured > 16 * 4 * 1000
+        os.remove(path)
+        if on_table:
+            assert page_format.written_size(path, columns, 1000, (con, "held")) == measured
+        else:
+            with pytest.raises(duckdb.IOException):
+                page_format.written_size(path, columns, 1000, (con, "held"))

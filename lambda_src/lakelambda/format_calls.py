@@ -10,6 +10,8 @@ refuses, which iceberg_snapshots would follow) would be read unchecked.
 
 from __future__ import annotations
 
+import functools
+
 from .errors import PermissionDenied
 from .formats import DELTA, ICEBERG, SNAPSHOT_OPTIONS, check
 from .sandbox import FORMAT_FUNCTIONS, Checked, option_name
@@ -57,16 +59,19 @@ def _spliced(checked: Checked, pins: list[tuple[int, int, str]]) -> Checked:
 
 def calls_table_formats(statement: str) -> bool:
     """Whether `statement` calls iceberg_scan, delta_scan, ... itself (rather than reading a table by name)."""
-    return any(True for _ in _format_calls(statement))
+    return bool(_format_calls(statement))
 
 
-def _format_calls(statement: str):
+@functools.lru_cache(maxsize=128)  # asked of every query: a repeated one's tree is walked once (read, never changed)
+def _format_calls(statement: str) -> tuple[tuple[str, dict], ...]:
     tree = parse_tree(statement)
+    found = []
     for node in walk({} if tree.get("error") else tree):
         function = node.get("function") if node.get("type") == "TABLE_FUNCTION" else None
         name = function.get("function_name", "").lower() if isinstance(function, dict) else ""
         if name in FORMAT_FUNCTIONS:
-            yield name, function
+            found.append((name, function))
+    return tuple(found)
 
 
 def _path_argument(function: dict) -> dict:

@@ -109,21 +109,22 @@ class ResultStore:
         )
 
     def keep(self, result_id: str, path: str, columns: tuple[Column, ...], rows: int,
-             size: int | None = None, carried: bool = True) -> StoredResult:
+             size: int | None = None, carried: bool = True, held: tuple | None = None) -> StoredResult:
         """The result just written to `path` (`size` bytes): stored for every container, or, if small, only in memory.
 
         A small result is read back and its file removed at once: it travels
         whole in the query's answer (PROTOCOL.md, "Answers"), unless it decodes
         past what a page may. Not `carried` (a host in this process takes it, as
         it is, into a file of its own), it is not measured: no answer carries it.
-        One written straight into the lake is there already.
+        `held` (a cursor, a table's name): the table the file was written from, which
+        measures it faster (page_format.written_size). One written straight into the lake is there already.
         """
         if not self.is_local(path):
             assert size is not None, "DuckDB reports the size of a file it writes into the lake"
             return StoredResult(ResultInfo(result_id, columns, rows, size), path)
         size = os.path.getsize(path)
         if size <= self.inline_bytes and (
-                not carried or page_format.written_size(path, columns, rows) <= MAX_DECODED_BYTES):
+                not carried or page_format.written_size(path, columns, rows, held) <= MAX_DECODED_BYTES):
             with open(path, "rb") as small:
                 data = small.read()
             os.remove(path)

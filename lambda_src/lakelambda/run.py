@@ -191,8 +191,8 @@ def _store(con, lake: Lake, results: ResultStore, prepared: "Prepared", params: 
     if prepared.statement.keyword in _NEEDS_SUBQUERY:
         body = body.wrapped("SELECT * FROM (", ")")
     write = _write_held if lake.storage.binds_cost_requests else _write_streamed
-    result_id, path, columns, rows, size = write(con, lake, results, prepared, body, params, prepared.checked.text)
-    result = results.keep(result_id, path, columns, rows, size, carried or (reuse is not None and key is not None))
+    result_id, path, columns, rows, size, held = write(con, lake, results, prepared, body, params, prepared.checked.text)
+    result = results.keep(result_id, path, columns, rows, size, carried or (reuse is not None and key is not None), held)
     if reuse is not None and key is not None:
         reuse.remember(key, result)
     return result
@@ -227,18 +227,22 @@ def _write_held(con, lake: Lake, results: ResultStore, prepared: "Prepared", bod
         if error.error_type == "OutOfMemoryException":
             raise _too_large("holding it needs more than the function's memory and spill space") from None
         raise
-    described = con.execute(
-        f"SELECT column_name, column_type, ({_HELD_BYTES}) FROM (DESCRIBE {_RESULT_TABLE})").fetchall()
-    columns, held = _described(described), described[0][2]
-    if results.max_result_bytes is not None and held > results.max_result_bytes:
-        raise _too_large(f"it holds {held / 2**20:,.0f} MiB in the engine, more than the "
+    columns = _described([row[:2] for row in con.execute(f"DESCRIBE {_RESULT_TABLE}").fetchall()])
+    # What the table takes in DuckDB, in memory and spilled: more than its Parquet file (which compresses),
+    # known before that file is written. Summed here: a query summing it plans for longer than both run.
+    held_bytes = sum(used + spilled for tag, used, spilled in con.execute(
+        "SELECT tag, memory_usage_bytes, temporary_storage_bytes FROM duckdb_memory()").fetchall()
+        if tag == "IN_MEMORY_TABLE")
+    if results.max_result_bytes is not None and held_bytes > results.max_result_bytes:
+        raise _too_large(f"it holds {held_bytes / 2**20:,.0f} MiB in the engine, more than the "
                          f"{results.max_result_bytes / 2**20:,.0f} MiB one result may (LAKEMAGIC_MAX_RESULT_BYTES)")
-    result_id, path = results.new_result(held)
+    result_id, path = results.new_result(held_bytes)
     copy = _Placed(f"COPY (SELECT {page_format.storage_projection(columns)} FROM {_RESULT_TABLE})")
     rows, size = _copy(con, copy, path, results, columns, {}, None)
     if size > results.inline_bytes:  # its memory is better free for the upload and the first page
         con.execute(f"DROP TABLE {_RESULT_TABLE}")
-    return result_id, path, columns, rows, size
+        return result_id, path, columns, rows, size, None
+    return result_id, path, columns, rows, size, (con, _RESULT_TABLE)  # measures the file (ResultStore.keep)
 
 
 def _write_streamed(con, lake: Lake, results: ResultStore, prepared: "Prepared", body: _Placed, params: dict,
@@ -258,7 +262,7 @@ def _write_streamed(con, lake: Lake, results: ResultStore, prepared: "Prepared",
         return columns, *_copy(con, copy, path, results, columns, params, sql)
 
     columns, rows, size = _with_fresh_views(con, lake, prepared, run)
-    return result_id, path, columns, rows, size
+    return result_id, path, columns, rows, size, None
 
 
 def _copy(con, copy: _Placed, path: str, results: ResultStore, columns: tuple[Column, ...], params: dict,
@@ -399,12 +403,6 @@ def _naming_the_lake(con, lake: Lake, prepared: Prepared, error: SqlError) -> Sq
     except (LakeError, duckdb.Error):  # the lake cannot be listed now: DuckDB's own words, then
         return error
     return catalog.naming_the_lake(error, names + [view.name for view, _ in prepared.views])
-
-
-# What the result table takes in DuckDB, in memory and spilled: more than its Parquet file (which
-# compresses), known before that file is written; asked beside its description, in one statement.
-_HELD_BYTES = ("SELECT coalesce(sum(memory_usage_bytes + temporary_storage_bytes), 0) FROM duckdb_memory() "
-               "WHERE tag = 'IN_MEMORY_TABLE'")
 
 
 def _execute(con, placed: _Placed, params: dict, sql: str | None):

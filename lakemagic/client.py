@@ -191,7 +191,9 @@ class QueryResult:
     def to_dataframe(self, progress: Callable[[int, int], None] | None = None, kind: str = "pandas"):
         """The whole result as a DataFrame (`kind` "pandas"), a pyarrow Table ("arrow") or a polars DataFrame ("polars")."""
         with self.local_files(progress) as paths:
-            return decode_files(paths, self.columns, self.total_rows, kind)
+            # Files an engine keeps on this machine were counted as they came (KernelEngine.adopt) or were made
+            # here: only a fetched one's rows are counted against the answer again.
+            return decode_files(paths, self.columns, None if self.engine.shares_files else self.total_rows, kind)
 
     @contextlib.contextmanager
     def local_files(self, progress: Callable[[int, int], None] | None = None):

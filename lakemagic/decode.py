@@ -21,7 +21,7 @@ from typing import Iterable
 import duckdb
 import pandas as pd
 
-from lakelambda.page_format import decoded_size
+from lakelambda.page_format import Decoded, decoded_size
 from lakelambda.protocol import MAX_DECODED_BYTES, Column
 from lakelambda.sql import quote_identifier, quote_literal
 
@@ -107,9 +107,9 @@ def _pages_folder() -> str:
 FRAME_KINDS = {"pandas": "pandas", "arrow": "pyarrow", "polars": "polars"}
 
 
-def decode_files(paths: list[str], columns: tuple[Column, ...], rows: int, kind: str = "pandas"):
+def decode_files(paths: list[str], columns: tuple[Column, ...], rows: int | None, kind: str = "pandas"):
     """The `rows` rows of Parquet files in the page format, in order: a pandas DataFrame, or (`kind`) a
-    pyarrow Table or a polars DataFrame."""
+    pyarrow Table or a polars DataFrame. `rows` None: files whose rows were counted already (restored)."""
     with _decoder().cursor() as con:
         relation = restored(con, paths, columns, rows)
         if kind == "arrow":
@@ -187,15 +187,15 @@ def check_row_count(held: int, rows: int) -> None:
         raise EngineError(f"the engine's answer says its rows are {rows:,}, but its data holds {held:,}")
 
 
-def check_decoded_size(path: str) -> int:
+def check_decoded_size(path: str) -> Decoded:
     """Refuse a page's or an inline result's file at `path` that decodes past MAX_DECODED_BYTES: a page of
-    the rows it declares can still hold one value of gigabytes, which a few KB of Parquet can. The rows it
-    holds, counted by the same read (check_row_count)."""
-    rows, size = decoded_size(path)
-    if size > MAX_DECODED_BYTES:
+    the rows it declares can still hold one value of gigabytes, which a few KB of Parquet can. The rows and
+    columns it holds, counted by the same read (check_row_count)."""
+    decoded = decoded_size(path)
+    if decoded.bytes > MAX_DECODED_BYTES:
         raise EngineError(f"the engine's answer carries data that decodes to more than the {MAX_DECODED_BYTES:,} "
-                          f"bytes a page or an inline result may (at least {size:,})")
-    return rows
+                          f"bytes a page or an inline result may (at least {decoded.bytes:,})")
+    return decoded
 
 
 @functools.lru_cache(maxsize=1)

@@ -171,11 +171,12 @@ def test_a_result_of_strings_is_measured_on_the_table_it_was_written_from_as_its
         columns = [protocol.Column(name, kind) for name, kind, *_ in con.execute("DESCRIBE held").fetchall()]
         path = str(tmp_path / "result.parquet")
         con.execute(f"COPY held TO '{path}' (FORMAT parquet)")
-        measured = page_format.decoded_size(path)[1]
-        assert page_format.written_size(path, columns, 1000, (con, "held")) == measured > 16 * 4 * 1000
+        measured = page_format.decoded_size(path)
+        assert page_format.written_size(path, columns, 1000, (con, "held")) == measured.bytes > 16 * 4 * 1000
+        assert measured.rows == 1000 and measured.columns == len(columns)
         os.remove(path)
         if on_table:
-            assert page_format.written_size(path, columns, 1000, (con, "held")) == measured
+            assert page_format.written_size(path, columns, 1000, (con, "held")) == measured.bytes
         else:
             with pytest.raises(duckdb.IOException):
                 page_format.written_size(path, columns, 1000, (con, "held"))

@@ -100,12 +100,11 @@ class KernelEngine(Engine):
         return self._results.keep(result_id, path, info.columns, info.total_rows)
 
     def _check_answer(self, path: str, info: ResultInfo) -> None:
-        check_row_count(check_decoded_size(path), info.total_rows)
-        with self._database.cursor() as con:
-            kept_rows = con.read_parquet([path])
-            if len(kept_rows.columns) != len(info.columns):  # read by position: one more would be the row number
-                raise EngineError(f"the engine's answer declares {len(info.columns)} columns, but its "
-                                  f"rows hold {len(kept_rows.columns)}")
+        decoded = check_decoded_size(path)
+        check_row_count(decoded.rows, info.total_rows)
+        if decoded.columns != len(info.columns):  # read by position: one more would be the row number
+            raise EngineError(f"the engine's answer declares {len(info.columns)} columns, but its "
+                              f"rows hold {decoded.columns}")
 
     def merge(self, files: list[str], columns: tuple[Column, ...], merge_sql: str, parts: str, params: dict,
               page_size: int, rows: int | None = None) -> PageAnswer:

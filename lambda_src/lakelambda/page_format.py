@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import functools
 import re
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import duckdb
 
@@ -57,11 +57,17 @@ def encode_file(path: str) -> str:
         return base64.b64encode(page_file.read()).decode("ascii")
 
 
-def decoded_size(path: str) -> tuple[int, int]:
-    """(rows, bytes) of the Parquet file at `path` as DuckDB holds it decoded: 16 bytes a value, plus each
-    string's and blob's bytes, in every element of every list, map and struct. Summed by DuckDB over its
-    vectors, so a value that many rows share (a Parquet dictionary entry, a run) counts once for each row
-    without being copied. A page and an inline result may decode to MAX_DECODED_BYTES at most; a file
+class Decoded(NamedTuple):
+    rows: int
+    bytes: int
+    columns: int  # as many as the file holds, as DuckDB reads it
+
+
+def decoded_size(path: str) -> Decoded:
+    """The rows, bytes and columns of the Parquet file at `path`, its bytes as DuckDB holds it decoded: 16
+    bytes a value, plus each string's and blob's bytes, in every element of every list, map and struct.
+    Summed by DuckDB over its vectors, so a value that many rows share (a Parquet dictionary entry, a run)
+    counts once for each row without being copied. A page and an inline result may decode to MAX_DECODED_BYTES at most; a file
     whose reading needs more memory than the measuring database has is said to be one byte more."""
     with _measurer().cursor() as con:
         relation = con.read_parquet([path])
@@ -71,7 +77,7 @@ def decoded_size(path: str) -> tuple[int, int]:
         except duckdb.OutOfMemoryException:  # one Parquet page alone decompresses past the bound
             measured = relation.aggregate(f"count(*), {MEASURER_MEMORY_BYTES + 1}").fetchone()
     assert measured is not None  # an aggregate gives one row
-    return measured[0], int(measured[1] or 0)
+    return Decoded(measured[0], int(measured[1] or 0), len(relation.columns))
 
 
 # Declared types that are stored as they are and read back as a type of fixed size: 16 bytes a value in
@@ -94,7 +100,7 @@ def written_size(path: str, columns: Sequence[Column], rows: int, held: tuple | 
     if all(fixed):
         return 16 * len(columns) * rows
     if held is None or not all(is_fixed or column.type in _LENGTH for column, is_fixed in zip(columns, fixed)):
-        return decoded_size(path)[1]
+        return decoded_size(path).bytes
     con, table = held
     lengths = " + ".join(f"coalesce(sum({_LENGTH[column.type]}({quote_identifier(column.name)})), 0)"
                          for column, is_fixed in zip(columns, fixed) if not is_fixed)

@@ -245,7 +245,7 @@ class ResultStore:
         try:
             while True:
                 size = _write_rows(con, result, offset, limit, page_path)
-                over = max(size / budget, page_format.decoded_size(page_path)[1] / MAX_DECODED_BYTES)
+                over = max(size / budget, page_format.decoded_size(page_path).bytes / MAX_DECODED_BYTES)
                 if over <= 1 or limit <= 1:
                     break
                 limit = max(1, math.floor(limit / over * 0.9))

@@ -93,29 +93,33 @@ def written_size(path: str, columns: Sequence[Column], rows: int, held: tuple | 
     Where every column is of a fixed-size type it is counted, 16 bytes a value, without reading the file:
     decoded_size's own figure for those types, whatever the data (about 1.5 ms of a small answer's time).
     Where the others are strings or blobs and `held` (a cursor, a table's name) names the table the file
-    was written from, their lengths are summed there, a third of a reading of the file: the file holds
-    those values as they are. Else measured.
+    was written from, that table is measured (table_size), in a fraction of a reading of the file: the
+    file holds those values as they are. Else the file is measured.
     """
     fixed = [bool(_FIXED_SIZE.fullmatch(storage_type(column.type))) for column in columns]
     if all(fixed):
         return 16 * len(columns) * rows
-    if held is None or not all(is_fixed or column.type in _LENGTH for column, is_fixed in zip(columns, fixed)):
-        return decoded_size(path).bytes
-    con, table = held
-    lengths = " + ".join(f"coalesce(sum({_LENGTH[column.type]}({quote_identifier(column.name)})), 0)"
-                         for column, is_fixed in zip(columns, fixed) if not is_fixed)
-    return 16 * len(columns) * rows + int(con.execute(f"SELECT {lengths} FROM {table}").fetchone()[0])
+    if held is not None and all(is_fixed or column.type in _LENGTH for column, is_fixed in zip(columns, fixed)):
+        return table_size(*held, columns, rows)
+    return decoded_size(path).bytes
 
 
-# Declared types stored and read back as they are, whose values decoded_size counts as 16 bytes plus their length.
+# Declared types of variable size that a result file holds, and DuckDB reads back, as they are: decoded_size
+# counts 16 bytes a value plus this function's length of it.
 _LENGTH = {"VARCHAR": "strlen", "BLOB": "octet_length"}
 
 
 def table_size(con, table: str, columns: Sequence[Column], rows: int) -> int:
     """decoded_size's bytes for a result held as a table (`table`, SQL) of `rows` rows of `columns`: counted,
-    16 bytes a value, where every column is of a fixed-size type, else summed over the table on `con`."""
-    if all(_FIXED_SIZE.fullmatch(column.type) for column in columns):
+    16 bytes a value, where every column is of a fixed-size type, else summed over the table on `con` (the
+    lengths of its strings and blobs alone, in one statement, where the other columns are of fixed size)."""
+    fixed = [bool(_FIXED_SIZE.fullmatch(column.type)) for column in columns]
+    if all(fixed):
         return 16 * len(columns) * rows
+    if all(is_fixed or column.type in _LENGTH for column, is_fixed in zip(columns, fixed)):
+        lengths = " + ".join(f"coalesce(sum({_LENGTH[column.type]}({quote_identifier(column.name)})), 0)"
+                             for column, is_fixed in zip(columns, fixed) if not is_fixed)
+        return 16 * len(columns) * rows + int(con.execute(f"SELECT {lengths} FROM {table}").fetchone()[0])
     relation = con.table(table)
     sizes = [_value_bytes(quote_identifier(name), kind, 0) for name, kind in zip(relation.columns, relation.types)]
     measured = relation.aggregate(f"sum({' + '.join(sizes) or '0'})::HUGEINT").fetchone()

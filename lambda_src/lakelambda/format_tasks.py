@@ -23,7 +23,7 @@ from .format_answers import (TRANSFORM_PATTERN, FormatFile, FormatTable, TableFo
 from .lake import Lake
 from .protocol import TaskRequest
 from .results import ResultStore, StoredResult
-from .sql import quote_identifier, quote_literal
+from .sql import quote_identifier, quote_literal, text_value
 
 MAX_KEY_CHARS = 128  # fields.KeyName's
 
@@ -71,6 +71,9 @@ def run_task(con, lake: Lake, results: ResultStore, request: TaskRequest, with_r
         if path not in live:
             raise PermissionDenied(f"the task names {path[:300]!r}, which is not a live data file of the snapshot "
                                    f"of {request.table} that {request.pin} pins")
+        named = format_file_problem(request.table, path)  # a live one too: a log may name a glob
+        if named is not None:
+            raise PermissionDenied(f"the task names {path[:300]!r}, which {named}")
     footers = format_files.top_level_columns(con, [lake.path(path) for path in request.files])
     for path in request.files:
         if lake.path(path) not in footers:  # parquet_schema names each file as it was given
@@ -94,7 +97,7 @@ def _file_reader(found: format_files.Split, file: format_files.DataFile, present
         name, key = quote_identifier(column.name), column.name.lower()
         constant = constants.get(key)
         if key in constants and (found.kind == format_files.formats.DELTA or key not in in_file):
-            value = "NULL" if constant is None else quote_literal(constant)
+            value = "NULL" if constant is None else text_value(constant)  # a NUL would end a literal
         else:
             value = name if key in in_file else "NULL"
         selected.append(f"CAST({value} AS {column.type}) AS {name}")

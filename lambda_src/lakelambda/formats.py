@@ -19,6 +19,7 @@ only the database reopened for that format has (database.TABLE_FORMAT_EXTENSIONS
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -388,7 +389,6 @@ def check(con, lake, function: str, path: str, snapshot: int | None) -> str:
     from .database import require_table_format  # the lake's storage imports database: imported at use
 
     require_table_format(con, FORMAT_FUNCTIONS[function])
-    # Kept by what pins the read: the metadata file (and its version), or the Delta version's commit file.
     relative = path[len(lake.root) + 1:].rstrip("/")
     if FORMAT_FUNCTIONS[function] == ICEBERG:
         pinned = path if _ICEBERG_METADATA.fullmatch(path.rpartition("/")[2]) else \
@@ -398,7 +398,11 @@ def check(con, lake, function: str, path: str, snapshot: int | None) -> str:
             lake.storage.path(relative, DELTA_LOG_FOLDER, f"{snapshot:020d}.json")
     if function == "iceberg_snapshots":
         return pinned  # reads the metadata file alone, which is in the lake
-    key = (function, pinned, lake.storage.version_of(pinned), snapshot)
+    # A Delta version is every commit (and checkpoint) up to it: an earlier one rewritten in place changes it,
+    # so the proof is kept by the versions of the whole log (one listing), not of the version's own commit.
+    versions = lake.storage.version_of(pinned) if FORMAT_FUNCTIONS[function] == ICEBERG else \
+        hashlib.sha256(repr(lake.storage.versions_under(pinned.rpartition("/")[0])).encode()).hexdigest()
+    key = (function, pinned, versions, snapshot)
     with _checked_lock:
         if key in _checked:
             return pinned

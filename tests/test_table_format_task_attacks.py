@@ -16,12 +16,14 @@ import pytest
 
 from lakelambda import protocol
 from lakelambda.database import Settings
+from lakelambda.formats import current_iceberg_metadata
 from lakelambda.handler import LakeHandler
+from lakelambda.storage import open_storage
 from lakemagic import client
 from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
 
-from table_writers import reference, write_delta
+from table_writers import reference, write_delta, write_iceberg
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +181,27 @@ def test_an_earlier_commit_rewritten_in_place_after_a_checked_query_is_checked_a
     with pytest.raises(LakeQueryError) as raised:
         client.run_query(engine, "SELECT id FROM rides WHERE id > 1000")
     assert str(stored) in raised.value.message and "will not read" in raised.value.message
+
+
+def test_a_manifest_list_rewritten_in_place_after_a_checked_query_is_checked_again(lake, tmp_path):
+    """The proof that a snapshot's files lie inside the lake is kept by its metadata file; the manifest list
+    it names, rewritten in place (same name) with one whose manifests name another caller's files (inside
+    the lake's folder, so DuckDB's outer layer admits them), is checked again before the next read."""
+    root, handler, commit = lake
+    for warehouse, name in ((root, "trips"), (root / "_lakemagic", "secret")):
+        (tmp_path / f"catalog-{name}").mkdir()
+        write_iceberg(f"file://{warehouse}", name, tmp_path / f"catalog-{name}")
+    engine = EmbeddedEngine(str(root))
+    sql = "SELECT count(*) AS n FROM trips"
+    assert client.run_query(engine, sql).to_dataframe()["n"][0] == 99
+    metadata = current_iceberg_metadata(open_storage(str(root)), "trips")
+    current = lambda path: next(item["manifest-list"] for item in json.loads(Path(path).read_text())["snapshots"]  # noqa: E731
+                                if item["snapshot-id"] == json.loads(Path(path).read_text())["current-snapshot-id"])
+    listed_there = current(metadata).removeprefix("file://")
+    shutil.copyfile(current(current_iceberg_metadata(open_storage(str(root)), "_lakemagic/secret"))
+                    .removeprefix("file://"), listed_there)
+    assert any("_lakemagic" in path for path in reference(
+        f"SELECT file_path FROM iceberg_metadata('{metadata}')")["file_path"])  # the attack is real
+    with pytest.raises(LakeQueryError) as raised:
+        client.run_query(engine, "SELECT count(*) AS n FROM trips WHERE id >= 0")
+    assert "_lakemagic" in raised.value.message and "will not read" in raised.value.message

@@ -145,9 +145,11 @@ def _partition_key(transform: str, column: str) -> str:
     return column if transform == "identity" else f"{transform}({column})"
 
 
-def check_iceberg(con, lake, path: str, snapshot_id: int | None = None) -> None:
+def check_iceberg(con, lake, path: str, snapshot_id: int | None = None) -> tuple[tuple[str, tuple], ...]:
     """Refuse unless every file the metadata file `path` has a read of its snapshot (the current one,
-    or `snapshot_id`) open lies inside the lake: manifest lists, manifests, data and delete files."""
+    or `snapshot_id`) open lies inside the lake: manifest lists, manifests, data and delete files. The
+    manifest list and manifests it read, each with its version taken before the read: the proof holds
+    while they are the same."""
     metadata = read_json(lake.storage, path)
     snapshots = metadata.get("snapshots") or []
     wanted = metadata.get("current-snapshot-id") if snapshot_id is None else snapshot_id
@@ -162,15 +164,18 @@ def check_iceberg(con, lake, path: str, snapshot_id: int | None = None) -> None:
     if not lists:
         if snapshot_id is not None:
             raise TableMetadataError(f"{path} has no snapshot {snapshot_id}")
-        return  # a table with no snapshot: nothing to read
+        return ()  # a table with no snapshot: nothing to read
+    read = [(readable(lake, lists[0]), lake.storage.version_of(readable(lake, lists[0])))]
     manifests = [row[0] for row in _rows(con, f"SELECT manifest_path FROM read_avro("
                                            f"{quote_literal(readable(lake, lists[0]))})", lists[0])]
     for manifest in manifests:
         _inside(lake, manifest, lists[0])
+        read.append((readable(lake, manifest), lake.storage.version_of(readable(lake, manifest))))
     option = "" if snapshot_id is None else f", snapshot_from_id => {int(snapshot_id)}"
     for manifest, data_file in _rows(con, f"SELECT DISTINCT manifest_path, file_path FROM iceberg_metadata("
                                           f"{quote_literal(path)}{option})", f"the manifests of {path}"):
         _inside(lake, data_file, manifest)
+    return tuple(read)
 
 
 class DeltaReplay(NamedTuple):
@@ -361,8 +366,9 @@ def current_source(storage, folder: str, kind: str) -> str:
     return storage.path(log, commits[-1])
 
 
-# The snapshots whose files were proven inside the lake, by (source, its storage version, snapshot option).
-_checked: set[tuple] = set()
+# The snapshots whose files were proven inside the lake, by (source, its storage version, snapshot option): the
+# files beyond the source the proof read (an Iceberg manifest list and manifests), each with its version.
+_checked: dict[tuple, tuple[tuple[str, tuple], ...]] = {}
 _checked_lock = threading.Lock()
 MAX_CHECKED = 1024
 
@@ -404,14 +410,17 @@ def check(con, lake, function: str, path: str, snapshot: int | None) -> str:
         hashlib.sha256(repr(lake.storage.versions_under(pinned.rpartition("/")[0])).encode()).hexdigest()
     key = (function, pinned, versions, snapshot)
     with _checked_lock:
-        if key in _checked:
-            return pinned
+        read = _checked.get(key)
+    # Rewritten in place, a manifest list or manifest is another snapshot's: checked again.
+    if read is not None and all(lake.storage.version_of(file) == version for file, version in read):
+        return pinned
     if FORMAT_FUNCTIONS[function] == ICEBERG:
-        check_iceberg(con, lake, pinned, snapshot)
+        read = check_iceberg(con, lake, pinned, snapshot)
     else:
+        read = ()
         check_delta(con, lake, path.rstrip("/"), int(pinned.rpartition("/")[2][: -len(".json")]))
     with _checked_lock:
         if len(_checked) >= MAX_CHECKED:
             _checked.clear()
-        _checked.add(key)
+        _checked[key] = read
     return pinned

@@ -205,3 +205,29 @@ def test_a_manifest_list_rewritten_in_place_after_a_checked_query_is_checked_aga
     with pytest.raises(LakeQueryError) as raised:
         client.run_query(engine, "SELECT count(*) AS n FROM trips WHERE id >= 0")
     assert "_lakemagic" in raised.value.message and "will not read" in raised.value.message
+
+
+@pytest.mark.parametrize("pin", ["rides/_delta_log/{v}.json?s3_endpoint=127.0.0.1:9", "RIDES/_delta_log/{v}.json",
+                                 "rides/_delta_log/{v}.JSON", "rides/_delta_log/00000000000000000099.json",
+                                 "rides/_delta_log/{v}.checkpoint.parquet", "rides/_delta_log/{v}.json/",
+                                 "rides//_delta_log/{v}.json", "rides/./_delta_log/{v}.json",
+                                 "cities/_delta_log/00000000000000000000.json"])
+def test_a_pin_that_is_not_a_commit_of_the_task_table_is_refused(lake, written, pin):
+    root, handler, commit = lake
+    table = listed(handler, "rides").format_tables[0]
+    pin = pin.format(v=f"{written[1]:020d}")
+    answer = task(handler, "SELECT count(*) FROM rides", "rides", pin, [table.files[0].path])
+    assert isinstance(answer, protocol.ErrorAnswer), answer
+    assert answer.type in ("PermissionException", "TableMetadataError"), answer
+    assert "pins" in answer.message or "has no version 99" in answer.message, answer
+
+
+@pytest.mark.parametrize("change", [str.upper, lambda path: path.replace("/", "//", 1),
+                                    lambda path: path.replace("=", "%3D"), lambda path: path + " ",
+                                    lambda path: path.replace("/", "/./", 1)])
+def test_a_file_named_otherwise_than_the_log_names_it_is_refused(lake, change):
+    root, handler, commit = lake
+    table = listed(handler, "rides").format_tables[0]
+    answer = task(handler, "SELECT count(*) FROM rides", "rides", table.pin, [change(table.files[0].path)])
+    assert isinstance(answer, protocol.ErrorAnswer) and answer.type == "PermissionException", answer
+    assert "not a live data file" in answer.message

@@ -50,7 +50,8 @@ ANSWERS = {
     "partitioned_tables+formats": protocol.PartitionsAnswer((), STATS, (("rides", "delta", "it maps column names"),), (
         protocol.FormatTable("trips", "iceberg", "trips/metadata/00002-a1b2.metadata.json", (
             protocol.Column("day", "DATE"), protocol.Column("n", "BIGINT")), (
-            protocol.FormatFile("trips/data/day_month=2019-04/00000-0-a.parquet", 100, (("day", "month", "591"),)),
+            protocol.FormatFile("trips/data/day_month=2019-04/00000-0-a.parquet", 100, (("day", "month", "591"),),
+                                {"day": "2019-04-02", "n": "-3"}, {"day": "2019-04-29", "n": "17.25"}),
             protocol.FormatFile("trips/data/day_month=null/00000-0-b.parquet", 80, (("day", "month", None),)))),)),
     "estimate": protocol.EstimateAnswer((protocol.SourceEstimate(
         "events", True, 2, 1, 220, 90, 2, 1, 3, 2),), 2048, STATS),
@@ -174,7 +175,8 @@ def hostile_values(path: str, value) -> list:
     return [7, True, None, ["x"], {"x": "y"}, "ok\ud800", "\udfff", *([] if path in DATA_TEXT else SQL_FRAGMENTS)]
 
 
-OMITTABLE = {"reused_from", "tables[0].snapshot"}  # may be left out of the wire
+OMITTABLE = {"reused_from", "tables[0].snapshot",  # may be left out of the wire
+             *(f"format_tables[0].files[0].{side}.{column}" for side in ("lower", "upper") for column in ("day", "n"))}
 NULLABLE = {"result_id", "error.position", "estimate.memory_mb", "reused_from",
             "profile.min", "profile.max", "profile.mean", "tables[0].snapshot",
             "format_tables[0].files[0].partition[0][2]", "format_tables[0].files[1].partition[0][2]"}
@@ -261,6 +263,35 @@ def test_a_format_listings_partition_values_are_of_its_own_columns(change, says)
     change(forged["format_tables"][0])
     with pytest.raises(ProtocolError, match=says):
         protocol.parse_answer(forged)
+
+
+@pytest.mark.parametrize("side", ["lower", "upper"])
+@pytest.mark.parametrize("bounds, says", [
+    ({"other": "1"}, "statistics of a column the table does not have"),
+    ({"n": "1" * 65}, "a bound"),  # longer than any number, date or timestamp
+    ({"n": "1e3"}, "a bound"),
+    ({"n": "1 OR TRUE"}, "a bound"),
+    ({"n": "1'); SELECT 1; --"}, "a bound"),
+    ({"day": "2019-04-02T00:00:00+05:00"}, "a bound"),  # timestamps travel naive, in UTC
+    ({"n": 1}, "a bound"),
+    ({"n": None}, "a bound"),
+    ({"n": ["1"]}, "a bound"),
+    (["n", "1"], "an object"),
+    ("n=1", "an object"),
+    ({"": "1"}, "a column name"),
+    ({"n" * 1025: "1"}, "a column name"),
+])
+def test_a_format_listings_statistics_are_bounded_values_of_its_own_columns(side, bounds, says):
+    forged = crossed(ANSWERS["partitioned_tables+formats"])
+    forged["format_tables"][0]["files"][1][side] = bounds
+    with pytest.raises(ProtocolError, match=says):
+        protocol.parse_answer(forged)
+
+
+def test_a_format_listings_statistics_travel_as_objects_left_out_when_there_are_none():
+    files = crossed(ANSWERS["partitioned_tables+formats"])["format_tables"][0]["files"]
+    assert files[0]["lower"] == {"day": "2019-04-02", "n": "-3"} and files[0]["upper"]["n"] == "17.25"
+    assert "lower" not in files[1] and "upper" not in files[1]
 
 
 def test_a_forged_format_listing_plans_no_task():

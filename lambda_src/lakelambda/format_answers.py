@@ -7,30 +7,43 @@ Standard library only, as answers.py.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from .errors import ProtocolError
 from .fields import (Column, Count, FilePath, KeyName, MAX_COLUMNS, MAX_FILE_PATH_CHARS, MAX_LISTED_FILES,
                      MAX_PARTITION_KEYS, TableName)
-from .wire import Items, Text
+from .wire import OMITTED, Items, Text
 
 TableFormat = Literal["iceberg", "delta"]
 # An Iceberg partition transform (bucket[N], truncate[W] with their parameter); a Delta partition column's is identity.
 TRANSFORM_PATTERN = re.compile(r"identity|year|month|day|hour|void|(?:bucket|truncate)\[[0-9]{1,9}\]")
 PartitionTransform = Annotated[str, Text(32, pattern=TRANSFORM_PATTERN, says="a partition transform")]
+# A file's statistic of a column: an integer, a decimal, a date or a timestamp (naive, UTC), as text.
+BOUND_PATTERN = re.compile(r"-?[0-9]{1,40}(?:\.[0-9]{1,40})?"
+                           r"|[0-9]{4}-[0-9]{2}-[0-9]{2}(?: [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?)?")
+MAX_BOUND_CHARS = 64
+MAX_BOUND_COLUMN_CHARS = 1024
+Bounds = Annotated[dict[Annotated[str, Text(MAX_BOUND_COLUMN_CHARS, least=1, says="a column name")],
+                        Annotated[str, Text(MAX_BOUND_CHARS, pattern=BOUND_PATTERN,
+                                            says="a bound (an integer, decimal, date or timestamp)")]],
+                   Items(MAX_COLUMNS, noun="bounds"), OMITTED]
 
 
 @dataclass(frozen=True)
 class FormatFile:
     """One live data file of an Iceberg or Delta table's pinned snapshot: its path relative to the lake, its
     size, and its partition values as the table's metadata gives them, (source column, transform, value as
-    text or None for NULL) for each partition field (an Iceberg month as months since 1970, as Iceberg keeps it)."""
+    text or None for NULL) for each partition field (an Iceberg month as months since 1970, as Iceberg keeps it);
+    and its statistics, the least and greatest value of a column by its name (`lower`, `upper`), where the
+    metadata gives them exactly for a type pruning uses (format_bounds.py). Left out when there are none."""
 
     path: FilePath
     bytes: Count
     partition: Annotated[tuple[tuple[KeyName, PartitionTransform, Annotated[str, Text(MAX_FILE_PATH_CHARS)] | None], ...],
                          Items(MAX_PARTITION_KEYS, noun="partition values")]
+    lower: Bounds = field(default_factory=dict)
+    upper: Bounds = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,8 @@ class FormatTable:
             problem = format_file_problem(self.name, file.path)
             if problem is None and any(column.lower() not in columns for column, _, _ in file.partition):
                 problem = "is partitioned by a column the table does not have"
+            if problem is None and any(column.lower() not in columns for column in (*file.lower, *file.upper)):
+                problem = "has statistics of a column the table does not have"
             if problem is None and self.kind == "delta" and any(how != "identity" for _, how, _ in file.partition):
                 problem = "has a Delta partition value that is not the column's own"
             if problem:

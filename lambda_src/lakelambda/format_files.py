@@ -8,8 +8,9 @@ files a fan-out may split and why a table is not split, a task to know its
 files are the snapshot's own and what each holds, never trusting the
 request for either. What is read is kept per container by the pin and its
 version. The Iceberg manifests are read with read_avro, as formats.check_iceberg
-reads them (iceberg_metadata gives neither sizes nor partition values); a Delta
-log is replayed by formats.delta_replay. The table's columns and types are what
+reads them (iceberg_metadata gives neither sizes nor partition values nor
+bounds); a Delta log is replayed by formats.delta_replay. Each file's statistics
+are decoded by format_bounds. The table's columns and types are what
 the format's own reader binds (DESCRIBE of iceberg_scan / delta_scan).
 """
 
@@ -19,7 +20,9 @@ import json
 import threading
 from typing import NamedTuple
 
-from . import formats
+import duckdb
+
+from . import format_bounds, formats
 from .errors import TableMetadataError
 from .fields import Column
 from .format_answers import DELTA_PIN, ICEBERG_PIN
@@ -35,6 +38,8 @@ class DataFile(NamedTuple):
     path: str  # relative to the lake
     bytes: int
     partition: tuple[tuple[str, str, str | None], ...]  # (source column, transform, value as text, None: NULL)
+    lower: dict[str, str]  # column -> its least value in the file, as text (format_bounds)
+    upper: dict[str, str]
 
 
 class Split(NamedTuple):
@@ -103,6 +108,7 @@ def _iceberg(con, lake, table: str, pin: str) -> Split:
         schemas = metadata.get("schemas") or [metadata["schema"]]
         current = next(item for item in schemas if item.get("schema-id", 0) == metadata.get("current-schema-id", 0))
         names = {field["id"]: field["name"] for field in current["fields"]}
+        typed = {field["id"]: (field["name"], field["type"]) for field in current["fields"]}
         specs = {spec["spec-id"]: spec["fields"] for spec in metadata.get("partition-specs")
                  or [{"spec-id": 0, "fields": metadata.get("partition-spec", [])}]}
         wanted = metadata.get("current-snapshot-id")
@@ -117,7 +123,7 @@ def _iceberg(con, lake, table: str, pin: str) -> Split:
         if manifest.get("content") or 0:
             return refused("its snapshot has delete files, which a read of each data file alone would not apply")
         fields = specs.get(manifest.get("partition_spec_id") or 0, [])
-        for entry in _avro(con, lake, manifest["manifest_path"], "status, to_json(data_file) AS data_file"):
+        for entry in _entries(con, lake, manifest["manifest_path"]):
             if entry["status"] == 2:  # DELETED: not in this snapshot
                 continue
             data = json.loads(entry["data_file"])
@@ -132,7 +138,9 @@ def _iceberg(con, lake, table: str, pin: str) -> Split:
             values = data.get("partition") or {}
             files.append(DataFile(relative, int(data["file_size_in_bytes"]), tuple(
                 (names[field["source-id"]], field["transform"], _text(values.get(field["name"])))
-                for field in fields if field["source-id"] in names)))
+                for field in fields if field["source-id"] in names),
+                format_bounds.iceberg_bounds(typed, entry.get("lower_bounds")),
+                format_bounds.iceberg_bounds(typed, entry.get("upper_bounds"))))
     if len(schemas) == 1:
         return Split(formats.ICEBERG, pin, (), tuple(files))
     # The schema changed: a file's columns are matched to the current ones by field id, in its footer.
@@ -142,6 +150,16 @@ def _iceberg(con, lake, table: str, pin: str) -> Split:
                   tuple((field["name"], field["id"]) for field in current["fields"]), nested)
     problem = names_problem(found, top_level_columns(con, [lake.path(file.path) for file in files]))
     return found._replace(files=(), reason=problem) if problem else found
+
+
+def _entries(con, lake, manifest: str) -> list[dict]:
+    """A manifest's entries: status, data_file as JSON, and its bounds where its schema has them (optional)."""
+    entry = "status, to_json(data_file) AS data_file"
+    try:
+        return _avro(con, lake, manifest, f"{entry}, data_file.lower_bounds AS lower_bounds, "
+                                          "data_file.upper_bounds AS upper_bounds")
+    except duckdb.BinderException:
+        return _avro(con, lake, manifest, entry)
 
 
 def _avro(con, lake, path, columns: str = "*") -> list[dict]:
@@ -161,7 +179,9 @@ def _delta(con, lake, table: str, pin: str, version: int) -> Split:
         mode = (metadata.get("configuration") or {}).get("delta.columnMapping.mode", "none")
         provider = (metadata.get("format") or {}).get("provider", "parquet")
         keys = list(metadata.get("partitionColumns") or ())
-    except (TypeError, ValueError, AttributeError):
+        typed = {field["name"]: field["type"] for field in json.loads(metadata.get("schemaString") or "{}")
+                 .get("fields") or ()}
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise TableMetadataError(f"{lake.path(pin)} holds a protocol or metaData this reader does not understand") \
             from None
     if any(entry.get("deletionVector") for entry in replay.live.values()):
@@ -182,8 +202,9 @@ def _delta(con, lake, table: str, pin: str, version: int) -> Split:
         values = entry.get("partitionValues") or {}
         # Delta's reader reads an empty partition value as NULL, whatever the column's type.
         files.append(DataFile(relative, int(entry.get("size", 0)), tuple(
-            (key, "identity", _text(values.get(key)) or None) for key in keys)))
-    return Split(formats.DELTA, pin, (), tuple(sorted(files)))
+            (key, "identity", _text(values.get(key)) or None) for key in keys),
+            *format_bounds.delta_bounds(typed, entry.get("stats"))))
+    return Split(formats.DELTA, pin, (), tuple(sorted(files, key=lambda file: file.path)))
 
 
 def _relative(lake, table: str, path) -> str | None:

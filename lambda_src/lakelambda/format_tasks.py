@@ -17,19 +17,25 @@ from __future__ import annotations
 
 from . import format_files, run, sandbox
 from .errors import PermissionDenied, TableMetadataError, UnsupportedTableFeature
-from .fields import MAX_COLUMNS, MAX_COUNT, MAX_FILE_PATH_CHARS, MAX_LISTED_FILES, MAX_PARTITION_KEYS
-from .format_answers import (TRANSFORM_PATTERN, FormatFile, FormatTable, TableFormat, format_file_problem,
-                             format_pin_problem)
+from .fields import (MAX_COLUMNS, MAX_COUNT, MAX_FILE_PATH_CHARS, MAX_LISTED_FILES, MAX_PARTITION_KEYS,
+                     MAX_RESPONSE_BYTES)
+from .format_answers import (BOUND_PATTERN, MAX_BOUND_CHARS, MAX_BOUND_COLUMN_CHARS, TRANSFORM_PATTERN, FormatFile,
+                             FormatTable, TableFormat, format_file_problem, format_pin_problem)
 from .lake import Lake
 from .protocol import TaskRequest
 from .results import ResultStore, StoredResult
 from .sql import quote_identifier, quote_literal, text_value
 
 MAX_KEY_CHARS = 128  # fields.KeyName's
+# The most characters a listing's statistics take, all its tables' together: a quarter of what an answer holds.
+MAX_STATS_CHARS = MAX_RESPONSE_BYTES // 4
 
 
-def listed(con, lake: Lake, name: str, kind: TableFormat) -> FormatTable | tuple[str, TableFormat, str]:
-    """The table-format table `name` as a fan-out may split it, or (name, kind, why not)."""
+def listed(con, lake: Lake, name: str, kind: TableFormat,
+           stats_chars: int = MAX_STATS_CHARS) -> FormatTable | tuple[str, TableFormat, str]:
+    """The table-format table `name` as a fan-out may split it, or (name, kind, why not); its files'
+    statistics only if they take at most `stats_chars` characters together."""
+
     source = lake.find_tables(con, {name}).get(name.lower())
     pin = source[len(lake.root) + 1:] if source else ""
     if not source or format_pin_problem(name, kind, pin) is not None:
@@ -45,14 +51,25 @@ def listed(con, lake: Lake, name: str, kind: TableFormat) -> FormatTable | tuple
         if problem is not None:
             return name, kind, f"a data file {problem} ({file.path[:200]})"
     columns = {column.name.lower() for column in found.columns}
+    lower, upper = ([_bounds(getattr(file, side), columns) for file in found.files] for side in ("lower", "upper"))
+    if sum(len(column) + len(value) + 6 for bounds in (*lower, *upper) for column, value in bounds.items()) \
+            > stats_chars:  # statistics only prune: left out rather than make the answer too large
+        lower = upper = [{} for _ in found.files]
     # A partition value that cannot travel (too long, an unknown transform) is left out: the notebook then
     # keeps the file, whatever the filter.
     return FormatTable(name, kind, pin, found.columns, tuple(
         FormatFile(file.path, file.bytes, tuple(
             (column, how, value) for column, how, value in file.partition
             if column.lower() in columns and 0 < len(column) <= MAX_KEY_CHARS and TRANSFORM_PATTERN.fullmatch(how)
-            and len(value or "") <= MAX_FILE_PATH_CHARS)[:MAX_PARTITION_KEYS])
-        for file in found.files))
+            and len(value or "") <= MAX_FILE_PATH_CHARS)[:MAX_PARTITION_KEYS], low, high)
+        for file, low, high in zip(found.files, lower, upper)))
+
+
+def _bounds(bounds: dict[str, str], columns: set[str]) -> dict[str, str]:
+    """The statistics that travel (format_answers.Bounds): of the table's columns, each bound as the wire has it."""
+    return {column: value for column, value in bounds.items() if column.lower() in columns
+            and 0 < len(column) <= MAX_BOUND_COLUMN_CHARS and len(value) <= MAX_BOUND_CHARS
+            and BOUND_PATTERN.fullmatch(value)}
 
 
 def run_task(con, lake: Lake, results: ResultStore, request: TaskRequest, with_reader) -> StoredResult:

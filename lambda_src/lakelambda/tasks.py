@@ -43,8 +43,9 @@ def partitions(con, lake: Lake, tables: tuple[str, ...]) -> PartitionsAnswer:
     and those that are Iceberg or Delta tables: with their data files where a fan-out over them is exact
     (format_tasks.listed), else with why not."""
     found = []
-    listed_formats = [format_tasks.listed(con, lake, name, kind) for name in dict.fromkeys(tables)
-                      for kind in [lake.table_format(con, name)] if kind is not None]
+    kinds = {name: kind for name in dict.fromkeys(tables) for kind in [lake.table_format(con, name)] if kind is not None}
+    listed_formats = [format_tasks.listed(con, lake, name, kind, format_tasks.MAX_STATS_CHARS // len(kinds))
+                      for name, kind in kinds.items()]
     for name in dict.fromkeys(tables):
         listed = lake.partition_files(con, name)
         if not listed:

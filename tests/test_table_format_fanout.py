@@ -280,3 +280,26 @@ def test_an_iceberg_filter_on_its_month_partitions_source_reads_only_the_files_d
     assert read == sorted(name[len(lake.root) + 1:] for (name,) in needed) and len(read) > 1
     assert len(read) < len(answer.format_tables[0].files)
     _assert_same(_run_tasks(lake, decision), lake.reference(sql), ordered=True)
+
+
+@pytest.mark.parametrize("where", ["l_receiptdate < DATE '1992-03-15'",
+                                   "l_receiptdate BETWEEN DATE '1996-06-10' AND DATE '1996-07-20'",
+                                   "l_commitdate >= TIMESTAMP '1998-10-20 12:00'",
+                                   "l_receiptdate IN (DATE '1993-05-04', DATE '1997-12-24')"])
+def test_a_filter_on_a_column_no_partition_holds_is_pruned_by_the_files_statistics(lake, where):
+    """lineitem's receipt and commit dates follow its ship date, so each month's files hold a narrow range of
+    them: the listing's statistics prune what its partition values cannot, and the answer stays exact."""
+    sql = f"SELECT count(*), sum(l_extendedprice) FROM lineitem WHERE {where}"
+    files = protocol.parse_answer(lake.handler()(protocol.encode(protocol.PartitionsRequest(("lineitem",))))) \
+        .format_tables[0].files
+    assert all({"l_receiptdate", "l_commitdate", "l_orderkey"} <= set(file.lower) & set(file.upper) for file in files)
+    decision = runner.decide(lake.engine(), sql, (), 64)
+    read = {file.path for task in decision.plan.tasks for file in task.files}
+    with lake.connect() as con:  # the files DuckDB finds a passing row in, reading each alone
+        needed = {path for path in (file.path for file in files) if con.execute(
+            f"SELECT count(*) FROM read_parquet({quote_literal(f'{lake.root}/{path}')}) WHERE {where}").fetchone()[0]}
+    assert needed <= read and len(read) < len(files) // 4, (len(needed), len(read), len(files))
+    _assert_same(_run_tasks(lake, decision), lake.reference(sql), ordered=True)
+    result = runner.run(lake.engine(), sql, {}, 1000, (), 64)
+    assert result.stats.fanout.tasks == len(read)
+    assert result.to_dataframe(kind="arrow").to_pylist() == lake.reference(sql).to_arrow_table().to_pylist()

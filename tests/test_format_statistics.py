@@ -12,11 +12,10 @@ from __future__ import annotations
 import datetime
 import decimal
 
-import duckdb
 import pyarrow as pa
 import pytest
 
-from lakelambda import protocol
+from lakelambda import format_bounds, format_tasks, protocol
 from lakelambda.database import Settings
 from lakelambda.formats import current_iceberg_metadata
 from lakelambda.handler import LakeHandler
@@ -102,6 +101,16 @@ def test_each_files_bounds_are_its_least_and_greatest_values(lake):
                 assert read == (least, greatest), (column, file.lower[column], file.upper[column])
 
 
+def test_statistics_that_would_make_the_answer_too_large_are_left_out(lake, monkeypatch):
+    _, _, handler, _ = lake
+    given = sum(len(column) + len(value) + 6 for file in _listing(handler).files
+                for bounds in (file.lower, file.upper) for column, value in bounds.items())
+    monkeypatch.setattr(format_tasks, "MAX_STATS_CHARS", given - 1)
+    assert all(not file.lower and not file.upper for file in _listing(handler).files)
+    monkeypatch.setattr(format_tasks, "MAX_STATS_CHARS", given)
+    assert all(file.lower and file.upper for file in _listing(handler).files)
+
+
 @pytest.mark.parametrize(("where", "wanted"), [
     ("id >= 300", 1),
     ("id BETWEEN 110 AND 210", 2),
@@ -138,3 +147,41 @@ def test_a_filter_reads_only_the_files_its_statistics_allow_and_answers_exactly(
         assert needed <= read and len(read) == wanted, (needed, read)
     result = runner.run(engine, sql, {}, 100, (), 64)
     assert [tuple(row.values()) for row in result.to_dataframe(kind="arrow").to_pylist()] == want
+
+
+@pytest.mark.parametrize(("kind", "raw", "text"), [
+    ("int", (-5).to_bytes(4, "little", signed=True), "-5"),
+    ("long", (7).to_bytes(4, "little", signed=True), "7"),  # written as int, promoted to long
+    ("long", (2**62).to_bytes(8, "little", signed=True), str(2**62)),
+    ("int", (7).to_bytes(8, "little", signed=True), None),
+    ("date", (-1).to_bytes(4, "little", signed=True), "1969-12-31"),
+    ("date", (2**31 - 1).to_bytes(4, "little", signed=True), None),  # no 4-digit year
+    ("timestamptz", (1_500_000).to_bytes(8, "little", signed=True), "1970-01-01 00:00:01.500000"),
+    ("timestamp_ns", (1).to_bytes(8, "little", signed=True), None),
+    ("decimal(9, 2)", (-123).to_bytes(2, "big", signed=True), "-1.23"),
+    ("decimal(38,10)", (10**37 + 5).to_bytes(16, "big", signed=True), "1000000000000000000000000000.0000000005"),
+    ("decimal(4,2)", (5).to_bytes(1, "big", signed=True), "0.05"),
+    ("string", b"abc", None),
+    ("double", b"\x00" * 8, None),
+])
+def test_iceberg_bounds_decode_exactly_or_not_at_all(kind, raw, text):
+    assert format_bounds.iceberg_bound(kind, raw) == text
+
+
+@pytest.mark.parametrize(("kind", "value", "text"), [
+    ("long", "9007199254740993", "9007199254740993"),  # more than a double holds: kept as its text
+    ("integer", "1.5", None),
+    ("decimal(10,2)", "1E+3", "1000.00"),
+    ("decimal(10,2)", "-0.5", "-0.50"),
+    ("decimal(10,2)", "1.234", None),  # more fraction digits than the column has
+    ("decimal(16,2)", "1.25", None),  # may have gone through a double
+    ("decimal(10,2)", "NaN", None),
+    ("timestamp", "2020-01-01T05:00:00.000+05:00", "2020-01-01 00:00:00"),
+    ("timestamp", "2020-01-01T00:00:00.123Z", "2020-01-01 00:00:00.123000"),
+    ("timestamp_ntz", "2020-01-01 10:00:07", "2020-01-01 10:00:07"),
+    ("date", "2020-01-01' OR TRUE", None),
+    ("string", "abc", None),
+    ({"type": "struct"}, "1", None),
+])
+def test_delta_statistics_are_kept_exactly_or_not_at_all(kind, value, text):
+    assert format_bounds.delta_bound(kind, value) == text

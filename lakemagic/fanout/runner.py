@@ -150,8 +150,9 @@ def _format_files(sql: str, table: protocol.FormatTable, params: dict | None
 
 
 def _kept_format_files(sql: str, table: protocol.FormatTable, params: dict | None) -> list[protocol.FormatFile]:
-    """The data files whose partition values (Iceberg transforms, Delta identity values) may hold rows
-    passing the query's filter, by transforms.prune_format over the table's columns as the listing types them."""
+    """The data files whose partition values (Iceberg transforms, Delta identity values) and statistics may
+    hold rows passing the query's filter, by transforms.prune_format over the table's columns as the listing
+    types them. A forged listing can only drop files the handler itself listed, as a Hive listing's values can."""
     return prune_format(sql, table.name, table.files, {column.name: column.type for column in table.columns}, params)
 
 

@@ -57,13 +57,16 @@ def delta_bounds(columns: dict[str, object], stats: object) -> tuple[dict[str, s
     (name -> the schema's type) whose type pruning uses; numbers kept as their exact text."""
     try:
         parsed = json.loads(stats, parse_float=str, parse_int=str) if isinstance(stats, str) else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}, {}
     if not isinstance(parsed, dict):
         return {}, {}
-    return tuple({name: text for name, value in (parsed.get(side) if isinstance(parsed.get(side), dict) else {}).items()
-                  if name in columns and (text := delta_bound(columns[name], value)) is not None}
-                 for side in ("minValues", "maxValues"))  # type: ignore[return-value]
+    found: list[dict[str, str]] = []
+    for side in ("minValues", "maxValues"):
+        values = parsed.get(side)
+        found.append({name: text for name, value in (values.items() if isinstance(values, dict) else ())
+                      if name in columns and (text := delta_bound(columns[name], value)) is not None})
+    return found[0], found[1]
 
 
 def delta_bound(kind: object, value: object) -> str | None:

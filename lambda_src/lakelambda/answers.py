@@ -19,7 +19,8 @@ from .fields import (CATALOG_NAME_PATTERN, Column, FilePath, KeyName, AnswerText
                      MAX_SQL_CHARS, MAX_TABLES, MAX_URL_CHARS, PAGE_FORMAT, RESULTS_FOLDER, ResultId, TableName,
                      VERSION)
 from .format_answers import FormatTable, TableFormat
-from .wire import OMITTED, Items, Range, Text, at, decode_fields
+from .markers import OMITTED, Items, Range, Text, at
+from .wire import decode_fields
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
 from .values import decode_value, encode_value
-from .wire import OMITTED, Items, Range, Text, Via
+from .markers import OMITTED, Items, Range, Text, Via
 
 VERSION = 1
 

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from .errors import ProtocolError
 from .fields import (Column, Count, FilePath, KeyName, MAX_COLUMNS, MAX_FILE_PATH_CHARS, MAX_LISTED_FILES,
                      MAX_PARTITION_KEYS, TableName)
-from .wire import OMITTED, Items, Text
+from .markers import OMITTED, Items, Text
 
 TableFormat = Literal["iceberg", "delta"]
 # An Iceberg partition transform (bucket[N], truncate[W] with their parameter); a Delta partition column's is identity.

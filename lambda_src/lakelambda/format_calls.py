@@ -65,11 +65,11 @@ def calls_table_formats(statement: str) -> bool:
 @functools.lru_cache(maxsize=128)  # asked of every query: a repeated one's tree is walked once (read, never changed)
 def _format_calls(statement: str) -> tuple[tuple[str, dict], ...]:
     tree = parse_tree(statement)
-    found = []
+    found: list[tuple[str, dict]] = []
     for node in walk({} if tree.get("error") else tree):
         function = node.get("function") if node.get("type") == "TABLE_FUNCTION" else None
         name = function.get("function_name", "").lower() if isinstance(function, dict) else ""
-        if name in FORMAT_FUNCTIONS:
+        if isinstance(function, dict) and name in FORMAT_FUNCTIONS:
             found.append((name, function))
     return tuple(found)
 

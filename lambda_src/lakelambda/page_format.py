@@ -100,7 +100,8 @@ def written_size(path: str, columns: Sequence[Column], rows: int, held: tuple | 
     if all(fixed):
         return 16 * len(columns) * rows
     if held is not None and all(is_fixed or column.type in _LENGTH for column, is_fixed in zip(columns, fixed)):
-        return table_size(*held, columns, rows)
+        con, table = held
+        return table_size(con, table, columns, rows)
     return decoded_size(path).bytes
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Union, get_args
 
 from .errors import ProtocolError
-from .wire import OMITTED, Items, Range, Text, decode_fields, encode_fields
+from .markers import OMITTED, Items, Range, Text
+from .wire import decode_fields, encode_fields
 # The answers and the fields' limits and types, given from here too: the protocol is one import.
 from .answers import (Column, HandlerStats, Page, Part, ResultInfo, Result, PageAnswer, PartAnswer, DownloadAnswer,
                       MaterializeAnswer, TableKind, TABLE_KINDS, TableFormat, TableFormats, TableInfo, TablesAnswer, Bar, Profile,

@@ -170,8 +170,9 @@ class _KernelResults(ResultStore):
         self._lock = threading.Lock()
 
     def keep(self, result_id: str, path: str, columns: tuple[Column, ...], rows: int,
-             size: int | None = None, carried: bool = True) -> StoredResult:
-        stored = super().keep(result_id, path, columns, rows, size, carried)
+             size: int | None = None, carried: bool = True,
+             writer: duckdb.DuckDBPyConnection | None = None) -> StoredResult:
+        stored = super().keep(result_id, path, columns, rows, size, carried, writer=writer)
         with self._lock:
             self._kept[result_id] = stored
             self._kept_total += stored.info.result_bytes

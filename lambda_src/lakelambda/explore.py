@@ -148,7 +148,7 @@ def store_derived(con, results, derived: Derived, columns: tuple[Column, ...]):
         if os.path.exists(path):
             os.remove(path)
         raise
-    return results.keep(result_id, path, columns, rows)
+    return results.keep(result_id, path, columns, rows, writer=con)
 
 
 def check_filter(where: str, columns: tuple[Column, ...], head: str, tail: str) -> None:

@@ -13,6 +13,7 @@ pages equals `duckdb.sql(...).df()` of the same query.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import re
 from typing import NamedTuple, Sequence
@@ -63,13 +64,19 @@ class Decoded(NamedTuple):
     columns: int  # as many as the file holds, as DuckDB reads it
 
 
-def decoded_size(path: str) -> Decoded:
+def decoded_size(path: str, writer: duckdb.DuckDBPyConnection | None = None) -> Decoded:
     """The rows, bytes and columns of the Parquet file at `path`, its bytes as DuckDB holds it decoded: 16
     bytes a value, plus each string's and blob's bytes, in every element of every list, map and struct.
     Summed by DuckDB over its vectors, so a value that many rows share (a Parquet dictionary entry, a run)
     counts once for each row without being copied. A page and an inline result may decode to MAX_DECODED_BYTES at most; a file
-    whose reading needs more memory than the measuring database has is said to be one byte more."""
-    with _measurer().cursor() as con:
+    whose reading needs more memory than the measuring database has is said to be one byte more.
+
+    Measured on `writer` where given: a cursor of the database that wrote the file from rows it held
+    itself (a handler's result or page), which reading it back costs no more than computing them did,
+    and which spares a cold start the measurer's own database; a file from anywhere else (an answer)
+    is measured by the measurer, whose small memory bounds what it decompresses.
+    """
+    with contextlib.nullcontext(writer) if writer is not None else _measurer().cursor() as con:
         relation = con.read_parquet([path])
         sizes = [_value_bytes(quote_identifier(name), kind, 0) for name, kind in zip(relation.columns, relation.types)]
         try:
@@ -86,7 +93,8 @@ _FIXED_SIZE = re.compile(r"BOOLEAN|U?(?:TINY|SMALL|BIG)?INT(?:EGER)?|FLOAT|DOUBL
                          r"TIMESTAMP(?:_S|_MS|_NS| WITH TIME ZONE)?")
 
 
-def written_size(path: str, columns: Sequence[Column], rows: int, held: tuple | None = None) -> int:
+def written_size(path: str, columns: Sequence[Column], rows: int, held: tuple | None = None,
+                 writer: duckdb.DuckDBPyConnection | None = None) -> int:
     """The bytes decoded_size gives for a result file of `rows` rows of `columns`, written by a query whose
     columns these are (or, adopted from an answer, measured on arrival already: ResultStore.keep's callers).
 
@@ -94,7 +102,7 @@ def written_size(path: str, columns: Sequence[Column], rows: int, held: tuple | 
     decoded_size's own figure for those types, whatever the data (about 1.5 ms of a small answer's time).
     Where the others are strings or blobs and `held` (a cursor, a table's name) names the table the file
     was written from, that table is measured (table_size), in a fraction of a reading of the file: the
-    file holds those values as they are. Else the file is measured.
+    file holds those values as they are. Else the file is measured (on `writer`, the cursor that wrote it, if given).
     """
     fixed = [bool(_FIXED_SIZE.fullmatch(storage_type(column.type))) for column in columns]
     if all(fixed):
@@ -102,7 +110,7 @@ def written_size(path: str, columns: Sequence[Column], rows: int, held: tuple | 
     if held is not None and all(is_fixed or column.type in _LENGTH for column, is_fixed in zip(columns, fixed)):
         con, table = held
         return table_size(con, table, columns, rows)
-    return decoded_size(path).bytes
+    return decoded_size(path, writer).bytes
 
 
 # Declared types of variable size that a result file holds, and DuckDB reads back, as they are: decoded_size
@@ -133,9 +141,9 @@ MEASURER_MEMORY_BYTES = 2 * MAX_DECODED_BYTES
 
 @functools.lru_cache(maxsize=1)
 def _measurer() -> duckdb.DuckDBPyConnection:
-    """The database that measures pages (and only that): in memory, one thread, at most
-    MEASURER_MEMORY_BYTES (DuckDB's Parquet reader decompresses pages within its memory limit, so a
-    few KB that would decompress to gigabytes fail here), no extensions, in UTC, locked."""
+    """The database that measures files from elsewhere (an answer's pages and inline results), and only that:
+    in memory, one thread, at most MEASURER_MEMORY_BYTES (DuckDB's Parquet reader decompresses pages within
+    its memory limit, so a few KB that would decompress to gigabytes fail here), no extensions, in UTC, locked."""
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
                                  "threads": 1, "memory_limit": f"{MEASURER_MEMORY_BYTES}B"})
     con.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: each page is measured on a cursor of its own

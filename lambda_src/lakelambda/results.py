@@ -109,7 +109,8 @@ class ResultStore:
         )
 
     def keep(self, result_id: str, path: str, columns: tuple[Column, ...], rows: int,
-             size: int | None = None, carried: bool = True, held: tuple | None = None) -> StoredResult:
+             size: int | None = None, carried: bool = True, held: tuple | None = None,
+             writer: duckdb.DuckDBPyConnection | None = None) -> StoredResult:
         """The result just written to `path` (`size` bytes): stored for every container, or, if small, only in memory.
 
         A small result is read back and its file removed at once: it travels
@@ -117,14 +118,15 @@ class ResultStore:
         past what a page may. Not `carried` (a host in this process takes it, as
         it is, into a file of its own), it is not measured: no answer carries it.
         `held` (a cursor, a table's name): the table the file was written from, which
-        measures it faster (page_format.written_size). One written straight into the lake is there already.
+        measures it faster (page_format.written_size); else it is measured on `writer`, the cursor that
+        wrote it. One written straight into the lake is there already.
         """
         if not self.is_local(path):
             assert size is not None, "DuckDB reports the size of a file it writes into the lake"
             return StoredResult(ResultInfo(result_id, columns, rows, size), path)
         size = os.path.getsize(path)
         if size <= self.inline_bytes and (
-                not carried or page_format.written_size(path, columns, rows, held) <= MAX_DECODED_BYTES):
+                not carried or page_format.written_size(path, columns, rows, held, writer) <= MAX_DECODED_BYTES):
             with open(path, "rb") as small:
                 data = small.read()
             os.remove(path)
@@ -245,7 +247,7 @@ class ResultStore:
         try:
             while True:
                 size = _write_rows(con, result, offset, limit, page_path)
-                over = max(size / budget, page_format.decoded_size(page_path).bytes / MAX_DECODED_BYTES)
+                over = max(size / budget, page_format.decoded_size(page_path, con).bytes / MAX_DECODED_BYTES)
                 if over <= 1 or limit <= 1:
                     break
                 limit = max(1, math.floor(limit / over * 0.9))

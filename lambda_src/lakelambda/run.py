@@ -192,7 +192,8 @@ def _store(con, lake: Lake, results: ResultStore, prepared: "Prepared", params: 
         body = body.wrapped("SELECT * FROM (", ")")
     write = _write_held if lake.storage.binds_cost_requests else _write_streamed
     result_id, path, columns, rows, size, held = write(con, lake, results, prepared, body, params, prepared.checked.text)
-    result = results.keep(result_id, path, columns, rows, size, carried or (reuse is not None and key is not None), held)
+    result = results.keep(result_id, path, columns, rows, size, carried or (reuse is not None and key is not None), held,
+                          writer=con)
     if reuse is not None and key is not None:
         reuse.remember(key, result)
     return result

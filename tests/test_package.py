@@ -40,7 +40,9 @@ BUCKET = "package-lake"
 # The table readers the iceberg, delta and avro extensions add: present in a database only once they are loaded.
 READERS = ("SELECT DISTINCT function_name FROM duckdb_functions() "
            "WHERE function_name IN ('iceberg_scan', 'delta_scan', 'read_avro')")
-QUERY = {"version": 1, "op": "query", "sql": "SELECT count(*) AS n FROM trips", "params": {}, "page_size": 10}
+# A text column makes the handler measure the inline result before it travels (page_format.written_size).
+QUERY = {"version": 1, "op": "query", "sql": "SELECT count(*) AS n, max(trip_id)::VARCHAR AS last FROM trips",
+         "params": {}, "page_size": 10}
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +98,10 @@ def test_local_package_answers_a_query_from_a_read_only_folder(local_package, s3
     code = "\n".join([
         "import importlib.util, json, sys",
         f"sys.path[:0] = [{str(task)!r}, {str(runtime)!r}]",
-        "import lakelambda.handler",
+        "import lakelambda.handler, lakelambda.page_format",
+        "loading = lakelambda.handler._loading is not None",  # the database started loading as Lambda imported it
         f"answer = lakelambda.handler.handler(json.loads({json.dumps(QUERY)!r}), None)",
+        "loading = [loading, lakelambda.handler._loading is None, lakelambda.page_format._measurer.cache_info().currsize]",
         "files = {name: getattr(module, '__file__', None) or '' for name, module in sorted(sys.modules.items())}",
         "scratch = lakelambda.handler._lambda_handler.settings.scratch",
         "boto3 = importlib.util.find_spec('boto3').origin",
@@ -113,11 +117,12 @@ def test_local_package_answers_a_query_from_a_read_only_folder(local_package, s3
         "    fresh.execute(f\"LOAD '{path}'\")",
         f"loaded = sorted(name for name, in fresh.execute({READERS!r}).fetchall())",
         "print(json.dumps({'answer': answer, 'files': files, 'path': sys.path, 'scratch': scratch, 'boto3': boto3,",
-        "                  'functions': functions, 'found': found, 'loaded': loaded}))",
+        "                  'functions': functions, 'found': found, 'loaded': loaded, 'loading': loading}))",
     ])
     environment = {
         "PATH": "/usr/bin:/bin", "TMPDIR": str(scratch), "LAKEMAGIC_LAKE": f"s3://{BUCKET}",
         "AWS_ENDPOINT_URL_S3": endpoint, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048", **CREDENTIALS,
+        "_HANDLER": "lakelambda.handler.handler",  # as Lambda names the function's handler
     }  # no HOME, no PYTHONPATH; -I -S: no user or site packages either
     # -B: on Lambda's read-only /var/task Python's bytecode cache fails silently; as root here it would succeed,
     # so it is switched off rather than mistaken for the handler writing into its package.
@@ -128,11 +133,14 @@ def test_local_package_answers_a_query_from_a_read_only_folder(local_package, s3
 
     answer = report["answer"]
     assert "error" not in answer, answer
-    assert answer["columns"] == [{"name": "n", "type": "BIGINT"}]
+    assert answer["columns"] == [{"name": "n", "type": "BIGINT"}, {"name": "last", "type": "VARCHAR"}]
     assert answer["total_rows"] == 1
     page = tmp_path / "page.parquet"
     page.write_bytes(base64.b64decode(answer["page"]["data"]))
-    assert duckdb.sql(f"SELECT n FROM '{page}'").fetchall() == [(7,)]
+    assert duckdb.sql(f"SELECT n, last FROM '{page}'").fetchall() == [(7, "6")]
+    # The database started loading httpfs at the import, and the first invocation took it over; the inline
+    # result was measured in the handler's own database, which wrote it: no third database (the measurer's).
+    assert report["loading"] == [True, True, 0]
     assert answer["stats"]["duckdb_version"] == duckdb_version()
 
     # Everything came from the package, the rest from the standard library; boto3 would come from the runtime

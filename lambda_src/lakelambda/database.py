@@ -129,33 +129,21 @@ class NeedsTableFormats(Exception):
         self.table_format = table_format
 
 
-def open_database(lake: Lake, settings: Settings, table_formats: frozenset[str] = frozenset()) -> duckdb.DuckDBPyConnection:
+def open_database(lake: Lake, settings: Settings, table_formats: frozenset[str] = frozenset(),
+                  loaded: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
     """A sandboxed in-memory database over `lake`; one per container, a cursor per call.
 
     `table_formats` ("iceberg", "delta"): with those formats' extensions loaded. A locked database
     (enable_external_access false) loads no extension, so they are loaded here, before the lock, and
     only in the database the handler reopens at the first request that reads such a table: a
     container that reads only Parquet never loads them (README, "Iceberg and Delta tables").
+    `loaded`: what load_database made for these `settings` and the lake's storage (the handler starts
+    it as Lambda imports it, see handler.handler), to which this adds the credentials and the doors.
     """
-    for folder in ("home", "extensions", "spill", "pages", "results"):
-        os.makedirs(os.path.join(settings.scratch, folder), exist_ok=True)
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    scratch = settings.scratch
-    con.execute(f"SET home_directory = {quote_literal(os.path.join(scratch, 'home'))}")
-    con.execute(f"SET extension_directory = {quote_literal(os.path.join(scratch, 'extensions'))}")
-    con.execute(f"SET temp_directory = {quote_literal(os.path.join(scratch, 'spill'))}")
-    # What DuckDB spills never fills the scratch space: a query needing more fails with an out-of-memory error.
-    con.execute(f"SET max_temp_directory_size = '{max(1, settings.scratch_space // 2 // 2**20)}MiB'")
-    # Every engine computes in UTC (Lambda's zone), so a notebook gets the same
-    # dates and hours wherever its query runs; the configuration lock below
-    # means a caller cannot pick another zone per query.
-    con.execute("SET GLOBAL TimeZone = 'UTC'")
-    if settings.memory_mb:
-        con.execute(f"SET memory_limit = '{duckdb_memory_mb(settings.memory_mb)}MB'")
-        con.execute(f"SET threads = {duckdb_threads(settings.memory_mb)}")
+    extensions = (*lake.storage.extensions,
+                  *sorted({name for kind in table_formats for name in TABLE_FORMAT_EXTENSIONS[kind]}))
+    con = loaded if loaded is not None else load_database(settings, extensions)
     lake.storage.attach(con, settings.environment, settings.function_timeout_s)
-    for name in sorted({name for kind in table_formats for name in TABLE_FORMAT_EXTENSIONS[kind]}):
-        con.execute(f"LOAD {quote_literal(extension_path(name))}")
     # The handler reads DuckDB's errors as JSON, with the error's position.
     con.execute("SET GLOBAL errors_as_json = true")
     # No logging: a log holds other callers' queries. (The enable_logging() table function
@@ -170,6 +158,48 @@ def open_database(lake: Lake, settings: Settings, table_formats: frozenset[str] 
     return con
 
 
+def load_database(settings: Settings, extensions: tuple[str, ...]) -> duckdb.DuckDBPyConnection:
+    """The first half of open_database: an in-memory database in the scratch folder, sized for the
+    function, in UTC, with `extensions` loaded from the package (httpfs: about 70 ms, most of it DuckDB
+    checking the file's signature). It needs neither the lake's credentials nor the function's timeout,
+    and holds nothing of a caller's until open_database has locked it."""
+    for folder in ("home", "extensions", "spill", "pages", "results"):
+        os.makedirs(os.path.join(settings.scratch, folder), exist_ok=True)
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    scratch = settings.scratch
+    con.execute(f"SET home_directory = {quote_literal(os.path.join(scratch, 'home'))}")
+    con.execute(f"SET extension_directory = {quote_literal(os.path.join(scratch, 'extensions'))}")
+    con.execute(f"SET temp_directory = {quote_literal(os.path.join(scratch, 'spill'))}")
+    # What DuckDB spills never fills the scratch space: a query needing more fails with an out-of-memory error.
+    con.execute(f"SET max_temp_directory_size = '{max(1, settings.scratch_space // 2 // 2**20)}MiB'")
+    # Every engine computes in UTC (Lambda's zone), so a notebook gets the same
+    # dates and hours wherever its query runs; open_database's configuration lock
+    # means a caller cannot pick another zone per query.
+    con.execute("SET GLOBAL TimeZone = 'UTC'")
+    if settings.memory_mb:
+        con.execute(f"SET memory_limit = '{duckdb_memory_mb(settings.memory_mb)}MB'")
+        con.execute(f"SET threads = {duckdb_threads(settings.memory_mb)}")
+    for name in extensions:
+        _load_extension(con, name, settings.environment)
+    return con
+
+
+def _load_extension(con: duckdb.DuckDBPyConnection, name: str, environment: dict) -> None:
+    """Load `name` from the deployment package (checked against DuckDB's signature, as every load is)."""
+    if name == "httpfs" and environment.get("LAKEMAGIC_INSTALL_HTTPFS") == "1":
+        # `lakemagic deploy` found no duckdb-extension-httpfs wheel for this platform: fetch the signed
+        # extension from DuckDB's repository into the scratch extension_directory (under /tmp), once per
+        # cold start, while external access is still open (open_database locks it later).
+        try:
+            con.execute("INSTALL httpfs")
+        except duckdb.IOException as exc:
+            raise RuntimeError("LAKEMAGIC_INSTALL_HTTPFS=1 but httpfs could not be installed from DuckDB's "
+                               f"extension repository (the function needs outbound internet access): {exc}") from None
+        con.execute("LOAD httpfs")
+    else:
+        con.execute(f"LOAD {quote_literal(extension_path(name))}")
+
+
 def duckdb_threads(function_memory_mb: int) -> int:
     """DuckDB's threads in a function of this memory: its vCPUs, rounded (one for a 2,048 MB function), at most 6."""
     return max(1, min(6, round(function_memory_mb / MB_PER_VCPU)))
@@ -182,19 +212,7 @@ def duckdb_memory_mb(function_memory_mb: int) -> int:
 
 
 def connect_to_s3(con: duckdb.DuckDBPyConnection, environment: dict) -> None:
-    """Load httpfs from the deployment package and give DuckDB the execution role's credentials."""
-    if environment.get("LAKEMAGIC_INSTALL_HTTPFS") == "1":
-        # `lakemagic deploy` found no duckdb-extension-httpfs wheel for this platform: fetch the signed
-        # extension from DuckDB's repository into the scratch extension_directory (under /tmp), once per
-        # cold start, while external access is still open (open_database locks it after this call).
-        try:
-            con.execute("INSTALL httpfs")
-        except duckdb.IOException as exc:
-            raise RuntimeError("LAKEMAGIC_INSTALL_HTTPFS=1 but httpfs could not be installed from DuckDB's "
-                               f"extension repository (the function needs outbound internet access): {exc}") from None
-        con.execute("LOAD httpfs")
-    else:
-        con.execute(f"LOAD {quote_literal(extension_path('httpfs'))}")
+    """Give DuckDB (httpfs loaded: load_database) the execution role's credentials."""
     options = {
         "KEY_ID": environment.get("AWS_ACCESS_KEY_ID"),
         "SECRET": environment.get("AWS_SECRET_ACCESS_KEY"),

@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import duckdb
 
-from . import estimate, protocol, run, tasks
-from .database import NeedsTableFormats, Settings, open_database
+from . import estimate, protocol, run, sandbox, tasks
+from .database import NeedsTableFormats, Settings, load_database, open_database
 from .errors import InternalError, LakeError, ProtocolError, QueryTimeout
 from .lake import Lake
 from .protocol import (ErrorAnswer, EstimateAnswer, EstimateRequest, MaterializeAnswer, MaterializeRequest,
@@ -33,8 +33,8 @@ from .protocol import (ErrorAnswer, EstimateAnswer, EstimateRequest, Materialize
 from .results import OPERATIONS, ResultStore
 from .run import Here
 from .reuse import ResultReuse
-from .sql import duckdb_error
-from .storage import s3_request_timeout_s
+from .sql import duckdb_error, single_query
+from .storage import open_storage, s3_request_timeout_s
 
 _log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ ANSWER_RESERVE_MS = 1500
 class LakeHandler:
     """A handler bound to one lake. Lambda keeps one per warm container."""
 
-    def __init__(self, lake: str, settings: Settings | None = None, s3=None, track_progress: bool = False):
+    def __init__(self, lake: str, settings: Settings | None = None, s3=None, track_progress: bool = False,
+                 loaded: duckdb.DuckDBPyConnection | None = None):
         self.settings = settings or Settings.from_environment()
         self.lake = Lake(lake, s3, s3_request_timeout_s(self.settings.function_timeout_s))
         self._cold = True
@@ -58,7 +59,7 @@ class LakeHandler:
         self.reuse.prepare()
         # One database per container; each invocation gets its own cursor, whose
         # temporary views vanish with it, so nothing carries over between callers.
-        self._database = open_database(self.lake, self.settings)
+        self._database = open_database(self.lake, self.settings, loaded=loaded)
         self.results.open_memory(self._database)
         # The table formats ("iceberg", "delta") whose extensions it has loaded (_open_table_format).
         self.table_formats: frozenset[str] = frozenset()
@@ -301,17 +302,66 @@ def _time_budget(con, context):
         watcher.join()
 
 
+class _Loading:
+    """The database's first half (database.load_database: httpfs loaded), made on a thread of its own
+    from the moment Lambda imports this module: its Init phase ends, and the first invocation begins
+    (its query checked: check_ahead), while DuckDB checks and loads the extension, which would
+    otherwise come after both."""
+
+    def __init__(self, lake: str):
+        self._outcome: tuple[Settings, duckdb.DuckDBPyConnection] | BaseException | None = None
+        self._lake = lake
+        self._thread = threading.Thread(target=self._load, name="lake-database", daemon=True)
+        self._thread.start()
+
+    def check_ahead(self, event) -> None:
+        """The first query's checks (one statement, then the sandbox on its parse tree), run while the
+        database loads: both keep their outcome per text, so the handler's own checks, which run as always,
+        find the work done. Any failure is left for them to answer, as they answer it."""
+        try:
+            request = protocol.parse_request(event)
+            if isinstance(request, QueryRequest):
+                sandbox.check_query(single_query(request.sql).text, open_storage(self._lake).root)
+        except Exception:  # the same checks run again inside the handler's edge, which answers any failure
+            pass
+
+    def _load(self) -> None:
+        try:
+            settings = Settings.from_environment()
+            self._outcome = settings, load_database(settings, open_storage(self._lake).extensions)
+        except BaseException as exc:  # raised again where the handler is made, as it would have been there
+            self._outcome = exc
+
+    def result(self) -> tuple[Settings, duckdb.DuckDBPyConnection]:
+        self._thread.join()
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        assert self._outcome is not None  # set by the thread, which has ended
+        return self._outcome
+
+
 _lambda_handler: LakeHandler | None = None
+# Lambda names the function's handler in _HANDLER: only there does the import start the database (never
+# where another program imports this module, such as the notebook's embedded engine).
+_loading = (_Loading(os.environ["LAKEMAGIC_LAKE"])
+            if os.environ.get("_HANDLER") == f"{__name__}.handler" and os.environ.get("LAKEMAGIC_LAKE") else None)
 
 
 def handler(event, context):
     """AWS Lambda's entry point: the lake comes from the function's LAKEMAGIC_LAKE."""
-    global _lambda_handler
+    global _lambda_handler, _loading
     if _lambda_handler is None:
         lake = os.environ.get("LAKEMAGIC_LAKE")
         if not lake:
             raise RuntimeError("the function has no LAKEMAGIC_LAKE environment variable naming its lake (s3://bucket[/prefix])")
         # At the first invocation the remaining time is the function's whole timeout.
         timeout_s = context.get_remaining_time_in_millis() / 1000 if context is not None else None
-        _lambda_handler = LakeHandler(lake, Settings.from_environment(function_timeout_s=timeout_s))
+        if _loading is not None:  # once: had it failed, the next invocation opens the database itself
+            loading, _loading = _loading, None
+            loading.check_ahead(event)
+            settings, loaded = loading.result()
+            settings = dataclasses.replace(settings, function_timeout_s=timeout_s or settings.function_timeout_s)
+        else:
+            settings, loaded = Settings.from_environment(function_timeout_s=timeout_s), None
+        _lambda_handler = LakeHandler(lake, settings, loaded=loaded)
     return _lambda_handler(event, context)

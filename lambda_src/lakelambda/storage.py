@@ -63,6 +63,8 @@ class LakeStorage:
     # Whether binding a file in DuckDB costs a request: a query's result is then held in the engine
     # and written from there (one bind), rather than streamed from the query into its file.
     binds_cost_requests: ClassVar[bool] = False
+    # The DuckDB extensions a database needs to read it (database.load_database).
+    extensions: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, root: str):
         self.root = root
@@ -266,6 +268,7 @@ class S3Bucket(LakeStorage):
 
     listing_ttl_s = CATALOG_TTL_SECONDS
     binds_cost_requests = True
+    extensions = ("httpfs",)
 
     def __init__(self, root: str, s3=None, request_timeout_s: int = S3_REQUEST_TIMEOUT_MAX_S):
         super().__init__(root)
@@ -384,7 +387,7 @@ class S3Bucket(LakeStorage):
             return self.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=seconds)
 
     def attach(self, con: duckdb.DuckDBPyConnection, environment: dict, function_timeout_s: float | None) -> None:
-        """httpfs with the execution role's credentials, each DuckDB request bounded as boto3's are."""
+        """The execution role's credentials for httpfs, each DuckDB request bounded as boto3's are."""
         database.connect_to_s3(con, environment)
         database.close_s3_side_doors(con, s3_request_timeout_s(function_timeout_s), S3_ATTEMPTS - 1)
 

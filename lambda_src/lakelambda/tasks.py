@@ -17,6 +17,7 @@ snapshot it reads instead (its pin): format_tasks.py answers it.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import threading
 import urllib.parse
@@ -105,6 +106,8 @@ def _not_a_file_of(lake: Lake, table: str, path: str) -> str | None:
     return None
 
 
+# A warm container asked the same task again (the same query over the same files) writes its SQL once.
+@functools.lru_cache(maxsize=64)
 def with_reader(sql: str, table: str, reader_sql: str) -> str:
     """The task's SQL with the reader of its files first among its CTEs, under the table's name.
 

@@ -31,15 +31,10 @@ def _trips(first: int, count: int, tip: bool = False) -> pa.Table:
     return pa.table(columns)
 
 
-def write_iceberg(warehouse: str, name: str, catalog_folder: Path, s3: dict | None = None,
-                  data_path: str | None = None) -> list[int]:
-    """Table `name` under `warehouse` (`file:///...` or `s3://bucket`), partitioned by zone and the pickup's
-    month: two appends, a new column, a third append, a delete. Its snapshot ids, oldest first.
-    `data_path`: where its data files go instead of the table's folder (pyiceberg's write.data.path)."""
+def _catalog(warehouse: str, catalog_folder: Path, s3: dict | None):
+    """pyiceberg's SQL catalog over sqlite in `catalog_folder`, its namespace `lake` made, writing under
+    `warehouse` (on the moto server `s3` names, where given)."""
     from pyiceberg.catalog.sql import SqlCatalog
-    from pyiceberg.expressions import EqualTo
-    from pyiceberg.transforms import MonthTransform
-    from pyiceberg.types import DoubleType
 
     properties = {"uri": f"sqlite:///{catalog_folder}/catalog.db", "warehouse": warehouse}
     if s3:
@@ -47,6 +42,19 @@ def write_iceberg(warehouse: str, name: str, catalog_folder: Path, s3: dict | No
                            "s3.secret-access-key": "testing", "s3.region": "us-east-1"})
     catalog = SqlCatalog("tests", **properties)
     catalog.create_namespace_if_not_exists("lake")
+    return catalog
+
+
+def write_iceberg(warehouse: str, name: str, catalog_folder: Path, s3: dict | None = None,
+                  data_path: str | None = None) -> list[int]:
+    """Table `name` under `warehouse` (`file:///...` or `s3://bucket`), partitioned by zone and the pickup's
+    month: two appends, a new column, a third append, a delete. Its snapshot ids, oldest first.
+    `data_path`: where its data files go instead of the table's folder (pyiceberg's write.data.path)."""
+    from pyiceberg.expressions import EqualTo
+    from pyiceberg.transforms import MonthTransform
+    from pyiceberg.types import DoubleType
+
+    catalog = _catalog(warehouse, catalog_folder, s3)
     table = catalog.create_table(f"lake.{name}", schema=_trips(0, 1).schema, location=f"{warehouse}/{name}",
                                  properties={"write.data.path": data_path} if data_path else {})
     with table.update_spec() as spec:
@@ -92,15 +100,9 @@ def write_iceberg_deletes(warehouse: str, name: str, catalog_folder: Path, kind:
     does not read deletes from). Its snapshot ids, oldest first; the last one holds the deletes.
     pyiceberg 0.12 writes no delete file (its delete() rewrites files), so the files are written here with
     pyarrow and committed with pyiceberg's own manifest writer and snapshot producer."""
-    from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 
-    properties = {"uri": f"sqlite:///{catalog_folder}/catalog.db", "warehouse": warehouse}
-    if s3:
-        properties.update({"s3.endpoint": s3["endpoint"], "s3.access-key-id": "testing",
-                           "s3.secret-access-key": "testing", "s3.region": "us-east-1"})
-    catalog = SqlCatalog("tests", **properties)
-    catalog.create_namespace_if_not_exists("lake")
+    catalog = _catalog(warehouse, catalog_folder, s3)
     table = catalog.create_table(f"lake.{name}", schema=_trips(0, 1).schema, location=f"{warehouse}/{name}",
                                  properties={"format-version": "2", "write.delete.mode": "merge-on-read"})
     with table.update_spec() as spec:

@@ -150,16 +150,21 @@ def assert_same_result(lake: Lake, sql: str, max_tasks: int, ordered: bool, para
     result = plan(sql, lake.table, lake.files, max_tasks)
     assert isinstance(result, Plan), result
     fanned = run_plan(lake, result, params)
-    whole = lake.connect().sql(sql, params=params)
-    assert fanned.columns == whole.columns
-    assert [str(kind) for kind in fanned.types] == [str(kind) for kind in whole.types]
-    got, want = fanned.fetchall(), whole.fetchall()
+    assert_same_rows(fanned, lake.connect().sql(sql, params=params), ordered)
+    return result
+
+
+def assert_same_rows(got_relation: duckdb.DuckDBPyRelation, want_relation: duckdb.DuckDBPyRelation,
+                     ordered: bool) -> None:
+    """The same columns, types and rows (in order where `ordered`), floats to 6 places."""
+    assert got_relation.columns == want_relation.columns
+    assert [str(kind) for kind in got_relation.types] == [str(kind) for kind in want_relation.types]
+    got, want = got_relation.fetchall(), want_relation.fetchall()
     if not ordered:
         got, want = sorted(got, key=sort_key), sorted(want, key=sort_key)
     assert len(got) == len(want)
     for got_row, want_row in zip(got, want):
         assert all(map(same_value, got_row, want_row)), (got_row, want_row)
-    return result
 
 
 # (sql, whether its ORDER BY fixes the order of all rows)

@@ -27,6 +27,7 @@ from lakemagic.errors import LakeQueryError
 
 from servers import FUNCTION, OTHER_BUCKET, start_function
 from table_writers import delta_s3_options, reference, write_delta, write_iceberg
+from test_table_formats import _refused
 
 BUCKET = "attacks-lake"
 # A deletion vector stored beside the table (storageType "u"): a remove that carries it is, for Delta's
@@ -50,14 +51,6 @@ def _commits(write, version: int, *actions: dict) -> None:
     """Each action as the next commit of the log, through `write(name, text)`."""
     for number, action in enumerate(actions, start=version + 1):
         write(f"_delta_log/{number:020d}.json", json.dumps(action) + "\n")
-
-
-def _refused(engine, sql: str, *named: str) -> str:
-    with pytest.raises(LakeQueryError) as raised:
-        client.run_query(engine, sql)
-    for name in named:
-        assert name in raised.value.message
-    return raised.value.message
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.fanout import PARTIALS, runner
 
 from table_writers import EXTENSIONS, delta_s3_options, s3_secret
-from test_fanout_plan import TPCH_QUERIES, same_value, sort_key, task_pages
+from test_fanout_plan import TPCH_QUERIES, assert_same_rows, same_value, sort_key, task_pages
 
 TASK_COUNTS = (3, 10)
 SMALL_TABLES = ("supplier", "nation")
@@ -196,17 +196,6 @@ def _run_tasks(lake: FormatLake, decision: runner.Decision) -> duckdb.DuckDBPyRe
     return con.sql(decision.plan.merge_sql)
 
 
-def _assert_same(got_relation, want_relation, ordered: bool) -> None:
-    assert got_relation.columns == want_relation.columns
-    assert [str(kind) for kind in got_relation.types] == [str(kind) for kind in want_relation.types]
-    got, want = got_relation.fetchall(), want_relation.fetchall()
-    if not ordered:
-        got, want = sorted(got, key=sort_key), sorted(want, key=sort_key)
-    assert len(got) == len(want)
-    for got_row, want_row in zip(got, want):
-        assert all(map(same_value, got_row, want_row)), (got_row, want_row)
-
-
 def _assert_handler_tasks_exact(lake: FormatLake, sql: str, ordered: bool, max_tasks: int) -> None:
     decision = runner.decide(lake.engine(), sql, (), max_tasks)
     if decision.plan is None:  # a Delta filter on its partition column left one file: one task's worth
@@ -214,7 +203,7 @@ def _assert_handler_tasks_exact(lake: FormatLake, sql: str, ordered: bool, max_t
             decision.reason
         return
     assert decision.pin is not None and len(decision.plan.tasks) == max_tasks
-    _assert_same(_run_tasks(lake, decision), lake.reference(sql), ordered)
+    assert_same_rows(_run_tasks(lake, decision), lake.reference(sql), ordered)
 
 
 @pytest.mark.parametrize("max_tasks", TASK_COUNTS)
@@ -263,7 +252,7 @@ def test_a_delta_filter_on_its_partition_column_reads_only_the_files_duckdb_says
     needed = lake.connect().sql(f"SELECT DISTINCT filename FROM delta_scan({quote_literal(lake.root + '/lineitem')}, "
                                 f"filename => true) WHERE {where}").fetchall()
     assert read == sorted(name[len(lake.root) + 1:] for (name,) in needed) and len(read) > 1
-    _assert_same(_run_tasks(lake, decision), lake.reference(sql), ordered=False)
+    assert_same_rows(_run_tasks(lake, decision), lake.reference(sql), ordered=False)
 
 
 @pytest.mark.parametrize("where", ["l_shipdate BETWEEN DATE '1995-01-01' AND DATE '1995-03-31'",
@@ -279,7 +268,7 @@ def test_an_iceberg_filter_on_its_month_partitions_source_reads_only_the_files_d
                                 f"WHERE {where}").fetchall()
     assert read == sorted(name[len(lake.root) + 1:] for (name,) in needed) and len(read) > 1
     assert len(read) < len(answer.format_tables[0].files)
-    _assert_same(_run_tasks(lake, decision), lake.reference(sql), ordered=True)
+    assert_same_rows(_run_tasks(lake, decision), lake.reference(sql), ordered=True)
 
 
 @pytest.mark.parametrize("where", ["l_receiptdate < DATE '1992-03-15'",
@@ -299,7 +288,7 @@ def test_a_filter_on_a_column_no_partition_holds_is_pruned_by_the_files_statisti
         needed = {path for path in (file.path for file in files) if con.execute(
             f"SELECT count(*) FROM read_parquet({quote_literal(f'{lake.root}/{path}')}) WHERE {where}").fetchone()[0]}
     assert needed <= read and len(read) < len(files) // 4, (len(needed), len(read), len(files))
-    _assert_same(_run_tasks(lake, decision), lake.reference(sql), ordered=True)
+    assert_same_rows(_run_tasks(lake, decision), lake.reference(sql), ordered=True)
     result = runner.run(lake.engine(), sql, {}, 1000, (), 64)
     assert result.stats.fanout.tasks == len(read)
     assert result.to_dataframe(kind="arrow").to_pylist() == lake.reference(sql).to_arrow_table().to_pylist()

@@ -182,7 +182,7 @@ def shown_rows(output: Locator) -> list[tuple[int, int, int]]:
 
 def shown_header(output: Locator) -> list[list[str]]:
     """Each column's name (its header button) and, under it, its DuckDB type."""
-    names = output.locator(".widget-gridbox button").all_text_contents()
+    names = output.locator(".lm-names button").all_text_contents()
     types = output.locator(".lm-types .lm-type").all_text_contents()
     return [[name.strip(), kind] for name, kind in zip(names, types)]
 
@@ -193,7 +193,7 @@ def page_size_choice(widget: Locator) -> Locator:
 
 def sort_by(widget: Locator, column: str, shown: str) -> None:
     """Click a column's header and wait until it reads `shown` (its name and the sort's arrow)."""
-    header = widget.locator(".widget-gridbox button", has_text=column)
+    header = widget.locator(".lm-names button", has_text=column)
     header.click()
     expect(header).to_have_text(shown)
 
@@ -474,7 +474,7 @@ def check_every_type(output: Locator, screenshot: str) -> None:
     [row] = grid_cells(output)
     shown = [text.strip() for text in row[1:]]
     written = duckdb_text(TYPES_QUERY)
-    names = [name.strip() for name in output.locator(".widget-gridbox button").all_text_contents()]
+    names = [name.strip() for name in output.locator(".lm-names button").all_text_contents()]
     widget_screenshot(output, screenshot)
     for name, text, want in zip(names, shown, written):
         want = want if want is None else want.strip()
@@ -516,7 +516,7 @@ def top_left(locator: Locator) -> tuple[float, float]:
 def test_lab_a_wide_result_scrolls_inside_its_grid_under_its_header(lab_shapes):
     output = wide_grid(lab_shapes)
     grid = output.locator(".lm-scroll")
-    header = output.locator(".widget-gridbox button", has_text="col_01")
+    header = output.locator(".lm-names button", has_text="col_01")
     first_number = output.locator("td.lm-rownum").first
     pager = button(output, "Next")
     footer = output.locator(".lakemagic-summary")
@@ -577,7 +577,7 @@ def test_lab_the_grid_reads_in_the_dark_theme(lab_shapes):
             getComputedStyle(cell.closest('.lm-scroll').parentElement.closest('.jp-OutputArea-output')
                              .closest('.jp-Notebook')).backgroundColor]""")
         assert luminance(text) - luminance(ground) > 100, (text, ground)
-        header = output.locator(".widget-gridbox button", has_text="col_01")
+        header = output.locator(".lm-names button", has_text="col_01")
         assert luminance(header.evaluate("node => getComputedStyle(node).color")) > 150
     finally:
         use_theme(page, "JupyterLab Light")

@@ -62,7 +62,7 @@ def shown_rows(page_html: str) -> list[list[str]]:
 
 def shown_numbers(table) -> list[int]:
     """The values of column n as the table's HTML shows them."""
-    return [int(row[1].replace(",", "")) for row in shown_rows(table.table.value)]
+    return [int(row[1].replace(",", "")) for row in shown_rows(table.grid.rows)]
 
 
 def expected_numbers(offset: int, limit: int) -> list[int]:
@@ -110,10 +110,10 @@ def test_only_a_bounded_number_of_pages_stay_in_the_kernel(table):
 def test_a_fetch_error_shows_inline_and_keeps_the_table(stored_table):
     table = stored_table
     os.remove(table.result.engine.lake + f"/_lakemagic/results/{table.result.result_id}.parquet")
-    before = table.table.value
+    before = table.grid.rows
     table.next_button.click()
     assert "ResultNotFound" in table.message.value
-    assert table.table.value == before
+    assert table.grid.rows == before
     assert "rows 1–50" in table.position.value
 
 
@@ -163,49 +163,56 @@ def test_static_form_for_front_ends_without_widgets(table):
 
 
 def test_each_column_is_summarized_under_its_header_after_the_first_page(table):
-    assert table.glances.value == ""  # the first page is shown first (no kernel here: nothing is scheduled)
+    assert table.grid.glances == ""  # the first page is shown first (no kernel here: nothing is scheduled)
     calls = table.ran_on.calls
     table.show_summaries()
-    glances = table.glances.value
+    glances = table.grid.glances
     assert glances.count("class='lm-bin'") == 7 and "title='1,200 – 1,400: 34 (2.8%)\nclick to filter" in glances
     values = [html.unescape(text) for text in re.findall(r"<span class='lm-value'[^>]*>([^<]*)</span>", glances)]
     assert values[:3] == ["row 0 <0.1%", "row 1 <0.1%", "row 10 <0.1%"]  # 1 in 1,234 each
     assert table.ran_on.calls == calls + (0 if table.result.inline else 1)  # one call for every column
     assert glances.count("class='lm-bin'") == table._repr_mimebundle_()["text/html"].count("class='lm-bin'")
-    header(table, "n").click()  # sorted: the same rows, the same summaries (on the sorted page's column widths)
-    assert table.glances.value.split("'>", 1)[1] == glances.split("'>", 1)[1]
+    sort_click(table, "n")  # sorted: the same rows, the same summaries (on the sorted page's column widths)
+    assert table.grid.glances.split("'>", 1)[1] == glances.split("'>", 1)[1]
     table.apply_filter("n < 10")  # they are not of a filter's rows
-    assert table.glances.value == "" and "class='lm-bin'" not in table._repr_mimebundle_()["text/html"]
+    assert table.grid.glances == "" and "class='lm-bin'" not in table._repr_mimebundle_()["text/html"]
 
 
 # --- sort, filter, profile, go to, export -------------------------------------------------------------
 
 
-def header(table, name: str):
-    return next(button for button in table.headers if button.description.split(" ")[0] == name)
+def sort_click(table, name: str) -> None:
+    """A click on a column's name, as the grid's front end sends it."""
+    from_the_front_end(table, {"kind": "sort", "column": [c.name for c in table.base.columns].index(name)})
+
+
+def shown_name(table, name: str) -> str:
+    """A column's name as its button in the grid reads (with the sort's arrow)."""
+    names = [html.unescape(text) for text in re.findall(r"<button[^>]*>([^<]*)</button>", table.grid.names)]
+    return next(text for text in names if text.split(" ")[0] == name)
 
 
 def shown_labels(table) -> list[str]:
-    return [row[2] for row in shown_rows(table.table.value)]
+    return [row[2] for row in shown_rows(table.grid.rows)]
 
 
 def test_a_header_click_sorts_the_whole_result_then_descending_then_off(table):
-    header(table, "label").click()
+    sort_click(table, "label")
     ordered = [row[0] for row in duckdb.sql(f"SELECT label FROM ({SQL}) ORDER BY label").fetchall()]
     assert shown_labels(table) == ordered[:50]
-    assert header(table, "label").description == "label ▲" and "sorted by label ascending" in table.footer.value
+    assert shown_name(table, "label") == "label ▲" and "sorted by label ascending" in table.footer.value
     table.last_button.click()
     assert shown_labels(table) == ordered[1200:]
-    header(table, "label").click()
+    sort_click(table, "label")
     assert shown_labels(table) == ordered[::-1][:50]
-    header(table, "label").click()
-    assert shown_numbers(table) == expected_numbers(0, 50) and header(table, "label").description == "label"
+    sort_click(table, "label")
+    assert shown_numbers(table) == expected_numbers(0, 50) and shown_name(table, "label") == "label"
     assert "sorted" not in table.footer.value
 
 
 def test_a_filter_shows_its_rows_and_their_count_and_keeps_the_sort(table):
     table.tools_button.click()
-    header(table, "n").click()
+    sort_click(table, "n")
     table.filter_text.value = "n % 100 = 7"
     assert shown_numbers(table) == [n for n in range(1234) if n % 100 == 7]
     assert "rows 1–13 of 13" in table.position.value
@@ -220,10 +227,10 @@ def test_a_filter_shows_its_rows_and_their_count_and_keeps_the_sort(table):
 def test_a_bad_filter_shows_the_error_inline_and_changes_nothing(table, where, error):
     table.tools_button.click()
     table.next_button.click()
-    before = (table.table.value, table.position.value, table.footer.value)
+    before = (table.grid.rows, table.position.value, table.footer.value)
     table.filter_text.value = where
     assert error in table.message.value
-    assert (table.table.value, table.position.value, table.footer.value) == before
+    assert (table.grid.rows, table.position.value, table.footer.value) == before
 
 
 def test_a_profile_shows_the_columns_figures_and_bars(table):
@@ -259,7 +266,7 @@ def test_the_filter_profile_go_to_and_export_controls_are_built_on_first_use(tab
     assert table.tools is None and table.tools not in table.children
     table.tools_button.click()
     assert table.children[1] is table.tools and table.tools_button.layout.display == "none"
-    header(table, "n").click()
+    sort_click(table, "n")
     table.tools_button.click()  # built once: the filter box keeps what it has
     assert table.tools is table.children[1] and table.filter_text.value == ""
 
@@ -276,10 +283,10 @@ def test_a_small_result_s_table_makes_few_widget_models(tmp_path):
                               page_size=50)
     widget.ResultTable(result, page_size=50).show_tools()  # the kernel's first makes the layouts and styles all share
     table, made = models_made(lambda: widget.ResultTable(result, page_size=50))
-    # The table; the pager (4 buttons, page size, position, tools button, their row); a header per column in a
-    # grid with its layout; the types, the summary strip, the cells, their two boxes; the footer.
-    assert len(made) == 1 + 8 + (2 + len(result.columns)) + 5 + 1 == 19
-    assert [type(model).__name__ for model in made].count("Layout") == 1  # the header row's: its widths change
+    # The table; the pager (4 buttons, page size, position, tools button, their row); the grid (names, types,
+    # summaries and rows: one model, whatever the columns); the footer.
+    assert len(made) == 1 + 8 + 1 + 1 == 11
+    assert [type(model).__name__ for model in made].count("Layout") == 0  # every layout is the kernel's shared one
     # A one-page result shows its whole pager as every result does, the page turns disabled.
     assert table.position.value == "page 1 of 1 · rows 1–4 of 4"
     assert all(button.disabled for button in (table.first_button, table.previous_button, table.next_button,
@@ -320,14 +327,14 @@ def test_values_are_shown_as_duckdb_writes_them(where, tmp_path, monkeypatch):
     relation = con.sql(TYPES_SQL)
     written = con.sql("SELECT " + ", ".join(f"CAST(\"{name}\" AS VARCHAR)" for name in relation.columns)
                       + " FROM relation").fetchall()
-    shown = shown_rows(table.table.value)
+    shown = shown_rows(table.grid.rows)
     for shown_row, written_row in zip(shown, written):
         for name, text, want in zip(relation.columns, shown_row[1:], written_row):
             assert (text.replace(",", "") if name in ("f", "d", "huge", "exact", "nothing") else text) == \
                 ("NULL" if want is None else want), name
     assert shown[0][1:3] == ["0.41", "1,234,567.25"] and shown[0][10] == "100,000,000,000,000,000,000"
     # a column's decimal points line up: padded on the right to the longest decimals of the page
-    texts = re.findall(r"<td class='lm-num'[^>]*>([^<]*)</td>", table.table.value)
+    texts = re.findall(r"<td class='lm-num'[^>]*>([^<]*)</td>", table.grid.rows)
     assert texts[:2] == ["0.41", "1,234,567.25"] and texts[4:6] == ["15.5\u2007", "-3.0\u2007"]  # a figure space
     plain = table._repr_mimebundle_()["text/plain"].splitlines()
     assert plain[1].split()[:2] == ["f", "d"] and plain[2].split()[:3] == ["0.41", "1,234,567.25", "2019-04-01"]
@@ -350,7 +357,7 @@ def test_the_tools_row_can_be_put_away_and_brought_back(table):
     assert table.tools.layout.display is None and table.filter_text.value == "n < 10"
 
 
-# --- the summary strip: a click filters to a bar, keys turn pages ---------------------------------------------
+# --- the grid: a click sorts or filters to a bar, keys turn pages ---------------------------------------------
 
 STRIP_SQL = """SELECT range AS n, CASE WHEN range % 7 = 0 THEN NULL ELSE 'it''s ' || (range % 3) END AS word,
   TIMESTAMPTZ '2019-04-01 00:00:00+00' + range * INTERVAL 37 MINUTE AS at, DATE '2019-04-01' + (range % 40)::INTEGER AS day,
@@ -358,8 +365,8 @@ STRIP_SQL = """SELECT range AS n, CASE WHEN range % 7 = 0 THEN NULL ELSE 'it''s 
 
 
 def from_the_front_end(table, content) -> None:
-    """A message as the strip's front end sends it, through the widget's comm handler."""
-    table.glances._handle_custom_msg(content, [])
+    """A message as the grid's front end sends it, through the widget's comm handler."""
+    table.grid._handle_custom_msg(content, [])
 
 
 @pytest.fixture
@@ -388,16 +395,16 @@ def test_a_click_on_a_bar_filters_to_its_rows(summarized, name):
         if name != "f":  # a FLOAT's edges are compared as FLOATs there, as DOUBLEs in the histogram
             assert summarized.result.total_rows == shown.count, (condition, shown)
         assert f"filter {html.escape(condition)} ({summarized.result.total_rows:,} of 1,234 rows)" in summarized.footer.value
-    assert summarized.glances.value == ""  # filtered: the whole result's summaries are not of these rows
+    assert summarized.grid.glances == ""  # filtered: the whole result's summaries are not of these rows
 
 
 def test_a_filtered_result_shows_its_own_summaries_and_a_click_on_them_narrows_it(summarized):
     from_the_front_end(summarized, {"kind": "nulls", "column": 1})  # word IS NULL: 177 rows
-    assert summarized.glances.value == ""  # until this view's summaries come, after its first page
+    assert summarized.grid.glances == ""  # until this view's summaries come, after its first page
     summarized.show_summaries()
     glances = summarized._glances_shown()
     assert glances.result.total_rows == 177 and glances.columns[1].nulls == 177
-    assert "data-nulls" in summarized.glances.value and "null 100%" in summarized.glances.value
+    assert "data-nulls" in summarized.grid.glances and "null 100%" in summarized.grid.glances
     day = [column.name for column in summarized.base.columns].index("day")
     from_the_front_end(summarized, {"kind": "bar", "column": day, "bar": 0})
     condition = summarized.filter_text.value
@@ -417,11 +424,12 @@ def test_a_click_on_a_null_share_filters_to_the_nulls(summarized):
     {"kind": "bar", "column": 0, "bar": 99}, {"kind": "bar", "column": 5, "bar": 0},
     {"kind": "bar", "column": True, "bar": 0}, {"kind": "bar", "column": "0", "bar": 0},
     {"kind": "bar", "column": 0, "bar": 0, "where": "1 = 1"}, {"kind": "filter", "where": "n = 1"},
-    {"kind": "nulls", "column": -1}, {"kind": "page", "to": "somewhere"}, ["page", "next"], "next"])
-def test_a_message_the_strip_never_sends_changes_nothing(summarized, content):
-    before = (summarized.table.value, summarized.footer.value, summarized.where)
+    {"kind": "nulls", "column": -1}, {"kind": "page", "to": "somewhere"}, ["page", "next"], "next",
+    {"kind": "sort", "column": 7}, {"kind": "sort", "column": "n"}, {"kind": "sort", "column": 0, "descending": True}])
+def test_a_message_the_grid_never_sends_changes_nothing(summarized, content):
+    before = (summarized.grid.rows, summarized.footer.value, summarized.where)
     from_the_front_end(summarized, content)
-    assert (summarized.table.value, summarized.footer.value, summarized.where) == before
+    assert (summarized.grid.rows, summarized.footer.value, summarized.where) == before
     assert summarized.tools is None  # not even opened
 
 
@@ -468,7 +476,7 @@ def test_a_number_s_top_values_read_as_its_cells_do(tmp_path):
     result = client.run_query(EmbeddedEngine(str(tmp_path)), "SELECT 1234567.25::DOUBLE AS d, 'x' AS t", page_size=50)
     table = widget.ResultTable(result, page_size=50)
     table.show_summaries()
-    assert "1,234,567.25 100%" in table.glances.value and ">x 100%<" in table.glances.value
+    assert "1,234,567.25 100%" in table.grid.glances and ">x 100%<" in table.grid.glances
     assert "1,234,567.25 100%" in table._repr_mimebundle_()["text/html"]  # the static table's summaries
     table.show_tools()
     table.profile_choice.value = "d"

@@ -8,9 +8,7 @@ import ipywidgets as widgets
 from ipywidgets.widgets.widget_description import DescriptionStyle
 from ipywidgets.widgets.widget_string import HTMLStyle, LabelStyle, TextStyle
 
-from . import cells
-
-# The cells scroll inside this height under the header row; the pager and footer stay in view.
+# The cells scroll inside this height under the names; the pager and footer stay in view.
 GRID_HEIGHT = "520px"
 _shared: Parts | None = None
 
@@ -32,17 +30,13 @@ class Parts:
     def __init__(self):
         self.fit = widgets.Layout(width="auto", flex="0 0 auto")
         self.wrap = widgets.Layout(flex_flow="row wrap")
-        self.header_layout = widgets.Layout(width="100%", margin="0", padding="0 8px")
         self.narrow = widgets.Layout(width="160px")
         self.plain = widgets.Layout()
-        self.head = widgets.Layout(flex="0 0 auto", overflow="visible")
         self.scroll = widgets.Layout(overflow="auto", max_height=GRID_HEIGHT, align_items="flex-start")
         self.button_style = widgets.ButtonStyle()
         self.html_style = HTMLStyle()
         self.label_style = LabelStyle()
         self.description = DescriptionStyle()
-        # The header row's top left cell, empty and never changed: one model drawn in every table.
-        self.corner = widgets.HTML(layout=self.plain, style=self.html_style, _dom_classes=("lm-corner",))
 
     def is_open(self) -> bool:
         return all(part.comm is not None for part in vars(self).values() if isinstance(part, widgets.Widget))
@@ -67,13 +61,5 @@ class Parts:
         button.on_click(lambda _: action())
         return button
 
-    def header(self, column, sort_by) -> widgets.Button:
-        """A column's name, aligned as its values are; a click sorts by it."""
-        button = widgets.Button(description=column.name, tooltip=f"{column.name} {column.type}: click to sort",
-                                layout=self.header_layout, style=self.button_style,
-                                _dom_classes=("lm-num" if cells.is_number(column.type) else "lm-text",))
-        button.on_click(lambda _: sort_by(column.name))
-        return button
-
-    def html(self, layout: widgets.Layout | None = None) -> widgets.HTML:
-        return widgets.HTML(layout=layout or self.plain, style=self.html_style)
+    def html(self) -> widgets.HTML:
+        return widgets.HTML(layout=self.plain, style=self.html_style)

@@ -11,7 +11,7 @@ import html
 import math
 from typing import NamedTuple
 
-from lakelambda.protocol import Column, Profile, SummariesAnswer, Summary
+from lakelambda.protocol import Column, Profile, SortKey, SummariesAnswer, Summary
 
 from ..client import CallStats, FanoutReceipt
 from ..decode import TextRow
@@ -43,15 +43,18 @@ table.lakemagic-table .lm-rownum {color: var(--jp-ui-font-color2, #777); text-al
 .lakemagic-profile table td.lm-num {text-align: right;}
 .lm-scroll .lm-rownum, .lm-scroll .lm-corner {position: sticky; left: 0; z-index: 1; background: var(--jp-layout-color1, #fff);}
 .lm-scroll .lm-head {position: sticky; top: 0; z-index: 2; background: var(--jp-layout-color1, #fff);}
-.lm-head .jupyter-button {background: var(--jp-layout-color1, #fff); color: var(--jp-content-font-color1, #000);
-  font-family: var(--jp-code-font-family, monospace); font-size: 12px; font-weight: 600; padding: 0 8px; margin: 0;
-  box-shadow: none; border-bottom: 1px solid var(--jp-border-color1, #bbb); border-radius: 0; overflow: hidden;}
-.lm-head .jupyter-button:hover {background: var(--jp-layout-color2, #eee);}
-.lm-head .lm-num {text-align: right;}
-.lm-head .lm-text {text-align: left;}
-.lm-head .jupyter-button:not(.lm-sorted)::after {content: " ⇅"; opacity: 0.35;}
-.lm-types {display: grid;}
-.lm-head .widget-html, .lm-head .widget-html-content {min-height: 0; height: auto; line-height: 18px; margin: 0;}
+.lm-scroll {display: flex; flex-direction: column; align-items: flex-start;}
+.lm-scroll > div {flex: 0 0 auto;}
+.lm-names {display: grid;}
+.lm-names button {width: 100%; height: 28px; line-height: 28px; margin: 0; padding: 0 8px; border: none;
+  border-bottom: 1px solid var(--jp-border-color1, #bbb); border-radius: 0; box-shadow: none; box-sizing: border-box;
+  background: var(--jp-layout-color1, #fff); color: var(--jp-content-font-color1, #000); cursor: pointer;
+  font-family: var(--jp-code-font-family, monospace); font-size: 12px; font-weight: 600; text-align: left;
+  overflow: hidden; white-space: nowrap; text-overflow: ellipsis;}
+.lm-names button:hover {background: var(--jp-layout-color2, #eee);}
+.lm-names button.lm-num {text-align: right;}
+.lm-names button:not(.lm-sorted)::after {content: " ⇅"; opacity: 0.35;}
+.lm-types {display: grid; line-height: 18px;}
 .lm-types > div {padding: 0 8px; overflow: hidden; text-overflow: ellipsis; white-space: pre; box-sizing: border-box;
   border-bottom: 1px solid var(--jp-border-color2, #ddd);}
 .lm-types .lm-num {text-align: right;}
@@ -69,6 +72,7 @@ table.lakemagic-table .lm-rownum {color: var(--jp-ui-font-color2, #777); text-al
 CHAR_PX = 7.5
 CELL_PX = 18
 MAX_COLUMN_CHARS = 40
+SORT_ARROWS = {False: "▲", True: "▼"}  # an unsorted name shows a faint ⇅ (the stylesheet)
 
 
 def rows_label(offset: int, row_count: int, total_rows: int) -> str:
@@ -200,6 +204,23 @@ def _cell(text: str | None, number: bool, widest: int) -> str:
         return "<td class='lm-null' style='color:#999;font-style:italic'>NULL</td>"
     whole = f" title='{html.escape(text.strip())}'" if len(text) > widest else ""
     return f"<td{_align(number)}{whole}>{html.escape(text)}</td>"
+
+
+def name_row(columns: tuple[Column, ...], widths: list[int], sort: tuple[SortKey, ...]) -> str:
+    """The widget's row of column names on the table's grid, each a button that sorts by it (marked with its
+    column for the grid's front end), an arrow on the sorted one."""
+    template = " ".join(f"{width}px" for width in widths)
+    keys = {key.column: key for key in sort}
+    names = []
+    for index, column in enumerate(columns):
+        key = keys.get(column.name)
+        classes = ("lm-num" if cells.is_number(column.type) else "lm-text") + (" lm-sorted" if key else "")
+        arrow = f" {SORT_ARROWS[key.descending]}" if key else ""
+        names.append(f"<button class='{classes}' data-column='{index}' data-sort='' "
+                     f"title='{html.escape(f'{column.name} {column.type}: click to sort')}'>"
+                     f"{html.escape(column.name + arrow)}</button>")
+    return (f"<div class='lm-names' style='grid-template-columns:{template};width:{sum(widths)}px'>"
+            f"<div class='lm-corner'></div>{''.join(names)}</div>")
 
 
 def type_row(columns: tuple[Column, ...], widths: list[int]) -> str:

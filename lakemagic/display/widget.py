@@ -1,14 +1,14 @@
 """The result table widget: standard ipywidgets, pages fetched from the engine on demand.
 
-Each column's header is a Button: a click sorts the whole result by it
+Each column's name is a button: a click sorts the whole result by it
 (ascending, descending, off), and the filter box cuts it to the rows where an
 SQL condition holds; both are done by the engine that holds the result (the
 function, the embedded handler, or the kernel engine) and give a new result
-that is paged like the first. Above the columns, the summary strip (the one
-front-end module, strip.py) draws each column at a glance, of the whole result
-or of a filter's rows: a click on a bar or a null share filters (or narrows the
-filter) to its rows, and PageDown, PageUp, Home and End turn
-the page while the table has focus. A column's profile and an export of what is
+that is paged like the first. The grid (the one front-end module, grid.py)
+draws the names, the types, each column at a glance (of the whole result or of
+a filter's rows) and the rows: a click on a bar or a null share filters (or
+narrows the filter) to its rows, and PageDown, PageUp, Home and End turn the
+page while the table has focus. A column's profile and an export of what is
 shown are one call each. Only a bounded number of decoded pages stay in the
 kernel, so paging through a result of any size does not grow memory. The
 widget also carries a static HTML and text form, which is what papermill,
@@ -31,12 +31,11 @@ from .. import export
 from ..client import CallStats, QueryResult
 from ..decode import TextRow
 from ..errors import EngineError, LakeMagicError, LakeQueryError
-from . import cells, conditions, frontend, render, strip
+from . import cells, conditions, frontend, grid, render
 from .parts import shared_parts
 
 PAGE_SIZES = (10, 25, 50, 100, 250, 500)
 CACHED_PAGES = 8
-SORT_ARROWS = {False: "▲", True: "▼"}  # an unsorted header shows a faint ⇅ (render's stylesheet)
 _GO_TO = re.compile(r"\s*(?:(p|page)\s*)?([\d,]+)\s*", re.I)
 
 
@@ -57,7 +56,7 @@ class ResultTable(widgets.VBox):
         self._pages: OrderedDict[tuple[int, int], tuple[tuple[TextRow, ...], CallStats | None]] = OrderedDict()
 
         parts = shared_parts()
-        self.table, self.footer = parts.html(parts.fit), parts.html()
+        self.footer = parts.html()
         self.position = widgets.Label(layout=parts.fit, style=parts.label_style)
         self.first_button = parts.button("First", "angle-double-left", self.first, "Home")
         self.previous_button = parts.button("Previous", "angle-left", self.previous, "PageUp")
@@ -70,19 +69,14 @@ class ResultTable(widgets.VBox):
         self.tools_button = parts.button("Filter, profile, go to, export", "sliders", self.show_tools)
         self.controls = widgets.HBox([self.first_button, self.previous_button, self.next_button, self.last_button,
                                       self.size_choice, self.position, self.tools_button], layout=parts.wrap)
-        self.headers = [parts.header(column, self.sort_by) for column in result.columns]
-        self.header_row = widgets.GridBox([parts.corner, *self.headers], layout=widgets.Layout(grid_gap="0px"))
-        self.types = parts.html()
-        # The summaries, whose bars filter when clicked; it also hears the table's paging keys.
-        self.glances = strip.SummaryStrip(layout=parts.plain)
-        self.glances.on_msg(self._on_strip_message)
+        # The one box that scrolls: the names, types and summaries stick to its top, the row numbers to its left.
+        # A click on a name sorts, on a summary's bar filters; it also hears the table's paging keys.
+        self.grid = grid.Grid(layout=parts.scroll, _dom_classes=("lm-scroll",))
+        self.grid.on_msg(self._on_grid_message)
         self._widths: list[int] = []  # the shown page's columns, in pixels
         # Column summaries by filter (None: the whole result, in any order), once asked; None while none came.
         self._summaries: dict[str | None, SummariesAnswer | None] = {}
         self._clicked_where: str | None = None  # the filter the last click on a summary made
-        head = widgets.VBox([self.header_row, self.types, self.glances], layout=parts.head, _dom_classes=("lm-head",))
-        # The one box that scrolls: the header sticks to its top, the row numbers to its left.
-        self.grid = widgets.VBox([head, self.table], layout=parts.scroll, _dom_classes=("lm-scroll",))
         self._parts = parts
         super().__init__(self._shown_parts(), layout=parts.plain, _dom_classes=("lakemagic-widget",))
         self._show(0)
@@ -112,13 +106,18 @@ class ResultTable(widgets.VBox):
         """The summaries of what is shown (in any order: a sort keeps them), once they came."""
         return self._summaries.get(self.where)
 
-    def _on_strip_message(self, _strip, content, _buffers) -> None:
-        """A click on a summary filters to its rows; a paging key turns the page. Anything else is dropped."""
-        message = strip.read_message(content)
+    def _on_grid_message(self, _grid, content, _buffers) -> None:
+        """A click on a name sorts by it, on a summary filters to its rows; a paging key turns the page. Anything
+        else is dropped."""
+        message = grid.read_message(content)
         if message is None:
             return
         if message["kind"] == "page":
             {"first": self.first, "previous": self.previous, "next": self.next, "last": self.last}[message["to"]]()
+            return
+        if message["kind"] == "sort":
+            if message["column"] < len(self.base.columns):
+                self.sort_by(self.base.columns[message["column"]].name)
             return
         glances = self._glances_shown()
         if glances is None or message["column"] >= min(len(glances.columns), len(self.base.columns)):
@@ -147,7 +146,7 @@ class ResultTable(widgets.VBox):
 
     def _draw_glances(self) -> None:
         glances = self._glances_shown()
-        self.glances.value = "" if glances is None else render.glance_row(glances, self._widths)
+        self.grid.glances = "" if glances is None else render.glance_row(glances, self._widths)
 
     def _arrange(self) -> None:
         self.children = self._shown_parts()
@@ -276,11 +275,7 @@ class ResultTable(widgets.VBox):
         frontend.after_this_cell(self.show_summaries)  # this view's, once its first page is shown
         if self.tools is not None:
             self.profile.value = ""
-        for header, column in zip(self.headers, self.base.columns):
-            key = next((k for k in sort if k.column == column.name), None)
-            header.description = column.name + (f" {SORT_ARROWS[key.descending]}" if key else "")
-            (header.add_class if key else header.remove_class)("lm-sorted")
-        self._show(0)
+        self._show(0)  # the names too: the sorted one's arrow
 
     def _on_profile_choice(self, change) -> None:
         if change["new"] == "profile…":
@@ -327,14 +322,12 @@ class ResultTable(widgets.VBox):
         table = render.html_table(rows, self.result.columns, first_row_number=offset + 1)
         if offset == 0:  # the static form's table, kept for this view and page size
             self._first_table = (self.result, self.page_size, table.html())
-        template = " ".join(f"{width}px" for width in table.widths)
-        with self.header_row.layout.hold_sync():  # one message for both
-            self.header_row.layout.grid_template_columns = template
-            self.header_row.layout.width = f"{sum(table.widths)}px"
-        self.types.value = render.type_row(self.result.columns, table.widths)
         self._widths = table.widths
-        self._draw_glances()
-        self.table.value = table.html(head=False)
+        with self.grid.hold_sync():  # one message for the grid's parts
+            self.grid.names = render.name_row(self.result.columns, table.widths, self.sort)
+            self.grid.types = render.type_row(self.result.columns, table.widths)
+            self._draw_glances()
+            self.grid.rows = table.html(head=False)
         page_number = offset // self.page_size + 1
         self.position.value = (
             f"page {page_number:,} of {self.page_count:,} · "

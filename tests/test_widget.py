@@ -60,6 +60,21 @@ def shown_rows(page_html: str) -> list[list[str]]:
             for row in re.findall(r"<tr>(.*?)</tr>", body)]
 
 
+def from_the_pager(table, content) -> None:
+    """A message as the pager's front end sends it, through the widget's comm handler."""
+    table.pager._handle_custom_msg(content, [])
+
+
+def press(table, to: str) -> None:
+    """A click on First, Previous, Next or Last."""
+    from_the_pager(table, {"kind": "page", "to": to})
+
+
+def open_tools(table) -> None:
+    """A click on the pager's `Filter, profile, go to, export`."""
+    from_the_pager(table, {"kind": "tools"})
+
+
 def shown_numbers(table) -> list[int]:
     """The values of column n as the table's HTML shows them."""
     return [int(row[1].replace(",", "")) for row in shown_rows(table.grid.rows)]
@@ -71,38 +86,49 @@ def expected_numbers(offset: int, limit: int) -> list[int]:
 
 def test_first_page_and_disabled_buttons_at_the_start(table):
     assert shown_numbers(table) == expected_numbers(0, 50)
-    assert "page 1 of 25 · rows 1–50 of 1,234" == table.position.value
-    assert table.first_button.disabled and table.previous_button.disabled
-    assert not table.next_button.disabled and not table.last_button.disabled
+    assert "page 1 of 25 · rows 1–50 of 1,234" == table.pager.position
+    assert table.pager.at_start and not table.pager.at_end  # First and Previous disabled, Next and Last not
 
 
 def test_next_previous_last_first(table):
-    table.next_button.click()
+    press(table, "next")
     assert shown_numbers(table) == expected_numbers(50, 50)
-    assert "rows 51–100 of 1,234" in table.position.value
-    table.last_button.click()
+    assert "rows 51–100 of 1,234" in table.pager.position
+    press(table, "last")
     assert shown_numbers(table) == expected_numbers(1200, 50)
-    assert "page 25 of 25 · rows 1,201–1,234 of 1,234" == table.position.value
-    assert table.next_button.disabled and table.last_button.disabled
-    table.previous_button.click()
+    assert "page 25 of 25 · rows 1,201–1,234 of 1,234" == table.pager.position
+    assert table.pager.at_end and not table.pager.at_start
+    press(table, "previous")
     assert shown_numbers(table) == expected_numbers(1150, 50)
-    table.first_button.click()
+    press(table, "first")
     assert shown_numbers(table) == expected_numbers(0, 50)
 
 
 def test_changing_the_page_size_repages_from_the_current_position(table):
-    table.next_button.click()
-    table.next_button.click()  # rows 101-150
-    table.size_choice.value = 250
+    press(table, "next")
+    press(table, "next")  # rows 101-150
+    from_the_pager(table, {"kind": "size", "rows": 250})
     assert shown_numbers(table) == expected_numbers(0, 250)
-    assert "page 1 of 5" in table.position.value
-    table.next_button.click()
+    assert "page 1 of 5" in table.pager.position
+    press(table, "next")
     assert shown_numbers(table) == expected_numbers(250, 250)
+
+
+@pytest.mark.parametrize("content", [
+    {"kind": "size", "rows": 7}, {"kind": "size", "rows": "250"}, {"kind": "size", "rows": True},
+    {"kind": "size", "rows": 10**9}, {"kind": "tools", "open": False}, {"kind": "page", "to": "p 3"},
+    {"kind": "sort", "column": 0}, {"kind": "page"}, ["tools"], None])
+def test_a_message_the_pager_never_sends_changes_nothing(table, content):
+    press(table, "next")
+    before = (table.grid.rows, table.pager.position, table.page_size, table.children)
+    from_the_pager(table, content)
+    assert (table.grid.rows, table.pager.position, table.page_size, table.children) == before
+    assert table.tools is None
 
 
 def test_only_a_bounded_number_of_pages_stay_in_the_kernel(table):
     for _ in range(20):
-        table.next_button.click()
+        press(table, "next")
     assert len(table._pages) <= widget.CACHED_PAGES
     assert shown_numbers(table) == expected_numbers(1000, 50)
 
@@ -111,10 +137,10 @@ def test_a_fetch_error_shows_inline_and_keeps_the_table(stored_table):
     table = stored_table
     os.remove(table.result.engine.lake + f"/_lakemagic/results/{table.result.result_id}.parquet")
     before = table.grid.rows
-    table.next_button.click()
+    press(table, "next")
     assert "ResultNotFound" in table.message.value
     assert table.grid.rows == before
-    assert "rows 1–50" in table.position.value
+    assert "rows 1–50" in table.pager.position
 
 
 def test_footer_shows_rows_engine_time_round_trip_and_warmth(stored_table):
@@ -124,7 +150,7 @@ def test_footer_shows_rows_engine_time_round_trip_and_warmth(stored_table):
     assert "1,234 rows" in footer and query in footer
     assert "first query in this kernel" in footer  # the embedded engine's first call: no container to start
     assert "cold start" not in footer
-    table.next_button.click()
+    press(table, "next")
     assert table.result.last_call is not table.result.stats  # a page call, on this machine: not the query's figures
     assert query in table.footer.value and "these rows" not in table.footer.value and "warm" not in table.footer.value
 
@@ -138,7 +164,7 @@ def test_the_footer_keeps_the_query_s_figures_after_calls_on_this_machine(table)
     (it would say `engine 0 ms`, read as the query's)."""
     query = stats_figures(table.result.stats)
     table.result.to_dataframe()  # a download call, as the dashboard makes before showing its table
-    table.next_button.click()
+    press(table, "next")
     table.apply_filter("n > 5")
     assert query in table.footer.value and "these rows" not in table.footer.value
     assert query in table._repr_mimebundle_()["text/plain"]
@@ -148,8 +174,8 @@ def test_an_inline_result_pages_without_calling_the_engine_it_ran_on(table):
     if not table.result.inline:
         pytest.skip("a stored result fetches its pages")
     for _ in range(5):
-        table.next_button.click()
-    table.last_button.click()
+        press(table, "next")
+    press(table, "last")
     assert shown_numbers(table) == expected_numbers(1200, 50)
     assert table.ran_on.calls == 1
 
@@ -201,7 +227,7 @@ def test_a_header_click_sorts_the_whole_result_then_descending_then_off(table):
     ordered = [row[0] for row in duckdb.sql(f"SELECT label FROM ({SQL}) ORDER BY label").fetchall()]
     assert shown_labels(table) == ordered[:50]
     assert shown_name(table, "label") == "label ▲" and "sorted by label ascending" in table.footer.value
-    table.last_button.click()
+    press(table, "last")
     assert shown_labels(table) == ordered[1200:]
     sort_click(table, "label")
     assert shown_labels(table) == ordered[::-1][:50]
@@ -211,11 +237,11 @@ def test_a_header_click_sorts_the_whole_result_then_descending_then_off(table):
 
 
 def test_a_filter_shows_its_rows_and_their_count_and_keeps_the_sort(table):
-    table.tools_button.click()
+    open_tools(table)
     sort_click(table, "n")
     table.filter_text.value = "n % 100 = 7"
     assert shown_numbers(table) == [n for n in range(1234) if n % 100 == 7]
-    assert "rows 1–13 of 13" in table.position.value
+    assert "rows 1–13 of 13" in table.pager.position
     assert "filter n % 100 = 7 (13 of 1,234 rows) · query: engine" in table.footer.value  # the count said once
     assert "sorted by n ascending" in table.footer.value
     bundle = table._repr_mimebundle_()
@@ -225,16 +251,16 @@ def test_a_filter_shows_its_rows_and_their_count_and_keeps_the_sort(table):
 @pytest.mark.parametrize("where, error", [("n >", "ParserException"), ("getenv('HOME') = ''", "PermissionException"),
                                           ("n IN (SELECT 1)", "PermissionException"), ("nope = 1", "ColumnNotFound")])
 def test_a_bad_filter_shows_the_error_inline_and_changes_nothing(table, where, error):
-    table.tools_button.click()
-    table.next_button.click()
-    before = (table.grid.rows, table.position.value, table.footer.value)
+    open_tools(table)
+    press(table, "next")
+    before = (table.grid.rows, table.pager.position, table.footer.value)
     table.filter_text.value = where
     assert error in table.message.value
-    assert (table.grid.rows, table.position.value, table.footer.value) == before
+    assert (table.grid.rows, table.pager.position, table.footer.value) == before
 
 
 def test_a_profile_shows_the_columns_figures_and_bars(table):
-    table.tools_button.click()
+    open_tools(table)
     table.profile_choice.value = "n"
     assert "min <b>0</b>" in table.profile.value and "max <b>1,233</b>" in table.profile.value  # grouped, as the cells are
     assert table.profile.value.count("class='lm-bar'") == 7  # 0 – 200, …, 1,200 – 1,400
@@ -245,13 +271,13 @@ def test_a_profile_shows_the_columns_figures_and_bars(table):
 
 @pytest.mark.parametrize("text, first", [("1,000", 951), ("p 3", 101), ("99999", 1201)])
 def test_go_to_a_row_shows_its_page_or_a_page_by_number(table, text, first):
-    table.tools_button.click()
+    open_tools(table)
     table.go_text.value = text
-    assert table.position.value.split("rows ")[1].startswith(f"{first:,}–")
+    assert table.pager.position.split("rows ")[1].startswith(f"{first:,}–")
 
 
 def test_the_export_button_writes_what_the_table_shows(table, tmp_path):
-    table.tools_button.click()
+    open_tools(table)
     table.filter_text.value = "n < 10"
     tmp_path = tmp_path / "exported"
     tmp_path.mkdir()
@@ -264,10 +290,10 @@ def test_the_export_button_writes_what_the_table_shows(table, tmp_path):
 
 def test_the_filter_profile_go_to_and_export_controls_are_built_on_first_use(table):
     assert table.tools is None and table.tools not in table.children
-    table.tools_button.click()
-    assert table.children[1] is table.tools and table.tools_button.layout.display == "none"
+    open_tools(table)
+    assert table.children[1] is table.tools and table.pager.tools_shown
     sort_click(table, "n")
-    table.tools_button.click()  # built once: the filter box keeps what it has
+    open_tools(table)  # built once: the filter box keeps what it has
     assert table.tools is table.children[1] and table.filter_text.value == ""
 
 
@@ -283,18 +309,17 @@ def test_a_small_result_s_table_makes_few_widget_models(tmp_path):
                               page_size=50)
     widget.ResultTable(result, page_size=50).show_tools()  # the kernel's first makes the layouts and styles all share
     table, made = models_made(lambda: widget.ResultTable(result, page_size=50))
-    # The table; the pager (4 buttons, page size, position, tools button, their row); the grid (names, types,
-    # summaries and rows: one model, whatever the columns); the footer.
-    assert len(made) == 1 + 8 + 1 + 1 == 11
+    # The table; the pager (page turns, page size, position, tools button); the grid (names, types, summaries and
+    # rows: one model, whatever the columns); the footer.
+    assert len(made) == 4
     assert [type(model).__name__ for model in made].count("Layout") == 0  # every layout is the kernel's shared one
     # A one-page result shows its whole pager as every result does, the page turns disabled.
-    assert table.position.value == "page 1 of 1 · rows 1–4 of 4"
-    assert all(button.disabled for button in (table.first_button, table.previous_button, table.next_button,
-                                              table.last_button))
+    assert table.pager.position == "page 1 of 1 · rows 1–4 of 4"
+    assert table.pager.at_start and table.pager.at_end
     assert table.tools is None  # the filter, go to, profile and export come when first opened
     _, tools = models_made(table.show_tools)
-    # 3 boxes, the profile choice, 4 buttons, their row and its layout, the profile, the tools button's own layout
-    assert len(tools) == 12 and table.children[1] is table.tools
+    # 3 boxes, the profile choice, 4 buttons, their row and its layout, the profile
+    assert len(tools) == 11 and table.children[1] is table.tools
 
 
 def test_a_headless_table_closes_its_parts_and_the_next_table_makes_them_again(tmp_path):
@@ -303,7 +328,7 @@ def test_a_headless_table_closes_its_parts_and_the_next_table_makes_them_again(t
     frontend.close_tree(closed)  # what a headless run does once its static form is out
     assert closed.grid.layout.comm is None
     table = widget.ResultTable(result, page_size=50)
-    shared = (table.grid.layout, table.footer.layout, table.footer.style, table.first_button.style)
+    shared = (table.grid.layout, table.footer.layout, table.footer.style, table.pager.layout)
     assert all(part.comm is not None for part in shared)
     assert table._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]["model_id"] == table.model_id
 
@@ -341,19 +366,19 @@ def test_values_are_shown_as_duckdb_writes_them(where, tmp_path, monkeypatch):
 
 
 def test_a_filter_error_shows_right_under_the_tools_with_the_columns_it_may_mean(table):
-    table.tools_button.click()
+    open_tools(table)
     table.filter_text.value = "lable = 'row 1'"
     assert "did you mean label?" in table.message.value
     assert table.children.index(table.message) == table.children.index(table.tools) + 1
 
 
 def test_the_tools_row_can_be_put_away_and_brought_back(table):
-    table.tools_button.click()
+    open_tools(table)
     table.filter_text.value = "n < 10"
     next(child for child in table.tools.children if getattr(child, "description", "") == "Hide").click()
-    assert table.tools.layout.display == "none" and table.tools_button.layout.display is None
+    assert table.tools.layout.display == "none" and not table.pager.tools_shown
     assert "filter n &lt; 10" in table.footer.value  # put away, the filter goes on
-    table.tools_button.click()
+    open_tools(table)
     assert table.tools.layout.display is None and table.filter_text.value == "n < 10"
 
 
@@ -446,8 +471,7 @@ def test_paging_keys_turn_the_page(summarized):
     for to, position in [("next", "page 2 of 25"), ("last", "page 25 of 25"), ("previous", "page 24 of 25"),
                          ("first", "page 1 of 25")]:
         from_the_front_end(summarized, {"kind": "page", "to": to})
-        assert summarized.position.value.startswith(position)
-    assert summarized.next_button.tooltip == "Next (PageDown)"
+        assert summarized.pager.position.startswith(position)
 
 
 class FarEngine(EmbeddedEngine):
@@ -461,12 +485,12 @@ def test_the_footer_times_the_rows_a_remote_engine_sent_after_the_query(tmp_path
     table = widget.ResultTable(client.run_query(FarEngine(str(tmp_path)), SQL, page_size=50), page_size=50)
     query = stats_figures(table.result.stats)
     assert "these rows" not in table.footer.value  # the first page came with the query
-    table.next_button.click()
+    press(table, "next")
     page_call = table.result.last_call
     assert page_call is not table.result.stats
     assert f"{query}" in table.footer.value
     assert f"these rows: round trip {page_call.round_trip_ms:,.0f} ms" in table.footer.value
-    table.first_button.click()  # the first page again: the query's rows
+    press(table, "first")  # the first page again: the query's rows
     assert "these rows" not in table.footer.value
     table.apply_filter("n > 5")  # a filter's first page came with its derive call
     assert f"these rows: round trip {table.result.stats.round_trip_ms:,.0f} ms" in table.footer.value

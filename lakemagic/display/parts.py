@@ -6,7 +6,7 @@ import functools
 
 import ipywidgets as widgets
 from ipywidgets.widgets.widget_description import DescriptionStyle
-from ipywidgets.widgets.widget_string import HTMLStyle, LabelStyle, TextStyle
+from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
 
 # The cells scroll inside this height under the names; the pager and footer stay in view.
 GRID_HEIGHT = "520px"
@@ -29,13 +29,11 @@ class Parts:
 
     def __init__(self):
         self.fit = widgets.Layout(width="auto", flex="0 0 auto")
-        self.wrap = widgets.Layout(flex_flow="row wrap")
         self.narrow = widgets.Layout(width="160px")
         self.plain = widgets.Layout()
         self.scroll = widgets.Layout(overflow="auto", max_height=GRID_HEIGHT, align_items="flex-start")
         self.button_style = widgets.ButtonStyle()
         self.html_style = HTMLStyle()
-        self.label_style = LabelStyle()
         self.description = DescriptionStyle()
 
     def is_open(self) -> bool:
@@ -54,10 +52,10 @@ class Parts:
     def short(self) -> widgets.Layout:
         return widgets.Layout(width="100px")
 
-    def button(self, description: str, icon: str, action, key: str = "") -> widgets.Button:
-        """A button that calls `action`; `key` names the key that does the same while the table has focus."""
-        button = widgets.Button(tooltip=f"{description} ({key})" if key else description, icon=icon,
-                                description=description, layout=self.fit, style=self.button_style)
+    def button(self, description: str, icon: str, action) -> widgets.Button:
+        """A button that calls `action`."""
+        button = widgets.Button(tooltip=description, icon=icon, description=description, layout=self.fit,
+                                style=self.button_style)
         button.on_click(lambda _: action())
         return button
 

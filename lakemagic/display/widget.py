@@ -31,7 +31,7 @@ from .. import export
 from ..client import CallStats, QueryResult
 from ..decode import TextRow
 from ..errors import EngineError, LakeMagicError, LakeQueryError
-from . import cells, conditions, frontend, grid, render
+from . import cells, conditions, frontend, grid, pager, render
 from .parts import shared_parts
 
 PAGE_SIZES = (10, 25, 50, 100, 250, 500)
@@ -57,18 +57,9 @@ class ResultTable(widgets.VBox):
 
         parts = shared_parts()
         self.footer = parts.html()
-        self.position = widgets.Label(layout=parts.fit, style=parts.label_style)
-        self.first_button = parts.button("First", "angle-double-left", self.first, "Home")
-        self.previous_button = parts.button("Previous", "angle-left", self.previous, "PageUp")
-        self.next_button = parts.button("Next", "angle-right", self.next, "PageDown")
-        self.last_button = parts.button("Last", "angle-double-right", self.last, "End")
-        sizes = sorted(set(PAGE_SIZES) | {page_size})
-        self.size_choice = widgets.Dropdown(options=sizes, value=page_size, description="rows/page",
-                                            layout=parts.narrow, style=parts.description)
-        self.size_choice.observe(self._on_size_change, names="value")
-        self.tools_button = parts.button("Filter, profile, go to, export", "sliders", self.show_tools)
-        self.controls = widgets.HBox([self.first_button, self.previous_button, self.next_button, self.last_button,
-                                      self.size_choice, self.position, self.tools_button], layout=parts.wrap)
+        # The page turns, the page size, where the page is and the tools' button: one model.
+        self.pager = pager.Pager(sizes=sorted(set(PAGE_SIZES) | {page_size}), size=page_size, layout=parts.plain)
+        self.pager.on_msg(self._on_pager_message)
         # The one box that scrolls: the names, types and summaries stick to its top, the row numbers to its left.
         # A click on a name sorts, on a summary's bar filters; it also hears the table's paging keys.
         self.grid = grid.Grid(layout=parts.scroll, _dom_classes=("lm-scroll",))
@@ -106,6 +97,22 @@ class ResultTable(widgets.VBox):
         """The summaries of what is shown (in any order: a sort keeps them), once they came."""
         return self._summaries.get(self.where)
 
+    def _on_pager_message(self, _pager, content, _buffers) -> None:
+        """A page turn, a page size offered, or the tools' button. Anything else is dropped."""
+        message = pager.read_message(content)
+        if message is None:
+            return
+        if message["kind"] == "page":
+            self._turn(message["to"])
+        elif message["kind"] == "size":
+            if message["rows"] in self.pager.sizes:
+                self._set_page_size(message["rows"])
+        else:
+            self.show_tools()
+
+    def _turn(self, to: grid.PageTurn) -> None:
+        {"first": self.first, "previous": self.previous, "next": self.next, "last": self.last}[to]()
+
     def _on_grid_message(self, _grid, content, _buffers) -> None:
         """A click on a name sorts by it, on a summary filters to its rows; a paging key turns the page. Anything
         else is dropped."""
@@ -113,7 +120,7 @@ class ResultTable(widgets.VBox):
         if message is None:
             return
         if message["kind"] == "page":
-            {"first": self.first, "previous": self.previous, "next": self.next, "last": self.last}[message["to"]]()
+            self._turn(message["to"])
             return
         if message["kind"] == "sort":
             if message["column"] < len(self.base.columns):
@@ -157,14 +164,14 @@ class ResultTable(widgets.VBox):
         tools = [self.tools] if self.tools is not None else []
         below = [child for child in (self._busy, self._message) if child is not None]
         profile = [self.profile] if self.profile is not None else []
-        return [self.controls, *tools, *below, self.grid, *profile, self.footer]
+        return [self.pager, *tools, *below, self.grid, *profile, self.footer]
 
     def show_tools(self) -> None:
         """The filter box, go-to box, profile choice and export, built on first use: most tables are only read,
         and each control is a widget model to build and send."""
+        self.pager.tools_shown = True
         if self.tools is not None:
             self.tools.layout.display = None
-            self.tools_button.layout.display = "none"
             return
         parts = self._parts
         # Enter (or leaving the box) applies, as the button does.
@@ -185,14 +192,13 @@ class ResultTable(widgets.VBox):
             parts.button("Hide", "chevron-up", self.hide_tools),
         ], layout=widgets.Layout(flex_flow="row wrap"))
         self.profile = parts.html()
-        self.tools_button.layout = widgets.Layout(display="none")
         self._arrange()
 
     def hide_tools(self) -> None:
         """Put the tools row away (what it set stays: the filter and sort go on); the pager's button brings it back."""
         if self.tools is not None:
             self.tools.layout.display = "none"
-            self.tools_button.layout.display = None
+            self.pager.tools_shown = False
 
     @property
     def message(self) -> widgets.HTML:
@@ -237,8 +243,8 @@ class ResultTable(widgets.VBox):
         row = min(row, max(0, self.result.total_rows - 1))
         self._show(row - row % self.page_size)
 
-    def _on_size_change(self, change) -> None:
-        self.page_size = change["new"]
+    def _set_page_size(self, rows: int) -> None:
+        self.page_size = self.pager.size = rows
         self._show(self.offset - self.offset % self.page_size)
 
     # --- sort, filter, profile, export ---------------------------------------
@@ -329,15 +335,12 @@ class ResultTable(widgets.VBox):
             self._draw_glances()
             self.grid.rows = table.html(head=False)
         page_number = offset // self.page_size + 1
-        self.position.value = (
-            f"page {page_number:,} of {self.page_count:,} · "
-            f"{render.rows_label(offset, len(rows), self.result.total_rows)}"
-        )
+        with self.pager.hold_sync():
+            self.pager.position = (f"page {page_number:,} of {self.page_count:,} · "
+                                   f"{render.rows_label(offset, len(rows), self.result.total_rows)}")
+            self.pager.at_start = offset == 0
+            self.pager.at_end = offset + len(rows) >= self.result.total_rows
         self._show_footer()
-        at_start = offset == 0
-        at_end = offset + len(rows) >= self.result.total_rows
-        self.first_button.disabled = self.previous_button.disabled = at_start
-        self.next_button.disabled = self.last_button.disabled = at_end
 
     def _show_footer(self) -> None:
         view = render.view_label(self.sort, self.where, self.result.total_rows, self.base.total_rows)

@@ -26,14 +26,15 @@ function button(label, icon, tooltip, onClick) {
 function render({ model, el }) {
   /** @param {Message} message */
   const send = (message) => model.send(message);
-  el.style.display = "flex";
-  el.style.flexFlow = "row wrap";
+  const row = document.createElement("div");  // the parts in a row, wrapping in a narrow window
+  row.style.cssText = "display: flex; flex-flow: row wrap; align-items: center";
+  el.append(row);
   const turns = TURNS.map(([to, label, icon, key]) =>
     [to, button(label, icon, `${label} (${key})`, () => send({ kind: "page", to }))]);
 
   const size = document.createElement("div");
   size.className = "jupyter-widgets widget-inline-hbox widget-dropdown";
-  size.style.width = "160px";
+  size.style.cssText = "width: 160px; flex: 0 0 auto";
   const sizeLabel = document.createElement("label");
   sizeLabel.className = "widget-label";
   sizeLabel.textContent = sizeLabel.title = "rows/page";
@@ -47,7 +48,7 @@ function render({ model, el }) {
   position.style.flex = "0 0 auto";
   const tools = button("Filter, profile, go to, export", "sliders", "Filter, profile, go to, export",
                        () => send({ kind: "tools" }));
-  el.append(...turns.map(([, part]) => part), size, position, tools);
+  row.append(...turns.map(([, part]) => part), size, position, tools);
 
   const draw = () => {
     const atStart = model.get("at_start"), atEnd = model.get("at_end");

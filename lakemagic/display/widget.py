@@ -1,14 +1,16 @@
-"""The result table widget: standard ipywidgets, pages fetched from the engine on demand.
+"""The result table widget, pages fetched from the engine on demand.
 
-Each column's name is a button: a click sorts the whole result by it
-(ascending, descending, off), and the filter box cuts it to the rows where an
+What a table shows first is four widget models (each built, serialized and
+sent): its box, the pager (pager.py), the grid (grid.py) and the footer; the
+tools (filter, go to, profile, export) are standard ipywidgets, built when
+first opened. Each column's name is a button: a click sorts the whole result by
+it (ascending, descending, off), and the filter box cuts it to the rows where an
 SQL condition holds; both are done by the engine that holds the result (the
 function, the embedded handler, or the kernel engine) and give a new result
-that is paged like the first. The grid (the one front-end module, grid.py)
-draws the names, the types, each column at a glance (of the whole result or of
-a filter's rows) and the rows: a click on a bar or a null share filters (or
-narrows the filter) to its rows, and PageDown, PageUp, Home and End turn the
-page while the table has focus. A column's profile and an export of what is
+that is paged like the first. The grid draws the names, the types, each column
+at a glance (of the whole result or of a filter's rows) and the rows: a click
+on a bar or a null share filters (or narrows the filter) to its rows, and
+PageDown, PageUp, Home and End turn the page while the table has focus. A column's profile and an export of what is
 shown are one call each. Only a bounded number of decoded pages stay in the
 kernel, so paging through a result of any size does not grow memory. The
 widget also carries a static HTML and text form, which is what papermill,

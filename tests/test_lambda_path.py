@@ -76,7 +76,7 @@ def test_the_table_s_footer_times_the_query_and_the_page_the_function_sent(stori
     table = ResultTable(client.run_query(LambdaEngine(FUNCTION), QUERIES[2], page_size=50), page_size=50)
     query = f"query: engine {table.result.stats.engine.engine_ms:,.0f} ms · round trip {table.result.stats.round_trip_ms:,.0f} ms"
     assert query in table.footer.value and "billed" in table.footer.value and "these rows" not in table.footer.value
-    table.next_button.click()
+    table.pager._handle_custom_msg({"kind": "page", "to": "next"}, [])  # a click on Next, as its front end sends it
     page = table.result.last_call
     warmth = "cold start" if page.engine.cold else "warm"
     assert query in table.footer.value

@@ -240,8 +240,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
     """Translates HTTP to LocalLambda calls; HTTP/1.1 keeps botocore's connections alive."""
 
     protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes; with Nagle's algorithm the body waits for the client's
-    # delayed ACK of the headers (40 ms on Linux), which real Lambda's endpoint does not add.
+    # An answer's headers and body are buffered and go out in one write (_send flushes): one send, and one
+    # wake-up of the client, instead of one for each.
+    wbufsize = 1 << 16
+    # A body larger than the buffer still follows its headers in a second write; with Nagle's algorithm it
+    # would wait for the client's delayed ACK of the headers (40 ms on Linux), which real Lambda's endpoint does not add.
     disable_nagle_algorithm = True
     server: _LambdaHTTPServer
 
@@ -361,6 +364,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)  # "Connection: close" also ends this connection
         self.end_headers()
         self.wfile.write(reply.body)
+        self.wfile.flush()
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Silenced: LocalLambda logs one line per invocation instead."""

@@ -77,12 +77,15 @@ def decoded_size(path: str, writer: duckdb.DuckDBPyConnection | None = None) -> 
     is measured by the measurer, whose small memory bounds what it decompresses.
     """
     with contextlib.nullcontext(writer) if writer is not None else _measurer().cursor() as con:
-        relation = con.read_parquet([path])
+        relation = con.read_parquet([path])  # bound, not run: the columns' names and types
         sizes = [_value_bytes(quote_identifier(name), kind, 0) for name, kind in zip(relation.columns, relation.types)]
+        # Summed by a statement over the file: the relation's own aggregate takes about 0.35 ms more (1.55
+        # against 1.2 ms for a small answer), paid by every page and inline answer on both sides of the wire.
+        source = f"read_parquet([{quote_literal(path)}])"
         try:
-            measured = relation.aggregate(f"count(*), sum({' + '.join(sizes) or '0'})::HUGEINT").fetchone()
+            measured = con.execute(f"SELECT count(*), sum({' + '.join(sizes) or '0'})::HUGEINT FROM {source}").fetchone()
         except duckdb.OutOfMemoryException:  # one Parquet page alone decompresses past the bound
-            measured = relation.aggregate(f"count(*), {MEASURER_MEMORY_BYTES + 1}").fetchone()
+            measured = con.execute(f"SELECT count(*), {MEASURER_MEMORY_BYTES + 1} FROM {source}").fetchone()
     assert measured is not None  # an aggregate gives one row
     return Decoded(measured[0], int(measured[1] or 0), len(relation.columns))
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from .errors import UnsupportedTableFeature
-from .protocol import INLINE_RESULT_BYTES
+from .fields import INLINE_RESULT_BYTES
 from .sql import quote_literal
 
 if TYPE_CHECKING:  # the lake's storage imports this module: it connects DuckDB to S3 with the functions below

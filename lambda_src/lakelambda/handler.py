@@ -23,8 +23,11 @@ from typing import Any, Callable
 
 import duckdb
 
+# First of the package: where Lambda imports this module, importing `loading` starts the database's load,
+# which then runs beside the imports below (loading.py).
+from . import loading
 from . import estimate, protocol, run, sandbox, tasks
-from .database import NeedsTableFormats, Settings, load_database, open_database
+from .database import NeedsTableFormats, Settings, open_database
 from .errors import InternalError, LakeError, ProtocolError, QueryTimeout
 from .lake import Lake
 from .protocol import (ErrorAnswer, EstimateAnswer, EstimateRequest, MaterializeAnswer, MaterializeRequest,
@@ -302,49 +305,21 @@ def _time_budget(con, context):
         watcher.join()
 
 
-class _Loading:
-    """The database's first half (database.load_database: httpfs loaded), made on a thread of its own
-    from the moment Lambda imports this module: its Init phase ends, and the first invocation begins
-    (its query checked: check_ahead), while DuckDB checks and loads the extension, which would
-    otherwise come after both."""
-
-    def __init__(self, lake: str):
-        self._outcome: tuple[Settings, duckdb.DuckDBPyConnection] | BaseException | None = None
-        self._lake = lake
-        self._thread = threading.Thread(target=self._load, name="lake-database", daemon=True)
-        self._thread.start()
-
-    def check_ahead(self, event) -> None:
-        """The first query's checks (one statement, then the sandbox on its parse tree), run while the
-        database loads: both keep their outcome per text, so the handler's own checks, which run as always,
-        find the work done. Any failure is left for them to answer, as they answer it."""
-        try:
-            request = protocol.parse_request(event)
-            if isinstance(request, QueryRequest):
-                sandbox.check_query(single_query(request.sql).text, open_storage(self._lake).root)
-        except Exception:  # the same checks run again inside the handler's edge, which answers any failure
-            pass
-
-    def _load(self) -> None:
-        try:
-            settings = Settings.from_environment()
-            self._outcome = settings, load_database(settings, open_storage(self._lake).extensions)
-        except BaseException as exc:  # raised again where the handler is made, as it would have been there
-            self._outcome = exc
-
-    def result(self) -> tuple[Settings, duckdb.DuckDBPyConnection]:
-        self._thread.join()
-        if isinstance(self._outcome, BaseException):
-            raise self._outcome
-        assert self._outcome is not None  # set by the thread, which has ended
-        return self._outcome
+def _check_ahead(event, lake: str) -> None:
+    """The first query's checks (one statement, then the sandbox on its parse tree), run while the database
+    loads (loading.py): both keep their outcome per text, so the handler's own checks, which run as always,
+    find the work done. Any failure is left for them to answer, as they answer it."""
+    try:
+        request = protocol.parse_request(event)
+        if isinstance(request, QueryRequest):
+            sandbox.check_query(single_query(request.sql).text, open_storage(lake).root)
+    except Exception:  # the same checks run again inside the handler's edge, which answers any failure
+        pass
 
 
 _lambda_handler: LakeHandler | None = None
-# Lambda names the function's handler in _HANDLER: only there does the import start the database (never
-# where another program imports this module, such as the notebook's embedded engine).
-_loading = (_Loading(os.environ["LAKEMAGIC_LAKE"])
-            if os.environ.get("_HANDLER") == f"{__name__}.handler" and os.environ.get("LAKEMAGIC_LAKE") else None)
+# The database's load, begun where Lambda imports this module (loading.py); None elsewhere.
+_loading = loading.take()
 
 
 def handler(event, context):
@@ -357,9 +332,9 @@ def handler(event, context):
         # At the first invocation the remaining time is the function's whole timeout.
         timeout_s = context.get_remaining_time_in_millis() / 1000 if context is not None else None
         if _loading is not None:  # once: had it failed, the next invocation opens the database itself
-            loading, _loading = _loading, None
-            loading.check_ahead(event)
-            settings, loaded = loading.result()
+            started, _loading = _loading, None
+            _check_ahead(event, lake)
+            settings, loaded = started.result()
             settings = dataclasses.replace(settings, function_timeout_s=timeout_s or settings.function_timeout_s)
         else:
             settings, loaded = Settings.from_environment(function_timeout_s=timeout_s), None

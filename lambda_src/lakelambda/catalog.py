@@ -7,7 +7,6 @@ views, which the sandbox keeps out of reach) and suggest its system tables
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Iterable
 
@@ -59,6 +58,8 @@ def show_tables(tables: tuple[TableInfo, ...]) -> Statement:
 def closest_names(name: str, names: Iterable[str]) -> list[str]:
     """Up to SUGGESTIONS of `names` that `name` may be a misspelling of, closest first, in any case:
     what a "did you mean" names, for a table here and for a chart's column in the notebook."""
+    import difflib  # only for a name that is not there: not on a cold start's path
+
     by_lower = {known.lower(): known for known in sorted(names, reverse=True)}
     return [by_lower[close] for close in difflib.get_close_matches(name.lower(), list(by_lower), SUGGESTIONS)]
 

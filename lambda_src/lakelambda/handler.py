@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import platform
 import secrets
 import shutil
 import threading
@@ -26,7 +25,9 @@ import duckdb
 # First of the package: where Lambda imports this module, importing `loading` starts the database's load,
 # which then runs beside the imports below (loading.py).
 from . import loading
-from . import estimate, protocol, run, sandbox, tasks
+# The fan-out's modules (tasks: listings and tasks) and the estimate's are imported by the operations that use
+# them: a cold start's plain query needs neither.
+from . import protocol, run, sandbox
 from .database import NeedsTableFormats, Settings, open_database
 from .errors import InternalError, LakeError, ProtocolError, QueryTimeout
 from .lake import Lake
@@ -41,6 +42,8 @@ from .storage import open_storage, s3_request_timeout_s
 
 _log = logging.getLogger(__name__)
 
+# What platform.machine() reads (that module costs a cold start 2 ms to import).
+_MACHINE = os.uname().machine
 # Time kept back from the function's remaining time to answer after an interrupt.
 ANSWER_RESERVE_MS = 1500
 
@@ -210,6 +213,8 @@ class LakeHandler:
     def query(self, con, request: QueryRequest) -> PageAnswer | PartitionsAnswer:
         table_formats: protocol.TableFormats = ()
         if request.fanout_tables:
+            from . import tasks
+
             listing = tasks.partitions(con, self.lake, request.fanout_tables)
             if listing.tables or listing.format_tables:  # the notebook plans the fan-out over them, or asks again without
                 return listing
@@ -234,13 +239,19 @@ class LakeHandler:
         return TablesAnswer(self.lake.tables(con))
 
     def partitions(self, con, request: PartitionsRequest) -> PartitionsAnswer:
+        from . import tasks
+
         return tasks.partitions(con, self.lake, request.tables)
 
     def estimate(self, con, request: EstimateRequest) -> EstimateAnswer:
         """What the query would read, from listings and footers: nothing of it runs."""
-        return estimate.reads(con, self.lake, request, self.settings.memory_mb)
+        from .estimate import reads
+
+        return reads(con, self.lake, request, self.settings.memory_mb)
 
     def task(self, con, request: TaskRequest) -> PageAnswer:
+        from . import tasks
+
         result = tasks.run_task(con, self.lake, self.results, request)
         return PageAnswer(result.info, self.results.page(con, result, 0, request.page_size))
 
@@ -259,7 +270,7 @@ def _stats(answer: protocol.Answer, started: float, cold: bool) -> protocol.Hand
         rows=result.total_rows if result else 0,
         encoded_bytes=len(content.data) if content else 0,
         duckdb_version=duckdb.__version__,
-        architecture=protocol.LAMBDA_ARCHITECTURES.get(platform.machine(), platform.machine()),
+        architecture=protocol.LAMBDA_ARCHITECTURES.get(_MACHINE, _MACHINE),
     )
 
 

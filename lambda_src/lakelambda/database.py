@@ -165,7 +165,11 @@ def load_database(settings: Settings, extensions: tuple[str, ...]) -> duckdb.Duc
     and holds nothing of a caller's until open_database has locked it."""
     for folder in ("home", "extensions", "spill", "pages", "results"):
         os.makedirs(os.path.join(settings.scratch, folder), exist_ok=True)
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    config: dict[str, str | int | float | list[str]] = {"autoinstall_known_extensions": False,
+                                                         "autoload_known_extensions": False}
+    if settings.memory_mb:  # sized as it starts: one started on every core, then set to fewer, stops threads it started
+        config.update(memory_limit=f"{duckdb_memory_mb(settings.memory_mb)}MB", threads=duckdb_threads(settings.memory_mb))
+    con = duckdb.connect(config=config)
     scratch = settings.scratch
     con.execute(f"SET home_directory = {quote_literal(os.path.join(scratch, 'home'))}")
     con.execute(f"SET extension_directory = {quote_literal(os.path.join(scratch, 'extensions'))}")
@@ -176,9 +180,6 @@ def load_database(settings: Settings, extensions: tuple[str, ...]) -> duckdb.Duc
     # dates and hours wherever its query runs; open_database's configuration lock
     # means a caller cannot pick another zone per query.
     con.execute("SET GLOBAL TimeZone = 'UTC'")
-    if settings.memory_mb:
-        con.execute(f"SET memory_limit = '{duckdb_memory_mb(settings.memory_mb)}MB'")
-        con.execute(f"SET threads = {duckdb_threads(settings.memory_mb)}")
     for name in extensions:
         _load_extension(con, name, settings.environment)
     return con

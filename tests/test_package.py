@@ -174,7 +174,7 @@ def test_the_database_starts_loading_before_the_handler_imports_the_protocol():
     done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60, check=True)
     imported = set(done.stdout.split())
     assert "lakelambda.loading" in imported and "duckdb" in imported
-    assert not {"lakelambda.protocol", "lakelambda.answers", "lakelambda.handler", "lakelambda.sandbox"} & imported
+    assert not {"lakelambda.protocol", "lakelambda.answers", "lakelambda.handler", "lakelambda.run"} & imported
 
 
 def test_package_holds_the_handler_and_wheels_and_nothing_lambda_has(local_package):

@@ -1,4 +1,4 @@
-"""The handler's database, begun as soon as Lambda starts importing the handler (the Init phase).
+"""The handler's database, begun as soon as Lambda's import of the handler has imported DuckDB (in Init).
 
 Its first half (database.load_database: sized, in UTC, httpfs loaded) needs
 neither the lake's credentials nor the function's timeout, and DuckDB spends

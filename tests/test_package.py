@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
@@ -98,6 +99,11 @@ def test_local_package_answers_a_query_from_a_read_only_folder(local_package, s3
     code = "\n".join([
         "import importlib.util, json, sys",
         f"sys.path[:0] = [{str(task)!r}, {str(runtime)!r}]",
+        # Every module compiled from source as it is imported: none of the package's, which ships its bytecode.
+        "import importlib._bootstrap_external as external",
+        "compiled, source_to_code = [], external.SourceLoader.source_to_code",
+        "external.SourceLoader.source_to_code = lambda self, data, path, **options: (",
+        "    compiled.append(str(path)), source_to_code(self, data, path, **options))[1]",
         "import lakelambda.handler, lakelambda.page_format",
         "loading = lakelambda.handler._loading is not None",  # the database started loading as Lambda imported it
         f"answer = lakelambda.handler.handler(json.loads({json.dumps(QUERY)!r}), None)",
@@ -117,7 +123,8 @@ def test_local_package_answers_a_query_from_a_read_only_folder(local_package, s3
         "    fresh.execute(f\"LOAD '{path}'\")",
         f"loaded = sorted(name for name, in fresh.execute({READERS!r}).fetchall())",
         "print(json.dumps({'answer': answer, 'files': files, 'path': sys.path, 'scratch': scratch, 'boto3': boto3,",
-        "                  'functions': functions, 'found': found, 'loaded': loaded, 'loading': loading}))",
+        "                  'functions': functions, 'found': found, 'loaded': loaded, 'loading': loading,",
+        "                  'compiled': compiled}))",
     ])
     environment = {
         "PATH": "/usr/bin:/bin", "TMPDIR": str(scratch), "LAKEMAGIC_LAKE": f"s3://{BUCKET}",
@@ -150,6 +157,7 @@ def test_local_package_answers_a_query_from_a_read_only_folder(local_package, s3
     assert files["duckdb_extension_httpfs"].startswith(str(task))
     assert "boto3" not in files and "botocore" not in files and report["boto3"].startswith(str(runtime))
     assert not [name for name, file in files.items() if "site-packages" in file]
+    assert not [path for path in report["compiled"] if path.startswith(str(task))]
     # Nor the fan-out's and the estimate's modules, which a plain query does not use.
     assert not {"lakelambda.tasks", "lakelambda.estimate"} & set(files)
     # A Parquet query's cold start loads none of the table formats' extensions, which the handler finds in
@@ -187,7 +195,21 @@ def test_package_holds_the_handler_and_wheels_and_nothing_lambda_has(local_packa
     for name in EXTENSIONS:
         assert f"duckdb_extension_{name}/extensions/v{duckdb_version()}/{name}.duckdb_extension" in names
     assert not [name for name in names if name.split("/")[0] in ("boto3", "botocore", "s3transfer")]
-    assert not [name for name in names if "__pycache__" in name or name.endswith((".pyc", ".pyi"))]
+    assert not [name for name in names if name.endswith(".pyi")]
+
+
+def test_package_ships_each_module_compiled_for_its_source(local_package):
+    """Lambda's /var/task is read-only: without the bytecode in the zip, every cold start compiles the modules."""
+    with zipfile.ZipFile(local_package) as package:
+        files = {name: package.read(name) for name in package.namelist() if name.endswith((".py", ".pyc"))}
+    sources = [name for name in files if name.endswith(".py") and name.split("/")[0] in ("lakelambda", "duckdb")]
+    assert "lakelambda/handler.py" in sources and "duckdb/__init__.py" in sources
+    for source in sources:
+        cached = importlib.util.cache_from_source(source)
+        assert cached in files, f"{source} has no bytecode in the package"
+        flags = int.from_bytes(files[cached][4:8], "little")
+        assert files[cached][:4] == importlib.util.MAGIC_NUMBER and flags == 0b11, cached  # checked by hash
+        assert files[cached][8:16] == importlib.util.source_hash(files[source]), f"{cached} is not {source}'s"
 
 
 def test_same_inputs_give_the_same_bytes(local_package, tmp_path):
@@ -212,7 +234,10 @@ def test_real_package_for_lambda_fits_its_limits(architecture):
     info = _build_or_skip(target)
     assert (info.python_version, info.machine, info.duckdb_version) == ("3.12", target.machine, duckdb_version())
     assert list(info.extensions) == list(EXTENSIONS), "PyPI has every extension's wheel for both architectures"
-    assert info.notes == []
+    if sys.implementation.cache_tag == "cpython-312":
+        assert info.notes == []
+    else:  # the bytecode of Python 3.12 can only come from Python 3.12
+        assert len(info.notes) == 1 and "the package ships no bytecode" in info.notes[0], info.notes
     assert info.unzipped_bytes < UNZIPPED_LIMIT
     assert info.zipped_bytes < DIRECT_UPLOAD_LIMIT or info.upload_method() == "s3"
     report = info.size_report()
@@ -249,12 +274,13 @@ def test_missing_extension_wheels_are_left_out_and_said(tmp_path, monkeypatch):
     with zipfile.ZipFile(info.path) as package:
         assert not [name for name in package.namelist() if name.startswith("duckdb_extension_")]
     assert info.extensions == {}
-    assert len(info.notes) == len(EXTENSIONS)
+    notes = [note for note in info.notes if "ships no bytecode" not in note]  # that one depends on this Python
+    assert len(notes) == len(EXTENSIONS)
     missing = "wheel for CPython 3.12 on manylinux x86_64: "
-    assert info.notes[0].startswith(f"the package index has no duckdb-extension-httpfs=={duckdb_version()} {missing}"
+    assert notes[0].startswith(f"the package index has no duckdb-extension-httpfs=={duckdb_version()} {missing}"
                                     "the function installs httpfs from DuckDB's extension repository into /tmp at "
                                     "each cold start")
-    assert info.notes[1:] == [
+    assert notes[1:] == [
         f"the package index has no duckdb-extension-{name}=={duckdb_version()} {missing}the function cannot read the "
         f"lake's {tables}" for name, tables in (("avro", "Iceberg tables (their manifests are Avro)"),
                                                 ("iceberg", "Iceberg tables"), ("delta", "Delta tables"))]

@@ -1,11 +1,23 @@
-"""Waiting for the engine: a line that counts up the seconds, and Ctrl-C that stops the wait.
+"""Waiting for the engine: a line that counts up the seconds, and Ctrl-C that stops the call.
 
-The call runs in a worker thread while the main thread, where IPython turns
-the kernel's interrupt (SIGINT) into KeyboardInterrupt, shows how long it has
-been running and stays ready to stop. The line is one IPython display, shown
-only once a call has taken a moment and then replaced in place by the result
-(or emptied), so a notebook run headless (papermill, nbconvert) keeps the
-final table and nothing of the wait.
+Where the engine runs DuckDB in this process and can interrupt it (the
+embedded engine), and the wait is on the main thread (a kernel's cell), the
+call runs right here: no hand-off to a thread and back delays a quick query,
+and no thread of ours wakes while DuckDB's use the cores. The kernel's
+interrupt (SIGINT) still reaches DuckDB, whose Python binding runs Python's
+signal handlers between its tasks: the handler the wait puts in place for the
+call interrupts the engine's statements (from a thread of its own, again and
+again until the call returns: one landing between two statements is lost),
+and never raises inside the handler's code, which ends as on any failed
+statement. Anywhere else (a Lambda call, which cannot be stopped, or a wait off
+the main thread) the call runs on a thread of its own while this one waits,
+and Ctrl-C stops the wait at once.
+
+The line is drawn by one thread of this module's, which ticks while calls
+come and sleeps when none has come for a while. It is one IPython display,
+shown only once a call has taken a moment and then replaced in place by the
+result (or emptied), so a notebook run headless (papermill, nbconvert) keeps
+the final table and nothing of the wait.
 
 The line also shows what is known of the call's progress: the embedded
 engine's DuckDB progress (an engine's `progress()`), and what code that
@@ -17,6 +29,7 @@ from __future__ import annotations
 
 import contextvars
 import html
+import signal
 import threading
 import time
 from typing import Callable, TypeVar
@@ -31,8 +44,12 @@ SHOW_AFTER_S = 1.0
 """A call quicker than this shows no waiting line at all."""
 TICK_S = 0.25
 """How often the line is refreshed (it changes only when its text does)."""
+IDLE_S = 10.0
+"""How long the line's thread keeps ticking after the last call began, before it sleeps until the next."""
 STOP_WITHIN_S = 5.0
-"""How long an interrupted engine that can stop is given to do so before the wait is abandoned."""
+"""How long an interrupted engine that can stop is given to do so before a wait on another thread is abandoned."""
+INTERRUPT_EVERY_S = 0.05
+"""How often an interrupted call's statements are interrupted again until it returns."""
 IDLE_CONTAINER_S = 600
 """After this long without an answer a Lambda container has likely been reclaimed (AWS keeps idle ones minutes)."""
 
@@ -87,30 +104,53 @@ class Wait:
             self._handle = None
 
     def run(self, call: Callable[[], T]) -> T:
-        """`call()`'s value or exception; QueryInterrupted at once when the kernel is interrupted meanwhile."""
+        """`call()`'s value or exception; QueryInterrupted when the kernel is interrupted meanwhile."""
         status = Status()
-        outcome: dict = {}
-        finished = threading.Event()
         context = contextvars.copy_context()
         context.run(_current.set, status)
+        watched = _Watched(self, status, self._likely_cold())
+        _WATCHER.watch(watched)
+        try:
+            if self.engine.in_process and self.engine.interruptible and _interrupt_reaches_here():
+                return self._run_here(lambda: context.run(call), watched.started)
+            return self._run_on_a_thread(lambda: context.run(call), watched.started)
+        finally:
+            _WATCHER.forget(watched)  # once it returns, the line is this thread's alone
+
+    def _run_here(self, call: Callable[[], T], started: float) -> T:
+        """`call()` on this thread, the kernel's interrupt stopping the engine's statements meanwhile."""
+        interrupted = _Interrupter(self.engine)
+        previous = signal.signal(signal.SIGINT, interrupted)
+        try:
+            value = call()
+        except BaseException:  # an interrupted call fails as its statement was stopped: said below, as the interrupt
+            if interrupted.at is None:
+                raise
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            interrupted.end()
+        if interrupted.at is not None:  # stopped, or done before the interrupt reached a statement: its value dropped
+            raise QueryInterrupted(f"interrupted after {int(interrupted.at - started)} s; the {self.engine.name} "
+                                   "engine stopped the query")
+        return value
+
+    def _run_on_a_thread(self, call: Callable[[], T], started: float) -> T:
+        """`call()` on a thread of its own; QueryInterrupted at once when the kernel is interrupted meanwhile."""
+        outcome: dict = {}
+        finished = threading.Event()
 
         def work() -> None:
             try:
-                outcome["value"] = context.run(call)
+                outcome["value"] = call()
             except BaseException as exc:  # handed to the waiting thread, or dropped with an abandoned call
                 outcome["error"] = exc
             finally:
                 finished.set()
 
-        cold = self._likely_cold()
         # A daemon thread: a Lambda call left behind must not hold up the kernel's exit.
         threading.Thread(target=work, name="lakemagic-call", daemon=True).start()
-        started = time.monotonic()
         try:
-            while not finished.wait(TICK_S):
-                elapsed = time.monotonic() - started
-                if elapsed >= SHOW_AFTER_S:
-                    self._line(self._text(elapsed, cold, status))
+            finished.wait()
         except KeyboardInterrupt:
             raise self._stop(finished, time.monotonic() - started) from None
         if "error" in outcome:
@@ -153,7 +193,7 @@ class Wait:
             deadline = time.monotonic() + STOP_WITHIN_S
             while not finished.is_set() and time.monotonic() < deadline:
                 self.engine.interrupt()  # again and again: one landing between two statements is lost
-                finished.wait(0.05)
+                finished.wait(INTERRUPT_EVERY_S)
             if finished.is_set():
                 return QueryInterrupted(f"interrupted after {int(elapsed)} s; the {self.engine.name} engine stopped the query")
             return QueryInterrupted(f"stopped waiting after {int(elapsed)} s; the {self.engine.name} engine did not stop "
@@ -162,3 +202,92 @@ class Wait:
             f"stopped waiting after {int(elapsed)} s; the {self.engine.name} engine cannot cancel a call, so it runs "
             "on until its time budget ends and its answer is dropped"
         )
+
+
+def _interrupt_reaches_here() -> bool:
+    """Whether the kernel's interrupt can be taken on this thread: only the main thread runs signal handlers, and
+    only one that Python put in place can be put back."""
+    return threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None
+
+
+class _Interrupter:
+    """The SIGINT handler while a call runs on the main thread: the first interrupt interrupts the engine's
+    statements every INTERRUPT_EVERY_S, from a thread of its own, until the call returns (`end`)."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.at: float | None = None  # when the interrupt came (time.monotonic)
+        self._ended = threading.Event()
+
+    def __call__(self, signum, frame) -> None:
+        if self.at is not None:
+            return
+        self.at = time.monotonic()
+        self.engine.interrupt()  # most often DuckDB ran this handler from a statement: it stops at its next task
+        threading.Thread(target=self._again, name="lakemagic-interrupt", daemon=True).start()
+
+    def _again(self) -> None:
+        while not self._ended.wait(INTERRUPT_EVERY_S):
+            self.engine.interrupt()
+
+    def end(self) -> None:
+        self._ended.set()
+
+
+class _Watched:
+    """A call being waited for, as the line's thread sees it: its wait, status, start, and a context of the
+    cell's to draw in (the call's own is entered by the call)."""
+
+    def __init__(self, wait: Wait, status: Status, cold: bool) -> None:
+        self.wait, self.status, self.cold = wait, status, cold
+        self.started = time.monotonic()
+        self.context = contextvars.copy_context()
+
+    def tick(self, now: float) -> None:
+        elapsed = now - self.started
+        if elapsed >= SHOW_AFTER_S:
+            self.context.run(self.wait._line, self.wait._text(elapsed, self.cold, self.status))
+
+
+class _Watcher:
+    """The one thread that draws the waiting lines: it ticks while calls come, and sleeps from IDLE_S after the
+    last one began until the next, so beginning a call wakes no thread while calls keep coming."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # held to draw, and to change what is watched
+        self._watched: list[_Watched] = []
+        self._last = 0.0  # when the last call began
+        self._busy = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, watched: _Watched) -> None:
+        with self._lock:
+            self._watched.append(watched)
+            self._last = watched.started
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._tick, name="lakemagic-waiting-line", daemon=True)
+                self._thread.start()
+            if not self._busy.is_set():
+                self._busy.set()
+
+    def forget(self, watched: _Watched) -> None:
+        """Stop drawing `watched`'s line (waiting for a draw in progress to end)."""
+        with self._lock:
+            self._watched.remove(watched)
+
+    def _tick(self) -> None:
+        while True:
+            self._busy.wait()
+            time.sleep(TICK_S)
+            with self._lock:
+                now = time.monotonic()
+                for watched in self._watched:
+                    try:
+                        watched.tick(now)
+                    except Exception:  # a line that cannot be drawn leaves its call to run and the others to draw
+                        pass
+                if not self._watched and now - self._last > IDLE_S:
+                    self._busy.clear()
+
+
+_WATCHER = _Watcher()

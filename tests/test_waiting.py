@@ -18,7 +18,7 @@ import papermill
 import pytest
 from IPython.utils.capture import capture_output
 
-from lakemagic import waiting
+from lakemagic import client, waiting
 from lakemagic.errors import QueryInterrupted
 
 from servers import start_function
@@ -26,6 +26,8 @@ from servers import start_function
 # Seconds of work on any machine here, and no lake file read: the cross join of two ranges.
 ENDLESS = "SELECT count(*) AS n FROM range(3000000000) a, range(100) b WHERE (a.range * b.range) % 7 = 3"
 INTERRUPT_AFTER_S = 2.5
+# Tens of seconds of work here, but it ends (so a lost interrupt fails a test rather than hanging it).
+TENS_OF_SECONDS = "SELECT count(*) AS n FROM range(1000000000) a WHERE hash(a.range) % 7 = 3"
 
 
 def fold(outputs) -> list:
@@ -145,6 +147,34 @@ def test_interrupt_stops_duckdb_at_once_and_the_kernel_goes_on(local_shell, targ
     with capture_output():
         assert local_shell.run_cell("x = %lakesql SELECT count(*) AS n FROM taxi_2019_04").success
     assert local_shell.user_ns["x"].n[0] == 20_000
+
+
+def test_an_interrupt_during_the_checks_still_stops_the_query_that_follows(local_shell):
+    """The kernel's interrupt may land between statements (here in Python before the query): it is not lost."""
+    engine = local_shell.magics_manager.registry["LakeMagic"].current_engine()
+
+    def checks_then_query():
+        time.sleep(1.5)  # the interrupt comes meanwhile, when no statement runs
+        return client.query_frame(engine, TENS_OF_SECONDS)
+
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    try:
+        with capture_output(), pytest.raises(QueryInterrupted, match="^interrupted after 0 s; the local engine stopped"):
+            waiting.Wait(engine).run(checks_then_query)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 1.5 + 1.5
+    assert not engine._handler._running
+
+
+def test_after_a_query_the_interrupt_stops_plain_python_again(local_shell):
+    with capture_output():
+        assert local_shell.run_cell("x = %lakesql SELECT 42 AS answer").success
+    outcome, _, took = interrupted_cell(local_shell, "import time\nfor _ in range(100):\n    time.sleep(0.05)", after_s=0.5)
+    assert isinstance(outcome.error_in_exec, KeyboardInterrupt)
+    assert took < 3
 
 
 @pytest.fixture(scope="module")

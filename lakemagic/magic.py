@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import functools
 import html
 import os
 import re
@@ -327,11 +329,16 @@ def _split_options(parser, line: str):
         if count < len(words) and words[count].group().startswith("-"):
             continue
         try:
-            options = parser.parse_args([word.group() for word in words[:count]])
+            options = argparse.Namespace(**_options_of(parser, tuple(word.group() for word in words[:count])))
         except UsageError:
             continue
         return options, line[words[count].start():] if count < len(words) else ""
     return parser.parse_args([word.group() for word in words]), ""  # raises the parser's own UsageError
+
+
+@functools.lru_cache(maxsize=64)  # a cell run again gives its options again: parsed once (each caller copies them)
+def _options_of(parser, words: tuple[str, ...]) -> dict:
+    return vars(parser.parse_args(list(words)))
 
 
 def _target_and_sql(rest: str, cell: str | None) -> tuple[str | None, str]:

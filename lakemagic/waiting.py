@@ -217,21 +217,23 @@ class _Interrupter:
     def __init__(self, engine) -> None:
         self.engine = engine
         self.at: float | None = None  # when the interrupt came (time.monotonic)
-        self._ended = threading.Event()
+        self._ended: threading.Event | None = None  # made at the interrupt: most calls have none
 
     def __call__(self, signum, frame) -> None:
         if self.at is not None:
             return
         self.at = time.monotonic()
+        self._ended = ended = threading.Event()
         self.engine.interrupt()  # most often DuckDB ran this handler from a statement: it stops at its next task
-        threading.Thread(target=self._again, name="lakemagic-interrupt", daemon=True).start()
+        threading.Thread(target=self._again, args=(ended,), name="lakemagic-interrupt", daemon=True).start()
 
-    def _again(self) -> None:
-        while not self._ended.wait(INTERRUPT_EVERY_S):
+    def _again(self, ended: threading.Event) -> None:
+        while not ended.wait(INTERRUPT_EVERY_S):
             self.engine.interrupt()
 
     def end(self) -> None:
-        self._ended.set()
+        if self._ended is not None:
+            self._ended.set()
 
 
 class _Watched:

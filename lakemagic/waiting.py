@@ -47,7 +47,8 @@ TICK_S = 0.25
 IDLE_S = 10.0
 """How long the line's thread keeps ticking after the last call began, before it sleeps until the next."""
 STOP_WITHIN_S = 5.0
-"""How long an interrupted engine that can stop is given to do so before a wait on another thread is abandoned."""
+"""How long an interrupted engine that can stop is given to do so before a wait on another thread is abandoned,
+or a second interrupt stops a call on this one where it is."""
 INTERRUPT_EVERY_S = 0.05
 """How often an interrupted call's statements are interrupted again until it returns."""
 IDLE_CONTAINER_S = 600
@@ -123,6 +124,10 @@ class Wait:
         previous = signal.signal(signal.SIGINT, interrupted)
         try:
             value = call()
+        except KeyboardInterrupt:  # the interrupt again, STOP_WITHIN_S after one the engine did not stop at
+            raise QueryInterrupted(f"interrupted after {int(time.monotonic() - started)} s; the {self.engine.name} "
+                                   f"engine did not stop within {STOP_WITHIN_S:g} s, so the second interrupt "
+                                   "stopped the call where it was") from None
         except BaseException:  # an interrupted call fails as its statement was stopped: said below, as the interrupt
             if interrupted.at is None:
                 raise
@@ -212,7 +217,8 @@ def _interrupt_reaches_here() -> bool:
 
 class _Interrupter:
     """The SIGINT handler while a call runs on the main thread: the first interrupt interrupts the engine's
-    statements every INTERRUPT_EVERY_S, from a thread of its own, until the call returns (`end`)."""
+    statements every INTERRUPT_EVERY_S, from a thread of its own, until the call returns (`end`); one more,
+    STOP_WITHIN_S later, raises KeyboardInterrupt where the call is, as Python's own handler would."""
 
     def __init__(self, engine) -> None:
         self.engine = engine
@@ -221,6 +227,8 @@ class _Interrupter:
 
     def __call__(self, signum, frame) -> None:
         if self.at is not None:
+            if time.monotonic() - self.at >= STOP_WITHIN_S:  # not stopped (Python that runs on): as Python stops
+                raise KeyboardInterrupt
             return
         self.at = time.monotonic()
         self._ended = ended = threading.Event()

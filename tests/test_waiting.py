@@ -169,6 +169,28 @@ def test_an_interrupt_during_the_checks_still_stops_the_query_that_follows(local
     assert not engine._handler._running
 
 
+def test_a_second_interrupt_stops_a_call_the_engine_does_not(local_shell):
+    """A call busy in Python (no statement of the engine's to interrupt) stops at the interrupt after next."""
+    engine = local_shell.magics_manager.registry["LakeMagic"].current_engine()
+
+    def python_that_runs_on():
+        for _ in range(2000):  # about 20 s
+            time.sleep(0.01)
+
+    timers = [threading.Timer(after, os.kill, (os.getpid(), signal.SIGINT))
+              for after in (0.5, 0.5 + waiting.STOP_WITHIN_S + 0.5)]
+    started = time.monotonic()
+    for timer in timers:
+        timer.start()
+    try:
+        with capture_output(), pytest.raises(QueryInterrupted, match="did not stop within 5 s, so the second interrupt"):
+            waiting.Wait(engine).run(python_that_runs_on)
+    finally:
+        for timer in timers:
+            timer.cancel()
+    assert time.monotonic() - started < waiting.STOP_WITHIN_S + 2.5
+
+
 def test_after_a_query_the_interrupt_stops_plain_python_again(local_shell):
     with capture_output():
         assert local_shell.run_cell("x = %lakesql SELECT 42 AS answer").success

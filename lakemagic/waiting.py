@@ -245,18 +245,22 @@ class _Interrupter:
 
 
 class _Watched:
-    """A call being waited for, as the line's thread sees it: its wait, status, start, and a context of the
-    cell's to draw in (the call's own is entered by the call)."""
+    """A call being waited for, as the line's thread sees it: its wait, status, start, when its line is next due
+    (SHOW_AFTER_S after the start, then every TICK_S), and a context of the cell's to draw in (the call's own
+    is entered by the call)."""
 
     def __init__(self, wait: Wait, status: Status, cold: bool) -> None:
         self.wait, self.status, self.cold = wait, status, cold
         self.started = time.monotonic()
+        self.due = self.started + SHOW_AFTER_S
         self.context = contextvars.copy_context()
 
     def tick(self, now: float) -> None:
-        elapsed = now - self.started
-        if elapsed >= SHOW_AFTER_S:
-            self.context.run(self.wait._line, self.wait._text(elapsed, self.cold, self.status))
+        if now < self.due:
+            return
+        while self.due <= now:
+            self.due += TICK_S
+        self.context.run(self.wait._line, self.wait._text(now - self.started, self.cold, self.status))
 
 
 class _Watcher:
@@ -288,7 +292,6 @@ class _Watcher:
     def _tick(self) -> None:
         while True:
             self._busy.wait()
-            time.sleep(TICK_S)
             with self._lock:
                 now = time.monotonic()
                 for watched in self._watched:
@@ -298,6 +301,9 @@ class _Watcher:
                         pass
                 if not self._watched and now - self._last > IDLE_S:
                     self._busy.clear()
+                # A call that begins meanwhile is due SHOW_AFTER_S from now at the earliest: later than this.
+                wake = min([now + TICK_S, *(watched.due for watched in self._watched)])
+            time.sleep(max(0.0, wake - time.monotonic()))
 
 
 _WATCHER = _Watcher()

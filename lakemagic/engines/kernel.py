@@ -17,6 +17,7 @@ here as data when it arrives, never read back from a file an answer wrote.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -29,8 +30,8 @@ import duckdb
 from lakelambda import protocol
 from lakelambda.errors import LakeError, ProtocolError, ResultNotFound
 from lakelambda.lake import Lake
-from lakelambda.page_format import storage_projection
-from lakelambda.protocol import Column, ErrorAnswer, PageAnswer, ResultInfo
+from lakelambda.page_format import encode_file, storage_projection, written_size
+from lakelambda.protocol import MAX_DECODED_BYTES, MAX_PART_BYTES, Column, ErrorAnswer, Page, PageAnswer, ResultInfo
 from lakelambda.results import OPERATIONS, ResultStore, StoredResult
 from lakelambda.sql import duckdb_error, parameter_names, quote_literal
 
@@ -40,7 +41,7 @@ from .base import Engine, Reply, check_result_path
 
 # The most bytes of results one kernel holds; the oldest go first beyond it (a query shown again runs again).
 KEPT_BYTES = 2 * 1024**3
-# The name a merge's rows are copied from.
+# The table a merge's rows are made into, and copied from.
 _MERGED = "lakemagic_merged"
 
 
@@ -112,22 +113,25 @@ class KernelEngine(Engine):
         the tasks' answers say) merged by `merge_sql`, which reads them as the table named `parts`: a
         result of this engine, with its first page.
 
-        Each merge is a cursor of its own, so its `partials` is seen by no other.
+        Each merge is a cursor of its own, so its `partials` is seen by no other. The merge runs once, into
+        a table of that cursor, which describes its columns and is written as the result's file; a result
+        that fits in its first page (a merge's usually does) is that page as it is, read no further.
         """
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="merge-", dir=self.folder) as inbox, \
-                self._database.cursor() as cursor:
-            paths = [self._inside(path, inbox, number) for number, path in enumerate(files)]
-            cursor.register(parts, restored(cursor, paths, columns, rows))  # a cursor's own temporary view
+        with contextlib.ExitStack() as held, self._database.cursor() as cursor:
+            # A cursor's own temporary view.
+            cursor.register(parts, restored(cursor, self._readable(files, held), columns, rows))
             used = {name: value for name, value in params.items() if name in parameter_names(merge_sql)}
-            merged_rows = cursor.sql(merge_sql, params=used or None)  # run once, by the COPY
-            merged = tuple(Column(name, str(kind)) for name, kind in zip(merged_rows.columns, merged_rows.types))
-            cursor.register(_MERGED, merged_rows)
+            cursor.execute(f"CREATE TEMP TABLE {_MERGED} AS {merge_sql}", used or None)
+            merged = tuple(Column(name, str(kind)) for name, kind, *_ in
+                           cursor.execute(f"SELECT * FROM {_MERGED} LIMIT 0").description)
             result_id, path = self._results.new_result()
             rows = cursor.execute(f"COPY (SELECT {storage_projection(merged)} FROM {_MERGED}) "
                                   f"TO {quote_literal(path)} ({self._results.copy_options(merged)})").fetchone()[0]
             stored = self._results.keep(result_id, path, merged, rows)
-            answer = PageAnswer(stored.info, self._results.page(cursor, stored, 0, page_size))
+            page = (_whole_page(stored, page_size, (cursor, _MERGED))
+                    or self._results.page(cursor, stored, 0, page_size))
+            answer = PageAnswer(stored.info, page)
         return _timed(answer, started)
 
     def may_download(self, url: str, result_id: str) -> bool:
@@ -137,11 +141,29 @@ class KernelEngine(Engine):
         """Let a result go (a fan-out task's part, once merged)."""
         self._results.forget(result_id)
 
-    def _inside(self, path: str, inbox: str, number: int) -> str:
-        """`path`, or a copy of it in `inbox` where this engine's database may not read it."""
-        if os.path.commonpath([path, self.folder]) == self.folder:
-            return path
-        return shutil.copyfile(path, os.path.join(inbox, f"part-{number}.parquet"))
+    def _readable(self, files: list[str], held: contextlib.ExitStack) -> list[str]:
+        """`files`, each where this engine's database may read it: as it is, or copied into a temporary folder
+        (made at the first such copy, removed with `held`)."""
+        inbox, paths = None, []
+        for number, path in enumerate(files):
+            if os.path.commonpath([path, self.folder]) != self.folder:
+                if inbox is None:
+                    inbox = held.enter_context(tempfile.TemporaryDirectory(prefix="merge-", dir=self.folder))
+                path = shutil.copyfile(path, os.path.join(inbox, f"part-{number}.parquet"))
+            paths.append(path)
+        return paths
+
+
+def _whole_page(stored: StoredResult, page_size: int, held: tuple) -> Page | None:
+    """The first page of a result of this engine as its whole file, where every row fits in it (as many as
+    `page_size`, within a response and MAX_DECODED_BYTES, measured on `held`, the table it was written from),
+    as an inline answer's page is; else None."""
+    info = stored.info
+    if info.total_rows > page_size or info.result_bytes > MAX_PART_BYTES:
+        return None
+    if written_size(stored.path, info.columns, info.total_rows, held) > MAX_DECODED_BYTES:
+        return None
+    return Page(0, info.total_rows, encode_file(stored.path))
 
 
 def _open_database(folder: str) -> duckdb.DuckDBPyConnection:

@@ -90,6 +90,17 @@ def test_first_page_and_disabled_buttons_at_the_start(table):
     assert table.pager.at_start and not table.pager.at_end  # First and Previous disabled, Next and Last not
 
 
+@pytest.mark.parametrize(("sql", "position", "summary"), [
+    ("SELECT 1 AS n WHERE false", "page 1 of 1 · no rows", "0 rows"),
+    ("SELECT 1 AS n", "page 1 of 1 · row 1 of 1", "1 row"),
+])
+def test_an_empty_and_a_one_row_result_say_so(tmp_path, sql, position, summary):
+    result = client.run_query(EmbeddedEngine(str(tmp_path)), sql, page_size=50)
+    table = widget.ResultTable(result, page_size=50)
+    assert table.pager.position == position and table.pager.at_start and table.pager.at_end
+    assert f"showing {position.split(' · ')[1]} · {summary} · " in table._static_bundle()["text/html"]
+
+
 def test_next_previous_last_first(table):
     press(table, "next")
     assert shown_numbers(table) == expected_numbers(50, 50)

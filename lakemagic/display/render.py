@@ -76,6 +76,8 @@ SORT_ARROWS = {False: "▲", True: "▼"}  # an unsorted name shows a faint ⇅ 
 
 
 def rows_label(offset: int, row_count: int, total_rows: int) -> str:
+    if total_rows == 0:
+        return "no rows"
     if row_count == 0:
         return f"no rows of {total_rows:,}"
     if total_rows == 1:

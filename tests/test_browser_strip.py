@@ -162,6 +162,40 @@ def test_lab_paging_keys_page_the_focused_table_only(lab_page):
     check_keys_page(lab_page, table_of(lab_page), "lab-strip")
 
 
+def test_lab_the_tools_go_to_a_row_or_a_page_and_export_what_the_table_shows(lab, lab_page, lake_file):
+    """Go to (a row number, `p N`, a typo) and Export, which the summary tests do not touch."""
+    table = table_of(lab_page)
+    position = table.locator("div.widget-label")
+    if button(table, "Filter, profile, go to, export").is_visible():
+        button(table, "Filter, profile, go to, export").click()
+    go = table.get_by_placeholder("row or p N")
+    go.fill("12,345")
+    button(table, "Go").click()
+    expect(position).to_have_text(f"page 247 of 400 · rows 12,301–12,350 of {ROWS:,}")
+    expect(table.locator("table.lakemagic-table tbody tr").first.locator("td").first).to_have_text("12,301")
+    go.fill("p 400")
+    go.press("Enter")
+    expect(position).to_have_text(f"page 400 of 400 · rows 19,951–20,000 of {ROWS:,}")
+    go.fill("row twelve")
+    button(table, "Go").click()
+    expect(table).to_contain_text("go to: a row number, or p and a page number (p 12)")
+    expect(position).to_have_text(re.compile("^page 400 of 400 · "))
+
+    condition = "passenger_count = 2"
+    table.get_by_placeholder(re.compile("^filter")).fill(condition)
+    button(table, "Filter").click()
+    rows = count_in_duckdb(lake_file, condition)
+    expect(position).to_have_text(re.compile(f" of {rows:,}$"))
+    target = lab.root / "two-passengers.parquet"
+    table.locator(".widget-text input").last.fill(target.name)
+    button(table, "Export").click()
+    expect(table).to_contain_text(f"exported {rows:,} rows to {target}")
+    written = duckdb.sql(f"SELECT count(*), count(*) FILTER (WHERE passenger_count = 2) FROM '{target}'").fetchone()
+    assert written == (rows, rows)
+    widget_screenshot(table, "lab-strip-4-go-to-and-export.png")
+    clear_filter(table)
+
+
 def test_notebook7_clicks_filter_and_keys_page(browser, folder, lake_file, tmp_path_factory):  # noqa: F811
     server = served("notebook", folder, tmp_path_factory)
     page = browser.new_page()

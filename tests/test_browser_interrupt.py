@@ -27,8 +27,8 @@ STOPPED = re.compile(r"QueryInterrupted: interrupted after \d+ s; the local engi
 
 
 @pytest.fixture(scope="module")
-def lab(browser, tmp_path_factory, local_taxi_lake):  # noqa: F811
-    root = tmp_path_factory.mktemp("interrupt-root")
+def folder(tmp_path_factory, local_taxi_lake) -> Path:
+    root = tmp_path_factory.mktemp("interrupt-notebooks")
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [
         nbformat.v4.new_code_cell(f"%load_ext lakemagic\n%config LakeMagic.lake = {str(local_taxi_lake)!r}"),
@@ -40,22 +40,35 @@ def lab(browser, tmp_path_factory, local_taxi_lake):  # noqa: F811
     ]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(notebook, root / NOTEBOOK)
-    server = JupyterServer("jupyterlab", root, tmp_path_factory.mktemp("interrupt-home"))
+    return root
+
+
+def served(app: str, folder: Path, tmp_path_factory) -> JupyterServer:
+    root = tmp_path_factory.mktemp(f"{app}-interrupt-root")
+    shutil.copy(folder / NOTEBOOK, root / NOTEBOOK)
+    server = JupyterServer(app, root, tmp_path_factory.mktemp(f"{app}-interrupt-home"))
     server.start()
-    yield server
-    assert server.stop() == [], f"processes left after JupyterLab stopped:\n{server.log()}"
+    return server
 
 
-@pytest.fixture(scope="module")
-def page(browser, lab) -> Page:  # noqa: F811
+def opened(browser, server: JupyterServer) -> Page:  # noqa: F811
+    """The notebook open, its kernel ready and its first cell run."""
     page = browser.new_page()
     page.set_viewport_size({"width": 1280, "height": 1000})
-    page.goto(lab.page_url(NOTEBOOK))
+    page.goto(server.page_url(NOTEBOOK))
     page.wait_for_function(KERNEL_READY, timeout=60_000)
     run(page, 0)
     expect(prompt(page, 0)).to_have_text("[1]:", timeout=60_000)
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, folder, tmp_path_factory) -> Page:  # noqa: F811
+    server = served("jupyterlab", folder, tmp_path_factory)
+    page = opened(browser, server)
     yield page
     page.close()
+    assert server.stop() == [], f"processes left after JupyterLab stopped:\n{server.log()}"
 
 
 def cell(page: Page, index: int) -> Locator:
@@ -144,3 +157,19 @@ def test_lab_after_queries_a_python_cell_s_interrupt_is_keyboard_interrupt(page)
     interrupt(page)
     expect(output(page, 5)).to_contain_text("KeyboardInterrupt", timeout=15_000)
     expect_next_cell_shows_its_table(page)
+
+
+def test_notebook7_interrupt_stops_the_query_and_the_next_cell_shows_its_table(browser, folder,  # noqa: F811
+                                                                              tmp_path_factory):
+    server = served("notebook", folder, tmp_path_factory)
+    page = opened(browser, server)
+    try:
+        run(page, 1)
+        expect_waiting_line(page, 1)
+        began = time.monotonic()
+        interrupt(page)
+        expect_stopped(page, 1, began)
+        expect_next_cell_shows_its_table(page)
+    finally:
+        page.close()
+        assert server.stop() == [], f"processes left after Jupyter Notebook stopped:\n{server.log()}"

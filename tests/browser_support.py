@@ -2,7 +2,9 @@
 
 Each server runs on 127.0.0.1 with a token, a random free port and its own
 Jupyter config, data, runtime, IPython and settings folders, so nothing of
-the machine's own Jupyter setup (or of another run) leaks in. The venv's
+the machine's own Jupyter setup (or of another run) leaks in, and its own
+temporary folder, so nothing its kernels leave (one ended before its clean-up
+ran) stays in the machine's. The venv's
 kernel spec is still found: Jupyter always searches `sys.prefix/share/jupyter`.
 """
 
@@ -31,7 +33,7 @@ CHROMIUM_ARGS = [
 # "Would you like to receive official Jupyter news?" would otherwise cover part of the page.
 NO_NEWS = ("@jupyterlab/apputils-extension", "notification.jupyterlab-settings", {"fetchNews": "false", "checkForUpdates": False})
 FOLDERS = ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
-           "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR")
+           "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR", "TMPDIR")
 
 
 def free_port() -> int:

@@ -71,8 +71,8 @@ def read_message(content: object) -> Message | None:
     if not isinstance(content, dict):
         return None
     kind = content.get("kind")
-    if kind == "page" and content.keys() == {"kind", "to"} and content["to"] in get_args(PageTurn):
-        return PageKey(kind="page", to=content["to"])
+    if kind == "page":
+        return read_page_turn(content)
     if kind == "sort" and content.keys() == {"kind", "column"} and _index(content["column"]):
         return SortClicked(kind="sort", column=content["column"])
     if kind == "nulls" and content.keys() == {"kind", "column"} and _index(content["column"]):
@@ -80,6 +80,13 @@ def read_message(content: object) -> Message | None:
     if kind == "bar" and content.keys() == {"kind", "column", "bar"} and _index(content["column"]) \
             and _index(content["bar"]):
         return BarClicked(kind="bar", column=content["column"], bar=content["bar"])
+    return None
+
+
+def read_page_turn(content: dict) -> PageKey | None:
+    """A page turn (the grid's keys, the pager's buttons), checked field by field; None for anything else."""
+    if content.keys() == {"kind", "to"} and content["kind"] == "page" and content["to"] in get_args(PageTurn):
+        return PageKey(kind="page", to=content["to"])
     return None
 
 

@@ -9,12 +9,12 @@ sets, and sends back what was clicked or chosen. Every message the front end sen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypedDict, Union, get_args
+from typing import Literal, TypedDict, Union
 
 import anywidget
 import traitlets
 
-from .grid import PageKey, PageTurn
+from .grid import PageKey, read_page_turn
 
 _MAX_ROWS = 1_000_000  # a page size the table could ever offer is below this
 
@@ -53,8 +53,8 @@ def read_message(content: object) -> Message | None:
     if not isinstance(content, dict):
         return None
     kind = content.get("kind")
-    if kind == "page" and content.keys() == {"kind", "to"} and content["to"] in get_args(PageTurn):
-        return PageKey(kind="page", to=content["to"])
+    if kind == "page":
+        return read_page_turn(content)
     if kind == "size" and content.keys() == {"kind", "rows"} and type(content["rows"]) is int \
             and 0 < content["rows"] < _MAX_ROWS:
         return SizeChosen(kind="size", rows=content["rows"])

@@ -119,11 +119,18 @@ def task_pages(handler: LakeHandler, request: protocol.TaskRequest) -> tuple[tup
 def run_plan(lake: Lake, result: Plan, params: dict | None = None) -> duckdb.DuckDBPyRelation:
     """Every task sent as the fan-out sends it (runner.task_requests) to the handler's `task` operation,
     which reads the task's files as the table; then the merge over their pages as `partials` alone."""
-    handler = lake.tasks_handler()
+    requests = runner.task_requests(runner.Decision(plan=result), params or {}, ())
+    return merged_tasks(lake.tasks_handler(), requests, result.merge_sql)
+
+
+def merged_tasks(handler: LakeHandler, requests, merge_sql: str) -> duckdb.DuckDBPyRelation:
+    """`merge_sql` over the pages `handler` answers to each of `requests` (tasks of one plan, all of one
+    shape), as `partials` alone, in UTC as the kernel merges."""
     con = duckdb.connect()
-    with tempfile.TemporaryDirectory(prefix="fanout-plan-partials-") as folder:
+    con.execute("SET TimeZone = 'UTC'")
+    with tempfile.TemporaryDirectory(prefix="fanout-partials-") as folder:
         paths, columns = [], None
-        for request in runner.task_requests(runner.Decision(plan=result), params or {}, ()):
+        for request in requests:
             task_columns, pages = task_pages(handler, request)
             assert columns is None or task_columns == columns, (task_columns, columns)
             columns = task_columns
@@ -132,7 +139,7 @@ def run_plan(lake: Lake, result: Plan, params: dict | None = None) -> duckdb.Duc
                 with open(paths[-1], "wb") as part:
                     part.write(base64.b64decode(data))
         restored(con, paths, columns).to_table(PARTIALS)
-    return con.sql(result.merge_sql)
+    return con.sql(merge_sql)
 
 
 def same_value(got, want) -> bool:

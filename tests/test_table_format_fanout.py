@@ -12,10 +12,7 @@ same end to end on the embedded engine and on a handler over the bucket.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import boto3
@@ -29,13 +26,12 @@ from lakelambda.formats import current_iceberg_metadata
 from lakelambda.handler import LakeHandler
 from lakelambda.sql import quote_identifier, quote_literal
 from lakelambda.storage import open_storage
-from lakemagic.decode import restored
 from lakemagic.engines import Engine, Reply
 from lakemagic.engines.embedded import EmbeddedEngine
-from lakemagic.fanout import PARTIALS, runner
+from lakemagic.fanout import runner
 
 from table_writers import EXTENSIONS, delta_s3_options, s3_secret
-from test_fanout_plan import TPCH_QUERIES, assert_same_rows, same_value, sort_key, task_pages
+from test_fanout_plan import TPCH_QUERIES, assert_same_rows, merged_tasks, same_value, sort_key
 
 TASK_COUNTS = (3, 10)
 SMALL_TABLES = ("supplier", "nation")
@@ -179,21 +175,9 @@ def s3_lake(request, aws_environment, moto_endpoint, tmp_path_factory) -> Format
 def _run_tasks(lake: FormatLake, decision: runner.Decision) -> duckdb.DuckDBPyRelation:
     """Every task sent as the fan-out sends it (runner.task_requests: the pin and the files) to the handler's
     `task` operation, then the merge over their pages as `partials` alone, in UTC."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    with tempfile.TemporaryDirectory(prefix="format-fanout-partials-") as folder:
-        paths, columns = [], None
-        for request in runner.task_requests(decision, {}, ()):
-            assert request.pin == decision.pin and not request.key_types
-            task_columns, pages = task_pages(lake.handler(), request)
-            assert columns is None or task_columns == columns, (task_columns, columns)
-            columns = task_columns
-            for data in pages:
-                paths.append(os.path.join(folder, f"part-{len(paths)}.parquet"))
-                with open(paths[-1], "wb") as part:
-                    part.write(base64.b64decode(data))
-        restored(con, paths, columns).to_table(PARTIALS)
-    return con.sql(decision.plan.merge_sql)
+    requests = list(runner.task_requests(decision, {}, ()))
+    assert all(request.pin == decision.pin and not request.key_types for request in requests)
+    return merged_tasks(lake.handler(), requests, decision.plan.merge_sql)
 
 
 def _assert_handler_tasks_exact(lake: FormatLake, sql: str, ordered: bool, max_tasks: int) -> None:

@@ -26,6 +26,7 @@ from lakemagic.engines import Reply
 from lakemagic.errors import LakeQueryError, RetryableEngineError
 from lakemagic.fanout import runner
 from lakemagic.locallambda import FunctionSpec, LocalLambda
+from kept import kept
 from lambda_fixture_handlers import CRASH_MARKERS_ENV
 from servers import FUNCTION
 from test_fanout_run import assert_same, invocations
@@ -132,7 +133,7 @@ def test_one_task_failing_for_good_fails_the_cell_and_shows_no_partial_result(la
     with capture_output() as captured:
         outcome = shell.run_cell(f"%%lakesql\n{everything}")
     assert isinstance(outcome.error_in_exec, LakeQueryError)
-    shown = [output.data for output in captured.outputs]
+    shown = [output.data for output in kept(captured.outputs)]
     assert not any("text/html" in data or "application/vnd.jupyter.widget-view+json" in data for data in shown), shown
 
     # The other days' share runs, fanned out, and is assigned: the failure was that one task's.

@@ -13,6 +13,7 @@ from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.errors import LakeQueryError
 from lakemagic.engines.aws_lambda import LambdaEngine
 
+from kept import kept
 from servers import BUCKET, FUNCTION, OTHER_BUCKET, start_function
 
 QUERIES = [
@@ -45,7 +46,8 @@ def test_magic_on_lambda_returns_what_the_embedded_engine_returns(shell, local_t
 def test_widget_pages_come_from_the_function(shell):
     with capture_output() as captured:
         shell.run_cell(f"%%lakesql --page-size 20\n{QUERIES[2]}")
-    html = captured.outputs[0].data["text/html"]
+    (table,) = kept(captured.outputs)
+    html = table.data["text/html"]
     assert "showing rows 1–20 of 20,000" in html
     assert "billed" in html  # the Lambda's own figures are in the footer
 

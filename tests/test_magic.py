@@ -10,6 +10,8 @@ from IPython.utils.capture import capture_output
 from lakemagic.errors import LakeQueryError, ParameterError
 from lakemagic.magic import LakeMagic
 
+from kept import kept
+
 TOP_LOCATIONS = "SELECT pickup_location_id, count(*) AS trips FROM taxi_2019_04 GROUP BY 1 ORDER BY 2 DESC, 1"
 
 
@@ -40,7 +42,7 @@ def run(shell, cell: str):
 def test_cell_magic_shows_a_paged_table_with_a_static_form(shell, lake):
     outcome, captured = run(shell, f"%%lakesql\n{TOP_LOCATIONS}")
     assert outcome.success
-    (output,) = captured.outputs
+    (output,) = kept(captured.outputs)
     assert "application/vnd.jupyter.widget-view+json" in output.data
     html = output.data["text/html"]
     assert "showing rows 1–50 of 265" in html
@@ -108,9 +110,9 @@ def test_a_line_magic_error_points_at_its_one_line(shell):
 def test_page_size_comes_from_config_and_from_the_option(shell):
     shell.run_line_magic("config", "LakeMagic.page_size = 10")
     _, captured = run(shell, f"%%lakesql\n{TOP_LOCATIONS}")
-    assert "showing rows 1–10 of 265" in captured.outputs[0].data["text/html"]
+    assert "showing rows 1–10 of 265" in kept(captured.outputs)[0].data["text/html"]
     _, captured = run(shell, f"%%lakesql --page-size 25\n{TOP_LOCATIONS}")
-    assert "showing rows 1–25 of 265" in captured.outputs[0].data["text/html"]
+    assert "showing rows 1–25 of 265" in kept(captured.outputs)[0].data["text/html"]
 
 
 def test_environment_gives_the_defaults(monkeypatch, tmp_path):
@@ -131,7 +133,7 @@ def test_options_are_split_from_the_sql_by_the_magics_own_parser(shell):
     frame = shell.run_line_magic("lakesql", "--page 5 SELECT '--save x' AS text, 42 AS answer")
     assert frame.to_dict("records") == [{"text": "--save x", "answer": 42}]
     outcome, captured = run(shell, "%%lakesql --page-s 3\nSELECT * FROM range(10)")
-    assert outcome.success and "showing rows 1–3 of 10" in captured.outputs[0].data["text/html"]
+    assert outcome.success and "showing rows 1–3 of 10" in kept(captured.outputs)[0].data["text/html"]
     outcome, captured = run(shell, "%lakesql --page-size")
     assert outcome.error_in_exec is not None and "UsageError" in captured.stderr
 

@@ -34,6 +34,7 @@ from lakemagic.engines.embedded import EmbeddedEngine
 from lakemagic.fanout import NotSplit, shape
 from lakemagic.locallambda.s3proxy import S3Proxy
 
+from kept import kept
 from servers import FUNCTION, start_function
 import events
 
@@ -384,7 +385,7 @@ def test_the_table_says_when_it_shows_a_reused_result(ipython, local_taxi_lake, 
     for _ in range(2):
         with capture_output() as captured:
             ipython.run_cell(f"%%lakesql\n{BY_PAYMENT}").raise_error()
-        shown.append(captured.outputs[-1].data)
+        shown.append(kept(captured.outputs)[-1].data)
     first, again = shown
     for form in ("text/html", "text/plain"):
         assert "reused result of" not in first[form]

@@ -1,7 +1,7 @@
 """Waiting for a query in a real IPython shell: the live line, and a real SIGINT stopping the wait.
 
 The Lambda path runs on the real local servers (moto S3 + `lakemagic serve`).
-Outputs are folded as a notebook saves them (an update replaces the output
+Outputs are read as a notebook saves them (`kept`: an update replaces the output
 with its display id), so a test sees what papermill would keep.
 """
 
@@ -21,6 +21,7 @@ from IPython.utils.capture import capture_output
 from lakemagic import client, waiting
 from lakemagic.errors import QueryInterrupted
 
+from kept import kept
 from servers import start_function
 
 # Seconds of work on any machine here, and no lake file read: the cross join of two ranges.
@@ -28,20 +29,6 @@ ENDLESS = "SELECT count(*) AS n FROM range(3000000000) a, range(100) b WHERE (a.
 INTERRUPT_AFTER_S = 2.5
 # Tens of seconds of work here, but it ends (so a lost interrupt fails a test rather than hanging it).
 TENS_OF_SECONDS = "SELECT count(*) AS n FROM range(1000000000) a WHERE hash(a.range) % 7 = 3"
-
-
-def fold(outputs) -> list:
-    """The outputs a notebook keeps: each update replaces the output it names."""
-    kept, by_id = [], {}
-    for output in outputs:
-        display_id = (output.transient or {}).get("display_id")
-        if output.update and display_id in by_id:
-            kept[by_id[display_id]] = output
-        elif not output.update:
-            if display_id:
-                by_id[display_id] = len(kept)
-            kept.append(output)
-    return [output for output in kept if any(output.data.values())]
 
 
 HINTS = {"text/plain": " (Ctrl-C interrupts)", "text/html": "(■ or I,I interrupts)"}  # a terminal's, a notebook's
@@ -93,7 +80,7 @@ def test_a_quick_query_shows_no_waiting_line(local_shell):
     with capture_output() as captured:
         assert local_shell.run_cell("%%lakesql\nSELECT 42 AS answer").success
     assert shown_lines(captured.outputs) == []
-    (table,) = fold(captured.outputs)
+    (table,) = kept(captured.outputs)
     assert "application/vnd.jupyter.widget-view+json" in table.data
 
 
@@ -109,8 +96,8 @@ def test_the_line_counts_seconds_and_the_result_takes_its_place(local_shell):
     lines = shown_lines(captured.outputs)
     assert lines[:2] == ["running on local · 1 s", "running on local · 2 s"]
     assert status is not waiting.current()  # the call had a status of its own
-    (kept,) = fold(captured.outputs)  # the line's output now holds the result, and nothing of the wait
-    assert kept.data["text/plain"] == "the result"
+    (result,) = kept(captured.outputs)  # the line's output now holds the result, and nothing of the wait
+    assert result.data["text/plain"] == "the result"
 
 
 class _Result:
@@ -130,7 +117,7 @@ def test_tasks_done_of_total_show_in_the_line(local_shell):
     lines = shown_lines(captured.outputs)
     assert any("· 1 of 3 tasks done ·" in line for line in lines), lines
     assert "3 of 3 tasks done" in lines[-1] or "2 of 3 tasks done" in lines[-1]
-    assert fold(captured.outputs) == []  # emptied when the cell ends without showing anything there
+    assert kept(captured.outputs) == []  # emptied when the cell ends without showing anything there
 
 
 @pytest.mark.parametrize("target", ["", "x <<"], ids=["table", "variable"])
@@ -139,7 +126,7 @@ def test_interrupt_stops_duckdb_at_once_and_the_kernel_goes_on(local_shell, targ
     assert isinstance(outcome.error_in_exec, QueryInterrupted)
     assert took < INTERRUPT_AFTER_S + 1.5
     assert captured.stdout.strip() == "QueryInterrupted: interrupted after 2 s; the local engine stopped the query"
-    assert fold(captured.outputs) == []  # nothing live is left in the saved cell
+    assert kept(captured.outputs) == []  # nothing live is left in the saved cell
     assert "running on local · 1 s" in shown_lines(captured.outputs)
     engine = local_shell.magics_manager.registry["LakeMagic"].current_engine()
     assert not engine._handler._running  # DuckDB stopped: no call of the handler still runs
@@ -218,7 +205,7 @@ def test_the_embedded_engine_shows_duckdbs_own_progress_then_the_result(ipython,
     # DuckDB may say 100% while it hands the result over; some step before that is shown
     assert any(0 < percent < 100 for percent in percents), shown_lines(captured.outputs)
     assert all(0 < percent <= 100 for percent in percents) and percents == sorted(percents)
-    (table,) = fold(captured.outputs)  # the result took the line's place
+    (table,) = kept(captured.outputs)  # the result took the line's place
     expected = duckdb.sql(f"SELECT count(*) FROM '{row_group_lake}/dataset/numbers.parquet' "
                           "WHERE md5(repeat(s, 4000)) < '1'").fetchone()[0]
     assert f">{expected:,}</td>" in table.data["text/html"]
@@ -236,7 +223,7 @@ def test_an_error_after_a_wait_still_fails_the_cell_and_leaves_only_itself(local
     assert not outcome.success
     assert "running on local · 1 s" in shown_lines(captured.outputs)  # it did wait
     assert captured.stdout.startswith("ConversionException")
-    assert fold(captured.outputs) == []
+    assert kept(captured.outputs) == []
 
 
 def test_papermill_keeps_the_table_and_nothing_of_the_wait(tmp_path, local_taxi_lake):
@@ -267,12 +254,12 @@ def test_on_lambda_the_wait_stops_at_once_and_the_late_answer_is_dropped(lambda_
     assert captured.stdout.strip().startswith("QueryInterrupted: stopped waiting after 2 s; the lambda engine")
     lines = shown_lines(captured.outputs)
     assert lines[0] == "running on lambda · likely starting a container · 1 s"  # no answer yet in this kernel
-    assert fold(captured.outputs) == []
+    assert kept(captured.outputs) == []
 
     # The next query is answered while the abandoned one still runs in the function.
     with capture_output() as captured:
         assert lambda_shell.run_cell("%%lakesql\nSELECT 42 AS answer").success
-    (table,) = fold(captured.outputs)
+    (table,) = kept(captured.outputs)
     assert ">42</td>" in table.data["text/html"]
 
     # After the function's time budget ended the abandoned query, nothing of it shows and queries go on.

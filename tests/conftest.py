@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 
@@ -59,6 +60,9 @@ def ipython():
     shell.run_line_magic("load_ext", "lakemagic")
     yield shell
     shell.history_manager.end_session()
+    # Each shell registers its exit work (a namespace reset and a full garbage collection) with atexit, which
+    # also keeps the shell and its namespace alive: hundreds of them cost a minute at the suite's exit.
+    atexit.unregister(shell.atexit_operations)
     InteractiveShell.clear_instance()
 
 

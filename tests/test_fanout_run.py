@@ -253,7 +253,7 @@ def test_a_task_that_keeps_timing_out_fails_the_query_after_bounded_retries(fano
         assert "time" in str(caught.value)
         calls = invocations(capsys)
         # The listing, then each task tried TASK_ATTEMPTS times at most (a failing one stops the other).
-        assert 1 + runner.TASK_ATTEMPTS <= len(calls) <= 1 + 2 * runner.TASK_ATTEMPTS, calls
+        assert 1 + runner.TASK_ATTEMPTS <= len(calls) <= 1 + 2 * runner.TASK_ATTEMPTS, (str(caught.value), calls)
     finally:
         local.stop()
 

@@ -50,14 +50,14 @@ REAL_S3 = S3Model()
 
 class S3Proxy:
     """Forwards every request to `upstream` (http://127.0.0.1:PORT), counting them and waiting `delay_s` first,
-    or, given a `model`, answering at the model's pace (its first byte's wait replaces `delay_s`)."""
+    or, given a `model`, answering at the model's pace: moto's own time counts towards the model's first byte."""
 
     def __init__(self, upstream: str, delay_s: float = 0.0, model: S3Model | None = None):
         target = urllib.parse.urlsplit(upstream)
         if target.hostname not in ("127.0.0.1", "localhost"):
             raise ValueError(f"the proxy forwards to a server on this machine only, not {upstream}")
         self.upstream = (target.hostname, target.port)
-        self.delay_s = model.first_byte_s if model is not None else delay_s
+        self.delay_s = delay_s if model is None else 0.0
         self.model = model
         self.requests: Counter[str] = Counter()  # by method
         self.objects: Counter[tuple[str, str]] = Counter()  # by method and path (bucket/key, no query string)
@@ -113,6 +113,7 @@ def _handler_for(proxy: S3Proxy):
 
         def _forward(self) -> None:
             proxy._record(self.command, self.path)
+            asked = time.monotonic()
             if proxy.delay_s:
                 time.sleep(proxy.delay_s)
             length = int(self.headers.get("Content-Length") or 0)
@@ -125,6 +126,8 @@ def _handler_for(proxy: S3Proxy):
                 data = answer.read()
             finally:
                 upstream.close()
+            if proxy.model is not None:
+                time.sleep(max(0.0, proxy.model.first_byte_s - (time.monotonic() - asked)))
             self.send_response(answer.status, answer.reason)
             for name, value in answer.getheaders():
                 if name.lower() not in _HOP_HEADERS | {"content-length"}:

@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import nbformat
 import psutil
 
 CHROMIUM = "/usr/bin/chromium"
@@ -34,6 +35,16 @@ CHROMIUM_ARGS = [
 NO_NEWS = ("@jupyterlab/apputils-extension", "notification.jupyterlab-settings", {"fetchNews": "false", "checkForUpdates": False})
 FOLDERS = ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
            "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR", "TMPDIR")
+
+
+def write_notebook(path: Path, *sources: str, lake: Path | None = None, **metadata) -> None:
+    """A notebook of code cells on the venv's python3 kernel; with `lake`, its first cell loads lakemagic over it."""
+    notebook = nbformat.v4.new_notebook()
+    loads = [f"%load_ext lakemagic\n%config LakeMagic.lake = {str(lake)!r}"] if lake is not None else []
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in [*loads, *sources]]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    notebook.metadata.update(metadata)
+    nbformat.write(notebook, path)
 
 
 def free_port() -> int:

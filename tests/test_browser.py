@@ -27,7 +27,7 @@ from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from lakelambda.explore import HISTOGRAM_BINS
 
-from browser_support import CHROMIUM, CHROMIUM_ARGS, JupyterServer, save_small_png
+from browser_support import CHROMIUM, CHROMIUM_ARGS, JupyterServer, save_small_png, write_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "ci-artifacts" / "screenshots"
@@ -73,18 +73,9 @@ def expected(local_taxi_lake) -> list[tuple[int, int]]:
 def notebooks(tmp_path_factory, local_taxi_lake) -> Path:
     """The notebook, and a copy of it executed by papermill, which stops at the SQL error as it should."""
     folder = tmp_path_factory.mktemp("notebooks")
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [
-        nbformat.v4.new_code_cell(f"%load_ext lakemagic\n%config LakeMagic.lake = {str(local_taxi_lake)!r}"),
-        nbformat.v4.new_code_cell(f"%%lakesql\n{QUERY}"),
-        nbformat.v4.new_code_cell(f"%%lakesql\n{BAD_QUERY}"),  # last: a failing cell stops papermill
-    ]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nbformat.write(notebook, folder / NOTEBOOK)
-    shapes = nbformat.v4.new_notebook(metadata=notebook.metadata)
-    shapes.cells = [notebook.cells[0], nbformat.v4.new_code_cell(f"%%lakesql\n{TYPES_QUERY}"),
-                    nbformat.v4.new_code_cell(f"%%lakesql\n{WIDE_QUERY}")]
-    nbformat.write(shapes, folder / SHAPES)
+    # The failing cell is last: it stops papermill.
+    write_notebook(folder / NOTEBOOK, f"%%lakesql\n{QUERY}", f"%%lakesql\n{BAD_QUERY}", lake=local_taxi_lake)
+    write_notebook(folder / SHAPES, f"%%lakesql\n{TYPES_QUERY}", f"%%lakesql\n{WIDE_QUERY}", lake=local_taxi_lake)
     with pytest.raises(papermill.PapermillExecutionError) as failure:
         papermill.execute_notebook(str(folder / NOTEBOOK), str(folder / EXECUTED), kernel_name="python3",
                                    progress_bar=False, cwd=str(folder))

@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nbformat
 import pytest
 from playwright.sync_api import Page, expect
 
-from browser_support import JupyterServer, save_small_png
+from browser_support import JupyterServer, save_small_png, write_notebook
 from test_browser import SCREENSHOTS, browser, open_and_run_all  # noqa: F401 (the fixture: Debian's chromium, or a skip)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,12 +25,9 @@ QUERY = ("SELECT payment_type, avg(tip_amount) AS tip\nFROM partitioned\n"
 def server(browser, lambda_endpoint, tmp_path_factory):  # noqa: F811
     """`jupyter notebook` (Notebook 7 and JupyterLab both), its kernels reaching the local Lambda as this process does."""
     root = tmp_path_factory.mktemp("dryrun")
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell("%load_ext lakemagic\n%config LakeMagic.engine = 'lambda'"),
-                      nbformat.v4.new_code_cell(f"%%lakesql --dry-run\n{QUERY}")]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     for name in NOTEBOOKS.values():
-        nbformat.write(notebook, root / name)
+        write_notebook(root / name, "%load_ext lakemagic\n%config LakeMagic.engine = 'lambda'",
+                       f"%%lakesql --dry-run\n{QUERY}")
     started = JupyterServer("notebook", root, tmp_path_factory.mktemp("dryrun-home"))
     started.start()
     yield started

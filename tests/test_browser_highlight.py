@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nbformat
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from browser_support import JupyterServer, save_small_png
+from browser_support import JupyterServer, save_small_png, write_notebook
 from test_browser import SCREENSHOTS, browser  # noqa: F401 (the fixture: Debian's chromium, or a skip)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,11 +29,8 @@ LATER = "x = 1\nSELECT 42"  # becomes a lakesql cell in the test
 @pytest.fixture(scope="module")
 def notebook_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("highlight")
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in (CELL, PYTHON, LATER)]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    notebook.metadata["language_info"] = {"name": "python", "codemirror_mode": {"name": "ipython", "version": 3}}
-    nbformat.write(notebook, folder / NOTEBOOK)
+    write_notebook(folder / NOTEBOOK, CELL, PYTHON, LATER,
+                   language_info={"name": "python", "codemirror_mode": {"name": "ipython", "version": 3}})
     return folder
 
 

@@ -14,11 +14,10 @@ import shutil
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from browser_support import JupyterServer
+from browser_support import JupyterServer, write_notebook
 from test_browser import KERNEL_READY, SCREENSHOTS, browser  # noqa: F401
 
 # Minutes of DuckDB work on any machine here, no lake file read: only the interrupt ends it in time.
@@ -32,18 +31,9 @@ STOPPED = re.compile(r"QueryInterrupted: interrupted after \d+ s; the local engi
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, local_taxi_lake) -> Path:
     root = tmp_path_factory.mktemp("interrupt-notebooks")
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [
-        nbformat.v4.new_code_cell(f"%load_ext lakemagic\n%config LakeMagic.lake = {str(local_taxi_lake)!r}"),
-        nbformat.v4.new_code_cell(f"%%lakesql\n{ENDLESS}"),
-        nbformat.v4.new_code_cell("%%lakesql\nSELECT 42 AS answer, 'after' AS word"),
-        nbformat.v4.new_code_cell(f"%%lakesql counted <<\n{ENDLESS}"),
-        nbformat.v4.new_code_cell("print('counted' in globals())"),
-        nbformat.v4.new_code_cell("import time\ntime.sleep(100)"),
-        nbformat.v4.new_code_cell(f"%%lakesql\n{SECONDS}"),
-    ]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nbformat.write(notebook, root / NOTEBOOK)
+    write_notebook(root / NOTEBOOK, f"%%lakesql\n{ENDLESS}", "%%lakesql\nSELECT 42 AS answer, 'after' AS word",
+                   f"%%lakesql counted <<\n{ENDLESS}", "print('counted' in globals())", "import time\ntime.sleep(100)",
+                   f"%%lakesql\n{SECONDS}", lake=local_taxi_lake)
     return root
 
 

@@ -19,7 +19,7 @@ import papermill
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from browser_support import JupyterServer
+from browser_support import JupyterServer, write_notebook
 from test_browser import KERNEL_READY, SCREENSHOTS, browser, button, code_cell, open_and_run_all, widget_screenshot  # noqa: F401
 
 NOTEBOOK = "polish.ipynb"
@@ -40,15 +40,8 @@ ResultTable(result, page_size=10)"""
 def folder(tmp_path_factory, local_taxi_lake) -> Path:
     """The notebook, and a copy papermill executed."""
     root = tmp_path_factory.mktemp("polish")
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(f"%load_ext lakemagic\n%config LakeMagic.lake = {str(local_taxi_lake)!r}"),
-                      nbformat.v4.new_code_cell(f"%%lakesql\n{DECIMALS}"),
-                      nbformat.v4.new_code_cell("%lakesql --columns taxi_2019_04"),
-                      nbformat.v4.new_code_cell("%lakesql --tables"),
-                      nbformat.v4.new_code_cell("%lakesql --views"),
-                      nbformat.v4.new_code_cell(DASHBOARD)]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nbformat.write(notebook, root / NOTEBOOK)
+    write_notebook(root / NOTEBOOK, f"%%lakesql\n{DECIMALS}", "%lakesql --columns taxi_2019_04", "%lakesql --tables",
+                   "%lakesql --views", DASHBOARD, lake=local_taxi_lake)
     papermill.execute_notebook(str(root / NOTEBOOK), str(root / EXECUTED), kernel_name="python3", progress_bar=False,
                                cwd=str(root))
     return root

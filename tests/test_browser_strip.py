@@ -11,11 +11,10 @@ import shutil
 from pathlib import Path
 
 import duckdb
-import nbformat
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from browser_support import JupyterServer
+from browser_support import JupyterServer, write_notebook
 from test_browser import SCREENSHOTS, browser, button, code_cell, open_and_run_all, widget_screenshot  # noqa: F401
 
 COLUMNS = "pickup_at, passenger_count, payment_type, fare_amount, nullif(payment_type, '1') AS other_payment"
@@ -32,13 +31,7 @@ def lake_file(local_taxi_lake) -> Path:
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, local_taxi_lake) -> Path:
     root = tmp_path_factory.mktemp("strip-notebooks")
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [
-        nbformat.v4.new_code_cell(f"%load_ext lakemagic\n%config LakeMagic.lake = {str(local_taxi_lake)!r}"),
-        nbformat.v4.new_code_cell(f"%%lakesql\n{SQL}"),
-    ]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nbformat.write(notebook, root / NOTEBOOK)
+    write_notebook(root / NOTEBOOK, f"%%lakesql\n{SQL}", lake=local_taxi_lake)
     return root
 
 

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from .errors import UnsupportedTableFeature
 from .fields import INLINE_RESULT_BYTES

@@ -30,7 +30,7 @@ import json
 import re
 from typing import NamedTuple
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from . import run
 from .lake import Lake, is_pattern

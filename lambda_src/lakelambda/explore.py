@@ -17,7 +17,7 @@ import os
 import secrets
 from typing import Iterable, Literal, NamedTuple
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from . import page_format
 from .errors import ColumnNotFound, PermissionDenied, SqlError

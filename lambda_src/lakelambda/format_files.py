@@ -20,7 +20,7 @@ import json
 import threading
 from typing import NamedTuple
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from . import format_bounds, formats
 from .errors import TableMetadataError

@@ -26,7 +26,7 @@ import threading
 from typing import NamedTuple
 from urllib.parse import unquote
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from .errors import PermissionDenied, TableMetadataError, UnsupportedTableFeature
 from .sandbox import FORMAT_FUNCTIONS, lake_path_problem

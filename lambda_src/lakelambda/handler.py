@@ -20,7 +20,7 @@ import time
 import weakref
 from typing import Any, Callable
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 # First of the package: where Lambda imports this module, importing `loading` starts the database's load,
 # which then runs beside the imports below (loading.py).

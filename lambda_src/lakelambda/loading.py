@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from .database import Settings, load_database
 from .sandbox import builtin_views

@@ -18,7 +18,7 @@ import functools
 import re
 from typing import NamedTuple, Sequence
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from .protocol import MAX_DECODED_BYTES, Column
 from .sql import quote_identifier, quote_literal

@@ -30,7 +30,7 @@ import secrets
 import threading
 from typing import Any, Callable, NamedTuple, Sequence
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from . import explore, page_format
 from .lake import Lake

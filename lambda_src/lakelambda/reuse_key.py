@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import json
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from .format_calls import calls_table_formats
 from .lake import GLOB_CHARACTERS, Lake, is_pattern

@@ -13,7 +13,7 @@ import os
 import secrets
 from typing import Callable, NamedTuple
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from . import catalog, page_format, sandbox
 from .format_calls import pin_calls

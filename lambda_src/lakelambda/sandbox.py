@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple, NoReturn
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from .errors import PermissionDenied
 from .sql import character_offsets, parse_tree, parser, quote_identifier, quote_literal, start_of, tokens, walk

@@ -17,7 +17,7 @@ import functools
 import json
 from typing import Callable, Iterator, NamedTuple
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from .errors import SqlError, UnsupportedStatement
 

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable, ClassVar, Iterator
 
-import duckdb
+import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from . import database
 from .errors import LakeUnavailable

@@ -21,7 +21,7 @@ import threading
 import _duckdb as duckdb  # DuckDB's engine itself, without its package's Python (__init__.py)
 
 from .database import Settings, load_database
-from .sandbox import builtin_views
+from .sql import open_parser
 from .storage import open_storage
 
 # What Lambda's _HANDLER names where this package's handler is the function's.
@@ -39,9 +39,9 @@ class DatabaseLoading:
 
     def _load(self) -> None:
         try:
-            # First the sandbox's parse-only database and the names of DuckDB's own views (about 12 ms, which
-            # every first query's check needs, whatever it asks): ready before the invocation checks.
-            builtin_views()
+            # First the sandbox's parse-only database, which every first query's check needs, whatever it asks:
+            # ready before the invocation checks.
+            open_parser()
             settings = Settings.from_environment()
             self._outcome = settings, load_database(settings, open_storage(self._lake).extensions)
         except BaseException as exc:  # raised again where the handler is made, as it would have been there

@@ -51,6 +51,8 @@ STOP_WITHIN_S = 5.0
 or a second interrupt stops a call on this one where it is."""
 INTERRUPT_EVERY_S = 0.05
 """How often an interrupted call's statements are interrupted again until it returns."""
+SAME_PRESS_S = 2.0
+"""An interrupt this soon after one stopped a call is the same press of ■ (a double click, a key held)."""
 IDLE_CONTAINER_S = 600
 """After this long without an answer a Lambda container has likely been reclaimed (AWS keeps idle ones minutes)."""
 
@@ -122,6 +124,8 @@ class Wait:
         """`call()` on this thread, the kernel's interrupt stopping the engine's statements meanwhile."""
         interrupted = _Interrupter(self.engine)
         previous = signal.signal(signal.SIGINT, interrupted)
+        if isinstance(previous, _SamePress):  # a new call: the last one's press is over
+            previous = previous.previous
         try:
             value = call()
         except KeyboardInterrupt:  # the interrupt again, STOP_WITHIN_S after one the engine did not stop at
@@ -132,8 +136,8 @@ class Wait:
             if interrupted.at is None:
                 raise
         finally:
-            signal.signal(signal.SIGINT, previous)
             interrupted.end()
+            signal.signal(signal.SIGINT, previous if interrupted.at is None else _SamePress(previous))
         if interrupted.at is not None:  # stopped, or done before the interrupt reached a statement: its value dropped
             raise QueryInterrupted(f"interrupted after {int(interrupted.at - started)} s; the {self.engine.name} "
                                    "engine stopped the query")
@@ -213,6 +217,24 @@ def _interrupt_reaches_here() -> bool:
     """Whether the kernel's interrupt can be taken on this thread: only the main thread runs signal handlers, and
     only one that Python put in place can be put back."""
     return threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None
+
+
+class _SamePress:
+    """The SIGINT handler for SAME_PRESS_S after an interrupt stopped a call: a quick second ■ is the same interrupt,
+    and would otherwise land in IPython's code (showing the stop) as a traceback. Later ones go to `previous` again."""
+
+    def __init__(self, previous) -> None:
+        self.previous = previous
+        self.until = time.monotonic() + SAME_PRESS_S
+
+    def __call__(self, signum, frame) -> None:
+        if time.monotonic() < self.until:
+            return
+        signal.signal(signal.SIGINT, self.previous)
+        if callable(self.previous):
+            self.previous(signum, frame)
+        else:  # SIG_DFL or SIG_IGN: what it does with the signal
+            signal.raise_signal(signum)
 
 
 class _Interrupter:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import os
 import re
+from pathlib import Path
 
 import duckdb
 import ipywidgets
@@ -13,7 +14,7 @@ from ipywidgets.widgets.widget import _instances
 
 from lakelambda import protocol
 from lakemagic import client
-from lakemagic.display import conditions, frontend, widget
+from lakemagic.display import conditions, frontend, grid, pager, widget
 from lakemagic.engines.embedded import EmbeddedEngine
 
 SQL = "SELECT range AS n, 'row ' || range AS label FROM range(1234) ORDER BY n DESC"
@@ -331,6 +332,18 @@ def test_a_small_result_s_table_makes_few_widget_models(tmp_path):
     _, tools = models_made(table.show_tools)
     # 3 boxes, the profile choice, 4 buttons, their row and its layout, the profile
     assert len(tools) == 11 and table.children[1] is table.tools
+
+
+def test_the_grid_and_pager_carry_their_scripts_as_anywidget_s_front_end_loads_them(tmp_path):
+    result = client.run_query(EmbeddedEngine(str(tmp_path)), "SELECT 1 AS n", page_size=50)
+    table = widget.ResultTable(result, page_size=50)
+    for model, script in ((table.grid, "grid.js"), (table.pager, "pager.js")):
+        state = model.get_state()
+        assert state["_esm"] == (Path(widget.__file__).parent / script).read_text(encoding="utf-8")
+        assert state["_anywidget_id"] == f"lakemagic.display.{script[:-3]}.{type(model).__name__}"
+        assert (state["_model_module"], state["_model_name"], state["_view_name"]) == ("anywidget", "AnyModel", "AnyView")
+    # Each model is of its declared class: none was made a class of its own to hold its script.
+    assert (type(table.grid), type(table.pager)) == (grid.Grid, pager.Pager)
 
 
 def test_a_headless_table_closes_its_parts_and_the_next_table_makes_them_again(tmp_path):

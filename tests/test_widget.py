@@ -334,6 +334,17 @@ def test_a_small_result_s_table_makes_few_widget_models(tmp_path):
     assert len(tools) == 11 and table.children[1] is table.tools
 
 
+def test_a_table_s_models_open_with_its_first_page_and_no_update_follows(tmp_path, monkeypatch):
+    updates = []
+    monkeypatch.setattr(ipywidgets.Widget, "send_state", lambda model, key=None: updates.append(model))
+    table = widget.ResultTable(client.run_query(EmbeddedEngine(str(tmp_path)), SQL, page_size=50), page_size=50)
+    assert not {id(model) for model in updates} & {id(table.grid), id(table.pager), id(table.footer)}
+    # What each sent as it opened: the first page, where it is, and the footer's figures.
+    assert shown_rows(table.grid.get_state()["rows"])[0][1] == "1,233"
+    assert table.pager.get_state()["position"] == "page 1 of 25 · rows 1–50 of 1,234"
+    assert "1,234 rows" in table.footer.get_state()["value"]
+
+
 def test_the_grid_and_pager_carry_their_scripts_as_anywidget_s_front_end_loads_them(tmp_path):
     result = client.run_query(EmbeddedEngine(str(tmp_path)), "SELECT 1 AS n", page_size=50)
     table = widget.ResultTable(result, page_size=50)

@@ -103,6 +103,17 @@ def test_the_oldest_results_are_let_go_beyond_the_bound_and_say_to_run_again(lak
     assert second.page(500, 1).text() == (("500", "1000"),) and third.page(500, 1).text() == (("500", "1500"),)
 
 
+def test_a_result_written_for_its_download_leaves_the_bound_to_the_others(lake, monkeypatch):
+    monkeypatch.setattr(results, "MEMORY_BYTES", 70_000)  # two results of 32,000 bytes, as above
+    engine = EmbeddedEngine(lake)
+    sql = "SELECT range AS n, range * {} AS m FROM range(1000)"
+    first = client.run_query(engine, sql.format(1), page_size=10, reuse=False)
+    assert first.to_dataframe()["m"].sum() == sum(range(1000))  # written as its file: let go from memory
+    second, third = (client.run_query(engine, sql.format(k), page_size=10, reuse=False) for k in (2, 3))
+    assert second.page(500, 1).text() == (("500", "1000"),) and third.page(500, 1).text() == (("500", "1500"),)
+    assert first.page(500, 1).text() == (("500", "500"),)  # from its file
+
+
 def test_a_result_too_large_for_memory_is_stored_and_one_of_more_rows_runs_into_its_file(lake, monkeypatch):
     monkeypatch.setenv("LAKEMAGIC_INLINE_RESULT_BYTES", "0")
     engine = EmbeddedEngine(lake)

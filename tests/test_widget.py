@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import os
 import re
+from pathlib import Path
 
 import duckdb
 import ipywidgets
@@ -13,7 +14,7 @@ from ipywidgets.widgets.widget import _instances
 
 from lakelambda import protocol
 from lakemagic import client
-from lakemagic.display import conditions, frontend, widget
+from lakemagic.display import conditions, frontend, grid, pager, widget
 from lakemagic.engines.embedded import EmbeddedEngine
 
 SQL = "SELECT range AS n, 'row ' || range AS label FROM range(1234) ORDER BY n DESC"
@@ -331,6 +332,29 @@ def test_a_small_result_s_table_makes_few_widget_models(tmp_path):
     _, tools = models_made(table.show_tools)
     # 3 boxes, the profile choice, 4 buttons, their row and its layout, the profile
     assert len(tools) == 11 and table.children[1] is table.tools
+
+
+def test_a_table_s_models_open_with_its_first_page_and_no_update_follows(tmp_path, monkeypatch):
+    updates = []
+    monkeypatch.setattr(ipywidgets.Widget, "send_state", lambda model, key=None: updates.append(model))
+    table = widget.ResultTable(client.run_query(EmbeddedEngine(str(tmp_path)), SQL, page_size=50), page_size=50)
+    assert not {id(model) for model in updates} & {id(table.grid), id(table.pager), id(table.footer)}
+    # What each sent as it opened: the first page, where it is, and the footer's figures.
+    assert shown_rows(table.grid.get_state()["rows"])[0][1] == "1,233"
+    assert table.pager.get_state()["position"] == "page 1 of 25 · rows 1–50 of 1,234"
+    assert "1,234 rows" in table.footer.get_state()["value"]
+
+
+def test_the_grid_and_pager_carry_their_scripts_as_anywidget_s_front_end_loads_them(tmp_path):
+    result = client.run_query(EmbeddedEngine(str(tmp_path)), "SELECT 1 AS n", page_size=50)
+    table = widget.ResultTable(result, page_size=50)
+    for model, script in ((table.grid, "grid.js"), (table.pager, "pager.js")):
+        state = model.get_state()
+        assert state["_esm"] == (Path(widget.__file__).parent / script).read_text(encoding="utf-8")
+        assert state["_anywidget_id"] == f"lakemagic.display.{script[:-3]}.{type(model).__name__}"
+        assert (state["_model_module"], state["_model_name"], state["_view_name"]) == ("anywidget", "AnyModel", "AnyView")
+    # Each model is of its declared class: none was made a class of its own to hold its script.
+    assert (type(table.grid), type(table.pager)) == (grid.Grid, pager.Pager)
 
 
 def test_a_headless_table_closes_its_parts_and_the_next_table_makes_them_again(tmp_path):

@@ -46,21 +46,21 @@ def shown_columns(rows: tuple[TextRow, ...], columns: tuple[Column, ...], pad: s
 
 
 def _aligned(texts: list[str | None], pad: str) -> list[str | None]:
-    grouped = [None if text is None else grouped_number(text) for text in texts]
-    tails = [_decimals(text) for text in grouped]
-    width = max(tails, default=0)
-    return [None if text is None else text + pad * (width - tail) for text, tail in zip(grouped, tails)]
+    grouped = [None if text is None else _grouped(text) for text in texts]
+    width = max((tail for _, tail in filter(None, grouped)), default=0)
+    return [None if shown is None else shown[0] + pad * (width - shown[1]) for shown in grouped]
 
 
 def grouped_number(text: str) -> str:
     """`1234567.25` as `1,234,567.25`; DuckDB's other number texts (`1e+20`, `inf`, `nan`) as they are."""
+    return _grouped(text)[0]
+
+
+def _grouped(text: str) -> tuple[str, int]:
+    """grouped_number's text, and how many of its characters are from its decimal point on (0 without one):
+    one match of each value, which a page of numbers makes 150 of."""
     match = _PLAIN_NUMBER.fullmatch(text)
-    return f"{match[1]}{int(match[2]):,}{match[3] or ''}" if match else text
-
-
-def _decimals(text: str | None) -> int:
-    """How many characters a plain number has from its decimal point on (0 without one)."""
-    if text is None or not _PLAIN_NUMBER.fullmatch(text.replace(",", "")):
-        return 0
-    point = text.find(".")
-    return len(text) - point if point >= 0 else 0
+    if not match:
+        return text, 0
+    decimals = match[3] or ""
+    return f"{match[1]}{int(match[2]):,}{decimals}", len(decimals)

@@ -15,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypedDict, Union, get_args
 
-import anywidget
 import traitlets
+
+from .module import FrontEndModule, script
 
 PageTurn = Literal["first", "previous", "next", "last"]
 # More columns or bars than an answer may hold (protocol's MAX_COLUMNS, MAX_BARS) never name a real one.
@@ -55,11 +56,11 @@ class PageKey(TypedDict):
 Message = Union[SortClicked, BarClicked, NullsClicked, PageKey]
 
 
-class Grid(anywidget.AnyWidget):
+class Grid(FrontEndModule):
     """The names, types, summaries (empty until they come) and rows, each HTML the kernel renders; its clicks and
     the table's keys come back as messages (read_message)."""
 
-    _esm = Path(__file__).with_name("grid.js")
+    _esm = script(Path(__file__).with_name("grid.js"))
     names = traitlets.Unicode("").tag(sync=True)
     types = traitlets.Unicode("").tag(sync=True)
     glances = traitlets.Unicode("").tag(sync=True)

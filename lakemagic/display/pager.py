@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypedDict, Union
 
-import anywidget
 import traitlets
 
 from .grid import PageKey, read_page_turn
+from .module import FrontEndModule, script
 
 _MAX_ROWS = 1_000_000  # a page size the table could ever offer is below this
 
@@ -35,11 +35,11 @@ class ToolsAsked(TypedDict):
 Message = Union[PageKey, SizeChosen, ToolsAsked]
 
 
-class Pager(anywidget.AnyWidget):
+class Pager(FrontEndModule):
     """The pager's state: where the page is, whether it is the first or last, the page sizes offered and the one
     chosen, and whether the tools are open (their button is hidden then)."""
 
-    _esm = Path(__file__).with_name("pager.js")
+    _esm = script(Path(__file__).with_name("pager.js"))
     position = traitlets.Unicode("").tag(sync=True)
     at_start = traitlets.Bool(True).tag(sync=True)
     at_end = traitlets.Bool(True).tag(sync=True)

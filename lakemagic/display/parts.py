@@ -59,5 +59,5 @@ class Parts:
         button.on_click(lambda _: action())
         return button
 
-    def html(self) -> widgets.HTML:
-        return widgets.HTML(layout=self.plain, style=self.html_style)
+    def html(self, value: str = "") -> widgets.HTML:
+        return widgets.HTML(value, layout=self.plain, style=self.html_style)

@@ -57,22 +57,26 @@ class ResultTable(widgets.VBox):
         # Each kept page's rows, and the call to a remote engine that fetched them (None: none, or one on this machine).
         self._pages: OrderedDict[tuple[int, int], tuple[tuple[TextRow, ...], CallStats | None]] = OrderedDict()
 
-        parts = shared_parts()
-        self.footer = parts.html()
-        # The page turns, the page size, where the page is and the tools' button: one model.
-        self.pager = pager.Pager(sizes=sorted(set(PAGE_SIZES) | {page_size}), size=page_size, layout=parts.plain)
-        self.pager.on_msg(self._on_pager_message)
-        # The one box that scrolls: the names, types and summaries stick to its top, the row numbers to its left.
-        # A click on a name sorts, on a summary's bar filters; it also hears the table's paging keys.
-        self.grid = grid.Grid(layout=parts.scroll, _dom_classes=("lm-scroll",))
-        self.grid.on_msg(self._on_grid_message)
         self._widths: list[int] = []  # the shown page's columns, in pixels
         # Column summaries by filter (None: the whole result, in any order), once asked; None while none came.
         self._summaries: dict[str | None, SummariesAnswer | None] = {}
         self._clicked_where: str | None = None  # the filter the last click on a summary made
-        self._parts = parts
+        self._parts = parts = shared_parts()
+        # Each model is made with its first view, which it is sent with: no update follows it.
+        shown = self._view(0)
+        failed = isinstance(shown, str)
+        grid_view, pager_view = ({}, {}) if failed else shown
+        self.footer = parts.html("" if failed else self._footer_html())
+        # The page turns, the page size, where the page is and the tools' button: one model.
+        self.pager = pager.Pager(sizes=sorted(set(PAGE_SIZES) | {page_size}), size=page_size, layout=parts.plain,
+                                 **pager_view)
+        self.pager.on_msg(self._on_pager_message)
+        # The one box that scrolls: the names, types and summaries stick to its top, the row numbers to its left.
+        # A click on a name sorts, on a summary's bar filters; it also hears the table's paging keys.
+        self.grid = grid.Grid(layout=parts.scroll, _dom_classes=("lm-scroll",), **grid_view)
+        self.grid.on_msg(self._on_grid_message)
         super().__init__(self._shown_parts(), layout=parts.plain, _dom_classes=("lakemagic-widget",))
-        self._show(0)
+        self._tell(shown if failed else "")
         frontend.after_this_cell(self.show_summaries)
 
     @property
@@ -92,8 +96,8 @@ class ResultTable(widgets.VBox):
             self._summaries[where] = shown.summaries()
         except (LakeQueryError, EngineError):
             return
-        self._draw_glances()
-        self._show_footer()
+        self.grid.glances = self._glances_html()
+        self.footer.value = self._footer_html()
 
     def _glances_shown(self) -> SummariesAnswer | None:
         """The summaries of what is shown (in any order: a sort keeps them), once they came."""
@@ -153,9 +157,9 @@ class ResultTable(widgets.VBox):
         else:
             self.apply_filter(condition)
 
-    def _draw_glances(self) -> None:
+    def _glances_html(self) -> str:
         glances = self._glances_shown()
-        self.grid.glances = "" if glances is None else render.glance_row(glances, self._widths)
+        return "" if glances is None else render.glance_row(glances, self._widths)
 
     def _arrange(self) -> None:
         self.children = self._shown_parts()
@@ -320,38 +324,42 @@ class ResultTable(widgets.VBox):
     # --- showing a page -------------------------------------------------------
 
     def _show(self, offset: int) -> None:
+        shown = self._view(offset)
+        self._tell(shown if isinstance(shown, str) else "")
+        if not isinstance(shown, str):
+            for model, view in zip((self.grid, self.pager), shown):
+                with model.hold_sync():  # one message for the model's parts
+                    for name, value in view.items():
+                        setattr(model, name, value)
+            self.footer.value = self._footer_html()
+
+    def _view(self, offset: int) -> tuple[dict, dict] | str:
+        """The grid's and the pager's state showing the page at `offset`; or, where its rows could not be fetched, why."""
         try:
             rows = self._page(offset)
         except (LakeQueryError, EngineError) as exc:
-            self._tell(render.error_html(f"Could not fetch rows from {offset + 1:,}: {exc.shown()}"))
-            return
-        self._tell("")
+            return render.error_html(f"Could not fetch rows from {offset + 1:,}: {exc.shown()}")
         self.offset = offset
         table = render.html_table(rows, self.result.columns, first_row_number=offset + 1)
         if offset == 0:  # the static form's table, kept for this view and page size
             self._first_table = (self.result, self.page_size, table.html())
         self._widths = table.widths
-        with self.grid.hold_sync():  # one message for the grid's parts
-            self.grid.names = render.name_row(self.result.columns, table.widths, self.sort)
-            self.grid.types = render.type_row(self.result.columns, table.widths)
-            self._draw_glances()
-            self.grid.rows = table.html(head=False)
         page_number = offset // self.page_size + 1
-        with self.pager.hold_sync():
-            self.pager.position = (f"page {page_number:,} of {self.page_count:,} · "
-                                   f"{render.rows_label(offset, len(rows), self.result.total_rows)}")
-            self.pager.at_start = offset == 0
-            self.pager.at_end = offset + len(rows) >= self.result.total_rows
-        self._show_footer()
+        return ({"names": render.name_row(self.result.columns, table.widths, self.sort),
+                 "types": render.type_row(self.result.columns, table.widths), "glances": self._glances_html(),
+                 "rows": table.html(head=False)},
+                {"position": (f"page {page_number:,} of {self.page_count:,} · "
+                              f"{render.rows_label(offset, len(rows), self.result.total_rows)}"),
+                 "at_start": offset == 0, "at_end": offset + len(rows) >= self.result.total_rows})
 
-    def _show_footer(self) -> None:
+    def _footer_html(self) -> str:
         view = render.view_label(self.sort, self.where, self.result.total_rows, self.base.total_rows)
         note = render.glance_note(self._glances_shown())
         rows_call = self._pages.get((self.offset, self.page_size), ((), None))[1]
         shown_rows = None if self.where is not None else self.result.total_rows  # a filter's label says them
         figures = render.stats_label(self.base.stats, shown_rows, self.base.reuse_note, rows_call)
-        self.footer.value = (f"<div class='lakemagic-summary'>{view}{html.escape(figures)}"
-                             f"{html.escape(' · ' + note) if note else ''}</div>")
+        return (f"<div class='lakemagic-summary'>{view}{html.escape(figures)}"
+                f"{html.escape(' · ' + note) if note else ''}</div>")
 
     def _page(self, offset: int) -> tuple[TextRow, ...]:
         """A page's rows, kept with the remote call that fetched them (a sort or filter's first page: its derive

@@ -81,6 +81,7 @@ class ResultStore:
         self.local_folder = lake.storage.working_folder(RESULTS_PREFIX, local_folder)
         self.pages_folder = pages_folder
         self._in_memory: dict[str, tuple[StoredResult, int]] = {}  # with their bytes, oldest first
+        self._in_memory_bytes = 0  # theirs together: a query adds its own, never sums them all again
         self._in_memory_lock = threading.Lock()
 
     def prepare(self) -> None:
@@ -145,6 +146,7 @@ class ResultStore:
         (a page of one then says to run the query again)."""
         with self._in_memory_lock:
             self._in_memory.clear()
+            self._in_memory_bytes = 0
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {MEMORY_SCHEMA}")
 
     def memory_table(self, result_id: str) -> str:
@@ -165,12 +167,13 @@ class ResultStore:
         kept = StoredResult(ResultInfo(result_id, columns, rows, 0), "", table=table)
         with self._in_memory_lock:
             self._in_memory[result_id] = (kept, size)
-            total = sum(held for _, held in self._in_memory.values())
+            self._in_memory_bytes += size
             gone = []
-            for old in list(self._in_memory):
-                if total <= MEMORY_BYTES or old == result_id:
+            while self._in_memory_bytes > MEMORY_BYTES:  # the oldest go first, never the one just kept
+                old = next(iter(self._in_memory))
+                if old == result_id:
                     break
-                total -= self._in_memory.pop(old)[1]
+                self._in_memory_bytes -= self._in_memory.pop(old)[1]
                 gone.append(old)
         for old in gone:
             con.execute(f"DROP TABLE IF EXISTS {self.memory_table(old)}")
@@ -187,7 +190,7 @@ class ResultStore:
         if path != self.lake_path(result_id):  # a local copy, which the lake gets for every container
             self.lake.storage.put(path, f"{RESULTS_PREFIX}/{result_id}.parquet")
         with self._in_memory_lock:
-            self._in_memory.pop(result_id, None)
+            self._in_memory_bytes -= self._in_memory.pop(result_id, (None, 0))[1]
         con.execute(f"DROP TABLE IF EXISTS {result.table}")
         return StoredResult(dataclasses.replace(info, result_bytes=os.path.getsize(path)), path)
 

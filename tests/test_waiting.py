@@ -127,7 +127,8 @@ def test_interrupt_stops_duckdb_at_once_and_the_kernel_goes_on(local_shell, targ
     assert took < INTERRUPT_AFTER_S + 1.5
     assert captured.stdout.strip() == "QueryInterrupted: interrupted after 2 s; the local engine stopped the query"
     assert kept(captured.outputs) == []  # nothing live is left in the saved cell
-    assert "running on local · 1 s" in shown_lines(captured.outputs)
+    # The line showed and counted (its first tick may come late while DuckDB holds both cores: "2 s").
+    assert any(line in ("running on local · 1 s", "running on local · 2 s") for line in shown_lines(captured.outputs))
     engine = local_shell.magics_manager.registry["LakeMagic"].current_engine()
     assert not engine._handler._running  # DuckDB stopped: no call of the handler still runs
 
@@ -240,7 +241,7 @@ def test_an_error_after_a_wait_still_fails_the_cell_and_leaves_only_itself(local
     with capture_output() as captured:
         outcome = local_shell.run_cell(f"%%lakesql\n{FAILS_LATE}")
     assert not outcome.success
-    assert "running on local · 1 s" in shown_lines(captured.outputs)  # it did wait
+    assert any(line.startswith("running on local · ") for line in shown_lines(captured.outputs))  # it did wait
     assert captured.stdout.startswith("ConversionException")
     assert kept(captured.outputs) == []
 
@@ -272,7 +273,9 @@ def test_on_lambda_the_wait_stops_at_once_and_the_late_answer_is_dropped(lambda_
     assert took < INTERRUPT_AFTER_S + 1
     assert captured.stdout.strip().startswith("QueryInterrupted: stopped waiting after 2 s; the lambda engine")
     lines = shown_lines(captured.outputs)
-    assert lines[0] == "running on lambda · likely starting a container · 1 s"  # no answer yet in this kernel
+    # No answer yet in this kernel (the first tick may come late on a loaded machine: "2 s").
+    assert lines[0] in ("running on lambda · likely starting a container · 1 s",
+                        "running on lambda · likely starting a container · 2 s")
     assert kept(captured.outputs) == []
 
     # The next query is answered while the abandoned one still runs in the function.

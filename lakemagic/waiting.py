@@ -114,6 +114,7 @@ class Wait:
         status = Status()
         context = contextvars.copy_context()
         context.run(_current.set, status)
+        _SamePress.over()  # a new call: the last stop's press is over
         watched = _Watched(self, status, self._likely_cold())
         _WATCHER.watch(watched)
         try:
@@ -127,8 +128,6 @@ class Wait:
         """`call()` on this thread, the kernel's interrupt stopping the engine's statements meanwhile."""
         interrupted = _Interrupter(self.engine)
         previous = signal.signal(signal.SIGINT, interrupted)
-        if isinstance(previous, _SamePress):  # a new call: the last one's press is over
-            previous = previous.previous
         try:
             value = call()
         except KeyboardInterrupt:  # the interrupt again, STOP_WITHIN_S after one the engine did not stop at
@@ -140,7 +139,9 @@ class Wait:
                 raise
         finally:
             interrupted.end()
-            signal.signal(signal.SIGINT, previous if interrupted.at is None else _SamePress(previous))
+            signal.signal(signal.SIGINT, previous)
+            if interrupted.at is not None:
+                _SamePress.hold(previous)
         if interrupted.at is not None:  # stopped, or done before the interrupt reached a statement: its value dropped
             raise QueryInterrupted(f"interrupted after {int(interrupted.at - started)} s; the {self.engine.name} "
                                    "engine stopped the query")
@@ -164,6 +165,7 @@ class Wait:
         try:
             finished.wait()
         except KeyboardInterrupt:
+            _SamePress.hold(signal.getsignal(signal.SIGINT))
             raise self._stop(finished, time.monotonic() - started) from None
         if "error" in outcome:
             raise outcome["error"]
@@ -223,12 +225,26 @@ def _interrupt_reaches_here() -> bool:
 
 
 class _SamePress:
-    """The SIGINT handler for SAME_PRESS_S after an interrupt stopped a call: a quick second ■ is the same interrupt,
-    and would otherwise land in IPython's code (showing the stop) as a traceback. Later ones go to `previous` again."""
+    """The SIGINT handler for SAME_PRESS_S after an interrupt stopped a call, on either path: a quick second ■ is the
+    same interrupt, and would otherwise land in IPython's code (showing the stop) as a traceback. Later ones, or a
+    new call, give the kernel's handler back."""
 
     def __init__(self, previous) -> None:
         self.previous = previous
         self.until = time.monotonic() + SAME_PRESS_S
+
+    @staticmethod
+    def hold(previous) -> None:
+        """In place of `previous`, the handler Python put in place that an interrupt just went to."""
+        if previous is not None:
+            signal.signal(signal.SIGINT, _SamePress(previous))
+
+    @staticmethod
+    def over() -> None:
+        if threading.current_thread() is threading.main_thread():
+            handler = signal.getsignal(signal.SIGINT)
+            if isinstance(handler, _SamePress):
+                signal.signal(signal.SIGINT, handler.previous)
 
     def __call__(self, signum, frame) -> None:
         if time.monotonic() < self.until:

@@ -187,21 +187,24 @@ def test_after_a_query_the_interrupt_stops_plain_python_again(local_shell):
     assert took < 3
 
 
-def test_a_quick_second_interrupt_is_the_first_one_until_the_cell_ends(local_shell):
+@pytest.mark.parametrize("engine", ["local", "lambda"])
+def test_a_quick_second_interrupt_is_the_first_one_until_the_cell_ends(engine, request):
     """Two quick ■: the second may come once the query has stopped, while the cell ends (its message shown); it
-    is the same interrupt, not a KeyboardInterrupt in IPython's code. The next cell's interrupt works again."""
+    is the same interrupt, not a KeyboardInterrupt in IPython's code, on either engine's path (DuckDB stopped on
+    the cell's thread; a Lambda call left on its own). The next cell's interrupt works again."""
+    shell = request.getfixturevalue(f"{engine}_shell")
     cell = ("import time\nfrom lakemagic.errors import QueryInterrupted\n"
             f"try:\n    get_ipython().run_line_magic('lakesql', {ENDLESS!r})\n"
             "except QueryInterrupted:\n    stopped = True\ntime.sleep(1.5)")
     second = threading.Timer(INTERRUPT_AFTER_S + 0.5, os.kill, (os.getpid(), signal.SIGINT))
     second.start()
     try:
-        outcome, _, _ = interrupted_cell(local_shell, cell)
+        outcome, _, _ = interrupted_cell(shell, cell)
     finally:
         second.cancel()
     assert outcome.success, outcome.error_in_exec
-    assert local_shell.user_ns["stopped"] and local_shell.user_ns.get("time")  # stopped, then the cell ran on
-    outcome, _, took = interrupted_cell(local_shell, "import time\nfor _ in range(100):\n    time.sleep(0.05)", after_s=0.5)
+    assert shell.user_ns["stopped"] and shell.user_ns.get("time")  # stopped, then the cell ran on
+    outcome, _, took = interrupted_cell(shell, "import time\nfor _ in range(100):\n    time.sleep(0.05)", after_s=0.5)
     assert isinstance(outcome.error_in_exec, KeyboardInterrupt)
     assert took < 3
 

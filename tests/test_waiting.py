@@ -184,7 +184,7 @@ def test_after_a_query_the_interrupt_stops_plain_python_again(local_shell):
         assert local_shell.run_cell("x = %lakesql SELECT 42 AS answer").success
     outcome, _, took = interrupted_cell(local_shell, "import time\nfor _ in range(100):\n    time.sleep(0.05)", after_s=0.5)
     assert isinstance(outcome.error_in_exec, KeyboardInterrupt)
-    assert took < 3
+    assert took < 4.5  # stopped by the interrupt: the loop runs 5 s (a loaded machine may send it late)
 
 
 @pytest.mark.parametrize("engine", ["local", "lambda"])
@@ -206,7 +206,7 @@ def test_a_quick_second_interrupt_is_the_first_one_until_the_cell_ends(engine, r
     assert shell.user_ns["stopped"] and shell.user_ns.get("time")  # stopped, then the cell ran on
     outcome, _, took = interrupted_cell(shell, "import time\nfor _ in range(100):\n    time.sleep(0.05)", after_s=0.5)
     assert isinstance(outcome.error_in_exec, KeyboardInterrupt)
-    assert took < 3
+    assert took < 4.5  # stopped by the interrupt: the loop runs 5 s (a loaded machine may send it late)
 
 
 @pytest.fixture(scope="module")
